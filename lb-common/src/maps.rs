@@ -1,0 +1,267 @@
+//! Map keys, values, indices and limits shared by the data path and the agent.
+//!
+//! The maps themselves are defined (and documented: key, value, writer, reader) in
+//! `lb-ebpf/src/maps.rs`; their names are the `MAP_*` constants below.
+//!
+//! Byte order: addresses and ports are kept in network byte order, exactly as they sit in the
+//! packet, so the data path never swaps bytes. IPv4 addresses fill the first 4 bytes of a
+//! 16-byte address, the other 12 are zero.
+
+/// Services (VIP:port/protocol entries of the config) the data path can hold.
+pub const MAX_SERVICES: u32 = 32;
+/// Backends (a server of a service; the same host in two services is two backends).
+pub const MAX_BACKENDS: u32 = 4096;
+/// Largest Maglev table a service may use (a prime). Each service owns two regions of this
+/// size in `MAP_MAGLEV`: slot 0 and slot 1.
+pub const MAGLEV_MAX_SIZE: u32 = 65537;
+/// Default Maglev table size (prime).
+pub const MAGLEV_DEFAULT_SIZE: u32 = 65537;
+/// A Maglev slot that names no backend (the service has no usable server).
+pub const NO_BACKEND: u32 = u32::MAX;
+/// Maximum IPv6 extension headers the parser walks before it calls the packet malformed.
+pub const MAX_IPV6_EXT_HEADERS: u32 = 4;
+/// The data path refreshes an entry's last-seen time at most this often (nanoseconds).
+pub const STICK_REFRESH_NS: u64 = 1_000_000_000;
+
+/// Index of `service`'s region for table `slot` (0 or 1) in `MAP_MAGLEV`.
+#[inline(always)]
+pub const fn maglev_base(service: u32, slot: u32) -> u32 {
+    (service * 2 + slot) * MAGLEV_MAX_SIZE
+}
+
+pub const MAP_VIPS: &str = "XLB_VIPS";
+pub const MAP_SERVICES: &str = "XLB_SERVICES";
+pub const MAP_ACTIVE_SLOT: &str = "XLB_ACTIVE";
+pub const MAP_MAGLEV: &str = "XLB_MAGLEV";
+pub const MAP_BACKENDS: &str = "XLB_BACKENDS";
+pub const MAP_STICK: &str = "XLB_STICK";
+pub const MAP_TX_PORTS: &str = "XLB_TX_PORTS";
+pub const MAP_GLOBAL_STATS: &str = "XLB_GSTATS";
+pub const MAP_SERVICE_STATS: &str = "XLB_SSTATS";
+pub const MAP_BACKEND_STATS: &str = "XLB_BSTATS";
+/// Every map the program defines (the agent pins and adopts these).
+pub const ALL_MAPS: [&str; 10] = [
+    MAP_VIPS,
+    MAP_SERVICES,
+    MAP_ACTIVE_SLOT,
+    MAP_MAGLEV,
+    MAP_BACKENDS,
+    MAP_STICK,
+    MAP_TX_PORTS,
+    MAP_GLOBAL_STATS,
+    MAP_SERVICE_STATS,
+    MAP_BACKEND_STATS,
+];
+
+/// The XDP program's name in the object; the floor program for benchmarks; the bench wrapper
+/// that gives every iteration a fresh client address.
+pub const PROG_XLB: &str = "xlb";
+pub const PROG_FLOOR: &str = "xlb_floor";
+pub const PROG_BENCH_FRESH: &str = "xlb_bench_fresh";
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// `VipKey::kind`: an exact (address, port, protocol) entry; port 0 means any port.
+pub const VIP_KIND_PORT: u8 = 0;
+/// `VipKey::kind`: the address-only entry used for packets that carry no port (non-first
+/// fragments); port is 0. The agent writes one per (address, protocol), naming the first
+/// service in the config with that address and protocol.
+pub const VIP_KIND_ADDR: u8 = 1;
+
+/// Key of `MAP_VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    pub addr: [u8; 16],
+    /// Network byte order; 0 = any port (or an address-only entry).
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub kind: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `MAP_VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipValue {
+    pub service: u32,
+}
+
+/// `Service::stick_mode`
+pub const STICK_NONE: u8 = 0;
+pub const STICK_SRC: u8 = 1;
+pub const STICK_SRC_PORT: u8 = 2;
+
+/// `Service::flags`
+pub const SVC_F_REDISPATCH: u8 = 1;
+
+/// Value of `MAP_SERVICES` (index: service id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Service {
+    /// Idle time after which a stick entry no longer counts (ns); 0 = never expires.
+    pub expire_ns: u64,
+    /// Client address mask for IPv4 (network byte order, as bytes: /24 = ff ff ff 00).
+    pub v4_mask: [u8; 4],
+    /// Client address mask for IPv6.
+    pub v6_mask: [u8; 16],
+    /// Maglev table size M of slot 0 and slot 1 (each written before its slot is made active).
+    pub table_size: [u32; 2],
+    pub stick_mode: u8,
+    pub flags: u8,
+    /// 1 when the entry is in use (a deleted service is zeroed: packets to it are passed).
+    pub enabled: u8,
+    pub _pad: [u8; 1],
+}
+
+/// `Backend::state` as the data path sees it (the agent folds health and admin state in).
+/// Up and in rotation: new clients may be given it.
+pub const BACKEND_UP: u8 = 1;
+/// Draining: pinned clients stay, new clients never get it (not in the Maglev table).
+pub const BACKEND_DRAIN: u8 = 2;
+/// Health check says down.
+pub const BACKEND_DOWN: u8 = 3;
+/// Administratively in maintenance: treated as down.
+pub const BACKEND_MAINT: u8 = 4;
+
+/// Value of `MAP_BACKENDS` (index: backend id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Backend {
+    /// Destination MAC written into forwarded frames.
+    pub mac: [u8; 6],
+    /// Source MAC for forwarded frames; all zero = the frame's own destination MAC (ours).
+    pub src_mac: [u8; 6],
+    /// 0 = `XDP_TX` out of the receiving interface; n > 0 = `XDP_REDIRECT` to `MAP_TX_PORTS[n]`.
+    pub tx_port: u32,
+    pub state: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of `MAP_STICK`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct StickKey {
+    /// Client address after the service's prefix mask.
+    pub addr: [u8; 16],
+    pub service: u16,
+    /// Client source port (network order) for `src-port` services, else 0.
+    pub port: u16,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `MAP_STICK`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StickEntry {
+    /// `bpf_ktime_get_coarse_ns()` when the client was last seen (refreshed at most once per
+    /// `STICK_REFRESH_NS`). Userspace reads the same clock as `CLOCK_MONOTONIC_COARSE`.
+    pub last_seen_ns: u64,
+    pub backend: u32,
+    pub _pad: u32,
+}
+
+/// Indices of `MAP_GLOBAL_STATS` (per-CPU u64 counters).
+pub mod gstat {
+    /// Every packet the program saw.
+    pub const RX: u32 = 0;
+    /// Passed: not for a configured VIP (or not IP at all).
+    pub const PASS_NOT_VIP: u32 = 1;
+    /// Passed: headers truncated or invalid. Never forwarded.
+    pub const PARSE_ERROR: u32 = 2;
+    /// Forwarded with XDP_TX.
+    pub const TX: u32 = 3;
+    /// Forwarded with XDP_REDIRECT.
+    pub const REDIRECT: u32 = 4;
+    /// Dropped: the service has no usable backend.
+    pub const NO_BACKEND: u32 = 5;
+    pub const STICK_HIT: u32 = 6;
+    pub const STICK_MISS: u32 = 7;
+    pub const STICK_INSERT: u32 = 8;
+    /// An entry found idle longer than its service's expire (replaced).
+    pub const STICK_EXPIRED: u32 = 9;
+    /// Pinned backend down/maint, client sent elsewhere (redispatch on).
+    pub const REDISPATCH: u32 = 10;
+    /// Pinned backend down/maint, client kept on it (redispatch off).
+    pub const PINNED_DOWN: u32 = 11;
+    /// IP fragments handled (first or later).
+    pub const FRAGMENT: u32 = 12;
+    /// ICMP need-frag / ICMPv6 packet-too-big about a VIP flow, forwarded to its backend.
+    pub const ICMP_TOO_BIG: u32 = 13;
+    /// Stick table insert failed.
+    pub const INSERT_FAILED: u32 = 14;
+    /// Bare TCP SYNs forwarded by hash without creating an entry.
+    pub const SYN_NO_INSERT: u32 = 15;
+    pub const COUNT: u32 = 16;
+
+    pub const NAMES: [&str; COUNT as usize] = [
+        "rx",
+        "pass_not_vip",
+        "parse_error",
+        "tx",
+        "redirect",
+        "no_backend",
+        "stick_hit",
+        "stick_miss",
+        "stick_insert",
+        "stick_expired",
+        "redispatch",
+        "pinned_down",
+        "fragment",
+        "icmp_too_big",
+        "insert_failed",
+        "syn_no_insert",
+    ];
+}
+
+/// Value of `MAP_SERVICE_STATS` (per-CPU, index: service id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub stick_hits: u64,
+    pub stick_misses: u64,
+    pub stick_inserts: u64,
+    pub stick_expired: u64,
+    pub redispatches: u64,
+    pub pinned_down: u64,
+    pub no_backend: u64,
+}
+
+/// Value of `MAP_BACKEND_STATS` (per-CPU, index: backend id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BackendStats {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+// Compile-time layout checks: a change here is a change of the pinned maps' format.
+const _: () = assert!(core::mem::size_of::<VipKey>() == 24);
+const _: () = assert!(core::mem::size_of::<VipValue>() == 4);
+const _: () = assert!(core::mem::size_of::<Service>() == 40);
+const _: () = assert!(core::mem::size_of::<Backend>() == 20);
+const _: () = assert!(core::mem::size_of::<StickKey>() == 24);
+const _: () = assert!(core::mem::size_of::<StickEntry>() == 16);
+const _: () = assert!(core::mem::size_of::<ServiceStats>() == 72);
+const _: () = assert!(core::mem::size_of::<BackendStats>() == 16);
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    macro_rules! pod {
+        ($($t:ty),*) => {$(
+            // SAFETY: #[repr(C)], only integer fields, explicit padding: any bit pattern is valid.
+            unsafe impl aya::Pod for $t {}
+            unsafe impl bytemuck::Zeroable for $t {}
+            unsafe impl bytemuck::Pod for $t {}
+        )*};
+    }
+    pod!(VipKey, VipValue, Service, Backend, StickKey, StickEntry, ServiceStats, BackendStats);
+}

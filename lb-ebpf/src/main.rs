@@ -1,0 +1,119 @@
+//! xlb's data path: one XDP program, one-armed, L2 direct server return.
+//!
+//! Read top to bottom in the order a packet travels:
+//! `parse` (step 1) -> `select::service_of` (step 2) -> `select::backend_for` (steps 3–5:
+//! affinity key, stick table, Maglev) -> `forward` (step 6). Counters (step 8) along the way.
+//! Every map is documented at its definition in `maps`.
+#![no_std]
+#![no_main]
+
+mod forward;
+mod maps;
+mod parse;
+mod select;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::{NO_BACKEND, gstat};
+
+#[xdp]
+pub fn xlb(ctx: XdpContext) -> u32 {
+    balance(&ctx)
+}
+
+#[inline(always)]
+fn balance(ctx: &XdpContext) -> u32 {
+    maps::count(gstat::RX);
+    let flow = match parse::parse(ctx) {
+        Ok(Some(flow)) => flow,
+        Ok(None) => return pass(gstat::PASS_NOT_VIP),
+        Err(()) => return pass(gstat::PARSE_ERROR),
+    };
+    let Some(service_id) = select::service_of(&flow) else {
+        return pass(gstat::PASS_NOT_VIP);
+    };
+    let (Some(svc), Some(st)) = (maps::service(service_id), maps::service_stats(service_id)) else {
+        return pass(gstat::PASS_NOT_VIP);
+    };
+    if svc.enabled == 0 {
+        return pass(gstat::PASS_NOT_VIP);
+    }
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    st.packets += 1;
+    st.bytes += len;
+    if flow.fragment {
+        maps::count(gstat::FRAGMENT);
+    }
+    if flow.icmp_too_big {
+        maps::count(gstat::ICMP_TOO_BIG);
+    }
+
+    let id = select::backend_for(&flow, service_id, svc, st);
+    let backend = if id == NO_BACKEND { None } else { maps::backend(id) };
+    let Some(backend) = backend else {
+        // Every server of the service is down: nothing can answer. Dropped, counted.
+        maps::count(gstat::NO_BACKEND);
+        st.no_backend += 1;
+        return xdp_action::XDP_DROP;
+    };
+    if let Some(bs) = maps::backend_stats(id) {
+        bs.packets += 1;
+        bs.bytes += len;
+    }
+    forward::to_backend(ctx, backend)
+}
+
+#[inline(always)]
+fn pass(counter: u32) -> u32 {
+    maps::count(counter);
+    xdp_action::XDP_PASS
+}
+
+/// Benchmark floor: swap MACs, `XDP_TX`. The cheapest program that forwards a frame.
+#[xdp]
+pub fn xlb_floor(ctx: XdpContext) -> u32 {
+    forward::swap_macs(&ctx)
+}
+
+/// Benchmark wrapper: give every iteration a fresh client address (from a per-CPU counter),
+/// then run the data path, so BPF_PROG_TEST_RUN's `repeat` measures misses, not hits.
+#[xdp]
+pub fn xlb_bench_fresh(ctx: XdpContext) -> u32 {
+    fresh_source(&ctx);
+    balance(&ctx)
+}
+
+/// Benchmark wrapper's own cost: the same fresh address, then the floor. Subtracted.
+#[xdp]
+pub fn xlb_bench_fresh_floor(ctx: XdpContext) -> u32 {
+    fresh_source(&ctx);
+    forward::swap_macs(&ctx)
+}
+
+/// Writes the next counter value into the low 4 bytes of the client address of an untagged
+/// IPv4 or IPv6 frame.
+#[inline(always)]
+fn fresh_source(ctx: &XdpContext) {
+    let n = maps::bench_next().to_be_bytes();
+    let start = ctx.data();
+    if start + 14 + 40 > ctx.data_end() {
+        return;
+    }
+    // SAFETY: 54 bytes bounds-checked above (an IPv4 or IPv6 header after Ethernet).
+    let frame = unsafe { &mut *(start as *mut [u8; 54]) };
+    let at = match (frame[12], frame[13]) {
+        (0x08, 0x00) => 14 + 12,
+        (0x86, 0xdd) => 14 + 8 + 12,
+        _ => return,
+    };
+    frame[at..at + 4].copy_from_slice(&n);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,148 @@
+//! Every map of the data path. Key, value, who writes, who reads — at the definition.
+//!
+//! None is pinned by the object itself: the agent gives each a pin path under its bpffs
+//! directory at load time (and so adopts the pinned maps of an earlier run), while tests load
+//! the same object without pins.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    Backend, BackendStats, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, Service, ServiceStats,
+    StickEntry, StickKey, VipKey, VipValue, gstat,
+};
+
+/// VIPs. Key: (address, port or 0 for any port, protocol, family, kind); `kind` =
+/// `VIP_KIND_ADDR` marks the address-only entry used for packets without ports (later
+/// fragments). Value: the service id. Written by the agent on (re)load; read per packet.
+#[map(name = "XLB_VIPS")]
+static VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(MAX_SERVICES * 4, 0);
+
+/// Per-service settings (stick mode, masks, expiry, redispatch, Maglev size per slot).
+/// Index: service id. Written by the agent; read per VIP packet.
+#[map(name = "XLB_SERVICES")]
+static SERVICES: Array<Service> = Array::with_max_entries(MAX_SERVICES, 0);
+
+/// The active Maglev slot (0 or 1) of each service. Index: service id. The agent writes the
+/// inactive slot's table first, then flips this one u32: a packet sees the old table or the
+/// new one, never a half-written one. Read on stick misses.
+#[map(name = "XLB_ACTIVE")]
+static ACTIVE: Array<u32> = Array::with_max_entries(MAX_SERVICES, 0);
+
+/// Maglev lookup tables, flat: service s, slot k occupies
+/// `[maglev_base(s, k), maglev_base(s, k) + table_size[k])`. Value: backend id or
+/// `NO_BACKEND`. Written by the agent (inactive slot only); read on stick misses.
+#[map(name = "XLB_MAGLEV")]
+static MAGLEV: Array<u32> = Array::with_max_entries(MAX_SERVICES * 2 * MAGLEV_MAX_SIZE, 0);
+
+/// Backends. Index: backend id. Value: MACs, output port, folded health/admin state.
+/// Written by the agent on health or admin changes; read for every forwarded packet.
+#[map(name = "XLB_BACKENDS")]
+static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// The stick table. Key: (service, masked client address, [source port], family). Value:
+/// backend id and last-seen time. Written by the data path (insert, refresh, redispatch) and
+/// by the agent (expiry sweep, `clear table`, `set server` fallout); read per VIP packet.
+/// LRU: when full, the least recently used entry makes room. Size set by the agent at load.
+#[map(name = "XLB_STICK")]
+static STICK: LruHashMap<StickKey, StickEntry> = LruHashMap::with_max_entries(65536, 0);
+
+/// Output interfaces for backends that are not on the receiving interface. Index: the
+/// backend's `tx_port` (1..). Written by the agent; read by `XDP_REDIRECT`.
+#[map(name = "XLB_TX_PORTS")]
+static TX_PORTS: DevMap = DevMap::with_max_entries(64, 0);
+
+/// Global counters, per CPU. Index: `gstat::*`. Written by the data path; summed by the agent.
+#[map(name = "XLB_GSTATS")]
+static GSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(gstat::COUNT, 0);
+
+/// Per-service counters, per CPU. Index: service id. Written by the data path; summed by the
+/// agent (`show stat`, metrics).
+#[map(name = "XLB_SSTATS")]
+static SSTATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+/// Per-backend counters, per CPU. Index: backend id. Written by the data path; summed by the agent.
+#[map(name = "XLB_BSTATS")]
+static BSTATS: PerCpuArray<BackendStats> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Benchmark only: the per-CPU counter `xlb_bench_fresh` turns into a fresh client address on
+/// every iteration. Index 0. Never touched by the production program.
+#[map(name = "XLB_BENCH")]
+static BENCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn vip(key: &VipKey) -> Option<u32> {
+    // SAFETY: the value is a plain u32 copied out at once.
+    unsafe { VIPS.get(key) }.map(|v| v.service)
+}
+
+#[inline(always)]
+pub fn service(id: u32) -> Option<&'static Service> {
+    SERVICES.get(id)
+}
+
+#[inline(always)]
+pub fn active_slot(service: u32) -> u32 {
+    ACTIVE.get(service).copied().unwrap_or(0) & 1
+}
+
+#[inline(always)]
+pub fn maglev_slot(index: u32) -> Option<u32> {
+    MAGLEV.get(index).copied()
+}
+
+#[inline(always)]
+pub fn backend(id: u32) -> Option<&'static Backend> {
+    BACKENDS.get(id)
+}
+
+#[inline(always)]
+pub fn stick_get(key: &StickKey) -> Option<*mut StickEntry> {
+    STICK.get_ptr_mut(key)
+}
+
+#[inline(always)]
+pub fn stick_put(key: &StickKey, entry: &StickEntry) -> bool {
+    STICK.insert(key, entry, 0).is_ok()
+}
+
+#[inline(always)]
+pub fn redirect(port: u32) -> u32 {
+    TX_PORTS
+        .redirect(port, 0)
+        .unwrap_or(aya_ebpf::bindings::xdp_action::XDP_ABORTED)
+}
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(c) = GSTATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot: no other writer while this program runs on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn service_stats(id: u32) -> Option<&'static mut ServiceStats> {
+    // SAFETY: per-CPU slot, see `count`.
+    SSTATS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+pub fn backend_stats(id: u32) -> Option<&'static mut BackendStats> {
+    // SAFETY: per-CPU slot, see `count`.
+    BSTATS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
+}
+
+/// Benchmark only: next value of this CPU's counter.
+#[inline(always)]
+pub fn bench_next() -> u32 {
+    match BENCH.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, see `count`.
+        Some(p) => unsafe {
+            *p = (*p).wrapping_add(1);
+            *p
+        },
+        None => 0,
+    }
+}

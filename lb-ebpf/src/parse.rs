@@ -1,0 +1,312 @@
+//! Step 1: parse Ethernet (one 802.1Q tag), IPv4/IPv6 (with extension headers and fragments),
+//! TCP/UDP, and ICMP/ICMPv6 "too big" errors, into a `Flow` seen from the client's side.
+//!
+//! `Ok(None)` = not a packet we balance (not IP, other protocols): pass untouched.
+//! `Err(())` = truncated or invalid headers: pass to the kernel, counted, never forwarded.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{FAMILY_V4, FAMILY_V6, MAX_IPV6_EXT_HEADERS, PROTO_TCP, PROTO_UDP};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const VLAN_HLEN: usize = 4;
+const PROTO_ICMP: u8 = 1;
+const PROTO_ICMPV6: u8 = 58;
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DSTOPTS: u8 = 60;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
+const ICMPV6_PKT_TOOBIG: u8 = 2;
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
+
+/// A packet as the balancer sees it: always oriented client -> VIP (for an ICMP error the inner
+/// header is turned around, so the flow is the one the error is about).
+pub struct Flow {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Network byte order as in the packet; 0 when `has_ports` is false.
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u8,
+    pub proto: u8,
+    /// False for a non-first fragment: no L4 header, only addresses.
+    pub has_ports: bool,
+    /// Any IP fragment (first or later).
+    pub fragment: bool,
+    /// A TCP SYN without ACK: forwarded by hash, never creates a stick entry.
+    pub syn_only: bool,
+    /// ICMP need-frag / ICMPv6 packet-too-big about a VIP flow.
+    pub icmp_too_big: bool,
+}
+
+/// Bounds-checked pointer to a `T` at `offset` from the start of the frame.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + core::mem::size_of::<T>() > end {
+        return Err(());
+    }
+    Ok((start + offset) as *const T)
+}
+
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Option<Flow>, ()> {
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    let mut off = EthHdr::LEN;
+    // SAFETY: bounds checked by ptr_at.
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    if ether_type == ETH_P_8021Q {
+        // One tag: the inner ethertype sits in the tag's last two bytes.
+        let inner: *const [u8; 2] = ptr_at(ctx, off + 2)?;
+        ether_type = u16::from_be_bytes(unsafe { *inner });
+        off += VLAN_HLEN;
+    }
+    match ether_type {
+        ETH_P_IP => parse_v4(ctx, off),
+        ETH_P_IPV6 => parse_v6(ctx, off),
+        // ARP, LLDP, a second VLAN tag, ...: not ours.
+        _ => Ok(None),
+    }
+}
+
+#[inline(always)]
+fn v4_addr(a: [u8; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[0] = a[0];
+    out[1] = a[1];
+    out[2] = a[2];
+    out[3] = a[3];
+    out
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
+    // SAFETY: bounds checked by ptr_at.
+    let ip = unsafe { &*ip };
+    let vihl = ip.vihl;
+    if vihl >> 4 != 4 {
+        return Err(());
+    }
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if ihl < Ipv4Hdr::LEN {
+        return Err(());
+    }
+    let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
+    if tot_len < ihl || ctx.data() + off + tot_len > ctx.data_end() {
+        return Err(());
+    }
+    let frags = u16::from_be_bytes(ip.frags);
+    let more_fragments = frags & 0x2000 != 0;
+    let frag_offset = frags & 0x1fff;
+    let fragment = more_fragments || frag_offset != 0;
+    let l4 = off + ihl;
+    let mut flow = Flow {
+        src: v4_addr(ip.src_addr),
+        dst: v4_addr(ip.dst_addr),
+        sport: 0,
+        dport: 0,
+        family: FAMILY_V4,
+        proto: ip.proto,
+        has_ports: false,
+        fragment,
+        syn_only: false,
+        icmp_too_big: false,
+    };
+    if frag_offset != 0 {
+        // A later fragment has no L4 header: address-only affinity.
+        return match flow.proto {
+            PROTO_TCP | PROTO_UDP => Ok(Some(flow)),
+            _ => Ok(None),
+        };
+    }
+    match flow.proto {
+        PROTO_TCP | PROTO_UDP => {
+            l4_ports(ctx, l4, &mut flow)?;
+            Ok(Some(flow))
+        }
+        PROTO_ICMP => icmp4_too_big(ctx, l4),
+        _ => Ok(None),
+    }
+}
+
+/// Ports (and TCP flags) of the L4 header at `l4`.
+#[inline(always)]
+fn l4_ports(ctx: &XdpContext, l4: usize, flow: &mut Flow) -> Result<(), ()> {
+    if flow.proto == PROTO_TCP {
+        let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
+        // SAFETY: bounds checked by ptr_at.
+        let raw = unsafe { &*(tcp as *const [u8; TcpHdr::LEN]) };
+        if raw[12] >> 4 < 5 {
+            return Err(()); // data offset below the minimal header
+        }
+        let flags = raw[13];
+        flow.syn_only = flags & TCP_FLAG_SYN != 0 && flags & TCP_FLAG_ACK == 0;
+        flow.sport = u16::from_ne_bytes([raw[0], raw[1]]);
+        flow.dport = u16::from_ne_bytes([raw[2], raw[3]]);
+    } else {
+        let udp: *const UdpHdr = ptr_at(ctx, l4)?;
+        // SAFETY: bounds checked by ptr_at.
+        let udp = unsafe { &*udp };
+        flow.sport = u16::from_ne_bytes(udp.src);
+        flow.dport = u16::from_ne_bytes(udp.dst);
+    }
+    flow.has_ports = true;
+    Ok(())
+}
+
+/// ICMP "fragmentation needed": the quoted header is a packet the backend sent (VIP -> client);
+/// turn it around so the flow reads client -> VIP and goes to the backend that owns it.
+#[inline(always)]
+fn icmp4_too_big(ctx: &XdpContext, l4: usize) -> Result<Option<Flow>, ()> {
+    let icmp: *const [u8; 8] = ptr_at(ctx, l4)?;
+    // SAFETY: bounds checked by ptr_at.
+    let icmp = unsafe { &*icmp };
+    if icmp[0] != ICMP_DEST_UNREACH || icmp[1] != ICMP_FRAG_NEEDED {
+        return Ok(None);
+    }
+    let inner_off = l4 + 8;
+    let inner: *const Ipv4Hdr = ptr_at(ctx, inner_off)?;
+    // SAFETY: bounds checked by ptr_at.
+    let inner = unsafe { &*inner };
+    if inner.vihl >> 4 != 4 || (inner.vihl & 0x0f) < 5 {
+        return Err(());
+    }
+    let ihl = ((inner.vihl & 0x0f) as usize) * 4;
+    if inner.proto != PROTO_TCP && inner.proto != PROTO_UDP {
+        return Ok(None);
+    }
+    // The quote holds at least 8 bytes of L4 header: the two ports.
+    let ports: *const [u8; 4] = ptr_at(ctx, inner_off + ihl)?;
+    // SAFETY: bounds checked by ptr_at.
+    let ports = unsafe { &*ports };
+    Ok(Some(Flow {
+        src: v4_addr(inner.dst_addr),
+        dst: v4_addr(inner.src_addr),
+        sport: u16::from_ne_bytes([ports[2], ports[3]]),
+        dport: u16::from_ne_bytes([ports[0], ports[1]]),
+        family: FAMILY_V4,
+        proto: inner.proto,
+        has_ports: true,
+        fragment: false,
+        syn_only: false,
+        icmp_too_big: true,
+    }))
+}
+
+#[inline(always)]
+fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
+    // SAFETY: bounds checked by ptr_at.
+    let ip = unsafe { &*ip };
+    if ip.vcf[0] >> 4 != 6 {
+        return Err(());
+    }
+    let payload_len = u16::from_be_bytes(ip.payload_len) as usize;
+    if ctx.data() + off + Ipv6Hdr::LEN + payload_len > ctx.data_end() {
+        return Err(());
+    }
+    let mut flow = Flow {
+        src: ip.src_addr,
+        dst: ip.dst_addr,
+        sport: 0,
+        dport: 0,
+        family: FAMILY_V6,
+        proto: ip.next_hdr,
+        has_ports: false,
+        fragment: false,
+        syn_only: false,
+        icmp_too_big: false,
+    };
+    let mut l4 = off + Ipv6Hdr::LEN;
+    let mut later_fragment = false;
+    // Walk at most MAX_IPV6_EXT_HEADERS extension headers; a longer chain is malformed for us.
+    let mut done = false;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match flow.proto {
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
+                let ext: *const [u8; 2] = ptr_at(ctx, l4)?;
+                // SAFETY: bounds checked by ptr_at.
+                let ext = unsafe { &*ext };
+                flow.proto = ext[0];
+                l4 += (ext[1] as usize + 1) * 8;
+            }
+            IPV6_FRAGMENT => {
+                let ext: *const [u8; 8] = ptr_at(ctx, l4)?;
+                // SAFETY: bounds checked by ptr_at.
+                let ext = unsafe { &*ext };
+                flow.proto = ext[0];
+                flow.fragment = true;
+                let frag_off = u16::from_be_bytes([ext[2], ext[3]]) >> 3;
+                later_fragment = frag_off != 0;
+                l4 += 8;
+            }
+            _ => {
+                done = true;
+                break;
+            }
+        }
+    }
+    if !done {
+        return Err(());
+    }
+    if later_fragment {
+        return match flow.proto {
+            PROTO_TCP | PROTO_UDP => Ok(Some(flow)),
+            _ => Ok(None),
+        };
+    }
+    match flow.proto {
+        PROTO_TCP | PROTO_UDP => {
+            l4_ports(ctx, l4, &mut flow)?;
+            Ok(Some(flow))
+        }
+        PROTO_ICMPV6 => icmp6_too_big(ctx, l4),
+        _ => Ok(None),
+    }
+}
+
+/// ICMPv6 "packet too big" about a VIP flow; see `icmp4_too_big`. The quoted IPv6 header is
+/// taken without extension headers (what backends send).
+#[inline(always)]
+fn icmp6_too_big(ctx: &XdpContext, l4: usize) -> Result<Option<Flow>, ()> {
+    let icmp: *const [u8; 8] = ptr_at(ctx, l4)?;
+    // SAFETY: bounds checked by ptr_at.
+    let icmp = unsafe { &*icmp };
+    if icmp[0] != ICMPV6_PKT_TOOBIG {
+        return Ok(None);
+    }
+    let inner_off = l4 + 8;
+    let inner: *const Ipv6Hdr = ptr_at(ctx, inner_off)?;
+    // SAFETY: bounds checked by ptr_at.
+    let inner = unsafe { &*inner };
+    if inner.next_hdr != PROTO_TCP && inner.next_hdr != PROTO_UDP {
+        return Ok(None);
+    }
+    let ports: *const [u8; 4] = ptr_at(ctx, inner_off + Ipv6Hdr::LEN)?;
+    // SAFETY: bounds checked by ptr_at.
+    let ports = unsafe { &*ports };
+    Ok(Some(Flow {
+        src: inner.dst_addr,
+        dst: inner.src_addr,
+        sport: u16::from_ne_bytes([ports[2], ports[3]]),
+        dport: u16::from_ne_bytes([ports[0], ports[1]]),
+        family: FAMILY_V6,
+        proto: inner.next_hdr,
+        has_ports: true,
+        fragment: false,
+        syn_only: false,
+        icmp_too_big: true,
+    }))
+}

@@ -1,0 +1,179 @@
+//! Steps 2–5: which service (VIP lookup), then which backend (stick table, else Maglev).
+//!
+//! The stick table policy, in HAProxy's terms:
+//! - hit, entry fresh, backend up or draining -> that backend (refresh last-seen at most 1/s);
+//! - entry idle longer than `expire` -> a miss (counted as expired), re-picked and overwritten;
+//! - backend down or in maintenance -> with redispatch: re-pick and overwrite; without: keep
+//!   sending to it (counted) and do not refresh, so the entry still expires;
+//! - miss -> Maglev; create the entry, except for a bare TCP SYN (a spoofed SYN flood must not
+//!   flush the table; the SYN goes by hash, which the ACK then pins), fragments and ICMP errors.
+
+use lb_common::{
+    BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, STICK_NONE, STICK_REFRESH_NS, STICK_SRC_PORT,
+    SVC_F_REDISPATCH, Service, ServiceStats, StickEntry, StickKey, VIP_KIND_ADDR, VIP_KIND_PORT,
+    VipKey, gstat,
+    hash::{affinity_hash, five_tuple_hash},
+    maglev_base,
+};
+
+use crate::{maps, parse::Flow};
+
+/// Step 2: the service of a packet, or None (not for a VIP). Exact port first, then port 0
+/// ("any port"); a packet without ports (later fragment) uses the address-only entry.
+#[inline(always)]
+pub fn service_of(flow: &Flow) -> Option<u32> {
+    let mut key = VipKey {
+        addr: flow.dst,
+        port: flow.dport,
+        proto: flow.proto,
+        family: flow.family,
+        kind: VIP_KIND_PORT,
+        _pad: [0; 3],
+    };
+    if !flow.has_ports {
+        key.kind = VIP_KIND_ADDR;
+        return maps::vip(&key);
+    }
+    if let Some(s) = maps::vip(&key) {
+        return Some(s);
+    }
+    key.port = 0;
+    maps::vip(&key)
+}
+
+/// The coarse clock (jiffies resolution): the same one userspace reads as CLOCK_MONOTONIC_COARSE.
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() }
+}
+
+/// Maglev: the backend in slot `hash % M` of the service's active table.
+#[inline(always)]
+fn maglev(service_id: u32, svc: &Service, hash: u32) -> u32 {
+    let slot = maps::active_slot(service_id);
+    let m = if slot == 0 { svc.table_size[0] } else { svc.table_size[1] };
+    if m == 0 {
+        return NO_BACKEND;
+    }
+    maps::maglev_slot(maglev_base(service_id, slot) + hash % m).unwrap_or(NO_BACKEND)
+}
+
+#[inline(always)]
+fn masked(flow: &Flow, svc: &Service) -> [u8; 16] {
+    let mut a = flow.src;
+    if flow.family == FAMILY_V4 {
+        let mut i = 0;
+        while i < 4 {
+            a[i] &= svc.v4_mask[i];
+            i += 1;
+        }
+    } else {
+        let mut i = 0;
+        while i < 16 {
+            a[i] &= svc.v6_mask[i];
+            i += 1;
+        }
+    }
+    a
+}
+
+#[inline(always)]
+fn usable_for_pinned(backend: u32) -> bool {
+    match maps::backend(backend) {
+        Some(b) => b.state == BACKEND_UP || b.state == BACKEND_DRAIN,
+        None => false,
+    }
+}
+
+/// Steps 3–5: the backend id for this packet, or `NO_BACKEND`.
+#[inline(always)]
+pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut ServiceStats) -> u32 {
+    if svc.stick_mode == STICK_NONE {
+        // No table: a hash of the 5-tuple (addresses only for fragments: later ones lack ports,
+        // and all fragments of a datagram must go one way).
+        let (sp, dp) = if flow.fragment { (0, 0) } else { (flow.sport, flow.dport) };
+        let h = five_tuple_hash(&flow.src, &flow.dst, sp, dp, flow.proto);
+        return maglev(service_id, svc, h);
+    }
+    let key = StickKey {
+        addr: masked(flow, svc),
+        service: service_id as u16,
+        port: if svc.stick_mode == STICK_SRC_PORT && !flow.fragment {
+            flow.sport
+        } else {
+            0
+        },
+        family: flow.family,
+        _pad: [0; 3],
+    };
+    let hash = affinity_hash(&key.addr, key.port, key.family);
+    if svc.stick_mode == STICK_SRC_PORT && flow.fragment {
+        // A fragment of a src-port service: later ones carry no port, so all of them go by
+        // the address hash alone (and never touch the table).
+        return maglev(service_id, svc, hash);
+    }
+    let now = now_ns();
+    let may_insert = !flow.syn_only && !flow.fragment && !flow.icmp_too_big;
+
+    if let Some(e) = maps::stick_get(&key) {
+        // SAFETY: a value pointer from the map; fields are read and written as plain integers.
+        let (backend, last_seen) = unsafe { ((*e).backend, (*e).last_seen_ns) };
+        let idle = now.saturating_sub(last_seen);
+        if svc.expire_ns != 0 && idle > svc.expire_ns {
+            maps::count(gstat::STICK_EXPIRED);
+            st.stick_expired += 1;
+            // fall through to a miss
+        } else if usable_for_pinned(backend) {
+            maps::count(gstat::STICK_HIT);
+            st.stick_hits += 1;
+            if idle > STICK_REFRESH_NS && may_insert {
+                // SAFETY: as above; a racing writer at worst leaves an older time.
+                unsafe { (*e).last_seen_ns = now };
+            }
+            return backend;
+        } else if svc.flags & SVC_F_REDISPATCH != 0 {
+            let pick = maglev(service_id, svc, hash);
+            if pick != NO_BACKEND {
+                maps::count(gstat::REDISPATCH);
+                st.redispatches += 1;
+                if may_insert {
+                    insert(&key, pick, now, st);
+                }
+            }
+            return pick;
+        } else {
+            maps::count(gstat::PINNED_DOWN);
+            st.pinned_down += 1;
+            return backend;
+        }
+    }
+
+    maps::count(gstat::STICK_MISS);
+    st.stick_misses += 1;
+    let pick = maglev(service_id, svc, hash);
+    if pick == NO_BACKEND {
+        return pick;
+    }
+    if may_insert {
+        insert(&key, pick, now, st);
+    } else if flow.syn_only {
+        maps::count(gstat::SYN_NO_INSERT);
+    }
+    pick
+}
+
+#[inline(always)]
+fn insert(key: &StickKey, backend: u32, now: u64, st: &mut ServiceStats) {
+    let entry = StickEntry {
+        last_seen_ns: now,
+        backend,
+        _pad: 0,
+    };
+    if maps::stick_put(key, &entry) {
+        maps::count(gstat::STICK_INSERT);
+        st.stick_inserts += 1;
+    } else {
+        maps::count(gstat::INSERT_FAILED);
+    }
+}

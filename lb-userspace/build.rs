@@ -1,0 +1,71 @@
+//! Builds the XDP program (`lb-ebpf`) for `bpfel-unknown-none` with the nightly toolchain and
+//! hands its object to the crate (`include_bytes_aligned!`).
+//!
+//! The eBPF build uses its own target dir, `target/bpf`, shared by every profile of this crate,
+//! so it stays incremental: a change in `lb-userspace` alone never rebuilds it.
+//! `cargo xtask setup` installs what it needs (rust-src, bpf-linker in `target/xlb-tools/bin`).
+//! `XLB_SKIP_EBPF=1` embeds an empty object instead (for work on the user side only; loading
+//! then fails with a message that says so).
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest.parent().unwrap().to_path_buf();
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("xlb.bpf.o");
+    for p in ["lb-ebpf/src", "lb-ebpf/Cargo.toml", "lb-common/src", "lb-common/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+    println!("cargo:rerun-if-env-changed=XLB_SKIP_EBPF");
+
+    if env::var("XLB_SKIP_EBPF").is_ok_and(|v| v == "1") {
+        println!("cargo:warning=XLB_SKIP_EBPF=1: embedding an empty eBPF object");
+        std::fs::write(&out, b"").unwrap();
+        return;
+    }
+    let obj = build_ebpf(&root);
+    std::fs::copy(&obj, &out).unwrap_or_else(|e| panic!("copy {} -> {}: {e}", obj.display(), out.display()));
+}
+
+fn build_ebpf(root: &Path) -> PathBuf {
+    let tools = root.join("target/xlb-tools/bin");
+    let path = format!("{}:{}", tools.display(), env::var("PATH").unwrap_or_default());
+    let target_dir = root.join("target/bpf");
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo", "build", "--release", "--package", "lb-ebpf"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(root)
+        .env("PATH", path)
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            ["--cfg=bpf_target_arch=\"x86_64\"", "-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+        );
+    // The outer cargo's settings must not leak into the nightly build.
+    for key in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+        "CARGO_MAKEFLAGS",
+    ] {
+        cmd.env_remove(key);
+    }
+    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run rustup to build lb-ebpf: {e}"));
+    if !status.success() {
+        panic!(
+            "building the eBPF program (lb-ebpf) failed ({status}). If bpf-linker or rust-src is \
+             missing, run `cargo xtask setup` first; otherwise the compiler output above says what broke."
+        );
+    }
+    target_dir.join("bpfel-unknown-none/release/xlb")
+}

@@ -1,0 +1,541 @@
+//! The agent's handle on the XDP data path: load the object (adopting pinned maps), attach with
+//! a pinned link, write services, backends and Maglev tables (inactive slot, then flip), read
+//! and delete stick entries, sum counters, and run the program through BPF_PROG_TEST_RUN.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, DevMap, HashMap, MapData, MapInfo, PerCpuArray},
+    programs::{
+        TestRun as _, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use lb_common::{
+    ALL_MAPS, Backend, BackendStats, MAGLEV_MAX_SIZE, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS,
+    MAP_BACKENDS, MAP_GLOBAL_STATS, MAP_MAGLEV, MAP_SERVICE_STATS, MAP_SERVICES, MAP_STICK,
+    MAP_TX_PORTS, MAP_VIPS, Service, ServiceStats, StickEntry, StickKey, VipKey, VipValue, gstat,
+    maglev_base,
+};
+
+/// The compiled XDP object (built by build.rs from `lb-ebpf`).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb.bpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("this xlb binary carries no eBPF object (built with XLB_SKIP_EBPF=1); rebuild with `cargo xtask build`")]
+    EmptyObject,
+    #[error(
+        "pinned map {name} at {path} does not match this program: {what}. \
+         Run `xlb detach -c FILE` to remove the old pins (this empties the stick table), then start again"
+    )]
+    PinMismatch {
+        name: &'static str,
+        path: PathBuf,
+        what: String,
+    },
+    #[error("failed to load the eBPF object: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("program {name}: {source}")]
+    Program {
+        name: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("XDP link {path}: {what}")]
+    Link { path: PathBuf, what: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("service id {0} is out of range")]
+    ServiceId(u32),
+    #[error("Maglev table of {0} slots does not fit (at most {MAGLEV_MAX_SIZE})")]
+    TableSize(usize),
+}
+
+type Result<T, E = DatapathError> = std::result::Result<T, E>;
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source }
+}
+
+fn prog_err(name: &str) -> impl FnOnce(aya::programs::ProgramError) -> DatapathError + '_ {
+    move |source| DatapathError::Program {
+        name: name.to_string(),
+        source: Box::new(source),
+    }
+}
+
+/// How to load.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Pin every map under `<dir>/maps/` (adopting pins already there); `None` = no pins
+    /// (tests, benchmarks).
+    pub pin_dir: Option<PathBuf>,
+    /// Stick table capacity (ignored when a pinned table is adopted: its size wins).
+    pub stick_capacity: u32,
+}
+
+/// What attaching did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link, in this mode.
+    New(&'static str),
+    /// The pinned link of an earlier run now runs this program (atomic replacement).
+    Replaced,
+}
+
+/// Result of one BPF_PROG_TEST_RUN.
+#[derive(Debug)]
+pub struct RunResult {
+    pub verdict: u32,
+    pub data: Vec<u8>,
+    /// Average time per repetition, as the kernel measured it.
+    pub duration: Duration,
+}
+
+/// The loaded data path and typed handles on its maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+    vips: HashMap<MapData, VipKey, VipValue>,
+    services: Array<MapData, Service>,
+    active: Array<MapData, u32>,
+    maglev: Array<MapData, u32>,
+    backends: Array<MapData, Backend>,
+    stick: HashMap<MapData, StickKey, StickEntry>,
+    tx_ports: DevMap<MapData>,
+    gstats: PerCpuArray<MapData, u64>,
+    sstats: PerCpuArray<MapData, ServiceStats>,
+    bstats: PerCpuArray<MapData, BackendStats>,
+    /// Set when the pinned maps of an earlier run were adopted.
+    adopted: bool,
+    capacity: u32,
+}
+
+/// The size every map must have, but the stick table's (which the operator sizes).
+fn expected(name: &str) -> (u32, u32) {
+    use std::mem::size_of;
+    match name {
+        MAP_VIPS => (size_of::<VipKey>() as u32, size_of::<VipValue>() as u32),
+        MAP_SERVICES => (4, size_of::<Service>() as u32),
+        MAP_ACTIVE_SLOT | MAP_MAGLEV | MAP_GLOBAL_STATS => (4, if name == MAP_GLOBAL_STATS { 8 } else { 4 }),
+        MAP_BACKENDS => (4, size_of::<Backend>() as u32),
+        MAP_STICK => (size_of::<StickKey>() as u32, size_of::<StickEntry>() as u32),
+        MAP_TX_PORTS => (4, 4),
+        MAP_SERVICE_STATS => (4, size_of::<ServiceStats>() as u32),
+        MAP_BACKEND_STATS => (4, size_of::<BackendStats>() as u32),
+        _ => (0, 0),
+    }
+}
+
+impl Datapath {
+    pub fn load(opts: &LoadOptions) -> Result<Self> {
+        if OBJECT.is_empty() {
+            return Err(DatapathError::EmptyObject);
+        }
+        let mut capacity = opts.stick_capacity.max(1);
+        let mut adopted = false;
+        let mut loader = EbpfLoader::new();
+        let mut pin_paths = Vec::new();
+        if let Some(dir) = &opts.pin_dir {
+            let maps_dir = dir.join("maps");
+            std::fs::create_dir_all(&maps_dir).map_err(|source| DatapathError::Io {
+                what: "cannot create pin directory",
+                path: maps_dir.clone(),
+                source,
+            })?;
+            for name in ALL_MAPS {
+                let path = maps_dir.join(name);
+                if path.exists() {
+                    let max = check_pinned(name, &path)?;
+                    if name == MAP_STICK {
+                        if max != capacity {
+                            log::warn!(
+                                "stick table: keeping the pinned table of {max} entries (config asks {capacity}); \
+                                 a new size takes effect after `xlb detach`"
+                            );
+                        }
+                        capacity = max;
+                    }
+                    adopted = true;
+                }
+                pin_paths.push((name, path));
+            }
+        }
+        loader.map_max_entries(MAP_STICK, capacity);
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| DatapathError::Load(Box::new(e)))?;
+
+        macro_rules! take {
+            ($name:expr) => {{
+                let map = ebpf.take_map($name).ok_or(DatapathError::Map {
+                    name: $name,
+                    source: aya::maps::MapError::InvalidName { name: $name.to_string() },
+                })?;
+                map.try_into().map_err(map_err($name))?
+            }};
+        }
+        Ok(Self {
+            vips: take!(MAP_VIPS),
+            services: take!(MAP_SERVICES),
+            active: take!(MAP_ACTIVE_SLOT),
+            maglev: take!(MAP_MAGLEV),
+            backends: take!(MAP_BACKENDS),
+            stick: take!(MAP_STICK),
+            tx_ports: take!(MAP_TX_PORTS),
+            gstats: take!(MAP_GLOBAL_STATS),
+            sstats: take!(MAP_SERVICE_STATS),
+            bstats: take!(MAP_BACKEND_STATS),
+            ebpf,
+            pin_dir: opts.pin_dir.clone(),
+            adopted,
+            capacity,
+        })
+    }
+
+    /// True when this load adopted the pinned maps (and so the stick table) of an earlier run.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// The program `name`, loaded into the kernel on first use.
+    pub fn program(&mut self, name: &str) -> Result<&mut Xdp> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| prog_err(name)(aya::programs::ProgramError::NotLoaded))?
+            .try_into()
+            .map_err(prog_err(name))?;
+        if prog.fd().is_err() {
+            prog.load().map_err(prog_err(name))?;
+        }
+        Ok(prog)
+    }
+
+    /// Attach the data path to `ifindex`. With a pin directory, an XDP link pinned there by an
+    /// earlier run is updated in place to run this program (atomic: no packet is missed);
+    /// otherwise a new link is made (native mode first unless `generic`) and pinned, so the data
+    /// path keeps forwarding when the agent exits.
+    pub fn attach(&mut self, ifname: &str, generic: bool) -> Result<Attached> {
+        let link_pin = self.pin_dir.as_ref().map(|d| d.join("link"));
+        let prog = self.program(lb_common::PROG_XLB)?;
+        if let Some(pin) = link_pin.as_ref().filter(|p| p.exists()) {
+            let link_err = |what: String| DatapathError::Link {
+                path: pin.clone(),
+                what,
+            };
+            let pinned = PinnedLink::from_pin(pin).map_err(|e| link_err(e.to_string()))?;
+            let fd_link: FdLink = pinned.into();
+            let xdp_link = XdpLink::try_from(fd_link).map_err(|e| link_err(e.to_string()))?;
+            let id = prog.attach_to_link(xdp_link).map_err(prog_err("xlb"))?;
+            // Own the link as a plain fd: dropping it closes the fd, the pin keeps it alive.
+            let link = prog.take_link(id).map_err(prog_err("xlb"))?;
+            let _fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| link_err(e.to_string()))?;
+            return Ok(Attached::Replaced);
+        }
+        let (id, mode) = if generic {
+            (prog.attach(ifname, XdpMode::Skb).map_err(prog_err("xlb"))?, "generic")
+        } else {
+            match prog.attach(ifname, XdpMode::Driver) {
+                Ok(id) => (id, "native"),
+                Err(e) => {
+                    log::warn!(
+                        "native XDP refused on {ifname} ({e}); falling back to generic XDP (slower). \
+                         Set xdp_mode = \"generic\" to make this explicit"
+                    );
+                    (prog.attach(ifname, XdpMode::Skb).map_err(prog_err("xlb"))?, "generic")
+                }
+            }
+        };
+        let link = prog.take_link(id).map_err(prog_err("xlb"))?;
+        if let Some(pin) = link_pin {
+            let fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| DatapathError::Link {
+                path: pin.clone(),
+                what: e.to_string(),
+            })?;
+            fd.pin(&pin).map_err(|e| DatapathError::Link {
+                path: pin.clone(),
+                what: e.to_string(),
+            })?;
+        } else {
+            // No pins: keep the link for the life of this process (tests).
+            std::mem::forget(link);
+        }
+        Ok(Attached::New(mode))
+    }
+
+    // --- services, VIPs, backends, tables -------------------------------------------------
+
+    pub fn set_vip(&mut self, key: VipKey, service: u32) -> Result<()> {
+        self.vips.insert(key, VipValue { service }, 0).map_err(map_err(MAP_VIPS))
+    }
+
+    pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
+        match self.vips.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(MAP_VIPS)(e)),
+        }
+    }
+
+    pub fn vips(&self) -> Result<Vec<(VipKey, u32)>> {
+        self.vips
+            .iter()
+            .map(|r| r.map(|(k, v)| (k, v.service)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(MAP_VIPS))
+    }
+
+    pub fn service(&self, id: u32) -> Result<Service> {
+        self.services.get(&id, 0).map_err(map_err(MAP_SERVICES))
+    }
+
+    /// Write a service's settings, keeping its current tables and active slot.
+    pub fn set_service(&mut self, id: u32, mut settings: Service) -> Result<()> {
+        let cur = self.service(id)?;
+        settings.table_size = cur.table_size;
+        self.services.set(id, settings, 0).map_err(map_err(MAP_SERVICES))
+    }
+
+    /// Disable a service: packets to its VIPs are passed; its tables stay until reused.
+    pub fn clear_service(&mut self, id: u32) -> Result<()> {
+        self.services.set(id, Service::default(), 0).map_err(map_err(MAP_SERVICES))
+    }
+
+    pub fn active_slot(&self, service: u32) -> Result<u32> {
+        Ok(self.active.get(&service, 0).map_err(map_err(MAP_ACTIVE_SLOT))? & 1)
+    }
+
+    /// The active Maglev table of a service, as the data path reads it.
+    pub fn table(&self, service: u32) -> Result<Vec<u32>> {
+        let slot = self.active_slot(service)?;
+        let m = self.service(service)?.table_size[slot as usize];
+        let base = maglev_base(service, slot);
+        (0..m)
+            .map(|i| self.maglev.get(&(base + i), 0).map_err(map_err(MAP_MAGLEV)))
+            .collect()
+    }
+
+    /// Install a new Maglev table: written into the inactive slot, its size recorded, then the
+    /// active slot flipped with one write. Returns the slot now active.
+    pub fn install_table(&mut self, service: u32, table: &[u32]) -> Result<u32> {
+        if service >= lb_common::MAX_SERVICES {
+            return Err(DatapathError::ServiceId(service));
+        }
+        if table.is_empty() || table.len() > MAGLEV_MAX_SIZE as usize {
+            return Err(DatapathError::TableSize(table.len()));
+        }
+        let next = 1 - self.active_slot(service)?;
+        let base = maglev_base(service, next);
+        for (i, b) in table.iter().enumerate() {
+            self.maglev.set(base + i as u32, *b, 0).map_err(map_err(MAP_MAGLEV))?;
+        }
+        let mut svc = self.service(service)?;
+        svc.table_size[next as usize] = table.len() as u32;
+        self.services.set(service, svc, 0).map_err(map_err(MAP_SERVICES))?;
+        self.active.set(service, next, 0).map_err(map_err(MAP_ACTIVE_SLOT))?;
+        Ok(next)
+    }
+
+    pub fn backend(&self, id: u32) -> Result<Backend> {
+        self.backends.get(&id, 0).map_err(map_err(MAP_BACKENDS))
+    }
+
+    pub fn set_backend(&mut self, id: u32, b: Backend) -> Result<()> {
+        self.backends.set(id, b, 0).map_err(map_err(MAP_BACKENDS))
+    }
+
+    /// Point `MAP_TX_PORTS[port]` at an interface (for backends with `tx_port = port`).
+    pub fn set_tx_port(&mut self, port: u32, ifindex: u32) -> Result<()> {
+        self.tx_ports.set(port, ifindex, None, 0).map_err(|e| match e {
+            aya::maps::xdp::XdpMapError::MapError(e) => map_err(MAP_TX_PORTS)(e),
+            other => DatapathError::Map {
+                name: MAP_TX_PORTS,
+                source: aya::maps::MapError::IoError(std::io::Error::other(other.to_string())),
+            },
+        })
+    }
+
+    // --- stick table ------------------------------------------------------------------------
+
+    pub fn stick_entries(&self) -> Result<Vec<(StickKey, StickEntry)>> {
+        let mut out = Vec::new();
+        for r in self.stick.iter() {
+            match r {
+                Ok(kv) => out.push(kv),
+                // An entry evicted or deleted while we walk: skip it.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err(MAP_STICK)(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn stick_get(&self, key: &StickKey) -> Result<Option<StickEntry>> {
+        match self.stick.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err(MAP_STICK)(e)),
+        }
+    }
+
+    pub fn stick_insert(&mut self, key: StickKey, entry: StickEntry) -> Result<()> {
+        self.stick.insert(key, entry, 0).map_err(map_err(MAP_STICK))
+    }
+
+    /// Delete an entry; a key already gone is not an error.
+    pub fn stick_delete(&mut self, key: &StickKey) -> Result<bool> {
+        match self.stick.remove(key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(map_err(MAP_STICK)(e)),
+        }
+    }
+
+    /// Entries the stick table can hold (fixed when the map was created).
+    pub fn stick_capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    // --- counters ---------------------------------------------------------------------------
+
+    /// Global counters summed over CPUs, indexed by `gstat::*`.
+    pub fn global_stats(&self) -> Result<[u64; gstat::COUNT as usize]> {
+        let mut out = [0u64; gstat::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let v = self.gstats.get(&(i as u32), 0).map_err(map_err(MAP_GLOBAL_STATS))?;
+            *slot = v.iter().sum();
+        }
+        Ok(out)
+    }
+
+    pub fn service_stats(&self, id: u32) -> Result<ServiceStats> {
+        let v = self.sstats.get(&id, 0).map_err(map_err(MAP_SERVICE_STATS))?;
+        let mut s = ServiceStats::default();
+        for c in v.iter() {
+            s.packets += c.packets;
+            s.bytes += c.bytes;
+            s.stick_hits += c.stick_hits;
+            s.stick_misses += c.stick_misses;
+            s.stick_inserts += c.stick_inserts;
+            s.stick_expired += c.stick_expired;
+            s.redispatches += c.redispatches;
+            s.pinned_down += c.pinned_down;
+            s.no_backend += c.no_backend;
+        }
+        Ok(s)
+    }
+
+    pub fn backend_stats(&self, id: u32) -> Result<BackendStats> {
+        let v = self.bstats.get(&id, 0).map_err(map_err(MAP_BACKEND_STATS))?;
+        Ok(v.iter().fold(BackendStats::default(), |a, c| BackendStats {
+            packets: a.packets + c.packets,
+            bytes: a.bytes + c.bytes,
+        }))
+    }
+
+    // --- BPF_PROG_TEST_RUN ------------------------------------------------------------------
+
+    /// Run program `prog` on `data` `repeat` times (the kernel feeds each repetition the
+    /// previous one's output).
+    pub fn test_run(&mut self, prog: &str, data: &[u8], repeat: u32) -> Result<RunResult> {
+        let p = self.program(prog)?;
+        let mut out = vec![0u8; data.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(data);
+        opts.data_out = Some(&mut out);
+        opts.repeat = repeat.max(1);
+        let r = p.test_run(opts).map_err(prog_err(prog))?;
+        out.truncate(r.data_size_out as usize);
+        Ok(RunResult {
+            verdict: r.return_value,
+            data: out,
+            duration: r.duration,
+        })
+    }
+}
+
+/// Compare a pinned map with what this program expects; returns its max_entries.
+fn check_pinned(name: &'static str, path: &Path) -> Result<u32> {
+    let info = MapInfo::from_pin(path).map_err(map_err(name))?;
+    let (k, v) = expected(name);
+    let mismatch = |what: String| DatapathError::PinMismatch {
+        name,
+        path: path.to_path_buf(),
+        what,
+    };
+    if info.key_size() != k {
+        return Err(mismatch(format!("key size {} changed to {k}", info.key_size())));
+    }
+    if info.value_size() != v {
+        return Err(mismatch(format!("value size {} changed to {v}", info.value_size())));
+    }
+    Ok(info.max_entries())
+}
+
+/// Remove the pinned link (which detaches the program) and every pinned map under `dir`.
+pub fn remove_pins(dir: &Path) -> Result<()> {
+    let io = |what: &'static str, path: PathBuf| move |source| DatapathError::Io { what, path, source };
+    let link = dir.join("link");
+    if link.exists() {
+        std::fs::remove_file(&link).map_err(io("cannot remove pinned link", link.clone()))?;
+    }
+    let maps = dir.join("maps");
+    if maps.exists() {
+        for name in ALL_MAPS {
+            let p = maps.join(name);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(io("cannot remove pinned map", p.clone()))?;
+            }
+        }
+        std::fs::remove_dir(&maps).map_err(io("cannot remove", maps.clone()))?;
+    }
+    if dir.exists() {
+        std::fs::remove_dir(dir).map_err(io("cannot remove", dir.to_path_buf()))?;
+    }
+    Ok(())
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock the data path stamps entries with
+/// (`bpf_ktime_get_coarse_ns`).
+pub fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Mount bpffs at /sys/fs/bpf when it is not mounted (fresh machines).
+pub fn ensure_bpffs() -> std::io::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains("bpf")) {
+        return Ok(());
+    }
+    std::fs::create_dir_all("/sys/fs/bpf")?;
+    let src = c"bpffs";
+    let target = c"/sys/fs/bpf";
+    let fstype = c"bpf";
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

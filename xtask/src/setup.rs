@@ -1,0 +1,224 @@
+//! `cargo xtask setup`: the toolchain and packages, installed once and then reused.
+//!
+//! Steps, each idempotent and each named in its error:
+//! 1. the `nightly` toolchain is present (we never install toolchains: rustup may not reach one);
+//! 2. `rust-src` for nightly (`-Z build-std=core` needs it);
+//! 3. bpf-linker, built against the nightly toolchain's own libLLVM (same LLVM major as rustc),
+//!    into `target/xlb-tools/`, with a stamp naming the library it was built for;
+//! 4. the Debian packages the tests, demo and benchmarks run.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// bpf-linker release known to build against LLVM 22 here (see shared/TOOLCHAIN.md).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages: (binary to look for, package that provides it, what needs it).
+const DEBIAN_PACKAGES: &[(&str, &str, &str)] = &[
+    ("ethtool", "ethtool", "GRO on veth peers so XDP_TX frames are received"),
+    ("socat", "socat", "runtime-API tests, as operators type them"),
+    ("wrk", "wrk", "end-to-end benchmark load generator"),
+    ("haproxy", "haproxy", "end-to-end benchmark baseline"),
+    ("ip", "iproute2", "network namespaces, veth, bridge"),
+];
+
+/// Where the tools live, for PATH.
+pub struct Tools {
+    pub bin: PathBuf,
+}
+
+impl Tools {
+    pub fn path_env(&self) -> String {
+        let old = std::env::var("PATH").unwrap_or_default();
+        format!("{}:{old}", self.bin.display())
+    }
+}
+
+pub fn ensure(root: &Path) -> Result<Tools> {
+    let tools_dir = root.join("target/xlb-tools");
+    let nightly = nightly_info()?;
+    rust_src()?;
+    let bin = bpf_linker(&tools_dir, &nightly)?;
+    debian_packages()?;
+    Ok(Tools { bin })
+}
+
+struct Nightly {
+    sysroot: PathBuf,
+    llvm_major: String,
+}
+
+fn output(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("setup step '{what}': could not run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "setup step '{what}': {cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn nightly_info() -> Result<Nightly> {
+    let step = "nightly toolchain";
+    let vv = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]), step)
+        .context("the eBPF program needs rustup's `nightly` toolchain; install it with `rustup toolchain install nightly`")?;
+    let llvm = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .with_context(|| format!("setup step '{step}': `rustc +nightly -vV` printed no LLVM version"))?;
+    let llvm_major = llvm.split('.').next().unwrap_or_default().trim().to_string();
+    let sysroot = output(
+        Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]),
+        step,
+    )?;
+    Ok(Nightly {
+        sysroot: PathBuf::from(sysroot.trim()),
+        llvm_major,
+    })
+}
+
+fn rust_src() -> Result<()> {
+    let step = "rust-src for nightly";
+    let installed = output(
+        Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]),
+        step,
+    )?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: rust-src (nightly): already installed");
+        return Ok(());
+    }
+    eprintln!("setup: rust-src (nightly): installing");
+    output(
+        Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+        step,
+    )
+    .context("rustup could not download rust-src: check the network, then run `cargo xtask setup` again")?;
+    Ok(())
+}
+
+/// The nightly sysroot's `libLLVM.so.*` (its exact name changes with every nightly).
+fn find_libllvm(sysroot: &Path) -> Result<PathBuf> {
+    let lib = sysroot.join("lib");
+    let mut found = fs::read_dir(&lib)
+        .with_context(|| format!("setup step 'bpf-linker': cannot read {}", lib.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM") && n.contains(".so"))
+        })
+        .collect::<Vec<_>>();
+    found.sort();
+    found.pop().with_context(|| {
+        format!(
+            "setup step 'bpf-linker': no libLLVM*.so in {}; the nightly toolchain looks incomplete \
+             (try `rustup component add llvm-tools --toolchain nightly` or reinstall nightly)",
+            lib.display()
+        )
+    })
+}
+
+fn bpf_linker(tools_dir: &Path, nightly: &Nightly) -> Result<PathBuf> {
+    let step = "bpf-linker";
+    let libllvm = find_libllvm(&nightly.sysroot)?;
+    let bin_dir = tools_dir.join("bin");
+    let linker = bin_dir.join("bpf-linker");
+    let stamp = tools_dir.join("bpf-linker.stamp");
+    let want = format!("bpf-linker {BPF_LINKER_VERSION} llvm-{} {}", nightly.llvm_major, libllvm.display());
+
+    let works = Command::new(&linker)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works && fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want) {
+        eprintln!("setup: bpf-linker: already built for LLVM {} ({})", nightly.llvm_major, linker.display());
+        return Ok(bin_dir);
+    }
+
+    eprintln!(
+        "setup: bpf-linker: building {BPF_LINKER_VERSION} against {} (LLVM {}); about a minute",
+        libllvm.display(),
+        nightly.llvm_major
+    );
+    // llvm-sys wants a prefix whose lib/libLLVM.so is the library; the prefix must outlive the
+    // build because the linker's rpath points into it.
+    let prefix = tools_dir.join(format!("llvm-{}", nightly.llvm_major));
+    let prefix_lib = prefix.join("lib");
+    fs::create_dir_all(&prefix_lib).with_context(|| format!("setup step '{step}': mkdir {}", prefix_lib.display()))?;
+    let link = prefix_lib.join("libLLVM.so");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(&libllvm, &link)
+        .with_context(|| format!("setup step '{step}': symlink {}", link.display()))?;
+
+    let st = Command::new("rustup")
+        .args(["run", "stable", "cargo", "install"])
+        .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
+        .args(["--locked", "--no-default-features", "--force"])
+        .arg("--features")
+        .arg(format!("llvm-{}", nightly.llvm_major))
+        .arg("--root")
+        .arg(tools_dir)
+        .env("LLVM_PREFIX", &prefix)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .status()
+        .with_context(|| format!("setup step '{step}': could not run cargo install"))?;
+    if !st.success() {
+        bail!(
+            "setup step '{step}': `cargo install bpf-linker@{BPF_LINKER_VERSION} --features llvm-{}` failed; \
+             it needs crates.io and the nightly libLLVM at {}. Fix that, then run `cargo xtask setup` again",
+            nightly.llvm_major,
+            libllvm.display()
+        );
+    }
+    fs::write(&stamp, format!("{want}\n")).with_context(|| format!("setup step '{step}': write {}", stamp.display()))?;
+    Ok(bin_dir)
+}
+
+fn have(bin: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {bin} >/dev/null 2>&1 || test -x /usr/sbin/{bin}")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn debian_packages() -> Result<()> {
+    let step = "Debian packages";
+    let missing: Vec<_> = DEBIAN_PACKAGES.iter().filter(|(bin, _, _)| !have(bin)).collect();
+    if missing.is_empty() {
+        eprintln!("setup: Debian packages: all present");
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|(_, pkg, _)| *pkg).collect();
+    for (_, pkg, why) in &missing {
+        eprintln!("setup: Debian packages: installing {pkg} ({why})");
+    }
+    let apt = |args: &[&str]| -> Result<()> {
+        let st = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .with_context(|| format!("setup step '{step}': could not run apt-get (is this Debian?)"))?;
+        if !st.success() {
+            bail!(
+                "setup step '{step}': `apt-get {}` failed; run it by hand as root to see why \
+                 (network to the Debian mirror, or not root)",
+                args.join(" ")
+            );
+        }
+        Ok(())
+    };
+    apt(&["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(names.iter().copied());
+    apt(&args)
+}
