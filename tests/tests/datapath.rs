@@ -1,0 +1,780 @@
+//! The real XDP program and its real maps through BPF_PROG_TEST_RUN: packet fixtures in,
+//! verdict, output bytes and stick-table change out. Needs root (CAP_BPF); fails loudly without.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use harness::packet::*;
+use lb_common::{
+    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_MAINT, BACKEND_UP, Backend, FAMILY_V4, FAMILY_V6,
+    PROTO_TCP, PROTO_UDP, STICK_NONE, STICK_SRC, STICK_SRC_PORT, SVC_F_REDISPATCH, Service,
+    StickEntry, StickKey, VIP_KIND_ADDR, VIP_KIND_PORT, VipKey, gstat,
+    maglev::{self, MaglevServer},
+};
+use xlb::datapath::{Datapath, LoadOptions, coarse_now_ns};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xcc];
+const VIP4: [u8; 4] = [10, 0, 0, 10];
+const VIP6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+const M: u32 = 65537;
+
+fn be_mac(id: u32) -> [u8; 6] {
+    [0x02, 0, 0, 0, 1, id as u8]
+}
+
+fn client4(n: u8) -> [u8; 4] {
+    [10, 77, 1, n]
+}
+
+fn client6(n: u8) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0] = 0xfd;
+    a[1] = 0x77;
+    a[15] = n;
+    a
+}
+
+fn v4(a: [u8; 4]) -> [u8; 16] {
+    let mut o = [0u8; 16];
+    o[..4].copy_from_slice(&a);
+    o
+}
+
+struct Lb {
+    dp: Datapath,
+    states: Vec<u8>,
+}
+
+struct Svc {
+    stick: u8,
+    v4_prefix: u8,
+    v6_prefix: u8,
+    expire_s: u64,
+    redispatch: bool,
+}
+
+impl Default for Svc {
+    fn default() -> Self {
+        Svc {
+            stick: STICK_SRC,
+            v4_prefix: 32,
+            v6_prefix: 128,
+            expire_s: 1800,
+            redispatch: true,
+        }
+    }
+}
+
+fn mask(prefix: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            let bits = (prefix as i32 - 8 * i as i32).clamp(0, 8);
+            (0xffu16 << (8 - bits)) as u8
+        })
+        .collect()
+}
+
+impl Lb {
+    /// Service 0: VIP4:80/tcp, VIP4:53/udp (service 1), VIP6:80/tcp (service 2), VIP6:53/udp
+    /// (service 3); each with four backends (ids 4s..4s+3), all up.
+    fn new(svc: Svc) -> Lb {
+        let mut dp = Datapath::load(&LoadOptions {
+            pin_dir: None,
+            stick_capacity: 4096,
+        })
+        .unwrap_or_else(|e| panic!("loading the XDP program needs root and BPF (run as root): {e}"));
+        let mut service = Service {
+            expire_ns: svc.expire_s * 1_000_000_000,
+            stick_mode: svc.stick,
+            flags: if svc.redispatch { SVC_F_REDISPATCH } else { 0 },
+            enabled: 1,
+            ..Default::default()
+        };
+        service.v4_mask.copy_from_slice(&mask(svc.v4_prefix, 4));
+        service.v6_mask.copy_from_slice(&mask(svc.v6_prefix, 16));
+        let vips = [
+            (v4(VIP4), 80u16, PROTO_TCP, FAMILY_V4),
+            (v4(VIP4), 53, PROTO_UDP, FAMILY_V4),
+            (VIP6, 80, PROTO_TCP, FAMILY_V6),
+            (VIP6, 53, PROTO_UDP, FAMILY_V6),
+        ];
+        let mut lb = Lb {
+            dp,
+            states: vec![BACKEND_UP; 16],
+        };
+        for (sid, (addr, port, proto, family)) in vips.into_iter().enumerate() {
+            let sid = sid as u32;
+            let key = VipKey {
+                addr,
+                port: port.to_be(),
+                proto,
+                family,
+                kind: VIP_KIND_PORT,
+                _pad: [0; 3],
+            };
+            lb.dp.set_vip(key, sid).unwrap();
+            lb.dp
+                .set_vip(VipKey { port: 0, kind: VIP_KIND_ADDR, ..key }, sid)
+                .unwrap();
+            lb.dp.set_service(sid, service).unwrap();
+            for b in 4 * sid..4 * sid + 4 {
+                lb.push_backend(b);
+            }
+            lb.rebuild(sid);
+        }
+        dp = lb.dp;
+        Lb { dp, states: lb.states }
+    }
+
+    fn push_backend(&mut self, id: u32) {
+        self.dp
+            .set_backend(
+                id,
+                Backend {
+                    mac: be_mac(id),
+                    state: self.states[id as usize],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+
+    /// Maglev over the service's backends that are up (what the agent does).
+    fn rebuild(&mut self, sid: u32) {
+        let names: Vec<String> = (0..4).map(|i| format!("app{}", i + 1)).collect();
+        let servers: Vec<MaglevServer> = (0..4)
+            .map(|i| MaglevServer {
+                name: &names[i as usize],
+                id: 4 * sid + i,
+                weight: (self.states[(4 * sid + i) as usize] == BACKEND_UP) as u32,
+            })
+            .collect();
+        let table = maglev::build(&servers, M);
+        self.dp.install_table(sid, &table).unwrap();
+    }
+
+    fn set_state(&mut self, id: u32, state: u8) {
+        self.states[id as usize] = state;
+        self.push_backend(id);
+        self.rebuild(id / 4);
+    }
+
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let r = self.dp.test_run("xlb", frame, 1).unwrap();
+        (r.verdict, r.data)
+    }
+
+    fn entries(&self) -> Vec<(StickKey, StickEntry)> {
+        self.dp.stick_entries().unwrap()
+    }
+
+    fn entry(&self, service: u16, addr: [u8; 16], family: u8, port: u16) -> Option<StickEntry> {
+        self.dp
+            .stick_get(&StickKey {
+                addr,
+                service,
+                port,
+                family,
+                _pad: [0; 3],
+            })
+            .unwrap()
+    }
+
+    fn gstat(&self, i: u32) -> u64 {
+        self.dp.global_stats().unwrap()[i as usize]
+    }
+
+    /// Which backend a forwarded frame went to (by its destination MAC), asserting the rest of
+    /// the rewrite: source MAC ours, everything after the MACs untouched.
+    fn forwarded_to(&mut self, frame: &[u8]) -> u32 {
+        let (verdict, out) = self.run(frame);
+        assert_eq!(verdict, XDP_TX, "expected XDP_TX for {:02x?}", &frame[..frame.len().min(64)]);
+        assert_eq!(out.len(), frame.len());
+        assert_eq!(&out[6..12], &LB_MAC, "source MAC must be the LB's");
+        assert_eq!(&out[12..], &frame[12..], "only the MACs may change");
+        assert_eq!(&out[0..5], &[0x02, 0, 0, 0, 1], "destination MAC must be a backend's: {:02x?}", &out[..6]);
+        out[5] as u32
+    }
+
+    fn passed_untouched(&mut self, frame: &[u8], what: &str) {
+        let (verdict, out) = self.run(frame);
+        assert_eq!(verdict, XDP_PASS, "{what}: expected XDP_PASS");
+        assert_eq!(out, frame, "{what}: a passed frame must be untouched");
+    }
+}
+
+fn t4(src: [u8; 4], sport: u16, flags: u8) -> Vec<u8> {
+    tcp4(CLIENT_MAC, LB_MAC, src, sport, VIP4, 80, flags)
+}
+
+fn t6(src: [u8; 16], sport: u16, flags: u8) -> Vec<u8> {
+    tcp6(CLIENT_MAC, LB_MAC, src, sport, VIP6, 80, flags)
+}
+
+// --- new client, same client again: IPv4/IPv6 x TCP/UDP ---------------------------------------
+
+#[test]
+fn new_client_then_same_client_v4_tcp() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client4(1);
+    assert!(lb.entry(0, v4(c), FAMILY_V4, 0).is_none());
+    let b1 = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    let e = lb.entry(0, v4(c), FAMILY_V4, 0).expect("the first non-SYN packet creates the entry");
+    assert_eq!(e.backend, b1);
+    assert!(b1 < 4);
+    let b2 = lb.forwarded_to(&t4(c, 40001, TCP_ACK | TCP_PSH));
+    assert_eq!(b1, b2, "the same client goes to the same backend");
+    assert_eq!(lb.entries().len(), 1);
+    assert_eq!(lb.gstat(gstat::STICK_HIT), 1);
+    assert_eq!(lb.gstat(gstat::STICK_INSERT), 1);
+}
+
+#[test]
+fn new_client_then_same_client_v4_udp() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client4(2);
+    let f = udp4(CLIENT_MAC, LB_MAC, c, 5000, VIP4, 53);
+    let b1 = lb.forwarded_to(&f);
+    assert!((4..8).contains(&b1), "service 1 owns backends 4..8, got {b1}");
+    assert_eq!(lb.entry(1, v4(c), FAMILY_V4, 0).map(|e| e.backend), Some(b1));
+    let b2 = lb.forwarded_to(&udp4(CLIENT_MAC, LB_MAC, c, 5001, VIP4, 53));
+    assert_eq!(b1, b2);
+    assert_eq!(lb.entries().len(), 1);
+}
+
+#[test]
+fn new_client_then_same_client_v6_tcp() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client6(3);
+    let b1 = lb.forwarded_to(&t6(c, 40000, TCP_ACK));
+    assert!((8..12).contains(&b1));
+    assert_eq!(lb.entry(2, c, FAMILY_V6, 0).map(|e| e.backend), Some(b1));
+    assert_eq!(lb.forwarded_to(&t6(c, 40001, TCP_ACK)), b1);
+    assert_eq!(lb.entries().len(), 1);
+}
+
+#[test]
+fn new_client_then_same_client_v6_udp() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client6(4);
+    let b1 = lb.forwarded_to(&udp6(CLIENT_MAC, LB_MAC, c, 5000, VIP6, 53));
+    assert!((12..16).contains(&b1));
+    assert_eq!(lb.entry(3, c, FAMILY_V6, 0).map(|e| e.backend), Some(b1));
+    assert_eq!(lb.forwarded_to(&udp6(CLIENT_MAC, LB_MAC, c, 6000, VIP6, 53)), b1);
+}
+
+// --- SYN handling -------------------------------------------------------------------------------
+
+#[test]
+fn bare_syn_creates_no_entry_and_the_ack_does() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client4(5);
+    let b_syn = lb.forwarded_to(&t4(c, 40000, TCP_SYN));
+    assert!(lb.entries().is_empty(), "a bare SYN must not create an entry");
+    assert_eq!(lb.gstat(gstat::SYN_NO_INSERT), 1);
+    let b_ack = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    assert_eq!(b_syn, b_ack, "the SYN goes by hash, which the ACK then pins");
+    assert_eq!(lb.entry(0, v4(c), FAMILY_V4, 0).map(|e| e.backend), Some(b_ack));
+    // A SYN of a pinned client uses the entry.
+    assert_eq!(lb.forwarded_to(&t4(c, 40002, TCP_SYN)), b_ack);
+    assert_eq!(lb.entries().len(), 1);
+}
+
+#[test]
+fn syn_flood_of_distinct_sources_inserts_nothing() {
+    let mut lb = Lb::new(Svc::default());
+    for n in 0..200u8 {
+        lb.forwarded_to(&t4([10, 77, 9, n], 1000 + n as u16, TCP_SYN));
+    }
+    assert!(lb.entries().is_empty());
+    assert_eq!(lb.gstat(gstat::SYN_NO_INSERT), 200);
+}
+
+// --- expiry -------------------------------------------------------------------------------------
+
+#[test]
+fn entry_older_than_expire_is_replaced() {
+    let mut lb = Lb::new(Svc {
+        expire_s: 5,
+        ..Default::default()
+    });
+    let c = client4(6);
+    let natural = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    // An old entry pointing elsewhere, idle for 6 s > 5 s.
+    let other = (natural + 1) % 4;
+    let key = StickKey {
+        addr: v4(c),
+        service: 0,
+        port: 0,
+        family: FAMILY_V4,
+        _pad: [0; 3],
+    };
+    lb.dp
+        .stick_insert(
+            key,
+            StickEntry {
+                last_seen_ns: coarse_now_ns() - 6_000_000_000,
+                backend: other,
+                _pad: 0,
+            },
+        )
+        .unwrap();
+    let b = lb.forwarded_to(&t4(c, 40001, TCP_ACK));
+    assert_eq!(b, natural, "an expired entry is a miss: Maglev decides again");
+    let e = lb.entry(0, v4(c), FAMILY_V4, 0).unwrap();
+    assert_eq!(e.backend, natural, "and the entry is overwritten");
+    assert!(coarse_now_ns() - e.last_seen_ns < 2_000_000_000, "with a fresh time");
+    assert_eq!(lb.gstat(gstat::STICK_EXPIRED), 1);
+
+    // A fresh entry pointing elsewhere is honoured (stickiness beats the hash).
+    lb.dp
+        .stick_insert(
+            key,
+            StickEntry {
+                last_seen_ns: coarse_now_ns(),
+                backend: other,
+                _pad: 0,
+            },
+        )
+        .unwrap();
+    assert_eq!(lb.forwarded_to(&t4(c, 40002, TCP_ACK)), other);
+}
+
+// --- backend down: redispatch on / off ----------------------------------------------------------
+
+#[test]
+fn backend_down_with_redispatch_repicks_and_overwrites() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client4(7);
+    let b = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    lb.set_state(b, BACKEND_DOWN);
+    let b2 = lb.forwarded_to(&t4(c, 40001, TCP_ACK));
+    assert_ne!(b2, b, "redispatched away from the dead backend");
+    assert_eq!(lb.entry(0, v4(c), FAMILY_V4, 0).unwrap().backend, b2, "entry overwritten");
+    assert_eq!(lb.gstat(gstat::REDISPATCH), 1);
+    // The backend returns: the client stays on its new backend.
+    lb.set_state(b, BACKEND_UP);
+    assert_eq!(lb.forwarded_to(&t4(c, 40002, TCP_ACK)), b2);
+}
+
+#[test]
+fn backend_down_without_redispatch_stays_pinned_and_counts() {
+    let mut lb = Lb::new(Svc {
+        redispatch: false,
+        ..Default::default()
+    });
+    let c = client4(8);
+    let b = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    lb.set_state(b, BACKEND_DOWN);
+    let seen_before = lb.entry(0, v4(c), FAMILY_V4, 0).unwrap().last_seen_ns;
+    assert_eq!(lb.forwarded_to(&t4(c, 40001, TCP_ACK)), b, "HAProxy without redispatch: still pinned");
+    assert_eq!(lb.gstat(gstat::PINNED_DOWN), 1);
+    assert_eq!(lb.entry(0, v4(c), FAMILY_V4, 0).unwrap().last_seen_ns, seen_before, "not refreshed, so it can expire");
+    // A maintenance backend is treated as down.
+    lb.set_state(b, BACKEND_MAINT);
+    assert_eq!(lb.forwarded_to(&t4(c, 40002, TCP_ACK)), b);
+    assert_eq!(lb.gstat(gstat::PINNED_DOWN), 2);
+}
+
+#[test]
+fn maint_with_redispatch_moves_the_client() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client4(9);
+    let b = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    lb.set_state(b, BACKEND_MAINT);
+    assert_ne!(lb.forwarded_to(&t4(c, 40001, TCP_ACK)), b);
+}
+
+// --- drain ----------------------------------------------------------------------------------------
+
+#[test]
+fn drain_keeps_pinned_clients_and_takes_no_new_ones() {
+    let mut lb = Lb::new(Svc::default());
+    // Pin 64 clients, find one backend's clients.
+    let mut pinned = Vec::new();
+    for n in 0..64u8 {
+        pinned.push((n, lb.forwarded_to(&t4(client4(n), 40000, TCP_ACK))));
+    }
+    let drained = pinned[0].1;
+    lb.set_state(drained, BACKEND_DRAIN);
+    for (n, b) in &pinned {
+        assert_eq!(lb.forwarded_to(&t4(client4(*n), 40001, TCP_ACK)), *b, "pinned client {n} keeps its backend");
+    }
+    for n in 0..200u8 {
+        let b = lb.forwarded_to(&t4([10, 77, 3, n], 40000, TCP_ACK));
+        assert_ne!(b, drained, "a new client must never land on a draining backend");
+    }
+    assert_eq!(lb.gstat(gstat::REDISPATCH), 0);
+}
+
+// --- prefix masks and affinity modes -----------------------------------------------------------
+
+#[test]
+fn prefix_24_sends_one_subnet_to_one_backend() {
+    let mut lb = Lb::new(Svc {
+        v4_prefix: 24,
+        v6_prefix: 64,
+        ..Default::default()
+    });
+    let b = lb.forwarded_to(&t4([10, 77, 5, 1], 40000, TCP_ACK));
+    for n in 2..=254u8 {
+        assert_eq!(lb.forwarded_to(&t4([10, 77, 5, n], 40000, TCP_ACK)), b);
+    }
+    assert_eq!(lb.entries().len(), 1, "one entry for the whole /24");
+    assert_eq!(lb.entries()[0].0.addr[..4], [10, 77, 5, 0]);
+    // IPv6 /64: privacy addresses of one host stay together.
+    let mut a = client6(1);
+    let b6 = lb.forwarded_to(&t6(a, 40000, TCP_ACK));
+    a[8] = 0xab;
+    a[15] = 0x99;
+    assert_eq!(lb.forwarded_to(&t6(a, 40000, TCP_ACK)), b6);
+}
+
+#[test]
+fn src_port_affinity_keys_on_address_and_port() {
+    let mut lb = Lb::new(Svc {
+        stick: STICK_SRC_PORT,
+        ..Default::default()
+    });
+    let c = client4(10);
+    let mut backends = std::collections::HashSet::new();
+    for p in 0..32u16 {
+        let b = lb.forwarded_to(&t4(c, 30000 + p, TCP_ACK));
+        assert_eq!(lb.entry(0, v4(c), FAMILY_V4, (30000 + p).to_be()).map(|e| e.backend), Some(b));
+        backends.insert(b);
+    }
+    assert!(backends.len() > 1, "different source ports spread over backends");
+    assert_eq!(lb.entries().len(), 32);
+}
+
+#[test]
+fn none_affinity_uses_no_table() {
+    let mut lb = Lb::new(Svc {
+        stick: STICK_NONE,
+        ..Default::default()
+    });
+    let f = t4(client4(11), 40000, TCP_ACK);
+    let b = lb.forwarded_to(&f);
+    assert_eq!(lb.forwarded_to(&f), b, "a 5-tuple always hashes the same");
+    assert!(lb.entries().is_empty());
+}
+
+// --- passed untouched -------------------------------------------------------------------------
+
+#[test]
+fn non_vip_arp_and_unconfigured_port_pass_untouched() {
+    let mut lb = Lb::new(Svc::default());
+    lb.passed_untouched(&tcp4(CLIENT_MAC, LB_MAC, client4(1), 40000, [10, 0, 0, 11], 80, TCP_ACK), "non-VIP address");
+    lb.passed_untouched(&tcp4(CLIENT_MAC, LB_MAC, client4(1), 40000, VIP4, 443, TCP_ACK), "VIP on an unconfigured port");
+    lb.passed_untouched(&udp4(CLIENT_MAC, LB_MAC, client4(1), 40000, VIP4, 80), "VIP port of another protocol");
+    lb.passed_untouched(&eth([0xff; 6], CLIENT_MAC, None, ETH_P_ARP, &[0u8; 28]), "ARP");
+    lb.passed_untouched(&eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, &ipv4(client4(1), VIP4, 1, &[8, 0, 0, 0, 0, 0, 0, 0])), "ICMP echo to the VIP");
+    lb.passed_untouched(&tcp6(CLIENT_MAC, LB_MAC, client6(1), 40000, client6(2), 80, TCP_ACK), "non-VIP IPv6");
+    assert!(lb.entries().is_empty());
+    assert_eq!(lb.gstat(gstat::PASS_NOT_VIP), 6);
+    assert_eq!(lb.gstat(gstat::PARSE_ERROR), 0);
+}
+
+#[test]
+fn port_zero_service_takes_any_port() {
+    let mut lb = Lb::new(Svc::default());
+    let key = VipKey {
+        addr: v4([10, 0, 0, 20]),
+        port: 0,
+        proto: PROTO_TCP,
+        family: FAMILY_V4,
+        kind: VIP_KIND_PORT,
+        _pad: [0; 3],
+    };
+    lb.dp.set_vip(key, 0).unwrap();
+    for port in [22u16, 80, 8443] {
+        lb.forwarded_to(&tcp4(CLIENT_MAC, LB_MAC, client4(1), 40000, [10, 0, 0, 20], port, TCP_ACK));
+    }
+}
+
+// --- VLAN -------------------------------------------------------------------------------------
+
+#[test]
+fn vlan_tagged_packet_is_balanced_and_keeps_its_tag() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client4(12);
+    let plain = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    let tagged = eth(LB_MAC, CLIENT_MAC, Some(100), ETH_P_IP, &ipv4(c, VIP4, 6, &tcp(40001, 80, TCP_ACK, b"x")));
+    let (v, out) = lb.run(&tagged);
+    assert_eq!(v, XDP_TX);
+    assert_eq!(out[..6], be_mac(plain));
+    assert_eq!(out[12..16], [0x81, 0x00, 0x00, 100], "the tag stays");
+    // Two tags (QinQ inside 802.1Q) are not ours: passed.
+    let qinq = eth(LB_MAC, CLIENT_MAC, Some(100), 0x8100, &[0, 200, 0x08, 0x00]);
+    lb.passed_untouched(&qinq, "double tag");
+}
+
+// --- fragments ----------------------------------------------------------------------------------
+
+#[test]
+fn fragments_of_one_client_go_to_one_backend() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client4(13);
+    let pinned = lb.forwarded_to(&udp4(CLIENT_MAC, LB_MAC, c, 5000, VIP4, 53));
+    // First fragment (MF set, offset 0): has the UDP header.
+    let first = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, &ipv4_opts(c, VIP4, 17, 0x2000, &[], &udp(5000, 53, &[0u8; 32])));
+    // A later fragment (offset 5 x 8 bytes): no L4 header at all.
+    let later = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, &ipv4_opts(c, VIP4, 17, 5, &[], &[0xeeu8; 24]));
+    assert_eq!(lb.forwarded_to(&first), pinned);
+    assert_eq!(lb.forwarded_to(&later), pinned);
+    // A client never seen before: both fragments still agree (address-only hash).
+    let n = client4(14);
+    let f1 = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, &ipv4_opts(n, VIP4, 17, 0x2000, &[], &udp(5000, 53, &[0u8; 32])));
+    let f2 = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, &ipv4_opts(n, VIP4, 17, 5, &[], &[0xeeu8; 24]));
+    assert_eq!(lb.forwarded_to(&f1), lb.forwarded_to(&f2));
+    assert_eq!(lb.gstat(gstat::FRAGMENT), 4);
+    // IPv6: fragment header, first and later fragment.
+    let c6 = client6(13);
+    let pinned6 = lb.forwarded_to(&udp6(CLIENT_MAC, LB_MAC, c6, 5000, VIP6, 53));
+    let mut p1 = v6_frag(17, 0, true);
+    p1.extend(udp(5000, 53, &[0u8; 32]));
+    let mut p2 = v6_frag(17, 5, false);
+    p2.extend([0xeeu8; 24]);
+    assert_eq!(lb.forwarded_to(&eth(LB_MAC, CLIENT_MAC, None, ETH_P_IPV6, &ipv6(c6, VIP6, 44, &p1))), pinned6);
+    assert_eq!(lb.forwarded_to(&eth(LB_MAC, CLIENT_MAC, None, ETH_P_IPV6, &ipv6(c6, VIP6, 44, &p2))), pinned6);
+}
+
+// --- ICMP too big -------------------------------------------------------------------------------
+
+#[test]
+fn icmp_frag_needed_and_packet_too_big_go_to_the_flows_backend() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client4(15);
+    let b = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    // The backend's reply VIP:80 -> client:40000 was too big for a router on the way.
+    let reply = ipv4(VIP4, c, 6, &tcp(80, 40000, TCP_ACK, &[0u8; 16]));
+    let router = [10, 77, 0, 254];
+    let err = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, &ipv4(router, VIP4, 1, &icmp4_frag_needed(&reply)));
+    assert_eq!(lb.forwarded_to(&err), b);
+    assert_eq!(lb.gstat(gstat::ICMP_TOO_BIG), 1);
+
+    let c6 = client6(15);
+    let b6 = lb.forwarded_to(&t6(c6, 40000, TCP_ACK));
+    let reply6 = ipv6(VIP6, c6, 6, &tcp(80, 40000, TCP_ACK, &[0u8; 16]));
+    let mut r6 = client6(254);
+    r6[1] = 0x78;
+    let err6 = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IPV6, &ipv6(r6, VIP6, 58, &icmp6_too_big(&reply6)));
+    assert_eq!(lb.forwarded_to(&err6), b6);
+    assert_eq!(lb.entries().len(), 2, "ICMP errors create no entries");
+}
+
+// --- malformed input -------------------------------------------------------------------------
+
+#[test]
+fn malformed_input_is_passed_counted_and_never_forwarded() {
+    let mut lb = Lb::new(Svc::default());
+    let good = t4(client4(16), 40000, TCP_ACK);
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated Ethernet (VLAN tag cut short)", eth(LB_MAC, CLIENT_MAC, None, 0x8100, &[0, 7])),
+        ("truncated IPv4 header", good[..14 + 12].to_vec()),
+        ("truncated TCP header", good[..14 + 20 + 10].to_vec()),
+    ];
+    let mut ihl4 = good.clone();
+    ihl4[14] = 0x44;
+    cases.push(("IHL < 5", ihl4));
+    let mut long = good.clone();
+    long[16..18].copy_from_slice(&2000u16.to_be_bytes());
+    cases.push(("IPv4 total length beyond the frame", long));
+    let mut doff = good.clone();
+    doff[14 + 20 + 12] = 0x20;
+    cases.push(("TCP data offset < 5", doff));
+    let mut chain = Vec::new();
+    for _ in 0..5 {
+        chain.extend(v6_ext(60));
+    }
+    // Fix the last next-header to TCP after five extension headers.
+    let last = chain.len() - 8;
+    chain[last] = 6;
+    chain.extend(tcp(40000, 80, TCP_ACK, b"x"));
+    let mut chained = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IPV6, &ipv6(client6(16), VIP6, 0, &chain));
+    // First header is hop-by-hop (0); then destination options (60) x4.
+    chained[14 + 6] = 0;
+    cases.push(("IPv6 extension header chain longer than the parser's bound", chained));
+    let mut v6len = t6(client6(16), 40000, TCP_ACK);
+    v6len[18..20].copy_from_slice(&3000u16.to_be_bytes());
+    cases.push(("IPv6 payload length beyond the frame", v6len));
+    let n = cases.len() as u64;
+    for (what, f) in &cases {
+        lb.passed_untouched(f, what);
+    }
+    assert_eq!(lb.gstat(gstat::PARSE_ERROR), n);
+    assert!(lb.entries().is_empty());
+    // Zero-length and tiny frames: the kernel refuses frames shorter than an Ethernet header
+    // in BPF_PROG_TEST_RUN (EINVAL); anything it does accept must not be forwarded.
+    for len in [0usize, 1, 13] {
+        if let Ok(r) = lb.dp.test_run("xlb", &good[..len], 1) {
+            assert_eq!(r.verdict, XDP_PASS, "{len}-byte frame");
+        }
+    }
+    assert_eq!(lb.gstat(gstat::TX), 0);
+}
+
+#[test]
+fn ipv6_with_allowed_extension_headers_is_balanced() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client6(17);
+    let b = lb.forwarded_to(&t6(c, 40000, TCP_ACK));
+    let mut p = v6_ext(60);
+    p.extend(v6_ext(6));
+    p.extend(tcp(40001, 80, TCP_ACK, b"x"));
+    assert_eq!(lb.forwarded_to(&eth(LB_MAC, CLIENT_MAC, None, ETH_P_IPV6, &ipv6(c, VIP6, 0, &p))), b);
+}
+
+#[test]
+fn no_usable_backend_drops_and_counts() {
+    let mut lb = Lb::new(Svc::default());
+    for b in 0..4 {
+        lb.set_state(b, BACKEND_DOWN);
+    }
+    let (v, _) = lb.run(&t4(client4(18), 40000, TCP_ACK));
+    assert_eq!(v, XDP_DROP);
+    assert_eq!(lb.gstat(gstat::NO_BACKEND), 1);
+}
+
+// --- randomised -----------------------------------------------------------------------------
+
+/// xorshift: deterministic, so a failure is reproducible from the printed seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A frame is well-formed VIP traffic when it is one of ours re-parsed by a reference parser
+/// written independently of the data path.
+fn reference_is_vip(f: &[u8]) -> bool {
+    if f.len() < 14 {
+        return false;
+    }
+    let (et, mut off) = match u16::from_be_bytes([f[12], f[13]]) {
+        0x8100 if f.len() >= 18 => (u16::from_be_bytes([f[16], f[17]]), 18),
+        et => (et, 14),
+    };
+    let (dst, proto, l4, later_frag) = match et {
+        0x0800 => {
+            if f.len() < off + 20 || f[off] >> 4 != 4 || (f[off] & 15) < 5 {
+                return false;
+            }
+            let ihl = (f[off] & 15) as usize * 4;
+            let tot = u16::from_be_bytes([f[off + 2], f[off + 3]]) as usize;
+            if tot < ihl || off + tot > f.len() {
+                return false;
+            }
+            let frag = u16::from_be_bytes([f[off + 6], f[off + 7]]) & 0x1fff;
+            (IpAddr::V4(Ipv4Addr::new(f[off + 16], f[off + 17], f[off + 18], f[off + 19])), f[off + 9], off + ihl, frag != 0)
+        }
+        0x86dd => {
+            if f.len() < off + 40 || f[off] >> 4 != 6 {
+                return false;
+            }
+            let plen = u16::from_be_bytes([f[off + 4], f[off + 5]]) as usize;
+            if off + 40 + plen > f.len() {
+                return false;
+            }
+            let mut d = [0u8; 16];
+            d.copy_from_slice(&f[off + 24..off + 40]);
+            let mut nh = f[off + 6];
+            off += 40;
+            let mut later = false;
+            let mut n = 0;
+            while matches!(nh, 0 | 43 | 44 | 60) {
+                if n == 4 || f.len() < off + 8 {
+                    return false;
+                }
+                n += 1;
+                if nh == 44 {
+                    later = u16::from_be_bytes([f[off + 2], f[off + 3]]) >> 3 != 0;
+                    nh = f[off];
+                    off += 8;
+                } else {
+                    let len = (f[off + 1] as usize + 1) * 8;
+                    nh = f[off];
+                    off += len;
+                }
+            }
+            (IpAddr::V6(Ipv6Addr::from(d)), nh, off, later)
+        }
+        _ => return false,
+    };
+    let vip4 = IpAddr::V4(Ipv4Addr::from(VIP4));
+    let vip6 = IpAddr::V6(Ipv6Addr::from(VIP6));
+    if dst != vip4 && dst != vip6 {
+        return false;
+    }
+    if proto != 6 && proto != 17 {
+        return false; // ICMP errors are checked by their own fixture
+    }
+    if later_frag {
+        return true;
+    }
+    let need = if proto == 6 { 20 } else { 8 };
+    if f.len() < l4 + need {
+        return false;
+    }
+    if proto == 6 && f[l4 + 12] >> 4 < 5 {
+        return false;
+    }
+    let dport = u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]);
+    (proto == 6 && dport == 80) || (proto == 17 && dport == 53)
+}
+
+#[test]
+fn random_and_mutated_frames_are_never_forwarded_unless_well_formed_vip() {
+    let mut lb = Lb::new(Svc::default());
+    let seed = 0x5eed_1234_abcd_0001u64;
+    let mut rng = Rng(seed);
+    let valid = [
+        t4(client4(20), 40000, TCP_ACK),
+        t6(client6(20), 40000, TCP_ACK),
+        udp4(CLIENT_MAC, LB_MAC, client4(21), 5000, VIP4, 53),
+        udp6(CLIENT_MAC, LB_MAC, client6(21), 5000, VIP6, 53),
+        eth(LB_MAC, CLIENT_MAC, Some(7), ETH_P_IP, &ipv4(client4(22), VIP4, 6, &tcp(1, 80, TCP_ACK, b""))),
+    ];
+    let (mut forwarded, mut total) = (0, 0);
+    for i in 0..6000u32 {
+        let frame: Vec<u8> = if i % 3 == 0 {
+            let len = 14 + (rng.next() % 120) as usize;
+            (0..len).map(|_| rng.next() as u8).collect()
+        } else {
+            let mut f = valid[(rng.next() % valid.len() as u64) as usize].clone();
+            for _ in 0..1 + rng.next() % 4 {
+                let at = (rng.next() % f.len() as u64) as usize;
+                f[at] = rng.next() as u8;
+            }
+            if rng.next() % 4 == 0 {
+                let cut = 14 + (rng.next() % (f.len() as u64 - 13)) as usize;
+                f.truncate(cut);
+            }
+            f
+        };
+        let r = lb.dp.test_run("xlb", &frame, 1).unwrap();
+        total += 1;
+        let ok = reference_is_vip(&frame);
+        match r.verdict {
+            XDP_TX => {
+                forwarded += 1;
+                assert!(ok, "seed {seed:#x} case {i}: forwarded a frame that is not well-formed VIP traffic: {frame:02x?}");
+                assert_eq!(r.data[12..], frame[12..], "case {i}: forwarded frame changed beyond the MACs");
+            }
+            XDP_PASS => {
+                assert_eq!(r.data, frame, "case {i}: passed frame modified");
+                assert!(!ok, "seed {seed:#x} case {i}: well-formed VIP frame passed: {frame:02x?}");
+            }
+            v => panic!("case {i}: unexpected verdict {v}"),
+        }
+    }
+    assert!(forwarded > 100, "the mutations must leave some frames valid ({forwarded}/{total})");
+}
