@@ -39,8 +39,9 @@ pub const MAP_TX_PORTS: &str = "XLB_TX_PORTS";
 pub const MAP_GLOBAL_STATS: &str = "XLB_GSTATS";
 pub const MAP_SERVICE_STATS: &str = "XLB_SSTATS";
 pub const MAP_BACKEND_STATS: &str = "XLB_BSTATS";
+pub const MAP_NAMES: &str = "XLB_NAMES";
 /// Every map the program defines (the agent pins and adopts these).
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 11] = [
     MAP_VIPS,
     MAP_SERVICES,
     MAP_ACTIVE_SLOT,
@@ -51,7 +52,33 @@ pub const ALL_MAPS: [&str; 10] = [
     MAP_GLOBAL_STATS,
     MAP_SERVICE_STATS,
     MAP_BACKEND_STATS,
+    MAP_NAMES,
 ];
+
+/// Index of a service's name in `MAP_NAMES`.
+#[inline(always)]
+pub const fn name_slot_service(service: u32) -> u32 {
+    service
+}
+
+/// Index of a backend's name (`service/server`) in `MAP_NAMES`.
+#[inline(always)]
+pub const fn name_slot_backend(backend: u32) -> u32 {
+    MAX_SERVICES + backend
+}
+
+/// Value of `MAP_NAMES`: a NUL-padded UTF-8 name; all zero = the id is free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameSlot {
+    pub name: [u8; 64],
+}
+
+impl Default for NameSlot {
+    fn default() -> Self {
+        NameSlot { name: [0; 64] }
+    }
+}
 
 /// The XDP program's name in the object; the floor program for benchmarks; the bench wrapper
 /// that gives every iteration a fresh client address.
@@ -251,6 +278,7 @@ const _: () = assert!(core::mem::size_of::<StickKey>() == 24);
 const _: () = assert!(core::mem::size_of::<StickEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<ServiceStats>() == 72);
 const _: () = assert!(core::mem::size_of::<BackendStats>() == 16);
+const _: () = assert!(core::mem::size_of::<NameSlot>() == 64);
 
 #[cfg(feature = "user")]
 mod user {
@@ -263,5 +291,5 @@ mod user {
             unsafe impl bytemuck::Pod for $t {}
         )*};
     }
-    pod!(VipKey, VipValue, Service, Backend, StickKey, StickEntry, ServiceStats, BackendStats);
+    pod!(VipKey, VipValue, Service, Backend, StickKey, StickEntry, ServiceStats, BackendStats, NameSlot);
 }

@@ -9,7 +9,7 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, BackendStats, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, Service, ServiceStats,
+    Backend, BackendStats, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, NameSlot, Service, ServiceStats,
     StickEntry, StickKey, VipKey, VipValue, gstat,
 };
 
@@ -65,6 +65,12 @@ static SSTATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entries(MAX_SER
 /// Per-backend counters, per CPU. Index: backend id. Written by the data path; summed by the agent.
 #[map(name = "XLB_BSTATS")]
 static BSTATS: PerCpuArray<BackendStats> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Names of service and backend ids (`name_slot_service`, `name_slot_backend`). Never read by
+/// the data path: it keeps the agent's id allocation alive with the pins, so a restarted agent
+/// maps every stick entry's backend id back to the same server.
+#[map(name = "XLB_NAMES")]
+static NAMES: Array<NameSlot> = Array::with_max_entries(MAX_SERVICES + MAX_BACKENDS, 0);
 
 /// Benchmark only: the per-CPU counter `xlb_bench_fresh` turns into a fresh client address on
 /// every iteration. Index 0. Never touched by the production program.

@@ -19,7 +19,7 @@ use aya::{
 use lb_common::{
     ALL_MAPS, Backend, BackendStats, MAGLEV_MAX_SIZE, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS,
     MAP_BACKENDS, MAP_GLOBAL_STATS, MAP_MAGLEV, MAP_SERVICE_STATS, MAP_SERVICES, MAP_STICK,
-    MAP_TX_PORTS, MAP_VIPS, Service, ServiceStats, StickEntry, StickKey, VipKey, VipValue, gstat,
+    MAP_NAMES, MAP_TX_PORTS, MAP_VIPS, NameSlot, Service, ServiceStats, StickEntry, StickKey, VipKey, VipValue, gstat,
     maglev_base,
 };
 
@@ -61,6 +61,16 @@ pub enum DatapathError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error(
+        "{ifname} already has an XDP program that this xlb did not attach (no link pinned in its \
+         bpffs_dir): another xlb with another bpffs_dir, or another tool. Refusing to replace it; \
+         detach that one first: {source}"
+    )]
+    Busy {
+        ifname: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("service id {0} is out of range")]
     ServiceId(u32),
@@ -123,9 +133,12 @@ pub struct Datapath {
     gstats: PerCpuArray<MapData, u64>,
     sstats: PerCpuArray<MapData, ServiceStats>,
     bstats: PerCpuArray<MapData, BackendStats>,
+    names: Array<MapData, NameSlot>,
     /// Set when the pinned maps of an earlier run were adopted.
     adopted: bool,
     capacity: u32,
+    /// What this process wrote into each (service, slot) of the Maglev map.
+    shadow: std::collections::HashMap<(u32, u32), Vec<u32>>,
 }
 
 /// The size every map must have, but the stick table's (which the operator sizes).
@@ -140,6 +153,7 @@ fn expected(name: &str) -> (u32, u32) {
         MAP_TX_PORTS => (4, 4),
         MAP_SERVICE_STATS => (4, size_of::<ServiceStats>() as u32),
         MAP_BACKEND_STATS => (4, size_of::<BackendStats>() as u32),
+        MAP_NAMES => (4, size_of::<NameSlot>() as u32),
         _ => (0, 0),
     }
 }
@@ -204,10 +218,12 @@ impl Datapath {
             gstats: take!(MAP_GLOBAL_STATS),
             sstats: take!(MAP_SERVICE_STATS),
             bstats: take!(MAP_BACKEND_STATS),
+            names: take!(MAP_NAMES),
             ebpf,
             pin_dir: opts.pin_dir.clone(),
             adopted,
             capacity,
+            shadow: Default::default(),
         })
     }
 
@@ -251,17 +267,27 @@ impl Datapath {
             let _fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| link_err(e.to_string()))?;
             return Ok(Attached::Replaced);
         }
+        let busy = |e: &aya::programs::ProgramError| {
+            matches!(e, aya::programs::ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EBUSY))
+        };
+        let refuse = |e| DatapathError::Busy {
+            ifname: ifname.to_string(),
+            source: Box::new(e),
+        };
         let (id, mode) = if generic {
-            (prog.attach(ifname, XdpMode::Skb).map_err(prog_err("xlb"))?, "generic")
+            let id = prog.attach(ifname, XdpMode::Skb).map_err(|e| if busy(&e) { refuse(e) } else { prog_err("xlb")(e) })?;
+            (id, "generic")
         } else {
             match prog.attach(ifname, XdpMode::Driver) {
                 Ok(id) => (id, "native"),
+                Err(e) if busy(&e) => return Err(refuse(e)),
                 Err(e) => {
                     log::warn!(
                         "native XDP refused on {ifname} ({e}); falling back to generic XDP (slower). \
                          Set xdp_mode = \"generic\" to make this explicit"
                     );
-                    (prog.attach(ifname, XdpMode::Skb).map_err(prog_err("xlb"))?, "generic")
+                    let id = prog.attach(ifname, XdpMode::Skb).map_err(|e| if busy(&e) { refuse(e) } else { prog_err("xlb")(e) })?;
+                    (id, "generic")
                 }
             }
         };
@@ -344,9 +370,16 @@ impl Datapath {
         }
         let next = 1 - self.active_slot(service)?;
         let base = maglev_base(service, next);
+        // Write only the slots that differ from what this process last wrote there (a health
+        // change moves about 1/N of them); everything when the slot's content is unknown.
+        let old = self.shadow.remove(&(service, next));
         for (i, b) in table.iter().enumerate() {
+            if old.as_ref().is_some_and(|o| o.len() == table.len() && o[i] == *b) {
+                continue;
+            }
             self.maglev.set(base + i as u32, *b, 0).map_err(map_err(MAP_MAGLEV))?;
         }
+        self.shadow.insert((service, next), table.to_vec());
         let mut svc = self.service(service)?;
         svc.table_size[next as usize] = table.len() as u32;
         self.services.set(service, svc, 0).map_err(map_err(MAP_SERVICES))?;
@@ -371,6 +404,24 @@ impl Datapath {
                 source: aya::maps::MapError::IoError(std::io::Error::other(other.to_string())),
             },
         })
+    }
+
+    /// The name recorded for slot `index` of `MAP_NAMES` (None when free).
+    pub fn name(&self, index: u32) -> Result<Option<String>> {
+        let slot = self.names.get(&index, 0).map_err(map_err(MAP_NAMES))?;
+        let end = slot.name.iter().position(|b| *b == 0).unwrap_or(slot.name.len());
+        Ok((end > 0).then(|| String::from_utf8_lossy(&slot.name[..end]).into_owned()))
+    }
+
+    /// Record (or with `None`, free) the name of slot `index` of `MAP_NAMES`.
+    pub fn set_name(&mut self, index: u32, name: Option<&str>) -> Result<()> {
+        let mut slot = NameSlot::default();
+        if let Some(n) = name {
+            let b = n.as_bytes();
+            let len = b.len().min(slot.name.len());
+            slot.name[..len].copy_from_slice(&b[..len]);
+        }
+        self.names.set(index, slot, 0).map_err(map_err(MAP_NAMES))
     }
 
     // --- stick table ------------------------------------------------------------------------

@@ -1,6 +1,13 @@
 //! xlb's user side: the agent that owns the XDP data path, its config, health checks, the
 //! runtime API and the CLI. `main.rs` only parses arguments and dispatches here.
 
+pub mod agent;
+pub mod api;
 pub mod config;
-pub mod health;
 pub mod datapath;
+pub mod health;
+pub mod metrics;
+pub mod neigh;
+pub mod netns;
+pub mod services;
+pub mod stick_table;

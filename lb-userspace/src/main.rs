@@ -1,1 +1,173 @@
-fn main() {}
+//! `xlb`: the agent (`run`), config check, detach, and a client for the runtime API.
+//! Parses arguments and dispatches; the work lives in the library.
+
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand};
+
+const DEFAULT_SOCKET: &str = "/run/xlb/admin.sock";
+
+#[derive(Parser)]
+#[command(name = "xlb", version, about = "XDP L4 load balancer with source affinity", disable_help_subcommand = true)]
+struct Cli {
+    /// Enter this network namespace (from `ip netns add`) first, keeping the host's mounts.
+    #[arg(long, global = true, value_name = "NAME")]
+    netns: Option<String>,
+    /// Runtime API socket (default: the config's admin_socket with -c, else /run/xlb/admin.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent: load and attach the data path, health checks, runtime API.
+    Run {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a config file; touches nothing. Exit 0 when valid, 1 when not.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Remove the data path and its pins (this empties the stick table).
+    Detach {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// `show table|stat|info|servers state ...` (runtime API).
+    Show {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// `set server S/V state|weight ...` (runtime API).
+    Set {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// `clear table NAME [key ADDR | data.server_id eq N]` (runtime API).
+    Clear {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// `where SERVICE ADDR`: which server a client goes to now, and why.
+    Where {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// The runtime API's own help.
+    Help {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    if let Some(ns) = &cli.netns {
+        // Before any thread exists: every thread inherits the namespace.
+        if let Err(e) = xlb::netns::enter(ns) {
+            eprintln!("xlb: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xlb: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let socket = cli.socket;
+    let (verb, config, words) = match cli.cmd {
+        Cmd::Run { config } => {
+            xlb::agent::run(&config)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cmd::Check { config } => return Ok(check(&config)),
+        Cmd::Detach { config } => {
+            xlb::agent::detach(&config)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cmd::Show { config, words } => ("show", config, words),
+        Cmd::Set { config, words } => ("set", config, words),
+        Cmd::Clear { config, words } => ("clear", config, words),
+        Cmd::Where { config, words } => ("where", config, words),
+        Cmd::Help { config } => ("help", config, Vec::new()),
+    };
+    let socket = match (socket, config) {
+        (Some(s), _) => s,
+        (None, Some(c)) => xlb::config::load(&c)?.global.admin_socket,
+        (None, None) => PathBuf::from(DEFAULT_SOCKET),
+    };
+    let mut line = verb.to_string();
+    for w in &words {
+        line.push(' ');
+        line.push_str(w);
+    }
+    api_call(&socket, &line, verb)
+}
+
+fn check(path: &Path) -> ExitCode {
+    match xlb::config::load(path) {
+        Ok(cfg) => {
+            let servers: usize = cfg.services.iter().map(|s| s.servers.len()).sum();
+            println!(
+                "{}: valid ({} services, {servers} servers, interface {})",
+                path.display(),
+                cfg.services.len(),
+                cfg.global.interface
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Send one command line, print the answer. Exit 1 when the agent answered an error.
+fn api_call(socket: &Path, line: &str, verb: &str) -> anyhow::Result<ExitCode> {
+    let mut s = UnixStream::connect(socket).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the agent at {}: {e}. Is `xlb run` running? (--socket PATH or -c FILE to point elsewhere)",
+            socket.display()
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(answer.as_bytes()).and_then(|_| out.flush()) {
+        // `xlb show table | head`: a closed pipe is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        r => r?,
+    }
+    Ok(if xlb::api::is_error_answer(verb, &answer) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,92 @@
+//! Prometheus text endpoint (`metrics = "127.0.0.1:9100"`): per-service and per-server
+//! packets, bytes, stick counters, table use, server state; global data-path counters.
+
+use std::{fmt::Write as _, net::SocketAddr, sync::Arc, sync::Mutex};
+
+use lb_common::gstat;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+    sync::watch,
+};
+
+use crate::{services::Balancer, stick_table};
+
+pub async fn serve(addr: SocketAddr, shared: Arc<Mutex<Balancer>>, mut shutdown: watch::Receiver<bool>) {
+    let l = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("metrics: cannot listen on {addr}: {e}");
+            return;
+        }
+    };
+    log::info!("metrics: http://{addr}/metrics");
+    loop {
+        let (mut s, _) = tokio::select! {
+            r = l.accept() => match r { Ok(c) => c, Err(_) => continue },
+            _ = shutdown.changed() => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await;
+            let body = tokio::task::spawn_blocking(move || render(&shared.lock().expect("balancer lock")))
+                .await
+                .unwrap_or_default();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(body.as_bytes()).await;
+        });
+    }
+}
+
+/// The exposition text.
+pub fn render(b: &Balancer) -> String {
+    let mut o = String::new();
+    if let Ok(g) = b.dp.global_stats() {
+        let _ = writeln!(o, "# TYPE xlb_datapath_packets_total counter");
+        for (i, n) in gstat::NAMES.iter().enumerate() {
+            let _ = writeln!(o, "xlb_datapath_packets_total{{event=\"{n}\"}} {}", g[i]);
+        }
+    }
+    let all = b.dp.stick_entries().unwrap_or_default();
+    let _ = writeln!(o, "# TYPE xlb_service_packets_total counter");
+    for s in &b.services {
+        let n = &s.cfg.name;
+        if let Ok(t) = b.dp.service_stats(s.id) {
+            for (k, v) in [
+                ("packets", t.packets),
+                ("bytes", t.bytes),
+                ("stick_hits", t.stick_hits),
+                ("stick_misses", t.stick_misses),
+                ("stick_inserts", t.stick_inserts),
+                ("stick_expired", t.stick_expired),
+                ("redispatches", t.redispatches),
+                ("pinned_down", t.pinned_down),
+                ("no_backend", t.no_backend),
+            ] {
+                let _ = writeln!(o, "xlb_service_{k}_total{{service=\"{n}\"}} {v}");
+            }
+        }
+        let _ = writeln!(o, "xlb_stick_table_used{{service=\"{n}\"}} {}", stick_table::entries_of(&all, s).len());
+        let _ = writeln!(o, "xlb_stick_table_size{{service=\"{n}\"}} {}", s.cfg.stick.size);
+        for v in &s.servers {
+            let sv = &v.cfg.name;
+            if let Ok(t) = b.dp.backend_stats(v.id) {
+                let _ = writeln!(o, "xlb_server_packets_total{{service=\"{n}\",server=\"{sv}\"}} {}", t.packets);
+                let _ = writeln!(o, "xlb_server_bytes_total{{service=\"{n}\",server=\"{sv}\"}} {}", t.bytes);
+            }
+            for st in ["UP", "DOWN", "DRAIN", "MAINT"] {
+                let _ = writeln!(
+                    o,
+                    "xlb_server_state{{service=\"{n}\",server=\"{sv}\",state=\"{st}\"}} {}",
+                    (v.state_word() == st) as u8
+                );
+            }
+        }
+    }
+    o
+}

@@ -1,0 +1,579 @@
+//! The services and servers the agent runs, and how they map onto the data path's maps.
+//!
+//! Ids: every service and every server of a service gets an id (its index in the data path's
+//! arrays). The names behind the ids are written into `MAP_NAMES`, which is pinned with the
+//! other maps, so an agent that restarts (or a newer one) adopts the same ids and every stick
+//! entry keeps pointing at the same server.
+//!
+//! A server's state in the data path folds admin state and health together:
+//! maint -> MAINT, health down (or MAC unknown) -> DOWN, drain -> DRAIN, else UP. Only UP
+//! servers with weight > 0 get Maglev slots; a change rebuilds only its own service's table.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use lb_common::{
+    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_MAINT, BACKEND_UP, Backend, FAMILY_V4, FAMILY_V6,
+    MAX_BACKENDS, MAX_SERVICES, PROTO_TCP, PROTO_UDP, STICK_NONE, STICK_SRC, STICK_SRC_PORT,
+    SVC_F_REDISPATCH, VIP_KIND_ADDR, VIP_KIND_PORT, VipKey,
+    maglev::{self, MaglevServer},
+    name_slot_backend, name_slot_service,
+};
+
+use crate::{
+    config::{self, AdminState, Config, HealthKind, Protocol, StickOn},
+    datapath::{Datapath, DatapathError},
+    health::{self, CheckKind, CheckSpec},
+    neigh,
+};
+
+/// A server of a service, as the agent tracks it.
+#[derive(Debug)]
+pub struct Server {
+    /// Backend id in the data path.
+    pub id: u32,
+    /// 1-based position in its service (HAProxy's `srv_id`, the `server_id` of stick entries).
+    pub puid: u32,
+    pub cfg: config::Server,
+    pub admin: AdminState,
+    pub health: health::Health,
+    pub weight: u32,
+    pub mac: Option<[u8; 6]>,
+    pub last_change: Instant,
+    /// The last health transition's reason (for logs and `show servers state`).
+    pub last_reason: String,
+}
+
+impl Server {
+    /// The state the data path sees.
+    pub fn dp_state(&self) -> u8 {
+        match (self.admin, self.health) {
+            (AdminState::Maint, _) => BACKEND_MAINT,
+            (_, health::Health::Down) => BACKEND_DOWN,
+            _ if self.mac.is_none() => BACKEND_DOWN,
+            (AdminState::Drain, _) => BACKEND_DRAIN,
+            (AdminState::Ready, _) => BACKEND_UP,
+        }
+    }
+
+    pub fn state_word(&self) -> &'static str {
+        match self.dp_state() {
+            BACKEND_UP => "UP",
+            BACKEND_DRAIN => "DRAIN",
+            BACKEND_MAINT => "MAINT",
+            _ => "DOWN",
+        }
+    }
+}
+
+/// A service (one VIP:port/protocol), as the agent tracks it.
+#[derive(Debug)]
+pub struct Svc {
+    pub id: u32,
+    pub cfg: config::Service,
+    pub servers: Vec<Server>,
+    /// The table the data path uses now.
+    pub table: Vec<u32>,
+}
+
+impl Svc {
+    pub fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.cfg.name == name)
+    }
+
+    pub fn server_by_id(&self, backend: u32) -> Option<&Server> {
+        self.servers.iter().find(|s| s.id == backend)
+    }
+
+    pub fn family(&self) -> u8 {
+        if self.cfg.vip.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 }
+    }
+
+    /// The health-check target of a server, or None when checks are off.
+    pub fn check_spec(&self, s: &config::Server) -> Option<CheckSpec> {
+        let h = &self.cfg.health;
+        let kind = match &h.kind {
+            HealthKind::None => return None,
+            HealthKind::Tcp => CheckKind::Tcp,
+            HealthKind::Http {
+                method,
+                uri,
+                expect,
+                host,
+            } => CheckKind::Http {
+                method: method.clone(),
+                uri: uri.clone(),
+                expect: *expect,
+                host: host.clone(),
+            },
+        };
+        let port = s.check_port.or(h.port).unwrap_or(self.cfg.vip.port());
+        Some(CheckSpec {
+            kind,
+            addr: SocketAddr::new(s.address, port),
+            inter: h.inter,
+            timeout: h.timeout,
+            rise: h.rise,
+            fall: h.fall,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("no free {what} id (at most {max})")]
+    NoFreeId { what: &'static str, max: u32 },
+}
+
+/// What the agent must do with health checks after a change.
+#[derive(Debug, Default)]
+pub struct CheckChanges {
+    /// (service, server) -> new spec and initial state.
+    pub set: Vec<((String, String), CheckSpec, health::Health)>,
+    pub remove: Vec<(String, String)>,
+}
+
+pub struct Balancer {
+    pub cfg: Config,
+    pub services: Vec<Svc>,
+    pub dp: Datapath,
+    pub started: Instant,
+}
+
+fn mask(prefix: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            let bits = (prefix as i32 - 8 * i as i32).clamp(0, 8);
+            (0xffu16 << (8 - bits)) as u8
+        })
+        .collect()
+}
+
+pub fn addr16(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v) => {
+            let mut o = [0u8; 16];
+            o[..4].copy_from_slice(&v.octets());
+            o
+        }
+        IpAddr::V6(v) => v.octets(),
+    }
+}
+
+fn dp_service(cfg: &config::Service) -> lb_common::Service {
+    let mut s = lb_common::Service {
+        expire_ns: cfg.stick.expire.as_nanos() as u64,
+        stick_mode: match cfg.stick.on {
+            StickOn::Src => STICK_SRC,
+            StickOn::SrcPort => STICK_SRC_PORT,
+            StickOn::None => STICK_NONE,
+        },
+        flags: if cfg.redispatch { SVC_F_REDISPATCH } else { 0 },
+        enabled: 1,
+        ..Default::default()
+    };
+    s.v4_mask.copy_from_slice(&mask(cfg.stick.ipv4_prefix, 4));
+    s.v6_mask.copy_from_slice(&mask(cfg.stick.ipv6_prefix, 16));
+    s
+}
+
+fn proto(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => PROTO_TCP,
+        Protocol::Udp => PROTO_UDP,
+    }
+}
+
+impl Balancer {
+    /// Take over a loaded data path and apply `cfg` to it. When the data path adopted pinned
+    /// maps, ids, runtime admin states and health come from them, so nothing moves.
+    pub fn new(cfg: Config, dp: Datapath) -> Result<(Self, CheckChanges), ApplyError> {
+        let mut b = Balancer {
+            cfg: Config {
+                services: Vec::new(),
+                ..cfg.clone()
+            },
+            services: Vec::new(),
+            dp,
+            started: Instant::now(),
+        };
+        let adopted = b.dp.adopted();
+        let checks = b.apply(cfg, adopted)?;
+        Ok((b, checks))
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Svc> {
+        self.services.iter().find(|s| s.cfg.name == name)
+    }
+
+    fn service_mut(&mut self, name: &str) -> Option<&mut Svc> {
+        self.services.iter_mut().find(|s| s.cfg.name == name)
+    }
+
+    /// Ids recorded in MAP_NAMES: name -> id, for services and for "service/server".
+    fn recorded_ids(&self) -> Result<(HashMap<String, u32>, HashMap<String, u32>), ApplyError> {
+        let mut svcs = HashMap::new();
+        let mut bes = HashMap::new();
+        for i in 0..MAX_SERVICES {
+            if let Some(n) = self.dp.name(name_slot_service(i))? {
+                svcs.insert(n, i);
+            }
+        }
+        for i in 0..MAX_BACKENDS {
+            if let Some(n) = self.dp.name(name_slot_backend(i))? {
+                bes.insert(n, i);
+            }
+        }
+        Ok((svcs, bes))
+    }
+
+    /// Apply a (validated) config: only what differs changes. `adopt` = take ids, admin
+    /// states and health from the pinned maps (agent restart).
+    pub fn apply(&mut self, new: Config, adopt: bool) -> Result<CheckChanges, ApplyError> {
+        let mut checks = CheckChanges::default();
+        let (mut svc_ids, mut be_ids) = self.recorded_ids()?;
+        // Ids in use by the services we keep.
+        let old: HashMap<String, Svc> = self.services.drain(..).map(|s| (s.cfg.name.clone(), s)).collect();
+        let mut old = old;
+        let mut used_svc: Vec<bool> = vec![false; MAX_SERVICES as usize];
+        let mut used_be: Vec<bool> = vec![false; MAX_BACKENDS as usize];
+        for s in new.services.iter() {
+            if let Some(id) = svc_ids.get(&s.name) {
+                used_svc[*id as usize] = true;
+            }
+            for srv in &s.servers {
+                if let Some(id) = be_ids.get(&format!("{}/{}", s.name, srv.name)) {
+                    used_be[*id as usize] = true;
+                }
+            }
+        }
+        // Free what the new config no longer has: names, VIP entries, tables, stick entries.
+        let keep_names: std::collections::HashSet<String> = new.services.iter().map(|s| s.name.clone()).collect();
+        let mut dropped_services = Vec::new();
+        for (name, id) in svc_ids.clone() {
+            if !keep_names.contains(&name) {
+                self.dp.set_name(name_slot_service(id), None)?;
+                self.dp.clear_service(id)?;
+                svc_ids.remove(&name);
+                dropped_services.push(id);
+                log::info!("service {name}: removed");
+            }
+        }
+        let keep_backends: std::collections::HashSet<String> = new
+            .services
+            .iter()
+            .flat_map(|s| s.servers.iter().map(move |v| format!("{}/{}", s.name, v.name)))
+            .collect();
+        for (name, id) in be_ids.clone() {
+            if !keep_backends.contains(&name) {
+                self.dp.set_name(name_slot_backend(id), None)?;
+                self.dp.set_backend(id, Backend::default())?;
+                be_ids.remove(&name);
+                if let Some((svc, srv)) = name.split_once('/') {
+                    checks.remove.push((svc.to_string(), srv.to_string()));
+                }
+            }
+        }
+        if !dropped_services.is_empty() {
+            self.delete_entries(|k| dropped_services.contains(&(k.service as u32)))?;
+        }
+
+        let alloc = |used: &mut Vec<bool>, what: &'static str| -> Result<u32, ApplyError> {
+            let max = used.len() as u32;
+            let i = used.iter().position(|u| !u).ok_or(ApplyError::NoFreeId { what, max })?;
+            used[i] = true;
+            Ok(i as u32)
+        };
+
+        let mut services = Vec::new();
+        for scfg in new.services.iter() {
+            let id = match svc_ids.get(&scfg.name) {
+                Some(id) => *id,
+                None => {
+                    let id = alloc(&mut used_svc, "service")?;
+                    self.dp.set_name(name_slot_service(id), Some(&scfg.name))?;
+                    log::info!("service {}: added as id {id} ({} {:?})", scfg.name, scfg.vip, scfg.protocol);
+                    id
+                }
+            };
+            let prev = old.remove(&scfg.name);
+            if prev.as_ref().is_some_and(|p| p.cfg == *scfg) {
+                services.push(prev.expect("checked above"));
+                continue;
+            }
+            // Stick keys change meaning when the affinity changes: that service starts afresh.
+            if let Some(p) = &prev {
+                let (a, b) = (&p.cfg.stick, &scfg.stick);
+                if a.on != b.on || a.ipv4_prefix != b.ipv4_prefix || a.ipv6_prefix != b.ipv6_prefix {
+                    let n = self.delete_entries(|k| k.service as u32 == id)?;
+                    log::info!("service {}: affinity changed, {n} stick entries cleared", scfg.name);
+                }
+            }
+            let mut servers = Vec::new();
+            for (i, c) in scfg.servers.iter().enumerate() {
+                let full = format!("{}/{}", scfg.name, c.name);
+                let bid = match be_ids.get(&full) {
+                    Some(b) => *b,
+                    None => {
+                        let b = alloc(&mut used_be, "server")?;
+                        self.dp.set_name(name_slot_backend(b), Some(&full))?;
+                        b
+                    }
+                };
+                let before = prev.as_ref().and_then(|p| p.server(&c.name));
+                let server = match before {
+                    // Reload: runtime state carries over unless the config changed that field.
+                    Some(b) => Server {
+                        id: bid,
+                        puid: i as u32 + 1,
+                        cfg: c.clone(),
+                        admin: if b.cfg.state != c.state { c.state } else { b.admin },
+                        health: b.health,
+                        weight: if b.cfg.weight != c.weight { c.weight } else { b.weight },
+                        mac: c.mac.or(if b.cfg.address == c.address { b.mac } else { None }).or_else(|| {
+                            neigh::resolve(c.address, Duration::from_millis(500))
+                        }),
+                        last_change: b.last_change,
+                        last_reason: b.last_reason.clone(),
+                    },
+                    None => self.fresh_server(bid, i, c, &full, adopt)?,
+                };
+                servers.push(server);
+            }
+            let svc = Svc {
+                id,
+                cfg: scfg.clone(),
+                servers,
+                table: Vec::new(),
+            };
+            for s in &svc.servers {
+                let key = (scfg.name.clone(), s.cfg.name.clone());
+                match svc.check_spec(&s.cfg) {
+                    Some(spec) => checks.set.push((key, spec, s.health)),
+                    None => checks.remove.push(key),
+                }
+            }
+            self.dp.set_service(id, dp_service(scfg))?;
+            services.push(svc);
+        }
+        // Servers of changed services that were renamed away are in `checks.remove` already.
+        self.services = services;
+        self.cfg = new;
+        self.write_vips()?;
+        for i in 0..self.services.len() {
+            self.sync(i)?;
+        }
+        Ok(checks)
+    }
+
+    /// Write the VIP map to match the services exactly.
+    fn write_vips(&mut self) -> Result<(), ApplyError> {
+        let mut want: HashMap<VipKey, u32> = HashMap::new();
+        for s in &self.services {
+            let addr = addr16(s.cfg.vip.ip());
+            let key = VipKey {
+                addr,
+                port: s.cfg.vip.port().to_be(),
+                proto: proto(s.cfg.protocol),
+                family: s.family(),
+                kind: VIP_KIND_PORT,
+                _pad: [0; 3],
+            };
+            want.insert(key, s.id);
+            // Address-only entry for later fragments: the first service with this address.
+            want.entry(VipKey {
+                port: 0,
+                kind: VIP_KIND_ADDR,
+                ..key
+            })
+            .or_insert(s.id);
+        }
+        for (k, _) in self.dp.vips()? {
+            if !want.contains_key(&k) {
+                self.dp.remove_vip(&k)?;
+            }
+        }
+        for (k, v) in want {
+            self.dp.set_vip(k, v)?;
+        }
+        Ok(())
+    }
+
+    /// Write service `idx`'s backends and, when it changed, its Maglev table.
+    fn sync(&mut self, idx: usize) -> Result<(), ApplyError> {
+        let svc = &self.services[idx];
+        for s in &svc.servers {
+            self.dp.set_backend(
+                s.id,
+                Backend {
+                    mac: s.mac.unwrap_or([0; 6]),
+                    state: s.dp_state(),
+                    ..Default::default()
+                },
+            )?;
+        }
+        let servers: Vec<MaglevServer> = svc
+            .servers
+            .iter()
+            .map(|s| MaglevServer {
+                name: &s.cfg.name,
+                id: s.id,
+                weight: if s.dp_state() == BACKEND_UP { s.weight } else { 0 },
+            })
+            .collect();
+        let table = maglev::build(&servers, svc.cfg.table_size);
+        let current = self.dp.service(svc.id)?;
+        let slot = self.dp.active_slot(svc.id)?;
+        if table != svc.table || current.table_size[slot as usize] != table.len() as u32 {
+            let t0 = Instant::now();
+            let id = svc.id;
+            // Adopted maps: skip the write when the active table already is this one.
+            let same = svc.table.is_empty() && current.table_size[slot as usize] == table.len() as u32 && self.dp.table(id)? == table;
+            if !same {
+                self.dp.install_table(id, &table)?;
+                log::debug!("{}: Maglev table installed in {:?}", self.services[idx].cfg.name, t0.elapsed());
+            }
+            self.services[idx].table = table;
+        }
+        Ok(())
+    }
+
+    /// A server the agent has not run before: from the pinned maps when adopting, else from
+    /// the config (health starts UP, as HAProxy's servers do, until `fall` checks fail).
+    fn fresh_server(&self, bid: u32, i: usize, c: &config::Server, full: &str, adopt: bool) -> Result<Server, ApplyError> {
+        let pinned = if adopt { Some(self.dp.backend(bid)?) } else { None };
+        let (admin, health) = match pinned {
+            Some(p) if p.state != 0 => (
+                match p.state {
+                    BACKEND_MAINT => AdminState::Maint,
+                    BACKEND_DRAIN => AdminState::Drain,
+                    _ => c.state,
+                },
+                if p.state == BACKEND_DOWN && p.mac != [0; 6] {
+                    health::Health::Down
+                } else {
+                    health::Health::Up
+                },
+            ),
+            _ => (c.state, health::Health::Up),
+        };
+        let mac = c
+            .mac
+            .or_else(|| pinned.filter(|p| p.mac != [0; 6]).map(|p| p.mac))
+            .or_else(|| neigh::resolve(c.address, Duration::from_millis(500)));
+        if mac.is_none() {
+            log::warn!("{full}: no MAC for {} in the neighbour table yet; DOWN until it resolves", c.address);
+        }
+        Ok(Server {
+            id: bid,
+            puid: i as u32 + 1,
+            cfg: c.clone(),
+            admin,
+            health,
+            weight: c.weight,
+            mac,
+            last_change: Instant::now(),
+            last_reason: String::new(),
+        })
+    }
+
+    fn find(&mut self, service: &str, server: &str) -> Option<(usize, usize)> {
+        let si = self.services.iter().position(|s| s.cfg.name == service)?;
+        let vi = self.services[si].servers.iter().position(|v| v.cfg.name == server)?;
+        Some((si, vi))
+    }
+
+    /// A health transition from the checker. Returns false when the server is unknown.
+    pub fn on_health(&mut self, service: &str, server: &str, to: health::Health, reason: &str) -> Result<bool, ApplyError> {
+        let Some((si, vi)) = self.find(service, server) else {
+            return Ok(false);
+        };
+        let s = &mut self.services[si].servers[vi];
+        if s.health == to {
+            return Ok(true);
+        }
+        s.health = to;
+        s.last_change = Instant::now();
+        s.last_reason = reason.to_string();
+        if to == health::Health::Up && s.mac.is_none() {
+            s.mac = neigh::resolve(s.cfg.address, Duration::from_millis(500));
+        }
+        let word = if to == health::Health::Up { "UP" } else { "DOWN" };
+        log::warn!("{service}/{server} {word}: {reason}");
+        self.sync(si)?;
+        Ok(true)
+    }
+
+    /// `set server S/V state ready|drain|maint`.
+    pub fn set_admin(&mut self, service: &str, server: &str, state: AdminState) -> Result<bool, ApplyError> {
+        let Some((si, vi)) = self.find(service, server) else {
+            return Ok(false);
+        };
+        let s = &mut self.services[si].servers[vi];
+        if s.admin != state {
+            s.admin = state;
+            s.last_change = Instant::now();
+            log::info!("{service}/{server}: admin state {}", state.as_str());
+        }
+        self.sync(si)?;
+        Ok(true)
+    }
+
+    /// `set server S/V weight N`.
+    pub fn set_weight(&mut self, service: &str, server: &str, weight: u32) -> Result<bool, ApplyError> {
+        let Some((si, vi)) = self.find(service, server) else {
+            return Ok(false);
+        };
+        self.services[si].servers[vi].weight = weight;
+        log::info!("{service}/{server}: weight {weight}");
+        self.sync(si)?;
+        Ok(true)
+    }
+
+    /// Retry MAC resolution of servers that have none (called periodically).
+    pub fn resolve_missing_macs(&mut self) -> Result<(), ApplyError> {
+        for si in 0..self.services.len() {
+            let mut changed = false;
+            for s in self.services[si].servers.iter_mut().filter(|s| s.mac.is_none()) {
+                if let Some(m) = neigh::lookup(s.cfg.address).or_else(|| neigh::resolve(s.cfg.address, Duration::from_millis(100))) {
+                    log::info!("{}/{}: MAC {} resolved", self.services[si].cfg.name, s.cfg.name, neigh::format_mac(&m));
+                    s.mac = Some(m);
+                    changed = true;
+                }
+            }
+            if changed {
+                self.sync(si)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete stick entries matching `pred`; returns how many.
+    pub fn delete_entries(&mut self, pred: impl Fn(&lb_common::StickKey) -> bool) -> Result<usize, ApplyError> {
+        let mut n = 0;
+        for (k, _) in self.dp.stick_entries()? {
+            if pred(&k) && self.dp.stick_delete(&k)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Service id -> expire (ns), for the sweeper.
+    pub fn expiries(&self) -> HashMap<u16, u64> {
+        self.services
+            .iter()
+            .map(|s| (s.id as u16, s.cfg.stick.expire.as_nanos() as u64))
+            .collect()
+    }
+
+    /// Mutable access by name (API handlers).
+    pub fn svc_mut(&mut self, name: &str) -> Option<&mut Svc> {
+        self.service_mut(name)
+    }
+}
