@@ -72,10 +72,11 @@ static BSTATS: PerCpuArray<BackendStats> = PerCpuArray::with_max_entries(MAX_BAC
 #[map(name = "XLB_NAMES")]
 static NAMES: Array<NameSlot> = Array::with_max_entries(MAX_SERVICES + MAX_BACKENDS, 0);
 
-/// Benchmark only: the per-CPU counter `xlb_bench_fresh` turns into a fresh client address on
-/// every iteration. Index 0. Never touched by the production program.
+/// Benchmark only: index 0 is the per-CPU counter `xlb_bench_fresh` turns into a fresh client
+/// address on every iteration; index 1, when not 0, wraps it (1..=n: a working set of n
+/// clients). Written by the benchmark runner; never touched by the production program.
 #[map(name = "XLB_BENCH")]
-static BENCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+static BENCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
 
 #[inline(always)]
 pub fn vip(key: &VipKey) -> Option<u32> {
@@ -140,14 +141,19 @@ pub fn backend_stats(id: u32) -> Option<&'static mut BackendStats> {
     BSTATS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
 }
 
-/// Benchmark only: next value of this CPU's counter.
+/// Benchmark only: next value of this CPU's counter (wrapped to 1..=n when BENCH[1] = n).
 #[inline(always)]
 pub fn bench_next() -> u32 {
+    let wrap = BENCH.get(1).copied().unwrap_or(0);
     match BENCH.get_ptr_mut(0) {
         // SAFETY: per-CPU slot, see `count`.
         Some(p) => unsafe {
-            *p = (*p).wrapping_add(1);
-            *p
+            let mut n = (*p).wrapping_add(1);
+            if wrap != 0 && n > wrap {
+                n = 1;
+            }
+            *p = n;
+            n
         },
         None => 0,
     }

@@ -502,6 +502,29 @@ impl Datapath {
         }))
     }
 
+    /// The stick table map itself (benchmarks fill and sweep it directly).
+    pub fn stick_map_mut(&mut self) -> &mut HashMap<MapData, StickKey, StickEntry> {
+        &mut self.stick
+    }
+
+    /// Benchmark only: reset the fresh-source counter and set its wrap (0 = never wraps).
+    pub fn set_bench_wrap(&mut self, wrap: u32) -> Result<()> {
+        let map = self.ebpf.map_mut("XLB_BENCH").ok_or(DatapathError::Map {
+            name: "XLB_BENCH",
+            source: aya::maps::MapError::InvalidName { name: "XLB_BENCH".into() },
+        })?;
+        let mut a: PerCpuArray<&mut MapData, u32> = PerCpuArray::try_from(map).map_err(map_err("XLB_BENCH"))?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Io {
+            what: "cannot count CPUs",
+            path: "/sys/devices/system/cpu/possible".into(),
+            source: e,
+        })?;
+        a.set(0, aya::maps::PerCpuValues::try_from(vec![0u32; cpus]).expect("nr_cpus values"), 0)
+            .map_err(map_err("XLB_BENCH"))?;
+        a.set(1, aya::maps::PerCpuValues::try_from(vec![wrap; cpus]).expect("nr_cpus values"), 0)
+            .map_err(map_err("XLB_BENCH"))
+    }
+
     // --- BPF_PROG_TEST_RUN ------------------------------------------------------------------
 
     /// Run program `prog` on `data` `repeat` times (the kernel feeds each repetition the

@@ -539,9 +539,10 @@ impl Balancer {
     pub fn resolve_missing_macs(&mut self) -> Result<(), ApplyError> {
         for si in 0..self.services.len() {
             let mut changed = false;
-            for s in self.services[si].servers.iter_mut().filter(|s| s.mac.is_none()) {
+            let svc = &mut self.services[si];
+            for s in svc.servers.iter_mut().filter(|s| s.mac.is_none()) {
                 if let Some(m) = neigh::lookup(s.cfg.address).or_else(|| neigh::resolve(s.cfg.address, Duration::from_millis(100))) {
-                    log::info!("{}/{}: MAC {} resolved", self.services[si].cfg.name, s.cfg.name, neigh::format_mac(&m));
+                    log::info!("{}/{}: MAC {} resolved", svc.cfg.name, s.cfg.name, neigh::format_mac(&m));
                     s.mac = Some(m);
                     changed = true;
                 }
