@@ -17,7 +17,12 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap().to_path_buf();
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("xlb.bpf.o");
-    for p in ["lb-ebpf/src", "lb-ebpf/Cargo.toml", "lb-common/src", "lb-common/Cargo.toml"] {
+    for p in [
+        "lb-ebpf/src",
+        "lb-ebpf/Cargo.toml",
+        "lb-common/src",
+        "lb-common/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     println!("cargo:rerun-if-env-changed=XLB_SKIP_EBPF");
@@ -36,16 +41,29 @@ fn build_ebpf(root: &Path) -> PathBuf {
     let path = format!("{}:{}", tools.display(), env::var("PATH").unwrap_or_default());
     let target_dir = root.join("target/bpf");
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo", "build", "--release", "--package", "lb-ebpf"])
-        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(root)
-        .env("PATH", path)
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            ["--cfg=bpf_target_arch=\"x86_64\"", "-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
-        );
+    cmd.args([
+        "run",
+        "nightly",
+        "cargo",
+        "build",
+        "--release",
+        "--package",
+        "lb-ebpf",
+    ])
+    .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+    .arg("--target-dir")
+    .arg(&target_dir)
+    .current_dir(root)
+    .env("PATH", path)
+    .env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        [
+            "--cfg=bpf_target_arch=\"x86_64\"",
+            "-Cdebuginfo=2",
+            "-Clink-arg=--btf",
+        ]
+        .join("\x1f"),
+    );
     // The outer cargo's settings must not leak into the nightly build.
     for key in [
         "RUSTC",
@@ -60,7 +78,9 @@ fn build_ebpf(root: &Path) -> PathBuf {
     ] {
         cmd.env_remove(key);
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run rustup to build lb-ebpf: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run rustup to build lb-ebpf: {e}"));
     if !status.success() {
         panic!(
             "building the eBPF program (lb-ebpf) failed ({status}). If bpf-linker or rust-src is \

@@ -10,8 +10,8 @@
 extern crate std;
 
 pub mod hash;
-pub mod maps;
 #[cfg(feature = "std")]
 pub mod maglev;
+pub mod maps;
 
 pub use maps::*;

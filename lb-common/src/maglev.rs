@@ -38,12 +38,12 @@ pub fn is_prime(n: u32) -> bool {
     if n < 4 {
         return true;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return false;
     }
     let mut d = 3u32;
     while (d as u64) * (d as u64) <= n as u64 {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 2;
@@ -110,7 +110,11 @@ mod tests {
         names
             .iter()
             .enumerate()
-            .map(|(i, n)| MaglevServer { name: n, id: i as u32, weight: weights[i % weights.len()] })
+            .map(|(i, n)| MaglevServer {
+                name: n,
+                id: i as u32,
+                weight: weights[i % weights.len()],
+            })
             .collect()
     }
 
@@ -151,7 +155,11 @@ mod tests {
             for (i, got) in shares(&t, n).into_iter().enumerate() {
                 let ideal = M as f64 * s[i].weight as f64 / total as f64;
                 let err = (got as f64 - ideal).abs() / ideal;
-                assert!(err <= 0.01, "n={n} weights={weights:?}: server {i} has {got} slots, ideal {ideal:.1} ({:.2}% off)", err * 100.0);
+                assert!(
+                    err <= 0.01,
+                    "n={n} weights={weights:?}: server {i} has {got} slots, ideal {ideal:.1} ({:.2}% off)",
+                    err * 100.0
+                );
             }
         }
     }
@@ -167,7 +175,10 @@ mod tests {
                 let after = build(&rest, M);
                 let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
                 let bound = (1.0 / n as f64 + 0.01) * M as f64;
-                assert!(moved as f64 <= bound, "n={n}, removed {gone}: {moved} slots moved, bound {bound:.0}");
+                assert!(
+                    moved as f64 <= bound,
+                    "n={n}, removed {gone}: {moved} slots moved, bound {bound:.0}"
+                );
                 // Adding it back restores the table exactly.
                 assert_eq!(build(&all, M), before);
             }
@@ -197,7 +208,10 @@ mod tests {
     #[test]
     fn golden_prefix() {
         // Computed once by this implementation: a change here changes every deployment's table.
-        let nm: Vec<String> = ["app1", "app2", "app3"].iter().map(|s| String::from(*s)).collect();
+        let nm: Vec<String> = ["app1", "app2", "app3"]
+            .iter()
+            .map(|s| String::from(*s))
+            .collect();
         let t = build(&servers(&nm, &[1]), M);
         assert_eq!(&t[..16], &GOLDEN);
     }

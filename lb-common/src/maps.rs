@@ -291,5 +291,15 @@ mod user {
             unsafe impl bytemuck::Pod for $t {}
         )*};
     }
-    pod!(VipKey, VipValue, Service, Backend, StickKey, StickEntry, ServiceStats, BackendStats, NameSlot);
+    pod!(
+        VipKey,
+        VipValue,
+        Service,
+        Backend,
+        StickKey,
+        StickEntry,
+        ServiceStats,
+        BackendStats,
+        NameSlot
+    );
 }

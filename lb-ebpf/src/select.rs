@@ -10,8 +10,8 @@
 
 use lb_common::{
     BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, STICK_NONE, STICK_REFRESH_NS, STICK_SRC_PORT,
-    SVC_F_REDISPATCH, Service, ServiceStats, StickEntry, StickKey, VIP_KIND_ADDR, VIP_KIND_PORT,
-    VipKey, gstat,
+    SVC_F_REDISPATCH, Service, ServiceStats, StickEntry, StickKey, VIP_KIND_ADDR, VIP_KIND_PORT, VipKey,
+    gstat,
     hash::{affinity_hash, five_tuple_hash},
     maglev_base,
 };
@@ -52,7 +52,11 @@ fn now_ns() -> u64 {
 #[inline(always)]
 fn maglev(service_id: u32, svc: &Service, hash: u32) -> u32 {
     let slot = maps::active_slot(service_id);
-    let m = if slot == 0 { svc.table_size[0] } else { svc.table_size[1] };
+    let m = if slot == 0 {
+        svc.table_size[0]
+    } else {
+        svc.table_size[1]
+    };
     if m == 0 {
         return NO_BACKEND;
     }
@@ -92,7 +96,11 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
     if svc.stick_mode == STICK_NONE {
         // No table: a hash of the 5-tuple (addresses only for fragments: later ones lack ports,
         // and all fragments of a datagram must go one way).
-        let (sp, dp) = if flow.fragment { (0, 0) } else { (flow.sport, flow.dport) };
+        let (sp, dp) = if flow.fragment {
+            (0, 0)
+        } else {
+            (flow.sport, flow.dport)
+        };
         let h = five_tuple_hash(&flow.src, &flow.dst, sp, dp, flow.proto);
         return maglev(service_id, svc, h);
     }

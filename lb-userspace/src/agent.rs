@@ -106,7 +106,11 @@ pub fn run(config_path: &Path) -> Result<()> {
             "xlb: attached to {} ({mode} XDP); maps pinned under {}{}",
             cfg.global.interface,
             cfg.global.bpffs_dir.display(),
-            if adopted { format!(", {used} stick entries adopted") } else { String::new() }
+            if adopted {
+                format!(", {used} stick entries adopted")
+            } else {
+                String::new()
+            }
         ),
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -132,10 +136,10 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
         cfg.global.sweep_interval,
         shutdown.clone(),
     ));
-    let metrics_task = match cfg.global.metrics {
-        Some(addr) => Some(tokio::spawn(crate::metrics::serve(addr, shared.clone(), shutdown.clone()))),
-        None => None,
-    };
+    let metrics_task = cfg
+        .global
+        .metrics
+        .map(|addr| tokio::spawn(crate::metrics::serve(addr, shared.clone(), shutdown.clone())));
     log::info!("xlb: runtime API on {}", socket.display());
 
     use tokio::signal::unix::{SignalKind, signal};
@@ -165,7 +169,10 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
             _ = int.recv() => break,
         }
     }
-    log::info!("xlb: stopping; the data path keeps forwarding (pins stay under {})", current.global.bpffs_dir.display());
+    log::info!(
+        "xlb: stopping; the data path keeps forwarding (pins stay under {})",
+        current.global.bpffs_dir.display()
+    );
     let _ = shutdown_tx.send(true);
     hc.shutdown().await;
     let _ = api_task.await;
@@ -189,7 +196,10 @@ fn apply_checks(hc: &mut HealthChecker, c: CheckChanges) {
 fn reload(path: &Path, current: &Config, shared: &Shared) -> Result<(Config, CheckChanges)> {
     let new = config::load(path)?;
     if new.global != current.global {
-        bail!("[global] changed ({}); restart the agent to apply it", describe_global_change(&current.global, &new.global));
+        bail!(
+            "[global] changed ({}); restart the agent to apply it",
+            describe_global_change(&current.global, &new.global)
+        );
     }
     let mut b = shared.lock().expect("balancer lock");
     let checks = b.apply(new.clone(), false)?;
@@ -223,7 +233,8 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     }
     if path.exists() {
         // Only a stale socket can be here: the instance lock proves no agent owns it.
-        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
     let l = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -256,9 +267,13 @@ async fn api_conn(stream: tokio::net::UnixStream, shared: Shared) {
     let answer = match read {
         Err(_) => "Timeout: no command received within 10 s.\n".to_string(),
         Ok(Err(e)) => format!("Read error: {e}\n"),
-        Ok(Ok(_)) if line.len() > api::MAX_LINE => format!("Command too long: at most {} bytes.\n", api::MAX_LINE),
+        Ok(Ok(_)) if line.len() > api::MAX_LINE => {
+            format!("Command too long: at most {} bytes.\n", api::MAX_LINE)
+        }
         Ok(Ok(_)) => match std::str::from_utf8(&line) {
-            Err(_) => "Unknown command: input is not text. Type 'help' for the list of commands.\n".to_string(),
+            Err(_) => {
+                "Unknown command: input is not text. Type 'help' for the list of commands.\n".to_string()
+            }
             Ok(text) => {
                 let text = text.trim_end_matches(['\r', '\n']).to_string();
                 let shared = shared.clone();
@@ -278,7 +293,12 @@ async fn api_conn(stream: tokio::net::UnixStream, shared: Shared) {
 
 /// Every `interval`: delete idle entries (on its own map handle, in batches, off the async
 /// thread) and retry MAC resolution of servers that have none.
-async fn sweeper(shared: Shared, stick_pin: PathBuf, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+async fn sweeper(
+    shared: Shared,
+    stick_pin: PathBuf,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -290,7 +310,8 @@ async fn sweeper(shared: Shared, stick_pin: PathBuf, interval: Duration, mut shu
         let pin = stick_pin.clone();
         let r = tokio::task::spawn_blocking(move || -> Result<(usize, usize, Duration)> {
             let t0 = Instant::now();
-            let data = aya::maps::MapData::from_pin(&pin).with_context(|| format!("open {}", pin.display()))?;
+            let data =
+                aya::maps::MapData::from_pin(&pin).with_context(|| format!("open {}", pin.display()))?;
             let mut map: aya::maps::HashMap<_, lb_common::StickKey, lb_common::StickEntry> =
                 aya::maps::Map::LruHashMap(data).try_into()?;
             let (seen, deleted) = stick_table::sweep(&mut map, &expiries, 10_000, std::thread::yield_now)?;
@@ -322,6 +343,10 @@ pub fn detach(config_path: &Path) -> Result<()> {
         .context("an agent is running for these pins; stop it (SIGTERM) before `xlb detach`")?;
     datapath::remove_pins(&cfg.global.bpffs_dir)?;
     let _ = std::fs::remove_file(&lock.path);
-    println!("xlb: detached from {}; pins under {} removed", cfg.global.interface, cfg.global.bpffs_dir.display());
+    println!(
+        "xlb: detached from {}; pins under {} removed",
+        cfg.global.interface,
+        cfg.global.bpffs_dir.display()
+    );
     Ok(())
 }

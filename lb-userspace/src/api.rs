@@ -104,7 +104,7 @@ fn run(b: &mut Balancer, w: &[&str]) -> Result<String, String> {
     }
 }
 
-fn split_target<'a>(t: &'a str) -> Result<(&'a str, &'a str), String> {
+fn split_target(t: &str) -> Result<(&str, &str), String> {
     t.split_once('/')
         .filter(|(s, v)| !s.is_empty() && !v.is_empty())
         .ok_or_else(|| format!("'{t}' must be written <service>/<server>."))
@@ -125,7 +125,9 @@ fn no_server(b: &Balancer, s: &str, v: &str) -> String {
 }
 
 fn show_tables(b: &Balancer) -> Result<String, String> {
-    let all = b.dp.stick_entries().map_err(|e| format!("cannot read the stick table: {e}"))?;
+    let all =
+        b.dp.stick_entries()
+            .map_err(|e| format!("cannot read the stick table: {e}"))?;
     let mut out = String::new();
     for s in &b.services {
         out.push_str(&stick_table::header(s, stick_table::entries_of(&all, s).len()));
@@ -172,7 +174,11 @@ fn show_servers_state(b: &Balancer, only: Option<&str>) -> Result<String, String
                 v.weight,
                 v.cfg.weight,
                 v.last_change.elapsed().as_secs(),
-                if v.health == crate::health::Health::Up { s.cfg.health.rise + s.cfg.health.fall - 1 } else { 0 },
+                if v.health == crate::health::Health::Up {
+                    s.cfg.health.rise + s.cfg.health.fall - 1
+                } else {
+                    0
+                },
                 s.cfg.vip.port(),
             );
         }
@@ -185,7 +191,9 @@ fn show_stat(b: &Balancer) -> Result<String, String> {
     let mut out = String::from(
         "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,status,weight,act,lastchg,pkts,stick_used,stick_hits,stick_misses,stick_inserts,stick_expired,redispatches,pinned_down,no_backend,\n",
     );
-    let all = b.dp.stick_entries().map_err(|e| format!("cannot read the stick table: {e}"))?;
+    let all =
+        b.dp.stick_entries()
+            .map_err(|e| format!("cannot read the stick table: {e}"))?;
     for s in &b.services {
         let entries = stick_table::entries_of(&all, s);
         for v in &s.servers {
@@ -215,7 +223,11 @@ fn show_stat(b: &Balancer) -> Result<String, String> {
             t.stick_inserts,
             t.bytes,
             if up > 0 { "UP" } else { "DOWN" },
-            s.servers.iter().filter(|v| v.state_word() == "UP").map(|v| v.weight).sum::<u32>(),
+            s.servers
+                .iter()
+                .filter(|v| v.state_word() == "UP")
+                .map(|v| v.weight)
+                .sum::<u32>(),
             b.started.elapsed().as_secs(),
             t.packets,
             entries.len(),
@@ -241,7 +253,11 @@ fn show_info(b: &Balancer) -> String {
     let _ = writeln!(out, "Uptime_sec: {}", b.started.elapsed().as_secs());
     let _ = writeln!(out, "Interface: {}", b.cfg.global.interface);
     let _ = writeln!(out, "Services: {}", b.services.len());
-    let _ = writeln!(out, "Servers: {}", b.services.iter().map(|s| s.servers.len()).sum::<usize>());
+    let _ = writeln!(
+        out,
+        "Servers: {}",
+        b.services.iter().map(|s| s.servers.len()).sum::<usize>()
+    );
     let _ = writeln!(out, "StickTableUsed: {used}");
     let _ = writeln!(out, "StickTableCapacity: {}", b.dp.stick_capacity());
     let _ = writeln!(out, "MonotonicCoarseNs: {}", coarse_now_ns());

@@ -268,29 +268,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("\"{s}\" is not a duration; write e.g. \"500ms\", \"2s\", \"30m\", \"1h\" or \"1d\""))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("\"{s}\" is not a duration; write e.g. \"500ms\", \"2s\", \"30m\", \"1h\" or \"1d\"")
+    })?;
     let ms = match unit {
         "ms" => n,
         "" | "s" => n * 1000,
         "m" => n * 60_000,
         "h" => n * 3_600_000,
         "d" => n * 86_400_000,
-        _ => return Err(format!("\"{s}\" has an unknown unit \"{unit}\"; use ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "\"{s}\" has an unknown unit \"{unit}\"; use ms, s, m, h or d"
+            ));
+        }
     };
     Ok(Duration::from_millis(ms))
 }
 
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 86_400_000 == 0 && ms > 0 {
+    if ms.is_multiple_of(86_400_000) && ms > 0 {
         format!("{}d", ms / 86_400_000)
-    } else if ms % 3_600_000 == 0 && ms > 0 {
+    } else if ms.is_multiple_of(3_600_000) && ms > 0 {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 && ms > 0 {
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -348,22 +352,45 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let global = Global {
         interface: match raw.global.interface {
             Some(i) if !i.is_empty() && i.len() < 16 => i,
-            Some(i) if !i.is_empty() => return Err(g.err("interface", format!("\"{i}\" is longer than 15 bytes, which no Linux interface name is"))),
-            _ => return Err(g.err("interface", "missing; name the interface XDP attaches to, e.g. interface = \"eth0\"")),
+            Some(i) if !i.is_empty() => {
+                return Err(g.err(
+                    "interface",
+                    format!("\"{i}\" is longer than 15 bytes, which no Linux interface name is"),
+                ));
+            }
+            _ => {
+                return Err(g.err(
+                    "interface",
+                    "missing; name the interface XDP attaches to, e.g. interface = \"eth0\"",
+                ));
+            }
         },
-        admin_socket: raw.global.admin_socket.unwrap_or_else(|| PathBuf::from("/run/xlb/admin.sock")),
+        admin_socket: raw
+            .global
+            .admin_socket
+            .unwrap_or_else(|| PathBuf::from("/run/xlb/admin.sock")),
         xdp_mode: match raw.global.xdp_mode.as_deref() {
             None | Some("native") => XdpMode::Native,
             Some("generic") => XdpMode::Generic,
-            Some(o) => return Err(g.err("xdp_mode", format!("\"{o}\" is not a mode; use \"native\" or \"generic\""))),
+            Some(o) => {
+                return Err(g.err(
+                    "xdp_mode",
+                    format!("\"{o}\" is not a mode; use \"native\" or \"generic\""),
+                ));
+            }
         },
-        bpffs_dir: raw.global.bpffs_dir.unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/xlb")),
+        bpffs_dir: raw
+            .global
+            .bpffs_dir
+            .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/xlb")),
         metrics: match raw.global.metrics {
             None => None,
-            Some(m) => Some(
-                m.parse()
-                    .map_err(|_| g.err("metrics", format!("\"{m}\" is not an address:port, e.g. \"127.0.0.1:9100\"")))?,
-            ),
+            Some(m) => Some(m.parse().map_err(|_| {
+                g.err(
+                    "metrics",
+                    format!("\"{m}\" is not an address:port, e.g. \"127.0.0.1:9100\""),
+                )
+            })?),
         },
         sweep_interval: match &raw.global.sweep_interval {
             None => Duration::from_secs(1),
@@ -377,15 +404,30 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         },
     };
     if !global.bpffs_dir.is_absolute() {
-        return Err(g.err("bpffs_dir", format!("{} must be an absolute path under a bpffs mount, e.g. /sys/fs/bpf/xlb", global.bpffs_dir.display())));
+        return Err(g.err(
+            "bpffs_dir",
+            format!(
+                "{} must be an absolute path under a bpffs mount, e.g. /sys/fs/bpf/xlb",
+                global.bpffs_dir.display()
+            ),
+        ));
     }
 
     if raw.service.len() > MAX_SERVICES as usize {
-        return Err(g.err("service", format!("{} services; at most {MAX_SERVICES} are supported", raw.service.len())));
+        return Err(g.err(
+            "service",
+            format!(
+                "{} services; at most {MAX_SERVICES} are supported",
+                raw.service.len()
+            ),
+        ));
     }
     let total: usize = raw.service.iter().map(|s| s.server.len()).sum();
     if total > MAX_BACKENDS as usize {
-        return Err(g.err("server", format!("{total} servers in all; at most {MAX_BACKENDS} are supported")));
+        return Err(g.err(
+            "server",
+            format!("{total} servers in all; at most {MAX_BACKENDS} are supported"),
+        ));
     }
     let mut services = Vec::new();
     let mut names: HashMap<String, ()> = HashMap::new();
@@ -404,7 +446,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
             Protocol::Udp => "udp",
         };
         if let Some(other) = vips.insert((s.vip, s.protocol), s.name.clone()) {
-            return Err(c.err("vip", format!("{}/{proto} is already used by service \"{other}\"", s.vip)));
+            return Err(c.err(
+                "vip",
+                format!("{}/{proto} is already used by service \"{other}\"", s.vip),
+            ));
         }
         services.push(s);
     }
@@ -429,7 +474,12 @@ fn service(r: RawService, file: &str) -> Result<Service, ConfigError> {
     let protocol = match r.protocol.as_deref() {
         None | Some("tcp") => Protocol::Tcp,
         Some("udp") => Protocol::Udp,
-        Some(o) => return Err(c.err("protocol", format!("\"{o}\" is not a protocol; use \"tcp\" or \"udp\""))),
+        Some(o) => {
+            return Err(c.err(
+                "protocol",
+                format!("\"{o}\" is not a protocol; use \"tcp\" or \"udp\""),
+            ));
+        }
     };
     let rs = r.stick.unwrap_or(RawStick {
         on: None,
@@ -443,7 +493,12 @@ fn service(r: RawService, file: &str) -> Result<Service, ConfigError> {
             None | Some("src") => StickOn::Src,
             Some("src-port") => StickOn::SrcPort,
             Some("none") => StickOn::None,
-            Some(o) => return Err(c.err("stick.on", format!("\"{o}\" is not an affinity; use \"src\", \"src-port\" or \"none\""))),
+            Some(o) => {
+                return Err(c.err(
+                    "stick.on",
+                    format!("\"{o}\" is not an affinity; use \"src\", \"src-port\" or \"none\""),
+                ));
+            }
         },
         size: match &rs.size {
             None => 100_000,
@@ -453,7 +508,10 @@ fn service(r: RawService, file: &str) -> Result<Service, ConfigError> {
                     return Err(c.err("stick.size", "must be at least 1 (got 0)"));
                 }
                 if n > 100_000_000 {
-                    return Err(c.err("stick.size", format!("{n} is more than the 100m entries supported")));
+                    return Err(c.err(
+                        "stick.size",
+                        format!("{n} is more than the 100m entries supported"),
+                    ));
                 }
                 n as u32
             }
@@ -465,21 +523,37 @@ fn service(r: RawService, file: &str) -> Result<Service, ConfigError> {
         ipv4_prefix: match rs.ipv4_prefix {
             None => 32,
             Some(p @ 1..=32) => p,
-            Some(p) => return Err(c.err("stick.ipv4_prefix", format!("{p} is not a prefix length from 1 to 32"))),
+            Some(p) => {
+                return Err(c.err(
+                    "stick.ipv4_prefix",
+                    format!("{p} is not a prefix length from 1 to 32"),
+                ));
+            }
         },
         ipv6_prefix: match rs.ipv6_prefix {
             None => 128,
             Some(p @ 1..=128) => p,
-            Some(p) => return Err(c.err("stick.ipv6_prefix", format!("{p} is not a prefix length from 1 to 128"))),
+            Some(p) => {
+                return Err(c.err(
+                    "stick.ipv6_prefix",
+                    format!("{p} is not a prefix length from 1 to 128"),
+                ));
+            }
         },
     };
     let table_size = match r.table_size {
         None => lb_common::MAGLEV_DEFAULT_SIZE,
         Some(m) if !(3..=MAGLEV_MAX_SIZE).contains(&m) => {
-            return Err(c.err("table_size", format!("{m} is out of range; use a prime from 3 to {MAGLEV_MAX_SIZE}")));
+            return Err(c.err(
+                "table_size",
+                format!("{m} is out of range; use a prime from 3 to {MAGLEV_MAX_SIZE}"),
+            ));
         }
         Some(m) if !is_prime(m) => {
-            return Err(c.err("table_size", format!("{m} is not prime; use a prime such as 65537 or 16381")));
+            return Err(c.err(
+                "table_size",
+                format!("{m} is not prime; use a prime such as 65537 or 16381"),
+            ));
         }
         Some(m) => m,
     };
@@ -491,21 +565,37 @@ fn service(r: RawService, file: &str) -> Result<Service, ConfigError> {
             place: format!("service \"{}\", server \"{}\", ", r.name, rv.name),
         };
         if !valid_name(&rv.name) {
-            return Err(sc.err("name", format!("server #{} needs a name of 1 to 48 of A-Z a-z 0-9 _ . -", i + 1)));
+            return Err(sc.err(
+                "name",
+                format!("server #{} needs a name of 1 to 48 of A-Z a-z 0-9 _ . -", i + 1),
+            ));
         }
         if servers.iter().any(|s| s.name == rv.name) {
-            return Err(sc.err("name", "another server of this service has this name; names must be unique"));
+            return Err(sc.err(
+                "name",
+                "another server of this service has this name; names must be unique",
+            ));
         }
         let address: IpAddr = rv
             .address
             .parse()
             .map_err(|_| sc.err("address", format!("\"{}\" is not an IP address", rv.address)))?;
         if address.is_ipv4() != vip.is_ipv4() {
-            let (fam, want) = if address.is_ipv4() { ("IPv4", "IPv6") } else { ("IPv6", "IPv4") };
-            return Err(sc.err("address", format!("{address} is {fam} but the service VIP {vip} is {want}; use an {want} address")));
+            let (fam, want) = if address.is_ipv4() {
+                ("IPv4", "IPv6")
+            } else {
+                ("IPv6", "IPv4")
+            };
+            return Err(sc.err(
+                "address",
+                format!("{address} is {fam} but the service VIP {vip} is {want}; use an {want} address"),
+            ));
         }
         if servers.iter().any(|s| s.address == address) {
-            return Err(sc.err("address", format!("{address} is already a server of this service")));
+            return Err(sc.err(
+                "address",
+                format!("{address} is already a server of this service"),
+            ));
         }
         let weight = rv.weight.unwrap_or(1);
         if weight > 256 {
@@ -513,18 +603,29 @@ fn service(r: RawService, file: &str) -> Result<Service, ConfigError> {
         }
         let mac = match rv.mac {
             None => None,
-            Some(m) => Some(parse_mac(&m).ok_or_else(|| sc.err("mac", format!("\"{m}\" is not a MAC address like \"02:00:00:00:01:11\"")))?),
+            Some(m) => Some(parse_mac(&m).ok_or_else(|| {
+                sc.err(
+                    "mac",
+                    format!("\"{m}\" is not a MAC address like \"02:00:00:00:01:11\""),
+                )
+            })?),
         };
         let state = match rv.state.as_deref() {
             None => AdminState::Ready,
-            Some(st) => st
-                .parse()
-                .map_err(|_| sc.err("state", format!("\"{st}\" is not a state; use \"ready\", \"drain\" or \"maint\"")))?,
+            Some(st) => st.parse().map_err(|_| {
+                sc.err(
+                    "state",
+                    format!("\"{st}\" is not a state; use \"ready\", \"drain\" or \"maint\""),
+                )
+            })?,
         };
         if rv.check_port == Some(0) {
             return Err(sc.err("check_port", "0 is not a port"));
         }
-        if !matches!(health.kind, HealthKind::None) && rv.check_port.or(health.port).is_none() && vip.port() == 0 {
+        if !matches!(health.kind, HealthKind::None)
+            && rv.check_port.or(health.port).is_none()
+            && vip.port() == 0
+        {
             return Err(sc.err("check_port", "the VIP takes any port (0), so health checks need a port: set check_port here or health.port"));
         }
         servers.push(Server {
@@ -593,12 +694,24 @@ fn health(r: Option<RawHealth>, c: &Ctx<'_>, _vip: SocketAddr) -> Result<Health,
             let send = r.send.unwrap_or_else(|| "GET /".into());
             let mut words = send.split_whitespace();
             let (method, uri) = match (words.next(), words.next(), words.next()) {
-                (Some(m), Some(u), None) if m.chars().all(|ch| ch.is_ascii_uppercase()) && u.starts_with('/') => (m.to_string(), u.to_string()),
-                _ => return Err(c.err("health.send", format!("\"{send}\" is not a request line \"METHOD /path\", e.g. \"GET /healthz\""))),
+                (Some(m), Some(u), None)
+                    if m.chars().all(|ch| ch.is_ascii_uppercase()) && u.starts_with('/') =>
+                {
+                    (m.to_string(), u.to_string())
+                }
+                _ => {
+                    return Err(c.err(
+                        "health.send",
+                        format!("\"{send}\" is not a request line \"METHOD /path\", e.g. \"GET /healthz\""),
+                    ));
+                }
             };
             let expect = r.expect.unwrap_or(200);
             if !(100..=599).contains(&expect) {
-                return Err(c.err("health.expect", format!("{expect} is not an HTTP status (100 to 599)")));
+                return Err(c.err(
+                    "health.expect",
+                    format!("{expect} is not an HTTP status (100 to 599)"),
+                ));
             }
             HealthKind::Http {
                 method,
@@ -607,10 +720,18 @@ fn health(r: Option<RawHealth>, c: &Ctx<'_>, _vip: SocketAddr) -> Result<Health,
                 host: r.host,
             }
         }
-        Some(o) => return Err(c.err("health.type", format!("\"{o}\" is not a check type; use \"tcp\", \"http\" or \"none\""))),
+        Some(o) => {
+            return Err(c.err(
+                "health.type",
+                format!("\"{o}\" is not a check type; use \"tcp\", \"http\" or \"none\""),
+            ));
+        }
     };
     if !matches!(kind, HealthKind::Http { .. }) && http_only {
-        return Err(c.err("health.type", "send, expect and host apply to type = \"http\" only; set type = \"http\""));
+        return Err(c.err(
+            "health.type",
+            "send, expect and host apply to type = \"http\" only; set type = \"http\"",
+        ));
     }
     Ok(Health {
         kind,
@@ -703,7 +824,10 @@ state = "drain"
 
     #[test]
     fn ipv6_vip_and_servers() {
-        let t = OK.replace("10.0.0.10:80", "[2001:db8::10]:80").replace("10.0.1.11", "2001:db8::11").replace("10.0.1.12", "2001:db8::12");
+        let t = OK
+            .replace("10.0.0.10:80", "[2001:db8::10]:80")
+            .replace("10.0.1.11", "2001:db8::11")
+            .replace("10.0.1.12", "2001:db8::12");
         let c = parse(&t, "x").unwrap();
         assert!(c.services[0].vip.is_ipv6());
     }
@@ -711,7 +835,10 @@ state = "drain"
     #[test]
     fn unknown_key() {
         let e = err(&OK.replace("[global]", "[global]\nbogus = 1"));
-        assert!(e.starts_with("xlb.toml: ") && e.contains("unknown field `bogus`"), "{e}");
+        assert!(
+            e.starts_with("xlb.toml: ") && e.contains("unknown field `bogus`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -722,19 +849,28 @@ state = "drain"
     #[test]
     fn missing_interface() {
         let e = err(&with("interface = \"eth0\"", ""));
-        assert_eq!(e, "xlb.toml: [global], field \"interface\": missing; name the interface XDP attaches to, e.g. interface = \"eth0\"");
+        assert_eq!(
+            e,
+            "xlb.toml: [global], field \"interface\": missing; name the interface XDP attaches to, e.g. interface = \"eth0\""
+        );
     }
 
     #[test]
     fn duplicate_service_name() {
         let t = format!("{OK}\n[[service]]\nname = \"be_app\"\nvip = \"10.0.0.11:80\"\n");
-        assert_eq!(err(&t), "xlb.toml: service \"be_app\", field \"name\": another service has this name; names must be unique");
+        assert_eq!(
+            err(&t),
+            "xlb.toml: service \"be_app\", field \"name\": another service has this name; names must be unique"
+        );
     }
 
     #[test]
     fn duplicate_vip() {
         let t = format!("{OK}\n[[service]]\nname = \"be_b\"\nvip = \"10.0.0.10:80\"\n");
-        assert_eq!(err(&t), "xlb.toml: service \"be_b\", field \"vip\": 10.0.0.10:80/tcp is already used by service \"be_app\"");
+        assert_eq!(
+            err(&t),
+            "xlb.toml: service \"be_b\", field \"vip\": 10.0.0.10:80/tcp is already used by service \"be_app\""
+        );
         // The same VIP over UDP is another service.
         let t = format!("{OK}\n[[service]]\nname = \"be_b\"\nvip = \"10.0.0.10:80\"\nprotocol = \"udp\"\n");
         parse(&t, "x").unwrap();
@@ -743,59 +879,117 @@ state = "drain"
     #[test]
     fn duplicate_server_name() {
         let e = err(&with("name = \"app2\"", "name = \"app1\""));
-        assert_eq!(e, "xlb.toml: service \"be_app\", server \"app1\", field \"name\": another server of this service has this name; names must be unique");
+        assert_eq!(
+            e,
+            "xlb.toml: service \"be_app\", server \"app1\", field \"name\": another server of this service has this name; names must be unique"
+        );
     }
 
     #[test]
     fn server_of_the_other_family() {
         let e = err(&with("10.0.1.12", "2001:db8::2"));
-        assert_eq!(e, "xlb.toml: service \"be_app\", server \"app2\", field \"address\": 2001:db8::2 is IPv6 but the service VIP 10.0.0.10:80 is IPv4; use an IPv4 address");
+        assert_eq!(
+            e,
+            "xlb.toml: service \"be_app\", server \"app2\", field \"address\": 2001:db8::2 is IPv6 but the service VIP 10.0.0.10:80 is IPv4; use an IPv4 address"
+        );
     }
 
     #[test]
     fn weight_out_of_range() {
-        assert_eq!(err(&with("weight = 2", "weight = 300")), "xlb.toml: service \"be_app\", server \"app2\", field \"weight\": 300 is out of range; use 0 to 256");
+        assert_eq!(
+            err(&with("weight = 2", "weight = 300")),
+            "xlb.toml: service \"be_app\", server \"app2\", field \"weight\": 300 is out of range; use 0 to 256"
+        );
     }
 
     #[test]
     fn stick_size_zero() {
-        assert_eq!(err(&with("size = \"100k\"", "size = 0")), "xlb.toml: service \"be_app\", field \"stick.size\": must be at least 1 (got 0)");
+        assert_eq!(
+            err(&with("size = \"100k\"", "size = 0")),
+            "xlb.toml: service \"be_app\", field \"stick.size\": must be at least 1 (got 0)"
+        );
     }
 
     #[test]
     fn table_size_not_prime() {
         let e = err(&OK.replace("name = \"be_app\"", "name = \"be_app\"\ntable_size = 131071"));
-        assert_eq!(e, "xlb.toml: service \"be_app\", field \"table_size\": 131071 is out of range; use a prime from 3 to 65537");
+        assert_eq!(
+            e,
+            "xlb.toml: service \"be_app\", field \"table_size\": 131071 is out of range; use a prime from 3 to 65537"
+        );
         let e = err(&OK.replace("name = \"be_app\"", "name = \"be_app\"\ntable_size = 1001"));
-        assert_eq!(e, "xlb.toml: service \"be_app\", field \"table_size\": 1001 is not prime; use a prime such as 65537 or 16381");
+        assert_eq!(
+            e,
+            "xlb.toml: service \"be_app\", field \"table_size\": 1001 is not prime; use a prime such as 65537 or 16381"
+        );
     }
 
     #[test]
     fn bad_duration_size_mac_state_affinity() {
-        assert!(err(&with("expire = \"30m\"", "expire = \"30 parsecs\"")).contains("field \"stick.expire\": \"30 parsecs\" has an unknown unit"));
-        assert!(err(&with("size = \"100k\"", "size = \"lots\"")).contains("field \"stick.size\": \"lots\" is not a size"));
-        assert!(err(&with("02:00:00:00:01:12", "02:00:00")).contains("field \"mac\": \"02:00:00\" is not a MAC address"));
-        assert!(err(&with("state = \"drain\"", "state = \"sleepy\"")).contains("field \"state\": \"sleepy\" is not a state; use \"ready\", \"drain\" or \"maint\""));
-        assert!(err(&with("on = \"src\"", "on = \"cookie\"")).contains("field \"stick.on\": \"cookie\" is not an affinity"));
+        assert!(
+            err(&with("expire = \"30m\"", "expire = \"30 parsecs\""))
+                .contains("field \"stick.expire\": \"30 parsecs\" has an unknown unit")
+        );
+        assert!(
+            err(&with("size = \"100k\"", "size = \"lots\""))
+                .contains("field \"stick.size\": \"lots\" is not a size")
+        );
+        assert!(
+            err(&with("02:00:00:00:01:12", "02:00:00"))
+                .contains("field \"mac\": \"02:00:00\" is not a MAC address")
+        );
+        assert!(
+            err(&with("state = \"drain\"", "state = \"sleepy\"")).contains(
+                "field \"state\": \"sleepy\" is not a state; use \"ready\", \"drain\" or \"maint\""
+            )
+        );
+        assert!(
+            err(&with("on = \"src\"", "on = \"cookie\""))
+                .contains("field \"stick.on\": \"cookie\" is not an affinity")
+        );
     }
 
     #[test]
     fn bad_vip_and_protocol() {
-        assert!(err(&with("10.0.0.10:80", "10.0.0.10")).contains("field \"vip\": \"10.0.0.10\" is not address:port"));
-        assert!(err(&with("name = \"be_app\"", "name = \"be_app\"\nprotocol = \"sctp\"")).contains("field \"protocol\": \"sctp\" is not a protocol"));
+        assert!(
+            err(&with("10.0.0.10:80", "10.0.0.10"))
+                .contains("field \"vip\": \"10.0.0.10\" is not address:port")
+        );
+        assert!(
+            err(&with(
+                "name = \"be_app\"",
+                "name = \"be_app\"\nprotocol = \"sctp\""
+            ))
+            .contains("field \"protocol\": \"sctp\" is not a protocol")
+        );
     }
 
     #[test]
     fn health_errors() {
-        assert!(err(&with("send = \"GET /healthz\"", "send = \"healthz please\"")).contains("field \"health.send\""));
-        assert!(err(&with("expect = 200", "expect = 42")).contains("field \"health.expect\": 42 is not an HTTP status"));
-        assert!(err(&with("expect = 200", "expect = 200, rise = 0")).contains("field \"health.rise\": must be at least 1"));
-        assert!(err(&with("expect = 200", "expect = 200, inter = \"0s\"")).contains("field \"health.inter\": must be above zero"));
+        assert!(
+            err(&with("send = \"GET /healthz\"", "send = \"healthz please\""))
+                .contains("field \"health.send\"")
+        );
+        assert!(
+            err(&with("expect = 200", "expect = 42"))
+                .contains("field \"health.expect\": 42 is not an HTTP status")
+        );
+        assert!(
+            err(&with("expect = 200", "expect = 200, rise = 0"))
+                .contains("field \"health.rise\": must be at least 1")
+        );
+        assert!(
+            err(&with("expect = 200", "expect = 200, inter = \"0s\""))
+                .contains("field \"health.inter\": must be above zero")
+        );
     }
 
     #[test]
     fn prefix_out_of_range() {
-        assert!(err(&with("expire = \"30m\"", "expire = \"30m\", ipv4_prefix = 33")).contains("field \"stick.ipv4_prefix\": 33 is not a prefix length"));
+        assert!(
+            err(&with("expire = \"30m\"", "expire = \"30m\", ipv4_prefix = 33"))
+                .contains("field \"stick.ipv4_prefix\": 33 is not a prefix length")
+        );
     }
 
     #[test]

@@ -17,10 +17,9 @@ use aya::{
     },
 };
 use lb_common::{
-    ALL_MAPS, Backend, BackendStats, MAGLEV_MAX_SIZE, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS,
-    MAP_BACKENDS, MAP_GLOBAL_STATS, MAP_MAGLEV, MAP_SERVICE_STATS, MAP_SERVICES, MAP_STICK,
-    MAP_NAMES, MAP_TX_PORTS, MAP_VIPS, NameSlot, Service, ServiceStats, StickEntry, StickKey, VipKey, VipValue, gstat,
-    maglev_base,
+    ALL_MAPS, Backend, BackendStats, MAGLEV_MAX_SIZE, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS,
+    MAP_GLOBAL_STATS, MAP_MAGLEV, MAP_NAMES, MAP_SERVICE_STATS, MAP_SERVICES, MAP_STICK, MAP_TX_PORTS,
+    MAP_VIPS, NameSlot, Service, ServiceStats, StickEntry, StickKey, VipKey, VipValue, gstat, maglev_base,
 };
 
 /// The compiled XDP object (built by build.rs from `lb-ebpf`).
@@ -28,7 +27,9 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
-    #[error("this xlb binary carries no eBPF object (built with XLB_SKIP_EBPF=1); rebuild with `cargo xtask build`")]
+    #[error(
+        "this xlb binary carries no eBPF object (built with XLB_SKIP_EBPF=1); rebuild with `cargo xtask build`"
+    )]
     EmptyObject,
     #[error(
         "pinned map {name} at {path} does not match this program: {what}. \
@@ -196,13 +197,17 @@ impl Datapath {
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(OBJECT).map_err(|e| DatapathError::Load(Box::new(e)))?;
+        let mut ebpf = loader
+            .load(OBJECT)
+            .map_err(|e| DatapathError::Load(Box::new(e)))?;
 
         macro_rules! take {
             ($name:expr) => {{
                 let map = ebpf.take_map($name).ok_or(DatapathError::Map {
                     name: $name,
-                    source: aya::maps::MapError::InvalidName { name: $name.to_string() },
+                    source: aya::maps::MapError::InvalidName {
+                        name: $name.to_string(),
+                    },
                 })?;
                 map.try_into().map_err(map_err($name))?
             }};
@@ -264,18 +269,20 @@ impl Datapath {
             let id = prog.attach_to_link(xdp_link).map_err(prog_err("xlb"))?;
             // Own the link as a plain fd: dropping it closes the fd, the pin keeps it alive.
             let link = prog.take_link(id).map_err(prog_err("xlb"))?;
-            let _fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| link_err(e.to_string()))?;
+            let _fd: FdLink = link
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| link_err(e.to_string()))?;
             return Ok(Attached::Replaced);
         }
-        let busy = |e: &aya::programs::ProgramError| {
-            matches!(e, aya::programs::ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EBUSY))
-        };
+        let busy = |e: &aya::programs::ProgramError| matches!(e, aya::programs::ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EBUSY));
         let refuse = |e| DatapathError::Busy {
             ifname: ifname.to_string(),
             source: Box::new(e),
         };
         let (id, mode) = if generic {
-            let id = prog.attach(ifname, XdpMode::Skb).map_err(|e| if busy(&e) { refuse(e) } else { prog_err("xlb")(e) })?;
+            let id = prog
+                .attach(ifname, XdpMode::Skb)
+                .map_err(|e| if busy(&e) { refuse(e) } else { prog_err("xlb")(e) })?;
             (id, "generic")
         } else {
             match prog.attach(ifname, XdpMode::Driver) {
@@ -286,17 +293,21 @@ impl Datapath {
                         "native XDP refused on {ifname} ({e}); falling back to generic XDP (slower). \
                          Set xdp_mode = \"generic\" to make this explicit"
                     );
-                    let id = prog.attach(ifname, XdpMode::Skb).map_err(|e| if busy(&e) { refuse(e) } else { prog_err("xlb")(e) })?;
+                    let id = prog
+                        .attach(ifname, XdpMode::Skb)
+                        .map_err(|e| if busy(&e) { refuse(e) } else { prog_err("xlb")(e) })?;
                     (id, "generic")
                 }
             }
         };
         let link = prog.take_link(id).map_err(prog_err("xlb"))?;
         if let Some(pin) = link_pin {
-            let fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| DatapathError::Link {
-                path: pin.clone(),
-                what: e.to_string(),
-            })?;
+            let fd: FdLink =
+                link.try_into()
+                    .map_err(|e: aya::programs::links::LinkError| DatapathError::Link {
+                        path: pin.clone(),
+                        what: e.to_string(),
+                    })?;
             fd.pin(&pin).map_err(|e| DatapathError::Link {
                 path: pin.clone(),
                 what: e.to_string(),
@@ -311,7 +322,9 @@ impl Datapath {
     // --- services, VIPs, backends, tables -------------------------------------------------
 
     pub fn set_vip(&mut self, key: VipKey, service: u32) -> Result<()> {
-        self.vips.insert(key, VipValue { service }, 0).map_err(map_err(MAP_VIPS))
+        self.vips
+            .insert(key, VipValue { service }, 0)
+            .map_err(map_err(MAP_VIPS))
     }
 
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
@@ -342,7 +355,9 @@ impl Datapath {
 
     /// Disable a service: packets to its VIPs are passed; its tables stay until reused.
     pub fn clear_service(&mut self, id: u32) -> Result<()> {
-        self.services.set(id, Service::default(), 0).map_err(map_err(MAP_SERVICES))
+        self.services
+            .set(id, Service::default(), 0)
+            .map_err(map_err(MAP_SERVICES))
     }
 
     pub fn active_slot(&self, service: u32) -> Result<u32> {
@@ -377,13 +392,19 @@ impl Datapath {
             if old.as_ref().is_some_and(|o| o.len() == table.len() && o[i] == *b) {
                 continue;
             }
-            self.maglev.set(base + i as u32, *b, 0).map_err(map_err(MAP_MAGLEV))?;
+            self.maglev
+                .set(base + i as u32, *b, 0)
+                .map_err(map_err(MAP_MAGLEV))?;
         }
         self.shadow.insert((service, next), table.to_vec());
         let mut svc = self.service(service)?;
         svc.table_size[next as usize] = table.len() as u32;
-        self.services.set(service, svc, 0).map_err(map_err(MAP_SERVICES))?;
-        self.active.set(service, next, 0).map_err(map_err(MAP_ACTIVE_SLOT))?;
+        self.services
+            .set(service, svc, 0)
+            .map_err(map_err(MAP_SERVICES))?;
+        self.active
+            .set(service, next, 0)
+            .map_err(map_err(MAP_ACTIVE_SLOT))?;
         Ok(next)
     }
 
@@ -471,7 +492,10 @@ impl Datapath {
     pub fn global_stats(&self) -> Result<[u64; gstat::COUNT as usize]> {
         let mut out = [0u64; gstat::COUNT as usize];
         for (i, slot) in out.iter_mut().enumerate() {
-            let v = self.gstats.get(&(i as u32), 0).map_err(map_err(MAP_GLOBAL_STATS))?;
+            let v = self
+                .gstats
+                .get(&(i as u32), 0)
+                .map_err(map_err(MAP_GLOBAL_STATS))?;
             *slot = v.iter().sum();
         }
         Ok(out)
@@ -511,18 +535,29 @@ impl Datapath {
     pub fn set_bench_wrap(&mut self, wrap: u32) -> Result<()> {
         let map = self.ebpf.map_mut("XLB_BENCH").ok_or(DatapathError::Map {
             name: "XLB_BENCH",
-            source: aya::maps::MapError::InvalidName { name: "XLB_BENCH".into() },
+            source: aya::maps::MapError::InvalidName {
+                name: "XLB_BENCH".into(),
+            },
         })?;
-        let mut a: PerCpuArray<&mut MapData, u32> = PerCpuArray::try_from(map).map_err(map_err("XLB_BENCH"))?;
+        let mut a: PerCpuArray<&mut MapData, u32> =
+            PerCpuArray::try_from(map).map_err(map_err("XLB_BENCH"))?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Io {
             what: "cannot count CPUs",
             path: "/sys/devices/system/cpu/possible".into(),
             source: e,
         })?;
-        a.set(0, aya::maps::PerCpuValues::try_from(vec![0u32; cpus]).expect("nr_cpus values"), 0)
-            .map_err(map_err("XLB_BENCH"))?;
-        a.set(1, aya::maps::PerCpuValues::try_from(vec![wrap; cpus]).expect("nr_cpus values"), 0)
-            .map_err(map_err("XLB_BENCH"))
+        a.set(
+            0,
+            aya::maps::PerCpuValues::try_from(vec![0u32; cpus]).expect("nr_cpus values"),
+            0,
+        )
+        .map_err(map_err("XLB_BENCH"))?;
+        a.set(
+            1,
+            aya::maps::PerCpuValues::try_from(vec![wrap; cpus]).expect("nr_cpus values"),
+            0,
+        )
+        .map_err(map_err("XLB_BENCH"))
     }
 
     // --- BPF_PROG_TEST_RUN ------------------------------------------------------------------
@@ -559,7 +594,10 @@ fn check_pinned(name: &'static str, path: &Path) -> Result<u32> {
         return Err(mismatch(format!("key size {} changed to {k}", info.key_size())));
     }
     if info.value_size() != v {
-        return Err(mismatch(format!("value size {} changed to {v}", info.value_size())));
+        return Err(mismatch(format!(
+            "value size {} changed to {v}",
+            info.value_size()
+        )));
     }
     Ok(info.max_entries())
 }
@@ -590,7 +628,10 @@ pub fn remove_pins(dir: &Path) -> Result<()> {
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock the data path stamps entries with
 /// (`bpf_ktime_get_coarse_ns`).
 pub fn coarse_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -599,7 +640,10 @@ pub fn coarse_now_ns() -> u64 {
 /// Mount bpffs at /sys/fs/bpf when it is not mounted (fresh machines).
 pub fn ensure_bpffs() -> std::io::Result<()> {
     let mounts = std::fs::read_to_string("/proc/self/mounts")?;
-    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains("bpf")) {
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains("bpf"))
+    {
         return Ok(());
     }
     std::fs::create_dir_all("/sys/fs/bpf")?;
@@ -607,7 +651,15 @@ pub fn ensure_bpffs() -> std::io::Result<()> {
     let target = c"/sys/fs/bpf";
     let fstype = c"bpf";
     // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -106,7 +106,12 @@ impl HealthChecker {
             Some(old) => {
                 let _ = old.stop.send(true);
                 old.handle.abort();
-                self.status.lock().expect("status lock").get(&key).map(|s| s.health).unwrap_or(initial)
+                self.status
+                    .lock()
+                    .expect("status lock")
+                    .get(&key)
+                    .map(|s| s.health)
+                    .unwrap_or(initial)
             }
             None => initial,
         };
@@ -122,7 +127,13 @@ impl HealthChecker {
             },
         );
         let (stop, stop_rx) = watch::channel(false);
-        let handle = tokio::spawn(run_target(key.clone(), spec.clone(), self.events.clone(), self.status.clone(), stop_rx));
+        let handle = tokio::spawn(run_target(
+            key.clone(),
+            spec.clone(),
+            self.events.clone(),
+            self.status.clone(),
+            stop_rx,
+        ));
         self.tasks.insert(key, Task { spec, stop, handle });
     }
 
@@ -154,7 +165,13 @@ impl HealthChecker {
 
 /// A cheap jitter in [0, inter): from the target's name and the clock's nanoseconds.
 fn jitter(key: &TargetKey, inter: Duration) -> Duration {
-    let seed = lb_common::hash::name_hash(format!("{}/{}", key.0, key.1).as_bytes(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0));
+    let seed = lb_common::hash::name_hash(
+        format!("{}/{}", key.0, key.1).as_bytes(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0),
+    );
     let ms = inter.as_millis().max(1) as u64;
     Duration::from_millis(seed as u64 % ms)
 }
@@ -188,7 +205,12 @@ async fn run_target(
                     st.last_latency = Some(*latency);
                     (st.health == Health::Down && st.consecutive_ok >= spec.rise).then(|| {
                         st.health = Health::Up;
-                        format!("{detail} in {}ms, {}/{} succeeded", latency.as_millis(), spec.rise, spec.rise)
+                        format!(
+                            "{detail} in {}ms, {}/{} succeeded",
+                            latency.as_millis(),
+                            spec.rise,
+                            spec.rise
+                        )
                     })
                 }
                 Outcome::Failed { reason, latency } => {
@@ -254,13 +276,20 @@ async fn attempt(spec: &CheckSpec) -> Result<String, String> {
         SocketAddr::V4(a) => a.ip().to_string(),
         SocketAddr::V6(a) => format!("[{}]", a.ip()),
     });
-    let req = format!("{method} {uri} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: xlb-health\r\n\r\n");
-    s.write_all(req.as_bytes()).await.map_err(|e| format!("send failed: {e}"))?;
+    let req = format!(
+        "{method} {uri} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: xlb-health\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("send failed: {e}"))?;
     // Read until the status line is complete.
     let mut buf = Vec::with_capacity(128);
     let mut chunk = [0u8; 256];
     while !buf.contains(&b'\n') && buf.len() < 1024 {
-        let n = s.read(&mut chunk).await.map_err(|e| format!("read failed: {e}"))?;
+        let n = s
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
         if n == 0 {
             return Err("connection closed before status line".into());
         }
@@ -324,7 +353,9 @@ mod tests {
                         tokio::time::sleep(Duration::from_secs(5)).await;
                         return;
                     }
-                    let _ = s.write_all(format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                    let _ = s
+                        .write_all(format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                        .await;
                 });
             }
         });
@@ -340,7 +371,10 @@ mod tests {
     #[tokio::test]
     async fn tcp_check() {
         let (addr, _, h) = server("127.0.0.1:0", 200, false).await;
-        assert!(matches!(check_once(&spec(CheckKind::Tcp, addr)).await, Outcome::Ok { .. }));
+        assert!(matches!(
+            check_once(&spec(CheckKind::Tcp, addr)).await,
+            Outcome::Ok { .. }
+        ));
         h.abort();
         let dead = closed_port().await;
         match check_once(&spec(CheckKind::Tcp, dead)).await {
@@ -352,7 +386,10 @@ mod tests {
     #[tokio::test]
     async fn http_check_status_and_timeout() {
         let (ok, _, h1) = server("127.0.0.1:0", 200, false).await;
-        assert!(matches!(check_once(&spec(http(200), ok)).await, Outcome::Ok { .. }));
+        assert!(matches!(
+            check_once(&spec(http(200), ok)).await,
+            Outcome::Ok { .. }
+        ));
         let (bad, _, h2) = server("127.0.0.1:0", 503, false).await;
         match check_once(&spec(http(200), bad)).await {
             Outcome::Failed { reason, .. } => assert_eq!(reason, "HTTP status 503, expected 200"),
@@ -373,7 +410,10 @@ mod tests {
     #[tokio::test]
     async fn ipv6_loopback() {
         let (addr, _, h) = server("[::1]:0", 200, false).await;
-        assert!(matches!(check_once(&spec(http(200), addr)).await, Outcome::Ok { .. }));
+        assert!(matches!(
+            check_once(&spec(http(200), addr)).await,
+            Outcome::Ok { .. }
+        ));
         h.abort();
     }
 
@@ -387,9 +427,16 @@ mod tests {
         let mut hc = HealthChecker::new(tx);
         let key: TargetKey = ("be".into(), "s1".into());
         hc.set(key.clone(), spec(CheckKind::Tcp, addr), Health::Up);
-        let t = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.unwrap().unwrap();
+        let t = tokio::time::timeout(Duration::from_secs(3), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(t.to, Health::Down);
-        assert!(t.reason.contains("refused") && t.reason.contains("3/3 failed"), "{}", t.reason);
+        assert!(
+            t.reason.contains("refused") && t.reason.contains("3/3 failed"),
+            "{}",
+            t.reason
+        );
         assert!(hc.status(&key).unwrap().checks >= 3);
         // Bring it up.
         let l = TcpListener::bind(addr).await.unwrap();
@@ -398,11 +445,18 @@ mod tests {
                 let _ = l.accept().await;
             }
         });
-        let t = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.unwrap().unwrap();
+        let t = tokio::time::timeout(Duration::from_secs(3), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(t.to, Health::Up);
         assert!(t.reason.contains("2/2 succeeded"), "{}", t.reason);
         // No further transition while it stays up.
-        assert!(tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rx.recv())
+                .await
+                .is_err()
+        );
         hc.shutdown().await;
         srv.abort();
     }

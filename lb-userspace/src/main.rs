@@ -14,7 +14,12 @@ use clap::{Parser, Subcommand};
 const DEFAULT_SOCKET: &str = "/run/xlb/admin.sock";
 
 #[derive(Parser)]
-#[command(name = "xlb", version, about = "XDP L4 load balancer with source affinity", disable_help_subcommand = true)]
+#[command(
+    name = "xlb",
+    version,
+    about = "XDP L4 load balancer with source affinity",
+    disable_help_subcommand = true
+)]
 struct Cli {
     /// Enter this network namespace (from `ip netns add`) first, keeping the host's mounts.
     #[arg(long, global = true, value_name = "NAME")]

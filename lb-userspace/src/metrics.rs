@@ -71,13 +71,25 @@ pub fn render(b: &Balancer) -> String {
                 let _ = writeln!(o, "xlb_service_{k}_total{{service=\"{n}\"}} {v}");
             }
         }
-        let _ = writeln!(o, "xlb_stick_table_used{{service=\"{n}\"}} {}", stick_table::entries_of(&all, s).len());
+        let _ = writeln!(
+            o,
+            "xlb_stick_table_used{{service=\"{n}\"}} {}",
+            stick_table::entries_of(&all, s).len()
+        );
         let _ = writeln!(o, "xlb_stick_table_size{{service=\"{n}\"}} {}", s.cfg.stick.size);
         for v in &s.servers {
             let sv = &v.cfg.name;
             if let Ok(t) = b.dp.backend_stats(v.id) {
-                let _ = writeln!(o, "xlb_server_packets_total{{service=\"{n}\",server=\"{sv}\"}} {}", t.packets);
-                let _ = writeln!(o, "xlb_server_bytes_total{{service=\"{n}\",server=\"{sv}\"}} {}", t.bytes);
+                let _ = writeln!(
+                    o,
+                    "xlb_server_packets_total{{service=\"{n}\",server=\"{sv}\"}} {}",
+                    t.packets
+                );
+                let _ = writeln!(
+                    o,
+                    "xlb_server_bytes_total{{service=\"{n}\",server=\"{sv}\"}} {}",
+                    t.bytes
+                );
             }
             for st in ["UP", "DOWN", "DRAIN", "MAINT"] {
                 let _ = writeln!(

@@ -16,9 +16,9 @@ use std::{
 };
 
 use lb_common::{
-    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_MAINT, BACKEND_UP, Backend, FAMILY_V4, FAMILY_V6,
-    MAX_BACKENDS, MAX_SERVICES, PROTO_TCP, PROTO_UDP, STICK_NONE, STICK_SRC, STICK_SRC_PORT,
-    SVC_F_REDISPATCH, VIP_KIND_ADDR, VIP_KIND_PORT, VipKey,
+    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_MAINT, BACKEND_UP, Backend, FAMILY_V4, FAMILY_V6, MAX_BACKENDS,
+    MAX_SERVICES, PROTO_TCP, PROTO_UDP, STICK_NONE, STICK_SRC, STICK_SRC_PORT, SVC_F_REDISPATCH,
+    VIP_KIND_ADDR, VIP_KIND_PORT, VipKey,
     maglev::{self, MaglevServer},
     name_slot_backend, name_slot_service,
 };
@@ -89,7 +89,11 @@ impl Svc {
     }
 
     pub fn family(&self) -> u8 {
-        if self.cfg.vip.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 }
+        if self.cfg.vip.is_ipv4() {
+            FAMILY_V4
+        } else {
+            FAMILY_V6
+        }
     }
 
     /// The health-check target of a server, or None when checks are off.
@@ -137,6 +141,9 @@ pub struct CheckChanges {
     pub set: Vec<((String, String), CheckSpec, health::Health)>,
     pub remove: Vec<(String, String)>,
 }
+
+/// Name -> id, as recorded in MAP_NAMES.
+type IdsByName = HashMap<String, u32>;
 
 pub struct Balancer {
     pub cfg: Config,
@@ -216,7 +223,7 @@ impl Balancer {
     }
 
     /// Ids recorded in MAP_NAMES: name -> id, for services and for "service/server".
-    fn recorded_ids(&self) -> Result<(HashMap<String, u32>, HashMap<String, u32>), ApplyError> {
+    fn recorded_ids(&self) -> Result<(IdsByName, IdsByName), ApplyError> {
         let mut svcs = HashMap::new();
         let mut bes = HashMap::new();
         for i in 0..MAX_SERVICES {
@@ -253,7 +260,8 @@ impl Balancer {
             }
         }
         // Free what the new config no longer has: names, VIP entries, tables, stick entries.
-        let keep_names: std::collections::HashSet<String> = new.services.iter().map(|s| s.name.clone()).collect();
+        let keep_names: std::collections::HashSet<String> =
+            new.services.iter().map(|s| s.name.clone()).collect();
         let mut dropped_services = Vec::new();
         for (name, id) in svc_ids.clone() {
             if !keep_names.contains(&name) {
@@ -285,7 +293,10 @@ impl Balancer {
 
         let alloc = |used: &mut Vec<bool>, what: &'static str| -> Result<u32, ApplyError> {
             let max = used.len() as u32;
-            let i = used.iter().position(|u| !u).ok_or(ApplyError::NoFreeId { what, max })?;
+            let i = used
+                .iter()
+                .position(|u| !u)
+                .ok_or(ApplyError::NoFreeId { what, max })?;
             used[i] = true;
             Ok(i as u32)
         };
@@ -297,7 +308,12 @@ impl Balancer {
                 None => {
                     let id = alloc(&mut used_svc, "service")?;
                     self.dp.set_name(name_slot_service(id), Some(&scfg.name))?;
-                    log::info!("service {}: added as id {id} ({} {:?})", scfg.name, scfg.vip, scfg.protocol);
+                    log::info!(
+                        "service {}: added as id {id} ({} {:?})",
+                        scfg.name,
+                        scfg.vip,
+                        scfg.protocol
+                    );
                     id
                 }
             };
@@ -311,7 +327,10 @@ impl Balancer {
                 let (a, b) = (&p.cfg.stick, &scfg.stick);
                 if a.on != b.on || a.ipv4_prefix != b.ipv4_prefix || a.ipv6_prefix != b.ipv6_prefix {
                     let n = self.delete_entries(|k| k.service as u32 == id)?;
-                    log::info!("service {}: affinity changed, {n} stick entries cleared", scfg.name);
+                    log::info!(
+                        "service {}: affinity changed, {n} stick entries cleared",
+                        scfg.name
+                    );
                 }
             }
             let mut servers = Vec::new();
@@ -334,10 +353,15 @@ impl Balancer {
                         cfg: c.clone(),
                         admin: if b.cfg.state != c.state { c.state } else { b.admin },
                         health: b.health,
-                        weight: if b.cfg.weight != c.weight { c.weight } else { b.weight },
-                        mac: c.mac.or(if b.cfg.address == c.address { b.mac } else { None }).or_else(|| {
-                            neigh::resolve(c.address, Duration::from_millis(500))
-                        }),
+                        weight: if b.cfg.weight != c.weight {
+                            c.weight
+                        } else {
+                            b.weight
+                        },
+                        mac: c
+                            .mac
+                            .or(if b.cfg.address == c.address { b.mac } else { None })
+                            .or_else(|| neigh::resolve(c.address, Duration::from_millis(500))),
                         last_change: b.last_change,
                         last_reason: b.last_reason.clone(),
                     },
@@ -433,10 +457,16 @@ impl Balancer {
             let t0 = Instant::now();
             let id = svc.id;
             // Adopted maps: skip the write when the active table already is this one.
-            let same = svc.table.is_empty() && current.table_size[slot as usize] == table.len() as u32 && self.dp.table(id)? == table;
+            let same = svc.table.is_empty()
+                && current.table_size[slot as usize] == table.len() as u32
+                && self.dp.table(id)? == table;
             if !same {
                 self.dp.install_table(id, &table)?;
-                log::debug!("{}: Maglev table installed in {:?}", self.services[idx].cfg.name, t0.elapsed());
+                log::debug!(
+                    "{}: Maglev table installed in {:?}",
+                    self.services[idx].cfg.name,
+                    t0.elapsed()
+                );
             }
             self.services[idx].table = table;
         }
@@ -445,7 +475,14 @@ impl Balancer {
 
     /// A server the agent has not run before: from the pinned maps when adopting, else from
     /// the config (health starts UP, as HAProxy's servers do, until `fall` checks fail).
-    fn fresh_server(&self, bid: u32, i: usize, c: &config::Server, full: &str, adopt: bool) -> Result<Server, ApplyError> {
+    fn fresh_server(
+        &self,
+        bid: u32,
+        i: usize,
+        c: &config::Server,
+        full: &str,
+        adopt: bool,
+    ) -> Result<Server, ApplyError> {
         let pinned = if adopt { Some(self.dp.backend(bid)?) } else { None };
         let (admin, health) = match pinned {
             Some(p) if p.state != 0 => (
@@ -467,7 +504,10 @@ impl Balancer {
             .or_else(|| pinned.filter(|p| p.mac != [0; 6]).map(|p| p.mac))
             .or_else(|| neigh::resolve(c.address, Duration::from_millis(500)));
         if mac.is_none() {
-            log::warn!("{full}: no MAC for {} in the neighbour table yet; DOWN until it resolves", c.address);
+            log::warn!(
+                "{full}: no MAC for {} in the neighbour table yet; DOWN until it resolves",
+                c.address
+            );
         }
         Ok(Server {
             id: bid,
@@ -484,12 +524,21 @@ impl Balancer {
 
     fn find(&mut self, service: &str, server: &str) -> Option<(usize, usize)> {
         let si = self.services.iter().position(|s| s.cfg.name == service)?;
-        let vi = self.services[si].servers.iter().position(|v| v.cfg.name == server)?;
+        let vi = self.services[si]
+            .servers
+            .iter()
+            .position(|v| v.cfg.name == server)?;
         Some((si, vi))
     }
 
     /// A health transition from the checker. Returns false when the server is unknown.
-    pub fn on_health(&mut self, service: &str, server: &str, to: health::Health, reason: &str) -> Result<bool, ApplyError> {
+    pub fn on_health(
+        &mut self,
+        service: &str,
+        server: &str,
+        to: health::Health,
+        reason: &str,
+    ) -> Result<bool, ApplyError> {
         let Some((si, vi)) = self.find(service, server) else {
             return Ok(false);
         };
@@ -541,8 +590,15 @@ impl Balancer {
             let mut changed = false;
             let svc = &mut self.services[si];
             for s in svc.servers.iter_mut().filter(|s| s.mac.is_none()) {
-                if let Some(m) = neigh::lookup(s.cfg.address).or_else(|| neigh::resolve(s.cfg.address, Duration::from_millis(100))) {
-                    log::info!("{}/{}: MAC {} resolved", svc.cfg.name, s.cfg.name, neigh::format_mac(&m));
+                if let Some(m) = neigh::lookup(s.cfg.address)
+                    .or_else(|| neigh::resolve(s.cfg.address, Duration::from_millis(100)))
+                {
+                    log::info!(
+                        "{}/{}: MAC {} resolved",
+                        svc.cfg.name,
+                        s.cfg.name,
+                        neigh::format_mac(&m)
+                    );
                     s.mac = Some(m);
                     changed = true;
                 }
@@ -555,7 +611,10 @@ impl Balancer {
     }
 
     /// Delete stick entries matching `pred`; returns how many.
-    pub fn delete_entries(&mut self, pred: impl Fn(&lb_common::StickKey) -> bool) -> Result<usize, ApplyError> {
+    pub fn delete_entries(
+        &mut self,
+        pred: impl Fn(&lb_common::StickKey) -> bool,
+    ) -> Result<usize, ApplyError> {
         let mut n = 0;
         for (k, _) in self.dp.stick_entries()? {
             if pred(&k) && self.dp.stick_delete(&k)? {

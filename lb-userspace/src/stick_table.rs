@@ -3,7 +3,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use lb_common::{BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, StickEntry, StickKey, hash::affinity_hash};
+use lb_common::{
+    BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, StickEntry, StickKey, hash::affinity_hash,
+};
 
 use crate::{
     config::StickOn,
@@ -88,7 +90,11 @@ pub fn table_type(svc: &Svc) -> &'static str {
 
 /// Entries of one service, sorted by key.
 pub fn entries_of(all: &[(StickKey, StickEntry)], svc: &Svc) -> Vec<(StickKey, StickEntry)> {
-    let mut v: Vec<_> = all.iter().filter(|(k, _)| k.service as u32 == svc.id).copied().collect();
+    let mut v: Vec<_> = all
+        .iter()
+        .filter(|(k, _)| k.service as u32 == svc.id)
+        .copied()
+        .collect();
     v.sort_by_key(|(k, _)| (k.addr, k.port));
     v
 }
@@ -109,7 +115,11 @@ pub fn header(svc: &Svc, used: usize) -> String {
 pub fn line(svc: &Svc, k: &StickKey, e: &StickEntry, now_ns: u64) -> String {
     let expire = svc.cfg.stick.expire.as_nanos() as u64;
     let idle = now_ns.saturating_sub(e.last_seen_ns);
-    let exp_ms = if expire == 0 { 0 } else { expire.saturating_sub(idle) / 1_000_000 };
+    let exp_ms = if expire == 0 {
+        0
+    } else {
+        expire.saturating_sub(idle) / 1_000_000
+    };
     let id = affinity_hash(&k.addr, k.port, k.family) as u64 | ((k.service as u64) << 32);
     let (sid, skey) = match svc.server_by_id(e.backend) {
         Some(s) => (s.puid.to_string(), s.cfg.name.as_str()),
@@ -162,34 +172,48 @@ pub fn where_is(dp: &Datapath, svc: &Svc, client: IpAddr) -> Result<String, Data
         _pad: [0; 3],
     };
     let hash = affinity_hash(&key.addr, 0, key.family);
-    let name = |b: u32| svc.server_by_id(b).map(|s| s.cfg.name.clone()).unwrap_or_else(|| "-".into());
-    if svc.cfg.stick.on == StickOn::Src {
-        if let Some(e) = dp.stick_get(&key)? {
-            let now = coarse_now_ns();
-            let expire = svc.cfg.stick.expire.as_nanos() as u64;
-            let idle_ms = now.saturating_sub(e.last_seen_ns) / 1_000_000;
-            let fresh = expire == 0 || now.saturating_sub(e.last_seen_ns) <= expire;
-            let state = dp.backend(e.backend)?.state;
-            let usable = state == BACKEND_UP || state == BACKEND_DRAIN;
-            if fresh && usable {
-                return Ok(format!(
-                    "{client} -> {} (pinned by stick entry key={m}, idle {idle_ms} ms)\n",
-                    name(e.backend)
-                ));
-            }
-            let why = if !fresh { "expired" } else { "its server is down" };
-            let next = maglev_pick(svc, hash);
-            let verdict = if !fresh || svc.cfg.redispatch {
-                format!("{} (stick entry for {} {why}; re-picked by hash)", name(next), name(e.backend))
-            } else {
-                format!("{} (pinned, server down, redispatch off: packets go there and fail)", name(e.backend))
-            };
-            return Ok(format!("{client} -> {verdict}\n"));
+    let name = |b: u32| {
+        svc.server_by_id(b)
+            .map(|s| s.cfg.name.clone())
+            .unwrap_or_else(|| "-".into())
+    };
+    if svc.cfg.stick.on == StickOn::Src
+        && let Some(e) = dp.stick_get(&key)?
+    {
+        let now = coarse_now_ns();
+        let expire = svc.cfg.stick.expire.as_nanos() as u64;
+        let idle_ms = now.saturating_sub(e.last_seen_ns) / 1_000_000;
+        let fresh = expire == 0 || now.saturating_sub(e.last_seen_ns) <= expire;
+        let state = dp.backend(e.backend)?.state;
+        let usable = state == BACKEND_UP || state == BACKEND_DRAIN;
+        if fresh && usable {
+            return Ok(format!(
+                "{client} -> {} (pinned by stick entry key={m}, idle {idle_ms} ms)\n",
+                name(e.backend)
+            ));
         }
+        let why = if !fresh { "expired" } else { "its server is down" };
+        let next = maglev_pick(svc, hash);
+        let verdict = if !fresh || svc.cfg.redispatch {
+            format!(
+                "{} (stick entry for {} {why}; re-picked by hash)",
+                name(next),
+                name(e.backend)
+            )
+        } else {
+            format!(
+                "{} (pinned, server down, redispatch off: packets go there and fail)",
+                name(e.backend)
+            )
+        };
+        return Ok(format!("{client} -> {verdict}\n"));
     }
     let b = maglev_pick(svc, hash);
     if b == NO_BACKEND {
-        return Ok(format!("{client} -> none (no server of {} is up)\n", svc.cfg.name));
+        return Ok(format!(
+            "{client} -> none (no server of {} is up)\n",
+            svc.cfg.name
+        ));
     }
     let how = match svc.cfg.stick.on {
         StickOn::Src => "no stick entry yet; by hash, pinned on its first non-SYN packet",

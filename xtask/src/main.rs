@@ -90,9 +90,7 @@ fn cargo(root: &Path, tools: &setup::Tools) -> Command {
 
 fn status(mut cmd: Command, what: &str) -> Result<()> {
     eprintln!("xtask: {what}");
-    let st = cmd
-        .status()
-        .with_context(|| format!("failed to start: {what}"))?;
+    let st = cmd.status().with_context(|| format!("failed to start: {what}"))?;
     if !st.success() {
         bail!("{what} failed ({st})");
     }
@@ -101,7 +99,14 @@ fn status(mut cmd: Command, what: &str) -> Result<()> {
 
 fn build(root: &Path, tools: &setup::Tools) -> Result<()> {
     let mut cmd = cargo(root, tools);
-    cmd.args(["build", "--release", "--workspace", "--exclude", "lb-ebpf", "--bins"]);
+    cmd.args([
+        "build",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "lb-ebpf",
+        "--bins",
+    ]);
     status(cmd, "cargo build --release (eBPF object + xlb)")
 }
 
@@ -124,7 +129,10 @@ fn test(root: &Path, tools: &setup::Tools, args: &[String]) -> Result<()> {
     if !args.is_empty() {
         cmd.arg("--").args(args);
     }
-    status(cmd, "cargo test --release (unit, BPF_PROG_TEST_RUN, netns end-to-end)")?;
+    status(
+        cmd,
+        "cargo test --release (unit, BPF_PROG_TEST_RUN, netns end-to-end)",
+    )?;
     leak_check()
 }
 

@@ -20,7 +20,11 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages: (binary to look for, package that provides it, what needs it).
 const DEBIAN_PACKAGES: &[(&str, &str, &str)] = &[
-    ("ethtool", "ethtool", "GRO on veth peers so XDP_TX frames are received"),
+    (
+        "ethtool",
+        "ethtool",
+        "GRO on veth peers so XDP_TX frames are received",
+    ),
     ("socat", "socat", "runtime-API tests, as operators type them"),
     ("wrk", "wrk", "end-to-end benchmark load generator"),
     ("haproxy", "haproxy", "end-to-end benchmark baseline"),
@@ -133,14 +137,22 @@ fn bpf_linker(tools_dir: &Path, nightly: &Nightly) -> Result<PathBuf> {
     let bin_dir = tools_dir.join("bin");
     let linker = bin_dir.join("bpf-linker");
     let stamp = tools_dir.join("bpf-linker.stamp");
-    let want = format!("bpf-linker {BPF_LINKER_VERSION} llvm-{} {}", nightly.llvm_major, libllvm.display());
+    let want = format!(
+        "bpf-linker {BPF_LINKER_VERSION} llvm-{} {}",
+        nightly.llvm_major,
+        libllvm.display()
+    );
 
     let works = Command::new(&linker)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     if works && fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == want) {
-        eprintln!("setup: bpf-linker: already built for LLVM {} ({})", nightly.llvm_major, linker.display());
+        eprintln!(
+            "setup: bpf-linker: already built for LLVM {} ({})",
+            nightly.llvm_major,
+            linker.display()
+        );
         return Ok(bin_dir);
     }
 
@@ -153,7 +165,8 @@ fn bpf_linker(tools_dir: &Path, nightly: &Nightly) -> Result<PathBuf> {
     // build because the linker's rpath points into it.
     let prefix = tools_dir.join(format!("llvm-{}", nightly.llvm_major));
     let prefix_lib = prefix.join("lib");
-    fs::create_dir_all(&prefix_lib).with_context(|| format!("setup step '{step}': mkdir {}", prefix_lib.display()))?;
+    fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("setup step '{step}': mkdir {}", prefix_lib.display()))?;
     let link = prefix_lib.join("libLLVM.so");
     let _ = fs::remove_file(&link);
     std::os::unix::fs::symlink(&libllvm, &link)
@@ -180,13 +193,17 @@ fn bpf_linker(tools_dir: &Path, nightly: &Nightly) -> Result<PathBuf> {
             libllvm.display()
         );
     }
-    fs::write(&stamp, format!("{want}\n")).with_context(|| format!("setup step '{step}': write {}", stamp.display()))?;
+    fs::write(&stamp, format!("{want}\n"))
+        .with_context(|| format!("setup step '{step}': write {}", stamp.display()))?;
     Ok(bin_dir)
 }
 
 fn have(bin: &str) -> bool {
     Command::new("sh")
-        .args(["-c", &format!("command -v {bin} >/dev/null 2>&1 || test -x /usr/sbin/{bin}")])
+        .args([
+            "-c",
+            &format!("command -v {bin} >/dev/null 2>&1 || test -x /usr/sbin/{bin}"),
+        ])
         .status()
         .is_ok_and(|s| s.success())
 }
