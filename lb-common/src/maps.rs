@@ -85,6 +85,7 @@ impl Default for NameSlot {
 pub const PROG_XLB: &str = "xlb";
 pub const PROG_FLOOR: &str = "xlb_floor";
 pub const PROG_BENCH_FRESH: &str = "xlb_bench_fresh";
+pub const PROG_PASS: &str = "xlb_pass";
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;

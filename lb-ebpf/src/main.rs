@@ -68,6 +68,14 @@ fn pass(counter: u32) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Test topologies only: attached to the far end of a veth pair whose near end runs `xlb`.
+/// veth wakes the receiving side for XDP_TX frames only when that side has an XDP program of
+/// its own; this one passes everything on to the stack. Real NICs need nothing of the kind.
+#[xdp]
+pub fn xlb_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 /// Benchmark floor: swap MACs, `XDP_TX`. The cheapest program that forwards a frame.
 #[xdp]
 pub fn xlb_floor(ctx: XdpContext) -> u32 {

@@ -122,6 +122,21 @@ impl AdminState {
     }
 }
 
+impl std::fmt::Display for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Protocol {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
 impl FromStr for AdminState {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
@@ -152,7 +167,8 @@ pub enum ConfigError {
     #[error("{file}: {place}field \"{field}\": {reason}")]
     Invalid {
         file: String,
-        /// `service "x", ` / `service "x", server "y", ` / empty for [global].
+        /// `[global], ` / `service "x", ` / `service "x", server "y", ` / empty for limits on
+        /// the whole file (number of services, of servers).
         place: String,
         field: String,
         reason: String,
@@ -248,22 +264,63 @@ struct RawServer {
     state: Option<String>,
 }
 
-/// A duration: integer seconds or a string such as "500ms", "2s", "30m", "1h", "1d".
-#[derive(Deserialize, Clone)]
-#[serde(untagged)]
+/// A duration as written: integer seconds or a string such as "500ms", "2s", "30m", "1h", "1d".
+/// Checked in the validation step, so that the error names the service and the field.
+#[derive(Clone)]
 enum Dur {
     Secs(u64),
     Text(String),
 }
 
-/// A count: integer or "100k" / "1m".
-#[derive(Deserialize, Clone)]
-#[serde(untagged)]
+/// A count as written: an integer or a string such as "100k" / "1m".
+#[derive(Clone)]
 enum Size {
     Num(u64),
     Text(String),
 }
 
+/// `Deserialize` for an integer-or-string value, with an error that says what is expected
+/// (serde's untagged enums only say "data did not match any variant").
+macro_rules! int_or_text {
+    ($ty:ident, $int:ident, $expecting:literal) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<$ty, E> {
+                        Ok($ty::$int(v))
+                    }
+                    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<$ty, E> {
+                        u64::try_from(v)
+                            .map($ty::$int)
+                            .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$ty, E> {
+                        Ok($ty::Text(v.to_owned()))
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+    };
+}
+int_or_text!(
+    Dur,
+    Secs,
+    "a duration: whole seconds, or a string such as \"500ms\", \"2s\", \"30m\", \"1h\" or \"1d\""
+);
+int_or_text!(
+    Size,
+    Num,
+    "a count: an integer, or a string such as \"100k\" or \"1m\""
+);
+
+/// Parse a duration: an integer (seconds) with an optional unit `ms`, `s`, `m` (minutes),
+/// `h` or `d`, e.g. "500ms", "2s", "30m", "1h", "1d", "7". "0s" is zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -271,21 +328,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num.parse().map_err(|_| {
         format!("\"{s}\" is not a duration; write e.g. \"500ms\", \"2s\", \"30m\", \"1h\" or \"1d\"")
     })?;
-    let ms = match unit {
-        "ms" => n,
-        "" | "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        _ => {
+    let ms_per_unit: u64 = match unit.trim_start() {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        u => {
             return Err(format!(
-                "\"{s}\" has an unknown unit \"{unit}\"; use ms, s, m, h or d"
+                "\"{s}\" has an unknown unit \"{u}\"; use ms, s, m (minutes), h or d"
             ));
         }
     };
-    Ok(Duration::from_millis(ms))
+    n.checked_mul(ms_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("\"{s}\" is too long a duration"))
 }
 
+/// The shortest exact form `parse_duration` reads back: "30m", "2s", "1500ms", "0s".
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms.is_multiple_of(86_400_000) && ms > 0 {
@@ -308,6 +368,7 @@ fn dur(d: &Dur) -> Result<Duration, String> {
     }
 }
 
+/// A count: integer, or a string with an optional `k` (1000) or `m` (1 000 000) suffix.
 fn size(s: &Size) -> Result<u64, String> {
     match s {
         Size::Num(n) => Ok(*n),
@@ -318,9 +379,12 @@ fn size(s: &Size) -> Result<u64, String> {
                 Some((i, 'm' | 'M')) => (&t[..i], 1_000_000),
                 _ => (t, 1),
             };
-            num.parse::<u64>()
-                .map(|n| n * mult)
-                .map_err(|_| format!("\"{t}\" is not a size; write a number, or e.g. \"100k\" or \"1m\""))
+            let bad = || format!("\"{t}\" is not a size; write a number, or e.g. \"100k\" or \"1m\"");
+            num.trim_end()
+                .parse::<u64>()
+                .map_err(|_| bad())?
+                .checked_mul(mult)
+                .ok_or_else(bad)
         }
     }
 }
@@ -340,11 +404,27 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, &file)
 }
 
+/// "line L, column C: message" from the toml crate's error, on one line (its source snippet
+/// dropped: the line number is enough to find it). Covers syntax errors, unknown keys
+/// ("unknown field `bogus`, expected one of ..."), missing keys and values of the wrong type.
+fn syntax_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let msg = e.message().trim().replace('\n', " ");
+    let reason = match e.span().and_then(|sp| text.get(..sp.start)) {
+        Some(before) => {
+            let line = before.matches('\n').count() + 1;
+            let column = before.chars().rev().take_while(|c| *c != '\n').count() + 1;
+            format!("line {line}, column {column}: {msg}")
+        }
+        None => msg,
+    };
+    ConfigError::Syntax {
+        file: file.to_string(),
+        reason,
+    }
+}
+
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-        file: origin.to_string(),
-        reason: e.to_string().trim().replace('\n', " "),
-    })?;
+    let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(origin, text, &e))?;
     let g = Ctx {
         file: origin,
         place: "[global], ".into(),
@@ -413,20 +493,25 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         ));
     }
 
+    // Limits of the data path's maps: not a [global] key, so no place.
+    let top = Ctx {
+        file: origin,
+        place: String::new(),
+    };
     if raw.service.len() > MAX_SERVICES as usize {
-        return Err(g.err(
+        return Err(top.err(
             "service",
             format!(
-                "{} services; at most {MAX_SERVICES} are supported",
+                "{} [[service]] entries; at most {MAX_SERVICES} are supported",
                 raw.service.len()
             ),
         ));
     }
     let total: usize = raw.service.iter().map(|s| s.server.len()).sum();
     if total > MAX_BACKENDS as usize {
-        return Err(g.err(
+        return Err(top.err(
             "server",
-            format!("{total} servers in all; at most {MAX_BACKENDS} are supported"),
+            format!("{total} servers across all services; at most {MAX_BACKENDS} are supported"),
         ));
     }
     let mut services = Vec::new();
@@ -441,10 +526,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         if names.insert(s.name.clone(), ()).is_some() {
             return Err(c.err("name", "another service has this name; names must be unique"));
         }
-        let proto = match s.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        };
+        let proto = s.protocol.as_str();
         if let Some(other) = vips.insert((s.vip, s.protocol), s.name.clone()) {
             return Err(c.err(
                 "vip",
@@ -454,6 +536,30 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         services.push(s);
     }
     Ok(Config { global, services })
+}
+
+/// Room for a backend's `service/server` name in the data path's name map.
+const NAME_MAX: usize = std::mem::size_of::<lb_common::NameSlot>();
+
+/// Why an address cannot be a VIP or a server, if it cannot.
+fn not_unicast(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("is the unspecified address")
+    } else if ip.is_multicast() {
+        Some("is a multicast address")
+    } else if ip == IpAddr::from([255, 255, 255, 255]) {
+        Some("is the broadcast address")
+    } else {
+        None
+    }
+}
+
+/// The prime nearest above `m` within the Maglev limit (else the nearest below): a suggestion.
+fn nearby_prime(m: u32) -> u32 {
+    (m..=MAGLEV_MAX_SIZE)
+        .find(|&p| is_prime(p))
+        .or_else(|| (3..m).rev().find(|&p| is_prime(p)))
+        .unwrap_or(MAGLEV_MAX_SIZE)
 }
 
 fn valid_name(n: &str) -> bool {
@@ -471,6 +577,15 @@ fn service(r: RawService, file: &str) -> Result<Service, ConfigError> {
     let vip: SocketAddr = r.vip.parse().map_err(|_| {
         c.err("vip", format!("\"{}\" is not address:port; write \"10.0.0.10:80\" or \"[2001:db8::10]:80\" (port 0 = any port)", r.vip))
     })?;
+    if let Some(why) = not_unicast(vip.ip()) {
+        return Err(c.err(
+            "vip",
+            format!(
+                "{} {why}; a VIP is the unicast address clients connect to",
+                vip.ip()
+            ),
+        ));
+    }
     let protocol = match r.protocol.as_deref() {
         None | Some("tcp") => Protocol::Tcp,
         Some("udp") => Protocol::Udp,
@@ -552,7 +667,7 @@ fn service(r: RawService, file: &str) -> Result<Service, ConfigError> {
         Some(m) if !is_prime(m) => {
             return Err(c.err(
                 "table_size",
-                format!("{m} is not prime; use a prime such as 65537 or 16381"),
+                format!("{m} is not prime; use a prime such as {}", nearby_prime(m)),
             ));
         }
         Some(m) => m,
@@ -568,6 +683,17 @@ fn service(r: RawService, file: &str) -> Result<Service, ConfigError> {
             return Err(sc.err(
                 "name",
                 format!("server #{} needs a name of 1 to 48 of A-Z a-z 0-9 _ . -", i + 1),
+            ));
+        }
+        let full = r.name.len() + 1 + rv.name.len();
+        if full > NAME_MAX {
+            return Err(sc.err(
+                "name",
+                format!(
+                    "\"{}/{}\" is {full} bytes; service and server names together must fit in \
+                     {NAME_MAX} (with the '/'), use shorter names",
+                    r.name, rv.name
+                ),
             ));
         }
         if servers.iter().any(|s| s.name == rv.name) {
@@ -589,6 +715,12 @@ fn service(r: RawService, file: &str) -> Result<Service, ConfigError> {
             return Err(sc.err(
                 "address",
                 format!("{address} is {fam} but the service VIP {vip} is {want}; use an {want} address"),
+            ));
+        }
+        if let Some(why) = not_unicast(address).or(address.is_loopback().then_some("is a loopback address")) {
+            return Err(sc.err(
+                "address",
+                format!("{address} {why}; a server is a unicast address reachable through the interface"),
             ));
         }
         if servers.iter().any(|s| s.address == address) {
@@ -695,7 +827,9 @@ fn health(r: Option<RawHealth>, c: &Ctx<'_>, _vip: SocketAddr) -> Result<Health,
             let mut words = send.split_whitespace();
             let (method, uri) = match (words.next(), words.next(), words.next()) {
                 (Some(m), Some(u), None)
-                    if m.chars().all(|ch| ch.is_ascii_uppercase()) && u.starts_with('/') =>
+                    if m.chars().all(|ch| ch.is_ascii_uppercase())
+                        && u.starts_with('/')
+                        && u.bytes().all(|b| b.is_ascii_graphic()) =>
                 {
                     (m.to_string(), u.to_string())
                 }
@@ -711,6 +845,14 @@ fn health(r: Option<RawHealth>, c: &Ctx<'_>, _vip: SocketAddr) -> Result<Health,
                 return Err(c.err(
                     "health.expect",
                     format!("{expect} is not an HTTP status (100 to 599)"),
+                ));
+            }
+            if let Some(h) = &r.host
+                && (h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic()))
+            {
+                return Err(c.err(
+                    "health.host",
+                    format!("{h:?} is not a Host header value; write a host name such as \"app.example\""),
                 ));
             }
             HealthKind::Http {
@@ -804,10 +946,73 @@ state = "drain"
     }
 
     #[test]
+    fn minimal_service_gets_haproxy_defaults() {
+        let c = parse(
+            "[global]\ninterface = \"eth0\"\n[[service]]\nname = \"a\"\nvip = \"10.0.0.1:80\"\n\
+             [[service.server]]\nname = \"s\"\naddress = \"10.0.1.1\"\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.global.bpffs_dir, PathBuf::from("/sys/fs/bpf/xlb"));
+        assert_eq!(c.global.sweep_interval, Duration::from_secs(1));
+        assert_eq!(c.global.metrics, None);
+        assert_eq!(
+            c.services[0],
+            Service {
+                name: "a".into(),
+                vip: "10.0.0.1:80".parse().unwrap(),
+                protocol: Protocol::Tcp,
+                stick: Stick {
+                    on: StickOn::Src,
+                    size: 100_000,
+                    expire: Duration::from_secs(30 * 60),
+                    ipv4_prefix: 32,
+                    ipv6_prefix: 128
+                },
+                redispatch: true,
+                table_size: 65537,
+                health: Health {
+                    kind: HealthKind::Tcp,
+                    inter: Duration::from_secs(2),
+                    timeout: Duration::from_secs(2),
+                    rise: 2,
+                    fall: 3,
+                    port: None
+                },
+                servers: vec![Server {
+                    name: "s".into(),
+                    address: "10.0.1.1".parse().unwrap(),
+                    weight: 1,
+                    mac: None,
+                    check_port: None,
+                    state: AdminState::Ready
+                }],
+            }
+        );
+        // timeout follows inter when not given.
+        let t = with("expect = 200", "expect = 200, inter = \"5s\"");
+        assert_eq!(
+            parse(&t, "x").unwrap().services[0].health.timeout,
+            Duration::from_secs(5)
+        );
+        let t = with("name = \"be_app\"", "name = \"be_app\"\nredispatch = false");
+        assert!(!parse(&t, "x").unwrap().services[0].redispatch);
+    }
+
+    #[test]
     fn example_file_parses() {
         let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/xlb.toml");
         let c = load(Path::new(p)).unwrap_or_else(|e| panic!("{e}"));
-        assert!(c.services.len() >= 2);
+        assert_eq!(c.services.len(), 2);
+        let app = c.service("be_app").expect("be_app");
+        let names: Vec<&str> = app.servers.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["app1", "app2", "app3", "app4"]);
+        for (i, s) in app.servers.iter().enumerate() {
+            assert_eq!(s.address, IpAddr::from([10, 0, 1, 11 + i as u8]));
+        }
+        assert!(matches!(app.health.kind, HealthKind::Http { host: Some(_), .. }));
+        let other = &c.services[1];
+        assert!(other.vip.is_ipv6() && other.protocol == Protocol::Udp);
     }
 
     #[test]
@@ -820,6 +1025,28 @@ state = "drain"
         assert_eq!(size(&Size::Text("1m".into())).unwrap(), 1_000_000);
         assert_eq!(format_duration(Duration::from_secs(1800)), "30m");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+        assert_eq!(parse_duration("2 s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(
+            parse_duration("").is_err() && parse_duration("1.5s").is_err() && parse_duration("-1s").is_err()
+        );
+        assert!(
+            parse_duration("99999999999999999d")
+                .unwrap_err()
+                .contains("too long")
+        );
+        for ms in [
+            0, 1, 500, 1000, 90_000, 1_800_000, 3_600_000, 86_400_000, 86_401_000,
+        ] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{ms} ms");
+        }
+        assert_eq!(size(&Size::Text("100k".into())).unwrap(), 100_000);
+        assert_eq!(size(&Size::Text("42".into())).unwrap(), 42);
+        assert!(
+            size(&Size::Text("k".into())).is_err() && size(&Size::Text("99999999999999999m".into())).is_err()
+        );
     }
 
     #[test]
@@ -829,21 +1056,42 @@ state = "drain"
             .replace("10.0.1.11", "2001:db8::11")
             .replace("10.0.1.12", "2001:db8::12");
         let c = parse(&t, "x").unwrap();
-        assert!(c.services[0].vip.is_ipv6());
-    }
-
-    #[test]
-    fn unknown_key() {
-        let e = err(&OK.replace("[global]", "[global]\nbogus = 1"));
+        let s = &c.services[0];
+        assert_eq!(s.vip, "[2001:db8::10]:80".parse::<SocketAddr>().unwrap());
+        assert_eq!(s.servers[1].address, "2001:db8::12".parse::<IpAddr>().unwrap());
+        let e = err(&t.replace("2001:db8::12", "10.0.1.12"));
+        assert_eq!(
+            e,
+            "xlb.toml: service \"be_app\", server \"app2\", field \"address\": 10.0.1.12 is IPv4 but the service VIP [2001:db8::10]:80 is IPv6; use an IPv6 address"
+        );
         assert!(
-            e.starts_with("xlb.toml: ") && e.contains("unknown field `bogus`"),
-            "{e}"
+            err(&with("10.0.0.10:80", "2001:db8::10:80"))
+                .contains("field \"vip\": \"2001:db8::10:80\" is not address:port")
         );
     }
 
     #[test]
-    fn syntax_error_names_the_file() {
-        assert!(err("[global\n").starts_with("xlb.toml: "));
+    fn unknown_key() {
+        // OK starts with a blank line: [global] is line 2, the new key line 3.
+        let e = err(&OK.replace("[global]", "[global]\nbogus = 1"));
+        assert!(
+            e.starts_with("xlb.toml: line 3, column 1: unknown field `bogus`, expected one of `interface`"),
+            "{e}"
+        );
+        // In a server table, and in an inline table.
+        let e = err(&with("weight = 2", "wieght = 2"));
+        assert!(e.contains("unknown field `wieght`, expected one of"), "{e}");
+        let e = err(&with("expire = \"30m\"", "expires = \"30m\""));
+        assert!(e.contains("unknown field `expires`"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn syntax_error_names_the_file_line_and_column() {
+        let e = err("[global]\ninterface = \"eth0\"\nadmin_socket = /run\n");
+        assert!(e.starts_with("xlb.toml: line 3, column 16: "), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+        assert!(err("[global\n").starts_with("xlb.toml: line 1, "));
     }
 
     #[test]
@@ -920,8 +1168,17 @@ state = "drain"
         let e = err(&OK.replace("name = \"be_app\"", "name = \"be_app\"\ntable_size = 1001"));
         assert_eq!(
             e,
-            "xlb.toml: service \"be_app\", field \"table_size\": 1001 is not prime; use a prime such as 65537 or 16381"
+            "xlb.toml: service \"be_app\", field \"table_size\": 1001 is not prime; use a prime such as 1009"
         );
+        let e = err(&OK.replace("name = \"be_app\"", "name = \"be_app\"\ntable_size = 65536"));
+        assert_eq!(
+            e,
+            "xlb.toml: service \"be_app\", field \"table_size\": 65536 is not prime; use a prime such as 65537"
+        );
+        let e = err(&OK.replace("name = \"be_app\"", "name = \"be_app\"\ntable_size = 2"));
+        assert!(e.contains("2 is out of range"), "{e}");
+        let t = OK.replace("name = \"be_app\"", "name = \"be_app\"\ntable_size = 251");
+        assert_eq!(parse(&t, "x").unwrap().services[0].table_size, 251);
     }
 
     #[test]
@@ -982,6 +1239,306 @@ state = "drain"
             err(&with("expect = 200", "expect = 200, inter = \"0s\""))
                 .contains("field \"health.inter\": must be above zero")
         );
+        assert_eq!(
+            err(&with("expect = 200", "expect = 200, fall = 0")),
+            "xlb.toml: service \"be_app\", field \"health.fall\": must be at least 1"
+        );
+        assert!(
+            err(&with("expect = 200", "expect = 200, timeout = 0"))
+                .contains("field \"health.timeout\": must be above zero")
+        );
+        assert!(
+            err(&with("type = \"http\"", "type = \"smtp\""))
+                .contains("field \"health.type\": \"smtp\" is not a check type")
+        );
+        assert!(
+            err(&with("expect = 200", "expect = 200, port = 0"))
+                .contains("field \"health.port\": 0 is not a port")
+        );
+        assert!(
+            err(&with("expect = 200", "expect = 200, host = \"a b\""))
+                .contains("field \"health.host\": \"a b\" is not a Host header value")
+        );
+        // HTTP-only keys on a TCP check are a mistake worth naming.
+        assert_eq!(
+            err(&with("type = \"http\"", "type = \"tcp\"")),
+            "xlb.toml: service \"be_app\", field \"health.type\": send, expect and host apply to type = \"http\" only; set type = \"http\""
+        );
+    }
+
+    #[test]
+    fn http_check_fields() {
+        let t = with(
+            "expect = 200",
+            "expect = 204, host = \"app.example\", port = 8080",
+        );
+        let h = parse(&t, "x").unwrap().services[0].health.clone();
+        assert_eq!(
+            h.kind,
+            HealthKind::Http {
+                method: "GET".into(),
+                uri: "/healthz".into(),
+                expect: 204,
+                host: Some("app.example".into())
+            }
+        );
+        assert_eq!(h.port, Some(8080));
+        // "GET /" and 200 by default.
+        let t = with(
+            "health = { type = \"http\", send = \"GET /healthz\", expect = 200 }",
+            "health = { type = \"http\" }",
+        );
+        let h = parse(&t, "x").unwrap().services[0].health.clone();
+        assert!(
+            matches!(&h.kind, HealthKind::Http { method, uri, expect: 200, host: None } if method == "GET" && uri == "/")
+        );
+    }
+
+    #[test]
+    fn any_port_vip_needs_a_check_port() {
+        let t = with("10.0.0.10:80", "10.0.0.10:0");
+        assert_eq!(
+            err(&t),
+            "xlb.toml: service \"be_app\", server \"app1\", field \"check_port\": the VIP takes any port (0), so health checks need a port: set check_port here or health.port"
+        );
+        parse(&t.replace("expect = 200", "expect = 200, port = 8080"), "x").unwrap();
+        parse(
+            &t.replace(
+                "type = \"http\", send = \"GET /healthz\", expect = 200",
+                "type = \"none\"",
+            ),
+            "x",
+        )
+        .unwrap();
+        assert!(
+            err(&with("state = \"drain\"", "check_port = 0"))
+                .contains("field \"check_port\": 0 is not a port")
+        );
+    }
+
+    #[test]
+    fn any_port_and_specific_port_vips_coexist() {
+        let t = format!(
+            "{OK}\n[[service]]\nname = \"be_any\"\nvip = \"10.0.0.10:0\"\nhealth = {{ type = \"none\" }}\n"
+        );
+        let c = parse(&t, "x").unwrap();
+        assert_eq!(c.services[1].vip.port(), 0);
+        assert!(c.service("be_any").is_some() && c.service("be_nope").is_none());
+    }
+
+    #[test]
+    fn global_errors() {
+        assert!(
+            err(&with(
+                "interface = \"eth0\"",
+                "interface = \"eth0\"\nxdp_mode = \"offload\""
+            ))
+            .contains(
+                "[global], field \"xdp_mode\": \"offload\" is not a mode; use \"native\" or \"generic\""
+            )
+        );
+        assert!(
+            err(&with(
+                "interface = \"eth0\"",
+                "interface = \"eth0\"\nmetrics = \"9100\""
+            ))
+            .contains("[global], field \"metrics\": \"9100\" is not an address:port")
+        );
+        assert!(
+            err(&with(
+                "interface = \"eth0\"",
+                "interface = \"eth0\"\nsweep_interval = 0"
+            ))
+            .contains("[global], field \"sweep_interval\": must be above zero")
+        );
+        assert!(
+            err(&with(
+                "interface = \"eth0\"",
+                "interface = \"eth0\"\nbpffs_dir = \"xlb\""
+            ))
+            .contains("[global], field \"bpffs_dir\": xlb must be an absolute path")
+        );
+        assert!(
+            err(&with(
+                "interface = \"eth0\"",
+                "interface = \"a_very_long_ifname0\""
+            ))
+            .contains("[global], field \"interface\": \"a_very_long_ifname0\" is longer than 15 bytes")
+        );
+        let t = with(
+            "interface = \"eth0\"",
+            "interface = \"veth1\"\nxdp_mode = \"generic\"\nmetrics = \"[::1]:9100\"\nsweep_interval = \"250ms\"\nbpffs_dir = \"/sys/fs/bpf/t\"\nadmin_socket = \"/tmp/x.sock\"",
+        );
+        let g = parse(&t, "x").unwrap().global;
+        assert_eq!(
+            g,
+            Global {
+                interface: "veth1".into(),
+                admin_socket: "/tmp/x.sock".into(),
+                xdp_mode: XdpMode::Generic,
+                bpffs_dir: "/sys/fs/bpf/t".into(),
+                metrics: Some("[::1]:9100".parse().unwrap()),
+                sweep_interval: Duration::from_millis(250),
+            }
+        );
+    }
+
+    #[test]
+    fn too_many_services() {
+        let mut t = String::from("[global]\ninterface = \"eth0\"\n");
+        for i in 0..=MAX_SERVICES {
+            t += &format!("[[service]]\nname = \"s{i}\"\nvip = \"10.0.0.{i}:80\"\n");
+        }
+        assert_eq!(
+            err(&t),
+            format!(
+                "xlb.toml: field \"service\": {} [[service]] entries; at most {MAX_SERVICES} are supported",
+                MAX_SERVICES + 1
+            )
+        );
+    }
+
+    #[test]
+    fn too_many_servers() {
+        let mut t = String::from("[global]\ninterface = \"eth0\"\n");
+        for s in 0..2 {
+            t += &format!("[[service]]\nname = \"s{s}\"\nvip = \"10.0.0.{s}:80\"\n");
+            for i in 0..=MAX_BACKENDS / 2 {
+                t += &format!(
+                    "[[service.server]]\nname = \"v{i}\"\naddress = \"10.{s}.{}.{}\"\n",
+                    i / 256,
+                    i % 256
+                );
+            }
+        }
+        assert_eq!(
+            err(&t),
+            format!(
+                "xlb.toml: field \"server\": {} servers across all services; at most {MAX_BACKENDS} are supported",
+                MAX_BACKENDS + 2
+            )
+        );
+    }
+
+    #[test]
+    fn no_services_and_no_servers_are_fine() {
+        let c = parse("[global]\ninterface = \"eth0\"\n", "x").unwrap();
+        assert!(c.services.is_empty());
+        let c = parse(
+            "[global]\ninterface = \"eth0\"\n[[service]]\nname = \"a\"\nvip = \"10.0.0.1:80\"\n",
+            "x",
+        )
+        .unwrap();
+        assert!(c.services[0].servers.is_empty());
+    }
+
+    #[test]
+    fn names_and_addresses() {
+        assert!(
+            err(&with("name = \"be_app\"", "name = \"be app\""))
+                .contains("service \"be app\", field \"name\": use 1 to 48 of")
+        );
+        assert!(
+            err(&with("name = \"app1\"", "name = \"app/1\""))
+                .contains("server \"app/1\", field \"name\": server #1 needs a name")
+        );
+        let long = "s".repeat(40);
+        let e = err(
+            &with("name = \"be_app\"", &format!("name = \"{long}\"")).replacen(
+                "name = \"app1\"",
+                &format!("name = \"{long}\""),
+                1,
+            ),
+        );
+        assert!(
+            e.contains("is 81 bytes; service and server names together must fit in 64"),
+            "{e}"
+        );
+        assert!(
+            err(&with("10.0.1.12", "10.0.1.11")).contains(
+                "server \"app2\", field \"address\": 10.0.1.11 is already a server of this service"
+            )
+        );
+        assert!(
+            err(&with("10.0.1.12", "app2.example"))
+                .contains("field \"address\": \"app2.example\" is not an IP address")
+        );
+        assert!(
+            err(&with("10.0.1.12", "127.0.0.1"))
+                .contains("field \"address\": 127.0.0.1 is a loopback address")
+        );
+        assert!(
+            err(&with("10.0.1.12", "224.0.0.1"))
+                .contains("field \"address\": 224.0.0.1 is a multicast address")
+        );
+        assert_eq!(
+            err(&with("10.0.0.10:80", "0.0.0.0:80")),
+            "xlb.toml: service \"be_app\", field \"vip\": 0.0.0.0 is the unspecified address; a VIP is the unicast address clients connect to"
+        );
+        assert!(err(&with("10.0.0.10:80", "255.255.255.255:80")).contains("is the broadcast address"));
+    }
+
+    #[test]
+    fn value_of_the_wrong_type() {
+        let e = err(&with("expire = \"30m\"", "expire = -5"));
+        assert!(
+            e.contains("invalid value: integer `-5`, expected a duration: whole seconds"),
+            "{e}"
+        );
+        let e = err(&with("size = \"100k\"", "size = 1.5"));
+        assert!(
+            e.contains("expected a count: an integer, or a string such as \"100k\""),
+            "{e}"
+        );
+        let e = err(&with("weight = 2", "weight = \"heavy\""));
+        assert!(e.contains("line ") && e.contains("expected u32"), "{e}");
+    }
+
+    #[test]
+    fn stick_settings() {
+        let t = with(
+            "on = \"src\", size = \"100k\", expire = \"30m\"",
+            "on = \"src-port\", size = \"1m\", expire = 90, ipv4_prefix = 24, ipv6_prefix = 64",
+        );
+        let s = parse(&t, "x").unwrap().services[0].stick.clone();
+        assert_eq!(
+            s,
+            Stick {
+                on: StickOn::SrcPort,
+                size: 1_000_000,
+                expire: Duration::from_secs(90),
+                ipv4_prefix: 24,
+                ipv6_prefix: 64
+            }
+        );
+        // "0s" = entries never expire.
+        let t = with("expire = \"30m\"", "expire = \"0s\"");
+        assert_eq!(parse(&t, "x").unwrap().services[0].stick.expire, Duration::ZERO);
+        let t = with("on = \"src\", ", "on = \"none\", ");
+        assert_eq!(parse(&t, "x").unwrap().services[0].stick.on, StickOn::None);
+        assert!(
+            err(&with("expire = \"30m\"", "expire = \"30m\", ipv6_prefix = 0"))
+                .contains("field \"stick.ipv6_prefix\": 0 is not a prefix length from 1 to 128")
+        );
+        assert!(
+            err(&with("size = \"100k\"", "size = \"200m\""))
+                .contains("field \"stick.size\": 200000000 is more than")
+        );
+    }
+
+    #[test]
+    fn admin_state_words() {
+        for st in [AdminState::Ready, AdminState::Drain, AdminState::Maint] {
+            assert_eq!(st.as_str().parse::<AdminState>(), Ok(st));
+            assert_eq!(st.to_string(), st.as_str());
+        }
+        assert!("up".parse::<AdminState>().is_err());
+    }
+
+    #[test]
+    fn unreadable_file() {
+        let e = load(Path::new("/nonexistent/xlb.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("/nonexistent/xlb.toml: cannot read: "), "{e}");
     }
 
     #[test]

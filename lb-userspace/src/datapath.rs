@@ -602,6 +602,22 @@ fn check_pinned(name: &'static str, path: &Path) -> Result<u32> {
     Ok(info.max_entries())
 }
 
+/// Attach the `xlb_pass` program (XDP_PASS) to `ifname` in native mode, for the life of the
+/// interface. For test topologies: veth delivers XDP_TX frames to its peer only when the peer
+/// runs an XDP program too. Call it from a thread inside the interface's namespace.
+pub fn attach_pass_program(ifname: &str) -> Result<()> {
+    let mut dp = Datapath::load(&LoadOptions {
+        pin_dir: None,
+        stick_capacity: 1,
+    })?;
+    let prog = dp.program(lb_common::PROG_PASS)?;
+    let id = prog.attach(ifname, XdpMode::Driver).map_err(prog_err(lb_common::PROG_PASS))?;
+    let link = prog.take_link(id).map_err(prog_err(lb_common::PROG_PASS))?;
+    // The link lives until the interface goes away.
+    std::mem::forget(link);
+    Ok(())
+}
+
 /// Remove the pinned link (which detaches the program) and every pinned map under `dir`.
 pub fn remove_pins(dir: &Path) -> Result<()> {
     let io = |what: &'static str, path: PathBuf| move |source| DatapathError::Io { what, path, source };

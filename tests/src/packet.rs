@@ -26,7 +26,11 @@ pub fn eth(dst: [u8; 6], src: [u8; 6], vlan: Option<u16>, ether_type: u16, paylo
 fn csum(data: &[u8], initial: u32) -> u16 {
     let mut sum = initial;
     for c in data.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
         sum += w as u32;
     }
     while sum >> 16 != 0 {
@@ -36,7 +40,14 @@ fn csum(data: &[u8], initial: u32) -> u16 {
 }
 
 /// IPv4 header with `options` (a multiple of 4 bytes), `frag` = flags|offset field.
-pub fn ipv4_opts(src: [u8; 4], dst: [u8; 4], proto: u8, frag: u16, options: &[u8], payload: &[u8]) -> Vec<u8> {
+pub fn ipv4_opts(
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    frag: u16,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
     let ihl = 5 + options.len() / 4;
     let tot = ihl * 4 + payload.len();
     let mut h = vec![
@@ -135,21 +146,75 @@ pub fn icmp6_too_big(inner: &[u8]) -> Vec<u8> {
 }
 
 /// Convenience: a whole TCP/IPv4 frame.
-pub fn tcp4(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
-    eth(dst_mac, src_mac, None, ETH_P_IP, &ipv4(src, dst, 6, &tcp(sport, dport, flags, b"GET /")))
+pub fn tcp4(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    flags: u8,
+) -> Vec<u8> {
+    eth(
+        dst_mac,
+        src_mac,
+        None,
+        ETH_P_IP,
+        &ipv4(src, dst, 6, &tcp(sport, dport, flags, b"GET /")),
+    )
 }
 
 /// Convenience: a whole UDP/IPv4 frame.
-pub fn udp4(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
-    eth(dst_mac, src_mac, None, ETH_P_IP, &ipv4(src, dst, 17, &udp(sport, dport, b"ping")))
+pub fn udp4(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+) -> Vec<u8> {
+    eth(
+        dst_mac,
+        src_mac,
+        None,
+        ETH_P_IP,
+        &ipv4(src, dst, 17, &udp(sport, dport, b"ping")),
+    )
 }
 
 /// Convenience: a whole TCP/IPv6 frame.
-pub fn tcp6(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, flags: u8) -> Vec<u8> {
-    eth(dst_mac, src_mac, None, ETH_P_IPV6, &ipv6(src, dst, 6, &tcp(sport, dport, flags, b"GET /")))
+pub fn tcp6(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 16],
+    sport: u16,
+    dst: [u8; 16],
+    dport: u16,
+    flags: u8,
+) -> Vec<u8> {
+    eth(
+        dst_mac,
+        src_mac,
+        None,
+        ETH_P_IPV6,
+        &ipv6(src, dst, 6, &tcp(sport, dport, flags, b"GET /")),
+    )
 }
 
 /// Convenience: a whole UDP/IPv6 frame.
-pub fn udp6(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16) -> Vec<u8> {
-    eth(dst_mac, src_mac, None, ETH_P_IPV6, &ipv6(src, dst, 17, &udp(sport, dport, b"ping")))
+pub fn udp6(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 16],
+    sport: u16,
+    dst: [u8; 16],
+    dport: u16,
+) -> Vec<u8> {
+    eth(
+        dst_mac,
+        src_mac,
+        None,
+        ETH_P_IPV6,
+        &ipv6(src, dst, 17, &udp(sport, dport, b"ping")),
+    )
 }

@@ -1,0 +1,129 @@
+//! ns per packet through BPF_PROG_TEST_RUN for each path, beside the floor program (swap MACs,
+//! XDP_TX) measured in the same round; ratios are per round, then the median of the rounds.
+//!
+//! Paths that must see a new client on every repetition run under `xlb_bench_fresh`, which
+//! writes a counter into the source address first; that wrapper's own cost (measured by
+//! `xlb_bench_fresh_floor` = the same write + the floor) is subtracted.
+
+use anyhow::{Context as _, Result};
+use lb_common::PROG_FLOOR;
+use serde_json::json;
+
+use super::{Report, median, spread};
+use crate::{fixture::*, packet::*};
+
+pub const REPEAT: u32 = 1_000_000;
+pub const ROUNDS: usize = 5;
+
+struct Scenario {
+    name: &'static str,
+    frame: Vec<u8>,
+    /// Run under the fresh-source wrapper.
+    fresh: bool,
+    expect: u32,
+}
+
+fn ns(lb: &mut Lb, prog: &str, frame: &[u8], repeat: u32, expect: u32) -> Result<f64> {
+    let r = lb
+        .dp
+        .test_run(prog, frame, repeat)
+        .with_context(|| format!("BPF_PROG_TEST_RUN of {prog}"))?;
+    anyhow::ensure!(
+        r.verdict == expect,
+        "{prog}: verdict {} but expected {expect}",
+        r.verdict
+    );
+    Ok(r.duration.as_nanos() as f64)
+}
+
+pub fn run() -> Result<Report> {
+    // A table big enough that the miss+insert rounds evict as a full production table would.
+    let mut lb = Lb::with_capacity(Svc::default(), 1 << 20);
+    let c4 = client4(1);
+    let c6 = client6(1);
+    let scenarios = vec![
+        Scenario {
+            name: "v4_tcp_stick_hit",
+            frame: tcp4(CLIENT_MAC, LB_MAC, c4, 40000, VIP4, 80, TCP_ACK),
+            fresh: false,
+            expect: XDP_TX,
+        },
+        Scenario {
+            name: "v4_tcp_syn_new",
+            frame: tcp4(CLIENT_MAC, LB_MAC, c4, 40000, VIP4, 80, TCP_SYN),
+            fresh: true,
+            expect: XDP_TX,
+        },
+        Scenario {
+            name: "v4_tcp_miss_insert",
+            frame: tcp4(CLIENT_MAC, LB_MAC, [10, 78, 0, 0], 40000, VIP4, 80, TCP_ACK),
+            fresh: true,
+            expect: XDP_TX,
+        },
+        Scenario {
+            name: "v4_udp_stick_hit",
+            frame: udp4(CLIENT_MAC, LB_MAC, c4, 5000, VIP4, 53),
+            fresh: false,
+            expect: XDP_TX,
+        },
+        Scenario {
+            name: "v6_tcp_stick_hit",
+            frame: tcp6(CLIENT_MAC, LB_MAC, c6, 40000, VIP6, 80, TCP_ACK),
+            fresh: false,
+            expect: XDP_TX,
+        },
+        Scenario {
+            name: "v4_non_vip_pass",
+            frame: tcp4(CLIENT_MAC, LB_MAC, c4, 40000, [10, 0, 0, 99], 80, TCP_ACK),
+            fresh: false,
+            expect: XDP_PASS,
+        },
+    ];
+    // Warm: pin the hit-path clients (a non-SYN packet creates the entry).
+    for s in scenarios.iter().filter(|s| !s.fresh) {
+        lb.dp.test_run("xlb", &s.frame, 1)?;
+    }
+    let floor_frame = &scenarios[0].frame;
+    let mut rows = Vec::new();
+    let mut per: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
+        scenarios.iter().map(|_| (vec![], vec![], vec![])).collect();
+    for round in 0..ROUNDS {
+        for (i, s) in scenarios.iter().enumerate() {
+            let floor = ns(&mut lb, PROG_FLOOR, floor_frame, REPEAT, XDP_TX)?;
+            let cost = if s.fresh {
+                let wrapped = ns(&mut lb, lb_common::PROG_BENCH_FRESH, &s.frame, REPEAT, s.expect)?;
+                let wrapper = ns(&mut lb, "xlb_bench_fresh_floor", &s.frame, REPEAT, XDP_TX)?;
+                (wrapped - (wrapper - floor)).max(0.0)
+            } else {
+                ns(&mut lb, "xlb", &s.frame, REPEAT, s.expect)?
+            };
+            per[i].0.push(cost);
+            per[i].1.push(floor);
+            per[i].2.push(cost / floor);
+            eprintln!(
+                "  round {}/{ROUNDS} {:<20} {cost:7.1} ns  floor {floor:6.1} ns  ratio {:5.2}",
+                round + 1,
+                s.name,
+                cost / floor
+            );
+        }
+    }
+    let mut table = format!(
+        "datapath: BPF_PROG_TEST_RUN, repeat {REPEAT}, {ROUNDS} rounds, medians (ratio = path / floor in the same round)\n{:<22}{:>10}{:>12}{:>8}{:>16}\n",
+        "scenario", "ns/pkt", "floor ns", "ratio", "ratio spread"
+    );
+    for (s, (cost, floor, ratio)) in scenarios.iter().zip(&per) {
+        let (lo, hi) = spread(ratio);
+        let (c, f, r) = (median(cost), median(floor), median(ratio));
+        table.push_str(&format!(
+            "{:<22}{c:>10.1}{f:>12.1}{r:>8.2}{:>16}\n",
+            s.name,
+            format!("{lo:.2}..{hi:.2}")
+        ));
+        rows.push(json!({"name": s.name, "ns_per_pkt": c, "floor_ns_per_pkt": f, "ratio": r, "ratio_min": lo, "ratio_max": hi}));
+    }
+    Ok(Report {
+        table,
+        json: json!({"repeat": REPEAT, "rounds": ROUNDS, "scenarios": rows}),
+    })
+}

@@ -1,0 +1,229 @@
+//! A loaded data path set up as the tests and benchmarks need it: four services (VIP4:80/tcp,
+//! VIP4:53/udp, VIP6:80/tcp, VIP6:53/udp), each with four backends, Maglev tables built the way
+//! the agent builds them. No pins: everything goes away with the value.
+
+use lb_common::{
+    BACKEND_UP, Backend, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, STICK_SRC, SVC_F_REDISPATCH, Service,
+    StickEntry, StickKey, VIP_KIND_ADDR, VIP_KIND_PORT, VipKey,
+    maglev::{self, MaglevServer},
+};
+use xlb::datapath::{Datapath, LoadOptions};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+
+pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xcc];
+pub const VIP4: [u8; 4] = [10, 0, 0, 10];
+pub const VIP6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+pub const M: u32 = 65537;
+
+pub fn be_mac(id: u32) -> [u8; 6] {
+    [0x02, 0, 0, 0, 1, id as u8]
+}
+
+pub fn client4(n: u8) -> [u8; 4] {
+    [10, 77, 1, n]
+}
+
+pub fn client6(n: u8) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0] = 0xfd;
+    a[1] = 0x77;
+    a[15] = n;
+    a
+}
+
+pub fn v4(a: [u8; 4]) -> [u8; 16] {
+    let mut o = [0u8; 16];
+    o[..4].copy_from_slice(&a);
+    o
+}
+
+pub struct Lb {
+    pub dp: Datapath,
+    pub states: Vec<u8>,
+}
+
+pub struct Svc {
+    pub stick: u8,
+    pub v4_prefix: u8,
+    pub v6_prefix: u8,
+    pub expire_s: u64,
+    pub redispatch: bool,
+}
+
+impl Default for Svc {
+    fn default() -> Self {
+        Svc {
+            stick: STICK_SRC,
+            v4_prefix: 32,
+            v6_prefix: 128,
+            expire_s: 1800,
+            redispatch: true,
+        }
+    }
+}
+
+pub fn mask(prefix: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            let bits = (prefix as i32 - 8 * i as i32).clamp(0, 8);
+            (0xffu16 << (8 - bits)) as u8
+        })
+        .collect()
+}
+
+impl Lb {
+    /// Service 0: VIP4:80/tcp, VIP4:53/udp (service 1), VIP6:80/tcp (service 2), VIP6:53/udp
+    /// (service 3); each with four backends (ids 4s..4s+3), all up.
+    pub fn new(svc: Svc) -> Lb {
+        Self::with_capacity(svc, 4096)
+    }
+
+    pub fn with_capacity(svc: Svc, capacity: u32) -> Lb {
+        let mut dp = Datapath::load(&LoadOptions {
+            pin_dir: None,
+            stick_capacity: capacity,
+        })
+        .unwrap_or_else(|e| panic!("loading the XDP program needs root and BPF (run as root): {e}"));
+        let mut service = Service {
+            expire_ns: svc.expire_s * 1_000_000_000,
+            stick_mode: svc.stick,
+            flags: if svc.redispatch { SVC_F_REDISPATCH } else { 0 },
+            enabled: 1,
+            ..Default::default()
+        };
+        service.v4_mask.copy_from_slice(&mask(svc.v4_prefix, 4));
+        service.v6_mask.copy_from_slice(&mask(svc.v6_prefix, 16));
+        let vips = [
+            (v4(VIP4), 80u16, PROTO_TCP, FAMILY_V4),
+            (v4(VIP4), 53, PROTO_UDP, FAMILY_V4),
+            (VIP6, 80, PROTO_TCP, FAMILY_V6),
+            (VIP6, 53, PROTO_UDP, FAMILY_V6),
+        ];
+        let mut lb = Lb {
+            dp,
+            states: vec![BACKEND_UP; 16],
+        };
+        for (sid, (addr, port, proto, family)) in vips.into_iter().enumerate() {
+            let sid = sid as u32;
+            let key = VipKey {
+                addr,
+                port: port.to_be(),
+                proto,
+                family,
+                kind: VIP_KIND_PORT,
+                _pad: [0; 3],
+            };
+            lb.dp.set_vip(key, sid).unwrap();
+            lb.dp
+                .set_vip(
+                    VipKey {
+                        port: 0,
+                        kind: VIP_KIND_ADDR,
+                        ..key
+                    },
+                    sid,
+                )
+                .unwrap();
+            lb.dp.set_service(sid, service).unwrap();
+            for b in 4 * sid..4 * sid + 4 {
+                lb.push_backend(b);
+            }
+            lb.rebuild(sid);
+        }
+        dp = lb.dp;
+        Lb {
+            dp,
+            states: lb.states,
+        }
+    }
+
+    pub fn push_backend(&mut self, id: u32) {
+        self.dp
+            .set_backend(
+                id,
+                Backend {
+                    mac: be_mac(id),
+                    state: self.states[id as usize],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+
+    /// Maglev over the service's backends that are up (what the agent does).
+    pub fn rebuild(&mut self, sid: u32) {
+        let names: Vec<String> = (0..4).map(|i| format!("app{}", i + 1)).collect();
+        let servers: Vec<MaglevServer> = (0..4)
+            .map(|i| MaglevServer {
+                name: &names[i as usize],
+                id: 4 * sid + i,
+                weight: (self.states[(4 * sid + i) as usize] == BACKEND_UP) as u32,
+            })
+            .collect();
+        let table = maglev::build(&servers, M);
+        self.dp.install_table(sid, &table).unwrap();
+    }
+
+    pub fn set_state(&mut self, id: u32, state: u8) {
+        self.states[id as usize] = state;
+        self.push_backend(id);
+        self.rebuild(id / 4);
+    }
+
+    pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let r = self.dp.test_run("xlb", frame, 1).unwrap();
+        (r.verdict, r.data)
+    }
+
+    pub fn entries(&self) -> Vec<(StickKey, StickEntry)> {
+        self.dp.stick_entries().unwrap()
+    }
+
+    pub fn entry(&self, service: u16, addr: [u8; 16], family: u8, port: u16) -> Option<StickEntry> {
+        self.dp
+            .stick_get(&StickKey {
+                addr,
+                service,
+                port,
+                family,
+                _pad: [0; 3],
+            })
+            .unwrap()
+    }
+
+    pub fn gstat(&self, i: u32) -> u64 {
+        self.dp.global_stats().unwrap()[i as usize]
+    }
+
+    /// Which backend a forwarded frame went to (by its destination MAC), asserting the rest of
+    /// the rewrite: source MAC ours, everything after the MACs untouched.
+    pub fn forwarded_to(&mut self, frame: &[u8]) -> u32 {
+        let (verdict, out) = self.run(frame);
+        assert_eq!(
+            verdict,
+            XDP_TX,
+            "expected XDP_TX for {:02x?}",
+            &frame[..frame.len().min(64)]
+        );
+        assert_eq!(out.len(), frame.len());
+        assert_eq!(&out[6..12], &LB_MAC, "source MAC must be the LB's");
+        assert_eq!(&out[12..], &frame[12..], "only the MACs may change");
+        assert_eq!(
+            &out[0..5],
+            &[0x02, 0, 0, 0, 1],
+            "destination MAC must be a backend's: {:02x?}",
+            &out[..6]
+        );
+        out[5] as u32
+    }
+
+    pub fn passed_untouched(&mut self, frame: &[u8], what: &str) {
+        let (verdict, out) = self.run(frame);
+        assert_eq!(verdict, XDP_PASS, "{what}: expected XDP_PASS");
+        assert_eq!(out, frame, "{what}: a passed frame must be untouched");
+    }
+}

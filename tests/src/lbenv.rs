@@ -1,0 +1,325 @@
+//! The end-to-end environment: one client host (many source addresses), one LB host running the
+//! real agent (`target/release/xlb run --netns`), N backend hosts holding the VIPs on `lo` and
+//! serving HTTP (port 80, `/healthz`) and UDP (port 53), all on one bridge. Dropping it kills the
+//! agent, removes its pins, socket and files, then the namespaces.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    BackendServer, ChildGuard, HostId, Topology,
+    topology::{VIP4, VIP6},
+};
+
+/// What the config of an environment says.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub backends: usize,
+    pub v4_sources: usize,
+    pub v6_sources: usize,
+    pub redispatch: bool,
+    pub expire: String,
+    pub inter: String,
+    pub rise: u32,
+    pub fall: u32,
+    pub stick_size: u32,
+    /// The expiry sweeper's interval.
+    pub sweep: String,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            backends: 4,
+            v4_sources: 200,
+            v6_sources: 50,
+            redispatch: true,
+            expire: "30m".into(),
+            inter: "200ms".into(),
+            rise: 2,
+            fall: 3,
+            stick_size: 10_000,
+            sweep: "1s".into(),
+        }
+    }
+}
+
+pub struct LbEnv {
+    pub topo: Topology,
+    pub client: HostId,
+    pub lb: HostId,
+    pub backends: Vec<HostId>,
+    /// HTTP servers (port 80), by backend index; named app1.. .
+    pub http: Vec<BackendServer>,
+    /// UDP servers (port 53), by backend index.
+    pub udp: Vec<BackendServer>,
+    pub sources4: Vec<IpAddr>,
+    pub sources6: Vec<IpAddr>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub bpffs: PathBuf,
+    pub opts: Opts,
+    agent: Option<ChildGuard>,
+    log_n: usize,
+}
+
+/// The agent binary: $XLB_BIN (set by `cargo xtask test`) or target/release/xlb.
+pub fn xlb_bin() -> PathBuf {
+    let p = std::env::var_os("XLB_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/xlb"));
+    assert!(p.exists(), "{} does not exist: build it with `cargo xtask build` (cargo xtask test does)", p.display());
+    p
+}
+
+pub const VIP4_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(VIP4), 80);
+pub const VIP6_HTTP: SocketAddr = SocketAddr::new(IpAddr::V6(VIP6), 80);
+pub const VIP4_UDP: SocketAddr = SocketAddr::new(IpAddr::V4(VIP4), 53);
+
+impl LbEnv {
+    /// Build the topology and backends, write the config; the agent is not started yet.
+    pub fn new(test_name: &str, opts: Opts) -> Result<LbEnv> {
+        crate::require_root();
+        let mut topo = Topology::new(test_name)?;
+        let client = topo.add_host("client")?;
+        let lb = topo.add_host("lb")?;
+        let mut backends = Vec::new();
+        for i in 0..opts.backends {
+            backends.push(topo.add_host(&format!("be{}", i + 1))?);
+        }
+        let sources = topo.add_client_addrs(client, opts.v4_sources, opts.v6_sources)?;
+        let (sources4, sources6): (Vec<IpAddr>, Vec<IpAddr>) = sources.into_iter().partition(|a| a.is_ipv4());
+        // A veth hands packets on with partial checksums (CHECKSUM_PARTIAL: "the NIC will fill it
+        // in"); XDP_TX turns the packet into a raw frame and that promise is lost, so the backend
+        // would see a bad TCP checksum and drop it. A real NIC delivers full checksums: make the
+        // client's veth do the same.
+        topo.exec(client, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        // veth hands XDP_TX frames to its peer only when the peer runs an XDP program.
+        let port = topo.host(lb).port.clone();
+        crate::netns::run_in(topo.switch_ns(), move || xlb::datapath::attach_pass_program(&port))??;
+        topo.route_vip_via(client, IpAddr::V4(VIP4), lb)?;
+        topo.route_vip_via(client, IpAddr::V6(VIP6), lb)?;
+        let mut http = Vec::new();
+        let mut udp = Vec::new();
+        for (i, b) in backends.iter().enumerate() {
+            topo.add_vip_on_lo(*b, IpAddr::V4(VIP4))?;
+            topo.add_vip_on_lo(*b, IpAddr::V6(VIP6))?;
+            http.push(BackendServer::start(&topo, *b, &format!("app{}", i + 1), 80, Some("/healthz"))?);
+            udp.push(BackendServer::start(&topo, *b, &format!("app{}", i + 1), 53, None)?);
+        }
+        let stem = topo.stem().to_string();
+        let dir = std::env::temp_dir().join(&stem);
+        std::fs::create_dir_all(&dir)?;
+        let env = LbEnv {
+            config: dir.join("xlb.toml"),
+            socket: dir.join("admin.sock"),
+            bpffs: PathBuf::from("/sys/fs/bpf").join(&stem),
+            dir,
+            topo,
+            client,
+            lb,
+            backends,
+            http,
+            udp,
+            sources4,
+            sources6,
+            opts,
+            agent: None,
+            log_n: 0,
+        };
+        env.write_config(&env.config_text(env.opts.backends))?;
+        Ok(env)
+    }
+
+    /// The config for the first `n` backends: be_app (VIP4:80/tcp), be_app6 (VIP6:80/tcp),
+    /// dns (VIP4:53/udp, TCP-checked on port 80).
+    pub fn config_text(&self, n: usize) -> String {
+        let o = &self.opts;
+        let mut t = format!(
+            "[global]\ninterface = \"eth0\"\nadmin_socket = \"{}\"\nbpffs_dir = \"{}\"\nsweep_interval = \"{}\"\n",
+            self.socket.display(),
+            self.bpffs.display(),
+            o.sweep
+        );
+        let health = format!(
+            "{{ type = \"http\", send = \"GET /healthz\", expect = 200, inter = \"{}\", timeout = \"500ms\", rise = {}, fall = {} }}",
+            o.inter, o.rise, o.fall
+        );
+        for (name, vip, proto, v6) in [
+            ("be_app", VIP4_HTTP, "tcp", false),
+            ("be_app6", VIP6_HTTP, "tcp", true),
+            ("dns", VIP4_UDP, "udp", false),
+        ] {
+            let vip = if v6 { format!("[{}]:{}", vip.ip(), vip.port()) } else { vip.to_string() };
+            t.push_str(&format!(
+                "\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nprotocol = \"{proto}\"\nstick = {{ on = \"src\", size = {}, expire = \"{}\" }}\nredispatch = {}\nhealth = {}\n",
+                o.stick_size,
+                o.expire,
+                o.redispatch,
+                if proto == "udp" { format!("{{ type = \"tcp\", port = 80, inter = \"{}\", timeout = \"500ms\", rise = {}, fall = {} }}", o.inter, o.rise, o.fall) } else { health.clone() },
+            ));
+            for i in 0..n {
+                let h = self.topo.host(self.backends[i]);
+                let addr: IpAddr = if v6 { h.ipv6.into() } else { h.ipv4.into() };
+                t.push_str(&format!("[[service.server]]\nname = \"app{}\"\naddress = \"{addr}\"\n", i + 1));
+            }
+        }
+        t
+    }
+
+    pub fn write_config(&self, text: &str) -> Result<()> {
+        std::fs::write(&self.config, text).with_context(|| format!("write {}", self.config.display()))
+    }
+
+    /// Start `xlb run` (it enters the LB namespace itself) and wait until it answers.
+    pub fn start_agent(&mut self) -> Result<()> {
+        let log = self.dir.join(format!("agent{}.log", self.log_n));
+        self.log_n += 1;
+        let mut cmd = Command::new(xlb_bin());
+        cmd.args(["run", "-c"])
+            .arg(&self.config)
+            .args(["--netns", &self.topo.host(self.lb).ns])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?);
+        let child = self.topo.spawn_here(cmd)?;
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait() {
+                bail!("xlb run exited ({st}) before answering:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            if self.api("show info").is_ok_and(|a| a.starts_with("Name: xlb")) {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                bail!("xlb run did not answer within 20 s:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.agent = Some(child);
+        Ok(())
+    }
+
+    /// kill -9 the agent (the data path keeps forwarding).
+    pub fn kill_agent(&mut self) {
+        if let Some(a) = self.agent.take() {
+            a.kill();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop_agent(&mut self) -> Option<std::process::ExitStatus> {
+        self.agent.take().and_then(|a| a.terminate(Duration::from_secs(10)))
+    }
+
+    pub fn signal_agent(&self, sig: libc::c_int) {
+        if let Some(a) = &self.agent {
+            a.signal(sig);
+        }
+    }
+
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(|a| a.pid())
+    }
+
+    /// Everything the agents of this environment logged.
+    pub fn agent_log(&self) -> String {
+        (0..self.log_n)
+            .map(|i| std::fs::read_to_string(self.dir.join(format!("agent{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n--- next agent ---\n")
+    }
+
+    /// One runtime-API command over the unix socket.
+    pub fn api(&self, cmd: &str) -> Result<String> {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.write_all(format!("{cmd}\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    /// The `xlb` CLI with `--socket`.
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new(xlb_bin()).arg("--socket").arg(&self.socket).args(args).output()?)
+    }
+
+    /// A fresh TCP connection from `src` to `vip`; the backend that answered.
+    pub fn get(&self, src: IpAddr, vip: SocketAddr) -> Result<String> {
+        self.topo.http_get(self.client, src, vip, Duration::from_secs(2))
+    }
+
+    /// A fresh connection to the IPv4 or IPv6 HTTP VIP matching `src`.
+    pub fn get_vip(&self, src: IpAddr) -> Result<String> {
+        self.get(src, if src.is_ipv4() { VIP4_HTTP } else { VIP6_HTTP })
+    }
+
+    pub fn udp(&self, src: IpAddr) -> Result<String> {
+        self.topo.udp_query(self.client, src, VIP4_UDP, Duration::from_secs(2))
+    }
+
+    /// `show table NAME` as (client key, server name) pairs.
+    pub fn table(&self, service: &str) -> Result<Vec<(String, String)>> {
+        let out = self.api(&format!("show table {service}"))?;
+        if !out.starts_with("# table:") {
+            bail!("show table {service}: {out}");
+        }
+        Ok(out
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let key = l.split("key=").nth(1)?.split_whitespace().next()?;
+                let srv = l.split("server_key=").nth(1)?.split_whitespace().next()?;
+                Some((key.to_string(), srv.to_string()))
+            })
+            .collect())
+    }
+
+    /// Poll `f` every 100 ms until it returns true or `timeout` passes.
+    pub fn wait_until(&self, timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        f()
+    }
+
+    /// The state word (UP, DOWN, DRAIN, MAINT) of `service/server` from `show stat`.
+    pub fn server_state(&self, service: &str, server: &str) -> Result<String> {
+        let stat = self.api("show stat")?;
+        for l in stat.lines() {
+            let f: Vec<&str> = l.split(',').collect();
+            if f.len() > 10 && f[0] == service && f[1] == server {
+                return Ok(f[10].to_string());
+            }
+        }
+        bail!("{service}/{server} not in show stat:\n{stat}")
+    }
+}
+
+impl Drop for LbEnv {
+    fn drop(&mut self) {
+        if let Some(a) = self.agent.take() {
+            a.kill();
+        }
+        let _ = xlb::datapath::remove_pins(&self.bpffs);
+        let _ = std::fs::remove_file(xlb::agent::lock_path(&self.bpffs));
+        if std::thread::panicking() {
+            eprintln!("==== agent log ({}) ====\n{}", self.dir.display(), self.agent_log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

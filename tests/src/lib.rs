@@ -1,0 +1,25 @@
+//! `harness`: the test support crate of xlb.
+//!
+//! - Network-namespace harness for end-to-end tests and the demo: [`Topology`] (a bridge in a
+//!   "switch" namespace, host namespaces on veth pairs, address plan, cleanup guard),
+//!   [`netns`] (entering namespaces, [`NsWorker`]), [`BackendServer`] (TCP/HTTP + UDP backend),
+//!   [`client`] (bounded client calls), [`names`] (unique names, [`sweep_stale`]).
+//! - BPF_PROG_TEST_RUN support: [`packet`] (frame builder), [`fixture`] (a loaded data path),
+//!   [`bench`] (benchmark runners).
+
+pub mod backend;
+pub mod bench;
+pub mod client;
+pub mod fixture;
+pub mod lbenv;
+pub mod names;
+pub mod netns;
+pub mod packet;
+pub mod process;
+pub mod topology;
+
+pub use backend::BackendServer;
+pub use names::{PREFIX, sweep_stale};
+pub use netns::NsWorker;
+pub use process::ChildGuard;
+pub use topology::{Host, HostId, Topology, require_root};

@@ -1,0 +1,553 @@
+//! A switched L2 segment of network namespaces: one "switch" namespace holding a Linux bridge,
+//! and host namespaces each joined to it by a veth pair (`eth0` on the host side).
+//!
+//! Address plan (every topology is isolated, so all of them use the same plan):
+//!
+//! | what | IPv4 | IPv6 | MAC |
+//! |---|---|---|---|
+//! | host number N (1, 2, ...) | 10.77.0.N/24 | fd77::N/64 | 02:77:00:00:00:N |
+//! | client source pool ([`Topology::add_client_addrs`]) | 10.77.16.0/20 | fd77:1::/64 | |
+//! | spoof pool ([`Topology::route_spoof_pool`]) | 10.77.64.0/18 | fd77:2::/64 | |
+//! | VIPs (chosen by tests, e.g. [`VIP4`], [`VIP6`]) | 10.77.200.0/24 | fd77:200::/64 | |
+//!
+//! Nothing routes outside 10.77.0.0/16 and fd77::/16: there is no default route anywhere.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    process::Command,
+    sync::OnceLock,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    client, names,
+    netns::{self, NsWorker},
+    process::{ChildGuard, ProcessSet},
+};
+
+/// A VIP inside the harness's plan (10.77.200.1).
+pub const VIP4: Ipv4Addr = Ipv4Addr::new(10, 77, 200, 1);
+/// A VIP inside the harness's plan (fd77:200::1).
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0x200, 0, 0, 0, 0, 0, 1);
+/// The client source pool, IPv4: 10.77.16.0/20 (up to 4094 addresses).
+pub const CLIENT_POOL4: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 77, 16, 0), 20);
+/// The client source pool, IPv6: fd77:1::/64.
+pub const CLIENT_POOL6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 0), 64);
+/// Spoofed sources for flood tests, IPv4: 10.77.64.0/18 (routed back to the client).
+pub const SPOOF_POOL4: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 77, 64, 0), 18);
+/// Spoofed sources for flood tests, IPv6: fd77:2::/64 (routed back to the client).
+pub const SPOOF_POOL6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfd77, 2, 0, 0, 0, 0, 0, 0), 64);
+
+/// The name of the bridge inside the switch namespace.
+pub const BRIDGE: &str = "br0";
+/// The name of every host's interface (inside its own namespace).
+pub const HOST_IF: &str = "eth0";
+
+/// Index of a host in its topology.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HostId(pub usize);
+
+/// One host namespace.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// Its role as given to [`Topology::add_host`] ("client", "lb", "be1", ...).
+    pub role: String,
+    /// Host number N (addresses end in N).
+    pub n: u8,
+    /// Network namespace name (`/var/run/netns/<ns>`).
+    pub ns: String,
+    /// Interface name inside `ns` ([`HOST_IF`]).
+    pub ifname: String,
+    /// Interface index of `ifname` inside `ns`.
+    pub ifindex: u32,
+    /// MAC address of `ifname` (02:77:00:00:00:N).
+    pub mac: [u8; 6],
+    /// Primary IPv4 address (10.77.0.N/24).
+    pub ipv4: Ipv4Addr,
+    /// Primary IPv6 address (fd77::N/64).
+    pub ipv6: Ipv6Addr,
+    /// The bridge-side end of the veth (in the switch namespace).
+    pub port: String,
+}
+
+impl Host {
+    /// The primary address of the same family as `like`.
+    pub fn addr_like(&self, like: IpAddr) -> IpAddr {
+        match like {
+            IpAddr::V4(_) => self.ipv4.into(),
+            IpAddr::V6(_) => self.ipv6.into(),
+        }
+    }
+
+    /// `aa:bb:..` form of the MAC.
+    pub fn mac_str(&self) -> String {
+        mac_str(&self.mac)
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn mac_str(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// The namespaces, links and processes of one test. Dropping it (also while unwinding from a
+/// panic) terminates the processes started through it, stops its workers and deletes every
+/// namespace it created (which deletes the veths and the bridge).
+pub struct Topology {
+    test_name: String,
+    stem: String,
+    switch_ns: String,
+    created: Vec<String>,
+    hosts: Vec<Host>,
+    workers: Vec<OnceLock<NsWorker>>,
+    /// Routes every host (also hosts added later) gets: (prefix, len, via host), except `via`.
+    routes: Vec<(IpAddr, u8, HostId)>,
+    procs: ProcessSet,
+}
+
+/// Panics unless running as root: the privileged tests must fail loudly, never skip.
+pub fn require_root() {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "this test needs root and BPF (network namespaces, veth, XDP): run it as root \
+             (CI runs as root)"
+        );
+    }
+}
+
+static SWEEP: std::sync::Once = std::sync::Once::new();
+
+impl Topology {
+    /// An empty topology: the switch namespace with its bridge. Namespace names are unique per
+    /// process and call (`xlbt-<pid>-<n>-<test_name>-<role>`). The first call in a process
+    /// also sweeps namespaces that dead runs left behind ([`names::sweep_stale`]).
+    pub fn new(test_name: &str) -> Result<Topology> {
+        // SAFETY: plain syscall.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("the netns harness needs root (and BPF for the load balancer)");
+        }
+        SWEEP.call_once(|| {
+            if let Err(e) = names::sweep_stale() {
+                eprintln!("harness: sweeping stale namespaces: {e:#}");
+            }
+        });
+        let stem = names::new_stem(test_name);
+        let switch_ns = names::ns_name(&stem, "sw");
+        let mut t = Topology {
+            test_name: test_name.to_string(),
+            stem,
+            switch_ns: switch_ns.clone(),
+            created: Vec::new(),
+            hosts: Vec::new(),
+            workers: Vec::new(),
+            routes: Vec::new(),
+            procs: ProcessSet::default(),
+        };
+        t.add_ns(&switch_ns)?;
+        // br_netfilter (loaded on the host) would send bridged frames through iptables.
+        for k in [
+            "bridge-nf-call-iptables",
+            "bridge-nf-call-ip6tables",
+            "bridge-nf-call-arptables",
+        ] {
+            let key = format!("net.bridge.{k}");
+            let exists = netns::run_in(&switch_ns, {
+                let p = format!("/proc/sys/net/bridge/{k}");
+                move || std::path::Path::new(&p).exists()
+            })?;
+            if exists {
+                netns::sysctl(&switch_ns, &[(key.as_str(), "0")])?;
+            }
+        }
+        netns::sysctl(&switch_ns, &[("net.ipv6.conf.default.disable_ipv6", "1")])?;
+        netns::ip_batch(
+            &switch_ns,
+            &[
+                "link set lo up".into(),
+                format!(
+                    "link add {BRIDGE} type bridge stp_state 0 forward_delay 0 \
+                     mcast_snooping 0"
+                ),
+                format!("link set {BRIDGE} address 02:77:00:00:ff:fe"),
+                format!("link set {BRIDGE} up"),
+            ],
+        )?;
+        Ok(t)
+    }
+
+    fn add_ns(&mut self, ns: &str) -> Result<()> {
+        // `ip netns add` sets up the shared /var/run/netns mount on first use; keep this
+        // process's calls from racing on that.
+        static ADD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = ADD.lock().unwrap_or_else(|e| e.into_inner());
+        netns::ip(&["netns", "add", ns])?;
+        drop(guard);
+        self.created.push(ns.to_string());
+        Ok(())
+    }
+
+    /// The test name given to [`Topology::new`].
+    pub fn test_name(&self) -> &str {
+        &self.test_name
+    }
+
+    /// The common start of this topology's namespace names.
+    pub fn stem(&self) -> &str {
+        &self.stem
+    }
+
+    /// The switch namespace (holds [`BRIDGE`] and the bridge-side veth ends).
+    pub fn switch_ns(&self) -> &str {
+        &self.switch_ns
+    }
+
+    /// Every namespace this topology created (switch first).
+    pub fn namespaces(&self) -> &[String] {
+        &self.created
+    }
+
+    /// Adds a host namespace joined to the bridge: `eth0` with 10.77.0.N/24, fd77::N/64
+    /// (nodad), MAC 02:77:00:00:00:N, GRO on at both veth ends, `rp_filter` off, no default
+    /// route. Routes registered earlier (client pools) are added to it too.
+    pub fn add_host(&mut self, role: &str) -> Result<HostId> {
+        let id = HostId(self.hosts.len());
+        let n = u8::try_from(self.hosts.len() + 1)
+            .ok()
+            .filter(|n| *n < 250)
+            .context("too many hosts")?;
+        let ns = names::ns_name(&self.stem, role);
+        if self.created.contains(&ns) {
+            bail!("role {role} used twice in this topology");
+        }
+        self.add_ns(&ns)?;
+        netns::sysctl(
+            &ns,
+            &[
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+                ("net.ipv6.conf.all.accept_dad", "0"),
+                ("net.ipv6.conf.default.accept_dad", "0"),
+                ("net.ipv6.conf.default.accept_ra", "0"),
+                ("net.ipv6.conf.all.accept_ra", "0"),
+            ],
+        )?;
+        let port = names::if_name(&format!("p{n}-"), role);
+        let mac = [0x02, 0x77, 0, 0, 0, n];
+        let ipv4 = Ipv4Addr::new(10, 77, 0, n);
+        let ipv6 = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, n as u16);
+        netns::ip(&[
+            "-n",
+            &self.switch_ns,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            HOST_IF,
+            "netns",
+            &ns,
+        ])?;
+        netns::ip_batch(
+            &self.switch_ns,
+            &[
+                format!("link set {port} address 02:77:00:00:01:{n:02x}"),
+                format!("link set {port} master {BRIDGE}"),
+                format!("link set {port} up"),
+            ],
+        )?;
+        let mut cmds = vec![
+            "link set lo up".to_string(),
+            format!("link set {HOST_IF} address {}", mac_str(&mac)),
+            format!("link set {HOST_IF} up"),
+            format!("addr add {ipv4}/24 dev {HOST_IF}"),
+            format!("addr add {ipv6}/64 dev {HOST_IF} nodad"),
+        ];
+        for (prefix, len, via) in &self.routes {
+            let gw = self.hosts[via.0].addr_like(*prefix);
+            cmds.push(format!("route replace {prefix}/{len} via {gw}"));
+        }
+        netns::ip_batch(&ns, &cmds)?;
+        netns::exec(&ns, &["ethtool", "-K", HOST_IF, "gro", "on"])?;
+        netns::exec(&self.switch_ns, &["ethtool", "-K", &port, "gro", "on"])?;
+        let ifindex = netns::run_in(&ns, || {
+            let c = std::ffi::CString::new(HOST_IF).expect("no NUL");
+            // SAFETY: valid C string.
+            unsafe { libc::if_nametoindex(c.as_ptr()) }
+        })?;
+        if ifindex == 0 {
+            bail!("{HOST_IF} not found in {ns}");
+        }
+        self.hosts.push(Host {
+            role: role.to_string(),
+            n,
+            ns,
+            ifname: HOST_IF.to_string(),
+            ifindex,
+            mac,
+            ipv4,
+            ipv6,
+            port,
+        });
+        self.workers.push(OnceLock::new());
+        Ok(id)
+    }
+
+    /// The host `id`.
+    pub fn host(&self, id: HostId) -> &Host {
+        &self.hosts[id.0]
+    }
+
+    /// All hosts, in order of creation.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// The host with `role`, if any.
+    pub fn by_role(&self, role: &str) -> Option<HostId> {
+        self.hosts.iter().position(|h| h.role == role).map(HostId)
+    }
+
+    /// Runs `f` on a fresh thread inside the host's namespace (network namespace only) and
+    /// returns its result. Panics in `f` are resumed here.
+    pub fn run_in<T: Send>(&self, id: HostId, f: impl FnOnce() -> T + Send) -> Result<T> {
+        netns::run_in(&self.host(id).ns, f)
+    }
+
+    /// The host's persistent worker thread (started on first use, joined on drop).
+    pub fn worker(&self, id: HostId) -> Result<&NsWorker> {
+        let cell = &self.workers[id.0];
+        if let Some(w) = cell.get() {
+            return Ok(w);
+        }
+        let w = NsWorker::new(&self.host(id).ns)?;
+        Ok(cell.get_or_init(|| w))
+    }
+
+    /// Starts `cmd` inside the host's namespace (entered between fork and exec, host mounts
+    /// kept). The process is terminated when the guard or this topology is dropped, and killed
+    /// if the spawning thread dies (see [`ChildGuard`]).
+    pub fn spawn(&self, id: HostId, mut cmd: Command) -> Result<ChildGuard> {
+        let _ns = netns::prepare(&mut cmd, &self.host(id).ns)?;
+        self.procs.spawn(cmd)
+    }
+
+    /// Starts `cmd` in the caller's own namespace, tracked for cleanup like [`Topology::spawn`]
+    /// (for programs that enter a namespace themselves, like `xlb run --netns NS`).
+    pub fn spawn_here(&self, cmd: Command) -> Result<ChildGuard> {
+        self.procs.spawn(cmd)
+    }
+
+    /// Runs `args` inside the host's namespace (`ip netns exec`) and returns stdout; an error
+    /// carries stderr.
+    pub fn exec(&self, id: HostId, args: &[&str]) -> Result<String> {
+        netns::exec(&self.host(id).ns, args)
+    }
+
+    /// Runs `ip -n NS -batch -` with `lines` in the host's namespace.
+    pub fn ip_batch(&self, id: HostId, lines: &[String]) -> Result<()> {
+        netns::ip_batch(&self.host(id).ns, lines)
+    }
+
+    /// Sets sysctls in the host's namespace (`("net.ipv4.tcp_tw_reuse", "1")`, ...).
+    pub fn sysctl(&self, id: HostId, settings: &[(&str, &str)]) -> Result<()> {
+        netns::sysctl(&self.host(id).ns, settings)
+    }
+
+    /// Turns IP forwarding on (IPv4 and IPv6) in the host's namespace.
+    pub fn enable_forwarding(&self, id: HostId) -> Result<()> {
+        self.sysctl(
+            id,
+            &[
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv6.conf.all.forwarding", "1"),
+            ],
+        )
+    }
+
+    /// A backend's side of DSR: `vip` on `lo` (/32, or /128 nodad) and ARP kept quiet about it
+    /// (`arp_ignore=1`, `arp_announce=2`), so only routing brings the VIP's traffic here.
+    pub fn add_vip_on_lo(&self, id: HostId, vip: IpAddr) -> Result<()> {
+        self.sysctl(
+            id,
+            &[
+                ("net.ipv4.conf.all.arp_ignore", "1"),
+                ("net.ipv4.conf.all.arp_announce", "2"),
+            ],
+        )?;
+        let line = match vip {
+            IpAddr::V4(a) => format!("addr replace {a}/32 dev lo"),
+            IpAddr::V6(a) => format!("addr replace {a}/128 dev lo nodad"),
+        };
+        self.ip_batch(id, &[line])
+    }
+
+    /// In `client`'s namespace: route `vip` (/32 or /128) via `via`'s primary address.
+    pub fn route_vip_via(&self, client: HostId, vip: IpAddr, via: HostId) -> Result<()> {
+        let len = if vip.is_ipv4() { 32 } else { 128 };
+        let gw = self.host(via).addr_like(vip);
+        self.ip_batch(client, &[format!("route replace {vip}/{len} via {gw}")])
+    }
+
+    /// In every host except `via` (also hosts added later): route `prefix/len` via `via`'s
+    /// primary address. `prefix` must lie inside 10.77.0.0/16 or fd77::/16.
+    pub fn route_prefix_via(&mut self, prefix: IpAddr, len: u8, via: HostId) -> Result<()> {
+        let inside = match prefix {
+            IpAddr::V4(a) => a.octets()[..2] == [10, 77] && (16..=32).contains(&len),
+            IpAddr::V6(a) => a.segments()[0] == 0xfd77 && (16..=128).contains(&len),
+        };
+        if !inside {
+            bail!("{prefix}/{len} is outside the harness's ranges (10.77.0.0/16, fd77::/16)");
+        }
+        let gw = self.host(via).addr_like(prefix);
+        for (i, _) in self.hosts.iter().enumerate().filter(|(i, _)| *i != via.0) {
+            self.ip_batch(HostId(i), &[format!("route replace {prefix}/{len} via {gw}")])?;
+        }
+        self.routes.push((prefix, len, via));
+        Ok(())
+    }
+
+    /// Client-side tuning for many short connections: `tcp_tw_reuse=1`,
+    /// `ip_local_port_range="1024 65535"`, `arp_announce=2` (ARP from the primary address).
+    pub fn tune_client(&self, id: HostId) -> Result<()> {
+        self.sysctl(
+            id,
+            &[
+                ("net.ipv4.tcp_tw_reuse", "1"),
+                ("net.ipv4.ip_local_port_range", "1024 65535"),
+                ("net.ipv4.conf.all.arp_announce", "2"),
+            ],
+        )
+    }
+
+    /// Gives `client` `v4_count` extra IPv4 addresses from 10.77.16.0/20 (10.77.16.1, ...) and
+    /// `v6_count` IPv6 addresses from fd77:1::/64 (fd77:1::1, ...), as /32 and /128 nodad on
+    /// `eth0`; routes both pools via the client in every other host (also hosts added later),
+    /// so backends can answer them directly (DSR); applies [`Topology::tune_client`]. Returns
+    /// the IPv4 addresses, then the IPv6 ones.
+    pub fn add_client_addrs(
+        &mut self,
+        client: HostId,
+        v4_count: usize,
+        v6_count: usize,
+    ) -> Result<Vec<IpAddr>> {
+        if v4_count > 4094 || v6_count > 65535 {
+            bail!("client pools hold 4094 IPv4 and 65535 IPv6 addresses");
+        }
+        let base4 = u32::from(CLIENT_POOL4.0);
+        let base6 = u128::from(CLIENT_POOL6.0);
+        let mut addrs: Vec<IpAddr> = Vec::with_capacity(v4_count + v6_count);
+        addrs.extend((0..v4_count as u32).map(|i| IpAddr::V4(Ipv4Addr::from(base4 + 1 + i))));
+        addrs.extend((0..v6_count as u128).map(|i| IpAddr::V6(Ipv6Addr::from(base6 + 1 + i))));
+        let lines: Vec<String> = addrs
+            .iter()
+            .map(|a| match a {
+                IpAddr::V4(a) => format!("addr replace {a}/32 dev {HOST_IF}"),
+                IpAddr::V6(a) => format!("addr replace {a}/128 dev {HOST_IF} nodad"),
+            })
+            .collect();
+        self.ip_batch(client, &lines)?;
+        self.tune_client(client)?;
+        if !self
+            .routes
+            .iter()
+            .any(|r| r.0 == IpAddr::V4(CLIENT_POOL4.0) && r.2 == client)
+        {
+            self.route_prefix_via(CLIENT_POOL4.0.into(), CLIENT_POOL4.1, client)?;
+            self.route_prefix_via(CLIENT_POOL6.0.into(), CLIENT_POOL6.1, client)?;
+        }
+        Ok(addrs)
+    }
+
+    /// Routes the spoof pools (10.77.64.0/18, fd77:2::/64) to `client` in every other host, so
+    /// that replies to spoofed sources stay inside the harness (the client drops them).
+    pub fn route_spoof_pool(&mut self, client: HostId) -> Result<()> {
+        self.route_prefix_via(SPOOF_POOL4.0.into(), SPOOF_POOL4.1, client)?;
+        self.route_prefix_via(SPOOF_POOL6.0.into(), SPOOF_POOL6.1, client)
+    }
+
+    /// From `client`'s namespace: a fresh TCP connection from `src`, `GET /`, returns the
+    /// `X-Served-By` header (see [`client::http_get`]).
+    pub fn http_get(
+        &self,
+        client: HostId,
+        src: IpAddr,
+        dst: SocketAddr,
+        timeout: Duration,
+    ) -> Result<String> {
+        self.worker(client)?
+            .run(move || client::http_get(src, dst, timeout))
+    }
+
+    /// From `client`'s namespace: a fresh TCP connection from `src`, `GET path`, returns the
+    /// whole response (see [`client::http_request`]).
+    pub fn http_request(
+        &self,
+        client: HostId,
+        src: IpAddr,
+        dst: SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<client::HttpResponse> {
+        let path = path.to_string();
+        self.worker(client)?
+            .run(move || client::http_request(src, dst, &path, timeout))
+    }
+
+    /// From `client`'s namespace: one UDP datagram from `src`, returns the reply (see
+    /// [`client::udp_query`]).
+    pub fn udp_query(
+        &self,
+        client: HostId,
+        src: IpAddr,
+        dst: SocketAddr,
+        timeout: Duration,
+    ) -> Result<String> {
+        self.worker(client)?
+            .run(move || client::udp_query(src, dst, timeout))
+    }
+
+    /// Tears everything down now (what Drop does) and reports the first error.
+    pub fn cleanup(mut self) -> Result<()> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        self.procs.terminate_all(Duration::from_secs(2));
+        for w in self.workers.drain(..) {
+            drop(w);
+        }
+        let mut first_err = None;
+        // Hosts first (their eth0 goes with them), the switch last.
+        for ns in self.created.drain(..).rev() {
+            if let Err(e) = netns::ip(&["netns", "del", &ns])
+                && netns::ns_path(&ns).exists()
+            {
+                eprintln!("harness: deleting namespace {ns}: {e:#}");
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = self.teardown();
+    }
+}
+
+// A topology is shared by reference between client threads.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Topology>();
+    send_sync::<crate::BackendServer>();
+    send_sync::<NsWorker>();
+};
