@@ -151,7 +151,7 @@ fn expected(name: &str) -> (u32, u32) {
         MAP_ACTIVE_SLOT | MAP_MAGLEV | MAP_GLOBAL_STATS => (4, if name == MAP_GLOBAL_STATS { 8 } else { 4 }),
         MAP_BACKENDS => (4, size_of::<Backend>() as u32),
         MAP_STICK => (size_of::<StickKey>() as u32, size_of::<StickEntry>() as u32),
-        MAP_TX_PORTS => (4, 4),
+        MAP_TX_PORTS => (4, 8),
         MAP_SERVICE_STATS => (4, size_of::<ServiceStats>() as u32),
         MAP_BACKEND_STATS => (4, size_of::<BackendStats>() as u32),
         MAP_NAMES => (4, size_of::<NameSlot>() as u32),
@@ -611,7 +611,9 @@ pub fn attach_pass_program(ifname: &str) -> Result<()> {
         stick_capacity: 1,
     })?;
     let prog = dp.program(lb_common::PROG_PASS)?;
-    let id = prog.attach(ifname, XdpMode::Driver).map_err(prog_err(lb_common::PROG_PASS))?;
+    let id = prog
+        .attach(ifname, XdpMode::Driver)
+        .map_err(prog_err(lb_common::PROG_PASS))?;
     let link = prog.take_link(id).map_err(prog_err(lb_common::PROG_PASS))?;
     // The link lives until the interface goes away.
     std::mem::forget(link);

@@ -29,6 +29,8 @@ pub struct Opts {
     pub rise: u32,
     pub fall: u32,
     pub stick_size: u32,
+    /// Backend hosts to create beyond those in the config (for scenarios that add one).
+    pub spare_backends: usize,
     /// The expiry sweeper's interval.
     pub sweep: String,
 }
@@ -45,6 +47,7 @@ impl Default for Opts {
             rise: 2,
             fall: 3,
             stick_size: 10_000,
+            spare_backends: 0,
             sweep: "1s".into(),
         }
     }
@@ -66,8 +69,8 @@ pub struct LbEnv {
     pub socket: PathBuf,
     pub bpffs: PathBuf,
     pub opts: Opts,
-    agent: Option<ChildGuard>,
-    log_n: usize,
+    agent: std::sync::Mutex<Option<ChildGuard>>,
+    log_n: std::sync::atomic::AtomicUsize,
 }
 
 /// The agent binary: $XLB_BIN (set by `cargo xtask test`) or target/release/xlb.
@@ -75,7 +78,11 @@ pub fn xlb_bin() -> PathBuf {
     let p = std::env::var_os("XLB_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/xlb"));
-    assert!(p.exists(), "{} does not exist: build it with `cargo xtask build` (cargo xtask test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} does not exist: build it with `cargo xtask build` (cargo xtask test does)",
+        p.display()
+    );
     p
 }
 
@@ -91,7 +98,7 @@ impl LbEnv {
         let client = topo.add_host("client")?;
         let lb = topo.add_host("lb")?;
         let mut backends = Vec::new();
-        for i in 0..opts.backends {
+        for i in 0..opts.backends + opts.spare_backends {
             backends.push(topo.add_host(&format!("be{}", i + 1))?);
         }
         let sources = topo.add_client_addrs(client, opts.v4_sources, opts.v6_sources)?;
@@ -103,7 +110,9 @@ impl LbEnv {
         topo.exec(client, &["ethtool", "-K", "eth0", "tx", "off"])?;
         // veth hands XDP_TX frames to its peer only when the peer runs an XDP program.
         let port = topo.host(lb).port.clone();
-        crate::netns::run_in(topo.switch_ns(), move || xlb::datapath::attach_pass_program(&port))??;
+        crate::netns::run_in(topo.switch_ns(), move || {
+            xlb::datapath::attach_pass_program(&port)
+        })??;
         topo.route_vip_via(client, IpAddr::V4(VIP4), lb)?;
         topo.route_vip_via(client, IpAddr::V6(VIP6), lb)?;
         let mut http = Vec::new();
@@ -111,8 +120,20 @@ impl LbEnv {
         for (i, b) in backends.iter().enumerate() {
             topo.add_vip_on_lo(*b, IpAddr::V4(VIP4))?;
             topo.add_vip_on_lo(*b, IpAddr::V6(VIP6))?;
-            http.push(BackendServer::start(&topo, *b, &format!("app{}", i + 1), 80, Some("/healthz"))?);
-            udp.push(BackendServer::start(&topo, *b, &format!("app{}", i + 1), 53, None)?);
+            http.push(BackendServer::start(
+                &topo,
+                *b,
+                &format!("app{}", i + 1),
+                80,
+                Some("/healthz"),
+            )?);
+            udp.push(BackendServer::start(
+                &topo,
+                *b,
+                &format!("app{}", i + 1),
+                53,
+                None,
+            )?);
         }
         let stem = topo.stem().to_string();
         let dir = std::env::temp_dir().join(&stem);
@@ -131,8 +152,8 @@ impl LbEnv {
             sources4,
             sources6,
             opts,
-            agent: None,
-            log_n: 0,
+            agent: std::sync::Mutex::new(None),
+            log_n: std::sync::atomic::AtomicUsize::new(0),
         };
         env.write_config(&env.config_text(env.opts.backends))?;
         Ok(env)
@@ -157,7 +178,11 @@ impl LbEnv {
             ("be_app6", VIP6_HTTP, "tcp", true),
             ("dns", VIP4_UDP, "udp", false),
         ] {
-            let vip = if v6 { format!("[{}]:{}", vip.ip(), vip.port()) } else { vip.to_string() };
+            let vip = if v6 {
+                format!("[{}]:{}", vip.ip(), vip.port())
+            } else {
+                vip.to_string()
+            };
             t.push_str(&format!(
                 "\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nprotocol = \"{proto}\"\nstick = {{ on = \"src\", size = {}, expire = \"{}\" }}\nredispatch = {}\nhealth = {}\n",
                 o.stick_size,
@@ -168,7 +193,10 @@ impl LbEnv {
             for i in 0..n {
                 let h = self.topo.host(self.backends[i]);
                 let addr: IpAddr = if v6 { h.ipv6.into() } else { h.ipv4.into() };
-                t.push_str(&format!("[[service.server]]\nname = \"app{}\"\naddress = \"{addr}\"\n", i + 1));
+                t.push_str(&format!(
+                    "[[service.server]]\nname = \"app{}\"\naddress = \"{addr}\"\n",
+                    i + 1
+                ));
             }
         }
         t
@@ -179,9 +207,9 @@ impl LbEnv {
     }
 
     /// Start `xlb run` (it enters the LB namespace itself) and wait until it answers.
-    pub fn start_agent(&mut self) -> Result<()> {
-        let log = self.dir.join(format!("agent{}.log", self.log_n));
-        self.log_n += 1;
+    pub fn start_agent(&self) -> Result<()> {
+        let n = self.log_n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let log = self.dir.join(format!("agent{n}.log"));
         let mut cmd = Command::new(xlb_bin());
         cmd.args(["run", "-c"])
             .arg(&self.config)
@@ -194,45 +222,52 @@ impl LbEnv {
         let t0 = Instant::now();
         loop {
             if let Some(st) = child.try_wait() {
-                bail!("xlb run exited ({st}) before answering:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                bail!(
+                    "xlb run exited ({st}) before answering:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             if self.api("show info").is_ok_and(|a| a.starts_with("Name: xlb")) {
                 break;
             }
             if t0.elapsed() > Duration::from_secs(20) {
-                bail!("xlb run did not answer within 20 s:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                bail!(
+                    "xlb run did not answer within 20 s:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.agent = Some(child);
+        *self.agent.lock().expect("agent lock") = Some(child);
         Ok(())
     }
 
     /// kill -9 the agent (the data path keeps forwarding).
-    pub fn kill_agent(&mut self) {
-        if let Some(a) = self.agent.take() {
+    pub fn kill_agent(&self) {
+        if let Some(a) = self.agent.lock().expect("agent lock").take() {
             a.kill();
         }
     }
 
     /// SIGTERM and wait.
-    pub fn stop_agent(&mut self) -> Option<std::process::ExitStatus> {
-        self.agent.take().and_then(|a| a.terminate(Duration::from_secs(10)))
+    pub fn stop_agent(&self) -> Option<std::process::ExitStatus> {
+        let a = self.agent.lock().expect("agent lock").take();
+        a.and_then(|a| a.terminate(Duration::from_secs(10)))
     }
 
     pub fn signal_agent(&self, sig: libc::c_int) {
-        if let Some(a) = &self.agent {
+        if let Some(a) = self.agent.lock().expect("agent lock").as_ref() {
             a.signal(sig);
         }
     }
 
     pub fn agent_pid(&self) -> Option<u32> {
-        self.agent.as_ref().map(|a| a.pid())
+        self.agent.lock().expect("agent lock").as_ref().map(|a| a.pid())
     }
 
     /// Everything the agents of this environment logged.
     pub fn agent_log(&self) -> String {
-        (0..self.log_n)
+        (0..self.log_n.load(std::sync::atomic::Ordering::SeqCst))
             .map(|i| std::fs::read_to_string(self.dir.join(format!("agent{i}.log"))).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n--- next agent ---\n")
@@ -251,7 +286,11 @@ impl LbEnv {
 
     /// The `xlb` CLI with `--socket`.
     pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
-        Ok(Command::new(xlb_bin()).arg("--socket").arg(&self.socket).args(args).output()?)
+        Ok(Command::new(xlb_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()?)
     }
 
     /// A fresh TCP connection from `src` to `vip`; the backend that answered.
@@ -265,7 +304,8 @@ impl LbEnv {
     }
 
     pub fn udp(&self, src: IpAddr) -> Result<String> {
-        self.topo.udp_query(self.client, src, VIP4_UDP, Duration::from_secs(2))
+        self.topo
+            .udp_query(self.client, src, VIP4_UDP, Duration::from_secs(2))
     }
 
     /// `show table NAME` as (client key, server name) pairs.
@@ -312,14 +352,113 @@ impl LbEnv {
 
 impl Drop for LbEnv {
     fn drop(&mut self) {
-        if let Some(a) = self.agent.take() {
+        if let Some(a) = self.agent.lock().map(|mut a| a.take()).unwrap_or(None) {
             a.kill();
         }
         let _ = xlb::datapath::remove_pins(&self.bpffs);
         let _ = std::fs::remove_file(xlb::agent::lock_path(&self.bpffs));
         if std::thread::panicking() {
-            eprintln!("==== agent log ({}) ====\n{}", self.dir.display(), self.agent_log());
+            eprintln!(
+                "==== agent log ({}) ====\n{}",
+                self.dir.display(),
+                self.agent_log()
+            );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One TCP SYN from `src:sport` to `dst:dport` as a raw IPv4 packet (header included), with
+/// valid IP and TCP checksums.
+fn syn_packet(src: std::net::Ipv4Addr, sport: u16, dst: std::net::Ipv4Addr, dport: u16) -> Vec<u8> {
+    let tcp_len = 20u16;
+    let mut p = vec![0u8; 20 + tcp_len as usize];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(20 + tcp_len).to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let t = &mut p[20..];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x02;
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    let sum = |data: &[u8], mut acc: u32| {
+        for c in data.chunks(2) {
+            acc += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+        }
+        acc
+    };
+    let mut acc = sum(&src.octets(), 0);
+    acc = sum(&dst.octets(), acc);
+    acc += 6 + tcp_len as u32;
+    acc = sum(&p[20..], acc);
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    let c = !(acc as u16);
+    p[20 + 16..20 + 18].copy_from_slice(&c.to_be_bytes());
+    let mut acc = sum(&p[..20], 0);
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    let c = !(acc as u16);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+impl LbEnv {
+    /// A spoofed-source SYN flood from the client host: `count` SYNs to `dst` (an IPv4 VIP),
+    /// each from a distinct address of the harness's spoof pool (10.77.64.0/18, routed back
+    /// into the client namespace, where the replies die). Bounded by `count` (at most 16382).
+    /// Returns how many were sent.
+    pub fn syn_flood(&mut self, count: u32, dst: SocketAddr) -> Result<u32> {
+        let IpAddr::V4(dst4) = dst.ip() else {
+            bail!("syn_flood sends IPv4 only")
+        };
+        if count > 16382 {
+            bail!("the spoof pool holds 16382 addresses");
+        }
+        self.topo.route_spoof_pool(self.client)?;
+        let base = u32::from(crate::topology::SPOOF_POOL4.0);
+        let port = dst.port();
+        self.topo.run_in(self.client, move || -> Result<u32> {
+            // SAFETY: plain socket calls on a descriptor we own and close.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+                if fd < 0 {
+                    bail!("raw socket: {}", std::io::Error::last_os_error());
+                }
+                let mut sent = 0;
+                for i in 0..count {
+                    let src = std::net::Ipv4Addr::from(base + 1 + i);
+                    let pkt = syn_packet(src, 1024 + (i % 60000) as u16, dst4, port);
+                    let sa = libc::sockaddr_in {
+                        sin_family: libc::AF_INET as u16,
+                        sin_port: 0,
+                        sin_addr: libc::in_addr {
+                            s_addr: u32::from(dst4).to_be(),
+                        },
+                        sin_zero: [0; 8],
+                    };
+                    let n = libc::sendto(
+                        fd,
+                        pkt.as_ptr().cast(),
+                        pkt.len(),
+                        0,
+                        (&sa as *const libc::sockaddr_in).cast(),
+                        std::mem::size_of::<libc::sockaddr_in>() as u32,
+                    );
+                    if n == pkt.len() as isize {
+                        sent += 1;
+                    }
+                }
+                libc::close(fd);
+                Ok(sent)
+            }
+        })?
     }
 }

@@ -3,11 +3,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use harness::packet::*;
 use harness::fixture::*;
+use harness::packet::*;
 use lb_common::{
-    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_MAINT, BACKEND_UP, FAMILY_V4, FAMILY_V6, PROTO_TCP,
-    STICK_NONE, STICK_SRC_PORT, StickEntry, StickKey, VIP_KIND_PORT, VipKey, gstat,
+    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_MAINT, BACKEND_UP, FAMILY_V4, FAMILY_V6, PROTO_TCP, STICK_NONE,
+    STICK_SRC_PORT, StickEntry, StickKey, VIP_KIND_PORT, VipKey, gstat,
 };
 use xlb::datapath::coarse_now_ns;
 
@@ -27,7 +27,9 @@ fn new_client_then_same_client_v4_tcp() {
     let c = client4(1);
     assert!(lb.entry(0, v4(c), FAMILY_V4, 0).is_none());
     let b1 = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
-    let e = lb.entry(0, v4(c), FAMILY_V4, 0).expect("the first non-SYN packet creates the entry");
+    let e = lb
+        .entry(0, v4(c), FAMILY_V4, 0)
+        .expect("the first non-SYN packet creates the entry");
     assert_eq!(e.backend, b1);
     assert!(b1 < 4);
     let b2 = lb.forwarded_to(&t4(c, 40001, TCP_ACK | TCP_PSH));
@@ -131,7 +133,10 @@ fn entry_older_than_expire_is_replaced() {
     assert_eq!(b, natural, "an expired entry is a miss: Maglev decides again");
     let e = lb.entry(0, v4(c), FAMILY_V4, 0).unwrap();
     assert_eq!(e.backend, natural, "and the entry is overwritten");
-    assert!(coarse_now_ns() - e.last_seen_ns < 2_000_000_000, "with a fresh time");
+    assert!(
+        coarse_now_ns() - e.last_seen_ns < 2_000_000_000,
+        "with a fresh time"
+    );
     assert_eq!(lb.gstat(gstat::STICK_EXPIRED), 1);
 
     // A fresh entry pointing elsewhere is honoured (stickiness beats the hash).
@@ -158,7 +163,11 @@ fn backend_down_with_redispatch_repicks_and_overwrites() {
     lb.set_state(b, BACKEND_DOWN);
     let b2 = lb.forwarded_to(&t4(c, 40001, TCP_ACK));
     assert_ne!(b2, b, "redispatched away from the dead backend");
-    assert_eq!(lb.entry(0, v4(c), FAMILY_V4, 0).unwrap().backend, b2, "entry overwritten");
+    assert_eq!(
+        lb.entry(0, v4(c), FAMILY_V4, 0).unwrap().backend,
+        b2,
+        "entry overwritten"
+    );
     assert_eq!(lb.gstat(gstat::REDISPATCH), 1);
     // The backend returns: the client stays on its new backend.
     lb.set_state(b, BACKEND_UP);
@@ -175,9 +184,17 @@ fn backend_down_without_redispatch_stays_pinned_and_counts() {
     let b = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
     lb.set_state(b, BACKEND_DOWN);
     let seen_before = lb.entry(0, v4(c), FAMILY_V4, 0).unwrap().last_seen_ns;
-    assert_eq!(lb.forwarded_to(&t4(c, 40001, TCP_ACK)), b, "HAProxy without redispatch: still pinned");
+    assert_eq!(
+        lb.forwarded_to(&t4(c, 40001, TCP_ACK)),
+        b,
+        "HAProxy without redispatch: still pinned"
+    );
     assert_eq!(lb.gstat(gstat::PINNED_DOWN), 1);
-    assert_eq!(lb.entry(0, v4(c), FAMILY_V4, 0).unwrap().last_seen_ns, seen_before, "not refreshed, so it can expire");
+    assert_eq!(
+        lb.entry(0, v4(c), FAMILY_V4, 0).unwrap().last_seen_ns,
+        seen_before,
+        "not refreshed, so it can expire"
+    );
     // A maintenance backend is treated as down.
     lb.set_state(b, BACKEND_MAINT);
     assert_eq!(lb.forwarded_to(&t4(c, 40002, TCP_ACK)), b);
@@ -206,7 +223,11 @@ fn drain_keeps_pinned_clients_and_takes_no_new_ones() {
     let drained = pinned[0].1;
     lb.set_state(drained, BACKEND_DRAIN);
     for (n, b) in &pinned {
-        assert_eq!(lb.forwarded_to(&t4(client4(*n), 40001, TCP_ACK)), *b, "pinned client {n} keeps its backend");
+        assert_eq!(
+            lb.forwarded_to(&t4(client4(*n), 40001, TCP_ACK)),
+            *b,
+            "pinned client {n} keeps its backend"
+        );
     }
     for n in 0..200u8 {
         let b = lb.forwarded_to(&t4([10, 77, 3, n], 40000, TCP_ACK));
@@ -248,7 +269,11 @@ fn src_port_affinity_keys_on_address_and_port() {
     let mut backends = std::collections::HashSet::new();
     for p in 0..32u16 {
         let b = lb.forwarded_to(&t4(c, 30000 + p, TCP_ACK));
-        assert_eq!(lb.entry(0, v4(c), FAMILY_V4, (30000 + p).to_be()).map(|e| e.backend), Some(b));
+        assert_eq!(
+            lb.entry(0, v4(c), FAMILY_V4, (30000 + p).to_be())
+                .map(|e| e.backend),
+            Some(b)
+        );
         backends.insert(b);
     }
     assert!(backends.len() > 1, "different source ports spread over backends");
@@ -272,12 +297,33 @@ fn none_affinity_uses_no_table() {
 #[test]
 fn non_vip_arp_and_unconfigured_port_pass_untouched() {
     let mut lb = Lb::new(Svc::default());
-    lb.passed_untouched(&tcp4(CLIENT_MAC, LB_MAC, client4(1), 40000, [10, 0, 0, 11], 80, TCP_ACK), "non-VIP address");
-    lb.passed_untouched(&tcp4(CLIENT_MAC, LB_MAC, client4(1), 40000, VIP4, 443, TCP_ACK), "VIP on an unconfigured port");
-    lb.passed_untouched(&udp4(CLIENT_MAC, LB_MAC, client4(1), 40000, VIP4, 80), "VIP port of another protocol");
+    lb.passed_untouched(
+        &tcp4(CLIENT_MAC, LB_MAC, client4(1), 40000, [10, 0, 0, 11], 80, TCP_ACK),
+        "non-VIP address",
+    );
+    lb.passed_untouched(
+        &tcp4(CLIENT_MAC, LB_MAC, client4(1), 40000, VIP4, 443, TCP_ACK),
+        "VIP on an unconfigured port",
+    );
+    lb.passed_untouched(
+        &udp4(CLIENT_MAC, LB_MAC, client4(1), 40000, VIP4, 80),
+        "VIP port of another protocol",
+    );
     lb.passed_untouched(&eth([0xff; 6], CLIENT_MAC, None, ETH_P_ARP, &[0u8; 28]), "ARP");
-    lb.passed_untouched(&eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, &ipv4(client4(1), VIP4, 1, &[8, 0, 0, 0, 0, 0, 0, 0])), "ICMP echo to the VIP");
-    lb.passed_untouched(&tcp6(CLIENT_MAC, LB_MAC, client6(1), 40000, client6(2), 80, TCP_ACK), "non-VIP IPv6");
+    lb.passed_untouched(
+        &eth(
+            LB_MAC,
+            CLIENT_MAC,
+            None,
+            ETH_P_IP,
+            &ipv4(client4(1), VIP4, 1, &[8, 0, 0, 0, 0, 0, 0, 0]),
+        ),
+        "ICMP echo to the VIP",
+    );
+    lb.passed_untouched(
+        &tcp6(CLIENT_MAC, LB_MAC, client6(1), 40000, client6(2), 80, TCP_ACK),
+        "non-VIP IPv6",
+    );
     assert!(lb.entries().is_empty());
     assert_eq!(lb.gstat(gstat::PASS_NOT_VIP), 6);
     assert_eq!(lb.gstat(gstat::PARSE_ERROR), 0);
@@ -296,7 +342,15 @@ fn port_zero_service_takes_any_port() {
     };
     lb.dp.set_vip(key, 0).unwrap();
     for port in [22u16, 80, 8443] {
-        lb.forwarded_to(&tcp4(CLIENT_MAC, LB_MAC, client4(1), 40000, [10, 0, 0, 20], port, TCP_ACK));
+        lb.forwarded_to(&tcp4(
+            CLIENT_MAC,
+            LB_MAC,
+            client4(1),
+            40000,
+            [10, 0, 0, 20],
+            port,
+            TCP_ACK,
+        ));
     }
 }
 
@@ -307,7 +361,13 @@ fn vlan_tagged_packet_is_balanced_and_keeps_its_tag() {
     let mut lb = Lb::new(Svc::default());
     let c = client4(12);
     let plain = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
-    let tagged = eth(LB_MAC, CLIENT_MAC, Some(100), ETH_P_IP, &ipv4(c, VIP4, 6, &tcp(40001, 80, TCP_ACK, b"x")));
+    let tagged = eth(
+        LB_MAC,
+        CLIENT_MAC,
+        Some(100),
+        ETH_P_IP,
+        &ipv4(c, VIP4, 6, &tcp(40001, 80, TCP_ACK, b"x")),
+    );
     let (v, out) = lb.run(&tagged);
     assert_eq!(v, XDP_TX);
     assert_eq!(out[..6], be_mac(plain));
@@ -325,15 +385,39 @@ fn fragments_of_one_client_go_to_one_backend() {
     let c = client4(13);
     let pinned = lb.forwarded_to(&udp4(CLIENT_MAC, LB_MAC, c, 5000, VIP4, 53));
     // First fragment (MF set, offset 0): has the UDP header.
-    let first = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, &ipv4_opts(c, VIP4, 17, 0x2000, &[], &udp(5000, 53, &[0u8; 32])));
+    let first = eth(
+        LB_MAC,
+        CLIENT_MAC,
+        None,
+        ETH_P_IP,
+        &ipv4_opts(c, VIP4, 17, 0x2000, &[], &udp(5000, 53, &[0u8; 32])),
+    );
     // A later fragment (offset 5 x 8 bytes): no L4 header at all.
-    let later = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, &ipv4_opts(c, VIP4, 17, 5, &[], &[0xeeu8; 24]));
+    let later = eth(
+        LB_MAC,
+        CLIENT_MAC,
+        None,
+        ETH_P_IP,
+        &ipv4_opts(c, VIP4, 17, 5, &[], &[0xeeu8; 24]),
+    );
     assert_eq!(lb.forwarded_to(&first), pinned);
     assert_eq!(lb.forwarded_to(&later), pinned);
     // A client never seen before: both fragments still agree (address-only hash).
     let n = client4(14);
-    let f1 = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, &ipv4_opts(n, VIP4, 17, 0x2000, &[], &udp(5000, 53, &[0u8; 32])));
-    let f2 = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, &ipv4_opts(n, VIP4, 17, 5, &[], &[0xeeu8; 24]));
+    let f1 = eth(
+        LB_MAC,
+        CLIENT_MAC,
+        None,
+        ETH_P_IP,
+        &ipv4_opts(n, VIP4, 17, 0x2000, &[], &udp(5000, 53, &[0u8; 32])),
+    );
+    let f2 = eth(
+        LB_MAC,
+        CLIENT_MAC,
+        None,
+        ETH_P_IP,
+        &ipv4_opts(n, VIP4, 17, 5, &[], &[0xeeu8; 24]),
+    );
     assert_eq!(lb.forwarded_to(&f1), lb.forwarded_to(&f2));
     assert_eq!(lb.gstat(gstat::FRAGMENT), 4);
     // IPv6: fragment header, first and later fragment.
@@ -343,8 +427,26 @@ fn fragments_of_one_client_go_to_one_backend() {
     p1.extend(udp(5000, 53, &[0u8; 32]));
     let mut p2 = v6_frag(17, 5, false);
     p2.extend([0xeeu8; 24]);
-    assert_eq!(lb.forwarded_to(&eth(LB_MAC, CLIENT_MAC, None, ETH_P_IPV6, &ipv6(c6, VIP6, 44, &p1))), pinned6);
-    assert_eq!(lb.forwarded_to(&eth(LB_MAC, CLIENT_MAC, None, ETH_P_IPV6, &ipv6(c6, VIP6, 44, &p2))), pinned6);
+    assert_eq!(
+        lb.forwarded_to(&eth(
+            LB_MAC,
+            CLIENT_MAC,
+            None,
+            ETH_P_IPV6,
+            &ipv6(c6, VIP6, 44, &p1)
+        )),
+        pinned6
+    );
+    assert_eq!(
+        lb.forwarded_to(&eth(
+            LB_MAC,
+            CLIENT_MAC,
+            None,
+            ETH_P_IPV6,
+            &ipv6(c6, VIP6, 44, &p2)
+        )),
+        pinned6
+    );
 }
 
 // --- ICMP too big -------------------------------------------------------------------------------
@@ -357,7 +459,13 @@ fn icmp_frag_needed_and_packet_too_big_go_to_the_flows_backend() {
     // The backend's reply VIP:80 -> client:40000 was too big for a router on the way.
     let reply = ipv4(VIP4, c, 6, &tcp(80, 40000, TCP_ACK, &[0u8; 16]));
     let router = [10, 77, 0, 254];
-    let err = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, &ipv4(router, VIP4, 1, &icmp4_frag_needed(&reply)));
+    let err = eth(
+        LB_MAC,
+        CLIENT_MAC,
+        None,
+        ETH_P_IP,
+        &ipv4(router, VIP4, 1, &icmp4_frag_needed(&reply)),
+    );
     assert_eq!(lb.forwarded_to(&err), b);
     assert_eq!(lb.gstat(gstat::ICMP_TOO_BIG), 1);
 
@@ -366,7 +474,13 @@ fn icmp_frag_needed_and_packet_too_big_go_to_the_flows_backend() {
     let reply6 = ipv6(VIP6, c6, 6, &tcp(80, 40000, TCP_ACK, &[0u8; 16]));
     let mut r6 = client6(254);
     r6[1] = 0x78;
-    let err6 = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IPV6, &ipv6(r6, VIP6, 58, &icmp6_too_big(&reply6)));
+    let err6 = eth(
+        LB_MAC,
+        CLIENT_MAC,
+        None,
+        ETH_P_IPV6,
+        &ipv6(r6, VIP6, 58, &icmp6_too_big(&reply6)),
+    );
     assert_eq!(lb.forwarded_to(&err6), b6);
     assert_eq!(lb.entries().len(), 2, "ICMP errors create no entries");
 }
@@ -378,7 +492,10 @@ fn malformed_input_is_passed_counted_and_never_forwarded() {
     let mut lb = Lb::new(Svc::default());
     let good = t4(client4(16), 40000, TCP_ACK);
     let mut cases: Vec<(&str, Vec<u8>)> = vec![
-        ("truncated Ethernet (VLAN tag cut short)", eth(LB_MAC, CLIENT_MAC, None, 0x8100, &[0, 7])),
+        (
+            "truncated Ethernet (VLAN tag cut short)",
+            eth(LB_MAC, CLIENT_MAC, None, 0x8100, &[0, 7]),
+        ),
         ("truncated IPv4 header", good[..14 + 12].to_vec()),
         ("truncated TCP header", good[..14 + 20 + 10].to_vec()),
     ];
@@ -399,10 +516,19 @@ fn malformed_input_is_passed_counted_and_never_forwarded() {
     let last = chain.len() - 8;
     chain[last] = 6;
     chain.extend(tcp(40000, 80, TCP_ACK, b"x"));
-    let mut chained = eth(LB_MAC, CLIENT_MAC, None, ETH_P_IPV6, &ipv6(client6(16), VIP6, 0, &chain));
+    let mut chained = eth(
+        LB_MAC,
+        CLIENT_MAC,
+        None,
+        ETH_P_IPV6,
+        &ipv6(client6(16), VIP6, 0, &chain),
+    );
     // First header is hop-by-hop (0); then destination options (60) x4.
     chained[14 + 6] = 0;
-    cases.push(("IPv6 extension header chain longer than the parser's bound", chained));
+    cases.push((
+        "IPv6 extension header chain longer than the parser's bound",
+        chained,
+    ));
     let mut v6len = t6(client6(16), 40000, TCP_ACK);
     v6len[18..20].copy_from_slice(&3000u16.to_be_bytes());
     cases.push(("IPv6 payload length beyond the frame", v6len));
@@ -430,7 +556,10 @@ fn ipv6_with_allowed_extension_headers_is_balanced() {
     let mut p = v6_ext(60);
     p.extend(v6_ext(6));
     p.extend(tcp(40001, 80, TCP_ACK, b"x"));
-    assert_eq!(lb.forwarded_to(&eth(LB_MAC, CLIENT_MAC, None, ETH_P_IPV6, &ipv6(c, VIP6, 0, &p))), b);
+    assert_eq!(
+        lb.forwarded_to(&eth(LB_MAC, CLIENT_MAC, None, ETH_P_IPV6, &ipv6(c, VIP6, 0, &p))),
+        b
+    );
 }
 
 #[test]
@@ -478,7 +607,12 @@ fn reference_is_vip(f: &[u8]) -> bool {
                 return false;
             }
             let frag = u16::from_be_bytes([f[off + 6], f[off + 7]]) & 0x1fff;
-            (IpAddr::V4(Ipv4Addr::new(f[off + 16], f[off + 17], f[off + 18], f[off + 19])), f[off + 9], off + ihl, frag != 0)
+            (
+                IpAddr::V4(Ipv4Addr::new(f[off + 16], f[off + 17], f[off + 18], f[off + 19])),
+                f[off + 9],
+                off + ihl,
+                frag != 0,
+            )
         }
         0x86dd => {
             if f.len() < off + 40 || f[off] >> 4 != 6 {
@@ -545,7 +679,13 @@ fn random_and_mutated_frames_are_never_forwarded_unless_well_formed_vip() {
         t6(client6(20), 40000, TCP_ACK),
         udp4(CLIENT_MAC, LB_MAC, client4(21), 5000, VIP4, 53),
         udp6(CLIENT_MAC, LB_MAC, client6(21), 5000, VIP6, 53),
-        eth(LB_MAC, CLIENT_MAC, Some(7), ETH_P_IP, &ipv4(client4(22), VIP4, 6, &tcp(1, 80, TCP_ACK, b""))),
+        eth(
+            LB_MAC,
+            CLIENT_MAC,
+            Some(7),
+            ETH_P_IP,
+            &ipv4(client4(22), VIP4, 6, &tcp(1, 80, TCP_ACK, b"")),
+        ),
     ];
     let (mut forwarded, mut total) = (0, 0);
     for i in 0..6000u32 {
@@ -558,7 +698,7 @@ fn random_and_mutated_frames_are_never_forwarded_unless_well_formed_vip() {
                 let at = (rng.next() % f.len() as u64) as usize;
                 f[at] = rng.next() as u8;
             }
-            if rng.next() % 4 == 0 {
+            if rng.next().is_multiple_of(4) {
                 let cut = 14 + (rng.next() % (f.len() as u64 - 13)) as usize;
                 f.truncate(cut);
             }
@@ -570,15 +710,28 @@ fn random_and_mutated_frames_are_never_forwarded_unless_well_formed_vip() {
         match r.verdict {
             XDP_TX => {
                 forwarded += 1;
-                assert!(ok, "seed {seed:#x} case {i}: forwarded a frame that is not well-formed VIP traffic: {frame:02x?}");
-                assert_eq!(r.data[12..], frame[12..], "case {i}: forwarded frame changed beyond the MACs");
+                assert!(
+                    ok,
+                    "seed {seed:#x} case {i}: forwarded a frame that is not well-formed VIP traffic: {frame:02x?}"
+                );
+                assert_eq!(
+                    r.data[12..],
+                    frame[12..],
+                    "case {i}: forwarded frame changed beyond the MACs"
+                );
             }
             XDP_PASS => {
                 assert_eq!(r.data, frame, "case {i}: passed frame modified");
-                assert!(!ok, "seed {seed:#x} case {i}: well-formed VIP frame passed: {frame:02x?}");
+                assert!(
+                    !ok,
+                    "seed {seed:#x} case {i}: well-formed VIP frame passed: {frame:02x?}"
+                );
             }
             v => panic!("case {i}: unexpected verdict {v}"),
         }
     }
-    assert!(forwarded > 100, "the mutations must leave some frames valid ({forwarded}/{total})");
+    assert!(
+        forwarded > 100,
+        "the mutations must leave some frames valid ({forwarded}/{total})"
+    );
 }

@@ -2,13 +2,14 @@
 //! real TCP/UDP from many client addresses, in network namespaces. Each test is a scenario of
 //! the seed article (HAProxy sticky sessions), asserting exact outcomes. Needs root.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use harness::lbenv::{LbEnv, Opts};
 
 fn env(name: &str, opts: Opts) -> LbEnv {
-    let mut e = LbEnv::new(name, opts).unwrap_or_else(|e| panic!("building the harness (needs root): {e:#}"));
-    e.start_agent().unwrap_or_else(|err| panic!("starting the agent: {err:#}"));
+    let e = LbEnv::new(name, opts).unwrap_or_else(|e| panic!("building the harness (needs root): {e:#}"));
+    e.start_agent()
+        .unwrap_or_else(|err| panic!("starting the agent: {err:#}"));
     e
 }
 
@@ -16,18 +17,32 @@ fn env(name: &str, opts: Opts) -> LbEnv {
 fn pin_all(e: &LbEnv, sources: &[IpAddr]) -> HashMap<IpAddr, String> {
     sources
         .iter()
-        .map(|s| (*s, e.get_vip(*s).unwrap_or_else(|err| panic!("connection from {s} failed: {err:#}"))))
+        .map(|s| {
+            (
+                *s,
+                e.get_vip(*s)
+                    .unwrap_or_else(|err| panic!("connection from {s} failed: {err:#}")),
+            )
+        })
         .collect()
 }
 
 #[test]
 fn s01_stickiness_v4_v6_and_spread() {
-    let e = env("stick", Opts { v4_sources: 1000, ..Default::default() });
+    let e = env(
+        "stick",
+        Opts {
+            v4_sources: 1000,
+            ..Default::default()
+        },
+    );
     // 200 IPv4 sources x 10 fresh connections each: one backend per source.
     let first = pin_all(&e, &e.sources4[..200]);
     for round in 1..10 {
         for s in &e.sources4[..200] {
-            let b = e.get_vip(*s).unwrap_or_else(|err| panic!("round {round}, {s}: {err:#}"));
+            let b = e
+                .get_vip(*s)
+                .unwrap_or_else(|err| panic!("round {round}, {s}: {err:#}"));
             assert_eq!(b, first[s], "round {round}: {s} moved from {} to {b}", first[s]);
         }
     }
@@ -41,14 +56,603 @@ fn s01_stickiness_v4_v6_and_spread() {
     // Spread: 1000 distinct sources, one connection each: every backend between 20% and 30%.
     let mut count: HashMap<String, usize> = HashMap::new();
     for s in &e.sources4[..1000] {
-        let b = if let Some(b) = first.get(s) { b.clone() } else { e.get_vip(*s).unwrap() };
+        let b = if let Some(b) = first.get(s) {
+            b.clone()
+        } else {
+            e.get_vip(*s).unwrap()
+        };
         *count.entry(b).or_default() += 1;
     }
     assert_eq!(count.len(), 4, "{count:?}");
     for (b, n) in &count {
-        assert!((200..=300).contains(n), "backend {b} got {n} of 1000 sources: {count:?}");
+        assert!(
+            (200..=300).contains(n),
+            "backend {b} got {n} of 1000 sources: {count:?}"
+        );
     }
     // The table tells the truth: one entry per source that connected.
     assert_eq!(e.table("be_app").unwrap().len(), 1000);
     assert_eq!(e.table("be_app6").unwrap().len(), 50);
+}
+
+fn backend_index(name: &str) -> usize {
+    name.trim_start_matches("app").parse::<usize>().expect("appN") - 1
+}
+
+/// Sources (of `pins`) pinned to `backend`, and the others.
+fn split(pins: &HashMap<IpAddr, String>, backend: &str) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    let (a, b): (Vec<_>, Vec<_>) = pins.keys().partition(|s| pins[*s] == backend);
+    (a, b)
+}
+
+fn wait_state(e: &LbEnv, svc: &str, srv: &str, want: &str, within: Duration) -> Duration {
+    let t0 = std::time::Instant::now();
+    let ok = e.wait_until(within, || e.server_state(svc, srv).is_ok_and(|s| s == want));
+    assert!(
+        ok,
+        "{svc}/{srv} did not become {want} within {within:?}: {:?}",
+        e.server_state(svc, srv)
+    );
+    t0.elapsed()
+}
+
+#[test]
+fn s02_failover_with_redispatch() {
+    let mut e = env(
+        "failover",
+        Opts {
+            v4_sources: 120,
+            v6_sources: 0,
+            ..Default::default()
+        },
+    );
+    let pins = pin_all(&e, &e.sources4);
+    let victim = pins[&e.sources4[0]].clone();
+    let (moved, stayed) = split(&pins, &victim);
+    e.http[backend_index(&victim)].stop();
+    // fall (3) x inter (200 ms) plus one interval, plus the check timeout (500 ms) of the last one.
+    let took = wait_state(&e, "be_app", &victim, "DOWN", Duration::from_secs(5));
+    eprintln!("{victim} marked DOWN {took:?} after its server stopped");
+    let mut new_home = HashMap::new();
+    for s in &moved {
+        let b = e
+            .get_vip(*s)
+            .unwrap_or_else(|err| panic!("{s} (pinned to dead {victim}) failed: {err:#}"));
+        assert_ne!(b, victim);
+        new_home.insert(*s, b);
+    }
+    for s in &stayed {
+        assert_eq!(
+            e.get_vip(*s).unwrap(),
+            pins[s],
+            "{s} was not pinned to {victim} and must not move"
+        );
+    }
+    // The backend comes back: redispatched clients stay where they are now.
+    e.http[backend_index(&victim)].restart().unwrap();
+    wait_state(&e, "be_app", &victim, "UP", Duration::from_secs(5));
+    for s in &moved {
+        assert_eq!(
+            e.get_vip(*s).unwrap(),
+            new_home[s],
+            "{s} must stay on its new backend"
+        );
+    }
+    let log = e.agent_log();
+    assert!(
+        log.contains(&format!("be_app/{victim} DOWN")) && log.contains("3/3 failed"),
+        "{log}"
+    );
+}
+
+#[test]
+fn s03_without_redispatch_pinned_clients_fail_until_expiry() {
+    let mut e = env(
+        "noredisp",
+        Opts {
+            v4_sources: 60,
+            v6_sources: 0,
+            redispatch: false,
+            expire: "4s".into(),
+            ..Default::default()
+        },
+    );
+    let pins = pin_all(&e, &e.sources4);
+    let victim = pins[&e.sources4[0]].clone();
+    let (moved, stayed) = split(&pins, &victim);
+    e.http[backend_index(&victim)].stop();
+    wait_state(&e, "be_app", &victim, "DOWN", Duration::from_secs(5));
+    // HAProxy without `option redispatch`: the pinned clients keep hitting the dead server.
+    for s in &moved {
+        assert!(
+            e.get_vip(*s).is_err(),
+            "{s} is pinned to dead {victim}: it must fail (no redispatch)"
+        );
+    }
+    for s in &stayed {
+        assert_eq!(e.get_vip(*s).unwrap(), pins[s]);
+    }
+    // Their entries are not refreshed by failing traffic: after `expire` they are re-balanced.
+    let gone = e.wait_until(Duration::from_secs(10), || {
+        e.table("be_app").unwrap().iter().all(|(_, srv)| *srv != victim)
+    });
+    assert!(
+        gone,
+        "entries pinned to {victim} must expire: {:?}",
+        e.table("be_app")
+    );
+    for s in &moved {
+        let b = e
+            .get_vip(*s)
+            .unwrap_or_else(|err| panic!("{s} after expiry: {err:#}"));
+        assert_ne!(b, victim);
+    }
+}
+
+#[test]
+fn s04_drain_keeps_pinned_clients_and_takes_no_new_ones() {
+    let e = env(
+        "drain",
+        Opts {
+            v4_sources: 500,
+            v6_sources: 0,
+            ..Default::default()
+        },
+    );
+    let pins = pin_all(&e, &e.sources4[..100]);
+    let drained = pins[&e.sources4[0]].clone();
+    assert_eq!(
+        e.api(&format!("set server be_app/{drained} state drain"))
+            .unwrap(),
+        ""
+    );
+    assert_eq!(e.server_state("be_app", &drained).unwrap(), "DRAIN");
+    for (s, b) in &pins {
+        assert_eq!(
+            &e.get_vip(*s).unwrap(),
+            b,
+            "pinned client {s} keeps its backend while {drained} drains"
+        );
+    }
+    for s in &e.sources4[100..300] {
+        assert_ne!(
+            e.get_vip(*s).unwrap(),
+            drained,
+            "new source {s} landed on draining {drained}"
+        );
+    }
+    // ready: back in rotation, for new sources only.
+    assert_eq!(
+        e.api(&format!("set server be_app/{drained} state ready"))
+            .unwrap(),
+        ""
+    );
+    let fresh: Vec<String> = e.sources4[300..500]
+        .iter()
+        .map(|s| e.get_vip(*s).unwrap())
+        .collect();
+    let n = fresh.iter().filter(|b| **b == drained).count();
+    assert!(
+        n > 0,
+        "after `ready`, new sources must reach {drained} again ({n} of 200)"
+    );
+    for s in &e.sources4[100..300] {
+        assert_ne!(
+            e.get_vip(*s).unwrap(),
+            drained,
+            "{s} was pinned elsewhere while draining and stays"
+        );
+    }
+}
+
+#[test]
+fn s05_expiry_removes_idle_entries() {
+    let e = env(
+        "expiry",
+        Opts {
+            v4_sources: 4,
+            v6_sources: 0,
+            expire: "5s".into(),
+            ..Default::default()
+        },
+    );
+    let s = e.sources4[0];
+    e.get_vip(s).unwrap();
+    let key = s.to_string();
+    assert!(e.table("be_app").unwrap().iter().any(|(k, _)| *k == key));
+    let t0 = std::time::Instant::now();
+    let gone = e.wait_until(Duration::from_secs(12), || {
+        !e.table("be_app").unwrap().iter().any(|(k, _)| *k == key)
+    });
+    let took = t0.elapsed();
+    assert!(gone, "idle entry for {s} still in the table after {took:?}");
+    assert!(
+        took >= Duration::from_secs(4),
+        "entry vanished after {took:?}, before its 5 s expiry"
+    );
+    eprintln!("entry of {s} expired from show table after {took:?} (expire 5 s, sweep 1 s)");
+    e.get_vip(s).unwrap();
+    assert!(
+        e.table("be_app").unwrap().iter().any(|(k, _)| *k == key),
+        "the next connection creates a new entry"
+    );
+}
+
+#[test]
+fn s06_backend_added_with_sighup() {
+    let e = env(
+        "sighup",
+        Opts {
+            v4_sources: 1200,
+            v6_sources: 0,
+            spare_backends: 1,
+            ..Default::default()
+        },
+    );
+    let pins = pin_all(&e, &e.sources4[..200]);
+    e.write_config(&e.config_text(5)).unwrap();
+    e.signal_agent(libc::SIGHUP);
+    wait_state(&e, "be_app", "app5", "UP", Duration::from_secs(10));
+    for (s, b) in &pins {
+        assert_eq!(
+            &e.get_vip(*s).unwrap(),
+            b,
+            "pinned client {s} moved after the reload"
+        );
+    }
+    let n5 = e.sources4[200..1200]
+        .iter()
+        .filter(|s| e.get_vip(**s).unwrap() == "app5")
+        .count();
+    assert!(
+        (120..=280).contains(&n5),
+        "{n5} of 1000 new sources reached the new backend (want 12%..28%)"
+    );
+    eprintln!("new backend took {n5} of 1000 never-seen sources");
+    assert!(e.agent_log().contains("configuration reloaded"));
+}
+
+/// Connections from `sources`, round-robin, until `stop` is set; returns (ok, failed).
+fn load(e: &LbEnv, sources: &[IpAddr], stop: &std::sync::atomic::AtomicBool) -> (usize, Vec<String>) {
+    let (mut ok, mut failed) = (0, Vec::new());
+    let t0 = std::time::Instant::now();
+    // Bounded in count and time.
+    for i in 0..20_000 {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) || t0.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        match e.get_vip(sources[i % sources.len()]) {
+            Ok(_) => ok += 1,
+            Err(err) => failed.push(format!("{err:#}")),
+        }
+    }
+    (ok, failed)
+}
+
+fn restart_under_load(name: &str, kill: bool) {
+    let e = env(
+        name,
+        Opts {
+            v4_sources: 100,
+            v6_sources: 0,
+            ..Default::default()
+        },
+    );
+    pin_all(&e, &e.sources4);
+    let before = e.table("be_app").unwrap();
+    let prog_before = e.topo.exec(e.lb, &["ip", "-d", "link", "show", "eth0"]).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let sources = e.sources4.clone();
+    let (ok, failed) = std::thread::scope(|sc| {
+        let h = sc.spawn(|| load(&e, &sources, &stop));
+        std::thread::sleep(Duration::from_millis(500));
+        if kill {
+            e.kill_agent();
+        } else {
+            e.stop_agent().expect("agent exited");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        e.start_agent().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        h.join().unwrap()
+    });
+    assert!(
+        failed.is_empty(),
+        "{} of {} connections failed during the restart: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 50, "the load ran ({ok} connections)");
+    let after = e.table("be_app").unwrap();
+    assert_eq!(
+        before, after,
+        "the stick table must survive the restart unchanged"
+    );
+    let prog_after = e.topo.exec(e.lb, &["ip", "-d", "link", "show", "eth0"]).unwrap();
+    let id = |s: &str| {
+        s.split("prog/xdp id ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_string)
+    };
+    assert_ne!(
+        id(&prog_before),
+        id(&prog_after),
+        "a freshly loaded program replaced the old one"
+    );
+    assert!(e.agent_log().contains("replaced atomically"), "{}", e.agent_log());
+    eprintln!(
+        "{ok} connections, 0 failed, across the {} restart",
+        if kill { "kill -9" } else { "graceful" }
+    );
+}
+
+#[test]
+fn s07_agent_kill_9_and_restart_under_load() {
+    restart_under_load("kill9", true);
+}
+
+#[test]
+fn s08_program_upgrade_under_load() {
+    restart_under_load("upgrade", false);
+}
+
+#[test]
+fn s09_udp_stickiness_and_failover() {
+    let mut e = env(
+        "udp",
+        Opts {
+            v4_sources: 50,
+            v6_sources: 0,
+            ..Default::default()
+        },
+    );
+    let mut pins = HashMap::new();
+    for s in &e.sources4 {
+        let b = e.udp(*s).unwrap_or_else(|err| panic!("udp from {s}: {err:#}"));
+        for _ in 0..4 {
+            assert_eq!(e.udp(*s).unwrap(), b, "datagrams from {s} must reach one backend");
+        }
+        pins.insert(*s, b);
+    }
+    let victim = pins[&e.sources4[0]].clone();
+    let (moved, stayed) = split(&pins, &victim);
+    // dns is health-checked over TCP port 80: stop that and the UDP server of the victim.
+    let i = backend_index(&victim);
+    e.http[i].stop();
+    e.udp[i].stop();
+    wait_state(&e, "dns", &victim, "DOWN", Duration::from_secs(5));
+    for s in &moved {
+        let b = e
+            .udp(*s)
+            .unwrap_or_else(|err| panic!("{s} after failover: {err:#}"));
+        assert_ne!(b, victim);
+        assert_eq!(e.udp(*s).unwrap(), b, "and stays");
+    }
+    for s in &stayed {
+        assert_eq!(e.udp(*s).unwrap(), pins[s]);
+    }
+}
+
+#[test]
+fn s10_spoofed_syn_flood_evicts_no_established_client() {
+    let mut e = env(
+        "synflood",
+        Opts {
+            v4_sources: 100,
+            v6_sources: 0,
+            stick_size: 300,
+            ..Default::default()
+        },
+    );
+    let pins = pin_all(&e, &e.sources4);
+    let before = e.table("be_app").unwrap();
+    assert_eq!(before.len(), 100);
+    let capacity: u32 = e
+        .api("show info")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("StickTableCapacity: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    let n = (10 * capacity).min(16382);
+    let sent = e.syn_flood(n, harness::lbenv::VIP4_HTTP).unwrap();
+    assert_eq!(sent, n);
+    let info = e.api("show info").unwrap();
+    let syns: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Xdp_syn_no_insert: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        syns >= n as u64,
+        "the data path saw the flood ({syns} bare SYNs of {n})"
+    );
+    let after = e.table("be_app").unwrap();
+    assert_eq!(
+        before, after,
+        "the flood of {n} spoofed sources (10 x capacity {capacity}) must not touch the table"
+    );
+    for (s, b) in &pins {
+        assert_eq!(&e.get_vip(*s).unwrap(), b);
+    }
+}
+
+#[test]
+fn s11_bad_input_is_refused_and_nothing_running_is_disturbed() {
+    let e = env(
+        "badinput",
+        Opts {
+            v4_sources: 20,
+            v6_sources: 0,
+            ..Default::default()
+        },
+    );
+    let pins = pin_all(&e, &e.sources4);
+    let good = std::fs::read_to_string(&e.config).unwrap();
+    let bin = harness::lbenv::xlb_bin();
+    let cases: Vec<(String, &str)> = vec![
+        (
+            good.replacen("protocol = \"tcp\"", "protocol = \"sctp\"", 1),
+            "field \"protocol\": \"sctp\" is not a protocol",
+        ),
+        (
+            good.replacen("size = 10000", "size = 0", 1),
+            "field \"stick.size\": must be at least 1 (got 0)",
+        ),
+        (
+            good.replacen("name = \"app2\"", "name = \"app1\"", 1),
+            "field \"name\": another server of this service has this name",
+        ),
+        (
+            good.replacen("interface = \"eth0\"", "interface = \"eth0\"\nbogus = 1", 1),
+            "unknown field `bogus`",
+        ),
+        (
+            good.replacen("name = \"be_app6\"", "name = \"be_app\"", 1),
+            "another service has this name",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = e.dir.join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(&bin)
+            .arg("check")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "xlb check on case {i} must fail");
+        assert!(err.contains(want), "case {i}: expected {want:?} in {err:?}");
+        // `xlb run` with it exits non-zero before touching anything.
+        let out = std::process::Command::new(&bin)
+            .args(["run", "-c"])
+            .arg(&path)
+            .args(["--netns", &e.topo.host(e.lb).ns])
+            .output()
+            .unwrap();
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "xlb run with bad config {i} must fail"
+        );
+    }
+    let out = std::process::Command::new(&bin)
+        .arg("check")
+        .arg("-c")
+        .arg(&e.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A second agent on the same pins refuses to fight the first.
+    let out = std::process::Command::new(&bin)
+        .args(["run", "-c"])
+        .arg(&e.config)
+        .args(["--netns", &e.topo.host(e.lb).ns])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("already runs the data path"), "{err}");
+    // One with other pins on the same interface refuses too.
+    let other = e.dir.join("other.toml");
+    std::fs::write(
+        &other,
+        good.replace(
+            &e.bpffs.display().to_string(),
+            &format!("{}-other", e.bpffs.display()),
+        )
+        .replace("admin.sock", "admin2.sock"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(&bin)
+        .args(["run", "-c"])
+        .arg(&other)
+        .args(["--netns", &e.topo.host(e.lb).ns])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let _ = xlb::datapath::remove_pins(std::path::Path::new(&format!("{}-other", e.bpffs.display())));
+    let _ = std::fs::remove_file(xlb::agent::lock_path(std::path::Path::new(&format!(
+        "{}-other",
+        e.bpffs.display()
+    ))));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("already has an XDP program"), "{err}");
+    // A bad config sent by SIGHUP is refused; the running state is kept.
+    e.write_config(&cases[0].0).unwrap();
+    e.signal_agent(libc::SIGHUP);
+    assert!(
+        e.wait_until(Duration::from_secs(5), || e
+            .agent_log()
+            .contains("reload refused")),
+        "{}",
+        e.agent_log()
+    );
+    // Through all of it, the running instance kept forwarding, pins intact.
+    for (s, b) in &pins {
+        assert_eq!(&e.get_vip(*s).unwrap(), b);
+    }
+    assert!(e.agent_pid().is_some());
+}
+
+#[test]
+fn s12_the_seeds_verification_with_socat() {
+    let e = env(
+        "seed",
+        Opts {
+            v4_sources: 10,
+            v6_sources: 0,
+            ..Default::default()
+        },
+    );
+    let pins = pin_all(&e, &e.sources4);
+    let sock = e.socket.display().to_string();
+    let socat = |cmd: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo \"{cmd}\" | socat {sock} -"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "socat: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = socat("show table be_app");
+    assert!(
+        table.starts_with("# table: be_app, type: ip, size:10000, used:10\n"),
+        "{table}"
+    );
+    for (s, b) in &pins {
+        let line = table
+            .lines()
+            .find(|l| l.contains(&format!("key={s} ")))
+            .unwrap_or_else(|| panic!("{s} not in {table}"));
+        assert!(line.ends_with(&format!("server_key={b}")), "{line}");
+        assert!(
+            line.starts_with("0x") && line.contains(" use=0 exp=") && line.contains(" server_id="),
+            "{line}"
+        );
+    }
+    let state = socat("show servers state");
+    assert!(
+        state.starts_with("1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state"),
+        "{state}"
+    );
+    for i in 1..=4 {
+        assert!(
+            state
+                .lines()
+                .any(|l| l.starts_with("1 be_app ") && l.contains(&format!(" app{i} 10.77.0."))),
+            "{state}"
+        );
+    }
 }

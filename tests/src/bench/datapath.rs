@@ -41,7 +41,7 @@ pub fn run() -> Result<Report> {
     let mut lb = Lb::with_capacity(Svc::default(), 1 << 20);
     let c4 = client4(1);
     let c6 = client6(1);
-    let scenarios = vec![
+    let scenarios = [
         Scenario {
             name: "v4_tcp_stick_hit",
             frame: tcp4(CLIENT_MAC, LB_MAC, c4, 40000, VIP4, 80, TCP_ACK),

@@ -14,7 +14,9 @@ fn main() {
         match a.as_str() {
             "--json" => json = args.next().map(PathBuf::from),
             other => {
-                eprintln!("xlb-bench: unknown argument '{other}'; usage: xlb-bench [datapath|table|maglev|e2e|all] [--json FILE]");
+                eprintln!(
+                    "xlb-bench: unknown argument '{other}'; usage: xlb-bench [datapath|table|maglev|e2e|all] [--json FILE]"
+                );
                 std::process::exit(2);
             }
         }
@@ -27,7 +29,9 @@ fn main() {
         match f() {
             Ok(r) => {
                 println!("{}", r.table);
-                let path = json.clone().unwrap_or_else(|| out_dir.join(format!("{name}.json")));
+                let path = json
+                    .clone()
+                    .unwrap_or_else(|| out_dir.join(format!("{name}.json")));
                 std::fs::write(&path, r.json.to_string()).expect("write json");
                 eprintln!("wrote {}", path.display());
                 true
@@ -46,7 +50,10 @@ fn main() {
         "all" => {
             let mut ok = true;
             for (n, f) in [
-                ("datapath", &bench::datapath::run as &dyn Fn() -> anyhow::Result<Report>),
+                (
+                    "datapath",
+                    &bench::datapath::run as &dyn Fn() -> anyhow::Result<Report>,
+                ),
                 ("table", &bench::table::run),
                 ("maglev", &bench::maglev::run),
                 ("e2e", &bench::e2e::run),
