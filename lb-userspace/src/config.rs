@@ -1000,6 +1000,17 @@ state = "drain"
     }
 
     #[test]
+    fn demo_config_parses() {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo.toml");
+        let text = std::fs::read_to_string(p)
+            .unwrap()
+            .replace("@ADMIN_SOCKET@", "/run/xlb/demo.sock")
+            .replace("@BPFFS_DIR@", "/sys/fs/bpf/xlb-demo");
+        let c = parse(&text, p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.services.len(), 2);
+    }
+
+    #[test]
     fn example_file_parses() {
         let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/xlb.toml");
         let c = load(Path::new(p)).unwrap_or_else(|e| panic!("{e}"));
