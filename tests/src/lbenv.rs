@@ -33,6 +33,8 @@ pub struct Opts {
     pub spare_backends: usize,
     /// The expiry sweeper's interval.
     pub sweep: String,
+    /// `metrics = "..."` in [global] (inside the LB namespace).
+    pub metrics: Option<String>,
 }
 
 impl Default for Opts {
@@ -49,6 +51,7 @@ impl Default for Opts {
             stick_size: 10_000,
             spare_backends: 0,
             sweep: "1s".into(),
+            metrics: None,
         }
     }
 }
@@ -169,6 +172,9 @@ impl LbEnv {
             self.bpffs.display(),
             o.sweep
         );
+        if let Some(m) = &o.metrics {
+            t.push_str(&format!("metrics = \"{m}\"\n"));
+        }
         let health = format!(
             "{{ type = \"http\", send = \"GET /healthz\", expect = 200, inter = \"{}\", timeout = \"500ms\", rise = {}, fall = {} }}",
             o.inter, o.rise, o.fall
