@@ -194,7 +194,10 @@ pub struct StickEntry {
     pub _pad: u32,
 }
 
-/// Indices of `MAP_GLOBAL_STATS` (per-CPU u64 counters).
+/// Indices of `MAP_GLOBAL_STATS` (per-CPU u64 counters). The data path writes only the events
+/// that belong to no service or are rare (PASS_NOT_VIP, PARSE_ERROR, REDIRECT, FRAGMENT,
+/// ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT); the others are sums of `ServiceStats` that the
+/// agent computes, so a forwarded packet touches only its service's and backend's counters.
 pub mod gstat {
     /// Every packet the program saw.
     pub const RX: u32 = 0;

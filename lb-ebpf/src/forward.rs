@@ -25,7 +25,6 @@ pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> u32 {
     eth[0..6].copy_from_slice(&backend.mac);
     eth[6..12].copy_from_slice(&src);
     if backend.tx_port == 0 {
-        maps::count(gstat::TX);
         xdp_action::XDP_TX
     } else {
         maps::count(gstat::REDIRECT);

@@ -22,7 +22,6 @@ pub fn xlb(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn balance(ctx: &XdpContext) -> u32 {
-    maps::count(gstat::RX);
     let flow = match parse::parse(ctx) {
         Ok(Some(flow)) => flow,
         Ok(None) => return pass(gstat::PASS_NOT_VIP),
@@ -51,7 +50,6 @@ fn balance(ctx: &XdpContext) -> u32 {
     let backend = if id == NO_BACKEND { None } else { maps::backend(id) };
     let Some(backend) = backend else {
         // Every server of the service is down: nothing can answer. Dropped, counted.
-        maps::count(gstat::NO_BACKEND);
         st.no_backend += 1;
         return xdp_action::XDP_DROP;
     };

@@ -115,11 +115,10 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
         family: flow.family,
         _pad: [0; 3],
     };
-    let hash = affinity_hash(&key.addr, key.port, key.family);
     if svc.stick_mode == STICK_SRC_PORT && flow.fragment {
         // A fragment of a src-port service: later ones carry no port, so all of them go by
         // the address hash alone (and never touch the table).
-        return maglev(service_id, svc, hash);
+        return maglev(service_id, svc, affinity_hash(&key.addr, key.port, key.family));
     }
     let now = now_ns();
     let may_insert = !flow.syn_only && !flow.fragment && !flow.icmp_too_big;
@@ -129,11 +128,9 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
         let (backend, last_seen) = unsafe { ((*e).backend, (*e).last_seen_ns) };
         let idle = now.saturating_sub(last_seen);
         if svc.expire_ns != 0 && idle > svc.expire_ns {
-            maps::count(gstat::STICK_EXPIRED);
             st.stick_expired += 1;
             // fall through to a miss
         } else if usable_for_pinned(backend) {
-            maps::count(gstat::STICK_HIT);
             st.stick_hits += 1;
             if idle > STICK_REFRESH_NS && may_insert {
                 // SAFETY: as above; a racing writer at worst leaves an older time.
@@ -141,9 +138,8 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
             }
             return backend;
         } else if svc.flags & SVC_F_REDISPATCH != 0 {
-            let pick = maglev(service_id, svc, hash);
+            let pick = maglev(service_id, svc, affinity_hash(&key.addr, key.port, key.family));
             if pick != NO_BACKEND {
-                maps::count(gstat::REDISPATCH);
                 st.redispatches += 1;
                 if may_insert {
                     insert(&key, pick, now, st);
@@ -151,15 +147,13 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
             }
             return pick;
         } else {
-            maps::count(gstat::PINNED_DOWN);
             st.pinned_down += 1;
             return backend;
         }
     }
 
-    maps::count(gstat::STICK_MISS);
     st.stick_misses += 1;
-    let pick = maglev(service_id, svc, hash);
+    let pick = maglev(service_id, svc, affinity_hash(&key.addr, key.port, key.family));
     if pick == NO_BACKEND {
         return pick;
     }
@@ -179,7 +173,6 @@ fn insert(key: &StickKey, backend: u32, now: u64, st: &mut ServiceStats) {
         _pad: 0,
     };
     if maps::stick_put(key, &entry) {
-        maps::count(gstat::STICK_INSERT);
         st.stick_inserts += 1;
     } else {
         maps::count(gstat::INSERT_FAILED);
