@@ -30,6 +30,7 @@ pub const fn maglev_base(service: u32, slot: u32) -> u32 {
 }
 
 pub const MAP_VIPS: &str = "XLB_VIPS";
+pub const MAP_VIP_ACTIVE: &str = "XLB_VIP_ACTIVE";
 pub const MAP_SERVICES: &str = "XLB_SERVICES";
 pub const MAP_ACTIVE_SLOT: &str = "XLB_ACTIVE";
 pub const MAP_MAGLEV: &str = "XLB_MAGLEV";
@@ -41,8 +42,9 @@ pub const MAP_SERVICE_STATS: &str = "XLB_SSTATS";
 pub const MAP_BACKEND_STATS: &str = "XLB_BSTATS";
 pub const MAP_NAMES: &str = "XLB_NAMES";
 /// Every map the program defines (the agent pins and adopts these).
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 12] = [
     MAP_VIPS,
+    MAP_VIP_ACTIVE,
     MAP_SERVICES,
     MAP_ACTIVE_SLOT,
     MAP_MAGLEV,
@@ -99,7 +101,42 @@ pub const VIP_KIND_PORT: u8 = 0;
 /// service in the config with that address and protocol.
 pub const VIP_KIND_ADDR: u8 = 1;
 
-/// Key of `MAP_VIPS`.
+/// Slots of one VIP table; `MAP_VIPS` holds two (double-buffered, like the Maglev tables).
+pub const VIP_TABLE_SIZE: u32 = 1024;
+/// Linear-probe length of the VIP table: a key sits within this many slots of its hash.
+pub const VIP_PROBES: u32 = 4;
+
+/// A VIP key as six words (what the data path compares).
+#[inline(always)]
+pub fn vip_words(addr: &[u8; 16], port_be: u16, proto: u8, family: u8, kind: u8) -> [u32; 6] {
+    let a = crate::hash::words_of(addr);
+    [
+        a[0],
+        a[1],
+        a[2],
+        a[3],
+        port_be as u32 | (proto as u32) << 16 | (family as u32) << 24,
+        kind as u32,
+    ]
+}
+
+/// Home slot of a VIP key in a table.
+#[inline(always)]
+pub fn vip_home(words: &[u32; 6]) -> u32 {
+    crate::hash::hash_words(words) & (VIP_TABLE_SIZE - 1)
+}
+
+/// Value of `MAP_VIPS`: one slot of an open-addressed VIP table (index: `slot * VIP_TABLE_SIZE
+/// + i`). `used` = 0 ends a probe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipSlot {
+    pub key: [u32; 6],
+    pub service: u32,
+    pub used: u32,
+}
+
+/// A VIP as the agent describes it (`MAP_VIPS` stores it as `VipSlot` words).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct VipKey {
@@ -112,11 +149,10 @@ pub struct VipKey {
     pub _pad: [u8; 3],
 }
 
-/// Value of `MAP_VIPS`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct VipValue {
-    pub service: u32,
+impl VipKey {
+    pub fn words(&self) -> [u32; 6] {
+        vip_words(&self.addr, self.port, self.proto, self.family, self.kind)
+    }
 }
 
 /// `Service::stick_mode`
@@ -180,7 +216,22 @@ pub struct StickKey {
     /// Client source port (network order) for `src-port` services, else 0.
     pub port: u16,
     pub family: u8,
-    pub _pad: [u8; 3],
+    /// Padding as scalars: an array here makes the eBPF build call a byte-wise memset.
+    pub _pad0: u8,
+    pub _pad1: u16,
+}
+
+impl StickKey {
+    pub const fn new(addr: [u8; 16], service: u16, port: u16, family: u8) -> Self {
+        StickKey {
+            addr,
+            service,
+            port,
+            family,
+            _pad0: 0,
+            _pad1: 0,
+        }
+    }
 }
 
 /// Value of `MAP_STICK`.
@@ -275,7 +326,7 @@ pub struct BackendStats {
 
 // Compile-time layout checks: a change here is a change of the pinned maps' format.
 const _: () = assert!(core::mem::size_of::<VipKey>() == 24);
-const _: () = assert!(core::mem::size_of::<VipValue>() == 4);
+const _: () = assert!(core::mem::size_of::<VipSlot>() == 32);
 const _: () = assert!(core::mem::size_of::<Service>() == 40);
 const _: () = assert!(core::mem::size_of::<Backend>() == 20);
 const _: () = assert!(core::mem::size_of::<StickKey>() == 24);
@@ -297,7 +348,7 @@ mod user {
     }
     pod!(
         VipKey,
-        VipValue,
+        VipSlot,
         Service,
         Backend,
         StickKey,

@@ -6,18 +6,25 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
     Backend, BackendStats, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, NameSlot, Service, ServiceStats,
-    StickEntry, StickKey, VipKey, VipValue, gstat,
+    StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipSlot, gstat, vip_home,
 };
 
-/// VIPs. Key: (address, port or 0 for any port, protocol, family, kind); `kind` =
-/// `VIP_KIND_ADDR` marks the address-only entry used for packets without ports (later
-/// fragments). Value: the service id. Written by the agent on (re)load; read per packet.
+/// VIPs: two open-addressed tables of `VIP_TABLE_SIZE` slots (index `slot * VIP_TABLE_SIZE +
+/// i`). A slot holds the key words (address, port or 0 for any port, protocol, family, kind;
+/// `kind` = `VIP_KIND_ADDR` is the address-only entry for later fragments) and the service id;
+/// a key sits within `VIP_PROBES` slots of `vip_home`. Array lookups are inlined by the
+/// verifier: cheaper per packet than a hash map. Written by the agent (inactive table, then
+/// `XLB_VIP_ACTIVE` flipped); read per packet.
 #[map(name = "XLB_VIPS")]
-static VIPS: HashMap<VipKey, VipValue> = HashMap::with_max_entries(MAX_SERVICES * 4, 0);
+static VIPS: Array<VipSlot> = Array::with_max_entries(2 * VIP_TABLE_SIZE, 0);
+
+/// Which VIP table is active (0 or 1). Index 0. Written by the agent; read per packet.
+#[map(name = "XLB_VIP_ACTIVE")]
+static VIP_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Per-service settings (stick mode, masks, expiry, redispatch, Maglev size per slot).
 /// Index: service id. Written by the agent; read per VIP packet.
@@ -78,10 +85,29 @@ static NAMES: Array<NameSlot> = Array::with_max_entries(MAX_SERVICES + MAX_BACKE
 #[map(name = "XLB_BENCH")]
 static BENCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
 
+/// The service of a VIP key (as words), probing the active table.
 #[inline(always)]
-pub fn vip(key: &VipKey) -> Option<u32> {
-    // SAFETY: the value is a plain u32 copied out at once.
-    unsafe { VIPS.get(key) }.map(|v| v.service)
+pub fn vip(words: &[u32; 6]) -> Option<u32> {
+    let base = (VIP_ACTIVE.get(0).copied().unwrap_or(0) & 1) * VIP_TABLE_SIZE;
+    let home = vip_home(words);
+    for i in 0..VIP_PROBES {
+        let s = VIPS.get(base + ((home + i) & (VIP_TABLE_SIZE - 1)))?;
+        if s.used == 0 {
+            return None;
+        }
+        // Word by word: `==` on arrays compiles to a call to a byte-wise memcmp.
+        let k = &s.key;
+        let diff = (k[0] ^ words[0])
+            | (k[1] ^ words[1])
+            | (k[2] ^ words[2])
+            | (k[3] ^ words[3])
+            | (k[4] ^ words[4])
+            | (k[5] ^ words[5]);
+        if diff == 0 {
+            return Some(s.service);
+        }
+    }
+    None
 }
 
 #[inline(always)]

@@ -10,10 +10,9 @@
 
 use lb_common::{
     BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, STICK_NONE, STICK_REFRESH_NS, STICK_SRC_PORT,
-    SVC_F_REDISPATCH, Service, ServiceStats, StickEntry, StickKey, VIP_KIND_ADDR, VIP_KIND_PORT, VipKey,
-    gstat,
+    SVC_F_REDISPATCH, Service, ServiceStats, StickEntry, StickKey, VIP_KIND_ADDR, VIP_KIND_PORT, gstat,
     hash::{affinity_hash, five_tuple_hash},
-    maglev_base,
+    maglev_base, vip_words,
 };
 
 use crate::{maps, parse::Flow};
@@ -22,23 +21,19 @@ use crate::{maps, parse::Flow};
 /// ("any port"); a packet without ports (later fragment) uses the address-only entry.
 #[inline(always)]
 pub fn service_of(flow: &Flow) -> Option<u32> {
-    let mut key = VipKey {
-        addr: flow.dst,
-        port: flow.dport,
-        proto: flow.proto,
-        family: flow.family,
-        kind: VIP_KIND_PORT,
-        _pad: [0; 3],
-    };
     if !flow.has_ports {
-        key.kind = VIP_KIND_ADDR;
-        return maps::vip(&key);
+        return maps::vip(&vip_words(&flow.dst, 0, flow.proto, flow.family, VIP_KIND_ADDR));
     }
-    if let Some(s) = maps::vip(&key) {
+    if let Some(s) = maps::vip(&vip_words(
+        &flow.dst,
+        flow.dport,
+        flow.proto,
+        flow.family,
+        VIP_KIND_PORT,
+    )) {
         return Some(s);
     }
-    key.port = 0;
-    maps::vip(&key)
+    maps::vip(&vip_words(&flow.dst, 0, flow.proto, flow.family, VIP_KIND_PORT))
 }
 
 /// The coarse clock (jiffies resolution): the same one userspace reads as CLOCK_MONOTONIC_COARSE.
@@ -104,17 +99,12 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
         let h = five_tuple_hash(&flow.src, &flow.dst, sp, dp, flow.proto);
         return maglev(service_id, svc, h);
     }
-    let key = StickKey {
-        addr: masked(flow, svc),
-        service: service_id as u16,
-        port: if svc.stick_mode == STICK_SRC_PORT && !flow.fragment {
-            flow.sport
-        } else {
-            0
-        },
-        family: flow.family,
-        _pad: [0; 3],
+    let port = if svc.stick_mode == STICK_SRC_PORT && !flow.fragment {
+        flow.sport
+    } else {
+        0
     };
+    let key = StickKey::new(masked(flow, svc), service_id as u16, port, flow.family);
     if svc.stick_mode == STICK_SRC_PORT && flow.fragment {
         // A fragment of a src-port service: later ones carry no port, so all of them go by
         // the address hash alone (and never touch the table).

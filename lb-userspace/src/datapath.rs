@@ -19,7 +19,8 @@ use aya::{
 use lb_common::{
     ALL_MAPS, Backend, BackendStats, MAGLEV_MAX_SIZE, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS,
     MAP_GLOBAL_STATS, MAP_MAGLEV, MAP_NAMES, MAP_SERVICE_STATS, MAP_SERVICES, MAP_STICK, MAP_TX_PORTS,
-    MAP_VIPS, NameSlot, Service, ServiceStats, StickEntry, StickKey, VipKey, VipValue, gstat, maglev_base,
+    MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES,
+    VIP_TABLE_SIZE, VipKey, VipSlot, gstat, maglev_base,
 };
 
 /// The compiled XDP object (built by build.rs from `lb-ebpf`).
@@ -73,6 +74,8 @@ pub enum DatapathError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    #[error("{0} VIP entries do not fit the VIP table ({VIP_TABLE_SIZE} slots, {VIP_PROBES} probes)")]
+    VipTableFull(usize),
     #[error("service id {0} is out of range")]
     ServiceId(u32),
     #[error("Maglev table of {0} slots does not fit (at most {MAGLEV_MAX_SIZE})")]
@@ -124,7 +127,8 @@ pub struct RunResult {
 pub struct Datapath {
     ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
-    vips: HashMap<MapData, VipKey, VipValue>,
+    vips: Array<MapData, VipSlot>,
+    vip_active: Array<MapData, u32>,
     services: Array<MapData, Service>,
     active: Array<MapData, u32>,
     maglev: Array<MapData, u32>,
@@ -146,7 +150,8 @@ pub struct Datapath {
 fn expected(name: &str) -> (u32, u32) {
     use std::mem::size_of;
     match name {
-        MAP_VIPS => (size_of::<VipKey>() as u32, size_of::<VipValue>() as u32),
+        MAP_VIPS => (4, size_of::<VipSlot>() as u32),
+        MAP_VIP_ACTIVE => (4, 4),
         MAP_SERVICES => (4, size_of::<Service>() as u32),
         MAP_ACTIVE_SLOT | MAP_MAGLEV | MAP_GLOBAL_STATS => (4, if name == MAP_GLOBAL_STATS { 8 } else { 4 }),
         MAP_BACKENDS => (4, size_of::<Backend>() as u32),
@@ -214,6 +219,7 @@ impl Datapath {
         }
         Ok(Self {
             vips: take!(MAP_VIPS),
+            vip_active: take!(MAP_VIP_ACTIVE),
             services: take!(MAP_SERVICES),
             active: take!(MAP_ACTIVE_SLOT),
             maglev: take!(MAP_MAGLEV),
@@ -321,25 +327,57 @@ impl Datapath {
 
     // --- services, VIPs, backends, tables -------------------------------------------------
 
-    pub fn set_vip(&mut self, key: VipKey, service: u32) -> Result<()> {
-        self.vips
-            .insert(key, VipValue { service }, 0)
-            .map_err(map_err(MAP_VIPS))
-    }
-
-    pub fn remove_vip(&mut self, key: &VipKey) -> Result<()> {
-        match self.vips.remove(key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(MAP_VIPS)(e)),
+    /// Install the complete VIP set: built into the inactive table, then flipped with one write.
+    pub fn install_vips(&mut self, vips: &[(VipKey, u32)]) -> Result<()> {
+        let mut table = vec![VipSlot::default(); VIP_TABLE_SIZE as usize];
+        for (k, service) in vips {
+            let words = k.words();
+            let home = lb_common::vip_home(&words);
+            let slot = (0..VIP_PROBES)
+                .map(|i| ((home + i) & (VIP_TABLE_SIZE - 1)) as usize)
+                .find(|i| table[*i].used == 0 || table[*i].key == words)
+                .ok_or(DatapathError::VipTableFull(vips.len()))?;
+            table[slot] = VipSlot {
+                key: words,
+                service: *service,
+                used: 1,
+            };
         }
+        let next = 1 - (self.vip_active.get(&0, 0).map_err(map_err(MAP_VIP_ACTIVE))? & 1);
+        for (i, s) in table.iter().enumerate() {
+            self.vips
+                .set(next * VIP_TABLE_SIZE + i as u32, s, 0)
+                .map_err(map_err(MAP_VIPS))?;
+        }
+        self.vip_active.set(0, next, 0).map_err(map_err(MAP_VIP_ACTIVE))
     }
 
+    /// The VIPs of the active table, as (key, service).
     pub fn vips(&self) -> Result<Vec<(VipKey, u32)>> {
-        self.vips
-            .iter()
-            .map(|r| r.map(|(k, v)| (k, v.service)))
-            .collect::<Result<_, _>>()
-            .map_err(map_err(MAP_VIPS))
+        let base = (self.vip_active.get(&0, 0).map_err(map_err(MAP_VIP_ACTIVE))? & 1) * VIP_TABLE_SIZE;
+        let mut out = Vec::new();
+        for i in 0..VIP_TABLE_SIZE {
+            let s = self.vips.get(&(base + i), 0).map_err(map_err(MAP_VIPS))?;
+            if s.used == 0 {
+                continue;
+            }
+            let mut addr = [0u8; 16];
+            for (j, w) in s.key[..4].iter().enumerate() {
+                addr[j * 4..j * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+            out.push((
+                VipKey {
+                    addr,
+                    port: s.key[4] as u16,
+                    proto: (s.key[4] >> 16) as u8,
+                    family: (s.key[4] >> 24) as u8,
+                    kind: s.key[5] as u8,
+                    _pad: [0; 3],
+                },
+                s.service,
+            ));
+        }
+        Ok(out)
     }
 
     pub fn service(&self, id: u32) -> Result<Service> {

@@ -417,14 +417,8 @@ impl Balancer {
             })
             .or_insert(s.id);
         }
-        for (k, _) in self.dp.vips()? {
-            if !want.contains_key(&k) {
-                self.dp.remove_vip(&k)?;
-            }
-        }
-        for (k, v) in want {
-            self.dp.set_vip(k, v)?;
-        }
+        let list: Vec<(VipKey, u32)> = want.into_iter().collect();
+        self.dp.install_vips(&list)?;
         Ok(())
     }
 

@@ -164,13 +164,7 @@ pub fn where_is(dp: &Datapath, svc: &Svc, client: IpAddr) -> Result<String, Data
         ));
     }
     let m = masked(svc, client);
-    let key = StickKey {
-        addr: addr16(m),
-        service: svc.id as u16,
-        port: 0,
-        family: svc.family(),
-        _pad: [0; 3],
-    };
+    let key = StickKey::new(addr16(m), svc.id as u16, 0, svc.family());
     let hash = affinity_hash(&key.addr, 0, key.family);
     let name = |b: u32| {
         svc.server_by_id(b)

@@ -107,6 +107,7 @@ impl Lb {
             dp,
             states: vec![BACKEND_UP; 16],
         };
+        let mut vip_list = Vec::new();
         for (sid, (addr, port, proto, family)) in vips.into_iter().enumerate() {
             let sid = sid as u32;
             let key = VipKey {
@@ -117,23 +118,22 @@ impl Lb {
                 kind: VIP_KIND_PORT,
                 _pad: [0; 3],
             };
-            lb.dp.set_vip(key, sid).unwrap();
-            lb.dp
-                .set_vip(
-                    VipKey {
-                        port: 0,
-                        kind: VIP_KIND_ADDR,
-                        ..key
-                    },
-                    sid,
-                )
-                .unwrap();
+            vip_list.push((key, sid));
+            vip_list.push((
+                VipKey {
+                    port: 0,
+                    kind: VIP_KIND_ADDR,
+                    ..key
+                },
+                sid,
+            ));
             lb.dp.set_service(sid, service).unwrap();
             for b in 4 * sid..4 * sid + 4 {
                 lb.push_backend(b);
             }
             lb.rebuild(sid);
         }
+        lb.dp.install_vips(&vip_list).unwrap();
         dp = lb.dp;
         Lb {
             dp,
@@ -185,13 +185,7 @@ impl Lb {
 
     pub fn entry(&self, service: u16, addr: [u8; 16], family: u8, port: u16) -> Option<StickEntry> {
         self.dp
-            .stick_get(&StickKey {
-                addr,
-                service,
-                port,
-                family,
-                _pad: [0; 3],
-            })
+            .stick_get(&StickKey::new(addr, service, port, family))
             .unwrap()
     }
 

@@ -112,13 +112,7 @@ fn entry_older_than_expire_is_replaced() {
     let natural = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
     // An old entry pointing elsewhere, idle for 6 s > 5 s.
     let other = (natural + 1) % 4;
-    let key = StickKey {
-        addr: v4(c),
-        service: 0,
-        port: 0,
-        family: FAMILY_V4,
-        _pad: [0; 3],
-    };
+    let key = StickKey::new(v4(c), 0, 0, FAMILY_V4);
     lb.dp
         .stick_insert(
             key,
@@ -340,7 +334,9 @@ fn port_zero_service_takes_any_port() {
         kind: VIP_KIND_PORT,
         _pad: [0; 3],
     };
-    lb.dp.set_vip(key, 0).unwrap();
+    let mut vips = lb.dp.vips().unwrap();
+    vips.push((key, 0));
+    lb.dp.install_vips(&vips).unwrap();
     for port in [22u16, 80, 8443] {
         lb.forwarded_to(&tcp4(
             CLIENT_MAC,

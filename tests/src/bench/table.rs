@@ -19,13 +19,7 @@ const ROUNDS: usize = 5;
 fn key(n: u32) -> StickKey {
     let mut addr = [0u8; 16];
     addr[..4].copy_from_slice(&n.to_be_bytes());
-    StickKey {
-        addr,
-        service: 0,
-        port: 0,
-        family: FAMILY_V4,
-        _pad: [0; 3],
-    }
+    StickKey::new(addr, 0, 0, FAMILY_V4)
 }
 
 fn fill(lb: &mut Lb, n: u32) -> Result<()> {
