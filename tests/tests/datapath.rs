@@ -731,3 +731,25 @@ fn random_and_mutated_frames_are_never_forwarded_unless_well_formed_vip() {
         "the mutations must leave some frames valid ({forwarded}/{total})"
     );
 }
+
+#[test]
+fn backend_on_another_interface_goes_out_by_xdp_redirect() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client4(30);
+    let b = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    // Put that backend behind port 1 of the devmap, pointing at `lo` (ifindex 1), with its own
+    // source MAC for that interface.
+    lb.dp.set_tx_port(1, 1).unwrap();
+    let mut be = lb.dp.backend(b).unwrap();
+    be.tx_port = 1;
+    be.src_mac = [0x02, 0, 0, 0, 0, 0xbb];
+    lb.dp.set_backend(b, be).unwrap();
+    let f = t4(c, 40001, TCP_ACK);
+    let (v, out) = lb.run(&f);
+    assert_eq!(v, 4, "XDP_REDIRECT");
+    assert_eq!(out[..6], be_mac(b));
+    assert_eq!(out[6..12], [0x02, 0, 0, 0, 0, 0xbb], "the egress interface's MAC");
+    assert_eq!(out[12..], f[12..]);
+    assert_eq!(lb.gstat(gstat::REDIRECT), 1);
+    assert_eq!(lb.gstat(gstat::TX), 1, "the first packet went by XDP_TX");
+}
