@@ -41,8 +41,10 @@ pub const MAP_GLOBAL_STATS: &str = "XLB_GSTATS";
 pub const MAP_SERVICE_STATS: &str = "XLB_SSTATS";
 pub const MAP_BACKEND_STATS: &str = "XLB_BSTATS";
 pub const MAP_NAMES: &str = "XLB_NAMES";
+pub const MAP_LIMITS: &str = "XLB_LIMITS";
+pub const MAP_NEW_ENTRIES: &str = "XLB_NEW_ENTRIES";
 /// Every map the program defines (the agent pins and adopts these).
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 14] = [
     MAP_VIPS,
     MAP_VIP_ACTIVE,
     MAP_SERVICES,
@@ -55,7 +57,20 @@ pub const ALL_MAPS: [&str; 12] = [
     MAP_SERVICE_STATS,
     MAP_BACKEND_STATS,
     MAP_NAMES,
+    MAP_LIMITS,
+    MAP_NEW_ENTRIES,
 ];
+
+/// Index of `MAP_LIMITS`: new stick entries each CPU may create per second (0 = no cap).
+pub const LIMIT_NEW_ENTRIES_PER_CPU: u32 = 0;
+
+/// Value of `MAP_NEW_ENTRIES` (per CPU): the current one-second window of entry creations.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RateWindow {
+    pub start_ns: u64,
+    pub count: u64,
+}
 
 /// Index of a service's name in `MAP_NAMES`.
 #[inline(always)]
@@ -279,7 +294,10 @@ pub mod gstat {
     pub const INSERT_FAILED: u32 = 14;
     /// Bare TCP SYNs forwarded by hash without creating an entry.
     pub const SYN_NO_INSERT: u32 = 15;
-    pub const COUNT: u32 = 16;
+    /// Entries not created because this CPU reached its cap of new entries per second (the
+    /// packet still went to the backend Maglev picks).
+    pub const INSERT_CAPPED: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "rx",
@@ -298,6 +316,7 @@ pub mod gstat {
         "icmp_too_big",
         "insert_failed",
         "syn_no_insert",
+        "insert_capped",
     ];
 }
 
@@ -334,6 +353,7 @@ const _: () = assert!(core::mem::size_of::<StickEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<ServiceStats>() == 72);
 const _: () = assert!(core::mem::size_of::<BackendStats>() == 16);
 const _: () = assert!(core::mem::size_of::<NameSlot>() == 64);
+const _: () = assert!(core::mem::size_of::<RateWindow>() == 16);
 
 #[cfg(feature = "user")]
 mod user {
@@ -355,6 +375,7 @@ mod user {
         StickEntry,
         ServiceStats,
         BackendStats,
-        NameSlot
+        NameSlot,
+        RateWindow
     );
 }

@@ -9,8 +9,9 @@ use aya_ebpf::{
     maps::{Array, DevMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, BackendStats, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, NameSlot, Service, ServiceStats,
-    StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipSlot, gstat, vip_home,
+    Backend, BackendStats, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, NameSlot,
+    RateWindow, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipSlot, gstat,
+    vip_home,
 };
 
 /// VIPs: two open-addressed tables of `VIP_TABLE_SIZE` slots (index `slot * VIP_TABLE_SIZE +
@@ -79,6 +80,16 @@ static BSTATS: PerCpuArray<BackendStats> = PerCpuArray::with_max_entries(MAX_BAC
 #[map(name = "XLB_NAMES")]
 static NAMES: Array<NameSlot> = Array::with_max_entries(MAX_SERVICES + MAX_BACKENDS, 0);
 
+/// Limits set by the agent. Index `LIMIT_NEW_ENTRIES_PER_CPU`: new stick entries each CPU may
+/// create per second (0 = no cap). Written by the agent at start; read on inserts.
+#[map(name = "XLB_LIMITS")]
+static LIMITS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Per CPU: the current one-second window of entry creations (for the cap above). Written and
+/// read by the data path on inserts only.
+#[map(name = "XLB_NEW_ENTRIES")]
+static NEW_ENTRIES: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);
+
 /// Benchmark only: index 0 is the per-CPU counter `xlb_bench_fresh` turns into a fresh client
 /// address on every iteration; index 1, when not 0, wraps it (1..=n: a working set of n
 /// clients). Written by the benchmark runner; never touched by the production program.
@@ -138,6 +149,31 @@ pub fn stick_get(key: &StickKey) -> Option<*mut StickEntry> {
 #[inline(always)]
 pub fn stick_put(key: &StickKey, entry: &StickEntry) -> bool {
     STICK.insert(key, entry, 0).is_ok()
+}
+
+/// Whether this CPU may create one more stick entry now (and count it if so): a cap of new
+/// entries per second per CPU, so a flood of spoofed non-SYN packets cannot churn the table
+/// faster than the cap.
+#[inline(always)]
+pub fn may_create_entry(now: u64) -> bool {
+    let cap = LIMITS.get(LIMIT_NEW_ENTRIES_PER_CPU).copied().unwrap_or(0);
+    if cap == 0 {
+        return true;
+    }
+    let Some(w) = NEW_ENTRIES.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: per-CPU slot, see `count`.
+    let w = unsafe { &mut *w };
+    if now.wrapping_sub(w.start_ns) >= 1_000_000_000 {
+        w.start_ns = now;
+        w.count = 0;
+    }
+    if w.count >= cap {
+        return false;
+    }
+    w.count += 1;
+    true
 }
 
 #[inline(always)]

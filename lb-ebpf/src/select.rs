@@ -157,6 +157,10 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
 
 #[inline(always)]
 fn insert(key: &StickKey, backend: u32, now: u64, st: &mut ServiceStats) {
+    if !maps::may_create_entry(now) {
+        maps::count(gstat::INSERT_CAPPED);
+        return;
+    }
     let entry = StickEntry {
         last_seen_ns: now,
         backend,

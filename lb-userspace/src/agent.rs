@@ -92,6 +92,8 @@ pub fn run(config_path: &Path) -> Result<()> {
         stick_capacity: stick_capacity(&cfg),
     })?;
     let adopted = dp.adopted();
+    let mut dp = dp;
+    dp.set_new_entry_cap(cfg.global.max_new_entries_per_cpu)?;
     let (mut b, checks) = Balancer::new(cfg.clone(), dp)?;
     let generic = cfg.global.xdp_mode == config::XdpMode::Generic;
     let attached = b.dp.attach(&cfg.global.interface, generic)?;
@@ -126,6 +128,7 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
     let (tx, mut transitions) = mpsc::unbounded_channel::<Transition>();
     let mut hc = HealthChecker::new(tx);
     apply_checks(&mut hc, checks);
+    shared.lock().expect("balancer lock").checks = Some(hc.view());
 
     let socket = cfg.global.admin_socket.clone();
     let listener = bind_socket(&socket)?;
@@ -219,6 +222,9 @@ fn describe_global_change(a: &config::Global, b: &config::Global) -> String {
     }
     if a.xdp_mode != b.xdp_mode {
         what.push("xdp_mode");
+    }
+    if a.max_new_entries_per_cpu != b.max_new_entries_per_cpu {
+        what.push("max_new_entries_per_cpu");
     }
     if what.is_empty() {
         "metrics or sweep_interval".into()

@@ -30,6 +30,8 @@ pub struct Global {
     pub bpffs_dir: PathBuf,
     pub metrics: Option<SocketAddr>,
     pub sweep_interval: Duration,
+    /// New stick entries each CPU may create per second; 0 = no cap.
+    pub max_new_entries_per_cpu: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +214,7 @@ struct RawGlobal {
     bpffs_dir: Option<PathBuf>,
     metrics: Option<String>,
     sweep_interval: Option<Dur>,
+    max_new_entries_per_cpu: Option<Size>,
 }
 
 #[derive(Deserialize)]
@@ -471,6 +474,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
                     format!("\"{m}\" is not an address:port, e.g. \"127.0.0.1:9100\""),
                 )
             })?),
+        },
+        max_new_entries_per_cpu: match &raw.global.max_new_entries_per_cpu {
+            None => 0,
+            Some(n) => size(n).map_err(|e| g.err("max_new_entries_per_cpu", e))?,
         },
         sweep_interval: match &raw.global.sweep_interval {
             None => Duration::from_secs(1),
@@ -1390,6 +1397,7 @@ state = "drain"
                 bpffs_dir: "/sys/fs/bpf/t".into(),
                 metrics: Some("[::1]:9100".parse().unwrap()),
                 sweep_interval: Duration::from_millis(250),
+                max_new_entries_per_cpu: 0,
             }
         );
     }

@@ -18,9 +18,9 @@ use aya::{
 };
 use lb_common::{
     ALL_MAPS, Backend, BackendStats, MAGLEV_MAX_SIZE, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS,
-    MAP_GLOBAL_STATS, MAP_MAGLEV, MAP_NAMES, MAP_SERVICE_STATS, MAP_SERVICES, MAP_STICK, MAP_TX_PORTS,
-    MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES,
-    VIP_TABLE_SIZE, VipKey, VipSlot, gstat, maglev_base,
+    MAP_GLOBAL_STATS, MAP_LIMITS, MAP_MAGLEV, MAP_NAMES, MAP_NEW_ENTRIES, MAP_SERVICE_STATS, MAP_SERVICES,
+    MAP_STICK, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats, StickEntry, StickKey,
+    VIP_PROBES, VIP_TABLE_SIZE, VipKey, VipSlot, gstat, maglev_base,
 };
 
 /// The compiled XDP object (built by build.rs from `lb-ebpf`).
@@ -139,6 +139,7 @@ pub struct Datapath {
     sstats: PerCpuArray<MapData, ServiceStats>,
     bstats: PerCpuArray<MapData, BackendStats>,
     names: Array<MapData, NameSlot>,
+    limits: Array<MapData, u64>,
     /// Set when the pinned maps of an earlier run were adopted.
     adopted: bool,
     capacity: u32,
@@ -160,6 +161,8 @@ fn expected(name: &str) -> (u32, u32) {
         MAP_SERVICE_STATS => (4, size_of::<ServiceStats>() as u32),
         MAP_BACKEND_STATS => (4, size_of::<BackendStats>() as u32),
         MAP_NAMES => (4, size_of::<NameSlot>() as u32),
+        MAP_LIMITS => (4, 8),
+        MAP_NEW_ENTRIES => (4, size_of::<lb_common::RateWindow>() as u32),
         _ => (0, 0),
     }
 }
@@ -230,6 +233,7 @@ impl Datapath {
             sstats: take!(MAP_SERVICE_STATS),
             bstats: take!(MAP_BACKEND_STATS),
             names: take!(MAP_NAMES),
+            limits: take!(MAP_LIMITS),
             ebpf,
             pin_dir: opts.pin_dir.clone(),
             adopted,
@@ -463,6 +467,13 @@ impl Datapath {
                 source: aya::maps::MapError::IoError(std::io::Error::other(other.to_string())),
             },
         })
+    }
+
+    /// Cap the new stick entries each CPU may create per second (0 = no cap).
+    pub fn set_new_entry_cap(&mut self, per_cpu_per_sec: u64) -> Result<()> {
+        self.limits
+            .set(lb_common::LIMIT_NEW_ENTRIES_PER_CPU, per_cpu_per_sec, 0)
+            .map_err(map_err(MAP_LIMITS))
     }
 
     /// The name recorded for slot `index` of `MAP_NAMES` (None when free).

@@ -91,6 +91,20 @@ pub fn render(b: &Balancer) -> String {
                     t.bytes
                 );
             }
+            if let Some(c) = b.checks.as_ref().and_then(|c| c.get(&(n.clone(), sv.clone()))) {
+                if let Some(l) = c.last_latency {
+                    let _ = writeln!(
+                        o,
+                        "xlb_server_check_latency_seconds{{service=\"{n}\",server=\"{sv}\"}} {:.6}",
+                        l.as_secs_f64()
+                    );
+                }
+                let _ = writeln!(
+                    o,
+                    "xlb_server_checks_total{{service=\"{n}\",server=\"{sv}\"}} {}",
+                    c.checks
+                );
+            }
             for st in ["UP", "DOWN", "DRAIN", "MAINT"] {
                 let _ = writeln!(
                     o,

@@ -150,6 +150,8 @@ pub struct Balancer {
     pub services: Vec<Svc>,
     pub dp: Datapath,
     pub started: Instant,
+    /// Live health-check status (set by the agent once its checker runs).
+    pub checks: Option<health::StatusView>,
 }
 
 fn mask(prefix: u8, len: usize) -> Vec<u8> {
@@ -208,6 +210,7 @@ impl Balancer {
             services: Vec::new(),
             dp,
             started: Instant::now(),
+            checks: None,
         };
         let adopted = b.dp.adopted();
         let checks = b.apply(cfg, adopted)?;

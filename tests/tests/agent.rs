@@ -231,25 +231,34 @@ fn every_command_and_its_format() {
     ] {
         assert_eq!(e.api(cmd).unwrap(), want, "command {cmd:?}");
     }
-    // Metrics (inside the LB namespace).
-    let body = e
-        .topo
-        .run_in(e.lb, || {
-            let mut s = std::net::TcpStream::connect("127.0.0.1:9100").unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            out
-        })
-        .unwrap();
+    // Metrics (inside the LB namespace); a check latency appears once a check has completed.
+    let scrape = || {
+        e.topo
+            .run_in(e.lb, || {
+                let mut s = std::net::TcpStream::connect("127.0.0.1:9100").unwrap();
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).unwrap();
+                out
+            })
+            .unwrap()
+    };
+    assert!(
+        e.wait_until(Duration::from_secs(10), || {
+            scrape().contains("xlb_server_check_latency_seconds{service=\"be_app\",server=\"app1\"}")
+        }),
+        "no check latency in the metrics"
+    );
+    let body = scrape();
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     for m in [
         "xlb_datapath_packets_total{event=\"tx\"}",
         "xlb_service_stick_hits_total{service=\"be_app\"}",
         "xlb_server_state{service=\"be_app\",server=\"app1\",state=\"UP\"} 1",
         "xlb_stick_table_size{service=\"be_app\"} 10000",
+        "xlb_server_check_latency_seconds{service=\"be_app\",server=\"app1\"}",
     ] {
-        assert!(body.contains(m), "metrics lack {m}");
+        assert!(body.contains(m), "metrics lack {m}:\n{body}");
     }
 }
 

@@ -753,3 +753,24 @@ fn backend_on_another_interface_goes_out_by_xdp_redirect() {
     assert_eq!(lb.gstat(gstat::REDIRECT), 1);
     assert_eq!(lb.gstat(gstat::TX), 1, "the first packet went by XDP_TX");
 }
+
+#[test]
+fn new_entry_cap_per_cpu_bounds_table_churn() {
+    let mut lb = Lb::new(Svc::default());
+    lb.dp.set_new_entry_cap(5).unwrap();
+    // 20 new clients (spoofed-ACK style): all forwarded, only 5 entries created this second.
+    for n in 0..20u8 {
+        lb.forwarded_to(&t4([10, 77, 8, n], 40000, TCP_ACK));
+    }
+    assert_eq!(lb.entries().len(), 5);
+    assert_eq!(lb.gstat(gstat::INSERT_CAPPED), 15);
+    // A pinned client is unaffected.
+    let first = lb.entries()[0].0;
+    let a = [first.addr[0], first.addr[1], first.addr[2], first.addr[3]];
+    let b = lb.entries()[0].1.backend;
+    assert_eq!(lb.forwarded_to(&t4(a, 40001, TCP_ACK)), b);
+    // No cap: everything inserts.
+    lb.dp.set_new_entry_cap(0).unwrap();
+    lb.forwarded_to(&t4([10, 77, 9, 1], 40000, TCP_ACK));
+    assert_eq!(lb.entries().len(), 6);
+}
