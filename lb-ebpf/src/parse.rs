@@ -112,7 +112,7 @@ fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     let frag_offset = frags & 0x1fff;
     let fragment = more_fragments || frag_offset != 0;
     let l4 = off + ihl;
-    let mut flow = Flow {
+    let flow = Flow {
         src: v4_addr(ip.src_addr),
         dst: v4_addr(ip.dst_addr),
         sport: 0,
@@ -124,20 +124,40 @@ fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
         syn_only: false,
         icmp_too_big: false,
     };
-    if frag_offset != 0 {
-        // A later fragment has no L4 header: address-only affinity.
-        return match flow.proto {
-            PROTO_TCP | PROTO_UDP => Ok(Some(flow)),
-            _ => Ok(None),
-        };
-    }
+    transport(ctx, l4, flow, frag_offset != 0)
+}
+
+/// The L4 step of both families: ports for TCP/UDP (none in a later fragment, which has no L4
+/// header: address-only affinity), ICMP "too big" errors, nothing else.
+#[inline(always)]
+fn transport(ctx: &XdpContext, l4: usize, mut flow: Flow, later_fragment: bool) -> Result<Option<Flow>, ()> {
     match flow.proto {
+        PROTO_TCP | PROTO_UDP if later_fragment => Ok(Some(flow)),
         PROTO_TCP | PROTO_UDP => {
             l4_ports(ctx, l4, &mut flow)?;
             Ok(Some(flow))
         }
-        PROTO_ICMP => icmp4_too_big(ctx, l4),
+        PROTO_ICMP if !later_fragment && flow.family == FAMILY_V4 => icmp4_too_big(ctx, l4),
+        PROTO_ICMPV6 if !later_fragment && flow.family == FAMILY_V6 => icmp6_too_big(ctx, l4),
         _ => Ok(None),
+    }
+}
+
+/// The flow an ICMP error is about, turned around: the quoted packet went VIP -> client, the
+/// flow reads client -> VIP. `ports` are the quote's first four L4 bytes.
+#[inline(always)]
+fn quoted_flow(quoted_src: [u8; 16], quoted_dst: [u8; 16], ports: &[u8; 4], family: u8, proto: u8) -> Flow {
+    Flow {
+        src: quoted_dst,
+        dst: quoted_src,
+        sport: u16::from_ne_bytes([ports[2], ports[3]]),
+        dport: u16::from_ne_bytes([ports[0], ports[1]]),
+        family,
+        proto,
+        has_ports: true,
+        fragment: false,
+        syn_only: false,
+        icmp_too_big: true,
     }
 }
 
@@ -191,18 +211,13 @@ fn icmp4_too_big(ctx: &XdpContext, l4: usize) -> Result<Option<Flow>, ()> {
     let ports: *const [u8; 4] = ptr_at(ctx, inner_off + ihl)?;
     // SAFETY: bounds checked by ptr_at.
     let ports = unsafe { &*ports };
-    Ok(Some(Flow {
-        src: v4_addr(inner.dst_addr),
-        dst: v4_addr(inner.src_addr),
-        sport: u16::from_ne_bytes([ports[2], ports[3]]),
-        dport: u16::from_ne_bytes([ports[0], ports[1]]),
-        family: FAMILY_V4,
-        proto: inner.proto,
-        has_ports: true,
-        fragment: false,
-        syn_only: false,
-        icmp_too_big: true,
-    }))
+    Ok(Some(quoted_flow(
+        v4_addr(inner.src_addr),
+        v4_addr(inner.dst_addr),
+        ports,
+        FAMILY_V4,
+        inner.proto,
+    )))
 }
 
 #[inline(always)]
@@ -261,20 +276,7 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     if !done {
         return Err(());
     }
-    if later_fragment {
-        return match flow.proto {
-            PROTO_TCP | PROTO_UDP => Ok(Some(flow)),
-            _ => Ok(None),
-        };
-    }
-    match flow.proto {
-        PROTO_TCP | PROTO_UDP => {
-            l4_ports(ctx, l4, &mut flow)?;
-            Ok(Some(flow))
-        }
-        PROTO_ICMPV6 => icmp6_too_big(ctx, l4),
-        _ => Ok(None),
-    }
+    transport(ctx, l4, flow, later_fragment)
 }
 
 /// ICMPv6 "packet too big" about a VIP flow; see `icmp4_too_big`. The quoted IPv6 header is
@@ -297,16 +299,11 @@ fn icmp6_too_big(ctx: &XdpContext, l4: usize) -> Result<Option<Flow>, ()> {
     let ports: *const [u8; 4] = ptr_at(ctx, inner_off + Ipv6Hdr::LEN)?;
     // SAFETY: bounds checked by ptr_at.
     let ports = unsafe { &*ports };
-    Ok(Some(Flow {
-        src: inner.dst_addr,
-        dst: inner.src_addr,
-        sport: u16::from_ne_bytes([ports[2], ports[3]]),
-        dport: u16::from_ne_bytes([ports[0], ports[1]]),
-        family: FAMILY_V6,
-        proto: inner.next_hdr,
-        has_ports: true,
-        fragment: false,
-        syn_only: false,
-        icmp_too_big: true,
-    }))
+    Ok(Some(quoted_flow(
+        inner.src_addr,
+        inner.dst_addr,
+        ports,
+        FAMILY_V6,
+        inner.next_hdr,
+    )))
 }
