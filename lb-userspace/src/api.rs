@@ -97,9 +97,9 @@ fn run(b: &mut Balancer, w: &[&str]) -> Result<String, String> {
             let svc = service(b, name)?;
             stick_table::where_is(&b.dp, svc, a).map_err(|e| format!("cannot read the data path: {e}"))
         }
-        [first, ..] => Err(format!(
+        words => Err(format!(
             "Unknown command: '{}'. Type 'help' for the list of commands.",
-            first.chars().take(64).collect::<String>()
+            words.join(" ").chars().take(64).collect::<String>()
         )),
     }
 }

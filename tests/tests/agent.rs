@@ -199,6 +199,10 @@ fn every_command_and_its_format() {
             "Unknown command: 'bogus'. Type 'help' for the list of commands.\n",
         ),
         (
+            "show tabel",
+            "Unknown command: 'show tabel'. Type 'help' for the list of commands.\n",
+        ),
+        (
             "show table nope",
             "No such table: 'nope'. Tables: be_app, be_app6, dns.\n",
         ),

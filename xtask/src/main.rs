@@ -136,13 +136,21 @@ fn test(root: &Path, tools: &setup::Tools, args: &[String]) -> Result<()> {
     leak_check()
 }
 
-/// After the tests: nothing they created may remain (namespaces, pins, processes).
+/// After the tests: nothing they created may remain (namespaces, pins). Harness names are
+/// `xlbt-<creator pid>-...`; a name whose creator has exited is a leak. (One whose creator still
+/// runs belongs to something else in progress, such as a demo in another terminal.)
 fn leak_check() -> Result<()> {
+    let leaked = |name: &str| {
+        name.strip_prefix("xlbt-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    };
     let mut leaks = Vec::new();
     if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let name = line.split_whitespace().next().unwrap_or("");
-            if name.starts_with("xlbt") {
+            if leaked(name) {
                 leaks.push(format!("network namespace {name}"));
             }
         }
@@ -150,7 +158,7 @@ fn leak_check() -> Result<()> {
     if let Ok(rd) = std::fs::read_dir("/sys/fs/bpf") {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("xlbt") {
+            if leaked(&name) {
                 leaks.push(format!("bpffs pin /sys/fs/bpf/{name}"));
             }
         }
