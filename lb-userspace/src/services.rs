@@ -247,9 +247,9 @@ impl Balancer {
     pub fn apply(&mut self, new: Config, adopt: bool) -> Result<CheckChanges, ApplyError> {
         let mut checks = CheckChanges::default();
         let (mut svc_ids, mut be_ids) = self.recorded_ids()?;
-        // Ids in use by the services we keep.
-        let old: HashMap<String, Svc> = self.services.drain(..).map(|s| (s.cfg.name.clone(), s)).collect();
-        let mut old = old;
+        let mut old: HashMap<String, Svc> =
+            self.services.drain(..).map(|s| (s.cfg.name.clone(), s)).collect();
+        // Ids the new config keeps (recorded ones of names it still has).
         let mut used_svc: Vec<bool> = vec![false; MAX_SERVICES as usize];
         let mut used_be: Vec<bool> = vec![false; MAX_BACKENDS as usize];
         for s in new.services.iter() {
