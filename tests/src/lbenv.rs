@@ -86,6 +86,22 @@ pub fn xlb_bin() -> PathBuf {
         "{} does not exist: build it with `cargo xtask build` (cargo xtask test does)",
         p.display()
     );
+    // `cargo test` alone does not rebuild the binary: refuse to test an old one.
+    let built = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .expect("binary mtime");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for dir in ["lb-userspace/src", "lb-ebpf/src", "lb-common/src"] {
+        for f in std::fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
+            if f.metadata().and_then(|m| m.modified()).is_ok_and(|t| t > built) {
+                panic!(
+                    "{} is older than {}: rebuild it with `cargo xtask build` (cargo xtask test does)",
+                    p.display(),
+                    f.path().display()
+                );
+            }
+        }
+    }
     p
 }
 
