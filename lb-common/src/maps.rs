@@ -335,6 +335,21 @@ pub struct ServiceStats {
     pub no_backend: u64,
 }
 
+impl ServiceStats {
+    /// Add another CPU's (or service's) counters to these.
+    pub fn add(&mut self, o: &ServiceStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.stick_hits += o.stick_hits;
+        self.stick_misses += o.stick_misses;
+        self.stick_inserts += o.stick_inserts;
+        self.stick_expired += o.stick_expired;
+        self.redispatches += o.redispatches;
+        self.pinned_down += o.pinned_down;
+        self.no_backend += o.no_backend;
+    }
+}
+
 /// Value of `MAP_BACKEND_STATS` (per-CPU, index: backend id).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

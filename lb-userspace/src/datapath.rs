@@ -552,15 +552,7 @@ impl Datapath {
         }
         let mut t = ServiceStats::default();
         for id in 0..lb_common::MAX_SERVICES {
-            let s = self.service_stats(id)?;
-            t.packets += s.packets;
-            t.stick_hits += s.stick_hits;
-            t.stick_misses += s.stick_misses;
-            t.stick_inserts += s.stick_inserts;
-            t.stick_expired += s.stick_expired;
-            t.redispatches += s.redispatches;
-            t.pinned_down += s.pinned_down;
-            t.no_backend += s.no_backend;
+            t.add(&self.service_stats(id)?);
         }
         let g = |i: u32| i as usize;
         out[g(gstat::RX)] = out[g(gstat::PASS_NOT_VIP)] + out[g(gstat::PARSE_ERROR)] + t.packets;
@@ -579,15 +571,7 @@ impl Datapath {
         let v = self.sstats.get(&id, 0).map_err(map_err(MAP_SERVICE_STATS))?;
         let mut s = ServiceStats::default();
         for c in v.iter() {
-            s.packets += c.packets;
-            s.bytes += c.bytes;
-            s.stick_hits += c.stick_hits;
-            s.stick_misses += c.stick_misses;
-            s.stick_inserts += c.stick_inserts;
-            s.stick_expired += c.stick_expired;
-            s.redispatches += c.redispatches;
-            s.pinned_down += c.pinned_down;
-            s.no_backend += c.no_backend;
+            s.add(c);
         }
         Ok(s)
     }
