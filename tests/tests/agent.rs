@@ -355,3 +355,61 @@ fn cli_wraps_the_api_with_exit_codes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn detach_removes_the_program_and_the_pins() {
+    let e = env(
+        "detach",
+        Opts {
+            v4_sources: 2,
+            v6_sources: 0,
+            ..Default::default()
+        },
+    );
+    let s = e.sources4[0];
+    e.get_vip(s).unwrap();
+    let bin = harness::lbenv::xlb_bin();
+    let ns = e.topo.host(e.lb).ns.clone();
+    // While the agent runs, detach refuses.
+    let out = std::process::Command::new(&bin)
+        .args(["detach", "-c"])
+        .arg(&e.config)
+        .args(["--netns", &ns])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("an agent is running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Stopped, the data path keeps forwarding from its pins ...
+    e.stop_agent().expect("agent exited");
+    assert!(e.get_vip(s).is_ok());
+    assert!(
+        e.topo
+            .exec(e.lb, &["ip", "-d", "link", "show", "eth0"])
+            .unwrap()
+            .contains("prog/xdp")
+    );
+    // ... until detach removes the link and the maps.
+    let out = std::process::Command::new(&bin)
+        .args(["detach", "-c"])
+        .arg(&e.config)
+        .args(["--netns", &ns])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!e.bpffs.exists(), "pins removed");
+    assert!(
+        !e.topo
+            .exec(e.lb, &["ip", "-d", "link", "show", "eth0"])
+            .unwrap()
+            .contains("prog/xdp"),
+        "program detached"
+    );
+    assert!(
+        e.get_vip(s).is_err(),
+        "with no data path the VIP no longer answers"
+    );
+}
