@@ -240,18 +240,52 @@ fn serve_thread(
     };
     let bound = tcp.local_addr().map(|a| a.port()).unwrap_or(port);
     let _ = ready.send(Ok(bound));
+    let tcp = Arc::new(tcp);
+    let listener = tcp.clone();
     rt.block_on(async move {
         tokio::select! {
             _ = stop => {}
-            _ = serve_tcp(tcp, shared.clone()) => {}
+            _ = serve_tcp(listener, shared.clone()) => {}
             _ = serve_udp(udp, shared) => {}
         }
     });
+    // Stop listening now, even if a child process forked by another thread still holds a
+    // copy of the descriptor until its exec: `shutdown` on a listening socket ends the
+    // listen state (and resets queued connections) whoever else holds the file.
+    // SAFETY: the listener is still open.
+    unsafe { libc::shutdown(tcp.as_raw_fd(), libc::SHUT_RDWR) };
+    drop(tcp);
     // Dropping the runtime drops every connection task, closing their sockets.
     drop(rt);
+    wait_port_released(bound);
 }
 
-async fn serve_tcp(l: TcpListener, shared: Arc<Shared>) {
+/// Waits (at most 2 s) until nothing in this namespace is bound to TCP or UDP `port`, so a
+/// stopped server refuses at once. A close is not final while a child process forked by
+/// another thread still holds the descriptor (the window between its fork and its exec).
+fn wait_port_released(port: u16) {
+    let free = || -> bool {
+        let any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+        let probe = |ty, reuse: bool| -> bool {
+            Socket::new(Domain::IPV6, ty, None)
+                .and_then(|s| {
+                    s.set_only_v6(false)?;
+                    // SO_REUSEADDR lets TCP ignore TIME_WAIT leftovers; a listener still
+                    // conflicts. The UDP probe goes without it so any bound socket conflicts.
+                    s.set_reuse_address(reuse)?;
+                    s.bind(&any.into())
+                })
+                .is_ok()
+        };
+        probe(Type::STREAM, true) && probe(Type::DGRAM, false)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !free() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+async fn serve_tcp(l: Arc<TcpListener>, shared: Arc<Shared>) {
     loop {
         match l.accept().await {
             Ok((s, peer)) => {
