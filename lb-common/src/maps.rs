@@ -11,6 +11,8 @@
 pub const MAX_SERVICES: u32 = 32;
 /// Backends (a server of a service; the same host in two services is two backends).
 pub const MAX_BACKENDS: u32 = 4096;
+/// Entries of `MAP_TX_PORTS`: port 0 means `XDP_TX`, so up to 63 other output interfaces.
+pub const MAX_TX_PORTS: u32 = 64;
 /// Largest Maglev table a service may use (a prime). Each service owns two regions of this
 /// size in `MAP_MAGLEV`: slot 0 and slot 1.
 pub const MAGLEV_MAX_SIZE: u32 = 65537;

@@ -9,9 +9,9 @@ use aya_ebpf::{
     maps::{Array, DevMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, BackendStats, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, NameSlot,
-    RateWindow, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipSlot, gstat,
-    vip_home,
+    Backend, BackendStats, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES,
+    MAX_TX_PORTS, NameSlot, RateWindow, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES,
+    VIP_TABLE_SIZE, VipSlot, gstat, vip_home,
 };
 
 /// VIPs: two open-addressed tables of `VIP_TABLE_SIZE` slots (index `slot * VIP_TABLE_SIZE +
@@ -59,7 +59,7 @@ static STICK: LruHashMap<StickKey, StickEntry> = LruHashMap::with_max_entries(65
 /// Output interfaces for backends that are not on the receiving interface. Index: the
 /// backend's `tx_port` (1..). Written by the agent; read by `XDP_REDIRECT`.
 #[map(name = "XLB_TX_PORTS")]
-static TX_PORTS: DevMap = DevMap::with_max_entries(64, 0);
+static TX_PORTS: DevMap = DevMap::with_max_entries(MAX_TX_PORTS, 0);
 
 /// Global counters, per CPU. Index: `gstat::*`. Written by the data path; summed by the agent.
 #[map(name = "XLB_GSTATS")]

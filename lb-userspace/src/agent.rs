@@ -84,7 +84,7 @@ pub fn stick_capacity(cfg: &Config) -> u32 {
 /// maps, attach. Then run until a terminating signal.
 pub fn run(config_path: &Path) -> Result<()> {
     let cfg = config::load(config_path)?;
-    config::check_interface(&cfg.global.interface)?;
+    config::check_interfaces(&cfg)?;
     datapath::ensure_bpffs().context("bpffs is not mounted at /sys/fs/bpf and mounting it failed")?;
     let _lock = lock_instance(&cfg.global.bpffs_dir)?;
     let dp = Datapath::load(&LoadOptions {
@@ -204,6 +204,7 @@ fn reload(path: &Path, current: &Config, shared: &Shared) -> Result<(Config, Che
             describe_global_change(&current.global, &new.global)
         );
     }
+    config::check_interfaces(&new)?;
     let mut b = shared.lock().expect("balancer lock");
     let checks = b.apply(new.clone(), false)?;
     Ok((new, checks))

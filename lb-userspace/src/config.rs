@@ -12,7 +12,7 @@ use std::{
 
 use serde::Deserialize;
 
-use lb_common::{MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, maglev::is_prime};
+use lb_common::{MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS, maglev::is_prime};
 
 // --- the validated config ------------------------------------------------------------------
 
@@ -105,6 +105,9 @@ pub struct Server {
     pub mac: Option<[u8; 6]>,
     pub check_port: Option<u16>,
     pub state: AdminState,
+    /// The interface the server is reached through when it is not the one XDP runs on
+    /// (frames go out by `XDP_REDIRECT`); None = the XDP interface (`XDP_TX`).
+    pub interface: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +180,15 @@ pub enum ConfigError {
     },
     #[error("interface \"{0}\" does not exist (in this network namespace); list them with \"ip link\"")]
     NoInterface(String),
+    #[error(
+        "service \"{service}\", server \"{server}\", field \"interface\": \"{interface}\" does not \
+         exist (in this network namespace); list them with \"ip link\""
+    )]
+    NoServerInterface {
+        service: String,
+        server: String,
+        interface: String,
+    },
 }
 
 struct Ctx<'a> {
@@ -265,6 +277,7 @@ struct RawServer {
     mac: Option<String>,
     check_port: Option<u16>,
     state: Option<String>,
+    interface: Option<String>,
 }
 
 /// A duration as written: integer seconds or a string such as "500ms", "2s", "30m", "1h", "1d".
@@ -525,7 +538,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let mut names: HashMap<String, ()> = HashMap::new();
     let mut vips: HashMap<(SocketAddr, Protocol), String> = HashMap::new();
     for rs in raw.service {
-        let s = service(rs, origin)?;
+        let s = service(rs, origin, &global.interface)?;
         let c = Ctx {
             file: origin,
             place: format!("service \"{}\", ", s.name),
@@ -541,6 +554,20 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
             ));
         }
         services.push(s);
+    }
+    let interfaces: std::collections::BTreeSet<&str> = services
+        .iter()
+        .flat_map(|s| s.servers.iter().filter_map(|v| v.interface.as_deref()))
+        .collect();
+    if interfaces.len() >= MAX_TX_PORTS as usize {
+        return Err(top.err(
+            "interface",
+            format!(
+                "servers name {} interfaces besides the XDP one; at most {} are supported",
+                interfaces.len(),
+                MAX_TX_PORTS - 1
+            ),
+        ));
     }
     Ok(Config { global, services })
 }
@@ -573,7 +600,7 @@ fn valid_name(n: &str) -> bool {
     !n.is_empty() && n.len() <= 48 && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
-fn service(r: RawService, file: &str) -> Result<Service, ConfigError> {
+fn service(r: RawService, file: &str, global_interface: &str) -> Result<Service, ConfigError> {
     let c = Ctx {
         file,
         place: format!("service \"{}\", ", r.name),
@@ -767,6 +794,18 @@ fn service(r: RawService, file: &str) -> Result<Service, ConfigError> {
         {
             return Err(sc.err("check_port", "the VIP takes any port (0), so health checks need a port: set check_port here or health.port"));
         }
+        let interface = match rv.interface {
+            None => None,
+            Some(i) if i.is_empty() || i.len() > 15 => {
+                return Err(sc.err(
+                    "interface",
+                    format!("\"{i}\" is not an interface name (1 to 15 bytes)"),
+                ));
+            }
+            // The XDP interface itself: the default, XDP_TX.
+            Some(i) if i == global_interface => None,
+            Some(i) => Some(i),
+        };
         servers.push(Server {
             name: rv.name,
             address,
@@ -774,6 +813,7 @@ fn service(r: RawService, file: &str) -> Result<Service, ConfigError> {
             mac,
             check_port: rv.check_port,
             state,
+            interface,
         });
     }
     Ok(Service {
@@ -892,6 +932,24 @@ fn health(r: Option<RawHealth>, c: &Ctx<'_>, _vip: SocketAddr) -> Result<Health,
     })
 }
 
+/// Every interface the config names exists in this network namespace (checked where the
+/// agent runs, not by `xlb check`, which may run elsewhere).
+pub fn check_interfaces(cfg: &Config) -> Result<(), ConfigError> {
+    check_interface(&cfg.global.interface)?;
+    for s in &cfg.services {
+        for v in &s.servers {
+            if let Some(i) = &v.interface {
+                check_interface(i).map_err(|_| ConfigError::NoServerInterface {
+                    service: s.name.clone(),
+                    server: v.name.clone(),
+                    interface: i.clone(),
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The interface's index, or an error saying how to find the right name.
 pub fn check_interface(name: &str) -> Result<u32, ConfigError> {
     let c = std::ffi::CString::new(name).map_err(|_| ConfigError::NoInterface(name.into()))?;
@@ -992,7 +1050,8 @@ state = "drain"
                     weight: 1,
                     mac: None,
                     check_port: None,
-                    state: AdminState::Ready
+                    state: AdminState::Ready,
+                    interface: None,
                 }],
             }
         );
@@ -1024,13 +1083,44 @@ state = "drain"
         assert_eq!(c.services.len(), 2);
         let app = c.service("be_app").expect("be_app");
         let names: Vec<&str> = app.servers.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["app1", "app2", "app3", "app4"]);
-        for (i, s) in app.servers.iter().enumerate() {
+        assert_eq!(names, ["app1", "app2", "app3", "app4", "app5"]);
+        for (i, s) in app.servers.iter().take(4).enumerate() {
             assert_eq!(s.address, IpAddr::from([10, 0, 1, 11 + i as u8]));
+            assert_eq!(s.interface, None);
         }
+        assert_eq!(app.servers[4].interface.as_deref(), Some("eth1"));
         assert!(matches!(app.health.kind, HealthKind::Http { host: Some(_), .. }));
         let other = &c.services[1];
         assert!(other.vip.is_ipv6() && other.protocol == Protocol::Udp);
+    }
+
+    #[test]
+    fn server_interface() {
+        let c = parse(&with("state = \"drain\"", "interface = \"eth1\""), "xlb.toml").unwrap();
+        assert_eq!(c.services[0].servers[1].interface.as_deref(), Some("eth1"));
+        // Naming the XDP interface itself is the default.
+        let c = parse(&with("state = \"drain\"", "interface = \"eth0\""), "xlb.toml").unwrap();
+        assert_eq!(c.services[0].servers[1].interface, None);
+        for bad in ["\"\"", "\"a_very_long_ifname0\""] {
+            let e = err(&with("state = \"drain\"", &format!("interface = {bad}")));
+            assert!(
+                e.contains("field \"interface\": ") && e.contains("is not an interface name (1 to 15 bytes)"),
+                "{e}"
+            );
+        }
+        let mut cfg = parse(
+            &with("state = \"drain\"", "interface = \"xlb-nosuch9\""),
+            "xlb.toml",
+        )
+        .unwrap();
+        cfg.global.interface = "lo".into();
+        assert_eq!(
+            check_interfaces(&cfg).unwrap_err().to_string(),
+            "service \"be_app\", server \"app2\", field \"interface\": \"xlb-nosuch9\" does not exist (in this \
+             network namespace); list them with \"ip link\""
+        );
+        cfg.services[0].servers[1].interface = Some("lo".into());
+        check_interfaces(&cfg).unwrap();
     }
 
     #[test]

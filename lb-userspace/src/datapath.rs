@@ -469,6 +469,15 @@ impl Datapath {
         })
     }
 
+    /// The interface `MAP_TX_PORTS[port]` points at, if any (to adopt pinned ports).
+    pub fn tx_port(&self, port: u32) -> Option<u32> {
+        self.tx_ports
+            .get(port, 0)
+            .ok()
+            .map(|v| v.if_index)
+            .filter(|i| *i != 0)
+    }
+
     /// Cap the new stick entries each CPU may create per second (0 = no cap).
     pub fn set_new_entry_cap(&mut self, per_cpu_per_sec: u64) -> Result<()> {
         self.limits

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod api;
 pub mod config;
 pub mod datapath;
+pub mod egress;
 pub mod health;
 pub mod metrics;
 pub mod neigh;

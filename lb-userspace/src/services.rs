@@ -10,7 +10,7 @@
 //! servers with weight > 0 get Maglev slots; a change rebuilds only its own service's table.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
@@ -26,6 +26,7 @@ use lb_common::{
 use crate::{
     config::{self, AdminState, Config, HealthKind, Protocol, StickOn},
     datapath::{Datapath, DatapathError},
+    egress::{Egress, EgressError, TxPorts},
     health::{self, CheckKind, CheckSpec},
     neigh,
 };
@@ -42,6 +43,8 @@ pub struct Server {
     pub health: health::Health,
     pub weight: u32,
     pub mac: Option<[u8; 6]>,
+    /// How its frames leave (XDP_TX, or a redirect to its own interface).
+    pub egress: Egress,
     pub last_change: Instant,
     /// The last health transition's reason (for logs and `show servers state`).
     pub last_reason: String,
@@ -132,6 +135,12 @@ pub enum ApplyError {
     Datapath(#[from] DatapathError),
     #[error("no free {what} id (at most {max})")]
     NoFreeId { what: &'static str, max: u32 },
+    #[error("server {server}: {source}")]
+    Egress {
+        server: String,
+        #[source]
+        source: EgressError,
+    },
 }
 
 /// What the agent must do with health checks after a change.
@@ -152,6 +161,8 @@ pub struct Balancer {
     pub started: Instant,
     /// Live health-check status (set by the agent once its checker runs).
     pub checks: Option<health::StatusView>,
+    /// Output interfaces of servers that are not on the XDP interface.
+    tx_ports: TxPorts,
 }
 
 fn mask(prefix: u8, len: usize) -> Vec<u8> {
@@ -211,8 +222,12 @@ impl Balancer {
             dp,
             started: Instant::now(),
             checks: None,
+            tx_ports: TxPorts::default(),
         };
         let adopted = b.dp.adopted();
+        if adopted {
+            b.tx_ports = TxPorts::adopt(&b.dp);
+        }
         let checks = b.apply(cfg, adopted)?;
         Ok((b, checks))
     }
@@ -263,8 +278,7 @@ impl Balancer {
             }
         }
         // Free what the new config no longer has: names, VIP entries, tables, stick entries.
-        let keep_names: std::collections::HashSet<String> =
-            new.services.iter().map(|s| s.name.clone()).collect();
+        let keep_names: HashSet<String> = new.services.iter().map(|s| s.name.clone()).collect();
         let mut dropped_services = Vec::new();
         for (name, id) in svc_ids.clone() {
             if !keep_names.contains(&name) {
@@ -275,7 +289,7 @@ impl Balancer {
                 log::info!("service {name}: removed");
             }
         }
-        let keep_backends: std::collections::HashSet<String> = new
+        let keep_backends: HashSet<String> = new
             .services
             .iter()
             .flat_map(|s| s.servers.iter().map(move |v| format!("{}/{}", s.name, v.name)))
@@ -365,6 +379,7 @@ impl Balancer {
                             .mac
                             .or(if b.cfg.address == c.address { b.mac } else { None })
                             .or_else(|| neigh::resolve(c.address, Duration::from_millis(500))),
+                        egress: self.egress(&full, c)?,
                         last_change: b.last_change,
                         last_reason: b.last_reason.clone(),
                     },
@@ -390,6 +405,12 @@ impl Balancer {
         }
         // Servers of changed services that were renamed away are in `checks.remove` already.
         self.services = services;
+        let ports: HashSet<u32> = self
+            .services
+            .iter()
+            .flat_map(|s| s.servers.iter().map(|v| v.egress.tx_port))
+            .collect();
+        self.tx_ports.retain(&ports);
         self.cfg = new;
         self.write_vips()?;
         for i in 0..self.services.len() {
@@ -434,6 +455,8 @@ impl Balancer {
                 Backend {
                     mac: s.mac.unwrap_or([0; 6]),
                     state: s.dp_state(),
+                    tx_port: s.egress.tx_port,
+                    src_mac: s.egress.src_mac,
                     ..Default::default()
                 },
             )?;
@@ -472,8 +495,23 @@ impl Balancer {
 
     /// A server the agent has not run before: from the pinned maps when adopting, else from
     /// the config (health starts UP, as HAProxy's servers do, until `fall` checks fail).
+    /// The egress of config server `c` (`full` = "service/server", for errors).
+    fn egress(&mut self, full: &str, c: &config::Server) -> Result<Egress, ApplyError> {
+        match &c.interface {
+            Some(i) if *i != self.cfg.global.interface => {
+                self.tx_ports
+                    .egress(&mut self.dp, i)
+                    .map_err(|source| ApplyError::Egress {
+                        server: full.to_string(),
+                        source,
+                    })
+            }
+            _ => Ok(Egress::default()),
+        }
+    }
+
     fn fresh_server(
-        &self,
+        &mut self,
         bid: u32,
         i: usize,
         c: &config::Server,
@@ -514,6 +552,7 @@ impl Balancer {
             health,
             weight: c.weight,
             mac,
+            egress: self.egress(full, c)?,
             last_change: Instant::now(),
             last_reason: String::new(),
         })

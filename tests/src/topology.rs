@@ -9,6 +9,7 @@
 //! | client source pool ([`Topology::add_client_addrs`]) | 10.77.16.0/20 | fd77:1::/64 | |
 //! | spoof pool ([`Topology::route_spoof_pool`]) | 10.77.64.0/18 | fd77:2::/64 | |
 //! | VIPs (chosen by tests, e.g. [`VIP4`], [`VIP6`]) | 10.77.200.0/24 | fd77:200::/64 | |
+//! | K-th point-to-point link ([`Topology::add_linked_host`]): near end, far host | 10.77.(100+K).1 and .2/24 | fd77:(100+K)::1 and ::2/64 | far host: 02:77:00:00:00:N |
 //!
 //! Nothing routes outside 10.77.0.0/16 and fd77::/16: there is no default route anywhere.
 
@@ -64,12 +65,15 @@ pub struct Host {
     pub ifindex: u32,
     /// MAC address of `ifname` (02:77:00:00:00:N).
     pub mac: [u8; 6],
-    /// Primary IPv4 address (10.77.0.N/24).
+    /// Primary IPv4 address (10.77.0.N/24; on a linked host, 10.77.(100+K).2/24).
     pub ipv4: Ipv4Addr,
-    /// Primary IPv6 address (fd77::N/64).
+    /// Primary IPv6 address (fd77::N/64; on a linked host, fd77:(100+K)::2/64).
     pub ipv6: Ipv6Addr,
-    /// The bridge-side end of the veth (in the switch namespace).
+    /// The other end of the veth: on the bridge (in the switch namespace), or, for a linked
+    /// host, the interface in the host it is linked to.
     pub port: String,
+    /// Joined by [`Topology::add_linked_host`], not to the bridge.
+    pub linked: bool,
 }
 
 impl Host {
@@ -292,6 +296,99 @@ impl Topology {
             ipv4,
             ipv6,
             port,
+            linked: false,
+        });
+        self.workers.push(OnceLock::new());
+        Ok(id)
+    }
+
+    /// Adds a host that is not on the bridge: joined to host `to` by a veth pair of its own
+    /// (`eth0` in the new host, `to_if` in `to`), on the K-th link subnet of the address plan
+    /// (K = links added before). `to` gets .1 and forwarding; the new host gets .2, MAC
+    /// 02:77:00:00:00:N, GRO on, and routes to 10.77.0.0/16 and fd77::/16 via `to`.
+    pub fn add_linked_host(&mut self, role: &str, to: HostId, to_if: &str) -> Result<HostId> {
+        let k = u8::try_from(self.hosts.iter().filter(|h| h.linked).count())
+            .ok()
+            .filter(|k| *k < 50)
+            .context("too many linked hosts")?;
+        let id = HostId(self.hosts.len());
+        let n = u8::try_from(self.hosts.len() + 1)
+            .ok()
+            .filter(|n| *n < 250)
+            .context("too many hosts")?;
+        if to_if.is_empty() || to_if.len() > 15 {
+            bail!("interface name {to_if:?} must have 1 to 15 bytes");
+        }
+        let ns = names::ns_name(&self.stem, role);
+        if self.created.contains(&ns) {
+            bail!("role {role} used twice in this topology");
+        }
+        self.add_ns(&ns)?;
+        netns::sysctl(
+            &ns,
+            &[
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+                ("net.ipv6.conf.all.accept_dad", "0"),
+                ("net.ipv6.conf.default.accept_dad", "0"),
+                ("net.ipv6.conf.default.accept_ra", "0"),
+                ("net.ipv6.conf.all.accept_ra", "0"),
+            ],
+        )?;
+        let near_ns = self.host(to).ns.clone();
+        let subnet = 100 + k;
+        let mac = [0x02, 0x77, 0, 0, 0, n];
+        let (near4, far4) = (Ipv4Addr::new(10, 77, subnet, 1), Ipv4Addr::new(10, 77, subnet, 2));
+        let (near6, far6) = (
+            Ipv6Addr::new(0xfd77, subnet as u16, 0, 0, 0, 0, 0, 1),
+            Ipv6Addr::new(0xfd77, subnet as u16, 0, 0, 0, 0, 0, 2),
+        );
+        netns::ip(&[
+            "-n", &near_ns, "link", "add", to_if, "type", "veth", "peer", "name", HOST_IF, "netns", &ns,
+        ])?;
+        netns::ip_batch(
+            &near_ns,
+            &[
+                format!("link set {to_if} address 02:77:00:00:02:{n:02x}"),
+                format!("link set {to_if} up"),
+                format!("addr add {near4}/24 dev {to_if}"),
+                format!("addr add {near6}/64 dev {to_if} nodad"),
+            ],
+        )?;
+        self.enable_forwarding(to)?;
+        netns::ip_batch(
+            &ns,
+            &[
+                "link set lo up".to_string(),
+                format!("link set {HOST_IF} address {}", mac_str(&mac)),
+                format!("link set {HOST_IF} up"),
+                format!("addr add {far4}/24 dev {HOST_IF}"),
+                format!("addr add {far6}/64 dev {HOST_IF} nodad"),
+                format!("route replace 10.77.0.0/16 via {near4}"),
+                format!("route replace fd77::/16 via {near6}"),
+            ],
+        )?;
+        netns::exec(&ns, &["ethtool", "-K", HOST_IF, "gro", "on"])?;
+        netns::exec(&near_ns, &["ethtool", "-K", to_if, "gro", "on"])?;
+        let ifindex = netns::run_in(&ns, || {
+            let c = std::ffi::CString::new(HOST_IF).expect("no NUL");
+            // SAFETY: valid C string.
+            unsafe { libc::if_nametoindex(c.as_ptr()) }
+        })?;
+        if ifindex == 0 {
+            bail!("{HOST_IF} not found in {ns}");
+        }
+        self.hosts.push(Host {
+            role: role.to_string(),
+            n,
+            ns,
+            ifname: HOST_IF.to_string(),
+            ifindex,
+            mac,
+            ipv4: far4,
+            ipv6: far6,
+            port: to_if.to_string(),
+            linked: true,
         });
         self.workers.push(OnceLock::new());
         Ok(id)

@@ -656,3 +656,98 @@ fn s12_the_seeds_verification_with_socat() {
         );
     }
 }
+
+/// `Xdp_<name>` from `show info`.
+fn xdp_counter(e: &LbEnv, name: &str) -> u64 {
+    let info = e.api("show info").unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("Xdp_{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Xdp_{name} in show info:\n{info}"))
+}
+
+#[test]
+fn s13_backend_on_another_interface_goes_out_by_xdp_redirect() {
+    let opts = Opts {
+        backends: 2,
+        ..Default::default()
+    };
+    let mut e = LbEnv::new("redirect", opts).unwrap_or_else(|err| panic!("building the harness: {err:#}"));
+    // app3 is not on the bridge: it sits behind the LB host's second interface, eth1.
+    let far = e.topo.add_linked_host("be3", e.lb, "eth1").unwrap();
+    let h = e.topo.host(far).clone();
+    e.topo.add_vip_on_lo(far, harness::topology::VIP4.into()).unwrap();
+    e.topo.add_vip_on_lo(far, harness::topology::VIP6.into()).unwrap();
+    // veth takes redirected frames only when its peer runs an XDP program (as for XDP_TX).
+    harness::netns::run_in(&h.ns, || xlb::datapath::attach_pass_program("eth0"))
+        .unwrap()
+        .unwrap();
+    let _app3 = harness::BackendServer::start(&e.topo, far, "app3", 80, Some("/healthz")).unwrap();
+    let server = |addr: IpAddr| {
+        format!("[[service.server]]\nname = \"app3\"\naddress = \"{addr}\"\ninterface = \"eth1\"\n")
+    };
+    let with_app3 = |iface: &str| {
+        e.config_text(2)
+            .replacen(
+                "\n[[service]]\nname = \"be_app6\"",
+                &format!("{}\n[[service]]\nname = \"be_app6\"", server(h.ipv4.into())),
+                1,
+            )
+            .replacen(
+                "\n[[service]]\nname = \"dns\"",
+                &format!("{}\n[[service]]\nname = \"dns\"", server(h.ipv6.into())),
+                1,
+            )
+            .replace("interface = \"eth1\"", &format!("interface = \"{iface}\""))
+    };
+    let text = with_app3("eth1");
+    assert_eq!(text.matches("name = \"app3\"").count(), 2, "{text}");
+    e.write_config(&text).unwrap();
+    e.start_agent()
+        .unwrap_or_else(|err| panic!("starting the agent: {err:#}"));
+    for svc in ["be_app", "be_app6"] {
+        wait_state(&e, svc, "app3", "UP", Duration::from_secs(10));
+    }
+
+    let redirected_before = xdp_counter(&e, "redirect");
+    let mut pins = pin_all(&e, &e.sources4);
+    pins.extend(pin_all(&e, &e.sources6));
+    let on = |b: &str, v6: bool| pins.iter().filter(|(s, n)| *n == b && s.is_ipv6() == v6).count();
+    // 200 IPv4 sources over 3 servers: about 67 each (a share under 10% would be a broken
+    // hash); 50 IPv6 sources: every server gets some.
+    for b in ["app1", "app2", "app3"] {
+        assert!(
+            on(b, false) >= 20,
+            "{b}: {} of 200 IPv4 sources: {pins:?}",
+            on(b, false)
+        );
+        assert!(on(b, true) >= 1, "{b}: no IPv6 source");
+    }
+    let app3_conns = (on("app3", false) + on("app3", true)) as u64;
+    let redirected = xdp_counter(&e, "redirect") - redirected_before;
+    // Each connection sends at least SYN, ACK, request and FIN through the balancer.
+    assert!(
+        redirected >= 4 * app3_conns,
+        "{redirected} frames redirected for {app3_conns} connections to app3"
+    );
+    // Sticky across the interfaces: every source again lands where it did.
+    for (s, b) in &pins {
+        assert_eq!(&e.get_vip(*s).unwrap(), b, "{s} moved");
+    }
+    let table = e.table("be_app").unwrap();
+    assert!(table.iter().any(|(_, srv)| srv == "app3"), "{table:?}");
+
+    // A reload naming an interface that does not exist is refused; nothing moves.
+    e.write_config(&with_app3("eth9")).unwrap();
+    e.signal_agent(libc::SIGHUP);
+    assert!(
+        e.wait_until(Duration::from_secs(5), || e.agent_log().contains(
+            "service \"be_app\", server \"app3\", field \"interface\": \"eth9\" does not exist"
+        )),
+        "{}",
+        e.agent_log()
+    );
+    for (s, b) in pins.iter().take(60) {
+        assert_eq!(&e.get_vip(*s).unwrap(), b, "{s} moved after a refused reload");
+    }
+}
