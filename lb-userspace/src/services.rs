@@ -260,6 +260,16 @@ impl Balancer {
     /// Apply a (validated) config: only what differs changes. `adopt` = take ids, admin
     /// states and health from the pinned maps (agent restart).
     pub fn apply(&mut self, new: Config, adopt: bool) -> Result<CheckChanges, ApplyError> {
+        // What can fail for reasons outside the maps (an interface gone since validation)
+        // fails here, before anything changes.
+        let mut egress = HashMap::new();
+        for s in &new.services {
+            for v in &s.servers {
+                let full = format!("{}/{}", s.name, v.name);
+                let e = self.egress(&full, v)?;
+                egress.insert(full, e);
+            }
+        }
         let mut checks = CheckChanges::default();
         let (mut svc_ids, mut be_ids) = self.recorded_ids()?;
         let mut old: HashMap<String, Svc> =
@@ -379,11 +389,11 @@ impl Balancer {
                             .mac
                             .or(if b.cfg.address == c.address { b.mac } else { None })
                             .or_else(|| neigh::resolve(c.address, Duration::from_millis(500))),
-                        egress: self.egress(&full, c)?,
+                        egress: egress[&full],
                         last_change: b.last_change,
                         last_reason: b.last_reason.clone(),
                     },
-                    None => self.fresh_server(bid, i, c, &full, adopt)?,
+                    None => self.fresh_server(bid, i, c, &full, adopt, egress[&full])?,
                 };
                 servers.push(server);
             }
@@ -511,12 +521,13 @@ impl Balancer {
     }
 
     fn fresh_server(
-        &mut self,
+        &self,
         bid: u32,
         i: usize,
         c: &config::Server,
         full: &str,
         adopt: bool,
+        egress: Egress,
     ) -> Result<Server, ApplyError> {
         let pinned = if adopt { Some(self.dp.backend(bid)?) } else { None };
         let (admin, health) = match pinned {
@@ -552,7 +563,7 @@ impl Balancer {
             health,
             weight: c.weight,
             mac,
-            egress: self.egress(full, c)?,
+            egress,
             last_change: Instant::now(),
             last_reason: String::new(),
         })
