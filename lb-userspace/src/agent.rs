@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::UnixListener,
-    sync::{mpsc, watch},
+    sync::{broadcast, mpsc, watch},
 };
 
 use crate::{
@@ -24,6 +24,7 @@ use crate::{
     config::{self, Config},
     datapath::{self, Datapath, LoadOptions},
     health::{HealthChecker, Transition},
+    peers,
     services::{Balancer, CheckChanges},
     stick_table,
 };
@@ -133,10 +134,46 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
     let socket = cfg.global.admin_socket.clone();
     let listener = bind_socket(&socket)?;
     let api_task = tokio::spawn(api_loop(listener, shared.clone(), shutdown.clone()));
+    let stick_pin = cfg.global.bpffs_dir.join("maps").join(lb_common::MAP_STICK);
+    let mut peer_tasks = Vec::new();
+    let replication = if cfg.global.peers.is_empty() {
+        None
+    } else {
+        let list = peers::Peers::new(&cfg.global.peers);
+        shared.lock().expect("balancer lock").peers = Some(list.clone());
+        let (batches, _) = broadcast::channel::<peers::Batch>(256);
+        for i in 0..list.list.len() {
+            peer_tasks.push(tokio::spawn(peers::sender(
+                shared.clone(),
+                stick_pin.clone(),
+                list.clone(),
+                i,
+                batches.clone(),
+                shutdown.clone(),
+            )));
+        }
+        if let Some(addr) = cfg.global.peer_listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for peers on {addr} (peer_listen)"))?;
+            log::info!(
+                "xlb: accepting stick-table updates from {} peers on {addr}",
+                list.list.len()
+            );
+            peer_tasks.push(tokio::spawn(peers::listen(
+                l,
+                shared.clone(),
+                list.clone(),
+                shutdown.clone(),
+            )));
+        }
+        Some((list, batches))
+    };
     let sweep_task = tokio::spawn(sweeper(
         shared.clone(),
-        cfg.global.bpffs_dir.join("maps").join(lb_common::MAP_STICK),
+        stick_pin,
         cfg.global.sweep_interval,
+        replication,
         shutdown.clone(),
     ));
     let metrics_task = cfg
@@ -180,6 +217,9 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
     hc.shutdown().await;
     let _ = api_task.await;
     let _ = sweep_task.await;
+    for t in peer_tasks {
+        let _ = t.await;
+    }
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
@@ -226,6 +266,12 @@ fn describe_global_change(a: &config::Global, b: &config::Global) -> String {
     }
     if a.max_new_entries_per_cpu != b.max_new_entries_per_cpu {
         what.push("max_new_entries_per_cpu");
+    }
+    if a.peer_listen != b.peer_listen {
+        what.push("peer_listen");
+    }
+    if a.peers != b.peers {
+        what.push("[[peer]]");
     }
     if what.is_empty() {
         "metrics or sweep_interval".into()
@@ -299,15 +345,18 @@ async fn api_conn(stream: tokio::net::UnixStream, shared: Shared) {
 }
 
 /// Every `interval`: delete idle entries (on its own map handle, in batches, off the async
-/// thread) and retry MAC resolution of servers that have none.
+/// thread), send the entries created or refreshed since the last pass to the peers, and retry
+/// MAC resolution of servers that have none.
 async fn sweeper(
     shared: Shared,
     stick_pin: PathBuf,
     interval: Duration,
+    replication: Option<(Arc<peers::Peers>, broadcast::Sender<peers::Batch>)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut since = datapath::coarse_now_ns();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -315,21 +364,36 @@ async fn sweeper(
         }
         let expiries = shared.lock().expect("balancer lock").expiries();
         let pin = stick_pin.clone();
-        let r = tokio::task::spawn_blocking(move || -> Result<(usize, usize, Duration)> {
+        let start = datapath::coarse_now_ns();
+        let touched_since = replication.as_ref().map(|_| since);
+        let r = tokio::task::spawn_blocking(move || -> Result<(stick_table::Swept, Duration)> {
             let t0 = Instant::now();
-            let data =
-                aya::maps::MapData::from_pin(&pin).with_context(|| format!("open {}", pin.display()))?;
-            let mut map: aya::maps::HashMap<_, lb_common::StickKey, lb_common::StickEntry> =
-                aya::maps::Map::LruHashMap(data).try_into()?;
-            let (seen, deleted) = stick_table::sweep(&mut map, &expiries, 10_000, std::thread::yield_now)?;
-            Ok((seen, deleted, t0.elapsed()))
+            let mut map = stick_table::open_pinned(&pin)?;
+            let swept =
+                stick_table::sweep(&mut map, &expiries, touched_since, 10_000, std::thread::yield_now)?;
+            Ok((swept, t0.elapsed()))
         })
         .await;
         match r {
-            Ok(Ok((seen, deleted, took))) if deleted > 0 => {
-                log::info!("sweeper: {deleted} idle entries expired of {seen} in {took:?}")
+            Ok(Ok((swept, took))) => {
+                if swept.deleted > 0 {
+                    log::info!(
+                        "sweeper: {} idle entries expired of {} in {took:?}",
+                        swept.deleted,
+                        swept.seen
+                    );
+                }
+                // The clock is coarse (a tick): overlap the windows by one so nothing falls
+                // between two passes; an entry sent twice costs a line.
+                since = start.saturating_sub(10_000_000);
+                if let Some((list, batches)) = &replication {
+                    let own = list.own_changes(swept.touched);
+                    if !own.is_empty() {
+                        let batch = peers::encode(&shared.lock().expect("balancer lock"), &own);
+                        let _ = batches.send(Arc::new(batch));
+                    }
+                }
             }
-            Ok(Ok(_)) => {}
             Ok(Err(e)) => log::warn!("sweeper: {e:#}"),
             Err(e) => log::warn!("sweeper: {e}"),
         }

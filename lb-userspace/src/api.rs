@@ -24,6 +24,7 @@ The following commands are valid at this level:
   show info                                : report information about the running process
   show stat                                : report counters for each service and server (CSV)
   show servers state [<service>]           : dump servers state (HAProxy format, version 1)
+  show peers                               : the peers sharing the stick tables, with counters
   show table [<service>]                   : report table usage stats or dump this table's contents
   show table <service> key <addr>          : show the entry of one client address
   show table <service> data.server_id eq <n> : show the entries pinned to one server
@@ -47,6 +48,10 @@ fn run(b: &mut Balancer, w: &[&str]) -> Result<String, String> {
         [] => Err("Empty command. Type 'help' for the list of commands.".into()),
         ["help"] => Ok(HELP.into()),
         ["show", "info"] => Ok(show_info(b)),
+        ["show", "peers"] => Ok(match &b.peers {
+            Some(p) => p.show(),
+            None => "# no [[peer]] configured\n".into(),
+        }),
         ["show", "stat"] => show_stat(b),
         ["show", "servers", "state"] => show_servers_state(b, None),
         ["show", "servers", "state", name] => show_servers_state(b, Some(name)),

@@ -32,7 +32,23 @@ pub struct Global {
     pub sweep_interval: Duration,
     /// New stick entries each CPU may create per second; 0 = no cap.
     pub max_new_entries_per_cpu: u64,
+    /// Where this agent accepts stick-table updates from its peers (None = it does not).
+    pub peer_listen: Option<SocketAddr>,
+    /// Other instances that share this one's stick tables (`[[peer]]`, top level).
+    pub peers: Vec<Peer>,
 }
+
+/// Another xlb instance: stick entries this one creates or refreshes are sent there, and
+/// updates are accepted only from its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub name: String,
+    /// Its `peer_listen` address.
+    pub address: SocketAddr,
+}
+
+/// Peers one instance may have.
+pub const MAX_PEERS: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpMode {
@@ -215,6 +231,15 @@ struct RawConfig {
     global: RawGlobal,
     #[serde(default)]
     service: Vec<RawService>,
+    #[serde(default)]
+    peer: Vec<RawPeer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: String,
+    address: String,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +252,7 @@ struct RawGlobal {
     metrics: Option<String>,
     sweep_interval: Option<Dur>,
     max_new_entries_per_cpu: Option<Size>,
+    peer_listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -502,7 +528,24 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
                 d
             }
         },
+        peer_listen: match raw.global.peer_listen {
+            None => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                g.err(
+                    "peer_listen",
+                    format!("\"{a}\" is not an address:port, e.g. \"10.0.0.1:7000\""),
+                )
+            })?),
+        },
+        peers: peers(raw.peer, origin)?,
     };
+    if global.peer_listen.is_some() && global.peers.is_empty() {
+        return Err(g.err(
+            "peer_listen",
+            "set, but no [[peer]] is listed; updates are accepted only from listed peers, so list \
+             the other instances (or remove peer_listen)",
+        ));
+    }
     if !global.bpffs_dir.is_absolute() {
         return Err(g.err(
             "bpffs_dir",
@@ -570,6 +613,64 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         ));
     }
     Ok(Config { global, services })
+}
+
+fn peers(raw: Vec<RawPeer>, file: &str) -> Result<Vec<Peer>, ConfigError> {
+    if raw.len() > MAX_PEERS {
+        let top = Ctx {
+            file,
+            place: String::new(),
+        };
+        return Err(top.err(
+            "peer",
+            format!(
+                "{} [[peer]] entries; at most {MAX_PEERS} are supported",
+                raw.len()
+            ),
+        ));
+    }
+    let mut out: Vec<Peer> = Vec::new();
+    for r in raw {
+        let c = Ctx {
+            file,
+            place: format!("peer \"{}\", ", r.name),
+        };
+        if !valid_name(&r.name) {
+            return Err(c.err("name", "use 1 to 48 letters, digits, '_', '.' or '-'"));
+        }
+        if out.iter().any(|p| p.name == r.name) {
+            return Err(c.err("name", "another peer has this name; names must be unique"));
+        }
+        let address: SocketAddr = r.address.parse().map_err(|_| {
+            c.err(
+                "address",
+                format!(
+                    "\"{}\" is not an address:port (its peer_listen), e.g. \"10.0.0.2:7000\"",
+                    r.address
+                ),
+            )
+        })?;
+        if address.port() == 0 || not_unicast(address.ip()).is_some() {
+            return Err(c.err(
+                "address",
+                format!("{address} is not a unicast address with a port"),
+            ));
+        }
+        if out.iter().any(|p| p.address.ip() == address.ip()) {
+            return Err(c.err(
+                "address",
+                format!(
+                    "{} is already the address of another peer; peers are told apart by address",
+                    address.ip()
+                ),
+            ));
+        }
+        out.push(Peer {
+            name: r.name,
+            address,
+        });
+    }
+    Ok(out)
 }
 
 /// Room for a backend's `service/server` name in the data path's name map.
@@ -1488,8 +1589,58 @@ state = "drain"
                 metrics: Some("[::1]:9100".parse().unwrap()),
                 sweep_interval: Duration::from_millis(250),
                 max_new_entries_per_cpu: 0,
+                peer_listen: None,
+                peers: Vec::new(),
             }
         );
+    }
+
+    #[test]
+    fn peers() {
+        let base = "[global]\ninterface = \"eth0\"\npeer_listen = \"10.0.0.1:7000\"\n";
+        let ok = format!("{base}[[peer]]\nname = \"lb2\"\naddress = \"10.0.0.2:7000\"\n");
+        let g = parse(&ok, "x").unwrap().global;
+        assert_eq!(g.peer_listen, Some("10.0.0.1:7000".parse().unwrap()));
+        assert_eq!(
+            g.peers,
+            [Peer {
+                name: "lb2".into(),
+                address: "10.0.0.2:7000".parse().unwrap()
+            }]
+        );
+        for (text, want) in [
+            (
+                base.to_string(),
+                "x: [global], field \"peer_listen\": set, but no [[peer]] is listed",
+            ),
+            (
+                base.replace("10.0.0.1:7000", "10.0.0.1"),
+                "x: [global], field \"peer_listen\": \"10.0.0.1\" is not an address:port",
+            ),
+            (
+                ok.replace("10.0.0.2:7000", "lb2:7000"),
+                "x: peer \"lb2\", field \"address\": \"lb2:7000\" is not an address:port",
+            ),
+            (
+                ok.replace("10.0.0.2:7000", "10.0.0.2:0"),
+                "x: peer \"lb2\", field \"address\": 10.0.0.2:0 is not a unicast address with a port",
+            ),
+            (
+                format!("{ok}[[peer]]\nname = \"lb2\"\naddress = \"10.0.0.3:7000\"\n"),
+                "x: peer \"lb2\", field \"name\": another peer has this name",
+            ),
+            (
+                format!("{ok}[[peer]]\nname = \"lb3\"\naddress = \"10.0.0.2:7001\"\n"),
+                "x: peer \"lb3\", field \"address\": 10.0.0.2 is already the address of another peer",
+            ),
+            (
+                format!("{ok}[[peer]]\nname = \"lb3\"\naddress = \"10.0.0.3:7000\"\nport = 1\n"),
+                "unknown field `port`",
+            ),
+        ] {
+            let e = parse(&text, "x").expect_err(&text).to_string();
+            assert!(e.contains(want), "{e}\nwanted: {want}");
+        }
     }
 
     #[test]

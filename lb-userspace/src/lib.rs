@@ -10,5 +10,6 @@ pub mod health;
 pub mod metrics;
 pub mod neigh;
 pub mod netns;
+pub mod peers;
 pub mod services;
 pub mod stick_table;

@@ -163,6 +163,8 @@ pub struct Balancer {
     pub checks: Option<health::StatusView>,
     /// Output interfaces of servers that are not on the XDP interface.
     tx_ports: TxPorts,
+    /// The peers sharing the stick tables, if any (set by the agent).
+    pub peers: Option<std::sync::Arc<crate::peers::Peers>>,
 }
 
 fn mask(prefix: u8, len: usize) -> Vec<u8> {
@@ -223,6 +225,7 @@ impl Balancer {
             started: Instant::now(),
             checks: None,
             tx_ports: TxPorts::default(),
+            peers: None,
         };
         let adopted = b.dp.adopted();
         if adopted {

@@ -66,7 +66,7 @@ pub fn masked(svc: &Svc, a: IpAddr) -> IpAddr {
     }
 }
 
-fn key_addr(k: &StickKey) -> IpAddr {
+pub fn key_addr(k: &StickKey) -> IpAddr {
     if k.family == FAMILY_V4 {
         IpAddr::V4(Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]))
     } else {
@@ -225,24 +225,60 @@ fn maglev_pick(svc: &Svc, hash: u32) -> u32 {
     svc.table[(hash % svc.table.len() as u32) as usize]
 }
 
+/// The pinned stick map at `pin`, on a handle of its own (walks need no lock of the agent's).
+pub fn open_pinned(
+    pin: &std::path::Path,
+) -> anyhow::Result<aya::maps::HashMap<aya::maps::MapData, StickKey, StickEntry>> {
+    use anyhow::Context as _;
+    let data = aya::maps::MapData::from_pin(pin).with_context(|| format!("open {}", pin.display()))?;
+    Ok(aya::maps::Map::LruHashMap(data).try_into()?)
+}
+
+/// Every entry of the pinned stick map at `pin`.
+pub fn read_all(pin: &std::path::Path) -> anyhow::Result<Vec<(StickKey, StickEntry)>> {
+    let map = open_pinned(pin)?;
+    let mut out = Vec::new();
+    for r in map.iter() {
+        match r {
+            Ok(kv) => out.push(kv),
+            Err(aya::maps::MapError::KeyNotFound) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// What one sweep did.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// Entries walked.
+    pub seen: usize,
+    /// Entries deleted.
+    pub deleted: usize,
+    /// Live entries created or refreshed at or after `touched_since` (for the peers).
+    pub touched: Vec<(StickKey, StickEntry)>,
+}
+
 /// One sweep: delete entries idle longer than their service's expire, and entries of services
-/// that no longer exist. Works on its own map handle in batches so the agent keeps answering.
+/// that no longer exist; collect the live entries touched since `touched_since`, if given.
+/// Works on its own map handle in batches so the agent keeps answering.
 pub fn sweep(
     stick: &mut aya::maps::HashMap<aya::maps::MapData, StickKey, StickEntry>,
     expiries: &std::collections::HashMap<u16, u64>,
+    touched_since: Option<u64>,
     batch: usize,
     mut between_batches: impl FnMut(),
-) -> Result<(usize, usize), aya::maps::MapError> {
+) -> Result<Swept, aya::maps::MapError> {
     let now = coarse_now_ns();
     let mut doomed = Vec::new();
-    let mut seen = 0;
+    let mut out = Swept::default();
     for r in stick.iter() {
         let (k, e) = match r {
             Ok(kv) => kv,
             Err(aya::maps::MapError::KeyNotFound) => continue,
             Err(e) => return Err(e),
         };
-        seen += 1;
+        out.seen += 1;
         let dead = match expiries.get(&k.service) {
             None => true,
             Some(0) => false,
@@ -250,23 +286,24 @@ pub fn sweep(
         };
         if dead {
             doomed.push((k, e.last_seen_ns));
+        } else if touched_since.is_some_and(|t| e.last_seen_ns >= t) {
+            out.touched.push((k, e));
         }
-        if seen % batch == 0 {
+        if out.seen % batch == 0 {
             between_batches();
         }
     }
-    let mut deleted = 0;
     for (i, (k, seen_ns)) in doomed.iter().enumerate() {
         // Re-check: the client may have come back since the walk.
         if let Ok(e) = stick.get(k, 0)
             && e.last_seen_ns == *seen_ns
             && stick.remove(k).is_ok()
         {
-            deleted += 1;
+            out.deleted += 1;
         }
         if (i + 1) % batch == 0 {
             between_batches();
         }
     }
-    Ok((seen, deleted))
+    Ok(out)
 }

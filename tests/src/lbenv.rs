@@ -297,13 +297,7 @@ impl LbEnv {
 
     /// One runtime-API command over the unix socket.
     pub fn api(&self, cmd: &str) -> Result<String> {
-        use std::io::{Read as _, Write as _};
-        let mut s = std::os::unix::net::UnixStream::connect(&self.socket)?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        s.write_all(format!("{cmd}\n").as_bytes())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
+        api_at(&self.socket, cmd)
     }
 
     /// The `xlb` CLI with `--socket`.
@@ -483,4 +477,15 @@ impl LbEnv {
             }
         })?
     }
+}
+
+/// One runtime-API command over the unix socket at `socket` (an agent of one's own).
+pub fn api_at(socket: &Path, cmd: &str) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(format!("{cmd}\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }

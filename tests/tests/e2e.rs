@@ -751,3 +751,150 @@ fn s13_backend_on_another_interface_goes_out_by_xdp_redirect() {
         assert_eq!(&e.get_vip(*s).unwrap(), b, "{s} moved after a refused reload");
     }
 }
+
+/// Removes a second agent's pins and lock file (also on panic).
+struct PinsGuard(std::path::PathBuf);
+
+impl Drop for PinsGuard {
+    fn drop(&mut self) {
+        let _ = xlb::datapath::remove_pins(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(xlb::agent::lock_path(&self.0));
+    }
+}
+
+#[test]
+fn s14_peers_share_the_stick_table_so_clients_keep_their_backend_on_another_balancer() {
+    let opts = Opts {
+        v6_sources: 0,
+        ..Default::default()
+    };
+    let mut e = LbEnv::new("peers", opts).unwrap_or_else(|err| panic!("building the harness: {err:#}"));
+    // A second balancer on the same bridge, with its own pins, socket and config.
+    let lb2 = e.topo.add_host("lb2").unwrap();
+    let port = e.topo.host(lb2).port.clone();
+    harness::netns::run_in(e.topo.switch_ns(), move || {
+        xlb::datapath::attach_pass_program(&port)
+    })
+    .unwrap()
+    .unwrap();
+    let (ip1, ip2) = (e.topo.host(e.lb).ipv4, e.topo.host(lb2).ipv4);
+    let socket2 = e.dir.join("admin2.sock");
+    let bpffs2 = std::path::PathBuf::from(format!("{}-lb2", e.bpffs.display()));
+    let _pins2 = PinsGuard(bpffs2.clone());
+    let base = e.config_text(4);
+    let with_peer = |listen: std::net::Ipv4Addr, name: &str, other: std::net::Ipv4Addr| {
+        format!(
+            "{}\n[[peer]]\nname = \"{name}\"\naddress = \"{other}:7000\"\n",
+            base.replacen(
+                "[global]\n",
+                &format!("[global]\npeer_listen = \"{listen}:7000\"\n"),
+                1
+            )
+        )
+    };
+    e.write_config(&with_peer(ip1, "lb2", ip2)).unwrap();
+    let config2 = e.dir.join("xlb2.toml");
+    std::fs::write(
+        &config2,
+        with_peer(ip2, "lb1", ip1)
+            .replace(&e.socket.display().to_string(), &socket2.display().to_string())
+            .replace(&e.bpffs.display().to_string(), &bpffs2.display().to_string()),
+    )
+    .unwrap();
+    e.start_agent()
+        .unwrap_or_else(|err| panic!("starting the agent: {err:#}"));
+    let log2 = e.dir.join("agent-lb2.log");
+    let mut cmd = std::process::Command::new(harness::lbenv::xlb_bin());
+    cmd.args(["run", "-c"])
+        .arg(&config2)
+        .args(["--netns", &e.topo.host(lb2).ns])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log2).unwrap());
+    let _agent2 = e.topo.spawn_here(cmd).unwrap();
+    let api2 = |cmd: &str| harness::lbenv::api_at(&socket2, cmd).unwrap_or_default();
+    let log_of_2 = || std::fs::read_to_string(&log2).unwrap_or_default();
+    assert!(
+        e.wait_until(Duration::from_secs(20), || api2("show peers").contains("lb1 ")
+            && api2("show peers").contains(" CONNECTED ")
+            && e.api("show peers").unwrap().contains(" CONNECTED ")),
+        "peers did not connect:\n{}\n{}\n{}",
+        api2("show peers"),
+        e.agent_log(),
+        log_of_2()
+    );
+
+    // Only peers may send: a connection from the client host is refused and counted.
+    let (src, to): (IpAddr, std::net::SocketAddr) = (e.topo.host(e.client).ipv4.into(), (ip1, 7000).into());
+    let _ = e
+        .topo
+        .worker(e.client)
+        .unwrap()
+        .run(move || harness::client::connect_from(src, to, Duration::from_secs(2)));
+    assert!(
+        e.wait_until(Duration::from_secs(5), || e
+            .api("show peers")
+            .unwrap()
+            .contains("refused (not from a peer's address): 1")),
+        "{}",
+        e.api("show peers").unwrap()
+    );
+
+    // On the first balancer only, app1 takes no new clients while they arrive: about a quarter
+    // of them, whom Maglev gives app1, are pinned elsewhere there. Then app1 is back.
+    assert_eq!(e.api("set server be_app/app1 state drain").unwrap().trim(), "");
+    let pins = pin_all(&e, &e.sources4);
+    assert!(pins.values().all(|b| b != "app1"));
+    assert_eq!(e.api("set server be_app/app1 state ready").unwrap().trim(), "");
+
+    // The second balancer learns every entry from its peer.
+    let learned = |want: &HashMap<IpAddr, String>| {
+        let t = api2("show table be_app");
+        want.iter().all(|(s, b)| {
+            t.lines()
+                .find(|l| l.contains(&format!("key={s} ")))
+                .is_some_and(|l| l.ends_with(&format!("server_key={b}")))
+        })
+    };
+    assert!(
+        e.wait_until(Duration::from_secs(10), || learned(&pins)),
+        "lb2 did not learn the table:\n{}\n{}",
+        api2("show peers"),
+        api2("show table be_app")
+    );
+
+    // The clients move to the second balancer (as after a VRRP failover or an ECMP change):
+    // every one keeps its backend.
+    e.topo
+        .route_vip_via(e.client, harness::topology::VIP4.into(), lb2)
+        .unwrap();
+    for (s, b) in &pins {
+        assert_eq!(
+            &e.get_vip(*s).unwrap(),
+            b,
+            "{s} changed backend on the second balancer"
+        );
+    }
+    let peers2 = api2("show peers");
+    let applied: u64 = peers2
+        .lines()
+        .find(|l| l.starts_with("lb1 "))
+        .and_then(|l| l.split_whitespace().nth(6))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(applied >= pins.len() as u64, "{peers2}");
+
+    // Without the learned entries the test would have seen moves: cleared, the second
+    // balancer sends Maglev's app1 share there.
+    assert_eq!(api2("clear table be_app").trim(), "");
+    let fresh = pin_all(&e, &e.sources4);
+    let moved = pins.iter().filter(|(s, b)| &fresh[*s] != *b).count();
+    assert!(
+        moved >= 10,
+        "only {moved} of {} clients would have moved",
+        pins.len()
+    );
+    assert!(fresh.values().any(|b| b == "app1"));
+}

@@ -111,10 +111,11 @@ pub fn run() -> Result<Report> {
             let mut longest = Duration::ZERO;
             let mut last = Instant::now();
             let t0 = Instant::now();
-            let (seen, deleted) = stick_table::sweep(lb.dp.stick_map_mut(), &exp, 10_000, || {
-                longest = longest.max(last.elapsed());
-                last = Instant::now();
-            })?;
+            let stick_table::Swept { seen, deleted, .. } =
+                stick_table::sweep(lb.dp.stick_map_mut(), &exp, None, 10_000, || {
+                    longest = longest.max(last.elapsed());
+                    last = Instant::now();
+                })?;
             let sweep = t0.elapsed();
             out.push_str(&format!(
                 "expiry sweep over {seen} entries: {deleted} deleted in {:.0} ms; longest batch of 10k {:.1} ms; agent lock held: only to copy the expiry settings (the sweep uses its own map handle off the runtime)\n",
