@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// A server of a service, as the agent tracks it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Server {
     /// Backend id in the data path.
     pub id: u32,
@@ -73,7 +73,7 @@ impl Server {
 }
 
 /// A service (one VIP:port/protocol), as the agent tracks it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Svc {
     pub id: u32,
     pub cfg: config::Service,
@@ -263,6 +263,15 @@ impl Balancer {
     /// Apply a (validated) config: only what differs changes. `adopt` = take ids, admin
     /// states and health from the pinned maps (agent restart).
     pub fn apply(&mut self, new: Config, adopt: bool) -> Result<CheckChanges, ApplyError> {
+        // A failure part-way (a map write the kernel refuses) leaves the services in memory
+        // as they were, so the API, the health checks and the next reload still see them.
+        let before = (self.services.clone(), self.cfg.clone());
+        self.apply_changes(new, adopt).inspect_err(|_| {
+            (self.services, self.cfg) = before;
+        })
+    }
+
+    fn apply_changes(&mut self, new: Config, adopt: bool) -> Result<CheckChanges, ApplyError> {
         // What can fail for reasons outside the maps (an interface gone since validation)
         // fails here, before anything changes.
         let mut egress = HashMap::new();
