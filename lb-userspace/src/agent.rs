@@ -383,6 +383,7 @@ async fn sweeper(
                         swept.seen
                     );
                 }
+                shared.lock().expect("balancer lock").table_used = swept.used;
                 // The clock is coarse (a tick): overlap the windows by one so nothing falls
                 // between two passes; an entry sent twice costs a line.
                 since = start.saturating_sub(10_000_000);

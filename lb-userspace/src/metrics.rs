@@ -10,7 +10,7 @@ use tokio::{
     sync::watch,
 };
 
-use crate::{services::Balancer, stick_table};
+use crate::services::Balancer;
 
 pub async fn serve(addr: SocketAddr, shared: Arc<Mutex<Balancer>>, mut shutdown: watch::Receiver<bool>) {
     let l = match TcpListener::bind(addr).await {
@@ -52,7 +52,6 @@ pub fn render(b: &Balancer) -> String {
             let _ = writeln!(o, "xlb_datapath_packets_total{{event=\"{n}\"}} {}", g[i]);
         }
     }
-    let all = b.dp.stick_entries().unwrap_or_default();
     let _ = writeln!(o, "# TYPE xlb_service_packets_total counter");
     for s in &b.services {
         let n = &s.cfg.name;
@@ -71,10 +70,12 @@ pub fn render(b: &Balancer) -> String {
                 let _ = writeln!(o, "xlb_service_{k}_total{{service=\"{n}\"}} {v}");
             }
         }
+        // As of the sweeper's last pass: walking the table here would hold the agent's lock
+        // for seconds at a million entries.
         let _ = writeln!(
             o,
             "xlb_stick_table_used{{service=\"{n}\"}} {}",
-            stick_table::entries_of(&all, s).len()
+            b.table_used.get(&(s.id as u16)).copied().unwrap_or(0)
         );
         let _ = writeln!(o, "xlb_stick_table_size{{service=\"{n}\"}} {}", s.cfg.stick.size);
         for v in &s.servers {
@@ -113,6 +114,36 @@ pub fn render(b: &Balancer) -> String {
                 );
             }
         }
+    }
+    if let Some(p) = &b.peers {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (peer, c) in &p.list {
+            let pn = &peer.name;
+            let _ = writeln!(
+                o,
+                "xlb_peer_connected{{peer=\"{pn}\"}} {}",
+                c.connected.load(Relaxed) as u8
+            );
+            for (k, v) in [
+                ("sent", &c.sent),
+                ("dropped", &c.dropped),
+                ("received", &c.received),
+                ("applied", &c.applied),
+                ("older", &c.older),
+                ("ignored", &c.ignored),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "xlb_peer_updates_{k}_total{{peer=\"{pn}\"}} {}",
+                    v.load(Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "xlb_peer_connections_refused_total {}",
+            p.refused.load(Relaxed)
+        );
     }
     o
 }

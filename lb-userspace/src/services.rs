@@ -165,6 +165,9 @@ pub struct Balancer {
     tx_ports: TxPorts,
     /// The peers sharing the stick tables, if any (set by the agent).
     pub peers: Option<std::sync::Arc<crate::peers::Peers>>,
+    /// Live stick entries per service id, as of the sweeper's last pass (for the metrics,
+    /// which must not walk the table under the lock).
+    pub table_used: HashMap<u16, usize>,
 }
 
 fn mask(prefix: u8, len: usize) -> Vec<u8> {
@@ -226,6 +229,7 @@ impl Balancer {
             checks: None,
             tx_ports: TxPorts::default(),
             peers: None,
+            table_used: HashMap::new(),
         };
         let adopted = b.dp.adopted();
         if adopted {

@@ -257,6 +257,8 @@ pub struct Swept {
     pub deleted: usize,
     /// Live entries created or refreshed at or after `touched_since` (for the peers).
     pub touched: Vec<(StickKey, StickEntry)>,
+    /// Live entries per service id (after the deletions).
+    pub used: std::collections::HashMap<u16, usize>,
 }
 
 /// One sweep: delete entries idle longer than their service's expire, and entries of services
@@ -286,8 +288,11 @@ pub fn sweep(
         };
         if dead {
             doomed.push((k, e.last_seen_ns));
-        } else if touched_since.is_some_and(|t| e.last_seen_ns >= t) {
-            out.touched.push((k, e));
+        } else {
+            *out.used.entry(k.service).or_default() += 1;
+            if touched_since.is_some_and(|t| e.last_seen_ns >= t) {
+                out.touched.push((k, e));
+            }
         }
         if out.seen % batch == 0 {
             between_batches();
@@ -295,11 +300,15 @@ pub fn sweep(
     }
     for (i, (k, seen_ns)) in doomed.iter().enumerate() {
         // Re-check: the client may have come back since the walk.
-        if let Ok(e) = stick.get(k, 0)
-            && e.last_seen_ns == *seen_ns
-            && stick.remove(k).is_ok()
-        {
-            out.deleted += 1;
+        match stick.get(k, 0) {
+            Ok(e) if e.last_seen_ns == *seen_ns => {
+                if stick.remove(k).is_ok() {
+                    out.deleted += 1;
+                }
+            }
+            // Came back: still live.
+            Ok(_) => *out.used.entry(k.service).or_default() += 1,
+            Err(_) => {}
         }
         if (i + 1) % batch == 0 {
             between_batches();

@@ -264,6 +264,23 @@ fn every_command_and_its_format() {
     ] {
         assert!(body.contains(m), "metrics lack {m}:\n{body}");
     }
+    // Table usage comes from the sweeper's last pass: it matches `show table` after one.
+    let used = e.api("show table be_app").unwrap();
+    let used = used
+        .split("used:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        e.wait_until(Duration::from_secs(5), || scrape()
+            .contains(&format!("xlb_stick_table_used{{service=\"be_app\"}} {used}\n"))),
+        "used {used}:\n{}",
+        scrape()
+    );
 }
 
 #[test]
