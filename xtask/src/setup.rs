@@ -131,6 +131,27 @@ fn find_libllvm(sysroot: &Path) -> Result<PathBuf> {
     })
 }
 
+/// llvm-sys wants a prefix whose `lib/libLLVM.so` is the library; the built linker then loads
+/// it by its file name through its runpath (`<prefix>/lib`), so both names point at it. The
+/// prefix outlives the build.
+fn link_libllvm(prefix_lib: &Path, libllvm: &Path) -> Result<()> {
+    fs::create_dir_all(prefix_lib)
+        .with_context(|| format!("setup step 'bpf-linker': mkdir {}", prefix_lib.display()))?;
+    let own_name = libllvm
+        .file_name()
+        .context("setup step 'bpf-linker': libLLVM has no file name")?;
+    for name in [std::ffi::OsStr::new("libLLVM.so"), own_name] {
+        let link = prefix_lib.join(name);
+        if fs::read_link(&link).is_ok_and(|t| t == libllvm) {
+            continue;
+        }
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(libllvm, &link)
+            .with_context(|| format!("setup step 'bpf-linker': symlink {}", link.display()))?;
+    }
+    Ok(())
+}
+
 fn bpf_linker(tools_dir: &Path, nightly: &Nightly) -> Result<PathBuf> {
     let step = "bpf-linker";
     let libllvm = find_libllvm(&nightly.sysroot)?;
@@ -143,6 +164,10 @@ fn bpf_linker(tools_dir: &Path, nightly: &Nightly) -> Result<PathBuf> {
         libllvm.display()
     );
 
+    // The linker's runpath is `<prefix>/lib`, and it needs the library by its own file name
+    // (its soname); make sure that name is there before asking it for its version.
+    let prefix = tools_dir.join(format!("llvm-{}", nightly.llvm_major));
+    link_libllvm(&prefix.join("lib"), &libllvm)?;
     let works = Command::new(&linker)
         .arg("--version")
         .output()
@@ -161,16 +186,6 @@ fn bpf_linker(tools_dir: &Path, nightly: &Nightly) -> Result<PathBuf> {
         libllvm.display(),
         nightly.llvm_major
     );
-    // llvm-sys wants a prefix whose lib/libLLVM.so is the library; the prefix must outlive the
-    // build because the linker's rpath points into it.
-    let prefix = tools_dir.join(format!("llvm-{}", nightly.llvm_major));
-    let prefix_lib = prefix.join("lib");
-    fs::create_dir_all(&prefix_lib)
-        .with_context(|| format!("setup step '{step}': mkdir {}", prefix_lib.display()))?;
-    let link = prefix_lib.join("libLLVM.so");
-    let _ = fs::remove_file(&link);
-    std::os::unix::fs::symlink(&libllvm, &link)
-        .with_context(|| format!("setup step '{step}': symlink {}", link.display()))?;
 
     let st = Command::new("rustup")
         .args(["run", "stable", "cargo", "install"])
