@@ -111,6 +111,19 @@ pub struct Topology {
     procs: ProcessSet,
 }
 
+/// The index of [`HOST_IF`] inside namespace `ns`.
+fn host_ifindex(ns: &str) -> Result<u32> {
+    let ifindex = netns::run_in(ns, || {
+        let c = std::ffi::CString::new(HOST_IF).expect("no NUL");
+        // SAFETY: valid C string.
+        unsafe { libc::if_nametoindex(c.as_ptr()) }
+    })?;
+    if ifindex == 0 {
+        bail!("{HOST_IF} not found in {ns}");
+    }
+    Ok(ifindex)
+}
+
 /// Panics unless running as root: the privileged tests must fail loudly, never skip.
 pub fn require_root() {
     // SAFETY: plain syscall.
@@ -213,10 +226,9 @@ impl Topology {
         &self.created
     }
 
-    /// Adds a host namespace joined to the bridge: `eth0` with 10.77.0.N/24, fd77::N/64
-    /// (nodad), MAC 02:77:00:00:00:N, GRO on at both veth ends, `rp_filter` off, no default
-    /// route. Routes registered earlier (client pools) are added to it too.
-    pub fn add_host(&mut self, role: &str) -> Result<HostId> {
+    /// The next host's id and number, and its namespace, created with the sysctls every host
+    /// gets (`rp_filter` off, no DAD, no router advertisements).
+    fn new_host_ns(&mut self, role: &str) -> Result<(HostId, u8, String)> {
         let id = HostId(self.hosts.len());
         let n = u8::try_from(self.hosts.len() + 1)
             .ok()
@@ -238,6 +250,14 @@ impl Topology {
                 ("net.ipv6.conf.all.accept_ra", "0"),
             ],
         )?;
+        Ok((id, n, ns))
+    }
+
+    /// Adds a host namespace joined to the bridge: `eth0` with 10.77.0.N/24, fd77::N/64
+    /// (nodad), MAC 02:77:00:00:00:N, GRO on at both veth ends, `rp_filter` off, no default
+    /// route. Routes registered earlier (client pools) are added to it too.
+    pub fn add_host(&mut self, role: &str) -> Result<HostId> {
+        let (id, n, ns) = self.new_host_ns(role)?;
         let port = names::if_name(&format!("p{n}-"), role);
         let mac = [0x02, 0x77, 0, 0, 0, n];
         let ipv4 = Ipv4Addr::new(10, 77, 0, n);
@@ -278,14 +298,7 @@ impl Topology {
         netns::ip_batch(&ns, &cmds)?;
         netns::exec(&ns, &["ethtool", "-K", HOST_IF, "gro", "on"])?;
         netns::exec(&self.switch_ns, &["ethtool", "-K", &port, "gro", "on"])?;
-        let ifindex = netns::run_in(&ns, || {
-            let c = std::ffi::CString::new(HOST_IF).expect("no NUL");
-            // SAFETY: valid C string.
-            unsafe { libc::if_nametoindex(c.as_ptr()) }
-        })?;
-        if ifindex == 0 {
-            bail!("{HOST_IF} not found in {ns}");
-        }
+        let ifindex = host_ifindex(&ns)?;
         self.hosts.push(Host {
             role: role.to_string(),
             n,
@@ -311,30 +324,10 @@ impl Topology {
             .ok()
             .filter(|k| *k < 50)
             .context("too many linked hosts")?;
-        let id = HostId(self.hosts.len());
-        let n = u8::try_from(self.hosts.len() + 1)
-            .ok()
-            .filter(|n| *n < 250)
-            .context("too many hosts")?;
         if to_if.is_empty() || to_if.len() > 15 {
             bail!("interface name {to_if:?} must have 1 to 15 bytes");
         }
-        let ns = names::ns_name(&self.stem, role);
-        if self.created.contains(&ns) {
-            bail!("role {role} used twice in this topology");
-        }
-        self.add_ns(&ns)?;
-        netns::sysctl(
-            &ns,
-            &[
-                ("net.ipv4.conf.all.rp_filter", "0"),
-                ("net.ipv4.conf.default.rp_filter", "0"),
-                ("net.ipv6.conf.all.accept_dad", "0"),
-                ("net.ipv6.conf.default.accept_dad", "0"),
-                ("net.ipv6.conf.default.accept_ra", "0"),
-                ("net.ipv6.conf.all.accept_ra", "0"),
-            ],
-        )?;
+        let (id, n, ns) = self.new_host_ns(role)?;
         let near_ns = self.host(to).ns.clone();
         let subnet = 100 + k;
         let mac = [0x02, 0x77, 0, 0, 0, n];
@@ -370,14 +363,7 @@ impl Topology {
         )?;
         netns::exec(&ns, &["ethtool", "-K", HOST_IF, "gro", "on"])?;
         netns::exec(&near_ns, &["ethtool", "-K", to_if, "gro", "on"])?;
-        let ifindex = netns::run_in(&ns, || {
-            let c = std::ffi::CString::new(HOST_IF).expect("no NUL");
-            // SAFETY: valid C string.
-            unsafe { libc::if_nametoindex(c.as_ptr()) }
-        })?;
-        if ifindex == 0 {
-            bail!("{HOST_IF} not found in {ns}");
-        }
+        let ifindex = host_ifindex(&ns)?;
         self.hosts.push(Host {
             role: role.to_string(),
             n,
