@@ -506,16 +506,7 @@ impl Datapath {
     // --- stick table ------------------------------------------------------------------------
 
     pub fn stick_entries(&self) -> Result<Vec<(StickKey, StickEntry)>> {
-        let mut out = Vec::new();
-        for r in self.stick.iter() {
-            match r {
-                Ok(kv) => out.push(kv),
-                // An entry evicted or deleted while we walk: skip it.
-                Err(aya::maps::MapError::KeyNotFound) => continue,
-                Err(e) => return Err(map_err(MAP_STICK)(e)),
-            }
-        }
-        Ok(out)
+        crate::map_batch::read_all(&self.stick, 4096).map_err(map_err(MAP_STICK))
     }
 
     pub fn stick_get(&self, key: &StickKey) -> Result<Option<StickEntry>> {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod datapath;
 pub mod egress;
 pub mod health;
+pub mod map_batch;
 pub mod metrics;
 pub mod neigh;
 pub mod netns;

@@ -236,16 +236,7 @@ pub fn open_pinned(
 
 /// Every entry of the pinned stick map at `pin`.
 pub fn read_all(pin: &std::path::Path) -> anyhow::Result<Vec<(StickKey, StickEntry)>> {
-    let map = open_pinned(pin)?;
-    let mut out = Vec::new();
-    for r in map.iter() {
-        match r {
-            Ok(kv) => out.push(kv),
-            Err(aya::maps::MapError::KeyNotFound) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(out)
+    Ok(crate::map_batch::read_all(&open_pinned(pin)?, 4096)?)
 }
 
 /// What one sweep did.
@@ -263,7 +254,8 @@ pub struct Swept {
 
 /// One sweep: delete entries idle longer than their service's expire, and entries of services
 /// that no longer exist; collect the live entries touched since `touched_since`, if given.
-/// Works on its own map handle in batches so the agent keeps answering.
+/// Works on its own map handle (one batched read of every entry, then the deletions) so the
+/// agent keeps answering.
 pub fn sweep(
     stick: &mut aya::maps::HashMap<aya::maps::MapData, StickKey, StickEntry>,
     expiries: &std::collections::HashMap<u16, u64>,
@@ -274,12 +266,9 @@ pub fn sweep(
     let now = coarse_now_ns();
     let mut doomed = Vec::new();
     let mut out = Swept::default();
-    for r in stick.iter() {
-        let (k, e) = match r {
-            Ok(kv) => kv,
-            Err(aya::maps::MapError::KeyNotFound) => continue,
-            Err(e) => return Err(e),
-        };
+    let all = crate::map_batch::read_all(stick, 4096)?;
+    between_batches();
+    for (k, e) in all {
         out.seen += 1;
         let dead = match expiries.get(&k.service) {
             None => true,

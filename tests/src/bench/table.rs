@@ -118,7 +118,7 @@ pub fn run() -> Result<Report> {
                 })?;
             let sweep = t0.elapsed();
             out.push_str(&format!(
-                "expiry sweep over {seen} entries: {deleted} deleted in {:.0} ms; longest batch of 10k {:.1} ms; agent lock held: only to copy the expiry settings (the sweep uses its own map handle off the runtime)\n",
+                "expiry sweep over {seen} entries: {deleted} deleted in {:.0} ms; longest step {:.1} ms (one batched read of every entry, or 10k deletions); agent lock held: only to copy the expiry settings (the sweep uses its own map handle off the runtime)\n",
                 sweep.as_secs_f64() * 1e3,
                 longest.as_secs_f64() * 1e3
             ));
