@@ -322,8 +322,12 @@ pub async fn sender(
                 dump.1
             );
         }
+        // The peer never writes: EOF or an error on the read side means it went away, which
+        // must be noticed without waiting for the next batch (it may be long in coming).
+        let mut probe = [0u8; 64];
         while ok {
             tokio::select! {
+                _ = stream.read(&mut probe) => ok = false,
                 m = rx.recv() => match m {
                     Ok(batch) => {
                         ok = stream.write_all(batch.0.as_bytes()).await.is_ok();

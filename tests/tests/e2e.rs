@@ -805,15 +805,23 @@ fn s14_peers_share_the_stick_table_so_clients_keep_their_backend_on_another_bala
     e.start_agent()
         .unwrap_or_else(|err| panic!("starting the agent: {err:#}"));
     let log2 = e.dir.join("agent-lb2.log");
-    let mut cmd = std::process::Command::new(harness::lbenv::xlb_bin());
-    cmd.args(["run", "-c"])
-        .arg(&config2)
-        .args(["--netns", &e.topo.host(lb2).ns])
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log2).unwrap());
-    let _agent2 = e.topo.spawn_here(cmd).unwrap();
+    let spawn2 = || {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log2)
+            .unwrap();
+        let mut cmd = std::process::Command::new(harness::lbenv::xlb_bin());
+        cmd.args(["run", "-c"])
+            .arg(&config2)
+            .args(["--netns", &e.topo.host(lb2).ns])
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        e.topo.spawn_here(cmd).unwrap()
+    };
+    let agent2 = spawn2();
     let api2 = |cmd: &str| harness::lbenv::api_at(&socket2, cmd).unwrap_or_default();
     let log_of_2 = || std::fs::read_to_string(&log2).unwrap_or_default();
     assert!(
@@ -897,4 +905,23 @@ fn s14_peers_share_the_stick_table_so_clients_keep_their_backend_on_another_bala
         pins.len()
     );
     assert!(fresh.values().any(|b| b == "app1"));
+
+    // A peer that restarts is taught the whole table again when the connection comes back.
+    agent2.kill();
+    let _agent2 = spawn2();
+    let received = |peers: &str| -> u64 {
+        peers
+            .lines()
+            .find(|l| l.starts_with("lb1 "))
+            .and_then(|l| l.split_whitespace().nth(5))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        e.wait_until(Duration::from_secs(15), || received(&api2("show peers"))
+            >= pins.len() as u64),
+        "the restarted peer was not taught the table:\n{}\n{}",
+        api2("show peers"),
+        log_of_2()
+    );
 }
