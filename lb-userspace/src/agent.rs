@@ -251,33 +251,26 @@ fn reload(path: &Path, current: &Config, shared: &Shared) -> Result<(Config, Che
 }
 
 fn describe_global_change(a: &config::Global, b: &config::Global) -> String {
-    let mut what = Vec::new();
-    if a.interface != b.interface {
-        what.push("interface");
-    }
-    if a.admin_socket != b.admin_socket {
-        what.push("admin_socket");
-    }
-    if a.bpffs_dir != b.bpffs_dir {
-        what.push("bpffs_dir");
-    }
-    if a.xdp_mode != b.xdp_mode {
-        what.push("xdp_mode");
-    }
-    if a.max_new_entries_per_cpu != b.max_new_entries_per_cpu {
-        what.push("max_new_entries_per_cpu");
-    }
-    if a.peer_listen != b.peer_listen {
-        what.push("peer_listen");
-    }
-    if a.peers != b.peers {
-        what.push("[[peer]]");
-    }
-    if what.is_empty() {
-        "metrics or sweep_interval".into()
-    } else {
-        what.join(", ")
-    }
+    let changed = [
+        ("interface", a.interface != b.interface),
+        ("admin_socket", a.admin_socket != b.admin_socket),
+        ("bpffs_dir", a.bpffs_dir != b.bpffs_dir),
+        ("xdp_mode", a.xdp_mode != b.xdp_mode),
+        ("metrics", a.metrics != b.metrics),
+        ("sweep_interval", a.sweep_interval != b.sweep_interval),
+        (
+            "max_new_entries_per_cpu",
+            a.max_new_entries_per_cpu != b.max_new_entries_per_cpu,
+        ),
+        ("peer_listen", a.peer_listen != b.peer_listen),
+        ("[[peer]]", a.peers != b.peers),
+    ];
+    let what: Vec<&str> = changed
+        .iter()
+        .filter(|(_, c)| *c)
+        .map(|(name, _)| *name)
+        .collect();
+    what.join(", ")
 }
 
 fn bind_socket(path: &Path) -> Result<UnixListener> {
