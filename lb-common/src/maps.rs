@@ -209,7 +209,7 @@ pub const BACKEND_DOWN: u8 = 3;
 /// Administratively in maintenance: treated as down.
 pub const BACKEND_MAINT: u8 = 4;
 
-/// Value of `MAP_BACKENDS` (index: backend id).
+/// Value of `MAP_BACKENDS` (index: backend id). All zero = a free id (`state` 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Backend {
@@ -219,8 +219,22 @@ pub struct Backend {
     pub src_mac: [u8; 6],
     /// 0 = `XDP_TX` out of the receiving interface; n > 0 = `XDP_REDIRECT` to `MAP_TX_PORTS[n]`.
     pub tx_port: u32,
+    /// `BACKEND_*`; 0 = the id is free (its server was removed).
     pub state: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// The service this backend belongs to. Backend ids are reused after a server is removed,
+    /// so a stick entry's backend id alone proves nothing: the data path follows an entry only
+    /// when the backend's `service` is the packet's service and its state is not 0.
+    pub service: u16,
+}
+
+impl Backend {
+    /// Whether this backend is a live server of service `service` (a stick entry of that
+    /// service may follow it; whether it is up is `state`'s business).
+    #[inline(always)]
+    pub fn serves(&self, service: u32) -> bool {
+        self.state != 0 && self.service as u32 == service
+    }
 }
 
 /// Key of `MAP_STICK`.
@@ -264,8 +278,9 @@ pub struct StickEntry {
 
 /// Indices of `MAP_GLOBAL_STATS` (per-CPU u64 counters). The data path writes only the events
 /// that belong to no service or are rare (PASS_NOT_VIP, PARSE_ERROR, REDIRECT, FRAGMENT,
-/// ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT); the others are sums of `ServiceStats` that the
-/// agent computes, so a forwarded packet touches only its service's and backend's counters.
+/// ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT, INSERT_CAPPED, STICK_STALE); the others are sums
+/// of `ServiceStats` that the agent computes, so a forwarded packet touches only its service's
+/// and backend's counters.
 pub mod gstat {
     /// Every packet the program saw.
     pub const RX: u32 = 0;
@@ -299,7 +314,10 @@ pub mod gstat {
     /// Entries not created because this CPU reached its cap of new entries per second (the
     /// packet still went to the backend Maglev picks).
     pub const INSERT_CAPPED: u32 = 16;
-    pub const COUNT: u32 = 17;
+    /// Stick entries found pointing at a backend that no longer serves their service (the
+    /// server was removed, its id maybe reused by another service): treated as a miss.
+    pub const STICK_STALE: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "rx",
@@ -319,6 +337,7 @@ pub mod gstat {
         "insert_failed",
         "syn_no_insert",
         "insert_capped",
+        "stick_stale",
     ];
 }
 

@@ -5,6 +5,7 @@
 //! - entry idle longer than `expire` -> a miss (counted as expired), re-picked and overwritten;
 //! - backend down or in maintenance -> with redispatch: re-pick and overwrite; without: keep
 //!   sending to it (counted) and do not refresh, so the entry still expires;
+//! - backend no longer a server of this service (removed; its id maybe reused) -> a miss;
 //! - miss -> Maglev; create the entry, except for a bare TCP SYN (a spoofed SYN flood must not
 //!   flush the table; the SYN goes by hash, which the ACK then pins), fragments and ICMP errors.
 
@@ -77,11 +78,28 @@ fn masked(flow: &Flow, svc: &Service) -> [u8; 16] {
     a
 }
 
+/// What a stick entry's backend is to the packet's service.
+enum Pinned {
+    /// Up or draining: the client stays.
+    Usable,
+    /// Down or in maintenance: redispatch decides.
+    Down,
+    /// Not a server of this service any more (removed, its id free or reused by another
+    /// service): the entry means nothing; a miss.
+    Stale,
+}
+
 #[inline(always)]
-fn usable_for_pinned(backend: u32) -> bool {
+fn pinned(backend: u32, service_id: u32) -> Pinned {
     match maps::backend(backend) {
-        Some(b) => b.state == BACKEND_UP || b.state == BACKEND_DRAIN,
-        None => false,
+        Some(b) if b.serves(service_id) => {
+            if b.state == BACKEND_UP || b.state == BACKEND_DRAIN {
+                Pinned::Usable
+            } else {
+                Pinned::Down
+            }
+        }
+        _ => Pinned::Stale,
     }
 }
 
@@ -120,25 +138,33 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
         if svc.expire_ns != 0 && idle > svc.expire_ns {
             st.stick_expired += 1;
             // fall through to a miss
-        } else if usable_for_pinned(backend) {
-            st.stick_hits += 1;
-            if idle > STICK_REFRESH_NS && may_insert {
-                // SAFETY: as above; a racing writer at worst leaves an older time.
-                unsafe { (*e).last_seen_ns = now };
-            }
-            return backend;
-        } else if svc.flags & SVC_F_REDISPATCH != 0 {
-            let pick = maglev(service_id, svc, affinity_hash(&key.addr, key.port, key.family));
-            if pick != NO_BACKEND {
-                st.redispatches += 1;
-                if may_insert {
-                    insert(&key, pick, now, st);
-                }
-            }
-            return pick;
         } else {
-            st.pinned_down += 1;
-            return backend;
+            match pinned(backend, service_id) {
+                Pinned::Usable => {
+                    st.stick_hits += 1;
+                    if idle > STICK_REFRESH_NS && may_insert {
+                        // SAFETY: as above; a racing writer at worst leaves an older time.
+                        unsafe { (*e).last_seen_ns = now };
+                    }
+                    return backend;
+                }
+                Pinned::Down if svc.flags & SVC_F_REDISPATCH != 0 => {
+                    let pick = maglev(service_id, svc, affinity_hash(&key.addr, key.port, key.family));
+                    if pick != NO_BACKEND {
+                        st.redispatches += 1;
+                        if may_insert {
+                            insert(&key, pick, now, st);
+                        }
+                    }
+                    return pick;
+                }
+                Pinned::Down => {
+                    st.pinned_down += 1;
+                    return backend;
+                }
+                // The agent deletes such entries; until it has, they are misses.
+                Pinned::Stale => maps::count(gstat::STICK_STALE),
+            }
         }
     }
 

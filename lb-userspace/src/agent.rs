@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::UnixListener,
-    sync::{broadcast, mpsc, watch},
+    sync::{Notify, broadcast, mpsc, watch},
 };
 
 use crate::{
@@ -169,11 +169,15 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
         }
         Some((list, batches))
     };
+    // A reload that removes services or servers wakes the sweeper, which purges their stick
+    // entries at once (outside the lock) and then lets their ids be handed out again.
+    let sweep_now = Arc::new(Notify::new());
     let sweep_task = tokio::spawn(sweeper(
         shared.clone(),
         stick_pin,
         cfg.global.sweep_interval,
         replication,
+        sweep_now.clone(),
         shutdown.clone(),
     ));
     let metrics_task = cfg
@@ -200,6 +204,9 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
                     Ok((cfg, checks)) => {
                         apply_checks(&mut hc, checks);
                         current = cfg;
+                        if !shared.lock().expect("balancer lock").retired.is_empty() {
+                            sweep_now.notify_one();
+                        }
                         log::info!("xlb: configuration reloaded from {}", config_path.display());
                     }
                     Err(e) => log::error!("xlb: reload refused, running configuration kept: {e:#}"),
@@ -337,14 +344,16 @@ async fn api_conn(stream: tokio::net::UnixStream, shared: Shared) {
     let _ = w.shutdown().await;
 }
 
-/// Every `interval`: delete idle entries (on its own map handle, in batches, off the async
-/// thread), send the entries created or refreshed since the last pass to the peers, and retry
-/// MAC resolution of servers that have none.
+/// Every `interval`, and at once after a reload that retired ids: delete idle and stale
+/// entries (on its own map handle, in batches, off the async thread), send the entries created
+/// or refreshed since the last pass to the peers, and retry MAC resolution of servers that have
+/// none.
 async fn sweeper(
     shared: Shared,
     stick_pin: PathBuf,
     interval: Duration,
     replication: Option<(Arc<peers::Peers>, broadcast::Sender<peers::Batch>)>,
+    sweep_now: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -353,17 +362,26 @@ async fn sweeper(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = sweep_now.notified() => {}
             _ = shutdown.changed() => return,
         }
-        let expiries = shared.lock().expect("balancer lock").expiries();
+        let policy = shared.lock().expect("balancer lock").sweep_policy();
         let pin = stick_pin.clone();
         let start = datapath::coarse_now_ns();
         let touched_since = replication.as_ref().map(|_| since);
+        let (s, p) = (shared.clone(), policy.clone());
         let r = tokio::task::spawn_blocking(move || -> Result<(stick_table::Swept, Duration)> {
             let t0 = Instant::now();
             let mut map = stick_table::open_pinned(&pin)?;
-            let swept =
-                stick_table::sweep(&mut map, &expiries, touched_since, 10_000, std::thread::yield_now)?;
+            let current = || s.lock().expect("balancer lock").generation == p.generation;
+            let swept = stick_table::sweep(
+                &mut map,
+                &p,
+                touched_since,
+                10_000,
+                std::thread::yield_now,
+                current,
+            )?;
             Ok((swept, t0.elapsed()))
         })
         .await;
@@ -371,12 +389,19 @@ async fn sweeper(
             Ok(Ok((swept, took))) => {
                 if swept.deleted > 0 {
                     log::info!(
-                        "sweeper: {} idle entries expired of {} in {took:?}",
+                        "sweeper: {} entries deleted of {} in {took:?} ({} of removed services or servers)",
                         swept.deleted,
-                        swept.seen
+                        swept.seen,
+                        swept.stale
                     );
                 }
-                shared.lock().expect("balancer lock").table_used = swept.used;
+                {
+                    let mut b = shared.lock().expect("balancer lock");
+                    b.table_used = swept.used;
+                    if swept.purged {
+                        b.release_retired(&policy);
+                    }
+                }
                 // The clock is coarse (a tick): overlap the windows by one so nothing falls
                 // between two passes; an entry sent twice costs a line.
                 since = start.saturating_sub(10_000_000);

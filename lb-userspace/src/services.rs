@@ -154,6 +154,37 @@ pub struct CheckChanges {
 /// Name -> id, as recorded in MAP_NAMES.
 type IdsByName = HashMap<String, u32>;
 
+/// Service and backend ids freed by `apply` whose stick entries may still exist. They are not
+/// handed out again until a sweep has deleted those entries (`Balancer::release_retired`), so
+/// a stick entry can never come to mean another service's server.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Retired {
+    pub services: HashSet<u32>,
+    pub backends: HashSet<u32>,
+}
+
+impl Retired {
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.backends.is_empty()
+    }
+}
+
+/// What the expiry sweeper needs, taken under the lock in one go (the walk runs without it).
+#[derive(Debug, Clone, Default)]
+pub struct SweepPolicy {
+    /// Service id -> expire (ns; 0 = never). Entries of other service ids are deleted.
+    pub expire: HashMap<u16, u64>,
+    /// Backend id -> the service it serves. An entry whose backend does not serve the entry's
+    /// service (a removed server, an id reused) is deleted.
+    pub owner: HashMap<u32, u16>,
+    /// `Balancer::generation` when this was taken: a sweep deletes entries for the two rules
+    /// above only if no apply ran meanwhile (a service or server added during the walk would
+    /// look unknown to this policy).
+    pub generation: u64,
+    /// The retired ids at the time: released once a sweep under this policy has purged them.
+    pub retired: Retired,
+}
+
 pub struct Balancer {
     pub cfg: Config,
     pub services: Vec<Svc>,
@@ -168,6 +199,10 @@ pub struct Balancer {
     /// Live stick entries per service id, as of the sweeper's last pass (for the metrics,
     /// which must not walk the table under the lock).
     pub table_used: HashMap<u16, usize>,
+    /// Ids freed by a reload whose stick entries may still exist.
+    pub retired: Retired,
+    /// Counts successful applies (see `SweepPolicy::generation`).
+    pub generation: u64,
 }
 
 fn mask(prefix: u8, len: usize) -> Vec<u8> {
@@ -230,10 +265,13 @@ impl Balancer {
             tx_ports: TxPorts::default(),
             peers: None,
             table_used: HashMap::new(),
+            retired: Retired::default(),
+            generation: 0,
         };
         let adopted = b.dp.adopted();
         if adopted {
             b.tx_ports = TxPorts::adopt(&b.dp);
+            b.retire_referenced_ids()?;
         }
         let checks = b.apply(cfg, adopted)?;
         Ok((b, checks))
@@ -290,9 +328,30 @@ impl Balancer {
         let (mut svc_ids, mut be_ids) = self.recorded_ids()?;
         let mut old: HashMap<String, Svc> =
             self.services.drain(..).map(|s| (s.cfg.name.clone(), s)).collect();
-        // Ids the new config keeps (recorded ones of names it still has).
+        // A service whose stick keys change meaning (another affinity or prefix) starts afresh
+        // under a new id: its old entries then belong to a retired id and are purged with it.
+        for (name, prev) in &old {
+            let Some(scfg) = new.services.iter().find(|s| s.name == *name) else {
+                continue;
+            };
+            let (a, b) = (&prev.cfg.stick, &scfg.stick);
+            let rekeyed = a.on != b.on || a.ipv4_prefix != b.ipv4_prefix || a.ipv6_prefix != b.ipv6_prefix;
+            if rekeyed && let Some(id) = svc_ids.remove(name) {
+                self.dp.set_name(name_slot_service(id), None)?;
+                self.retired.services.insert(id);
+                log::info!("service {name}: affinity changed, its stick entries are dropped");
+            }
+        }
+        // Ids in use: the recorded ones of names the new config keeps, and the retired ones,
+        // whose stick entries may still exist (never handed out until they are purged).
         let mut used_svc: Vec<bool> = vec![false; MAX_SERVICES as usize];
         let mut used_be: Vec<bool> = vec![false; MAX_BACKENDS as usize];
+        for id in &self.retired.services {
+            used_svc[*id as usize] = true;
+        }
+        for id in &self.retired.backends {
+            used_be[*id as usize] = true;
+        }
         for s in new.services.iter() {
             if let Some(id) = svc_ids.get(&s.name) {
                 used_svc[*id as usize] = true;
@@ -303,15 +362,16 @@ impl Balancer {
                 }
             }
         }
-        // Free what the new config no longer has: names, VIP entries, tables, stick entries.
+        // Free what the new config no longer has: names and service settings now; removed
+        // servers' backend slots once the tables no longer name them (below). Their ids are
+        // retired until the sweeper has deleted their stick entries.
         let keep_names: HashSet<String> = new.services.iter().map(|s| s.name.clone()).collect();
-        let mut dropped_services = Vec::new();
         for (name, id) in svc_ids.clone() {
             if !keep_names.contains(&name) {
                 self.dp.set_name(name_slot_service(id), None)?;
                 self.dp.clear_service(id)?;
                 svc_ids.remove(&name);
-                dropped_services.push(id);
+                self.retired.services.insert(id);
                 log::info!("service {name}: removed");
             }
         }
@@ -320,18 +380,17 @@ impl Balancer {
             .iter()
             .flat_map(|s| s.servers.iter().map(move |v| format!("{}/{}", s.name, v.name)))
             .collect();
+        let mut removed_backends = Vec::new();
         for (name, id) in be_ids.clone() {
             if !keep_backends.contains(&name) {
                 self.dp.set_name(name_slot_backend(id), None)?;
-                self.dp.set_backend(id, Backend::default())?;
                 be_ids.remove(&name);
+                removed_backends.push(id);
+                self.retired.backends.insert(id);
                 if let Some((svc, srv)) = name.split_once('/') {
                     checks.remove.push((svc.to_string(), srv.to_string()));
                 }
             }
-        }
-        if !dropped_services.is_empty() {
-            self.delete_entries(|k| dropped_services.contains(&(k.service as u32)))?;
         }
 
         let alloc = |used: &mut Vec<bool>, what: &'static str| -> Result<u32, ApplyError> {
@@ -364,17 +423,6 @@ impl Balancer {
             if prev.as_ref().is_some_and(|p| p.cfg == *scfg) {
                 services.push(prev.expect("checked above"));
                 continue;
-            }
-            // Stick keys change meaning when the affinity changes: that service starts afresh.
-            if let Some(p) = &prev {
-                let (a, b) = (&p.cfg.stick, &scfg.stick);
-                if a.on != b.on || a.ipv4_prefix != b.ipv4_prefix || a.ipv6_prefix != b.ipv6_prefix {
-                    let n = self.delete_entries(|k| k.service as u32 == id)?;
-                    log::info!(
-                        "service {}: affinity changed, {n} stick entries cleared",
-                        scfg.name
-                    );
-                }
             }
             let mut servers = Vec::new();
             for (i, c) in scfg.servers.iter().enumerate() {
@@ -442,6 +490,12 @@ impl Balancer {
         for i in 0..self.services.len() {
             self.sync(i)?;
         }
+        // No table names the removed servers now: free their slots. A stick entry still
+        // pointing at one is a miss for the data path (`Backend::serves`) until it is purged.
+        for id in removed_backends {
+            self.dp.set_backend(id, Backend::default())?;
+        }
+        self.generation += 1;
         Ok(checks)
     }
 
@@ -483,6 +537,7 @@ impl Balancer {
                     state: s.dp_state(),
                     tx_port: s.egress.tx_port,
                     src_mac: s.egress.src_mac,
+                    service: svc.id as u16,
                     ..Default::default()
                 },
             )?;
@@ -673,26 +728,56 @@ impl Balancer {
         Ok(())
     }
 
-    /// Delete stick entries matching `pred`; returns how many.
-    pub fn delete_entries(
-        &mut self,
-        pred: impl Fn(&lb_common::StickKey) -> bool,
-    ) -> Result<usize, ApplyError> {
-        let mut n = 0;
-        for (k, _) in self.dp.stick_entries()? {
-            if pred(&k) && self.dp.stick_delete(&k)? {
-                n += 1;
-            }
+    /// What the sweeper needs (see `SweepPolicy`).
+    pub fn sweep_policy(&self) -> SweepPolicy {
+        SweepPolicy {
+            expire: self
+                .services
+                .iter()
+                .map(|s| (s.id as u16, s.cfg.stick.expire.as_nanos() as u64))
+                .collect(),
+            owner: self
+                .services
+                .iter()
+                .flat_map(|s| s.servers.iter().map(|v| (v.id, s.id as u16)))
+                .collect(),
+            generation: self.generation,
+            retired: self.retired.clone(),
         }
-        Ok(n)
     }
 
-    /// Service id -> expire (ns), for the sweeper.
-    pub fn expiries(&self) -> HashMap<u16, u64> {
-        self.services
-            .iter()
-            .map(|s| (s.id as u16, s.cfg.stick.expire.as_nanos() as u64))
-            .collect()
+    /// After a sweep under `policy` that deleted every entry its rules doom: the ids it saw
+    /// retired may be handed out again. Nothing is released when an apply ran since the
+    /// policy was taken (the sweep then skipped those deletions).
+    pub fn release_retired(&mut self, policy: &SweepPolicy) {
+        if policy.generation != self.generation {
+            return;
+        }
+        self.retired
+            .services
+            .retain(|id| !policy.retired.services.contains(id));
+        self.retired
+            .backends
+            .retain(|id| !policy.retired.backends.contains(id));
+    }
+
+    /// At a restart over pinned maps: every id that a stick entry names but the new config
+    /// does not give to that entry's service is retired, so it is not handed out before the
+    /// sweeper has deleted those entries (runs before the runtime starts: no lock is held).
+    fn retire_referenced_ids(&mut self) -> Result<(), ApplyError> {
+        let (svc_ids, be_ids) = self.recorded_ids()?;
+        let live_services: HashSet<u32> = svc_ids.values().copied().collect();
+        let live_backends: HashSet<u32> = be_ids.values().copied().collect();
+        for (k, e) in self.dp.stick_entries()? {
+            let (service, backend) = (k.service as u32, e.backend);
+            if service < MAX_SERVICES && !live_services.contains(&service) {
+                self.retired.services.insert(service);
+            }
+            if backend < MAX_BACKENDS && !live_backends.contains(&backend) {
+                self.retired.backends.insert(backend);
+            }
+        }
+        Ok(())
     }
 
     /// Mutable access by name (API handlers).

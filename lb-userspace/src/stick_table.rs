@@ -178,17 +178,24 @@ pub fn where_is(dp: &Datapath, svc: &Svc, client: IpAddr) -> Result<String, Data
         let expire = svc.cfg.stick.expire.as_nanos() as u64;
         let idle_ms = now.saturating_sub(e.last_seen_ns) / 1_000_000;
         let fresh = expire == 0 || now.saturating_sub(e.last_seen_ns) <= expire;
-        let state = dp.backend(e.backend)?.state;
-        let usable = state == BACKEND_UP || state == BACKEND_DRAIN;
-        if fresh && usable {
+        let backend = dp.backend(e.backend)?;
+        let stale = !backend.serves(svc.id);
+        let usable = backend.state == BACKEND_UP || backend.state == BACKEND_DRAIN;
+        if fresh && !stale && usable {
             return Ok(format!(
                 "{client} -> {} (pinned by stick entry key={m}, idle {idle_ms} ms)\n",
                 name(e.backend)
             ));
         }
-        let why = if !fresh { "expired" } else { "its server is down" };
+        let why = if !fresh {
+            "expired"
+        } else if stale {
+            "names a removed server"
+        } else {
+            "its server is down"
+        };
         let next = maglev_pick(svc, hash);
-        let verdict = if !fresh || svc.cfg.redispatch {
+        let verdict = if !fresh || stale || svc.cfg.redispatch {
             format!(
                 "{} (stick entry for {} {why}; re-picked by hash)",
                 name(next),
@@ -244,55 +251,75 @@ pub fn read_all(pin: &std::path::Path) -> anyhow::Result<Vec<(StickKey, StickEnt
 pub struct Swept {
     /// Entries walked.
     pub seen: usize,
-    /// Entries deleted.
+    /// Entries deleted (expired or stale).
     pub deleted: usize,
+    /// Of those, entries deleted because their service or server is gone.
+    pub stale: usize,
+    /// Whether the stale rules ran (false when the configuration changed during the walk).
+    pub purged: bool,
     /// Live entries created or refreshed at or after `touched_since` (for the peers).
     pub touched: Vec<(StickKey, StickEntry)>,
     /// Live entries per service id (after the deletions).
     pub used: std::collections::HashMap<u16, usize>,
 }
 
-/// One sweep: delete entries idle longer than their service's expire, and entries of services
-/// that no longer exist; collect the live entries touched since `touched_since`, if given.
-/// Works on its own map handle (one batched read of every entry, then the deletions) so the
-/// agent keeps answering.
+/// One sweep: delete entries idle longer than their service's expire, and stale entries —
+/// of a service that no longer exists, or naming a backend that does not serve the entry's
+/// service (a removed server, an id since reused) — but the stale ones only if
+/// `still_current()` says after the walk that `policy` still describes the configuration.
+/// Collects the live entries touched since `touched_since`, if given. Works on its own map
+/// handle (one batched read of every entry, then the deletions) so the agent keeps answering.
 pub fn sweep(
     stick: &mut aya::maps::HashMap<aya::maps::MapData, StickKey, StickEntry>,
-    expiries: &std::collections::HashMap<u16, u64>,
+    policy: &crate::services::SweepPolicy,
     touched_since: Option<u64>,
     batch: usize,
     mut between_batches: impl FnMut(),
+    still_current: impl FnOnce() -> bool,
 ) -> Result<Swept, aya::maps::MapError> {
     let now = coarse_now_ns();
-    let mut doomed = Vec::new();
+    let mut expired = Vec::new();
+    let mut stale = Vec::new();
     let mut out = Swept::default();
     let all = crate::map_batch::read_all(stick, 4096)?;
     between_batches();
     for (k, e) in all {
         out.seen += 1;
-        let dead = match expiries.get(&k.service) {
-            None => true,
-            Some(0) => false,
-            Some(exp) => now.saturating_sub(e.last_seen_ns) > *exp,
-        };
-        if dead {
-            doomed.push((k, e.last_seen_ns));
-        } else {
-            *out.used.entry(k.service).or_default() += 1;
-            if touched_since.is_some_and(|t| e.last_seen_ns >= t) {
-                out.touched.push((k, e));
+        let owner = policy.owner.get(&e.backend);
+        match policy.expire.get(&k.service) {
+            Some(exp) if owner == Some(&k.service) => {
+                if *exp != 0 && now.saturating_sub(e.last_seen_ns) > *exp {
+                    expired.push((k, e.last_seen_ns));
+                } else {
+                    *out.used.entry(k.service).or_default() += 1;
+                    if touched_since.is_some_and(|t| e.last_seen_ns >= t) {
+                        out.touched.push((k, e));
+                    }
+                }
             }
+            _ => stale.push((k, e.last_seen_ns)),
         }
         if out.seen % batch == 0 {
             between_batches();
         }
     }
-    for (i, (k, seen_ns)) in doomed.iter().enumerate() {
-        // Re-check: the client may have come back since the walk.
+    out.purged = still_current();
+    if !out.purged {
+        for (k, _) in &stale {
+            *out.used.entry(k.service).or_default() += 1;
+        }
+        stale.clear();
+    }
+    let n_stale = stale.len();
+    for (i, (k, seen_ns)) in stale.iter().chain(expired.iter()).enumerate() {
+        // Re-check: the client may have come back (or been re-pinned) since the walk.
         match stick.get(k, 0) {
             Ok(e) if e.last_seen_ns == *seen_ns => {
                 if stick.remove(k).is_ok() {
                     out.deleted += 1;
+                    if i < n_stale {
+                        out.stale += 1;
+                    }
                 }
             }
             // Came back: still live.

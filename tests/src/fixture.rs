@@ -148,6 +148,7 @@ impl Lb {
                 Backend {
                     mac: be_mac(id),
                     state: self.states[id as usize],
+                    service: (id / 4) as u16,
                     ..Default::default()
                 },
             )

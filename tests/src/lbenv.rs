@@ -181,6 +181,12 @@ impl LbEnv {
     /// The config for the first `n` backends: be_app (VIP4:80/tcp), be_app6 (VIP6:80/tcp),
     /// dns (VIP4:53/udp, TCP-checked on port 80).
     pub fn config_text(&self, n: usize) -> String {
+        self.config_text_with(|_| (0..n).collect())
+    }
+
+    /// The config whose service `name` has the backends `servers(name)` (indices into
+    /// `backends`; backend i is server `app{i+1}`).
+    pub fn config_text_with(&self, servers: impl Fn(&str) -> Vec<usize>) -> String {
         let o = &self.opts;
         let mut t = format!(
             "[global]\ninterface = \"eth0\"\nadmin_socket = \"{}\"\nbpffs_dir = \"{}\"\nsweep_interval = \"{}\"\n",
@@ -212,7 +218,7 @@ impl LbEnv {
                 o.redispatch,
                 if proto == "udp" { format!("{{ type = \"tcp\", port = 80, inter = \"{}\", timeout = \"500ms\", rise = {}, fall = {} }}", o.inter, o.rise, o.fall) } else { health.clone() },
             ));
-            for i in 0..n {
+            for i in servers(name) {
                 let h = self.topo.host(self.backends[i]);
                 let addr: IpAddr = if v6 { h.ipv6.into() } else { h.ipv4.into() };
                 t.push_str(&format!(

@@ -195,6 +195,59 @@ fn backend_down_without_redispatch_stays_pinned_and_counts() {
     assert_eq!(lb.gstat(gstat::PINNED_DOWN), 2);
 }
 
+/// Issue 9, item 1: a stick entry's backend id was trusted by itself; after a reload handed a
+/// removed server's id to another service's server, the entry sent its client there.
+#[test]
+fn stick_entry_naming_another_services_backend_is_a_miss() {
+    let mut lb = Lb::new(Svc {
+        redispatch: false,
+        ..Default::default()
+    });
+    let c = client4(9);
+    // Service 0's client, pinned (as a stale entry would be) to backend 5, which serves service 1.
+    let key = StickKey::new(v4(c), 0, 0, FAMILY_V4);
+    let stale = StickEntry {
+        last_seen_ns: coarse_now_ns(),
+        backend: 5,
+        _pad: 0,
+    };
+    lb.dp.stick_insert(key, stale).unwrap();
+    let b = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    assert!(
+        b < 4,
+        "service 0's client went to backend {b}, a server of another service"
+    );
+    assert_eq!(
+        lb.entry(0, v4(c), FAMILY_V4, 0).map(|e| e.backend),
+        Some(b),
+        "re-pinned"
+    );
+    assert_eq!(lb.gstat(gstat::STICK_STALE), 1);
+    assert_eq!(lb.gstat(gstat::PINNED_DOWN), 0);
+    assert_eq!(lb.forwarded_to(&t4(c, 40001, TCP_ACK)), b, "and then a plain hit");
+    assert_eq!(lb.gstat(gstat::STICK_HIT), 1);
+}
+
+/// Issue 9, item 1: an entry naming a removed server (its slot zeroed) sent frames to MAC
+/// 00:00:00:00:00:00 when redispatch was off; it is a miss instead.
+#[test]
+fn stick_entry_naming_a_removed_server_is_a_miss_not_a_zero_mac() {
+    let mut lb = Lb::new(Svc {
+        redispatch: false,
+        ..Default::default()
+    });
+    let c = client4(10);
+    let b = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    // The agent removes server b: its slot is zeroed and its table slots go to the others.
+    lb.states[b as usize] = 0;
+    lb.dp.set_backend(b, lb_common::Backend::default()).unwrap();
+    lb.rebuild(0);
+    let now = lb.forwarded_to(&t4(c, 40001, TCP_ACK));
+    assert!(now < 4 && now != b, "went to {now} after backend {b} was removed");
+    assert_eq!(lb.gstat(gstat::STICK_STALE), 1);
+    assert_eq!(lb.gstat(gstat::PINNED_DOWN), 0);
+}
+
 #[test]
 fn maint_with_redispatch_moves_the_client() {
     let mut lb = Lb::new(Svc::default());

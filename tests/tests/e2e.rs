@@ -925,3 +925,63 @@ fn s14_peers_share_the_stick_table_so_clients_keep_their_backend_on_another_bala
         log_of_2()
     );
 }
+
+/// Issue 9, item 1: a reload that removes a server of one service and adds one to another
+/// used to hand the freed backend id to the new server while the removed server's stick
+/// entries survived, so the removed server's clients were sent to the other service's server.
+#[test]
+fn removed_server_id_reused_by_another_service_never_receives_its_clients() {
+    let e = env(
+        "idreuse",
+        Opts {
+            v4_sources: 200,
+            v6_sources: 0,
+            spare_backends: 1,
+            ..Default::default()
+        },
+    );
+    let pins = pin_all(&e, &e.sources4);
+    let (orphans, others) = split(&pins, "app4");
+    assert!(orphans.len() >= 20, "{} of 200 sources on app4", orphans.len());
+    // One reload: be_app loses app4; dns (another service) gains app5 (the spare host).
+    let text = e.config_text_with(|svc| match svc {
+        "be_app" => vec![0, 1, 2],
+        "dns" => vec![0, 1, 2, 3, 4],
+        _ => vec![0, 1, 2, 3],
+    });
+    e.write_config(&text).unwrap();
+    e.signal_agent(libc::SIGHUP);
+    wait_state(&e, "dns", "app5", "UP", Duration::from_secs(10));
+    // Requests prove it: app4's clients land on be_app's remaining servers, never on app5.
+    for s in &orphans {
+        let b = e
+            .get_vip(*s)
+            .unwrap_or_else(|err| panic!("{s} (pinned to the removed app4) failed: {err:#}"));
+        assert!(
+            ["app1", "app2", "app3"].contains(&b.as_str()),
+            "{s} of be_app was pinned to the removed app4 and went to {b} after the reload"
+        );
+    }
+    for s in &others {
+        assert_eq!(
+            e.get_vip(*s).unwrap(),
+            pins[s],
+            "{s} moved although its server stayed"
+        );
+    }
+    // The table never names a server of another service, and the removed server's entries
+    // are purged (every entry names one of be_app's servers).
+    let purged = e.wait_until(Duration::from_secs(5), || {
+        e.table("be_app").is_ok_and(|t| {
+            t.len() == 200
+                && t.iter()
+                    .all(|(_, srv)| ["app1", "app2", "app3"].contains(&srv.as_str()))
+        })
+    });
+    assert!(purged, "show table be_app: {:?}", e.table("be_app"));
+    assert!(
+        e.agent_log().contains("of removed services or servers"),
+        "{}",
+        e.agent_log()
+    );
+}

@@ -105,17 +105,26 @@ pub fn run() -> Result<Report> {
                     .unwrap_or("unknown".into())
             ));
             // One sweep where every entry is idle past expire: walk + delete 1M entries.
-            let mut exp = std::collections::HashMap::new();
-            exp.insert(0u16, 1u64);
+            let policy = xlb::services::SweepPolicy {
+                expire: [(0u16, 1u64)].into(),
+                owner: (0..4).map(|b| (b, 0u16)).collect(),
+                ..Default::default()
+            };
             std::thread::sleep(Duration::from_millis(20));
             let mut longest = Duration::ZERO;
             let mut last = Instant::now();
             let t0 = Instant::now();
-            let stick_table::Swept { seen, deleted, .. } =
-                stick_table::sweep(lb.dp.stick_map_mut(), &exp, None, 10_000, || {
+            let stick_table::Swept { seen, deleted, .. } = stick_table::sweep(
+                lb.dp.stick_map_mut(),
+                &policy,
+                None,
+                10_000,
+                || {
                     longest = longest.max(last.elapsed());
                     last = Instant::now();
-                })?;
+                },
+                || true,
+            )?;
             let sweep = t0.elapsed();
             out.push_str(&format!(
                 "expiry sweep over {seen} entries: {deleted} deleted in {:.0} ms; longest step {:.1} ms (one batched read of every entry, or 10k deletions); agent lock held: only to copy the expiry settings (the sweep uses its own map handle off the runtime)\n",
