@@ -45,8 +45,9 @@ pub const MAP_BACKEND_STATS: &str = "XLB_BSTATS";
 pub const MAP_NAMES: &str = "XLB_NAMES";
 pub const MAP_LIMITS: &str = "XLB_LIMITS";
 pub const MAP_NEW_ENTRIES: &str = "XLB_NEW_ENTRIES";
+pub const MAP_META: &str = "XLB_META";
 /// Every map the program defines (the agent pins and adopts these).
-pub const ALL_MAPS: [&str; 14] = [
+pub const ALL_MAPS: [&str; 15] = [
     MAP_VIPS,
     MAP_VIP_ACTIVE,
     MAP_SERVICES,
@@ -61,7 +62,26 @@ pub const ALL_MAPS: [&str; 14] = [
     MAP_NAMES,
     MAP_LIMITS,
     MAP_NEW_ENTRIES,
+    MAP_META,
 ];
+
+/// Format of the pinned maps: bumped whenever a map's type, key, value, size or meaning
+/// changes. Format 1 (xlb up to c887b59) had no `MAP_META`; the agent migrates it.
+pub const PIN_FORMAT: u64 = 2;
+
+/// Slots of `MAP_META` (u64 each), written by the agent, never read by the data path.
+pub mod meta {
+    /// `PIN_FORMAT` of the pins.
+    pub const FORMAT: u32 = 0;
+    /// ifindex the pinned XDP link was attached to.
+    pub const IFINDEX: u32 = 1;
+    /// The XDP mode the config asked for when the link was made: `MODE_NATIVE` or
+    /// `MODE_GENERIC` (0 = unknown).
+    pub const MODE: u32 = 2;
+    pub const COUNT: u32 = 4;
+    pub const MODE_NATIVE: u64 = 1;
+    pub const MODE_GENERIC: u64 = 2;
+}
 
 /// Index of `MAP_LIMITS`: new stick entries each CPU may create per second (0 = no cap).
 pub const LIMIT_NEW_ENTRIES_PER_CPU: u32 = 0;

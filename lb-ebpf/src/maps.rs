@@ -90,6 +90,11 @@ static LIMITS: Array<u64> = Array::with_max_entries(1, 0);
 #[map(name = "XLB_NEW_ENTRIES")]
 static NEW_ENTRIES: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);
 
+/// What the agent records about its pins (`lb_common::meta`: format version, the link's
+/// interface and XDP mode). Written and read by the agent only; never read per packet.
+#[map(name = "XLB_META")]
+static META: Array<u64> = Array::with_max_entries(lb_common::meta::COUNT, 0);
+
 /// Benchmark only: index 0 is the per-CPU counter `xlb_bench_fresh` turns into a fresh client
 /// address on every iteration; index 1, when not 0, wraps it (1..=n: a working set of n
 /// clients). Written by the benchmark runner; never touched by the production program.

@@ -98,6 +98,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let (mut b, checks) = Balancer::new(cfg.clone(), dp)?;
     let generic = cfg.global.xdp_mode == config::XdpMode::Generic;
     let attached = b.dp.attach(&cfg.global.interface, generic)?;
+    b.dp.finish_migration()?;
     let used = b.dp.stick_entries().map(|v| v.len()).unwrap_or(0);
     match attached {
         datapath::Attached::Replaced => log::info!(

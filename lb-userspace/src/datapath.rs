@@ -18,9 +18,9 @@ use aya::{
 };
 use lb_common::{
     ALL_MAPS, Backend, BackendStats, MAGLEV_MAX_SIZE, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS,
-    MAP_GLOBAL_STATS, MAP_LIMITS, MAP_MAGLEV, MAP_NAMES, MAP_NEW_ENTRIES, MAP_SERVICE_STATS, MAP_SERVICES,
+    MAP_GLOBAL_STATS, MAP_LIMITS, MAP_MAGLEV, MAP_META, MAP_NAMES, MAP_SERVICE_STATS, MAP_SERVICES,
     MAP_STICK, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats, StickEntry, StickKey,
-    VIP_PROBES, VIP_TABLE_SIZE, VipKey, VipSlot, gstat, maglev_base,
+    VIP_PROBES, VIP_TABLE_SIZE, VipKey, VipSlot, gstat, maglev_base, meta,
 };
 
 /// The compiled XDP object (built by build.rs from `lb-ebpf`).
@@ -33,14 +33,16 @@ pub enum DatapathError {
     )]
     EmptyObject,
     #[error(
-        "pinned map {name} at {path} does not match this program: {what}. \
-         Run `xlb detach -c FILE` to remove the old pins (this empties the stick table), then start again"
+        "the maps pinned under {path} do not match pin format {format}: {what}. Run the xlb \
+         that wrote them, or `xlb detach -c FILE` to remove them (this empties the stick table)"
     )]
     PinMismatch {
-        name: &'static str,
         path: PathBuf,
+        format: u64,
         what: String,
     },
+    #[error("{what}")]
+    Format { what: String },
     #[error("failed to load the eBPF object: {0}")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("map {name}: {source}")]
@@ -140,31 +142,15 @@ pub struct Datapath {
     bstats: PerCpuArray<MapData, BackendStats>,
     names: Array<MapData, NameSlot>,
     limits: Array<MapData, u64>,
-    /// Set when the pinned maps of an earlier run were adopted.
+    meta: Array<MapData, u64>,
+    /// Set when the pinned maps of an earlier run were adopted (or migrated).
     adopted: bool,
+    /// A migration from format-1 pins in progress: their directory, removed by
+    /// `finish_migration` once the new program runs.
+    migration: Option<PathBuf>,
     capacity: u32,
     /// What this process wrote into each (service, slot) of the Maglev map.
     shadow: std::collections::HashMap<(u32, u32), Vec<u32>>,
-}
-
-/// The size every map must have, but the stick table's (which the operator sizes).
-fn expected(name: &str) -> (u32, u32) {
-    use std::mem::size_of;
-    match name {
-        MAP_VIPS => (4, size_of::<VipSlot>() as u32),
-        MAP_VIP_ACTIVE => (4, 4),
-        MAP_SERVICES => (4, size_of::<Service>() as u32),
-        MAP_ACTIVE_SLOT | MAP_MAGLEV | MAP_GLOBAL_STATS => (4, if name == MAP_GLOBAL_STATS { 8 } else { 4 }),
-        MAP_BACKENDS => (4, size_of::<Backend>() as u32),
-        MAP_STICK => (size_of::<StickKey>() as u32, size_of::<StickEntry>() as u32),
-        MAP_TX_PORTS => (4, 8),
-        MAP_SERVICE_STATS => (4, size_of::<ServiceStats>() as u32),
-        MAP_BACKEND_STATS => (4, size_of::<BackendStats>() as u32),
-        MAP_NAMES => (4, size_of::<NameSlot>() as u32),
-        MAP_LIMITS => (4, 8),
-        MAP_NEW_ENTRIES => (4, size_of::<lb_common::RateWindow>() as u32),
-        _ => (0, 0),
-    }
 }
 
 impl Datapath {
@@ -174,31 +160,58 @@ impl Datapath {
         }
         let mut capacity = opts.stick_capacity.max(1);
         let mut adopted = false;
+        let mut carried = None;
         let mut loader = EbpfLoader::new();
         let mut pin_paths = Vec::new();
         if let Some(dir) = &opts.pin_dir {
             let maps_dir = dir.join("maps");
+            match crate::pins::inspect(dir, OBJECT)? {
+                crate::pins::Found::Nothing => {}
+                crate::pins::Found::Current => {
+                    let max = MapInfo::from_pin(maps_dir.join(MAP_STICK))
+                        .map_err(map_err(MAP_STICK))?
+                        .max_entries();
+                    if max != capacity {
+                        log::warn!(
+                            "stick table: keeping the pinned table of {max} entries (config asks {capacity}); \
+                             a new size takes effect after `xlb detach`"
+                        );
+                    }
+                    capacity = max;
+                    adopted = true;
+                }
+                crate::pins::Found::Format1(found) => {
+                    // The old maps move aside (the running program keeps them); fresh ones are
+                    // pinned in their place and given what the old ones knew.
+                    let old = dir.join(crate::pins::FORMAT1_DIR);
+                    if found != old {
+                        crate::pins::move_pins(&found, &old)?;
+                    } else if maps_dir.exists() {
+                        // A migration was interrupted: its new maps are incomplete; redo it.
+                        remove_pinned_maps(&maps_dir)?;
+                    }
+                    let c = crate::pins::read_format1(&old)?;
+                    log::warn!(
+                        "pins under {} are format 1 (an older xlb): migrating {} stick entries, {} names \
+                         and {} server states to format {}",
+                        dir.display(),
+                        c.stick.len(),
+                        c.names.len(),
+                        c.backends.len(),
+                        lb_common::PIN_FORMAT
+                    );
+                    capacity = capacity.max(c.stick.len() as u32);
+                    carried = Some((old, c));
+                    adopted = true;
+                }
+            }
             std::fs::create_dir_all(&maps_dir).map_err(|source| DatapathError::Io {
                 what: "cannot create pin directory",
                 path: maps_dir.clone(),
                 source,
             })?;
             for name in ALL_MAPS {
-                let path = maps_dir.join(name);
-                if path.exists() {
-                    let max = check_pinned(name, &path)?;
-                    if name == MAP_STICK {
-                        if max != capacity {
-                            log::warn!(
-                                "stick table: keeping the pinned table of {max} entries (config asks {capacity}); \
-                                 a new size takes effect after `xlb detach`"
-                            );
-                        }
-                        capacity = max;
-                    }
-                    adopted = true;
-                }
-                pin_paths.push((name, path));
+                pin_paths.push((name, maps_dir.join(name)));
             }
         }
         loader.map_max_entries(MAP_STICK, capacity);
@@ -220,7 +233,7 @@ impl Datapath {
                 map.try_into().map_err(map_err($name))?
             }};
         }
-        Ok(Self {
+        let mut dp = Self {
             vips: take!(MAP_VIPS),
             vip_active: take!(MAP_VIP_ACTIVE),
             services: take!(MAP_SERVICES),
@@ -234,12 +247,43 @@ impl Datapath {
             bstats: take!(MAP_BACKEND_STATS),
             names: take!(MAP_NAMES),
             limits: take!(MAP_LIMITS),
+            meta: take!(MAP_META),
             ebpf,
             pin_dir: opts.pin_dir.clone(),
             adopted,
+            migration: None,
             capacity,
             shadow: Default::default(),
-        })
+        };
+        dp.meta
+            .set(meta::FORMAT, lb_common::PIN_FORMAT, 0)
+            .map_err(map_err(MAP_META))?;
+        if let Some((old, c)) = carried {
+            for (i, n) in &c.names {
+                dp.names.set(*i, n, 0).map_err(map_err(MAP_NAMES))?;
+            }
+            for (i, b) in &c.backends {
+                dp.backends.set(*i, b, 0).map_err(map_err(MAP_BACKENDS))?;
+            }
+            // The ids come from the carried names, so every entry keeps its server.
+            for (k, e) in &c.stick {
+                dp.stick.insert(k, e, 0).map_err(map_err(MAP_STICK))?;
+            }
+            dp.migration = Some(old);
+        }
+        Ok(dp)
+    }
+
+    /// After the new program runs: remove the old pins of a migration.
+    pub fn finish_migration(&mut self) -> Result<()> {
+        if let Some(old) = self.migration.take() {
+            crate::pins::remove_old(&old).map_err(|source| DatapathError::Io {
+                what: "cannot remove the migrated pins",
+                path: old,
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     /// True when this load adopted the pinned maps (and so the stick table) of an earlier run.
@@ -267,23 +311,101 @@ impl Datapath {
     /// path keeps forwarding when the agent exits.
     pub fn attach(&mut self, ifname: &str, generic: bool) -> Result<Attached> {
         let link_pin = self.pin_dir.as_ref().map(|d| d.join("link"));
+        let mode = if generic {
+            meta::MODE_GENERIC
+        } else {
+            meta::MODE_NATIVE
+        };
+        let ifindex = ifindex_of(ifname)?;
+        let reuse = match link_pin.as_ref().filter(|p| p.exists()) {
+            Some(pin) => self.pinned_link_fits(pin, ifname, ifindex, mode)?,
+            None => false,
+        };
+        let attached = if reuse {
+            let pin = link_pin.as_ref().expect("checked above");
+            match self.replace_program_of_link(pin) {
+                Err(DatapathError::Program { source, .. }) if is_severed(&source) => {
+                    log::warn!(
+                        "the pinned XDP link at {} is severed ({source}); attaching afresh to {ifname}",
+                        pin.display()
+                    );
+                    remove_link_pin(pin)?;
+                    self.attach_new(ifname, generic, link_pin.as_ref())?
+                }
+                other => other?,
+            }
+        } else {
+            self.attach_new(ifname, generic, link_pin.as_ref())?
+        };
+        self.meta
+            .set(meta::IFINDEX, ifindex as u64, 0)
+            .map_err(map_err(MAP_META))?;
+        self.meta.set(meta::MODE, mode, 0).map_err(map_err(MAP_META))?;
+        Ok(attached)
+    }
+
+    /// Whether the link pinned at `pin` can run the new program: it must run on `ifindex`
+    /// in the XDP mode the config asks. If not (its interface went away, the config names
+    /// another interface or mode), its pin is removed — which detaches it — with one warning.
+    fn pinned_link_fits(&self, pin: &Path, ifname: &str, ifindex: u32, mode: u64) -> Result<bool> {
+        let on = crate::pins::link_ifindex(pin).map_err(|e| DatapathError::Link {
+            path: pin.to_path_buf(),
+            what: e.to_string(),
+        })?;
+        let recorded_mode = self.meta.get(&meta::MODE, 0).map_err(map_err(MAP_META))?;
+        let word = |m| {
+            if m == meta::MODE_GENERIC {
+                "generic"
+            } else {
+                "native"
+            }
+        };
+        let why = match on {
+            None => Some("it is not an XDP link".to_string()),
+            Some(0) => Some("it is severed: its interface went away".to_string()),
+            Some(i) if i != ifindex => Some(format!(
+                "it runs on interface index {i}, the config names {ifname} (index {ifindex})"
+            )),
+            Some(_) if recorded_mode != 0 && recorded_mode != mode => Some(format!(
+                "it was made in {} XDP mode, the config asks {}",
+                word(recorded_mode),
+                word(mode)
+            )),
+            Some(_) => None,
+        };
+        let Some(why) = why else {
+            return Ok(true);
+        };
+        log::warn!(
+            "pinned XDP link {}: {why}; removing it and attaching afresh to {ifname} (maps kept)",
+            pin.display()
+        );
+        remove_link_pin(pin)?;
+        Ok(false)
+    }
+
+    /// Make the link pinned at `pin` run this program (atomic: no packet is missed).
+    fn replace_program_of_link(&mut self, pin: &Path) -> Result<Attached> {
+        let link_err = |what: String| DatapathError::Link {
+            path: pin.to_path_buf(),
+            what,
+        };
         let prog = self.program(lb_common::PROG_XLB)?;
-        if let Some(pin) = link_pin.as_ref().filter(|p| p.exists()) {
-            let link_err = |what: String| DatapathError::Link {
-                path: pin.clone(),
-                what,
-            };
-            let pinned = PinnedLink::from_pin(pin).map_err(|e| link_err(e.to_string()))?;
-            let fd_link: FdLink = pinned.into();
-            let xdp_link = XdpLink::try_from(fd_link).map_err(|e| link_err(e.to_string()))?;
-            let id = prog.attach_to_link(xdp_link).map_err(prog_err("xlb"))?;
-            // Own the link as a plain fd: dropping it closes the fd, the pin keeps it alive.
-            let link = prog.take_link(id).map_err(prog_err("xlb"))?;
-            let _fd: FdLink = link
-                .try_into()
-                .map_err(|e: aya::programs::links::LinkError| link_err(e.to_string()))?;
-            return Ok(Attached::Replaced);
-        }
+        let pinned = PinnedLink::from_pin(pin).map_err(|e| link_err(e.to_string()))?;
+        let fd_link: FdLink = pinned.into();
+        let xdp_link = XdpLink::try_from(fd_link).map_err(|e| link_err(e.to_string()))?;
+        let id = prog.attach_to_link(xdp_link).map_err(prog_err("xlb"))?;
+        // Own the link as a plain fd: dropping it closes the fd, the pin keeps it alive.
+        let link = prog.take_link(id).map_err(prog_err("xlb"))?;
+        let _fd: FdLink = link
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| link_err(e.to_string()))?;
+        Ok(Attached::Replaced)
+    }
+
+    /// A new link on `ifname` (native mode first unless `generic`), pinned at `link_pin`.
+    fn attach_new(&mut self, ifname: &str, generic: bool, link_pin: Option<&PathBuf>) -> Result<Attached> {
+        let prog = self.program(lb_common::PROG_XLB)?;
         let busy = |e: &aya::programs::ProgramError| matches!(e, aya::programs::ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EBUSY));
         let refuse = |e| DatapathError::Busy {
             ifname: ifname.to_string(),
@@ -312,6 +434,7 @@ impl Datapath {
         };
         let link = prog.take_link(id).map_err(prog_err("xlb"))?;
         if let Some(pin) = link_pin {
+            let pin = pin.clone();
             let fd: FdLink =
                 link.try_into()
                     .map_err(|e: aya::programs::links::LinkError| DatapathError::Link {
@@ -639,27 +762,6 @@ impl Datapath {
     }
 }
 
-/// Compare a pinned map with what this program expects; returns its max_entries.
-fn check_pinned(name: &'static str, path: &Path) -> Result<u32> {
-    let info = MapInfo::from_pin(path).map_err(map_err(name))?;
-    let (k, v) = expected(name);
-    let mismatch = |what: String| DatapathError::PinMismatch {
-        name,
-        path: path.to_path_buf(),
-        what,
-    };
-    if info.key_size() != k {
-        return Err(mismatch(format!("key size {} changed to {k}", info.key_size())));
-    }
-    if info.value_size() != v {
-        return Err(mismatch(format!(
-            "value size {} changed to {v}",
-            info.value_size()
-        )));
-    }
-    Ok(info.max_entries())
-}
-
 /// Attach the `xlb_pass` program (XDP_PASS) to `ifname` in native mode, for the life of the
 /// interface. For test topologies: veth delivers XDP_TX frames to its peer only when the peer
 /// runs an XDP program too. Call it from a thread inside the interface's namespace.
@@ -685,20 +787,54 @@ pub fn remove_pins(dir: &Path) -> Result<()> {
     if link.exists() {
         std::fs::remove_file(&link).map_err(io("cannot remove pinned link", link.clone()))?;
     }
-    let maps = dir.join("maps");
-    if maps.exists() {
-        for name in ALL_MAPS {
-            let p = maps.join(name);
-            if p.exists() {
-                std::fs::remove_file(&p).map_err(io("cannot remove pinned map", p.clone()))?;
-            }
+    for sub in ["maps", crate::pins::FORMAT1_DIR] {
+        let maps = dir.join(sub);
+        if maps.exists() {
+            remove_pinned_maps(&maps)?;
         }
-        std::fs::remove_dir(&maps).map_err(io("cannot remove", maps.clone()))?;
     }
     if dir.exists() {
         std::fs::remove_dir(dir).map_err(io("cannot remove", dir.to_path_buf()))?;
     }
     Ok(())
+}
+
+/// The index of interface `ifname` in this network namespace.
+fn ifindex_of(ifname: &str) -> Result<u32> {
+    let name = std::ffi::CString::new(ifname).map_err(|_| DatapathError::Format {
+        what: format!("interface name {ifname:?} holds a NUL byte"),
+    })?;
+    // SAFETY: a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(DatapathError::Io {
+            what: "no such interface",
+            path: ifname.into(),
+            source: std::io::Error::last_os_error(),
+        }),
+        i => Ok(i),
+    }
+}
+
+/// `bpf_link_update` on a link whose interface is gone: ENOLINK.
+fn is_severed(e: &aya::programs::ProgramError) -> bool {
+    matches!(e, aya::programs::ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOLINK))
+}
+
+fn remove_link_pin(pin: &Path) -> Result<()> {
+    std::fs::remove_file(pin).map_err(|source| DatapathError::Io {
+        what: "cannot remove the pinned XDP link",
+        path: pin.to_path_buf(),
+        source,
+    })
+}
+
+/// Remove every pin under `maps` (xlb's maps directory) and the directory.
+fn remove_pinned_maps(maps: &Path) -> Result<()> {
+    crate::pins::remove_old(maps).map_err(|source| DatapathError::Io {
+        what: "cannot remove pinned maps under",
+        path: maps.to_path_buf(),
+        source,
+    })
 }
 
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock the data path stamps entries with

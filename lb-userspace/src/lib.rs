@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod neigh;
 pub mod netns;
 pub mod peers;
+pub mod pins;
 pub mod services;
 pub mod stick_table;

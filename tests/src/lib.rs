@@ -16,6 +16,7 @@ pub mod names;
 pub mod netns;
 pub mod packet;
 pub mod process;
+pub mod raw_pins;
 pub mod topology;
 
 pub use backend::BackendServer;

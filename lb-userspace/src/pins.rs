@@ -1,0 +1,369 @@
+//! The data path's pins under `bpffs_dir`: which format they are, whether they fit this
+//! program, and how the state of an older format is carried into a new one.
+//!
+//! Layout: `<bpffs_dir>/maps/<MAP>` for every map and `<bpffs_dir>/link` for the XDP link.
+//! `MAP_META` records the format (`PIN_FORMAT`); pins without it are format 1 (xlb up to
+//! c887b59). A format this binary does not know, or pins that differ from their format's
+//! spec, are refused with every difference listed — never adopted and misread.
+//!
+//! Migration from format 1: the old maps are moved (pinned again) to `maps_format1` (bpffs
+//! allows no dot in a name; the running program keeps using the maps themselves), fresh maps
+//! are pinned under `maps/`, and what
+//! cannot be rebuilt from the config is copied over: the id of every name (`MAP_NAMES`), the
+//! servers' runtime states and MACs (`MAP_BACKENDS`) and every stick entry. Once the new
+//! program runs, `maps_format1` is removed. An agent stopped half-way finds `maps_format1`
+//! again at its next start and redoes the migration from it.
+
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, Map, MapData, MapInfo};
+use lb_common::{
+    ALL_MAPS, Backend, MAP_BACKENDS, MAP_META, MAP_NAMES, MAP_STICK, MAX_BACKENDS, MAX_SERVICES, NameSlot,
+    PIN_FORMAT, StickEntry, StickKey,
+};
+
+use crate::datapath::DatapathError;
+
+/// Where the maps of an interrupted or pending format-1 migration are kept.
+pub const FORMAT1_DIR: &str = "maps_format1";
+
+// BPF map types, as `MapInfo::map_type` and the object report them.
+const ARRAY: u32 = 2;
+const PERCPU_ARRAY: u32 = 6;
+const LRU_HASH: u32 = 9;
+const DEVMAP: u32 = 14;
+const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+
+/// What a map is, as the kernel reports it for a pin and as the object defines it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+}
+
+impl MapSpec {
+    fn of_pin(name: &'static str, path: &Path) -> Result<MapSpec, DatapathError> {
+        let info = MapInfo::from_pin(path).map_err(|source| DatapathError::Map { name, source })?;
+        Ok(MapSpec {
+            map_type: info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+            flags: info.map_flags(),
+        })
+    }
+
+    /// How `self` (pinned) differs from `want`, one phrase per field. The stick table's size
+    /// is the operator's choice, not part of the format.
+    fn differences(&self, name: &str, want: &MapSpec) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cmp = |what: &str, have: u32, want: u32| {
+            if have != want {
+                out.push(format!("{name}: {what} {have} changed to {want}"));
+            }
+        };
+        cmp("map type", self.map_type, want.map_type);
+        cmp("key size", self.key_size, want.key_size);
+        cmp("value size", self.value_size, want.value_size);
+        if name != MAP_STICK {
+            cmp("max_entries", self.max_entries, want.max_entries);
+        }
+        // The kernel makes every devmap read-only for programs by itself.
+        let added = if self.map_type == DEVMAP {
+            BPF_F_RDONLY_PROG
+        } else {
+            0
+        };
+        cmp("flags", self.flags & !added, want.flags);
+        out
+    }
+}
+
+/// The spec of every map this program defines, from the object itself.
+pub fn object_specs(object: &[u8]) -> Result<Vec<(&'static str, MapSpec)>, DatapathError> {
+    let obj = aya_obj::Object::parse(object).map_err(|e| DatapathError::Format {
+        what: format!("cannot parse the eBPF object: {e}"),
+    })?;
+    ALL_MAPS
+        .iter()
+        .map(|name| {
+            let m = obj.maps.get(*name).ok_or_else(|| DatapathError::Format {
+                what: format!("the eBPF object defines no map {name}"),
+            })?;
+            Ok((
+                *name,
+                MapSpec {
+                    map_type: m.map_type(),
+                    key_size: m.key_size(),
+                    value_size: m.value_size(),
+                    max_entries: m.max_entries(),
+                    flags: m.map_flags(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The maps of format 1 (xlb up to c887b59), as that program defined them.
+fn format1_specs() -> Vec<(&'static str, MapSpec)> {
+    let s = |map_type, key_size, value_size, max_entries| MapSpec {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        flags: 0,
+    };
+    vec![
+        ("XLB_VIPS", s(ARRAY, 4, 32, 2048)),
+        ("XLB_VIP_ACTIVE", s(ARRAY, 4, 4, 1)),
+        ("XLB_SERVICES", s(ARRAY, 4, 40, 32)),
+        ("XLB_ACTIVE", s(ARRAY, 4, 4, 32)),
+        ("XLB_MAGLEV", s(ARRAY, 4, 4, 32 * 2 * 65537)),
+        ("XLB_BACKENDS", s(ARRAY, 4, 20, 4096)),
+        ("XLB_STICK", s(LRU_HASH, 24, 16, 0)),
+        ("XLB_TX_PORTS", s(DEVMAP, 4, 8, 64)),
+        ("XLB_GSTATS", s(PERCPU_ARRAY, 4, 8, 17)),
+        ("XLB_SSTATS", s(PERCPU_ARRAY, 4, 72, 32)),
+        ("XLB_BSTATS", s(PERCPU_ARRAY, 4, 16, 4096)),
+        ("XLB_NAMES", s(ARRAY, 4, 64, 32 + 4096)),
+        ("XLB_LIMITS", s(ARRAY, 4, 8, 1)),
+        ("XLB_NEW_ENTRIES", s(PERCPU_ARRAY, 4, 16, 1)),
+    ]
+}
+
+/// What is pinned under a `maps` directory.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Nothing: a first start.
+    Nothing,
+    /// Pins of this format, checked against the object.
+    Current,
+    /// Pins of format 1, checked against that format's spec: migrate them.
+    Format1(PathBuf),
+}
+
+/// Look at `<dir>/maps` (and a pending `<dir>/maps_format1`) and say what is there, or refuse
+/// with every difference between the pins and what their format says they are.
+pub fn inspect(dir: &Path, object: &[u8]) -> Result<Found, DatapathError> {
+    let maps = dir.join("maps");
+    let old = dir.join(FORMAT1_DIR);
+    if old.exists() {
+        check(&old, &format1_specs(), 1)?;
+        return Ok(Found::Format1(old));
+    }
+    let present: Vec<String> = match std::fs::read_dir(&maps) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if present.is_empty() {
+        return Ok(Found::Nothing);
+    }
+    let format = match read_format(&maps)? {
+        Some(f) => f,
+        None if format1_specs()
+            .iter()
+            .all(|(n, _)| present.iter().any(|p| p == n)) =>
+        {
+            check(&maps, &format1_specs(), 1)?;
+            return Ok(Found::Format1(maps));
+        }
+        None => {
+            return Err(DatapathError::Format {
+                what: format!(
+                    "{} holds some of xlb's maps ({}) but no {MAP_META}: not a set this xlb knows",
+                    maps.display(),
+                    present.join(", ")
+                ),
+            });
+        }
+    };
+    if format != PIN_FORMAT {
+        let who = if format > PIN_FORMAT {
+            "a newer"
+        } else {
+            "an older"
+        };
+        return Err(DatapathError::Format {
+            what: format!(
+                "the pins under {} are format {format}, written by {who} xlb; this xlb reads format \
+                 {PIN_FORMAT} (and migrates format 1). Run the xlb that wrote them",
+                maps.display()
+            ),
+        });
+    }
+    check(&maps, &object_specs(object)?, PIN_FORMAT)?;
+    Ok(Found::Current)
+}
+
+/// Compare every pinned map under `maps` with `specs`; one error lists every difference.
+fn check(maps: &Path, specs: &[(&'static str, MapSpec)], format: u64) -> Result<(), DatapathError> {
+    let mut diffs = Vec::new();
+    for (name, want) in specs {
+        let path = maps.join(name);
+        if !path.exists() {
+            diffs.push(format!("{name}: missing"));
+            continue;
+        }
+        diffs.extend(MapSpec::of_pin(name, &path)?.differences(name, want));
+    }
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(DatapathError::PinMismatch {
+        path: maps.to_path_buf(),
+        format,
+        what: diffs.join("; "),
+    })
+}
+
+/// `MAP_META[FORMAT]` of the pins under `maps`, or None when there is no `MAP_META`.
+fn read_format(maps: &Path) -> Result<Option<u64>, DatapathError> {
+    let path = maps.join(MAP_META);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let err = |source| DatapathError::Map {
+        name: MAP_META,
+        source,
+    };
+    let meta: Array<MapData, u64> = Map::Array(MapData::from_pin(&path).map_err(err)?)
+        .try_into()
+        .map_err(err)?;
+    Ok(Some(meta.get(&lb_common::meta::FORMAT, 0).map_err(err)?))
+}
+
+/// What a migration carries from the old pins into the new maps.
+#[derive(Debug, Default)]
+pub struct Carried {
+    pub names: Vec<(u32, NameSlot)>,
+    pub backends: Vec<(u32, Backend)>,
+    pub stick: Vec<(StickKey, StickEntry)>,
+}
+
+/// Read what survives a migration from format-1 pins under `old` (checked by `inspect`).
+/// Format 1's `Backend` has the same size and fields, with zero where `service` now is.
+pub fn read_format1(old: &Path) -> Result<Carried, DatapathError> {
+    let open = |name: &'static str| {
+        MapData::from_pin(old.join(name)).map_err(|source| DatapathError::Map { name, source })
+    };
+    let err = |name: &'static str| move |source| DatapathError::Map { name, source };
+    let names: Array<MapData, NameSlot> = Map::Array(open(MAP_NAMES)?).try_into().map_err(err(MAP_NAMES))?;
+    let backends: Array<MapData, Backend> = Map::Array(open(MAP_BACKENDS)?)
+        .try_into()
+        .map_err(err(MAP_BACKENDS))?;
+    let stick: HashMap<MapData, StickKey, StickEntry> = Map::LruHashMap(open(MAP_STICK)?)
+        .try_into()
+        .map_err(err(MAP_STICK))?;
+    let mut out = Carried::default();
+    for i in 0..MAX_SERVICES + MAX_BACKENDS {
+        let n = names.get(&i, 0).map_err(err(MAP_NAMES))?;
+        if n.name[0] != 0 {
+            out.names.push((i, n));
+        }
+    }
+    for i in 0..MAX_BACKENDS {
+        let b = backends.get(&i, 0).map_err(err(MAP_BACKENDS))?;
+        if b.state != 0 {
+            out.backends.push((i, Backend { service: 0, ..b }));
+        }
+    }
+    out.stick = crate::map_batch::read_all(&stick, 4096).map_err(err(MAP_STICK))?;
+    Ok(out)
+}
+
+/// Move every map pinned under `from` to `to` (bpffs cannot rename directories): pinned again
+/// at the new path, then unpinned at the old one.
+pub fn move_pins(from: &Path, to: &Path) -> Result<(), DatapathError> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DatapathError::Io { what, path, source }
+    };
+    std::fs::create_dir_all(to).map_err(io("cannot create", to))?;
+    for entry in std::fs::read_dir(from).map_err(io("cannot read", from))? {
+        let path = entry.map_err(io("cannot read", from))?.path();
+        let name = path.file_name().expect("a directory entry has a name");
+        let map = MapData::from_pin(&path).map_err(|source| DatapathError::Map {
+            name: "pinned map",
+            source,
+        })?;
+        map.pin(to.join(name)).map_err(|e| DatapathError::Io {
+            what: "cannot pin again at",
+            path: to.join(name),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        std::fs::remove_file(&path).map_err(io("cannot unpin", &path))?;
+    }
+    std::fs::remove_dir(from).map_err(io("cannot remove", from))
+}
+
+/// Remove the pins of a finished migration.
+pub fn remove_old(old: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(old)? {
+        std::fs::remove_file(entry?.path())?;
+    }
+    std::fs::remove_dir(old)
+}
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_TYPE_XDP: u32 = 6;
+
+/// The interface the XDP link pinned at `pin` runs on: `Some(0)` when it is severed (its
+/// interface went away), `None` when the pin is not an XDP link. aya 0.14 does not expose the
+/// link info's XDP part, hence the two raw calls.
+pub fn link_ifindex(pin: &Path) -> std::io::Result<Option<u32>> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("pin path holds a NUL byte"))?;
+    // `union bpf_attr` for BPF_OBJ_GET: pathname, bpf_fd, file_flags (+ padding).
+    let mut get = [0u64; 3];
+    get[0] = path.as_ptr() as u64;
+    // SAFETY: a valid attr of the size passed; the kernel reads the NUL-terminated path.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            get.as_mut_ptr(),
+            std::mem::size_of_val(&get),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: BPF_OBJ_GET returned a new descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    // struct bpf_link_info: type, id, prog_id, then a union (8-aligned) whose `xdp` member is
+    // the ifindex.
+    let mut info = [0u32; 16];
+    // `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD: bpf_fd, info_len, info (pointer).
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut attr = InfoAttr {
+        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: a valid attr; the kernel writes at most `info_len` bytes into `info`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((info[0] == BPF_LINK_TYPE_XDP).then_some(info[4]))
+}
