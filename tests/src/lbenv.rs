@@ -230,6 +230,17 @@ impl LbEnv {
         t
     }
 
+    /// Delete the LB host's interface and make it again (what deleting and re-creating its
+    /// network namespace does to a pinned XDP link): same name, MAC and addresses, new ifindex.
+    pub fn replug_lb(&mut self) -> Result<()> {
+        self.topo.replug(self.lb)?;
+        let port = self.topo.host(self.lb).port.clone();
+        crate::netns::run_in(self.topo.switch_ns(), move || {
+            xlb::datapath::attach_pass_program(&port)
+        })??;
+        Ok(())
+    }
+
     pub fn write_config(&self, text: &str) -> Result<()> {
         std::fs::write(&self.config, text).with_context(|| format!("write {}", self.config.display()))
     }

@@ -262,19 +262,56 @@ impl Topology {
         let mac = [0x02, 0x77, 0, 0, 0, n];
         let ipv4 = Ipv4Addr::new(10, 77, 0, n);
         let ipv6 = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, n as u16);
+        let ifindex = self.plug(&ns, &port, n)?;
+        self.hosts.push(Host {
+            role: role.to_string(),
+            n,
+            ns,
+            ifname: HOST_IF.to_string(),
+            ifindex,
+            mac,
+            ipv4,
+            ipv6,
+            port,
+            linked: false,
+        });
+        self.workers.push(OnceLock::new());
+        Ok(id)
+    }
+
+    /// Deletes bridged host `id`'s `eth0` (and so its veth pair) and makes it again as
+    /// `add_host` did: same names, MACs and addresses, a new ifindex. What an XDP program
+    /// attached to the old interface sees: its interface went away.
+    pub fn replug(&mut self, id: HostId) -> Result<()> {
+        let h = &self.hosts[id.0];
+        if h.linked {
+            bail!("replug: {} is not on the bridge", h.role);
+        }
+        let (ns, port, n) = (h.ns.clone(), h.port.clone(), h.n);
+        netns::ip(&["-n", &ns, "link", "del", HOST_IF])?;
+        self.hosts[id.0].ifindex = self.plug(&ns, &port, n)?;
+        Ok(())
+    }
+
+    /// The veth pair of bridged host number `n` (namespace `ns`, bridge port `port`), its
+    /// addresses and routes; returns the host side's ifindex.
+    fn plug(&self, ns: &str, port: &str, n: u8) -> Result<u32> {
+        let mac = [0x02, 0x77, 0, 0, 0, n];
+        let ipv4 = Ipv4Addr::new(10, 77, 0, n);
+        let ipv6 = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, n as u16);
         netns::ip(&[
             "-n",
             &self.switch_ns,
             "link",
             "add",
-            &port,
+            port,
             "type",
             "veth",
             "peer",
             "name",
             HOST_IF,
             "netns",
-            &ns,
+            ns,
         ])?;
         netns::ip_batch(
             &self.switch_ns,
@@ -295,24 +332,10 @@ impl Topology {
             let gw = self.hosts[via.0].addr_like(*prefix);
             cmds.push(format!("route replace {prefix}/{len} via {gw}"));
         }
-        netns::ip_batch(&ns, &cmds)?;
-        netns::exec(&ns, &["ethtool", "-K", HOST_IF, "gro", "on"])?;
-        netns::exec(&self.switch_ns, &["ethtool", "-K", &port, "gro", "on"])?;
-        let ifindex = host_ifindex(&ns)?;
-        self.hosts.push(Host {
-            role: role.to_string(),
-            n,
-            ns,
-            ifname: HOST_IF.to_string(),
-            ifindex,
-            mac,
-            ipv4,
-            ipv6,
-            port,
-            linked: false,
-        });
-        self.workers.push(OnceLock::new());
-        Ok(id)
+        netns::ip_batch(ns, &cmds)?;
+        netns::exec(ns, &["ethtool", "-K", HOST_IF, "gro", "on"])?;
+        netns::exec(&self.switch_ns, &["ethtool", "-K", port, "gro", "on"])?;
+        host_ifindex(ns)
     }
 
     /// Adds a host that is not on the bridge: joined to host `to` by a veth pair of its own

@@ -853,3 +853,45 @@ fn batched_table_read_matches_an_entry_by_entry_walk() {
         assert_eq!(batched, walked, "chunk {chunk}");
     }
 }
+
+/// Issue 9, item 5: pin adoption compared only key and value sizes, one map at a time. Pins
+/// that claim the current format but differ from it are refused with every difference listed.
+#[test]
+fn pins_that_differ_from_their_format_are_refused_with_every_difference() {
+    use harness::raw_pins::{self, ARRAY, LRU_HASH};
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = xlb::datapath::remove_pins(&self.0);
+        }
+    }
+    xlb::datapath::ensure_bpffs().expect("bpffs");
+    let dir = std::path::PathBuf::from("/sys/fs/bpf").join(harness::names::new_stem("mismatch"));
+    let _guard = Remove(dir.clone());
+    let maps = dir.join("maps");
+    std::fs::create_dir_all(&maps).unwrap();
+    let meta = raw_pins::create(ARRAY, 4, 8, lb_common::meta::COUNT).unwrap();
+    raw_pins::update(&meta, &0u32.to_ne_bytes(), &lb_common::PIN_FORMAT.to_ne_bytes()).unwrap();
+    raw_pins::pin(&meta, &maps.join(lb_common::MAP_META)).unwrap();
+    let backends = raw_pins::create(ARRAY, 4, 24, 4096).unwrap();
+    raw_pins::pin(&backends, &maps.join(lb_common::MAP_BACKENDS)).unwrap();
+    let stick = raw_pins::create(LRU_HASH, 32, 16, 1000).unwrap();
+    raw_pins::pin(&stick, &maps.join(lb_common::MAP_STICK)).unwrap();
+    let err = match xlb::datapath::Datapath::load(&xlb::datapath::LoadOptions {
+        pin_dir: Some(dir.clone()),
+        stick_capacity: 1000,
+    }) {
+        Ok(_) => panic!("pins that differ from their format were adopted"),
+        Err(e) => e.to_string(),
+    };
+    for want in [
+        "XLB_BACKENDS: value size 24 changed to 20",
+        "XLB_STICK: key size 32 changed to 24",
+        "XLB_VIPS: missing",
+        "xlb detach",
+    ] {
+        assert!(err.contains(want), "{want:?} not in: {err}");
+    }
+    // Nothing was touched: the pins are as they were.
+    assert!(maps.join(lb_common::MAP_BACKENDS).exists() && !maps.join(lb_common::MAP_VIPS).exists());
+}

@@ -1087,3 +1087,80 @@ fn format1_pins_are_migrated_keeping_ids_entries_and_admin_states() {
     assert_eq!(e.table("be_app").unwrap(), table);
     assert_eq!(e.server_state("be_app", "app2").unwrap(), "DRAIN");
 }
+
+/// Issue 9, item 5: after the LB's interface went away and came back (its namespace deleted
+/// and made again), a restarted agent exited with "bpf_link_update failed: Link has been
+/// severed (os error 67)". It attaches afresh with one warning and keeps the maps.
+#[test]
+fn severed_link_after_the_interface_was_recreated_is_replaced_keeping_the_maps() {
+    let mut e = env(
+        "severed",
+        Opts {
+            v4_sources: 50,
+            v6_sources: 0,
+            ..Default::default()
+        },
+    );
+    let pins = pin_all(&e, &e.sources4);
+    e.stop_agent().expect("agent exited");
+    e.replug_lb().unwrap();
+    e.start_agent()
+        .unwrap_or_else(|err| panic!("restart over a severed link: {err:#}"));
+    let log = e.agent_log();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("is severed"),
+        "one warning line:\n{log}"
+    );
+    assert_eq!(e.table("be_app").unwrap().len(), 50, "the stick table was kept");
+    for s in &e.sources4 {
+        assert_eq!(e.get_vip(*s).unwrap(), pins[s], "{s} moved across the re-attach");
+    }
+}
+
+/// Issue 9, item 5: a changed `interface` was silently ignored at restart (the pinned link
+/// stayed where it was). A reload refuses it by name; a restart moves the program.
+#[test]
+fn changed_interface_is_refused_by_reload_and_moves_the_link_at_restart() {
+    let mut e = LbEnv::new(
+        "ifmove",
+        Opts {
+            v4_sources: 10,
+            v6_sources: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|err| panic!("building the harness: {err:#}"));
+    let far = e.topo.add_linked_host("far", e.lb, "eth1").unwrap();
+    let _ = far;
+    e.start_agent().unwrap();
+    let xdp_on = |ifname: &str| {
+        e.topo
+            .exec(e.lb, &["ip", "-d", "link", "show", ifname])
+            .unwrap()
+            .contains("prog/xdp")
+    };
+    assert!(xdp_on("eth0") && !xdp_on("eth1"));
+    let moved = e
+        .config_text(4)
+        .replace("interface = \"eth0\"", "interface = \"eth1\"");
+    e.write_config(&moved).unwrap();
+    e.signal_agent(libc::SIGHUP);
+    let refused = e.wait_until(Duration::from_secs(5), || {
+        e.agent_log().contains("reload refused") && e.agent_log().contains("interface")
+    });
+    assert!(refused, "{}", e.agent_log());
+    assert!(
+        xdp_on("eth0") && !xdp_on("eth1"),
+        "a refused reload changes nothing"
+    );
+    e.stop_agent().expect("agent exited");
+    e.start_agent().unwrap();
+    assert!(xdp_on("eth1"), "the program runs on the configured interface");
+    assert!(!xdp_on("eth0"), "and no longer on the old one");
+    assert!(
+        e.agent_log().contains("the config names eth1"),
+        "{}",
+        e.agent_log()
+    );
+}
