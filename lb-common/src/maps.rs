@@ -45,8 +45,9 @@ pub const MAP_BACKEND_STATS: &str = "XLB_BSTATS";
 pub const MAP_NAMES: &str = "XLB_NAMES";
 pub const MAP_LIMITS: &str = "XLB_LIMITS";
 pub const MAP_NEW_ENTRIES: &str = "XLB_NEW_ENTRIES";
+pub const MAP_OWN_MAC: &str = "XLB_OWN_MAC";
 /// Every map the program defines (the agent pins and adopts these).
-pub const ALL_MAPS: [&str; 14] = [
+pub const ALL_MAPS: [&str; 15] = [
     MAP_VIPS,
     MAP_VIP_ACTIVE,
     MAP_SERVICES,
@@ -61,7 +62,19 @@ pub const ALL_MAPS: [&str; 14] = [
     MAP_NAMES,
     MAP_LIMITS,
     MAP_NEW_ENTRIES,
+    MAP_OWN_MAC,
 ];
+
+/// Value of `MAP_OWN_MAC` (index 0): the MAC of the interface XDP runs on. Only frames sent to
+/// it are forwarded; `set` is 0 until the agent (or a test fixture) writes it, and then every
+/// VIP frame is passed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct OwnMac {
+    pub mac: [u8; 6],
+    pub set: u8,
+    pub _pad: u8,
+}
 
 /// Index of `MAP_LIMITS`: new stick entries each CPU may create per second (0 = no cap).
 pub const LIMIT_NEW_ENTRIES_PER_CPU: u32 = 0;
@@ -264,7 +277,7 @@ pub struct StickEntry {
 
 /// Indices of `MAP_GLOBAL_STATS` (per-CPU u64 counters). The data path writes only the events
 /// that belong to no service or are rare (PASS_NOT_VIP, PARSE_ERROR, REDIRECT, FRAGMENT,
-/// ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT); the others are sums of `ServiceStats` that the
+/// ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT, INSERT_CAPPED, PASS_NOT_OUR_MAC); the others are sums of `ServiceStats` that the
 /// agent computes, so a forwarded packet touches only its service's and backend's counters.
 pub mod gstat {
     /// Every packet the program saw.
@@ -299,7 +312,11 @@ pub mod gstat {
     /// Entries not created because this CPU reached its cap of new entries per second (the
     /// packet still went to the backend Maglev picks).
     pub const INSERT_CAPPED: u32 = 16;
-    pub const COUNT: u32 = 17;
+    /// Passed: a frame to a VIP whose destination MAC is not the interface's own (broadcast,
+    /// multicast, another host's unicast, seen through flooding or promiscuous mode). Not
+    /// counted in the service's packets: it was not balanced.
+    pub const PASS_NOT_OUR_MAC: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "rx",
@@ -319,6 +336,7 @@ pub mod gstat {
         "insert_failed",
         "syn_no_insert",
         "insert_capped",
+        "pass_not_our_mac",
     ];
 }
 
@@ -371,6 +389,7 @@ const _: () = assert!(core::mem::size_of::<ServiceStats>() == 72);
 const _: () = assert!(core::mem::size_of::<BackendStats>() == 16);
 const _: () = assert!(core::mem::size_of::<NameSlot>() == 64);
 const _: () = assert!(core::mem::size_of::<RateWindow>() == 16);
+const _: () = assert!(core::mem::size_of::<OwnMac>() == 8);
 
 #[cfg(feature = "user")]
 mod user {
@@ -393,6 +412,7 @@ mod user {
         ServiceStats,
         BackendStats,
         NameSlot,
-        RateWindow
+        RateWindow,
+        OwnMac
     );
 }

@@ -1,7 +1,8 @@
 //! xlb's data path: one XDP program, one-armed, L2 direct server return.
 //!
 //! Read top to bottom in the order a packet travels:
-//! `parse` (step 1) -> `select::service_of` (step 2) -> `select::backend_for` (steps 3–5:
+//! `parse` (step 1) -> `select::service_of` (step 2) -> `forward::addressed_to_us` (step 2b:
+//! only frames sent to our own MAC) -> `select::backend_for` (steps 3–5:
 //! affinity key, stick table, Maglev) -> `forward` (step 6). Counters (step 8) along the way.
 //! Every map is documented at its definition in `maps`.
 #![no_std]
@@ -35,6 +36,9 @@ fn balance(ctx: &XdpContext) -> u32 {
     };
     if svc.enabled == 0 {
         return pass(gstat::PASS_NOT_VIP);
+    }
+    if !forward::addressed_to_us(ctx) {
+        return pass(gstat::PASS_NOT_OUR_MAC);
     }
     let len = (ctx.data_end() - ctx.data()) as u64;
     st.packets += 1;

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, BackendStats, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES,
-    MAX_TX_PORTS, NameSlot, RateWindow, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES,
+    MAX_TX_PORTS, NameSlot, OwnMac, RateWindow, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES,
     VIP_TABLE_SIZE, VipSlot, gstat, vip_home,
 };
 
@@ -90,6 +90,12 @@ static LIMITS: Array<u64> = Array::with_max_entries(1, 0);
 #[map(name = "XLB_NEW_ENTRIES")]
 static NEW_ENTRIES: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);
 
+/// The receiving interface's own MAC (index 0). Written by the agent before it attaches (and
+/// by test fixtures); read for every VIP frame: only frames sent to this MAC are forwarded.
+/// The program cannot ask the kernel for its interface's MAC, hence the map.
+#[map(name = "XLB_OWN_MAC")]
+static OWN_MAC: Array<OwnMac> = Array::with_max_entries(1, 0);
+
 /// Benchmark only: index 0 is the per-CPU counter `xlb_bench_fresh` turns into a fresh client
 /// address on every iteration; index 1, when not 0, wraps it (1..=n: a working set of n
 /// clients). Written by the benchmark runner; never touched by the production program.
@@ -119,6 +125,18 @@ pub fn vip(words: &[u32; 6]) -> Option<u32> {
         }
     }
     None
+}
+
+/// Whether a frame's destination MAC (its first 6 bytes, as a u32 and a u16) is ours. False
+/// while the agent has not written our MAC.
+#[inline(always)]
+pub fn is_own_mac(dst_hi: u32, dst_lo: u16) -> bool {
+    let Some(m) = OWN_MAC.get(0) else {
+        return false;
+    };
+    let hi = u32::from_ne_bytes([m.mac[0], m.mac[1], m.mac[2], m.mac[3]]);
+    let lo = u16::from_ne_bytes([m.mac[4], m.mac[5]]);
+    m.set != 0 && ((hi ^ dst_hi) | (lo ^ dst_lo) as u32) == 0
 }
 
 #[inline(always)]
