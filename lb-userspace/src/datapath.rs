@@ -640,7 +640,6 @@ impl Datapath {
     }
 }
 
-/// Compare a pinned map with what this program expects; returns its max_entries.
 /// The global counters the data path does not count itself, from the per-service sums `t`.
 /// The per-CPU counters are read one after another while packets keep arriving, so `packets`
 /// may be read before a `no_backend` or `redirect` that counts a later packet: the difference
@@ -664,6 +663,7 @@ fn derive_global_stats(out: &mut [u64; gstat::COUNT as usize], t: &ServiceStats)
     out[g(gstat::PINNED_DOWN)] = t.pinned_down;
 }
 
+/// Compare a pinned map with what this program expects; returns its max_entries.
 fn check_pinned(name: &'static str, path: &Path) -> Result<u32> {
     let info = MapInfo::from_pin(path).map_err(map_err(name))?;
     let (k, v) = expected(name);
