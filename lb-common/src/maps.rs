@@ -118,6 +118,20 @@ pub const PROG_XLB: &str = "xlb";
 pub const PROG_FLOOR: &str = "xlb_floor";
 pub const PROG_BENCH_FRESH: &str = "xlb_bench_fresh";
 pub const PROG_PASS: &str = "xlb_pass";
+/// The e2e benchmark's floor: every frame to one VIP goes to one backend (see `FloorTarget`).
+pub const PROG_E2E_FLOOR: &str = "xlb_e2e_floor";
+/// Its map (not pinned; never used by the production program).
+pub const MAP_FLOOR_TARGET: &str = "XLB_FLOOR_TARGET";
+
+/// Value of `MAP_FLOOR_TARGET` (index 0), for `PROG_E2E_FLOOR`: IPv4 frames to `vip` leave by
+/// `XDP_TX` with destination `backend_mac` and source `own_mac`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FloorTarget {
+    pub vip: [u8; 4],
+    pub backend_mac: [u8; 6],
+    pub own_mac: [u8; 6],
+}
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
@@ -390,6 +404,7 @@ const _: () = assert!(core::mem::size_of::<BackendStats>() == 16);
 const _: () = assert!(core::mem::size_of::<NameSlot>() == 64);
 const _: () = assert!(core::mem::size_of::<RateWindow>() == 16);
 const _: () = assert!(core::mem::size_of::<OwnMac>() == 8);
+const _: () = assert!(core::mem::size_of::<FloorTarget>() == 16);
 
 #[cfg(feature = "user")]
 mod user {
@@ -413,6 +428,7 @@ mod user {
         BackendStats,
         NameSlot,
         RateWindow,
-        OwnMac
+        OwnMac,
+        FloorTarget
     );
 }

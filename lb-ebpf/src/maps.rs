@@ -9,9 +9,9 @@ use aya_ebpf::{
     maps::{Array, DevMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, BackendStats, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES,
-    MAX_TX_PORTS, NameSlot, OwnMac, RateWindow, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES,
-    VIP_TABLE_SIZE, VipSlot, gstat, vip_home,
+    Backend, BackendStats, FloorTarget, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS,
+    MAX_SERVICES, MAX_TX_PORTS, NameSlot, OwnMac, RateWindow, Service, ServiceStats, StickEntry, StickKey,
+    VIP_PROBES, VIP_TABLE_SIZE, VipSlot, gstat, vip_home,
 };
 
 /// VIPs: two open-addressed tables of `VIP_TABLE_SIZE` slots (index `slot * VIP_TABLE_SIZE +
@@ -101,6 +101,16 @@ static OWN_MAC: Array<OwnMac> = Array::with_max_entries(1, 0);
 /// clients). Written by the benchmark runner; never touched by the production program.
 #[map(name = "XLB_BENCH")]
 static BENCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
+
+/// Benchmark only: the e2e floor program's one VIP and backend (index 0). Written by the
+/// benchmark runner; never touched by the production program.
+#[map(name = "XLB_FLOOR_TARGET")]
+static FLOOR_TARGET: Array<FloorTarget> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn floor_target() -> Option<&'static FloorTarget> {
+    FLOOR_TARGET.get(0)
+}
 
 /// The service of a VIP key (as words), probing the active table.
 #[inline(always)]

@@ -619,6 +619,22 @@ impl Datapath {
         .map_err(map_err("XLB_BENCH"))
     }
 
+    /// Benchmark only: the e2e floor program's VIP and backend (`lb_common::FloorTarget`).
+    pub fn set_floor_target(&mut self, target: lb_common::FloorTarget) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(lb_common::MAP_FLOOR_TARGET)
+            .ok_or(DatapathError::Map {
+                name: lb_common::MAP_FLOOR_TARGET,
+                source: aya::maps::MapError::InvalidName {
+                    name: lb_common::MAP_FLOOR_TARGET.to_string(),
+                },
+            })?;
+        let mut a: Array<&mut MapData, lb_common::FloorTarget> =
+            Array::try_from(map).map_err(map_err(lb_common::MAP_FLOOR_TARGET))?;
+        a.set(0, target, 0).map_err(map_err(lb_common::MAP_FLOOR_TARGET))
+    }
+
     // --- BPF_PROG_TEST_RUN ------------------------------------------------------------------
 
     /// Run program `prog` on `data` `repeat` times (the kernel feeds each repetition the
