@@ -46,8 +46,9 @@ pub const MAP_NAMES: &str = "XLB_NAMES";
 pub const MAP_LIMITS: &str = "XLB_LIMITS";
 pub const MAP_NEW_ENTRIES: &str = "XLB_NEW_ENTRIES";
 pub const MAP_META: &str = "XLB_META";
+pub const MAP_OWN_MAC: &str = "XLB_OWN_MAC";
 /// Every map the program defines (the agent pins and adopts these).
-pub const ALL_MAPS: [&str; 15] = [
+pub const ALL_MAPS: [&str; 16] = [
     MAP_VIPS,
     MAP_VIP_ACTIVE,
     MAP_SERVICES,
@@ -63,6 +64,7 @@ pub const ALL_MAPS: [&str; 15] = [
     MAP_LIMITS,
     MAP_NEW_ENTRIES,
     MAP_META,
+    MAP_OWN_MAC,
 ];
 
 /// Format of the pinned maps: bumped whenever a map's type, key, value, size or meaning
@@ -81,6 +83,17 @@ pub mod meta {
     pub const COUNT: u32 = 4;
     pub const MODE_NATIVE: u64 = 1;
     pub const MODE_GENERIC: u64 = 2;
+}
+
+/// Value of `MAP_OWN_MAC` (index 0): the MAC of the interface XDP runs on. Only frames sent to
+/// it are forwarded; `set` is 0 until the agent (or a test fixture) writes it, and until then
+/// every VIP frame is passed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct OwnMac {
+    pub mac: [u8; 6],
+    pub set: u8,
+    pub _pad: u8,
 }
 
 /// Index of `MAP_LIMITS`: new stick entries each CPU may create per second (0 = no cap).
@@ -125,6 +138,20 @@ pub const PROG_XLB: &str = "xlb";
 pub const PROG_FLOOR: &str = "xlb_floor";
 pub const PROG_BENCH_FRESH: &str = "xlb_bench_fresh";
 pub const PROG_PASS: &str = "xlb_pass";
+/// The e2e benchmark's floor: every frame to one VIP goes to one backend (see `FloorTarget`).
+pub const PROG_E2E_FLOOR: &str = "xlb_e2e_floor";
+/// Its map (not pinned; never used by the production program).
+pub const MAP_FLOOR_TARGET: &str = "XLB_FLOOR_TARGET";
+
+/// Value of `MAP_FLOOR_TARGET` (index 0), for `PROG_E2E_FLOOR`: IPv4 frames to `vip` leave by
+/// `XDP_TX` with destination `backend_mac` and source `own_mac`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FloorTarget {
+    pub vip: [u8; 4],
+    pub backend_mac: [u8; 6],
+    pub own_mac: [u8; 6],
+}
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
@@ -298,9 +325,9 @@ pub struct StickEntry {
 
 /// Indices of `MAP_GLOBAL_STATS` (per-CPU u64 counters). The data path writes only the events
 /// that belong to no service or are rare (PASS_NOT_VIP, PARSE_ERROR, REDIRECT, FRAGMENT,
-/// ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT, INSERT_CAPPED, STICK_STALE); the others are sums
-/// of `ServiceStats` that the agent computes, so a forwarded packet touches only its service's
-/// and backend's counters.
+/// ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT, INSERT_CAPPED, STICK_STALE, PASS_NOT_OUR_MAC);
+/// the others are sums of `ServiceStats` that the agent computes, so a forwarded packet touches
+/// only its service's and backend's counters.
 pub mod gstat {
     /// Every packet the program saw.
     pub const RX: u32 = 0;
@@ -337,7 +364,11 @@ pub mod gstat {
     /// Stick entries found pointing at a backend that no longer serves their service (the
     /// server was removed, its id maybe reused by another service): treated as a miss.
     pub const STICK_STALE: u32 = 17;
-    pub const COUNT: u32 = 18;
+    /// Passed: a frame to a VIP whose destination MAC is not the interface's own (broadcast,
+    /// multicast, another host's unicast, seen through flooding or promiscuous mode). Not
+    /// counted in the service's packets: it was not balanced.
+    pub const PASS_NOT_OUR_MAC: u32 = 18;
+    pub const COUNT: u32 = 19;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "rx",
@@ -358,6 +389,7 @@ pub mod gstat {
         "syn_no_insert",
         "insert_capped",
         "stick_stale",
+        "pass_not_our_mac",
     ];
 }
 
@@ -410,6 +442,8 @@ const _: () = assert!(core::mem::size_of::<ServiceStats>() == 72);
 const _: () = assert!(core::mem::size_of::<BackendStats>() == 16);
 const _: () = assert!(core::mem::size_of::<NameSlot>() == 64);
 const _: () = assert!(core::mem::size_of::<RateWindow>() == 16);
+const _: () = assert!(core::mem::size_of::<OwnMac>() == 8);
+const _: () = assert!(core::mem::size_of::<FloorTarget>() == 16);
 
 #[cfg(feature = "user")]
 mod user {
@@ -432,6 +466,8 @@ mod user {
         ServiceStats,
         BackendStats,
         NameSlot,
-        RateWindow
+        RateWindow,
+        OwnMac,
+        FloorTarget
     );
 }

@@ -2,11 +2,35 @@
 //! MAC to ours (so a bridge never learns the client's MAC on our port), then `XDP_TX` out of
 //! the receiving interface or `XDP_REDIRECT` to the backend's interface. The IP packet is not
 //! touched: the backend holds the VIP on its loopback and answers the client directly.
+//!
+//! VLAN: the parser accepts one 802.1Q tag with any VLAN id and matches the VIP on the inner IP
+//! header alone (a VIP is the same service on every VLAN the interface carries). The tag is
+//! kept as it is, on `XDP_TX` and on `XDP_REDIRECT` alike: a backend on another interface must
+//! be reachable there on the same VLAN (a trunk carrying that tag), or it drops the frame. The
+//! data path never adds, removes or rewrites a tag.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{Backend, gstat};
 
 use crate::maps;
+
+/// Step 2b: is the frame addressed to this interface's own MAC? Only then is it ours to
+/// forward. A broadcast, multicast or other host's unicast frame reaches XDP through a flooding
+/// switch or promiscuous mode; forwarding it would send a second copy of someone else's frame
+/// with our source MAC. Checked after the VIP lookup, so non-VIP traffic pays nothing.
+#[inline(always)]
+pub fn addressed_to_us(ctx: &XdpContext) -> bool {
+    let start = ctx.data();
+    if start + 6 > ctx.data_end() {
+        return false; // parse already checked this; keeps the verifier content
+    }
+    // SAFETY: 6 bytes bounds-checked above.
+    let dst = unsafe { &*(start as *const [u8; 6]) };
+    maps::is_own_mac(
+        u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]),
+        u16::from_ne_bytes([dst[4], dst[5]]),
+    )
+}
 
 #[inline(always)]
 pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> u32 {

@@ -1,7 +1,8 @@
 //! xlb's data path: one XDP program, one-armed, L2 direct server return.
 //!
 //! Read top to bottom in the order a packet travels:
-//! `parse` (step 1) -> `select::service_of` (step 2) -> `select::backend_for` (steps 3–5:
+//! `parse` (step 1) -> `select::service_of` (step 2) -> `forward::addressed_to_us` (step 2b:
+//! only frames sent to our own MAC) -> `select::backend_for` (steps 3–5:
 //! affinity key, stick table, Maglev) -> `forward` (step 6). Counters (step 8) along the way.
 //! Every map is documented at its definition in `maps`.
 #![no_std]
@@ -35,6 +36,9 @@ fn balance(ctx: &XdpContext) -> u32 {
     };
     if svc.enabled == 0 {
         return pass(gstat::PASS_NOT_VIP);
+    }
+    if !forward::addressed_to_us(ctx) {
+        return pass(gstat::PASS_NOT_OUR_MAC);
     }
     let len = (ctx.data_end() - ctx.data()) as u64;
     st.packets += 1;
@@ -78,6 +82,28 @@ pub fn xlb_pass(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn xlb_floor(ctx: XdpContext) -> u32 {
     forward::swap_macs(&ctx)
+}
+
+/// Benchmark floor for the e2e harness: the best any XDP balancer can do there. Every untagged
+/// IPv4 frame to the one VIP in `XLB_FLOOR_TARGET` leaves by `XDP_TX` to the one backend MAC
+/// there; everything else is passed. No parse beyond the IPv4 destination, no table, no hash.
+#[xdp]
+pub fn xlb_e2e_floor(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 14 + 20 > ctx.data_end() {
+        return xdp_action::XDP_PASS;
+    }
+    let Some(t) = maps::floor_target() else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: 34 bytes (Ethernet + an IPv4 header) bounds-checked above.
+    let frame = unsafe { &mut *(start as *mut [u8; 34]) };
+    if frame[12] != 0x08 || frame[13] != 0x00 || frame[30..34] != t.vip {
+        return xdp_action::XDP_PASS;
+    }
+    frame[0..6].copy_from_slice(&t.backend_mac);
+    frame[6..12].copy_from_slice(&t.own_mac);
+    xdp_action::XDP_TX
 }
 
 /// Benchmark wrapper: give every iteration a fresh client address (from a per-CPU counter),

@@ -9,9 +9,9 @@ use aya_ebpf::{
     maps::{Array, DevMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, BackendStats, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES,
-    MAX_TX_PORTS, NameSlot, RateWindow, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES,
-    VIP_TABLE_SIZE, VipSlot, gstat, vip_home,
+    Backend, BackendStats, FloorTarget, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS,
+    MAX_SERVICES, MAX_TX_PORTS, NameSlot, OwnMac, RateWindow, Service, ServiceStats, StickEntry, StickKey,
+    VIP_PROBES, VIP_TABLE_SIZE, VipSlot, gstat, vip_home,
 };
 
 /// VIPs: two open-addressed tables of `VIP_TABLE_SIZE` slots (index `slot * VIP_TABLE_SIZE +
@@ -95,11 +95,27 @@ static NEW_ENTRIES: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0
 #[map(name = "XLB_META")]
 static META: Array<u64> = Array::with_max_entries(lb_common::meta::COUNT, 0);
 
+/// The receiving interface's own MAC (index 0). Written by the agent before it attaches (and
+/// by test fixtures); read for every VIP frame: only frames sent to this MAC are forwarded.
+/// The program cannot ask the kernel for its interface's MAC, hence the map.
+#[map(name = "XLB_OWN_MAC")]
+static OWN_MAC: Array<OwnMac> = Array::with_max_entries(1, 0);
+
 /// Benchmark only: index 0 is the per-CPU counter `xlb_bench_fresh` turns into a fresh client
 /// address on every iteration; index 1, when not 0, wraps it (1..=n: a working set of n
 /// clients). Written by the benchmark runner; never touched by the production program.
 #[map(name = "XLB_BENCH")]
 static BENCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
+
+/// Benchmark only: the e2e floor program's one VIP and backend (index 0). Written by the
+/// benchmark runner; never touched by the production program.
+#[map(name = "XLB_FLOOR_TARGET")]
+static FLOOR_TARGET: Array<FloorTarget> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn floor_target() -> Option<&'static FloorTarget> {
+    FLOOR_TARGET.get(0)
+}
 
 /// The service of a VIP key (as words), probing the active table.
 #[inline(always)]
@@ -124,6 +140,18 @@ pub fn vip(words: &[u32; 6]) -> Option<u32> {
         }
     }
     None
+}
+
+/// Whether a frame's destination MAC (its first 6 bytes, as a u32 and a u16) is ours. False
+/// while the agent has not written our MAC.
+#[inline(always)]
+pub fn is_own_mac(dst_hi: u32, dst_lo: u16) -> bool {
+    let Some(m) = OWN_MAC.get(0) else {
+        return false;
+    };
+    let hi = u32::from_ne_bytes([m.mac[0], m.mac[1], m.mac[2], m.mac[3]]);
+    let lo = u16::from_ne_bytes([m.mac[4], m.mac[5]]);
+    m.set != 0 && ((hi ^ dst_hi) | (lo ^ dst_lo) as u32) == 0
 }
 
 #[inline(always)]

@@ -6,7 +6,7 @@
 use std::{
     fs::File,
     io::Write as _,
-    os::{fd::AsRawFd as _, unix::fs::PermissionsExt as _},
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -86,6 +86,7 @@ pub fn stick_capacity(cfg: &Config) -> u32 {
 pub fn run(config_path: &Path) -> Result<()> {
     let cfg = config::load(config_path)?;
     config::check_interfaces(&cfg)?;
+    crate::admin_socket::check_path(&cfg.global.admin_socket)?;
     datapath::ensure_bpffs().context("bpffs is not mounted at /sys/fs/bpf and mounting it failed")?;
     let _lock = lock_instance(&cfg.global.bpffs_dir)?;
     let dp = Datapath::load(&LoadOptions {
@@ -97,6 +98,9 @@ pub fn run(config_path: &Path) -> Result<()> {
     dp.set_new_entry_cap(cfg.global.max_new_entries_per_cpu)?;
     let (mut b, checks) = Balancer::new(cfg.clone(), dp)?;
     let generic = cfg.global.xdp_mode == config::XdpMode::Generic;
+    let own_mac = crate::egress::mac(&cfg.global.interface)
+        .with_context(|| format!("cannot read the MAC of {}", cfg.global.interface))?;
+    b.dp.set_own_mac(own_mac)?;
     let attached = b.dp.attach(&cfg.global.interface, generic)?;
     b.dp.finish_migration()?;
     let used = b.dp.stick_entries().map(|v| v.len()).unwrap_or(0);
@@ -281,18 +285,12 @@ fn describe_global_change(a: &config::Global, b: &config::Global) -> String {
     what.join(", ")
 }
 
+/// The runtime API's listener (0600 from the moment it exists; see `admin_socket`).
 fn bind_socket(path: &Path) -> Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    if path.exists() {
-        // Only a stale socket can be here: the instance lock proves no agent owns it.
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
-    }
-    let l = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
+    let l = crate::admin_socket::bind(path)?;
+    l.set_nonblocking(true)
+        .with_context(|| format!("admin_socket {}: cannot make it non-blocking", path.display()))?;
+    Ok(UnixListener::from_std(l)?)
 }
 
 async fn api_loop(l: UnixListener, shared: Shared, mut shutdown: watch::Receiver<bool>) {

@@ -205,6 +205,17 @@ pub enum ConfigError {
         server: String,
         interface: String,
     },
+    #[error(
+        "service \"{service}\", field \"vip\": {vip} is an address of the XDP interface \
+         \"{interface}\" itself, so the balancer would take the host's own traffic to that \
+         address (its SSH, its peers, its health checks' answers); give the service an address \
+         of its own"
+    )]
+    VipIsOwnAddress {
+        service: String,
+        vip: IpAddr,
+        interface: String,
+    },
 }
 
 struct Ctx<'a> {
@@ -507,12 +518,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
             .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/xlb")),
         metrics: match raw.global.metrics {
             None => None,
-            Some(m) => Some(m.parse().map_err(|_| {
-                g.err(
-                    "metrics",
-                    format!("\"{m}\" is not an address:port, e.g. \"127.0.0.1:9100\""),
-                )
-            })?),
+            Some(m) => Some(metrics_address(&m).map_err(|e| g.err("metrics", e))?),
         },
         max_new_entries_per_cpu: match &raw.global.max_new_entries_per_cpu {
             None => 0,
@@ -522,9 +528,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
             None => Duration::from_secs(1),
             Some(d) => {
                 let d = dur(d).map_err(|e| g.err("sweep_interval", e))?;
-                if d.is_zero() {
-                    return Err(g.err("sweep_interval", "must be above zero, e.g. \"1s\""));
-                }
+                check_sweep_interval(d).map_err(|e| g.err("sweep_interval", e))?;
                 d
             }
         },
@@ -546,6 +550,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
              the other instances (or remove peer_listen)",
         ));
     }
+    check_admin_socket(&global.admin_socket).map_err(|e| g.err("admin_socket", e))?;
     if !global.bpffs_dir.is_absolute() {
         return Err(g.err(
             "bpffs_dir",
@@ -598,6 +603,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         }
         services.push(s);
     }
+    check_stick_memory(&services, origin)?;
     let interfaces: std::collections::BTreeSet<&str> = services
         .iter()
         .flat_map(|s| s.servers.iter().filter_map(|v| v.interface.as_deref()))
@@ -757,18 +763,17 @@ fn service(r: RawService, file: &str, global_interface: &str) -> Result<Service,
                 if n == 0 {
                     return Err(c.err("stick.size", "must be at least 1 (got 0)"));
                 }
-                if n > 100_000_000 {
-                    return Err(c.err(
-                        "stick.size",
-                        format!("{n} is more than the 100m entries supported"),
-                    ));
-                }
-                n as u32
+                // The memory cap (`check_stick_memory`) is far below u32::MAX entries.
+                u32::try_from(n).map_err(|_| c.err("stick.size", stick_memory_reason(n, n)))?
             }
         },
         expire: match &rs.expire {
             None => Duration::from_secs(30 * 60),
-            Some(d) => dur(d).map_err(|e| c.err("stick.expire", e))?,
+            Some(d) => {
+                let d = dur(d).map_err(|e| c.err("stick.expire", e))?;
+                check_stick_expire(d).map_err(|e| c.err("stick.expire", e))?;
+                d
+            }
         },
         ipv4_prefix: match rs.ipv4_prefix {
             None => 32,
@@ -1033,10 +1038,12 @@ fn health(r: Option<RawHealth>, c: &Ctx<'_>, _vip: SocketAddr) -> Result<Health,
     })
 }
 
-/// Every interface the config names exists in this network namespace (checked where the
-/// agent runs, not by `xlb check`, which may run elsewhere).
+/// Every interface the config names exists in this network namespace, and no VIP is an
+/// address of the XDP interface (checked where the agent runs, not by `xlb check`, which may
+/// run elsewhere).
 pub fn check_interfaces(cfg: &Config) -> Result<(), ConfigError> {
     check_interface(&cfg.global.interface)?;
+    check_vips_are_not_own_addresses(cfg, &interface_addresses(&cfg.global.interface))?;
     for s in &cfg.services {
         for v in &s.servers {
             if let Some(i) = &v.interface {
@@ -1059,6 +1066,193 @@ pub fn check_interface(name: &str) -> Result<u32, ConfigError> {
         0 => Err(ConfigError::NoInterface(name.into())),
         i => Ok(i),
     }
+}
+
+// --- local-input limits (each check is one function: the value, the reason, the fix) --------
+
+/// The data path refreshes an entry's last-seen time at most once per `STICK_REFRESH_NS`, so an
+/// entry of a client that sends steadily can look idle for just under two refresh intervals
+/// (refreshed at t, a packet at t + 0.9 s does not refresh, the next at t + 1.8 s does). An
+/// `expire` at or below that throws out active clients; one more interval of margin gives the
+/// smallest value accepted.
+pub const MIN_STICK_EXPIRE: Duration = Duration::from_nanos(3 * lb_common::STICK_REFRESH_NS);
+
+/// The expiry sweeper's interval: below this it walks the table so often that the walk is the
+/// agent's main work; above it expired entries linger in `show table` and in memory for hours.
+pub const SWEEP_INTERVAL_MIN: Duration = Duration::from_millis(100);
+pub const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(3600);
+
+/// The most kernel memory all stick tables together may take: 2 GiB, about 18 million clients
+/// (`stick_memory_bytes`). A table bigger than that is a typo ("100m" for "100k") far more
+/// often than a plan, and the kernel allocates an LRU map's every element when it is created.
+pub const STICK_MEMORY_CAP: u64 = 2 << 30;
+
+/// Kernel memory of an LRU hash map of `entries` stick entries, as the kernel accounts it
+/// (`memlock` in the map's fdinfo; 104 778 112 bytes for 1 000 000 entries, measured on 6.18):
+/// per element 88 bytes (key 24 + value 16 + 48 of `htab_elem` header with its LRU node), plus
+/// 16 bytes per hash bucket, the buckets rounded up to a power of two, plus 896 for the map.
+pub fn stick_memory_bytes(entries: u64) -> u64 {
+    const KEY: u64 = std::mem::size_of::<lb_common::StickKey>() as u64;
+    const VALUE: u64 = std::mem::size_of::<lb_common::StickEntry>() as u64;
+    const ELEMENT_HEADER: u64 = 48;
+    const BUCKET: u64 = 16;
+    const MAP: u64 = 896;
+    entries * (ELEMENT_HEADER + KEY + VALUE) + BUCKET * entries.max(1).next_power_of_two() + MAP
+}
+
+/// The most entries whose memory stays within `STICK_MEMORY_CAP` (18 302 407).
+pub fn stick_max_entries() -> u64 {
+    let (mut lo, mut hi) = (0u64, u64::from(u32::MAX));
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if stick_memory_bytes(mid) <= STICK_MEMORY_CAP {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+fn stick_memory_reason(entries: u64, total: u64) -> String {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    format!(
+        "{entries} entries bring the stick tables of all services to {total} entries, which take \
+         {:.1} GiB of kernel memory (about {} bytes each: 24 key + 16 value + 48 kernel element \
+         header + a 16-byte hash bucket); the cap is {:.0} GiB, at most {} entries in all: lower \
+         stick.size (e.g. \"100k\")",
+        gib(stick_memory_bytes(total)),
+        stick_memory_bytes(total) / total.max(1),
+        gib(STICK_MEMORY_CAP),
+        stick_max_entries(),
+    )
+}
+
+/// The stick tables' memory, summed over the services in order: the service that crosses
+/// `STICK_MEMORY_CAP` is named.
+fn check_stick_memory(services: &[Service], file: &str) -> Result<(), ConfigError> {
+    let mut total = 0u64;
+    for s in services {
+        total += u64::from(s.stick.size);
+        if stick_memory_bytes(total) > STICK_MEMORY_CAP {
+            let c = Ctx {
+                file,
+                place: format!("service \"{}\", ", s.name),
+            };
+            return Err(c.err("stick.size", stick_memory_reason(u64::from(s.stick.size), total)));
+        }
+    }
+    Ok(())
+}
+
+fn check_stick_expire(d: Duration) -> Result<(), String> {
+    if d.is_zero() || d >= MIN_STICK_EXPIRE {
+        return Ok(());
+    }
+    let refresh = Duration::from_nanos(lb_common::STICK_REFRESH_NS);
+    Err(format!(
+        "\"{}\" is below the minimum of {}: the data path refreshes an entry at most once per {}, \
+         so an active client's entry can look idle for up to {} and would be dropped; use \"{}\" \
+         or more (or \"0s\": entries never expire)",
+        format_duration(d),
+        format_duration(MIN_STICK_EXPIRE),
+        format_duration(refresh),
+        format_duration(refresh * 2),
+        format_duration(MIN_STICK_EXPIRE),
+    ))
+}
+
+fn check_sweep_interval(d: Duration) -> Result<(), String> {
+    if d < SWEEP_INTERVAL_MIN {
+        return Err(format!(
+            "\"{}\" is below {}: the sweeper would walk the whole stick table nearly all the \
+             time; use e.g. \"1s\"",
+            format_duration(d),
+            format_duration(SWEEP_INTERVAL_MIN)
+        ));
+    }
+    if d > SWEEP_INTERVAL_MAX {
+        return Err(format!(
+            "\"{}\" is above {}: expired entries would stay in memory and in `show table` that \
+             long; use e.g. \"1s\"",
+            format_duration(d),
+            format_duration(SWEEP_INTERVAL_MAX)
+        ));
+    }
+    Ok(())
+}
+
+/// The runtime API's socket: an absolute path (a relative one would depend on the directory
+/// the agent was started in, and the CLI would not find it).
+fn check_admin_socket(p: &Path) -> Result<(), String> {
+    if p.is_absolute() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is a relative path; give an absolute one, e.g. \"/run/xlb/admin.sock\"",
+            p.display()
+        ))
+    }
+}
+
+/// `metrics`: "address:port", or a port alone, which listens on 127.0.0.1 only (the endpoint
+/// has no authentication; a wildcard address is accepted with a warning when it is opened).
+fn metrics_address(m: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = m.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    m.parse()
+        .map_err(|_| format!("\"{m}\" is not an address:port or a port, e.g. \"127.0.0.1:9100\" or \"9100\""))
+}
+
+/// No service's VIP is one of `own` (the XDP interface's addresses).
+pub fn check_vips_are_not_own_addresses(cfg: &Config, own: &[IpAddr]) -> Result<(), ConfigError> {
+    match cfg.services.iter().find(|s| own.contains(&s.vip.ip())) {
+        Some(s) => Err(ConfigError::VipIsOwnAddress {
+            service: s.name.clone(),
+            vip: s.vip.ip(),
+            interface: cfg.global.interface.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The IPv4 and IPv6 addresses of interface `name` (empty if it has none or they cannot be read).
+pub fn interface_addresses(name: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: a node of the list getifaddrs returned; freed only after the walk.
+        let ifa = unsafe { &*p };
+        p = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: a NUL-terminated name from getifaddrs.
+        if unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_bytes() != name.as_bytes() {
+            continue;
+        }
+        // SAFETY: `ifa_addr` points to a sockaddr of the family it names.
+        match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
+            libc::AF_INET => {
+                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes()));
+            }
+            libc::AF_INET6 => {
+                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::from(a.sin6_addr.s6_addr));
+            }
+            _ => {}
+        }
+    }
+    // SAFETY: the list from getifaddrs, freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
 }
 
 #[cfg(test)]
@@ -1549,16 +1743,9 @@ state = "drain"
         assert!(
             err(&with(
                 "interface = \"eth0\"",
-                "interface = \"eth0\"\nmetrics = \"9100\""
+                "interface = \"eth0\"\nmetrics = \"localhost\""
             ))
-            .contains("[global], field \"metrics\": \"9100\" is not an address:port")
-        );
-        assert!(
-            err(&with(
-                "interface = \"eth0\"",
-                "interface = \"eth0\"\nsweep_interval = 0"
-            ))
-            .contains("[global], field \"sweep_interval\": must be above zero")
+            .contains("[global], field \"metrics\": \"localhost\" is not an address:port or a port")
         );
         assert!(
             err(&with(
@@ -1780,10 +1967,123 @@ state = "drain"
             err(&with("expire = \"30m\"", "expire = \"30m\", ipv6_prefix = 0"))
                 .contains("field \"stick.ipv6_prefix\": 0 is not a prefix length from 1 to 128")
         );
+    }
+
+    /// Item 8 of issue 9: values that parse but would hurt, each refused with the field, the
+    /// reason and the fix. (fixture text to replace, its replacement, the whole error).
+    #[test]
+    fn config_refuses_values_that_parse_but_hurt() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "expire = \"30m\"",
+                "expire = \"500ms\"",
+                "xlb.toml: service \"be_app\", field \"stick.expire\": \"500ms\" is below the minimum of 3s: the data path refreshes an entry at most once per 1s, so an active client's entry can look idle for up to 2s and would be dropped; use \"3s\" or more (or \"0s\": entries never expire)",
+            ),
+            (
+                "expire = \"30m\"",
+                "expire = \"2s\"",
+                "xlb.toml: service \"be_app\", field \"stick.expire\": \"2s\" is below the minimum of 3s: the data path refreshes an entry at most once per 1s, so an active client's entry can look idle for up to 2s and would be dropped; use \"3s\" or more (or \"0s\": entries never expire)",
+            ),
+            (
+                "interface = \"eth0\"",
+                "interface = \"eth0\"\nadmin_socket = \"run/admin.sock\"",
+                "xlb.toml: [global], field \"admin_socket\": run/admin.sock is a relative path; give an absolute one, e.g. \"/run/xlb/admin.sock\"",
+            ),
+            (
+                "interface = \"eth0\"",
+                "interface = \"eth0\"\nsweep_interval = 0",
+                "xlb.toml: [global], field \"sweep_interval\": \"0s\" is below 100ms: the sweeper would walk the whole stick table nearly all the time; use e.g. \"1s\"",
+            ),
+            (
+                "interface = \"eth0\"",
+                "interface = \"eth0\"\nsweep_interval = \"10ms\"",
+                "xlb.toml: [global], field \"sweep_interval\": \"10ms\" is below 100ms: the sweeper would walk the whole stick table nearly all the time; use e.g. \"1s\"",
+            ),
+            (
+                "interface = \"eth0\"",
+                "interface = \"eth0\"\nsweep_interval = \"2h\"",
+                "xlb.toml: [global], field \"sweep_interval\": \"2h\" is above 1h: expired entries would stay in memory and in `show table` that long; use e.g. \"1s\"",
+            ),
+            (
+                "size = \"100k\"",
+                "size = \"30m\"",
+                "xlb.toml: service \"be_app\", field \"stick.size\": 30000000 entries bring the stick tables of all services to 30000000 entries, which take 3.0 GiB of kernel memory (about 105 bytes each: 24 key + 16 value + 48 kernel element header + a 16-byte hash bucket); the cap is 2 GiB, at most 18302407 entries in all: lower stick.size (e.g. \"100k\")",
+            ),
+            (
+                "size = \"100k\"",
+                "size = \"200m\"",
+                "xlb.toml: service \"be_app\", field \"stick.size\": 200000000 entries bring the stick tables of all services to 200000000 entries, which take 20.4 GiB of kernel memory (about 109 bytes each: 24 key + 16 value + 48 kernel element header + a 16-byte hash bucket); the cap is 2 GiB, at most 18302407 entries in all: lower stick.size (e.g. \"100k\")",
+            ),
+        ];
+        for (find, replace, want) in cases {
+            assert_eq!(&err(&with(find, replace)), want, "{replace}");
+        }
+        // The edges that are accepted.
+        for (find, replace) in [
+            ("expire = \"30m\"", "expire = \"3s\""),
+            ("expire = \"30m\"", "expire = \"0s\""),
+            (
+                "interface = \"eth0\"",
+                "interface = \"eth0\"\nsweep_interval = \"100ms\"",
+            ),
+            (
+                "interface = \"eth0\"",
+                "interface = \"eth0\"\nsweep_interval = \"1h\"",
+            ),
+            ("size = \"100k\"", "size = \"18302407\""),
+        ] {
+            assert!(parse(&with(find, replace), "x").is_ok(), "{replace}");
+        }
+    }
+
+    #[test]
+    fn stick_memory_of_two_services_counts_together() {
+        let t = OK.replace("size = \"100k\"", "size = \"15m\"")
+            + "[[service]]\nname = \"b\"\nvip = \"10.0.0.11:80\"\nstick = { size = \"10m\" }\n";
+        let e = err(&t);
         assert!(
-            err(&with("size = \"100k\"", "size = \"200m\""))
-                .contains("field \"stick.size\": 200000000 is more than")
+            e.starts_with("xlb.toml: service \"b\", field \"stick.size\": 10000000 entries bring the stick tables of all services to 25000000 entries"),
+            "{e}"
         );
+    }
+
+    #[test]
+    fn stick_memory_matches_the_kernels_accounting() {
+        assert_eq!(stick_max_entries(), 18_302_407);
+        assert!(stick_memory_bytes(18_302_408) > STICK_MEMORY_CAP);
+        // memlock of an LRU hash map (key 24, value 16) in its fdinfo, Linux 6.18.
+        assert_eq!(stick_memory_bytes(1_000_000), 104_778_112);
+        assert_eq!(stick_memory_bytes(1_048_576), 109_052_800);
+        assert_eq!(stick_memory_bytes(100_000), 10_898_048);
+    }
+
+    #[test]
+    fn metrics_port_alone_listens_on_loopback() {
+        let t = with("interface = \"eth0\"", "interface = \"eth0\"\nmetrics = \"9100\"");
+        assert_eq!(
+            parse(&t, "x").unwrap().global.metrics,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn vip_equal_to_the_interfaces_own_address_is_refused() {
+        let c = parse(OK, "x").unwrap();
+        let own: IpAddr = "10.0.0.10".parse().unwrap();
+        assert_eq!(
+            check_vips_are_not_own_addresses(&c, &[own])
+                .unwrap_err()
+                .to_string(),
+            "service \"be_app\", field \"vip\": 10.0.0.10 is an address of the XDP interface \"eth0\" itself, so the balancer would take the host's own traffic to that address (its SSH, its peers, its health checks' answers); give the service an address of its own"
+        );
+        assert!(check_vips_are_not_own_addresses(&c, &["10.0.0.9".parse().unwrap()]).is_ok());
+        // At runtime the addresses come from the interface itself.
+        let t = OK
+            .replace("interface = \"eth0\"", "interface = \"lo\"")
+            .replace("10.0.0.10:80", "127.0.0.1:80");
+        let e = check_interfaces(&parse(&t, "x").unwrap()).unwrap_err();
+        assert!(matches!(e, ConfigError::VipIsOwnAddress { .. }), "{e}");
+        assert!(interface_addresses("lo").contains(&IpAddr::from([127, 0, 0, 1])));
     }
 
     #[test]

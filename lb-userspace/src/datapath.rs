@@ -18,9 +18,9 @@ use aya::{
 };
 use lb_common::{
     ALL_MAPS, Backend, BackendStats, MAGLEV_MAX_SIZE, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS,
-    MAP_GLOBAL_STATS, MAP_LIMITS, MAP_MAGLEV, MAP_META, MAP_NAMES, MAP_SERVICE_STATS, MAP_SERVICES,
-    MAP_STICK, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats, StickEntry, StickKey,
-    VIP_PROBES, VIP_TABLE_SIZE, VipKey, VipSlot, gstat, maglev_base, meta,
+    MAP_GLOBAL_STATS, MAP_LIMITS, MAP_MAGLEV, MAP_META, MAP_NAMES, MAP_OWN_MAC, MAP_SERVICE_STATS,
+    MAP_SERVICES, MAP_STICK, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats,
+    StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipKey, VipSlot, gstat, maglev_base, meta,
 };
 
 /// The compiled XDP object (built by build.rs from `lb-ebpf`).
@@ -143,6 +143,7 @@ pub struct Datapath {
     names: Array<MapData, NameSlot>,
     limits: Array<MapData, u64>,
     meta: Array<MapData, u64>,
+    own_mac: Array<MapData, lb_common::OwnMac>,
     /// Set when the pinned maps of an earlier run were adopted (or migrated).
     adopted: bool,
     /// A migration from format-1 pins in progress: their directory, removed by
@@ -248,6 +249,7 @@ impl Datapath {
             names: take!(MAP_NAMES),
             limits: take!(MAP_LIMITS),
             meta: take!(MAP_META),
+            own_mac: take!(MAP_OWN_MAC),
             ebpf,
             pin_dir: opts.pin_dir.clone(),
             adopted,
@@ -608,6 +610,13 @@ impl Datapath {
             .map_err(map_err(MAP_LIMITS))
     }
 
+    /// The MAC of the interface the program runs on: only frames sent to it are forwarded.
+    /// Write it before attaching (until then every VIP frame is passed).
+    pub fn set_own_mac(&mut self, mac: [u8; 6]) -> Result<()> {
+        let v = lb_common::OwnMac { mac, set: 1, _pad: 0 };
+        self.own_mac.set(0, v, 0).map_err(map_err(MAP_OWN_MAC))
+    }
+
     /// The name recorded for slot `index` of `MAP_NAMES` (None when free).
     pub fn name(&self, index: u32) -> Result<Option<String>> {
         let slot = self.names.get(&index, 0).map_err(map_err(MAP_NAMES))?;
@@ -677,16 +686,7 @@ impl Datapath {
         for id in 0..lb_common::MAX_SERVICES {
             t.add(&self.service_stats(id)?);
         }
-        let g = |i: u32| i as usize;
-        out[g(gstat::RX)] = out[g(gstat::PASS_NOT_VIP)] + out[g(gstat::PARSE_ERROR)] + t.packets;
-        out[g(gstat::TX)] = t.packets - t.no_backend - out[g(gstat::REDIRECT)];
-        out[g(gstat::NO_BACKEND)] = t.no_backend;
-        out[g(gstat::STICK_HIT)] = t.stick_hits;
-        out[g(gstat::STICK_MISS)] = t.stick_misses;
-        out[g(gstat::STICK_INSERT)] = t.stick_inserts;
-        out[g(gstat::STICK_EXPIRED)] = t.stick_expired;
-        out[g(gstat::REDISPATCH)] = t.redispatches;
-        out[g(gstat::PINNED_DOWN)] = t.pinned_down;
+        derive_global_stats(&mut out, &t);
         Ok(out)
     }
 
@@ -741,6 +741,22 @@ impl Datapath {
         .map_err(map_err("XLB_BENCH"))
     }
 
+    /// Benchmark only: the e2e floor program's VIP and backend (`lb_common::FloorTarget`).
+    pub fn set_floor_target(&mut self, target: lb_common::FloorTarget) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(lb_common::MAP_FLOOR_TARGET)
+            .ok_or(DatapathError::Map {
+                name: lb_common::MAP_FLOOR_TARGET,
+                source: aya::maps::MapError::InvalidName {
+                    name: lb_common::MAP_FLOOR_TARGET.to_string(),
+                },
+            })?;
+        let mut a: Array<&mut MapData, lb_common::FloorTarget> =
+            Array::try_from(map).map_err(map_err(lb_common::MAP_FLOOR_TARGET))?;
+        a.set(0, target, 0).map_err(map_err(lb_common::MAP_FLOOR_TARGET))
+    }
+
     // --- BPF_PROG_TEST_RUN ------------------------------------------------------------------
 
     /// Run program `prog` on `data` `repeat` times (the kernel feeds each repetition the
@@ -760,6 +776,29 @@ impl Datapath {
             duration: r.duration,
         })
     }
+}
+
+/// The global counters the data path does not count itself, from the per-service sums `t`.
+/// The per-CPU counters are read one after another while packets keep arriving, so `packets`
+/// may be read before a `no_backend` or `redirect` that counts a later packet: the difference
+/// saturates at 0 instead of wrapping to 2^64.
+fn derive_global_stats(out: &mut [u64; gstat::COUNT as usize], t: &ServiceStats) {
+    let g = |i: u32| i as usize;
+    out[g(gstat::RX)] = out[g(gstat::PASS_NOT_VIP)]
+        + out[g(gstat::PARSE_ERROR)]
+        + out[g(gstat::PASS_NOT_OUR_MAC)]
+        + t.packets;
+    out[g(gstat::TX)] = t
+        .packets
+        .saturating_sub(t.no_backend)
+        .saturating_sub(out[g(gstat::REDIRECT)]);
+    out[g(gstat::NO_BACKEND)] = t.no_backend;
+    out[g(gstat::STICK_HIT)] = t.stick_hits;
+    out[g(gstat::STICK_MISS)] = t.stick_misses;
+    out[g(gstat::STICK_INSERT)] = t.stick_inserts;
+    out[g(gstat::STICK_EXPIRED)] = t.stick_expired;
+    out[g(gstat::REDISPATCH)] = t.redispatches;
+    out[g(gstat::PINNED_DOWN)] = t.pinned_down;
 }
 
 /// Attach the `xlb_pass` program (XDP_PASS) to `ifname` in native mode, for the life of the
@@ -876,4 +915,34 @@ pub fn ensure_bpffs() -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `packets` read before a `no_backend` and a `redirect` that count later packets (the
+    /// per-CPU reads are not one snapshot): TX must stay 0, not wrap to about 2^64.
+    #[test]
+    fn tx_counter_saturates_when_later_counts_were_read_first() {
+        let mut out = [0u64; gstat::COUNT as usize];
+        out[gstat::REDIRECT as usize] = 3;
+        let t = ServiceStats {
+            packets: 5,
+            no_backend: 4,
+            ..Default::default()
+        };
+        derive_global_stats(&mut out, &t);
+        assert_eq!(out[gstat::TX as usize], 0);
+        out[gstat::REDIRECT as usize] = 1;
+        derive_global_stats(
+            &mut out,
+            &ServiceStats {
+                packets: 10,
+                no_backend: 2,
+                ..Default::default()
+            },
+        );
+        assert_eq!(out[gstat::TX as usize], 7);
+    }
 }

@@ -1,6 +1,7 @@
 //! xlb's user side: the agent that owns the XDP data path, its config, health checks, the
 //! runtime API and the CLI. `main.rs` only parses arguments and dispatches here.
 
+pub mod admin_socket;
 pub mod agent;
 pub mod api;
 pub mod config;

@@ -1,4 +1,4 @@
-//! Prometheus text endpoint (`metrics = "127.0.0.1:9100"`): per-service and per-server
+//! Prometheus text endpoint (`metrics = "9100"` listens on 127.0.0.1; `"addr:port"` elsewhere): per-service and per-server
 //! packets, bytes, stick counters, table use, server state; global data-path counters.
 
 use std::{fmt::Write as _, net::SocketAddr, sync::Arc, sync::Mutex};
@@ -21,6 +21,12 @@ pub async fn serve(addr: SocketAddr, shared: Arc<Mutex<Balancer>>, mut shutdown:
         }
     };
     log::info!("metrics: http://{addr}/metrics");
+    if addr.ip().is_unspecified() {
+        log::warn!(
+            "metrics: listening on every address ({addr}): anyone who reaches this host can read \
+             the counters and server names; prefer 127.0.0.1 or a management address"
+        );
+    }
     loop {
         let (mut s, _) = tokio::select! {
             r = l.accept() => match r { Ok(c) => c, Err(_) => continue },

@@ -88,6 +88,8 @@ impl Lb {
             stick_capacity: capacity,
         })
         .unwrap_or_else(|e| panic!("loading the XDP program needs root and BPF (run as root): {e}"));
+        // What the agent does before attaching: only frames to this MAC are forwarded.
+        dp.set_own_mac(LB_MAC).unwrap();
         let mut service = Service {
             expire_ns: svc.expire_s * 1_000_000_000,
             stick_mode: svc.stick,
@@ -157,6 +159,12 @@ impl Lb {
 
     /// Maglev over the service's backends that are up (what the agent does).
     pub fn rebuild(&mut self, sid: u32) {
+        let table = self.maglev_table(sid);
+        self.dp.install_table(sid, &table).unwrap();
+    }
+
+    /// The Maglev table `rebuild` installs for service `sid` (backend id per slot).
+    pub fn maglev_table(&self, sid: u32) -> Vec<u32> {
         let names: Vec<String> = (0..4).map(|i| format!("app{}", i + 1)).collect();
         let servers: Vec<MaglevServer> = (0..4)
             .map(|i| MaglevServer {
@@ -165,8 +173,7 @@ impl Lb {
                 weight: (self.states[(4 * sid + i) as usize] == BACKEND_UP) as u32,
             })
             .collect();
-        let table = maglev::build(&servers, M);
-        self.dp.install_table(sid, &table).unwrap();
+        maglev::build(&servers, M)
     }
 
     pub fn set_state(&mut self, id: u32, state: u8) {

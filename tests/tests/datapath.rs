@@ -403,6 +403,97 @@ fn port_zero_service_takes_any_port() {
     }
 }
 
+// --- only frames to our own MAC ----------------------------------------------------------------
+
+#[test]
+fn vip_frames_not_addressed_to_our_mac_are_passed_never_forwarded() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client4(40);
+    let foreign = [
+        ([0xff; 6], "broadcast"),
+        ([0x01, 0x00, 0x5e, 0x00, 0x00, 0x01], "IPv4 multicast"),
+        ([0x33, 0x33, 0x00, 0x00, 0x00, 0x01], "IPv6 multicast"),
+        ([0x02, 0, 0, 0, 0, 0xbb], "another host's unicast"),
+        ([0x02, 0, 0, 0, 0, 0xab], "our MAC but its last byte"),
+        ([0x03, 0, 0, 0, 0, 0xaa], "our MAC but its first byte"),
+    ];
+    for (dst, what) in foreign {
+        lb.passed_untouched(&tcp4(CLIENT_MAC, dst, c, 40000, VIP4, 80, TCP_ACK), what);
+        lb.passed_untouched(
+            &tcp6(CLIENT_MAC, dst, client6(40), 40000, VIP6, 80, TCP_ACK),
+            what,
+        );
+        let tagged = eth(
+            dst,
+            CLIENT_MAC,
+            Some(100),
+            ETH_P_IP,
+            &ipv4(c, VIP4, 17, &udp(5000, 53, b"q")),
+        );
+        lb.passed_untouched(&tagged, what);
+    }
+    assert_eq!(lb.gstat(gstat::PASS_NOT_OUR_MAC), 3 * foreign.len() as u64);
+    assert!(lb.entries().is_empty(), "a passed frame creates no entry");
+    assert_eq!(lb.gstat(gstat::TX), 0);
+    assert_eq!(
+        lb.dp.service_stats(0).unwrap().packets,
+        0,
+        "not counted as balanced"
+    );
+    // The same client, addressed to us, is balanced.
+    lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    assert_eq!(lb.gstat(gstat::RX), 3 * foreign.len() as u64 + 1);
+}
+
+#[test]
+fn data_path_picks_the_maglev_slot_of_the_flow_hash() {
+    use lb_common::hash::{affinity_hash, five_tuple_hash};
+    let mut lb = Lb::new(Svc::default());
+    let table = lb.maglev_table(0);
+    // The golden value pinned in lb-common's hash test: client 10.77.0.3.
+    let golden = [10, 77, 0, 3];
+    assert_eq!(affinity_hash(&v4(golden), 0, FAMILY_V4), 0x6fd7_060d);
+    assert_eq!(
+        lb.forwarded_to(&t4(golden, 40000, TCP_ACK)),
+        table[(0x6fd7_060d % M) as usize]
+    );
+    for n in 1..=50 {
+        let c = client4(n);
+        let h = affinity_hash(&v4(c), 0, FAMILY_V4);
+        assert_eq!(
+            lb.forwarded_to(&t4(c, 40000, TCP_ACK)),
+            table[(h % M) as usize],
+            "client {c:?}"
+        );
+    }
+    let table6 = lb.maglev_table(2);
+    for n in 1..=20 {
+        let c = client6(n);
+        let h = affinity_hash(&c, 0, FAMILY_V6);
+        assert_eq!(
+            lb.forwarded_to(&t6(c, 40000, TCP_ACK)),
+            table6[(h % M) as usize],
+            "client {c:?}"
+        );
+    }
+    // stick.on = "none": the 5-tuple hash.
+    let mut lb = Lb::new(Svc {
+        stick: STICK_NONE,
+        ..Default::default()
+    });
+    let table = lb.maglev_table(0);
+    for n in 1..=20 {
+        let c = client4(n);
+        let sport = 40000 + n as u16;
+        let h = five_tuple_hash(&v4(c), &v4(VIP4), sport.to_be(), 80u16.to_be(), PROTO_TCP);
+        assert_eq!(
+            lb.forwarded_to(&t4(c, sport, TCP_ACK)),
+            table[(h % M) as usize],
+            "client {c:?}"
+        );
+    }
+}
+
 // --- VLAN -------------------------------------------------------------------------------------
 
 #[test]
@@ -635,11 +726,14 @@ impl Rng {
     }
 }
 
-/// A frame is well-formed VIP traffic when it is one of ours re-parsed by a reference parser
-/// written independently of the data path.
+/// A frame is well-formed VIP traffic for us when it is sent to our MAC and re-parses as ours
+/// by a reference parser written independently of the data path.
 fn reference_is_vip(f: &[u8]) -> bool {
     if f.len() < 14 {
         return false;
+    }
+    if f[..6] != LB_MAC {
+        return false; // only frames sent to our MAC are ever forwarded
     }
     let (et, mut off) = match u16::from_be_bytes([f[12], f[13]]) {
         0x8100 if f.len() >= 18 => (u16::from_be_bytes([f[16], f[17]]), 18),
@@ -751,6 +845,15 @@ fn random_and_mutated_frames_are_never_forwarded_unless_well_formed_vip() {
                 let cut = 14 + (rng.next() % (f.len() as u64 - 13)) as usize;
                 f.truncate(cut);
             }
+            if rng.next().is_multiple_of(8) {
+                // Broadcast, multicast or another host's MAC: never ours to forward.
+                let dst: [u8; 6] = match rng.next() % 3 {
+                    0 => [0xff; 6],
+                    1 => [0x01, 0x00, 0x5e, 0, 0, rng.next() as u8],
+                    _ => [0x02, 0, 0, 0, 0, 0xab],
+                };
+                f[..6].copy_from_slice(&dst);
+            }
             f
         };
         let r = lb.dp.test_run("xlb", &frame, 1).unwrap();
@@ -805,6 +908,21 @@ fn backend_on_another_interface_goes_out_by_xdp_redirect() {
     assert_eq!(out[12..], f[12..]);
     assert_eq!(lb.gstat(gstat::REDIRECT), 1);
     assert_eq!(lb.gstat(gstat::TX), 1, "the first packet went by XDP_TX");
+    // A tagged frame keeps its tag on XDP_REDIRECT too (documented in forward.rs).
+    let tagged = eth(
+        LB_MAC,
+        CLIENT_MAC,
+        Some(100),
+        ETH_P_IP,
+        &ipv4(c, VIP4, 6, &tcp(40002, 80, TCP_ACK, b"")),
+    );
+    let (v, out) = lb.run(&tagged);
+    assert_eq!(v, 4, "XDP_REDIRECT");
+    assert_eq!(
+        out[12..],
+        tagged[12..],
+        "the tag and everything after it unchanged"
+    );
 }
 
 #[test]

@@ -5,16 +5,23 @@
 //! writes a counter into the source address first; that wrapper's own cost (measured by
 //! `xlb_bench_fresh_floor` = the same write + the floor) is subtracted.
 //!
+//! `repeat` runs the program again and again on the same buffer, each time on the previous
+//! run's output. The data path forwards only frames sent to its own MAC, and forwarding
+//! rewrites the destination MAC to the backend's: so the benchmark gives every backend the LB's
+//! own MAC, and a forwarded frame is again addressed to us on the next repetition. Every timed
+//! run of `xlb` is then checked against the counters: exactly `repeat` packets took the named
+//! path (forwarded or passed as not-VIP), none took the "not our MAC" path.
+//!
 //! Miss-and-insert is measured twice: on the default-size table, which the rounds fill so that
 //! every insert evicts (the official `v4_tcp_miss_insert`), and on a table with room for every
 //! insert of a round (`v4_tcp_miss_insert_room`, fresh maps each round): the steady state of a
 //! table sized above its working set, whose idle entries the sweeper frees.
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use lb_common::PROG_FLOOR;
 use serde_json::json;
 
-use super::{Report, median, spread};
+use super::{Report, bench_lb, counter_of, median, ns, spread};
 use crate::{fixture::*, packet::*};
 
 pub const REPEAT: u32 = 1_000_000;
@@ -33,23 +40,10 @@ struct Scenario {
 /// The stick capacity of the `room` scenario: more than one round's inserts.
 const ROOM_CAPACITY: u32 = REPEAT + REPEAT / 4;
 
-fn ns(lb: &mut Lb, prog: &str, frame: &[u8], repeat: u32, expect: u32) -> Result<f64> {
-    let r = lb
-        .dp
-        .test_run(prog, frame, repeat)
-        .with_context(|| format!("BPF_PROG_TEST_RUN of {prog}"))?;
-    anyhow::ensure!(
-        r.verdict == expect,
-        "{prog}: verdict {} but expected {expect}",
-        r.verdict
-    );
-    Ok(r.duration.as_nanos() as f64)
-}
-
 pub fn run() -> Result<Report> {
     // The default `stick.size` (100k): the miss+insert rounds fill it and then evict, as a full
     // production table does. (The `table` benchmark covers 1k, 100k and 1M live entries.)
-    let mut lb = Lb::with_capacity(Svc::default(), 100_000);
+    let mut lb = bench_lb(Svc::default(), 100_000)?;
     let c4 = client4(1);
     let c6 = client6(1);
     let scenarios = [
@@ -115,20 +109,27 @@ pub fn run() -> Result<Report> {
         for (i, s) in scenarios.iter().enumerate() {
             let mut own;
             let lb = if s.room {
-                own = Lb::with_capacity(Svc::default(), ROOM_CAPACITY);
+                own = bench_lb(Svc::default(), ROOM_CAPACITY)?;
                 &mut own
             } else {
                 &mut lb
             };
-            let floor = ns(lb, PROG_FLOOR, floor_frame, REPEAT, XDP_TX)?;
+            let floor = ns(lb, PROG_FLOOR, floor_frame, REPEAT, XDP_TX, None)?;
             let cost = if s.fresh {
                 // The wrapper alone first: on the room table, the measured run must be the
                 // first to insert.
-                let wrapper = ns(lb, "xlb_bench_fresh_floor", &s.frame, REPEAT, XDP_TX)?;
-                let wrapped = ns(lb, lb_common::PROG_BENCH_FRESH, &s.frame, REPEAT, s.expect)?;
+                let wrapper = ns(lb, "xlb_bench_fresh_floor", &s.frame, REPEAT, XDP_TX, None)?;
+                let wrapped = ns(
+                    lb,
+                    lb_common::PROG_BENCH_FRESH,
+                    &s.frame,
+                    REPEAT,
+                    s.expect,
+                    Some(counter_of(s.expect)),
+                )?;
                 (wrapped - (wrapper - floor)).max(0.0)
             } else {
-                ns(lb, "xlb", &s.frame, REPEAT, s.expect)?
+                ns(lb, "xlb", &s.frame, REPEAT, s.expect, Some(counter_of(s.expect)))?
             };
             if s.room {
                 let used = lb.dp.stick_entries()?.len();

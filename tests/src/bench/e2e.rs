@@ -1,15 +1,23 @@
 //! End to end in the netns harness, with wrk (bounded: fixed duration and connections) from the
 //! client host: (a) straight to one backend, (b) through xlb (VIP, XDP on the LB host), (c)
-//! through HAProxy on the LB host (`mode tcp`, `stick-table type ip`, `stick on src`,
-//! `option redispatch`: the seed's config). Each with a new connection per request (`close`)
-//! and with keep-alive (`ka`). Runs are interleaved A, B, C, A, B, C, ...; medians and spread.
+//! through the floor: a stateless XDP program on a host of its own, set up like the LB host,
+//! that sends every frame to its VIP to one backend (no table, no hash; `xlb_e2e_floor`) -- the
+//! best any XDP balancer can do in this harness, where the direct path is one veth hop shorter,
+//! (d) through HAProxy on the LB host (`mode tcp`, `stick-table type ip`, `stick on src`,
+//! `option redispatch`, its default thread count). Each with a new connection per request
+//! (`close`) and with keep-alive (`ka`). Runs are interleaved; medians and spread.
 //!
-//! LB CPU per connection: for xlb the kernel's own run time of the XDP program
-//! (`kernel.bpf_stats_enabled`), for HAProxy its process time (utime + stime), both divided by
-//! the requests wrk completed in `close` mode (one connection each).
+//! CPU, like for like: the whole machine's CPU time (all CPUs, busy = everything but idle and
+//! iowait in /proc/stat) over each run, per request, minus the same figure of the direct path:
+//! what the balancer costs the machine on top of the traffic itself (clients, backends and the
+//! kernel's forwarding included in both). Beside it, for xlb, the kernel's own run time of the
+//! XDP program (`kernel.bpf_stats_enabled`) per request. /proc/stat is the host's: anything
+//! else running on the machine during a run shows up in it (interleaving spreads that noise
+//! over the paths; the spread of the rounds is printed).
 //!
 //! wrk has one source address, so every path ends at one backend (source affinity pins it;
-//! HAProxy's stick table too), which makes the three paths comparable.
+//! HAProxy's stick table too; the floor sends to that backend), which makes the paths
+//! comparable.
 
 use std::{
     net::SocketAddr,
@@ -22,6 +30,9 @@ use serde_json::json;
 
 use super::{Report, median, spread};
 use crate::lbenv::{LbEnv, Opts, VIP4_HTTP};
+
+/// The floor host's VIP (in the harness's VIP plan, beside `VIP4`).
+const VIP_FLOOR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 77, 200, 2);
 
 const ROUNDS: usize = 3;
 const SECS: u32 = 4;
@@ -92,15 +103,7 @@ fn wrk(e: &LbEnv, url: &str, close: bool) -> Result<Wrk> {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let errors = out
-        .lines()
-        .find(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
-        .map(|l| {
-            l.split(|c: char| !c.is_ascii_digit())
-                .filter_map(|n| n.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
+    let errors = wrk_errors(&out);
     Ok(Wrk {
         rps,
         p50_ms: pct("50%"),
@@ -108,6 +111,76 @@ fn wrk(e: &LbEnv, url: &str, close: bool) -> Result<Wrk> {
         requests,
         errors,
     })
+}
+
+/// Failed requests in wrk's output: the "Socket errors: connect N, read N, write N, timeout N"
+/// line and the "Non-2xx or 3xx responses: N" line, both (each is printed only when not zero).
+pub fn wrk_errors(out: &str) -> u64 {
+    let mut n = 0;
+    for l in out.lines().map(str::trim) {
+        if let Some(rest) = l.strip_prefix("Socket errors:") {
+            n += rest
+                .split(',')
+                .filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        } else if let Some(rest) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            n += rest.trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+    n
+}
+
+/// Busy CPU time of the whole machine, all CPUs (ns): the "cpu" line of /proc/stat without
+/// idle and iowait.
+fn machine_busy_ns() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    anyhow::ensure!(f.len() >= 8, "short cpu line in /proc/stat: {line}");
+    // user nice system idle iowait irq softirq steal (guest time is inside user already)
+    let busy: u64 = f[0] + f[1] + f[2] + f[5] + f[6] + f[7];
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Ok(busy * 1_000_000_000 / hz)
+}
+
+/// The floor host: a host of its own on the switch, like the LB host, running
+/// `xlb_e2e_floor` aimed at `backend` for `VIP_FLOOR`.
+fn add_floor_host(e: &mut LbEnv, backend: usize) -> Result<()> {
+    let floor = e.topo.add_host("floor")?;
+    let (port, ns, own_mac) = {
+        let h = e.topo.host(floor);
+        (h.port.clone(), h.ns.clone(), h.mac)
+    };
+    let backend_mac = e.topo.host(e.backends[backend]).mac;
+    crate::netns::run_in(e.topo.switch_ns(), move || {
+        xlb::datapath::attach_pass_program(&port)
+    })??;
+    crate::netns::run_in(&ns, move || -> Result<()> {
+        let mut dp = xlb::datapath::Datapath::load(&xlb::datapath::LoadOptions {
+            pin_dir: None,
+            stick_capacity: 1,
+        })?;
+        dp.set_floor_target(lb_common::FloorTarget {
+            vip: VIP_FLOOR.octets(),
+            backend_mac,
+            own_mac,
+        })?;
+        let prog = dp.program(lb_common::PROG_E2E_FLOOR)?;
+        let id = prog.attach("eth0", aya::programs::XdpMode::Driver)?;
+        // The link lives until the floor host's namespace goes away with the topology.
+        std::mem::forget(prog.take_link(id)?);
+        Ok(())
+    })??;
+    for b in e.backends.clone() {
+        e.topo.add_vip_on_lo(b, VIP_FLOOR.into())?;
+    }
+    e.topo.route_vip_via(e.client, VIP_FLOOR.into(), floor)?;
+    Ok(())
 }
 
 /// The XDP program attached to the LB's eth0: (run time ns, run count).
@@ -128,20 +201,10 @@ fn xdp_runtime(e: &LbEnv) -> Result<(u64, u64)> {
     bail!("program {id} not found")
 }
 
-fn proc_cpu_ns(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Ok(ticks * 1_000_000_000 / hz)
-}
-
 fn haproxy_config(e: &LbEnv, bind: SocketAddr) -> String {
     let be = e.topo.host(e.backends[0]);
     let mut c = format!(
-        "global\n  maxconn 8000\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  option redispatch\n  retries 3\nfrontend fe\n  bind {bind}\n  default_backend be_app\nbackend be_app\n  balance roundrobin\n  stick-table type ip size 100k expire 30m\n  stick on src\n"
+        "global\n  maxconn 8000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  option redispatch\n  retries 3\nfrontend fe\n  bind {bind}\n  default_backend be_app\nbackend be_app\n  balance roundrobin\n  stick-table type ip size 100k expire 30m\n  stick on src\n"
     );
     let _ = be;
     for (i, b) in e.backends.iter().enumerate() {
@@ -155,7 +218,7 @@ fn haproxy_config(e: &LbEnv, bind: SocketAddr) -> String {
 }
 
 pub fn run() -> Result<Report> {
-    let e = LbEnv::new(
+    let mut e = LbEnv::new(
         "bench-e2e",
         Opts {
             v4_sources: 1,
@@ -187,6 +250,18 @@ pub fn run() -> Result<Report> {
     let served = e.get_vip(e.topo.host(e.client).ipv4.into())?;
     let bi = served.trim_start_matches("app").parse::<usize>()? - 1;
     let direct = format!("http://{}:80/", e.topo.host(e.backends[bi]).ipv4);
+    add_floor_host(&mut e, bi)?;
+    let via_floor = format!("http://{VIP_FLOOR}:80/");
+    let floor_answer = e.topo.http_get(
+        e.client,
+        e.topo.host(e.client).ipv4.into(),
+        SocketAddr::new(VIP_FLOOR.into(), 80),
+        Duration::from_secs(5),
+    )?;
+    anyhow::ensure!(
+        floor_answer.contains(served.trim()),
+        "the floor path does not reach {served}: {floor_answer}"
+    );
     let via_xlb = format!("http://{VIP4_HTTP}/");
     let via_hap = format!("http://{hap_bind}/");
 
@@ -195,15 +270,23 @@ pub fn run() -> Result<Report> {
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("enable kernel.bpf_stats_enabled")?;
     let mut rates: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     let mut lat: std::collections::BTreeMap<String, (Vec<f64>, Vec<f64>)> = Default::default();
-    let (mut xlb_cpu, mut hap_cpu) = (Vec::new(), Vec::new());
+    // Machine CPU ns per request, per path and mode; XDP run time ns per request (xlb).
+    let mut machine: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut xdp: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     let mut errors = 0;
+    let paths = [
+        ("direct", &direct),
+        ("xlb", &via_xlb),
+        ("floor", &via_floor),
+        ("haproxy", &via_hap),
+    ];
     let result = (|| -> Result<()> {
         for round in 0..ROUNDS {
             for (mode, close) in [("close", true), ("ka", false)] {
-                for (name, url) in [("direct", &direct), ("xlb", &via_xlb), ("haproxy", &via_hap)] {
-                    let (x0, h0) = (xdp_runtime(&e)?, proc_cpu_ns(hap.pid())?);
+                for (name, url) in paths {
+                    let (x0, m0) = (xdp_runtime(&e)?, machine_busy_ns()?);
                     let w = wrk(&e, url, close)?;
-                    let (x1, h1) = (xdp_runtime(&e)?, proc_cpu_ns(hap.pid())?);
+                    let (x1, m1) = (xdp_runtime(&e)?, machine_busy_ns()?);
                     errors += w.errors;
                     eprintln!(
                         "  round {}/{ROUNDS} {mode:<5} {name:<8} {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  ({} requests, {} errors)",
@@ -216,14 +299,14 @@ pub fn run() -> Result<Report> {
                     );
                     let key = format!("{name}_{mode}");
                     rates.entry(key.clone()).or_default().push(w.rps);
-                    let l = lat.entry(key).or_default();
+                    let l = lat.entry(key.clone()).or_default();
                     l.0.push(w.p50_ms);
                     l.1.push(w.p99_ms);
-                    if close && w.requests > 0 {
+                    if w.requests > 0 {
+                        let per = |d: u64| d as f64 / w.requests as f64;
+                        machine.entry(key.clone()).or_default().push(per(m1 - m0));
                         if name == "xlb" {
-                            xlb_cpu.push((x1.0 - x0.0) as f64 / 1000.0 / w.requests as f64);
-                        } else if name == "haproxy" {
-                            hap_cpu.push((h1 - h0) as f64 / 1000.0 / w.requests as f64);
+                            xdp.entry(key).or_default().push(per(x1.0 - x0.0));
                         }
                     }
                 }
@@ -240,14 +323,17 @@ pub fn run() -> Result<Report> {
         "e2e: wrk -c{CONNS} -d{SECS}s, {ROUNDS} interleaved rounds, medians (spread); one client address -> one backend\n{:<16}{:>12}{:>20}{:>10}{:>10}\n",
         "path", "req/s", "spread", "p50 ms", "p99 ms"
     );
-    for k in [
+    let keys = [
         "direct_close",
         "xlb_close",
+        "floor_close",
         "haproxy_close",
         "direct_ka",
         "xlb_ka",
+        "floor_ka",
         "haproxy_ka",
-    ] {
+    ];
+    for k in keys {
         let (lo, hi) = spread(&rates[k]);
         table.push_str(&format!(
             "{k:<16}{:>12.0}{:>20}{:>10.2}{:>10.2}\n",
@@ -257,18 +343,44 @@ pub fn run() -> Result<Report> {
             median(&lat[k].1)
         ));
     }
-    let (xc, hc) = (median(&xlb_cpu), median(&hap_cpu));
-    table.push_str(&format!(
-        "ratios: close xlb/direct {:.2}, xlb/haproxy {:.2}; keepalive xlb/direct {:.2}, xlb/haproxy {:.2}\n",
-        m("xlb_close") / m("direct_close"),
-        m("xlb_close") / m("haproxy_close"),
-        m("xlb_ka") / m("direct_ka"),
-        m("xlb_ka") / m("haproxy_ka")
-    ));
-    table.push_str(&format!(
-        "LB CPU per connection: xlb {xc:.2} us (XDP run time), haproxy {hc:.1} us (process time): xlb = 1/{:.0} of haproxy\n",
-        hc / xc
-    ));
+    for mode in ["close", "ka"] {
+        let r = |p: &str| m(&format!("{p}_{mode}"));
+        table.push_str(&format!(
+            "ratios {mode:<5}: xlb/direct {:.2}, xlb/floor {:.2}, floor/direct {:.2}, xlb/haproxy {:.2}\n",
+            r("xlb") / r("direct"),
+            r("xlb") / r("floor"),
+            r("floor") / r("direct"),
+            r("xlb") / r("haproxy")
+        ));
+    }
+    // CPU per request above the direct path (us), medians over rounds.
+    let mut cpu_json = serde_json::Map::new();
+    table.push_str(
+        "machine CPU per request above direct (all CPUs, /proc/stat), us; XDP run time per request, us\n",
+    );
+    for mode in ["close", "ka"] {
+        let cpu = |p: &str| median(&machine[&format!("{p}_{mode}")]) / 1000.0;
+        let above = |p: &str| cpu(p) - cpu("direct");
+        let (lo, hi) = spread(&machine[&format!("direct_{mode}")]);
+        let xdp_us = median(&xdp[&format!("xlb_{mode}")]) / 1000.0;
+        table.push_str(&format!(
+            "  {mode:<5}: xlb {:+.2}, floor {:+.2}, haproxy {:+.2} (direct itself {:.2}, spread {:.2}..{:.2}); xlb XDP run time {xdp_us:.3}\n",
+            above("xlb"),
+            above("floor"),
+            above("haproxy"),
+            cpu("direct"),
+            lo / 1000.0,
+            hi / 1000.0,
+        ));
+        cpu_json.insert(
+            mode.to_string(),
+            json!({
+                "machine_us_per_req": {"direct": cpu("direct"), "xlb": cpu("xlb"), "floor": cpu("floor"), "haproxy": cpu("haproxy")},
+                "above_direct_us_per_req": {"xlb": above("xlb"), "floor": above("floor"), "haproxy": above("haproxy")},
+                "xlb_xdp_run_time_us_per_req": xdp_us,
+            }),
+        );
+    }
     table.push_str(&format!("socket errors or non-2xx across all runs: {errors}\n"));
     let rates_json: serde_json::Map<String, serde_json::Value> =
         rates.keys().map(|k| (k.clone(), json!(m(k)))).collect();
@@ -281,8 +393,28 @@ pub fn run() -> Result<Report> {
         json: json!({
             "rates": rates_json,
             "latency": lat_json,
-            "cpu_us_per_conn": {"xlb": xc, "haproxy": hc},
+            "cpu": cpu_json,
             "rounds": ROUNDS, "seconds": SECS, "connections": CONNS, "errors": errors,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrk_errors;
+
+    #[test]
+    fn wrk_errors_reads_socket_errors_and_non_2xx_lines() {
+        let out = "Running 4s test @ http://10.77.200.1:80/\n  1 threads and 32 connections\n  \
+                   128000 requests in 4.00s, 20.00MB read\n  Socket errors: connect 2, read 3, write 0, timeout 4\n  \
+                   Non-2xx or 3xx responses: 5\nRequests/sec:  32000.00\n";
+        // Not the "2" and "3" of "Non-2xx or 3xx", not the line of one kind only.
+        assert_eq!(wrk_errors(out), 2 + 3 + 4 + 5);
+        assert_eq!(wrk_errors("  Non-2xx or 3xx responses: 7\n"), 7);
+        assert_eq!(
+            wrk_errors("  Socket errors: connect 0, read 1, write 0, timeout 0\n"),
+            1
+        );
+        assert_eq!(wrk_errors("Requests/sec:  32000.00\n"), 0);
+    }
 }

@@ -5,6 +5,10 @@ pub mod e2e;
 pub mod maglev;
 pub mod table;
 
+use anyhow::{Context as _, Result};
+
+use crate::fixture::{LB_MAC, Lb, Svc, XDP_PASS};
+
 /// What a benchmark produced.
 pub struct Report {
     pub table: String,
@@ -27,4 +31,64 @@ pub fn median(v: &[f64]) -> f64 {
 pub fn spread(v: &[f64]) -> (f64, f64) {
     v.iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)))
+}
+
+/// The fixture's data path with every backend's MAC set to the LB's own. `BPF_PROG_TEST_RUN`
+/// with `repeat` runs the program again on its own output; the data path forwards only frames
+/// sent to its own MAC and rewrites the destination to the backend's, so with any other backend
+/// MAC every repetition after the first would time the "not our MAC" path. This way a
+/// forwarded frame is again addressed to us, and `ns` checks that it was.
+pub fn bench_lb(svc: Svc, capacity: u32) -> Result<Lb> {
+    let mut lb = Lb::with_capacity(svc, capacity);
+    for id in 0..16 {
+        let mut be = lb.dp.backend(id)?;
+        be.mac = LB_MAC;
+        lb.dp.set_backend(id, be)?;
+    }
+    Ok(lb)
+}
+
+/// ns per repetition of `prog`; for the data path itself (`counter` given), also checks that
+/// all `repeat` packets took that path: the counter grew by `repeat`, and no frame was passed
+/// as not addressed to us.
+pub fn ns(
+    lb: &mut Lb,
+    prog: &str,
+    frame: &[u8],
+    repeat: u32,
+    expect: u32,
+    counter: Option<u32>,
+) -> Result<f64> {
+    let before = lb.dp.global_stats()?;
+    let r = lb
+        .dp
+        .test_run(prog, frame, repeat)
+        .with_context(|| format!("BPF_PROG_TEST_RUN of {prog}"))?;
+    anyhow::ensure!(
+        r.verdict == expect,
+        "{prog}: verdict {} but expected {expect}",
+        r.verdict
+    );
+    if let Some(c) = counter {
+        let after = lb.dp.global_stats()?;
+        let grew = |i: u32| after[i as usize] - before[i as usize];
+        anyhow::ensure!(
+            grew(c) == u64::from(repeat) && grew(lb_common::gstat::PASS_NOT_OUR_MAC) == 0,
+            "{prog}: {} of {repeat} repetitions took the path counted as {} ({} not addressed to us): \
+             the benchmark would time another path",
+            grew(c),
+            lb_common::gstat::NAMES[c as usize],
+            grew(lb_common::gstat::PASS_NOT_OUR_MAC)
+        );
+    }
+    Ok(r.duration.as_nanos() as f64)
+}
+
+/// The counter that counts every packet of a path with this verdict.
+pub fn counter_of(verdict: u32) -> u32 {
+    if verdict == XDP_PASS {
+        lb_common::gstat::PASS_NOT_VIP
+    } else {
+        lb_common::gstat::TX
+    }
 }
