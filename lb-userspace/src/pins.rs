@@ -285,8 +285,13 @@ pub fn move_pins(from: &Path, to: &Path) -> Result<(), DatapathError> {
         move |source| DatapathError::Io { what, path, source }
     };
     std::fs::create_dir_all(to).map_err(io("cannot create", to))?;
-    for entry in std::fs::read_dir(from).map_err(io("cannot read", from))? {
-        let path = entry.map_err(io("cannot read", from))?.path();
+    let pins = std::fs::read_dir(from)
+        .and_then(|rd| {
+            rd.map(|e| e.map(|e| e.path()))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .map_err(io("cannot read", from))?;
+    for path in pins {
         let name = path.file_name().expect("a directory entry has a name");
         let map = MapData::from_pin(&path).map_err(|source| DatapathError::Map {
             name: "pinned map",
@@ -304,8 +309,12 @@ pub fn move_pins(from: &Path, to: &Path) -> Result<(), DatapathError> {
 
 /// Remove the pins of a finished migration.
 pub fn remove_old(old: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(old)? {
-        std::fs::remove_file(entry?.path())?;
+    // Listed first, removed after: bpffs may skip entries removed during its readdir.
+    let pins = std::fs::read_dir(old)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    for pin in pins {
+        std::fs::remove_file(pin)?;
     }
     std::fs::remove_dir(old)
 }
