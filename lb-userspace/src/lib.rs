@@ -11,6 +11,7 @@ pub mod map_batch;
 pub mod metrics;
 pub mod neigh;
 pub mod netns;
+pub mod peer_wire;
 pub mod peers;
 pub mod services;
 pub mod stick_table;
