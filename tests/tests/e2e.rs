@@ -1289,3 +1289,95 @@ fn s16_peers_a_peer_that_stops_reading_does_not_stall_the_agent() {
         e.agent_log()
     );
 }
+
+#[test]
+fn s17_peers_entries_with_unknown_names_malformed_or_over_budget_are_dropped_and_counted() {
+    let opts = Opts {
+        v6_sources: 0,
+        v4_sources: 10,
+        stick_size: 100,
+        ..Default::default()
+    };
+    let r = replicas("peercount", opts, &["lb3"]);
+    let e = &r.e;
+    let lb3 = r.extra[0];
+    let (ip1, ip3) = (e.topo.host(e.lb).ipv4, e.topo.host(lb3).ipv4);
+    // The test plays lb3's sender, with the key.
+    let send = |lines: String| {
+        let key = r.key.clone();
+        e.topo
+            .worker(lb3)
+            .unwrap()
+            .run(move || -> anyhow::Result<()> {
+                let mut s =
+                    harness::client::connect_from(ip3.into(), (ip1, 7000).into(), Duration::from_secs(2))?;
+                peer_send(&mut s, &key, &lines)
+            })
+            .unwrap()
+    };
+    let count = |column: &str| peer_column(&e.api("show peers").unwrap(), "lb3", column);
+    let in_table = |prefix: &str| {
+        e.table("be_app")
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .count()
+    };
+    // Names this instance does not have, an address of the other family, malformed lines,
+    // and 300 new clients of a service whose table holds 100: one frame, one second.
+    let mut lines = String::from(
+        "be_app 10.98.0.1 0 nosuch 0\nnosvc 10.98.0.2 0 app1 0\nbe_app fd77::98 0 app1 0\n\
+         be_app 10.98.0.3 0\nnot an update\n",
+    );
+    lines.push_str(&update_lines(
+        "be_app",
+        (0..300u32).map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a61_0000 + i))),
+        "app1",
+    ));
+    send(lines);
+    assert!(
+        e.wait_until(Duration::from_secs(5), || count("received") == 305),
+        "{}",
+        e.api("show peers").unwrap()
+    );
+    let peers = e.api("show peers").unwrap();
+    assert_eq!(peer_column(&peers, "lb3", "unknown"), 3, "{peers}");
+    assert_eq!(peer_column(&peers, "lb3", "malformed"), 2, "{peers}");
+    assert_eq!(peer_column(&peers, "lb3", "applied"), 100, "{peers}");
+    assert_eq!(peer_column(&peers, "lb3", "refused"), 200, "{peers}");
+    assert_eq!(in_table("10.97."), 100);
+    assert_eq!(in_table("10.98."), 0);
+
+    // Names are checked against the running config: after a reload without app4, an entry
+    // for app4 is dropped.
+    let mut without = std::fs::read_to_string(&e.config).unwrap();
+    while let Some(i) = without.find("[[service.server]]\nname = \"app4\"\n") {
+        // The block ends with its address line.
+        let addr = i + without[i..].find("address = ").unwrap();
+        let end = addr + without[addr..].find('\n').unwrap() + 1;
+        without.replace_range(i..end, "");
+    }
+    assert!(!without.contains("app4") && without.contains("app3"), "{without}");
+    e.write_config(&without).unwrap();
+    e.signal_agent(libc::SIGHUP);
+    assert!(
+        e.wait_until(Duration::from_secs(5), || e
+            .agent_log()
+            .contains("configuration reloaded")),
+        "{}",
+        e.agent_log()
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    send("be_app 10.96.0.1 0 app4 0\nbe_app 10.96.0.2 0 app3 0\n".into());
+    assert!(
+        e.wait_until(Duration::from_secs(5), || count("received") == 307),
+        "{}",
+        e.api("show peers").unwrap()
+    );
+    let peers = e.api("show peers").unwrap();
+    assert_eq!(peer_column(&peers, "lb3", "unknown"), 4, "{peers}");
+    assert_eq!(peer_column(&peers, "lb3", "applied"), 101, "{peers}");
+    let t = e.table("be_app").unwrap();
+    assert!(!t.iter().any(|(k, _)| k == "10.96.0.1"), "{t:?}");
+    assert!(t.contains(&("10.96.0.2".into(), "app3".into())), "{t:?}");
+}
