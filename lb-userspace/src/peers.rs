@@ -412,7 +412,12 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, max: usize) ->
         });
     }
     line.pop();
-    String::from_utf8(line).map_err(|_| ConnError::LineTooLong(max))
+    String::from_utf8(line).map_err(|e| {
+        ConnError::Wire(WireError::Malformed {
+            what: "line (not text)",
+            line: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    })
 }
 
 /// The sender's half of the handshake; seals frames for this connection.
