@@ -1831,6 +1831,23 @@ state = "drain"
             e.contains("cannot open") && e.contains("head -c 32 /dev/urandom"),
             "{e}"
         );
+        // `load` (so `xlb check` and `xlb run`) reads the key file too.
+        let config = dir.join("xlb.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[global]\ninterface = \"eth0\"\npeer_key_file = \"{shown}\"\n[[peer]]\nname = \"lb2\"\naddress = \"10.0.0.2:7000\"\n"
+            ),
+        )
+        .unwrap();
+        write(b"0123456789abcdef0123456789abcdef\n", 0o604);
+        let e = load(&config).unwrap_err().to_string();
+        assert!(e.contains("is open to other users (mode 0604)"), "{e}");
+        write(b"0123456789abcdef0123456789abcdef\n", 0o400);
+        assert_eq!(
+            load(&config).unwrap().global.peer_key_file.as_deref(),
+            Some(path.as_path())
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1147,13 +1147,52 @@ fn s15_peers_updates_without_the_key_change_nothing() {
         })
         .unwrap();
     assert_eq!(attempts, ["Err(BadProof)"]);
+    // Connections that never authenticate hold nothing for long: at most 4 from one address
+    // wait at once (more are refused at once), and each is closed after 5 s.
+    let (closed, refused_at_once) = e
+        .topo
+        .worker(r.lb2)
+        .unwrap()
+        .run(move || -> anyhow::Result<(usize, bool)> {
+            use std::io::Read as _;
+            let mut idle = Vec::new();
+            for _ in 0..4 {
+                let s = harness::client::connect_from(src, to, Duration::from_secs(2))?;
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                idle.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            let mut fifth = harness::client::connect_from(src, to, Duration::from_secs(2))?;
+            fifth.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let refused_at_once = matches!(fifth.read(&mut [0u8; 1]), Ok(0));
+            let t0 = std::time::Instant::now();
+            let mut closed = 0;
+            for s in &mut idle {
+                if matches!(s.read(&mut [0u8; 1]), Ok(0)) && t0.elapsed() < Duration::from_secs(8) {
+                    closed += 1;
+                }
+            }
+            Ok((closed, refused_at_once))
+        })
+        .unwrap();
+    assert!(
+        refused_at_once,
+        "a fifth unauthenticated connection was not closed at once"
+    );
+    assert_eq!(closed, 4, "unauthenticated connections were not closed");
+    let busy = e.api("show peers").unwrap();
+    assert!(
+        busy.contains("refused (too many unauthenticated from one peer's address): 1"),
+        "{busy}"
+    );
     // Two sweeps: anything applied would show.
     std::thread::sleep(Duration::from_secs(3));
     let mut after = e.table("be_app").unwrap();
     after.sort();
     let peers = e.api("show peers").unwrap();
     assert_eq!(after, before, "lb1's table changed:\n{peers}");
-    assert_eq!(peer_column(&peers, "lb2", "bad_auth"), 3, "{peers}");
+    // The three attempts with the wrong key or none, and the four that said nothing.
+    assert_eq!(peer_column(&peers, "lb2", "bad_auth"), 7, "{peers}");
     assert_eq!(peer_column(&peers, "lb2", "applied"), 0, "{peers}");
     // The real peer is still connected and authenticated.
     assert!(
