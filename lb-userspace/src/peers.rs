@@ -695,7 +695,8 @@ async fn receive(
 ) {
     let (peer, c) = (&peers.list[index].0, &peers.list[index].1);
     let name = peer.name.clone();
-    let mut stream = BufReader::with_capacity(peer_wire::MAX_FRAME, stream);
+    // Payloads are read into their own buffer: the reader only needs room for header lines.
+    let mut stream = BufReader::new(stream);
     let auth = bounded(
         HANDSHAKE_TIMEOUT,
         &mut shutdown,
