@@ -144,7 +144,15 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
     let replication = if cfg.global.peers.is_empty() {
         None
     } else {
-        let list = peers::Peers::new(&cfg.global.peers);
+        // `config::load` refuses [[peer]] without a key, and checked the file; read it again
+        // here, where it is used.
+        let key_file = cfg
+            .global
+            .peer_key_file
+            .as_deref()
+            .context("[[peer]] is listed without peer_key_file")?;
+        let key = config::read_peer_key(&config_path.display().to_string(), key_file)?;
+        let list = peers::Peers::new(&cfg.global.peers, key, stick_capacity(&cfg) as usize);
         shared.lock().expect("balancer lock").peers = Some(list.clone());
         let (batches, _) = broadcast::channel::<peers::Batch>(256);
         for i in 0..list.list.len() {
@@ -276,6 +284,7 @@ fn describe_global_change(a: &config::Global, b: &config::Global) -> String {
         ),
         ("peer_listen", a.peer_listen != b.peer_listen),
         ("[[peer]]", a.peers != b.peers),
+        ("peer_key_file", a.peer_key_file != b.peer_key_file),
     ];
     let what: Vec<&str> = changed
         .iter()

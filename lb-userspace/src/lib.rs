@@ -12,6 +12,7 @@ pub mod map_batch;
 pub mod metrics;
 pub mod neigh;
 pub mod netns;
+pub mod peer_wire;
 pub mod peers;
 pub mod pins;
 pub mod services;

@@ -136,7 +136,9 @@ pub fn render(b: &Balancer) -> String {
                 ("received", &c.received),
                 ("applied", &c.applied),
                 ("older", &c.older),
-                ("ignored", &c.ignored),
+                ("unknown", &c.unknown),
+                ("malformed", &c.malformed),
+                ("refused", &c.refused),
             ] {
                 let _ = writeln!(
                     o,
@@ -145,10 +147,28 @@ pub fn render(b: &Balancer) -> String {
                 );
             }
         }
+        for (peer, c) in &p.list {
+            let pn = &peer.name;
+            let _ = writeln!(
+                o,
+                "xlb_peer_auth_failures_total{{peer=\"{pn}\"}} {}",
+                c.bad_auth.load(Relaxed)
+            );
+            let _ = writeln!(
+                o,
+                "xlb_peer_write_timeouts_total{{peer=\"{pn}\"}} {}",
+                c.timeouts.load(Relaxed)
+            );
+        }
         let _ = writeln!(
             o,
             "xlb_peer_connections_refused_total {}",
             p.refused.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "xlb_peer_connections_refused_busy_total {}",
+            p.refused_busy.load(Relaxed)
         );
     }
     o
