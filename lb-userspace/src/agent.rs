@@ -1,7 +1,7 @@
 //! `xlb run`: load, attach, then run small tokio tasks until SIGTERM:
-//! health transitions -> table rebuilds; the runtime API socket; the expiry sweeper; SIGHUP
-//! reloads. On exit the XDP link and maps stay pinned: the data path keeps forwarding and the
-//! next agent adopts the stick table.
+//! health transitions -> table rebuilds; neighbour-table changes -> backend MACs; the runtime
+//! API socket; the expiry sweeper; SIGHUP reloads. On exit the XDP link and maps stay pinned:
+//! the data path keeps forwarding and the next agent adopts the stick table.
 
 use std::{
     fs::File,
@@ -24,7 +24,7 @@ use crate::{
     config::{self, Config},
     datapath::{self, Datapath, LoadOptions},
     health::{HealthChecker, Transition},
-    peers,
+    neigh, peers,
     services::{Balancer, CheckChanges},
     stick_table,
 };
@@ -95,7 +95,13 @@ pub fn run(config_path: &Path) -> Result<()> {
     let adopted = dp.adopted();
     let mut dp = dp;
     dp.set_new_entry_cap(cfg.global.max_new_entries_per_cpu)?;
-    let (mut b, checks) = Balancer::new(cfg.clone(), dp)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let (mut neighbours, table) = rt.block_on(watch_neighbours())?;
+    let (mut b, checks) = Balancer::new(cfg.clone(), dp, table)?;
+    rt.block_on(resolve_at_start(&mut b, &mut neighbours.changes))?;
     let generic = cfg.global.xdp_mode == config::XdpMode::Generic;
     let attached = b.dp.attach(&cfg.global.interface, generic)?;
     let used = b.dp.stick_entries().map(|v| v.len()).unwrap_or(0);
@@ -116,14 +122,56 @@ pub fn run(config_path: &Path) -> Result<()> {
             }
         ),
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    rt.block_on(serve(b, checks, config_path.to_path_buf(), cfg))
+    rt.block_on(serve(b, checks, neighbours, config_path.to_path_buf(), cfg))
 }
 
-async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Config) -> Result<()> {
+/// The subscription to the neighbour table: its netlink connection (a task) and its changes.
+struct NeighbourWatch {
+    conn: tokio::task::JoinHandle<()>,
+    changes: neigh::Watch,
+}
+
+/// Subscribe to the neighbour table, spawn the subscription's connection, then dump the table
+/// (in that order, so no change falls in between).
+async fn watch_neighbours() -> Result<(NeighbourWatch, neigh::Table)> {
+    let (conn, changes) = neigh::subscribe()?;
+    let conn = tokio::spawn(conn);
+    let mut table = neigh::Table::default();
+    for n in changes.dump().await? {
+        table.update(&n);
+    }
+    Ok((NeighbourWatch { conn, changes }, table))
+}
+
+/// Before the agent serves: probe the addresses of servers without a MAC and take the answers
+/// that come within a second (usually a millisecond), so a fresh agent starts with its servers
+/// UP. Those still without one stay DOWN until their address resolves.
+async fn resolve_at_start(b: &mut Balancer, watch: &mut neigh::Watch) -> Result<()> {
+    let missing = b.unresolved();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    neigh::probe(&missing.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !b.unresolved().is_empty() {
+        match tokio::time::timeout_at(deadline, watch.next()).await {
+            Ok(Some(n)) => b.on_neighbour(&n)?,
+            _ => break,
+        }
+    }
+    for (server, addr) in b.unresolved() {
+        log::warn!("{server}: no MAC for {addr} in the neighbour table yet; DOWN until it resolves");
+    }
+    Ok(())
+}
+
+async fn serve(
+    b: Balancer,
+    checks: CheckChanges,
+    neighbours: NeighbourWatch,
+    config_path: PathBuf,
+    cfg: Config,
+) -> Result<()> {
     let shared: Shared = Arc::new(Mutex::new(b));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (tx, mut transitions) = mpsc::unbounded_channel::<Transition>();
@@ -176,6 +224,7 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
         replication,
         shutdown.clone(),
     ));
+    let neigh_task = tokio::spawn(follow_neighbours(shared.clone(), neighbours, shutdown.clone()));
     let metrics_task = cfg
         .global
         .metrics
@@ -200,6 +249,7 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
                     Ok((cfg, checks)) => {
                         apply_checks(&mut hc, checks);
                         current = cfg;
+                        probe_unresolved(&shared);
                         log::info!("xlb: configuration reloaded from {}", config_path.display());
                     }
                     Err(e) => log::error!("xlb: reload refused, running configuration kept: {e:#}"),
@@ -217,6 +267,7 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
     hc.shutdown().await;
     let _ = api_task.await;
     let _ = sweep_task.await;
+    let _ = neigh_task.await;
     for t in peer_tasks {
         let _ = t.await;
     }
@@ -338,8 +389,7 @@ async fn api_conn(stream: tokio::net::UnixStream, shared: Shared) {
 }
 
 /// Every `interval`: delete idle entries (on its own map handle, in batches, off the async
-/// thread), send the entries created or refreshed since the last pass to the peers, and retry
-/// MAC resolution of servers that have none.
+/// thread) and send the entries created or refreshed since the last pass to the peers.
 async fn sweeper(
     shared: Shared,
     stick_pin: PathBuf,
@@ -391,14 +441,83 @@ async fn sweeper(
             Ok(Err(e)) => log::warn!("sweeper: {e:#}"),
             Err(e) => log::warn!("sweeper: {e}"),
         }
-        let s = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = s.lock().expect("balancer lock").resolve_missing_macs() {
-                log::warn!("neighbour resolution: {e}");
-            }
-        })
-        .await;
     }
+}
+
+/// Probe the addresses of servers without a MAC (the answers come through the neighbour
+/// watch). Sending never blocks; it happens after the lock is released.
+fn probe_unresolved(shared: &Shared) {
+    let missing = shared.lock().expect("balancer lock").unresolved();
+    if !missing.is_empty() {
+        neigh::probe(&missing.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+    }
+}
+
+/// Follow the neighbour table: each change goes to the balancer (a new MAC is written to the
+/// backends at that address at once). Every second, addresses still without a MAC are probed
+/// again. When the subscription ends (its socket failed, e.g. overflowed), subscribe again and
+/// take a fresh dump, so no change stays missed.
+async fn follow_neighbours(shared: Shared, mut nw: NeighbourWatch, mut shutdown: watch::Receiver<bool>) {
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Probe rounds each server without a MAC has been through: it is warned about at the fifth.
+    let mut rounds: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    loop {
+        tokio::select! {
+            change = nw.changes.next() => match change {
+                Some(n) => {
+                    if let Err(e) = shared.lock().expect("balancer lock").on_neighbour(&n) {
+                        log::error!("neighbour {}: writing the new MAC failed: {e}", n.addr);
+                    }
+                }
+                None => {
+                    log::warn!("neighbour table: the netlink subscription ended; subscribing again");
+                    nw.conn.abort();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    match resubscribe(&shared).await {
+                        Ok(fresh) => nw = fresh,
+                        Err(e) => {
+                            log::error!("neighbour table: {e:#}; MACs no longer follow it until a restart");
+                            return;
+                        }
+                    }
+                }
+            },
+            _ = retry.tick() => {
+                let missing = shared.lock().expect("balancer lock").unresolved();
+                rounds.retain(|server, _| missing.iter().any(|(m, _)| m == server));
+                if missing.is_empty() {
+                    continue;
+                }
+                neigh::probe(&missing.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+                for (server, addr) in &missing {
+                    let n = rounds.entry(server.clone()).or_default();
+                    *n += 1;
+                    if *n == 5 {
+                        log::warn!("{server}: {addr} does not resolve (no neighbour entry); DOWN until it does");
+                    }
+                }
+            }
+            _ = shutdown.changed() => {
+                nw.conn.abort();
+                return;
+            }
+        }
+    }
+}
+
+/// A new subscription, and every entry of the table now given to the balancer.
+async fn resubscribe(shared: &Shared) -> Result<NeighbourWatch> {
+    let (nw, table) = watch_neighbours().await?;
+    let mut b = shared.lock().expect("balancer lock");
+    for (addr, ifindex, mac) in table.entries() {
+        b.on_neighbour(&neigh::Neighbour {
+            addr,
+            ifindex,
+            mac: Some(mac),
+        })?;
+    }
+    Ok(nw)
 }
 
 /// `xlb detach`: remove the pinned link (the program stops) and the pinned maps.
