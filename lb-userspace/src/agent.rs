@@ -181,8 +181,13 @@ async fn serve(
 
     let socket = cfg.global.admin_socket.clone();
     let listener = bind_socket(&socket)?;
-    let api_task = tokio::spawn(api_loop(listener, shared.clone(), shutdown.clone()));
     let stick_pin = cfg.global.bpffs_dir.join("maps").join(lb_common::MAP_STICK);
+    let api_task = tokio::spawn(api_loop(
+        listener,
+        shared.clone(),
+        stick_pin.clone(),
+        shutdown.clone(),
+    ));
     let mut peer_tasks = Vec::new();
     let replication = if cfg.global.peers.is_empty() {
         None
@@ -338,12 +343,12 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-async fn api_loop(l: UnixListener, shared: Shared, mut shutdown: watch::Receiver<bool>) {
+async fn api_loop(l: UnixListener, shared: Shared, stick_pin: PathBuf, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             r = l.accept() => match r {
                 Ok((stream, _)) => {
-                    tokio::spawn(api_conn(stream, shared.clone()));
+                    tokio::spawn(api_conn(stream, shared.clone(), stick_pin.clone()));
                 }
                 Err(e) => {
                     log::warn!("runtime API: accept failed: {e}");
@@ -355,37 +360,88 @@ async fn api_loop(l: UnixListener, shared: Shared, mut shutdown: watch::Receiver
     }
 }
 
+/// How long the client may take to read each part of an answer before it is dropped.
+const API_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One connection: one line in (bounded in size and time), one answer out, close.
-async fn api_conn(stream: tokio::net::UnixStream, shared: Shared) {
+///
+/// The command runs on a blocking thread: first under the balancer's lock for what needs the
+/// balancer only ([`api::prepare`], quick), then without the lock for a table walk, whose
+/// answer streams to the client in chunks as it is made ([`api::Prepared::finish`]).
+async fn api_conn(stream: tokio::net::UnixStream, shared: Shared, stick_pin: PathBuf) {
     let (r, mut w) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(r).take(api::MAX_LINE as u64 + 1);
     let read = tokio::time::timeout(Duration::from_secs(10), reader.read_until(b'\n', &mut line)).await;
-    let answer = match read {
-        Err(_) => "Timeout: no command received within 10 s.\n".to_string(),
-        Ok(Err(e)) => format!("Read error: {e}\n"),
+    let refused = match read {
+        Err(_) => Some("Timeout: no command received within 10 s.\n".to_string()),
+        Ok(Err(e)) => Some(format!("Read error: {e}\n")),
         Ok(Ok(_)) if line.len() > api::MAX_LINE => {
-            format!("Command too long: at most {} bytes.\n", api::MAX_LINE)
+            Some(format!("Command too long: at most {} bytes.\n", api::MAX_LINE))
         }
-        Ok(Ok(_)) => match std::str::from_utf8(&line) {
-            Err(_) => {
-                "Unknown command: input is not text. Type 'help' for the list of commands.\n".to_string()
-            }
-            Ok(text) => {
-                let text = text.trim_end_matches(['\r', '\n']).to_string();
-                let shared = shared.clone();
-                // Map walks can take a while on big tables: off the async thread.
-                tokio::task::spawn_blocking(move || {
-                    let mut b = shared.lock().expect("balancer lock");
-                    api::execute(&mut b, &text)
-                })
-                .await
-                .unwrap_or_else(|e| format!("Internal error: {e}\n"))
-            }
-        },
+        Ok(Ok(_)) => std::str::from_utf8(&line).is_err().then(|| {
+            "Unknown command: input is not text. Type 'help' for the list of commands.\n".to_string()
+        }),
     };
-    let _ = w.write_all(answer.as_bytes()).await;
+    if let Some(answer) = refused {
+        let _ = w.write_all(answer.as_bytes()).await;
+        let _ = w.shutdown().await;
+        return;
+    }
+    let text = String::from_utf8_lossy(&line)
+        .trim_end_matches(['\r', '\n'])
+        .to_string();
+    let (chunks, mut answer) = mpsc::channel::<Vec<u8>>(4);
+    let job = tokio::task::spawn_blocking(move || {
+        let prepared = api::prepare(&mut shared.lock().expect("balancer lock"), &text);
+        let mut out = ChunkSender {
+            chunks,
+            buf: Vec::new(),
+        };
+        prepared.finish(&stick_pin, &mut out)?;
+        std::io::Write::flush(&mut out)
+    });
+    while let Some(chunk) = answer.recv().await {
+        match tokio::time::timeout(API_WRITE_TIMEOUT, w.write_all(&chunk)).await {
+            Ok(Ok(())) => {}
+            // The client went away or stopped reading: the walk stops at its next chunk.
+            _ => break,
+        }
+    }
+    drop(answer);
+    if let Err(e) = job.await {
+        let _ = w.write_all(format!("Internal error: {e}\n").as_bytes()).await;
+    }
     let _ = w.shutdown().await;
+}
+
+/// An answer written on a blocking thread, handed to the connection's task in chunks.
+struct ChunkSender {
+    chunks: mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    const CHUNK: usize = 64 * 1024;
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.chunks
+            .blocking_send(std::mem::take(&mut self.buf))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
 }
 
 /// Every `interval`: delete idle entries (on its own map handle, in batches, off the async
