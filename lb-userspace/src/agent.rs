@@ -1,7 +1,7 @@
 //! `xlb run`: load, attach, then run small tokio tasks until SIGTERM:
-//! health transitions -> table rebuilds; the runtime API socket; the expiry sweeper; SIGHUP
-//! reloads. On exit the XDP link and maps stay pinned: the data path keeps forwarding and the
-//! next agent adopts the stick table.
+//! health transitions -> table rebuilds; neighbour-table changes -> backend MACs; the runtime
+//! API socket; the expiry sweeper; SIGHUP reloads. On exit the XDP link and maps stay pinned:
+//! the data path keeps forwarding and the next agent adopts the stick table.
 
 use std::{
     fs::File,
@@ -24,7 +24,7 @@ use crate::{
     config::{self, Config},
     datapath::{self, Datapath, LoadOptions},
     health::{HealthChecker, Transition},
-    peers,
+    neigh, peers,
     services::{Balancer, CheckChanges},
     stick_table,
 };
@@ -96,7 +96,13 @@ pub fn run(config_path: &Path) -> Result<()> {
     let adopted = dp.adopted();
     let mut dp = dp;
     dp.set_new_entry_cap(cfg.global.max_new_entries_per_cpu)?;
-    let (mut b, checks) = Balancer::new(cfg.clone(), dp)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let (mut neighbours, table) = rt.block_on(watch_neighbours())?;
+    let (mut b, checks) = Balancer::new(cfg.clone(), dp, table)?;
+    rt.block_on(resolve_at_start(&mut b, &mut neighbours.changes))?;
     let generic = cfg.global.xdp_mode == config::XdpMode::Generic;
     let own_mac = crate::egress::mac(&cfg.global.interface)
         .with_context(|| format!("cannot read the MAC of {}", cfg.global.interface))?;
@@ -121,14 +127,56 @@ pub fn run(config_path: &Path) -> Result<()> {
             }
         ),
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    rt.block_on(serve(b, checks, config_path.to_path_buf(), cfg))
+    rt.block_on(serve(b, checks, neighbours, config_path.to_path_buf(), cfg))
 }
 
-async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Config) -> Result<()> {
+/// The subscription to the neighbour table: its netlink connection (a task) and its changes.
+struct NeighbourWatch {
+    conn: tokio::task::JoinHandle<()>,
+    changes: neigh::Watch,
+}
+
+/// Subscribe to the neighbour table, spawn the subscription's connection, then dump the table
+/// (in that order, so no change falls in between).
+async fn watch_neighbours() -> Result<(NeighbourWatch, neigh::Table)> {
+    let (conn, changes) = neigh::subscribe()?;
+    let conn = tokio::spawn(conn);
+    let mut table = neigh::Table::default();
+    for n in changes.dump().await? {
+        table.update(&n);
+    }
+    Ok((NeighbourWatch { conn, changes }, table))
+}
+
+/// Before the agent serves: probe the addresses of servers without a MAC and take the answers
+/// that come within a second (usually a millisecond), so a fresh agent starts with its servers
+/// UP. Those still without one stay DOWN until their address resolves.
+async fn resolve_at_start(b: &mut Balancer, watch: &mut neigh::Watch) -> Result<()> {
+    let missing = b.unresolved();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    neigh::probe(&missing.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !b.unresolved().is_empty() {
+        match tokio::time::timeout_at(deadline, watch.next()).await {
+            Ok(Some(n)) => b.on_neighbour(&n)?,
+            _ => break,
+        }
+    }
+    for (server, addr) in b.unresolved() {
+        log::warn!("{server}: no MAC for {addr} in the neighbour table yet; DOWN until it resolves");
+    }
+    Ok(())
+}
+
+async fn serve(
+    b: Balancer,
+    checks: CheckChanges,
+    neighbours: NeighbourWatch,
+    config_path: PathBuf,
+    cfg: Config,
+) -> Result<()> {
     let shared: Shared = Arc::new(Mutex::new(b));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (tx, mut transitions) = mpsc::unbounded_channel::<Transition>();
@@ -138,8 +186,13 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
 
     let socket = cfg.global.admin_socket.clone();
     let listener = bind_socket(&socket)?;
-    let api_task = tokio::spawn(api_loop(listener, shared.clone(), shutdown.clone()));
     let stick_pin = cfg.global.bpffs_dir.join("maps").join(lb_common::MAP_STICK);
+    let api_task = tokio::spawn(api_loop(
+        listener,
+        shared.clone(),
+        stick_pin.clone(),
+        shutdown.clone(),
+    ));
     let mut peer_tasks = Vec::new();
     let replication = if cfg.global.peers.is_empty() {
         None
@@ -193,6 +246,7 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
         sweep_now.clone(),
         shutdown.clone(),
     ));
+    let neigh_task = tokio::spawn(follow_neighbours(shared.clone(), neighbours, shutdown.clone()));
     let metrics_task = cfg
         .global
         .metrics
@@ -220,6 +274,7 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
                         if !shared.lock().expect("balancer lock").retired.is_empty() {
                             sweep_now.notify_one();
                         }
+                        probe_unresolved(&shared);
                         log::info!("xlb: configuration reloaded from {}", config_path.display());
                     }
                     Err(e) => log::error!("xlb: reload refused, running configuration kept: {e:#}"),
@@ -237,6 +292,7 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
     hc.shutdown().await;
     let _ = api_task.await;
     let _ = sweep_task.await;
+    let _ = neigh_task.await;
     for t in peer_tasks {
         let _ = t.await;
     }
@@ -302,12 +358,12 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(UnixListener::from_std(l)?)
 }
 
-async fn api_loop(l: UnixListener, shared: Shared, mut shutdown: watch::Receiver<bool>) {
+async fn api_loop(l: UnixListener, shared: Shared, stick_pin: PathBuf, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             r = l.accept() => match r {
                 Ok((stream, _)) => {
-                    tokio::spawn(api_conn(stream, shared.clone()));
+                    tokio::spawn(api_conn(stream, shared.clone(), stick_pin.clone()));
                 }
                 Err(e) => {
                     log::warn!("runtime API: accept failed: {e}");
@@ -319,43 +375,93 @@ async fn api_loop(l: UnixListener, shared: Shared, mut shutdown: watch::Receiver
     }
 }
 
+/// How long the client may take to read each part of an answer before it is dropped.
+const API_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One connection: one line in (bounded in size and time), one answer out, close.
-async fn api_conn(stream: tokio::net::UnixStream, shared: Shared) {
+///
+/// The command runs on a blocking thread: first under the balancer's lock for what needs the
+/// balancer only ([`api::prepare`], quick), then without the lock for a table walk, whose
+/// answer streams to the client in chunks as it is made ([`api::Prepared::finish`]).
+async fn api_conn(stream: tokio::net::UnixStream, shared: Shared, stick_pin: PathBuf) {
     let (r, mut w) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(r).take(api::MAX_LINE as u64 + 1);
     let read = tokio::time::timeout(Duration::from_secs(10), reader.read_until(b'\n', &mut line)).await;
-    let answer = match read {
-        Err(_) => "Timeout: no command received within 10 s.\n".to_string(),
-        Ok(Err(e)) => format!("Read error: {e}\n"),
+    let refused = match read {
+        Err(_) => Some("Timeout: no command received within 10 s.\n".to_string()),
+        Ok(Err(e)) => Some(format!("Read error: {e}\n")),
         Ok(Ok(_)) if line.len() > api::MAX_LINE => {
-            format!("Command too long: at most {} bytes.\n", api::MAX_LINE)
+            Some(format!("Command too long: at most {} bytes.\n", api::MAX_LINE))
         }
-        Ok(Ok(_)) => match std::str::from_utf8(&line) {
-            Err(_) => {
-                "Unknown command: input is not text. Type 'help' for the list of commands.\n".to_string()
-            }
-            Ok(text) => {
-                let text = text.trim_end_matches(['\r', '\n']).to_string();
-                let shared = shared.clone();
-                // Map walks can take a while on big tables: off the async thread.
-                tokio::task::spawn_blocking(move || {
-                    let mut b = shared.lock().expect("balancer lock");
-                    api::execute(&mut b, &text)
-                })
-                .await
-                .unwrap_or_else(|e| format!("Internal error: {e}\n"))
-            }
-        },
+        Ok(Ok(_)) => std::str::from_utf8(&line).is_err().then(|| {
+            "Unknown command: input is not text. Type 'help' for the list of commands.\n".to_string()
+        }),
     };
-    let _ = w.write_all(answer.as_bytes()).await;
+    if let Some(answer) = refused {
+        let _ = w.write_all(answer.as_bytes()).await;
+        let _ = w.shutdown().await;
+        return;
+    }
+    let text = String::from_utf8_lossy(&line)
+        .trim_end_matches(['\r', '\n'])
+        .to_string();
+    let (chunks, mut answer) = mpsc::channel::<Vec<u8>>(4);
+    let job = tokio::task::spawn_blocking(move || {
+        let prepared = api::prepare(&mut shared.lock().expect("balancer lock"), &text);
+        let mut out = ChunkSender {
+            chunks,
+            buf: Vec::new(),
+        };
+        prepared.finish(&stick_pin, &mut out)?;
+        std::io::Write::flush(&mut out)
+    });
+    while let Some(chunk) = answer.recv().await {
+        match tokio::time::timeout(API_WRITE_TIMEOUT, w.write_all(&chunk)).await {
+            Ok(Ok(())) => {}
+            // The client went away or stopped reading: the walk stops at its next chunk.
+            _ => break,
+        }
+    }
+    drop(answer);
+    if let Err(e) = job.await {
+        let _ = w.write_all(format!("Internal error: {e}\n").as_bytes()).await;
+    }
     let _ = w.shutdown().await;
 }
 
+/// An answer written on a blocking thread, handed to the connection's task in chunks.
+struct ChunkSender {
+    chunks: mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    const CHUNK: usize = 64 * 1024;
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.chunks
+            .blocking_send(std::mem::take(&mut self.buf))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
 /// Every `interval`, and at once after a reload that retired ids: delete idle and stale
-/// entries (on its own map handle, in batches, off the async thread), send the entries created
-/// or refreshed since the last pass to the peers, and retry MAC resolution of servers that have
-/// none.
+/// entries (on its own map handle, in batches, off the async thread) and send the entries
+/// created or refreshed since the last pass to the peers.
 async fn sweeper(
     shared: Shared,
     stick_pin: PathBuf,
@@ -424,14 +530,83 @@ async fn sweeper(
             Ok(Err(e)) => log::warn!("sweeper: {e:#}"),
             Err(e) => log::warn!("sweeper: {e}"),
         }
-        let s = shared.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = s.lock().expect("balancer lock").resolve_missing_macs() {
-                log::warn!("neighbour resolution: {e}");
-            }
-        })
-        .await;
     }
+}
+
+/// Probe the addresses of servers without a MAC (the answers come through the neighbour
+/// watch). Sending never blocks; it happens after the lock is released.
+fn probe_unresolved(shared: &Shared) {
+    let missing = shared.lock().expect("balancer lock").unresolved();
+    if !missing.is_empty() {
+        neigh::probe(&missing.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+    }
+}
+
+/// Follow the neighbour table: each change goes to the balancer (a new MAC is written to the
+/// backends at that address at once). Every second, addresses still without a MAC are probed
+/// again. When the subscription ends (its socket failed, e.g. overflowed), subscribe again and
+/// take a fresh dump, so no change stays missed.
+async fn follow_neighbours(shared: Shared, mut nw: NeighbourWatch, mut shutdown: watch::Receiver<bool>) {
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Probe rounds each server without a MAC has been through: it is warned about at the fifth.
+    let mut rounds: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    loop {
+        tokio::select! {
+            change = nw.changes.next() => match change {
+                Some(n) => {
+                    if let Err(e) = shared.lock().expect("balancer lock").on_neighbour(&n) {
+                        log::error!("neighbour {}: writing the new MAC failed: {e}", n.addr);
+                    }
+                }
+                None => {
+                    log::warn!("neighbour table: the netlink subscription ended; subscribing again");
+                    nw.conn.abort();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    match resubscribe(&shared).await {
+                        Ok(fresh) => nw = fresh,
+                        Err(e) => {
+                            log::error!("neighbour table: {e:#}; MACs no longer follow it until a restart");
+                            return;
+                        }
+                    }
+                }
+            },
+            _ = retry.tick() => {
+                let missing = shared.lock().expect("balancer lock").unresolved();
+                rounds.retain(|server, _| missing.iter().any(|(m, _)| m == server));
+                if missing.is_empty() {
+                    continue;
+                }
+                neigh::probe(&missing.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+                for (server, addr) in &missing {
+                    let n = rounds.entry(server.clone()).or_default();
+                    *n += 1;
+                    if *n == 5 {
+                        log::warn!("{server}: {addr} does not resolve (no neighbour entry); DOWN until it does");
+                    }
+                }
+            }
+            _ = shutdown.changed() => {
+                nw.conn.abort();
+                return;
+            }
+        }
+    }
+}
+
+/// A new subscription, and every entry of the table now given to the balancer.
+async fn resubscribe(shared: &Shared) -> Result<NeighbourWatch> {
+    let (nw, table) = watch_neighbours().await?;
+    let mut b = shared.lock().expect("balancer lock");
+    for (addr, ifindex, mac) in table.entries() {
+        b.on_neighbour(&neigh::Neighbour {
+            addr,
+            ifindex,
+            mac: Some(mac),
+        })?;
+    }
+    Ok(nw)
 }
 
 /// `xlb detach`: remove the pinned link (the program stops) and the pinned maps.

@@ -3,15 +3,20 @@
 //!
 //! Every answer ends with a newline; errors are one line. Nothing a client sends can stop the
 //! agent: input is bounded, parsed strictly, and a failure is an answer, not a panic.
+//!
+//! A command runs in two steps so that no table walk holds the agent's lock: [`prepare`], under
+//! the lock, does what needs the balancer (and all of a command that needs nothing else) and
+//! copies out what a walk needs; [`Prepared::finish`], without the lock, walks the stick table
+//! on a map handle of its own and writes the answer as it is made.
 
-use std::{fmt::Write as _, net::IpAddr};
+use std::{collections::HashMap, fmt::Write as _, io, net::IpAddr, path::Path};
 
-use lb_common::gstat;
+use lb_common::{BackendStats, ServiceStats, StickEntry, StickKey, gstat};
 
 use crate::{
     config::AdminState,
     datapath::coarse_now_ns,
-    services::Balancer,
+    services::{Balancer, Svc},
     stick_table::{self, Filter},
 };
 
@@ -34,42 +39,137 @@ The following commands are valid at this level:
   where <service> <addr>                   : which server a client goes to now, and why
 ";
 
-/// Run one command line against the balancer; the answer to send back.
-pub fn execute(b: &mut Balancer, line: &str) -> String {
+/// A command after [`prepare`]: the answer, or the walk that makes it.
+pub enum Prepared {
+    /// The whole answer.
+    Answer(String),
+    /// A walk of the stick table, with what it needs from the balancer.
+    Walk(Box<Walk>),
+}
+
+/// A stick-table walk and the services it needs, copied out of the balancer under the lock.
+pub enum Walk {
+    /// `show table`: each table's header.
+    Headers(Vec<Svc>),
+    /// `show table NAME [filter]`.
+    Show(Svc, Filter),
+    /// `clear table NAME [filter]`.
+    Clear(Svc, Filter),
+    /// `show stat`.
+    Stat(StatSnapshot),
+}
+
+/// Parse one command line and do, under the balancer's lock, what needs the balancer. Quick:
+/// no table walk.
+pub fn prepare(b: &mut Balancer, line: &str) -> Prepared {
     let words: Vec<&str> = line.split_whitespace().collect();
     match run(b, &words) {
-        Ok(out) => out,
-        Err(e) => format!("{e}\n"),
+        Ok(p) => p,
+        Err(e) => Prepared::Answer(format!("{e}\n")),
     }
 }
 
-fn run(b: &mut Balancer, w: &[&str]) -> Result<String, String> {
+impl Prepared {
+    fn walk(w: Walk) -> Prepared {
+        Prepared::Walk(Box::new(w))
+    }
+
+    /// Without the lock: walk the stick map pinned at `stick_pin` if the command needs it, and
+    /// write the answer to `out` as it is made. An error of `out` (the client went away) stops
+    /// the walk.
+    pub fn finish(self, stick_pin: &Path, out: &mut dyn io::Write) -> io::Result<()> {
+        match self {
+            Prepared::Answer(a) => out.write_all(a.as_bytes()),
+            Prepared::Walk(w) => match w.run(stick_pin, out) {
+                Ok(()) => Ok(()),
+                Err(WalkError::Out(e)) => Err(e),
+                Err(WalkError::Table(e)) => writeln!(out, "{e}"),
+            },
+        }
+    }
+}
+
+/// Why a walk stopped: the client's end failed, or the table could not be read (the answer).
+enum WalkError {
+    Out(io::Error),
+    Table(String),
+}
+
+impl From<io::Error> for WalkError {
+    fn from(e: io::Error) -> Self {
+        WalkError::Out(e)
+    }
+}
+
+impl Walk {
+    fn run(self, stick_pin: &Path, out: &mut dyn io::Write) -> Result<(), WalkError> {
+        let map = || {
+            stick_table::open_pinned(stick_pin)
+                .map_err(|e| WalkError::Table(format!("cannot read the stick table: {e:#}")))
+        };
+        let all = || {
+            stick_table::entries(&map()?)
+                .map_err(|e| WalkError::Table(format!("cannot read the stick table: {e}")))
+        };
+        match self {
+            Walk::Headers(services) => {
+                let used = stick_table::count(&all()?);
+                for s in &services {
+                    let n = used
+                        .iter()
+                        .filter(|((svc, _), _)| *svc as u32 == s.id)
+                        .map(|(_, n)| n)
+                        .sum();
+                    out.write_all(stick_table::header(s, n).as_bytes())?;
+                }
+            }
+            Walk::Show(svc, filter) => {
+                for line in stick_table::show(&all()?, &svc, &filter) {
+                    out.write_all(line.as_bytes())?;
+                }
+            }
+            Walk::Clear(svc, filter) => {
+                let n = stick_table::clear(&mut map()?, &svc, &filter)
+                    .map_err(|e| WalkError::Table(format!("cannot clear: {e}")))?;
+                log::info!("clear table {}: {n} entries removed", svc.cfg.name);
+            }
+            Walk::Stat(snapshot) => out.write_all(show_stat(&snapshot, &all()?).as_bytes())?,
+        }
+        Ok(())
+    }
+}
+
+/// A service as a walk needs it: names, ids and settings, without its Maglev table.
+fn for_walk(s: &Svc) -> Svc {
+    Svc {
+        id: s.id,
+        cfg: s.cfg.clone(),
+        servers: s.servers.clone(),
+        table: Vec::new(),
+    }
+}
+
+fn run(b: &mut Balancer, w: &[&str]) -> Result<Prepared, String> {
+    let answer = |a: String| Ok(Prepared::Answer(a));
     match w {
         [] => Err("Empty command. Type 'help' for the list of commands.".into()),
-        ["help"] => Ok(HELP.into()),
-        ["show", "info"] => Ok(show_info(b)),
-        ["show", "peers"] => Ok(match &b.peers {
+        ["help"] => answer(HELP.into()),
+        ["show", "info"] => answer(show_info(b)),
+        ["show", "peers"] => answer(match &b.peers {
             Some(p) => p.show(),
             None => "# no [[peer]] configured\n".into(),
         }),
-        ["show", "stat"] => show_stat(b),
-        ["show", "servers", "state"] => show_servers_state(b, None),
-        ["show", "servers", "state", name] => show_servers_state(b, Some(name)),
-        ["show", "table"] => show_tables(b),
+        ["show", "stat"] => Ok(Prepared::walk(Walk::Stat(stat_snapshot(b)?))),
+        ["show", "servers", "state"] => answer(show_servers_state(b, None)?),
+        ["show", "servers", "state", name] => answer(show_servers_state(b, Some(name))?),
+        ["show", "table"] => Ok(Prepared::walk(Walk::Headers(b.services.iter().map(for_walk).collect()))),
         ["show", "table", name, filter @ ..] => {
             let f = Filter::parse(filter)?;
-            let svc = service(b, name)?;
-            stick_table::show(&b.dp, svc, &f).map_err(|e| format!("cannot read the stick table: {e}"))
+            Ok(Prepared::walk(Walk::Show(for_walk(service(b, name)?), f)))
         }
         ["clear", "table", name, filter @ ..] => {
             let f = Filter::parse(filter)?;
-            service(b, name)?;
-            // Disjoint borrows: the service list to match entries, the data path to delete them.
-            let Balancer { dp, services, .. } = b;
-            let svc = services.iter().find(|s| s.cfg.name == *name).expect("checked above");
-            let n = stick_table::clear(dp, svc, &f).map_err(|e| format!("cannot clear: {e}"))?;
-            log::info!("clear table {name}: {n} entries removed");
-            Ok(String::new())
+            Ok(Prepared::walk(Walk::Clear(for_walk(service(b, name)?), f)))
         }
         ["set", "server", target, "state", st] => {
             let (s, v) = split_target(target)?;
@@ -77,7 +177,7 @@ fn run(b: &mut Balancer, w: &[&str]) -> Result<String, String> {
                 .parse()
                 .map_err(|_| format!("'{st}' is not a state; use ready, drain or maint."))?;
             match b.set_admin(s, v, state) {
-                Ok(true) => Ok(String::new()),
+                Ok(true) => answer(String::new()),
                 Ok(false) => Err(no_server(b, s, v)),
                 Err(e) => Err(format!("failed to apply: {e}")),
             }
@@ -91,7 +191,7 @@ fn run(b: &mut Balancer, w: &[&str]) -> Result<String, String> {
                 .filter(|w| *w <= 256)
                 .ok_or_else(|| format!("'{n}' is not a weight; use an integer from 0 to 256."))?;
             match b.set_weight(s, v, weight) {
-                Ok(true) => Ok(String::new()),
+                Ok(true) => answer(String::new()),
                 Ok(false) => Err(no_server(b, s, v)),
                 Err(e) => Err(format!("failed to apply: {e}")),
             }
@@ -100,7 +200,9 @@ fn run(b: &mut Balancer, w: &[&str]) -> Result<String, String> {
         ["where", name, addr] => {
             let a: IpAddr = addr.parse().map_err(|_| format!("'{addr}' is not an IPv4 or IPv6 address"))?;
             let svc = service(b, name)?;
-            stick_table::where_is(&b.dp, svc, a).map_err(|e| format!("cannot read the data path: {e}"))
+            stick_table::where_is(&b.dp, svc, a)
+                .map(Prepared::Answer)
+                .map_err(|e| format!("cannot read the data path: {e}"))
         }
         words => Err(format!(
             "Unknown command: '{}'. Type 'help' for the list of commands.",
@@ -127,17 +229,6 @@ fn no_server(b: &Balancer, s: &str, v: &str) -> String {
         None => format!("No such backend: '{s}'."),
         Some(_) => format!("No such server: '{s}/{v}'."),
     }
-}
-
-fn show_tables(b: &Balancer) -> Result<String, String> {
-    let all =
-        b.dp.stick_entries()
-            .map_err(|e| format!("cannot read the stick table: {e}"))?;
-    let mut out = String::new();
-    for s in &b.services {
-        out.push_str(&stick_table::header(s, stick_table::entries_of(&all, s).len()));
-    }
-    Ok(out)
 }
 
 /// HAProxy's `show servers state` (version 1): the columns that apply, in HAProxy's order.
@@ -191,19 +282,41 @@ fn show_servers_state(b: &Balancer, only: Option<&str>) -> Result<String, String
     Ok(out)
 }
 
-/// `show stat`: HAProxy's leading columns (pxname, svname, ... bin, status, weight) then ours.
-fn show_stat(b: &Balancer) -> Result<String, String> {
+/// What `show stat` needs from the balancer: each service with its counters and its servers'.
+pub struct StatSnapshot {
+    services: Vec<(Svc, ServiceStats, Vec<BackendStats>)>,
+    uptime_s: u64,
+}
+
+fn stat_snapshot(b: &Balancer) -> Result<StatSnapshot, String> {
+    let mut services = Vec::new();
+    for s in &b.services {
+        let servers = s
+            .servers
+            .iter()
+            .map(|v| b.dp.backend_stats(v.id))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let totals = b.dp.service_stats(s.id).map_err(|e| e.to_string())?;
+        services.push((for_walk(s), totals, servers));
+    }
+    Ok(StatSnapshot {
+        services,
+        uptime_s: b.started.elapsed().as_secs(),
+    })
+}
+
+/// `show stat`: HAProxy's leading columns (pxname, svname, ... bin, status, weight) then ours;
+/// entry counts from `all` (every entry of the table).
+fn show_stat(snapshot: &StatSnapshot, all: &[(StickKey, StickEntry)]) -> String {
     let mut out = String::from(
         "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,status,weight,act,lastchg,pkts,stick_used,stick_hits,stick_misses,stick_inserts,stick_expired,redispatches,pinned_down,no_backend,\n",
     );
-    let all =
-        b.dp.stick_entries()
-            .map_err(|e| format!("cannot read the stick table: {e}"))?;
-    for s in &b.services {
-        let entries = stick_table::entries_of(&all, s);
-        for v in &s.servers {
-            let st = b.dp.backend_stats(v.id).map_err(|e| e.to_string())?;
-            let used = entries.iter().filter(|(_, e)| e.backend == v.id).count();
+    let counts: HashMap<(u16, u32), usize> = stick_table::count(all);
+    for (s, t, stats) in &snapshot.services {
+        let used_by = |backend: u32| counts.get(&(s.id as u16, backend)).copied().unwrap_or(0);
+        for (v, st) in s.servers.iter().zip(stats) {
+            let used = used_by(v.id);
             let _ = writeln!(
                 out,
                 "{},{},0,0,0,0,,{},{},0,{},{},{},{},{},{used},,,,,,,,",
@@ -218,7 +331,11 @@ fn show_stat(b: &Balancer) -> Result<String, String> {
                 st.packets,
             );
         }
-        let t = b.dp.service_stats(s.id).map_err(|e| e.to_string())?;
+        let entries: usize = counts
+            .iter()
+            .filter(|((svc, _), _)| *svc as u32 == s.id)
+            .map(|(_, n)| n)
+            .sum();
         let up = s.servers.iter().filter(|v| v.state_word() == "UP").count();
         let _ = writeln!(
             out,
@@ -233,9 +350,9 @@ fn show_stat(b: &Balancer) -> Result<String, String> {
                 .filter(|v| v.state_word() == "UP")
                 .map(|v| v.weight)
                 .sum::<u32>(),
-            b.started.elapsed().as_secs(),
+            snapshot.uptime_s,
             t.packets,
-            entries.len(),
+            entries,
             t.stick_hits,
             t.stick_misses,
             t.stick_inserts,
@@ -245,13 +362,15 @@ fn show_stat(b: &Balancer) -> Result<String, String> {
             t.no_backend,
         );
     }
-    Ok(out)
+    out
 }
 
+/// `show info`. `StickTableUsed` is the count of the sweeper's last pass (at most
+/// `sweep_interval` old, the figure the metrics show): counting here would walk the table.
 fn show_info(b: &Balancer) -> String {
     let mut out = String::new();
     let g = b.dp.global_stats().unwrap_or([0; gstat::COUNT as usize]);
-    let used = b.dp.stick_entries().map(|v| v.len()).unwrap_or(0);
+    let used: usize = b.table_used.values().sum();
     let _ = writeln!(out, "Name: xlb");
     let _ = writeln!(out, "Version: {}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(out, "Pid: {}", std::process::id());

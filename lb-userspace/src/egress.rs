@@ -17,11 +17,13 @@ use lb_common::MAX_TX_PORTS;
 use crate::datapath::{Datapath, DatapathError};
 
 /// How a backend's frames leave: `tx_port` 0 = `XDP_TX`; else the devmap port, and the source
-/// MAC to write.
+/// MAC to write. `ifindex` is the interface they leave by, whose neighbour table has the
+/// backend's MAC.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Egress {
     pub tx_port: u32,
     pub src_mac: [u8; 6],
+    pub ifindex: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +74,11 @@ impl TxPorts {
                 p
             }
         };
-        Ok(Egress { tx_port, src_mac })
+        Ok(Egress {
+            tx_port,
+            src_mac,
+            ifindex,
+        })
     }
 
     /// Forget the ports no backend uses any more (they may be handed out again; the map entry

@@ -8,11 +8,15 @@
 //! A server's state in the data path folds admin state and health together:
 //! maint -> MAINT, health down (or MAC unknown) -> DOWN, drain -> DRAIN, else UP. Only UP
 //! servers with weight > 0 get Maglev slots; a change rebuilds only its own service's table.
+//!
+//! A server's MAC: the one in its config, else the kernel's neighbour entry for its address on
+//! the interface its frames leave by (followed as it changes, see `neigh`), else the last one
+//! known (from before a reload, or from the pinned maps after a restart).
 
 use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use lb_common::{
@@ -203,6 +207,10 @@ pub struct Balancer {
     pub retired: Retired,
     /// Counts successful applies (see `SweepPolicy::generation`).
     pub generation: u64,
+    /// The kernel's neighbour table as the agent's watch last reported it.
+    neighbours: neigh::Table,
+    /// The XDP interface's index (where the neighbours of servers without `interface` are).
+    xdp_ifindex: u32,
 }
 
 fn mask(prefix: u8, len: usize) -> Vec<u8> {
@@ -251,8 +259,14 @@ fn proto(p: Protocol) -> u8 {
 
 impl Balancer {
     /// Take over a loaded data path and apply `cfg` to it. When the data path adopted pinned
-    /// maps, ids, runtime admin states and health come from them, so nothing moves.
-    pub fn new(cfg: Config, dp: Datapath) -> Result<(Self, CheckChanges), ApplyError> {
+    /// maps, ids, runtime admin states and health come from them, so nothing moves. MACs come
+    /// from `neighbours` (the kernel's table now) where it has them.
+    pub fn new(
+        cfg: Config,
+        dp: Datapath,
+        neighbours: neigh::Table,
+    ) -> Result<(Self, CheckChanges), ApplyError> {
+        let xdp_ifindex = crate::egress::ifindex(&cfg.global.interface).unwrap_or(0);
         let mut b = Balancer {
             cfg: Config {
                 services: Vec::new(),
@@ -267,6 +281,8 @@ impl Balancer {
             table_used: HashMap::new(),
             retired: Retired::default(),
             generation: 0,
+            neighbours,
+            xdp_ifindex,
         };
         let adopted = b.dp.adopted();
         if adopted {
@@ -436,6 +452,7 @@ impl Balancer {
                     }
                 };
                 let before = prev.as_ref().and_then(|p| p.server(&c.name));
+                let egress = egress[&full];
                 let server = match before {
                     // Reload: runtime state carries over unless the config changed that field.
                     Some(b) => Server {
@@ -451,13 +468,15 @@ impl Balancer {
                         },
                         mac: c
                             .mac
-                            .or(if b.cfg.address == c.address { b.mac } else { None })
-                            .or_else(|| neigh::resolve(c.address, Duration::from_millis(500))),
-                        egress: egress[&full],
+                            .or_else(|| self.neighbours.get(c.address, egress.ifindex))
+                            .or((b.cfg.address == c.address && b.egress.ifindex == egress.ifindex)
+                                .then_some(b.mac)
+                                .flatten()),
+                        egress,
                         last_change: b.last_change,
                         last_reason: b.last_reason.clone(),
                     },
-                    None => self.fresh_server(bid, i, c, &full, adopt, egress[&full])?,
+                    None => self.fresh_server(bid, i, c, adopt, egress)?,
                 };
                 servers.push(server);
             }
@@ -526,21 +545,27 @@ impl Balancer {
         Ok(())
     }
 
+    /// Write server `s`'s backend value.
+    fn write_backend(dp: &mut Datapath, s: &Server, service: u32) -> Result<(), ApplyError> {
+        dp.set_backend(
+            s.id,
+            Backend {
+                mac: s.mac.unwrap_or([0; 6]),
+                state: s.dp_state(),
+                tx_port: s.egress.tx_port,
+                src_mac: s.egress.src_mac,
+                service: service as u16,
+                ..Default::default()
+            },
+        )?;
+        Ok(())
+    }
+
     /// Write service `idx`'s backends and, when it changed, its Maglev table.
     fn sync(&mut self, idx: usize) -> Result<(), ApplyError> {
         let svc = &self.services[idx];
         for s in &svc.servers {
-            self.dp.set_backend(
-                s.id,
-                Backend {
-                    mac: s.mac.unwrap_or([0; 6]),
-                    state: s.dp_state(),
-                    tx_port: s.egress.tx_port,
-                    src_mac: s.egress.src_mac,
-                    service: svc.id as u16,
-                    ..Default::default()
-                },
-            )?;
+            Self::write_backend(&mut self.dp, s, svc.id)?;
         }
         let servers: Vec<MaglevServer> = svc
             .servers
@@ -587,7 +612,10 @@ impl Balancer {
                         source,
                     })
             }
-            _ => Ok(Egress::default()),
+            _ => Ok(Egress {
+                ifindex: self.xdp_ifindex,
+                ..Egress::default()
+            }),
         }
     }
 
@@ -596,7 +624,6 @@ impl Balancer {
         bid: u32,
         i: usize,
         c: &config::Server,
-        full: &str,
         adopt: bool,
         egress: Egress,
     ) -> Result<Server, ApplyError> {
@@ -616,16 +643,12 @@ impl Balancer {
             ),
             _ => (c.state, health::Health::Up),
         };
+        // The kernel's entry wins over a pinned MAC: the backend may have moved while no
+        // agent ran.
         let mac = c
             .mac
-            .or_else(|| pinned.filter(|p| p.mac != [0; 6]).map(|p| p.mac))
-            .or_else(|| neigh::resolve(c.address, Duration::from_millis(500)));
-        if mac.is_none() {
-            log::warn!(
-                "{full}: no MAC for {} in the neighbour table yet; DOWN until it resolves",
-                c.address
-            );
-        }
+            .or_else(|| self.neighbours.get(c.address, egress.ifindex))
+            .or_else(|| pinned.filter(|p| p.mac != [0; 6]).map(|p| p.mac));
         Ok(Server {
             id: bid,
             puid: i as u32 + 1,
@@ -667,9 +690,6 @@ impl Balancer {
         s.health = to;
         s.last_change = Instant::now();
         s.last_reason = reason.to_string();
-        if to == health::Health::Up && s.mac.is_none() {
-            s.mac = neigh::resolve(s.cfg.address, Duration::from_millis(500));
-        }
         let word = if to == health::Health::Up { "UP" } else { "DOWN" };
         log::warn!("{service}/{server} {word}: {reason}");
         self.sync(si)?;
@@ -702,30 +722,65 @@ impl Balancer {
         Ok(true)
     }
 
-    /// Retry MAC resolution of servers that have none (called periodically).
-    pub fn resolve_missing_macs(&mut self) -> Result<(), ApplyError> {
+    /// A change of the kernel's neighbour table: every server at that address, on that
+    /// interface, without a MAC of its own in the config, takes the new MAC. A server that had
+    /// a MAC gets only its backend value rewritten; one that had none can come UP, so its
+    /// service's table is rebuilt. An entry gone or failed changes nothing (see `neigh`).
+    pub fn on_neighbour(&mut self, n: &neigh::Neighbour) -> Result<(), ApplyError> {
+        if !self.neighbours.update(n) {
+            return Ok(());
+        }
+        let Some(mac) = n.mac else { return Ok(()) };
         for si in 0..self.services.len() {
-            let mut changed = false;
+            let mut first_mac = false;
             let svc = &mut self.services[si];
-            for s in svc.servers.iter_mut().filter(|s| s.mac.is_none()) {
-                if let Some(m) = neigh::lookup(s.cfg.address)
-                    .or_else(|| neigh::resolve(s.cfg.address, Duration::from_millis(100)))
-                {
-                    log::info!(
-                        "{}/{}: MAC {} resolved",
-                        svc.cfg.name,
-                        s.cfg.name,
-                        neigh::format_mac(&m)
-                    );
-                    s.mac = Some(m);
-                    changed = true;
+            for s in svc.servers.iter_mut().filter(|s| {
+                s.cfg.mac.is_none()
+                    && s.cfg.address == n.addr
+                    && s.egress.ifindex == n.ifindex
+                    && s.mac != Some(mac)
+            }) {
+                match s.mac.replace(mac) {
+                    None => {
+                        log::info!(
+                            "{}/{}: MAC {} resolved",
+                            svc.cfg.name,
+                            s.cfg.name,
+                            neigh::format_mac(&mac)
+                        );
+                        first_mac = true;
+                    }
+                    Some(old) => {
+                        log::warn!(
+                            "{}/{}: MAC of {} changed from {} to {} (neighbour table)",
+                            svc.cfg.name,
+                            s.cfg.name,
+                            s.cfg.address,
+                            neigh::format_mac(&old),
+                            neigh::format_mac(&mac)
+                        );
+                        Self::write_backend(&mut self.dp, s, svc.id)?;
+                    }
                 }
             }
-            if changed {
+            if first_mac {
                 self.sync(si)?;
             }
         }
         Ok(())
+    }
+
+    /// Servers that have no MAC yet: ("service/server", address), for probes and warnings.
+    pub fn unresolved(&self) -> Vec<(String, IpAddr)> {
+        self.services
+            .iter()
+            .flat_map(|svc| {
+                svc.servers
+                    .iter()
+                    .filter(|s| s.mac.is_none())
+                    .map(|s| (format!("{}/{}", svc.cfg.name, s.cfg.name), s.cfg.address))
+            })
+            .collect()
     }
 
     /// What the sweeper needs (see `SweepPolicy`).

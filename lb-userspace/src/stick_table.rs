@@ -1,7 +1,16 @@
 //! The stick table as operators see it: HAProxy's `show table` lines, filters, `clear table`,
 //! the expiry sweep, and "where does this client go?".
+//!
+//! Walks of the whole table (`show table`, `show stat`, `clear table`, the sweep) run on a map
+//! handle of their own ([`open_pinned`]) and read it through [`entries`], never under the
+//! agent's lock: at a million entries one read takes a good part of a second.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use aya::maps::{MapData, MapError};
 
 use lb_common::{
     BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, StickEntry, StickKey, hash::affinity_hash,
@@ -131,28 +140,46 @@ pub fn line(svc: &Svc, k: &StickKey, e: &StickEntry, now_ns: u64) -> String {
     )
 }
 
-/// `show table NAME [filter]`.
-pub fn show(dp: &Datapath, svc: &Svc, filter: &Filter) -> Result<String, DatapathError> {
-    let all = dp.stick_entries()?;
-    let mine = entries_of(&all, svc);
+/// `show table NAME [filter]` from `all` (every entry of the table): the header, then one line
+/// per matching entry, made as they are consumed.
+pub fn show<'a>(
+    all: &[(StickKey, StickEntry)],
+    svc: &'a Svc,
+    filter: &'a Filter,
+) -> impl Iterator<Item = String> + 'a {
+    let mine = entries_of(all, svc);
     let now = coarse_now_ns();
-    let mut out = header(svc, mine.len());
-    for (k, e) in mine.iter().filter(|(k, e)| filter.matches(svc, k, e)) {
-        out.push_str(&line(svc, k, e, now));
-    }
-    Ok(out)
+    std::iter::once(header(svc, mine.len())).chain(
+        mine.into_iter()
+            .filter(move |(k, e)| filter.matches(svc, k, e))
+            .map(move |(k, e)| line(svc, &k, &e, now)),
+    )
 }
 
 /// `clear table NAME [filter]`: how many entries were removed.
-pub fn clear(dp: &mut Datapath, svc: &Svc, filter: &Filter) -> Result<usize, DatapathError> {
-    let all = dp.stick_entries()?;
+pub fn clear(map: &mut StickMap, svc: &Svc, filter: &Filter) -> Result<usize, MapError> {
+    let all = entries(map)?;
     let mut n = 0;
     for (k, e) in entries_of(&all, svc) {
-        if filter.matches(svc, &k, &e) && dp.stick_delete(&k)? {
-            n += 1;
+        if filter.matches(svc, &k, &e) {
+            match map.remove(&k) {
+                Ok(()) => n += 1,
+                // Expired or evicted since the read.
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(n)
+}
+
+/// Entries per (service id, backend id), from `all`.
+pub fn count(all: &[(StickKey, StickEntry)]) -> HashMap<(u16, u32), usize> {
+    let mut n = HashMap::new();
+    for (k, e) in all {
+        *n.entry((k.service, e.backend)).or_default() += 1;
+    }
+    n
 }
 
 /// Which server `client` goes to now, and why.
@@ -232,18 +259,24 @@ fn maglev_pick(svc: &Svc, hash: u32) -> u32 {
     svc.table[(hash % svc.table.len() as u32) as usize]
 }
 
+/// The stick map on a handle of its own.
+pub type StickMap = aya::maps::HashMap<MapData, StickKey, StickEntry>;
+
 /// The pinned stick map at `pin`, on a handle of its own (walks need no lock of the agent's).
-pub fn open_pinned(
-    pin: &std::path::Path,
-) -> anyhow::Result<aya::maps::HashMap<aya::maps::MapData, StickKey, StickEntry>> {
+pub fn open_pinned(pin: &std::path::Path) -> anyhow::Result<StickMap> {
     use anyhow::Context as _;
-    let data = aya::maps::MapData::from_pin(pin).with_context(|| format!("open {}", pin.display()))?;
+    let data = MapData::from_pin(pin).with_context(|| format!("open {}", pin.display()))?;
     Ok(aya::maps::Map::LruHashMap(data).try_into()?)
+}
+
+/// Every entry of the table: the one place that reads it whole (in batches).
+pub fn entries(map: &StickMap) -> Result<Vec<(StickKey, StickEntry)>, MapError> {
+    crate::map_batch::read_all(map, 4096)
 }
 
 /// Every entry of the pinned stick map at `pin`.
 pub fn read_all(pin: &std::path::Path) -> anyhow::Result<Vec<(StickKey, StickEntry)>> {
-    Ok(crate::map_batch::read_all(&open_pinned(pin)?, 4096)?)
+    Ok(entries(&open_pinned(pin)?)?)
 }
 
 /// What one sweep did.
@@ -270,18 +303,18 @@ pub struct Swept {
 /// Collects the live entries touched since `touched_since`, if given. Works on its own map
 /// handle (one batched read of every entry, then the deletions) so the agent keeps answering.
 pub fn sweep(
-    stick: &mut aya::maps::HashMap<aya::maps::MapData, StickKey, StickEntry>,
+    stick: &mut StickMap,
     policy: &crate::services::SweepPolicy,
     touched_since: Option<u64>,
     batch: usize,
     mut between_batches: impl FnMut(),
     still_current: impl FnOnce() -> bool,
-) -> Result<Swept, aya::maps::MapError> {
+) -> Result<Swept, MapError> {
     let now = coarse_now_ns();
     let mut expired = Vec::new();
     let mut stale = Vec::new();
     let mut out = Swept::default();
-    let all = crate::map_batch::read_all(stick, 4096)?;
+    let all = entries(stick)?;
     between_batches();
     for (k, e) in all {
         out.seen += 1;

@@ -13,12 +13,12 @@ use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr},
     os::fd::{AsRawFd, RawFd},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU16, AtomicU64, Ordering},
         mpsc,
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, anyhow};
@@ -41,6 +41,8 @@ struct Shared {
     health: AtomicU16,
     requests: AtomicU64,
     udp_queries: AtomicU64,
+    /// When each health-path request arrived, and from whom.
+    health_checks: Mutex<Vec<(IpAddr, Instant)>>,
 }
 
 struct Running {
@@ -81,6 +83,7 @@ impl BackendServer {
                 health: AtomicU16::new(200),
                 requests: AtomicU64::new(0),
                 udp_queries: AtomicU64::new(0),
+                health_checks: Mutex::new(Vec::new()),
             }),
             running: None,
         };
@@ -121,6 +124,16 @@ impl BackendServer {
     /// HTTP requests answered so far, health checks excluded.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// When the health-path requests from `from` (a checker's address) arrived, in order.
+    pub fn health_checks_from(&self, from: IpAddr) -> Vec<Instant> {
+        let checks = self.shared.health_checks.lock().expect("health checks lock");
+        checks
+            .iter()
+            .filter(|(a, _)| *a == from)
+            .map(|(_, t)| *t)
+            .collect()
     }
 
     /// UDP datagrams answered so far.
@@ -353,6 +366,11 @@ async fn serve_conn(mut s: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 
         let name = &shared.name;
         let (status, body) = if shared.health_path.as_deref() == Some(path) {
+            shared
+                .health_checks
+                .lock()
+                .expect("health checks lock")
+                .push((client, Instant::now()));
             let st = shared.health.load(Ordering::Relaxed);
             (st, format!("{name} {st}\n"))
         } else {

@@ -1659,3 +1659,110 @@ fn s17_peers_entries_with_unknown_names_malformed_or_over_budget_are_dropped_and
     assert!(!t.iter().any(|(k, _)| k == "10.96.0.1"), "{t:?}");
     assert!(t.contains(&("10.96.0.2".into(), "app3".into())), "{t:?}");
 }
+
+/// Issue 9, item 4: a backend's MAC was resolved once and never refreshed. After a NIC swap or
+/// a VM move, health checks passed (they use the kernel's neighbour table) while every frame the
+/// data path forwarded went to the old MAC. Here a backend changes its MAC and announces it as a
+/// host does (gratuitous ARP, unsolicited neighbour advertisement); once the LB's kernel has the
+/// new MAC, the clients pinned to that backend are served by it again within a second, and no
+/// client changes backend.
+#[test]
+fn backend_mac_change_is_followed_without_moving_clients() {
+    let e = env(
+        "macmove",
+        Opts {
+            backends: 2,
+            v4_sources: 40,
+            v6_sources: 10,
+            ..Default::default()
+        },
+    );
+    let mut pins = pin_all(&e, &e.sources4);
+    pins.extend(pin_all(&e, &e.sources6));
+    let victim = pins[&e.sources4[0]].clone();
+    let host = e.backends[backend_index(&victim)];
+    let h = e.topo.host(host).clone();
+    let pinned_to_victim: Vec<IpAddr> = pins
+        .iter()
+        .filter(|(_, b)| **b == victim)
+        .map(|(s, _)| *s)
+        .collect();
+    assert!(
+        pinned_to_victim.iter().any(|s| s.is_ipv4()) && pinned_to_victim.iter().any(|s| s.is_ipv6()),
+        "the test needs clients of both families on {victim}: {pins:?}"
+    );
+
+    // The new NIC: another MAC, announced when it changes.
+    let new_mac = format!("02:77:00:00:0a:{:02x}", h.n);
+    e.topo
+        .sysctl(
+            host,
+            &[
+                ("net.ipv4.conf.eth0.arp_notify", "1"),
+                ("net.ipv6.conf.eth0.ndisc_notify", "1"),
+            ],
+        )
+        .unwrap();
+    e.topo
+        .exec(host, &["ip", "link", "set", "dev", "eth0", "address", &new_mac])
+        .unwrap();
+
+    // The LB's kernel learns it (from the announcement; its health checks would too, later).
+    let has_new_mac = |a: IpAddr| {
+        e.topo
+            .exec(e.lb, &["ip", "neigh", "show", &a.to_string(), "dev", "eth0"])
+            .is_ok_and(|o| o.contains(&new_mac))
+    };
+    let t0 = std::time::Instant::now();
+    while !(has_new_mac(h.ipv4.into()) && has_new_mac(h.ipv6.into())) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the LB's neighbour table did not learn {new_mac} for {victim}:\n{}",
+            e.topo.exec(e.lb, &["ip", "neigh", "show"]).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let learned = std::time::Instant::now();
+
+    // Within a second of that, every client pinned to the victim is served by it again.
+    for s in &pinned_to_victim {
+        let served = loop {
+            match e
+                .topo
+                .http_get(e.client, *s, vip_of(*s), Duration::from_millis(200))
+            {
+                Ok(b) => break b,
+                Err(err) => assert!(
+                    learned.elapsed() < Duration::from_secs(1),
+                    "{s} (pinned to {victim}) still not served 1 s after the LB's kernel learned \
+                     {new_mac}: {err:#}\nshow servers state:\n{}",
+                    e.api("show servers state be_app").unwrap_or_default()
+                ),
+            }
+        };
+        assert_eq!(served, victim, "{s} changed backend");
+    }
+    eprintln!(
+        "{} clients pinned to {victim} served again {:?} after the LB learned its new MAC",
+        pinned_to_victim.len(),
+        learned.elapsed()
+    );
+    // And nobody moved.
+    for (s, b) in &pins {
+        assert_eq!(&e.get_vip(*s).unwrap(), b, "{s} changed backend");
+    }
+    assert!(
+        e.agent_log()
+            .contains(&format!("changed from 02:77:00:00:00:{:02x} to {new_mac}", h.n)),
+        "{}",
+        e.agent_log()
+    );
+}
+
+fn vip_of(src: IpAddr) -> std::net::SocketAddr {
+    if src.is_ipv4() {
+        harness::lbenv::VIP4_HTTP
+    } else {
+        harness::lbenv::VIP6_HTTP
+    }
+}
