@@ -72,15 +72,6 @@ pub fn lock_instance(bpffs_dir: &Path) -> Result<InstanceLock> {
     Ok(InstanceLock { _file: file, path })
 }
 
-/// Stick capacity: the sum of the services' `stick.size` (at least 1024).
-pub fn stick_capacity(cfg: &Config) -> u32 {
-    cfg.services
-        .iter()
-        .map(|s| s.stick.size as u64)
-        .sum::<u64>()
-        .clamp(1024, u32::MAX as u64) as u32
-}
-
 /// Everything before the runtime starts: validate, lock, load (adopting pins), program the
 /// maps, attach. Then run until a terminating signal.
 pub fn run(config_path: &Path) -> Result<()> {
@@ -90,7 +81,6 @@ pub fn run(config_path: &Path) -> Result<()> {
     let _lock = lock_instance(&cfg.global.bpffs_dir)?;
     let dp = Datapath::load(&LoadOptions {
         pin_dir: Some(cfg.global.bpffs_dir.clone()),
-        stick_capacity: stick_capacity(&cfg),
     })?;
     let adopted = dp.adopted();
     let mut dp = dp;
@@ -134,7 +124,11 @@ async fn serve(b: Balancer, checks: CheckChanges, config_path: PathBuf, cfg: Con
     let socket = cfg.global.admin_socket.clone();
     let listener = bind_socket(&socket)?;
     let api_task = tokio::spawn(api_loop(listener, shared.clone(), shutdown.clone()));
-    let stick_pin = cfg.global.bpffs_dir.join("maps").join(lb_common::MAP_STICK);
+    let stick_pin = cfg
+        .global
+        .bpffs_dir
+        .join("maps")
+        .join(lb_common::MAP_STICK_TABLES);
     let mut peer_tasks = Vec::new();
     let replication = if cfg.global.peers.is_empty() {
         None
@@ -361,9 +355,14 @@ async fn sweeper(
         let touched_since = replication.as_ref().map(|_| since);
         let r = tokio::task::spawn_blocking(move || -> Result<(stick_table::Swept, Duration)> {
             let t0 = Instant::now();
-            let mut map = stick_table::open_pinned(&pin)?;
-            let swept =
-                stick_table::sweep(&mut map, &expiries, touched_since, 10_000, std::thread::yield_now)?;
+            let mut tables = stick_table::open_pinned(&pin)?;
+            let swept = stick_table::sweep(
+                tables.maps_mut(),
+                &expiries,
+                touched_since,
+                10_000,
+                std::thread::yield_now,
+            )?;
             Ok((swept, t0.elapsed()))
         })
         .await;

@@ -135,7 +135,11 @@ fn show_tables(b: &Balancer) -> Result<String, String> {
             .map_err(|e| format!("cannot read the stick table: {e}"))?;
     let mut out = String::new();
     for s in &b.services {
-        out.push_str(&stick_table::header(s, stick_table::entries_of(&all, s).len()));
+        out.push_str(&stick_table::header(
+            s,
+            b.dp.stick_capacity_of(s.id).unwrap_or(0),
+            stick_table::entries_of(&all, s).len(),
+        ));
     }
     Ok(out)
 }
@@ -224,7 +228,7 @@ fn show_stat(b: &Balancer) -> Result<String, String> {
             out,
             "{},BACKEND,0,0,0,0,{},{},{},0,{},{},{up},{},{},{},{},{},{},{},{},{},{},",
             s.cfg.name,
-            s.cfg.stick.size,
+            b.dp.stick_capacity_of(s.id).unwrap_or(0),
             t.stick_inserts,
             t.bytes,
             if up > 0 { "UP" } else { "DOWN" },

@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMap, HashMap, MapData, MapInfo, PerCpuArray},
+    maps::{Array, DevMap, MapData, MapInfo, PerCpuArray},
     programs::{
         TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -19,9 +19,11 @@ use aya::{
 use lb_common::{
     ALL_MAPS, Backend, BackendStats, MAGLEV_MAX_SIZE, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS,
     MAP_GLOBAL_STATS, MAP_LIMITS, MAP_MAGLEV, MAP_NAMES, MAP_NEW_ENTRIES, MAP_SERVICE_STATS, MAP_SERVICES,
-    MAP_STICK, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats, StickEntry, StickKey,
-    VIP_PROBES, VIP_TABLE_SIZE, VipKey, VipSlot, gstat, maglev_base,
+    MAP_STICK_SINGLE, MAP_STICK_TABLES, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service,
+    ServiceStats, StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipKey, VipSlot, gstat, maglev_base,
 };
+
+use crate::stick_maps::{StickMap, StickMapError, StickTables, TableChange};
 
 /// The compiled XDP object (built by build.rs from `lb-ebpf`).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb.bpf.o"));
@@ -41,6 +43,16 @@ pub enum DatapathError {
         path: PathBuf,
         what: String,
     },
+    #[error(
+        "the pins under {dir} were written by an older xlb, which kept one stick table for all \
+         services ({path} exists); this xlb keeps one table per service and cannot adopt it. \
+         Run `xlb detach -c FILE` to remove the old pins (this empties the stick table), then start again"
+    )]
+    OldStickPin { dir: PathBuf, path: PathBuf },
+    #[error(transparent)]
+    Stick(#[from] StickMapError),
+    #[error("service id {service} has no stick table")]
+    NoStickTable { service: u32 },
     #[error("failed to load the eBPF object: {0}")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("map {name}: {source}")]
@@ -99,10 +111,8 @@ fn prog_err(name: &str) -> impl FnOnce(aya::programs::ProgramError) -> DatapathE
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// Pin every map under `<dir>/maps/` (adopting pins already there); `None` = no pins
-    /// (tests, benchmarks).
+    /// (tests, benchmarks). Stick tables are made per service afterwards (`set_stick_table`).
     pub pin_dir: Option<PathBuf>,
-    /// Stick table capacity (ignored when a pinned table is adopted: its size wins).
-    pub stick_capacity: u32,
 }
 
 /// What attaching did.
@@ -133,7 +143,8 @@ pub struct Datapath {
     active: Array<MapData, u32>,
     maglev: Array<MapData, u32>,
     backends: Array<MapData, Backend>,
-    stick: HashMap<MapData, StickKey, StickEntry>,
+    /// One stick table per service (`MAP_STICK_TABLES` and its inner tables).
+    sticks: StickTables,
     tx_ports: DevMap<MapData>,
     gstats: PerCpuArray<MapData, u64>,
     sstats: PerCpuArray<MapData, ServiceStats>,
@@ -142,12 +153,11 @@ pub struct Datapath {
     limits: Array<MapData, u64>,
     /// Set when the pinned maps of an earlier run were adopted.
     adopted: bool,
-    capacity: u32,
     /// What this process wrote into each (service, slot) of the Maglev map.
     shadow: std::collections::HashMap<(u32, u32), Vec<u32>>,
 }
 
-/// The size every map must have, but the stick table's (which the operator sizes).
+/// The key and value sizes of every map.
 fn expected(name: &str) -> (u32, u32) {
     use std::mem::size_of;
     match name {
@@ -156,7 +166,8 @@ fn expected(name: &str) -> (u32, u32) {
         MAP_SERVICES => (4, size_of::<Service>() as u32),
         MAP_ACTIVE_SLOT | MAP_MAGLEV | MAP_GLOBAL_STATS => (4, if name == MAP_GLOBAL_STATS { 8 } else { 4 }),
         MAP_BACKENDS => (4, size_of::<Backend>() as u32),
-        MAP_STICK => (size_of::<StickKey>() as u32, size_of::<StickEntry>() as u32),
+        // An array of maps: the values are map ids.
+        MAP_STICK_TABLES => (4, 4),
         MAP_TX_PORTS => (4, 8),
         MAP_SERVICE_STATS => (4, size_of::<ServiceStats>() as u32),
         MAP_BACKEND_STATS => (4, size_of::<BackendStats>() as u32),
@@ -172,7 +183,6 @@ impl Datapath {
         if OBJECT.is_empty() {
             return Err(DatapathError::EmptyObject);
         }
-        let mut capacity = opts.stick_capacity.max(1);
         let mut adopted = false;
         let mut loader = EbpfLoader::new();
         let mut pin_paths = Vec::new();
@@ -183,25 +193,22 @@ impl Datapath {
                 path: maps_dir.clone(),
                 source,
             })?;
+            let single = maps_dir.join(MAP_STICK_SINGLE);
+            if single.exists() {
+                return Err(DatapathError::OldStickPin {
+                    dir: dir.clone(),
+                    path: single,
+                });
+            }
             for name in ALL_MAPS {
                 let path = maps_dir.join(name);
                 if path.exists() {
-                    let max = check_pinned(name, &path)?;
-                    if name == MAP_STICK {
-                        if max != capacity {
-                            log::warn!(
-                                "stick table: keeping the pinned table of {max} entries (config asks {capacity}); \
-                                 a new size takes effect after `xlb detach`"
-                            );
-                        }
-                        capacity = max;
-                    }
+                    check_pinned(name, &path)?;
                     adopted = true;
                 }
                 pin_paths.push((name, path));
             }
         }
-        loader.map_max_entries(MAP_STICK, capacity);
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -227,7 +234,12 @@ impl Datapath {
             active: take!(MAP_ACTIVE_SLOT),
             maglev: take!(MAP_MAGLEV),
             backends: take!(MAP_BACKENDS),
-            stick: take!(MAP_STICK),
+            sticks: StickTables::adopt(ebpf.take_map(MAP_STICK_TABLES).ok_or(DatapathError::Map {
+                name: MAP_STICK_TABLES,
+                source: aya::maps::MapError::InvalidName {
+                    name: MAP_STICK_TABLES.to_string(),
+                },
+            })?)?,
             tx_ports: take!(MAP_TX_PORTS),
             gstats: take!(MAP_GLOBAL_STATS),
             sstats: take!(MAP_SERVICE_STATS),
@@ -237,7 +249,6 @@ impl Datapath {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
             adopted,
-            capacity,
             shadow: Default::default(),
         })
     }
@@ -505,34 +516,90 @@ impl Datapath {
 
     // --- stick table ------------------------------------------------------------------------
 
-    pub fn stick_entries(&self) -> Result<Vec<(StickKey, StickEntry)>> {
-        crate::map_batch::read_all(&self.stick, 4096).map_err(map_err(MAP_STICK))
+    /// Give a service a stick table of `capacity` entries (create it, keep it, or resize it
+    /// keeping its entries; see `StickTables::set`).
+    pub fn set_stick_table(&mut self, service: u32, capacity: u32) -> Result<TableChange> {
+        Ok(self.sticks.set(service, capacity)?)
     }
 
+    /// Remove a service's stick table and its entries; false when it had none.
+    pub fn remove_stick_table(&mut self, service: u32) -> Result<bool> {
+        Ok(self.sticks.remove(service)?)
+    }
+
+    /// Service ids that have a stick table.
+    pub fn stick_services(&self) -> Vec<u32> {
+        self.sticks.iter().map(|(s, _)| s).collect()
+    }
+
+    /// Every entry of every service's table.
+    pub fn stick_entries(&self) -> Result<Vec<(StickKey, StickEntry)>> {
+        Ok(self.sticks.entries()?)
+    }
+
+    /// Every entry of one service's table.
+    pub fn stick_entries_of(&self, service: u32) -> Result<Vec<(StickKey, StickEntry)>> {
+        Ok(self.sticks.entries_of(service)?)
+    }
+
+    fn stick_table_err(
+        service: u32,
+        what: &'static str,
+    ) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+        move |source| {
+            DatapathError::Stick(StickMapError::Map {
+                service,
+                what,
+                source,
+            })
+        }
+    }
+
+    /// The entry of `key` in the table of its service (`key.service`).
     pub fn stick_get(&self, key: &StickKey) -> Result<Option<StickEntry>> {
-        match self.stick.get(key, 0) {
+        let service = key.service as u32;
+        let Some(t) = self.sticks.get(service) else {
+            return Ok(None);
+        };
+        match t.map.get(key, 0) {
             Ok(v) => Ok(Some(v)),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(MAP_STICK)(e)),
+            Err(e) => Err(Self::stick_table_err(service, "cannot read an entry")(e)),
         }
     }
 
     pub fn stick_insert(&mut self, key: StickKey, entry: StickEntry) -> Result<()> {
-        self.stick.insert(key, entry, 0).map_err(map_err(MAP_STICK))
+        let service = key.service as u32;
+        let t = self
+            .sticks
+            .get_mut(service)
+            .ok_or(DatapathError::NoStickTable { service })?;
+        t.map
+            .insert(key, entry, 0)
+            .map_err(Self::stick_table_err(service, "cannot write an entry"))
     }
 
-    /// Delete an entry; a key already gone is not an error.
+    /// Delete an entry; a key already gone (or a service without a table) is not an error.
     pub fn stick_delete(&mut self, key: &StickKey) -> Result<bool> {
-        match self.stick.remove(key) {
+        let service = key.service as u32;
+        let Some(t) = self.sticks.get_mut(service) else {
+            return Ok(false);
+        };
+        match t.map.remove(key) {
             Ok(()) => Ok(true),
             Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(map_err(MAP_STICK)(e)),
+            Err(e) => Err(Self::stick_table_err(service, "cannot delete an entry")(e)),
         }
     }
 
-    /// Entries the stick table can hold (fixed when the map was created).
-    pub fn stick_capacity(&self) -> u32 {
-        self.capacity
+    /// Entries one service's table can hold (None: it has no table).
+    pub fn stick_capacity_of(&self, service: u32) -> Option<u32> {
+        self.sticks.capacity(service)
+    }
+
+    /// Entries all tables together can hold.
+    pub fn stick_capacity(&self) -> u64 {
+        self.sticks.total_capacity()
     }
 
     // --- counters ---------------------------------------------------------------------------
@@ -584,9 +651,14 @@ impl Datapath {
         }))
     }
 
-    /// The stick table map itself (benchmarks fill and sweep it directly).
-    pub fn stick_map_mut(&mut self) -> &mut HashMap<MapData, StickKey, StickEntry> {
-        &mut self.stick
+    /// A service's stick table itself (benchmarks and tests fill and sweep it directly).
+    pub fn stick_map_mut(&mut self, service: u32) -> Option<&mut StickMap> {
+        self.sticks.get_mut(service).map(|t| &mut t.map)
+    }
+
+    /// Every service's stick table (benchmarks sweep them directly).
+    pub fn stick_maps_mut(&mut self) -> impl Iterator<Item = &mut StickMap> {
+        self.sticks.maps_mut()
     }
 
     /// Benchmark only: reset the fresh-source counter and set its wrap (0 = never wraps).
@@ -639,8 +711,8 @@ impl Datapath {
     }
 }
 
-/// Compare a pinned map with what this program expects; returns its max_entries.
-fn check_pinned(name: &'static str, path: &Path) -> Result<u32> {
+/// Compare a pinned map with what this program expects.
+fn check_pinned(name: &'static str, path: &Path) -> Result<()> {
     let info = MapInfo::from_pin(path).map_err(map_err(name))?;
     let (k, v) = expected(name);
     let mismatch = |what: String| DatapathError::PinMismatch {
@@ -657,17 +729,14 @@ fn check_pinned(name: &'static str, path: &Path) -> Result<u32> {
             info.value_size()
         )));
     }
-    Ok(info.max_entries())
+    Ok(())
 }
 
 /// Attach the `xlb_pass` program (XDP_PASS) to `ifname` in native mode, for the life of the
 /// interface. For test topologies: veth delivers XDP_TX frames to its peer only when the peer
 /// runs an XDP program too. Call it from a thread inside the interface's namespace.
 pub fn attach_pass_program(ifname: &str) -> Result<()> {
-    let mut dp = Datapath::load(&LoadOptions {
-        pin_dir: None,
-        stick_capacity: 1,
-    })?;
+    let mut dp = Datapath::load(&LoadOptions { pin_dir: None })?;
     let prog = dp.program(lb_common::PROG_PASS)?;
     let id = prog
         .attach(ifname, XdpMode::Driver)
@@ -687,7 +756,8 @@ pub fn remove_pins(dir: &Path) -> Result<()> {
     }
     let maps = dir.join("maps");
     if maps.exists() {
-        for name in ALL_MAPS {
+        // The single stick table of older releases too, so `xlb detach` clears their pins.
+        for name in ALL_MAPS.into_iter().chain([MAP_STICK_SINGLE]) {
             let p = maps.join(name);
             if p.exists() {
                 std::fs::remove_file(&p).map_err(io("cannot remove pinned map", p.clone()))?;

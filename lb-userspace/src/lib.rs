@@ -13,4 +13,5 @@ pub mod neigh;
 pub mod netns;
 pub mod peers;
 pub mod services;
+pub mod stick_maps;
 pub mod stick_table;

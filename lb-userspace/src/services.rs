@@ -29,6 +29,7 @@ use crate::{
     egress::{Egress, EgressError, TxPorts},
     health::{self, CheckKind, CheckSpec},
     neigh,
+    stick_maps::TableChange,
 };
 
 /// A server of a service, as the agent tracks it.
@@ -330,8 +331,9 @@ impl Balancer {
                 }
             }
         }
-        if !dropped_services.is_empty() {
-            self.delete_entries(|k| dropped_services.contains(&(k.service as u32)))?;
+        // A removed service's table goes with its entries: its id may be given to a new service.
+        for id in &dropped_services {
+            self.dp.remove_stick_table(*id)?;
         }
 
         let alloc = |used: &mut Vec<bool>, what: &'static str| -> Result<u32, ApplyError> {
@@ -426,6 +428,7 @@ impl Balancer {
                     None => checks.remove.push(key),
                 }
             }
+            self.stick_table(id, scfg)?;
             self.dp.set_service(id, dp_service(scfg))?;
             services.push(svc);
         }
@@ -443,6 +446,26 @@ impl Balancer {
             self.sync(i)?;
         }
         Ok(checks)
+    }
+
+    /// Give a service its own stick table of its `stick.size` (none for `stick.on = "none"`),
+    /// keeping its entries when only the size changed.
+    fn stick_table(&mut self, id: u32, scfg: &config::Service) -> Result<(), ApplyError> {
+        if scfg.stick.on == StickOn::None {
+            if self.dp.remove_stick_table(id)? {
+                log::info!("service {}: no affinity, stick table removed", scfg.name);
+            }
+            return Ok(());
+        }
+        match self.dp.set_stick_table(id, scfg.stick.size)? {
+            TableChange::Kept | TableChange::Created => {}
+            TableChange::Resized { from, copied } => log::info!(
+                "service {}: stick table resized from {from} to {} entries ({copied} entries kept)",
+                scfg.name,
+                scfg.stick.size
+            ),
+        }
+        Ok(())
     }
 
     /// Write the VIP map to match the services exactly.

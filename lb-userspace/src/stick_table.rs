@@ -11,6 +11,7 @@ use crate::{
     config::StickOn,
     datapath::{Datapath, DatapathError, coarse_now_ns},
     services::{Svc, addr16},
+    stick_maps::{StickMap, StickTables},
 };
 
 /// A filter of `show table NAME ...` / `clear table NAME ...`.
@@ -88,7 +89,7 @@ pub fn table_type(svc: &Svc) -> &'static str {
     if svc.cfg.vip.is_ipv4() { "ip" } else { "ipv6" }
 }
 
-/// Entries of one service, sorted by key.
+/// Entries of one service (from a list of several services' entries), sorted by key.
 pub fn entries_of(all: &[(StickKey, StickEntry)], svc: &Svc) -> Vec<(StickKey, StickEntry)> {
     let mut v: Vec<_> = all
         .iter()
@@ -99,14 +100,13 @@ pub fn entries_of(all: &[(StickKey, StickEntry)], svc: &Svc) -> Vec<(StickKey, S
     v
 }
 
-/// `# table: be_app, type: ip, size:100000, used:42`
-pub fn header(svc: &Svc, used: usize) -> String {
+/// `# table: be_app, type: ip, size:100000, used:42`: `size` is the capacity of the service's
+/// own table in the data path (0 when it keeps none: `stick.on = "none"`).
+pub fn header(svc: &Svc, size: u32, used: usize) -> String {
     format!(
-        "# table: {}, type: {}, size:{}, used:{}\n",
+        "# table: {}, type: {}, size:{size}, used:{used}\n",
         svc.cfg.name,
         table_type(svc),
-        svc.cfg.stick.size,
-        used
     )
 }
 
@@ -133,10 +133,10 @@ pub fn line(svc: &Svc, k: &StickKey, e: &StickEntry, now_ns: u64) -> String {
 
 /// `show table NAME [filter]`.
 pub fn show(dp: &Datapath, svc: &Svc, filter: &Filter) -> Result<String, DatapathError> {
-    let all = dp.stick_entries()?;
+    let all = dp.stick_entries_of(svc.id)?;
     let mine = entries_of(&all, svc);
     let now = coarse_now_ns();
-    let mut out = header(svc, mine.len());
+    let mut out = header(svc, dp.stick_capacity_of(svc.id).unwrap_or(0), mine.len());
     for (k, e) in mine.iter().filter(|(k, e)| filter.matches(svc, k, e)) {
         out.push_str(&line(svc, k, e, now));
     }
@@ -145,7 +145,7 @@ pub fn show(dp: &Datapath, svc: &Svc, filter: &Filter) -> Result<String, Datapat
 
 /// `clear table NAME [filter]`: how many entries were removed.
 pub fn clear(dp: &mut Datapath, svc: &Svc, filter: &Filter) -> Result<usize, DatapathError> {
-    let all = dp.stick_entries()?;
+    let all = dp.stick_entries_of(svc.id)?;
     let mut n = 0;
     for (k, e) in entries_of(&all, svc) {
         if filter.matches(svc, &k, &e) && dp.stick_delete(&k)? {
@@ -210,7 +210,9 @@ pub fn where_is(dp: &Datapath, svc: &Svc, client: IpAddr) -> Result<String, Data
         ));
     }
     let how = match svc.cfg.stick.on {
-        StickOn::Src => "no stick entry yet; by hash, pinned on its first non-SYN packet",
+        StickOn::Src => {
+            "no stick entry yet; by hash, pinned by its first packet that proves a handshake (a TCP ACK) or datagram"
+        }
         StickOn::SrcPort => "by hash of the address; each source port gets its own entry",
         StickOn::None => "by 5-tuple hash; this service keeps no table (shown for source port 0)",
     };
@@ -225,18 +227,15 @@ fn maglev_pick(svc: &Svc, hash: u32) -> u32 {
     svc.table[(hash % svc.table.len() as u32) as usize]
 }
 
-/// The pinned stick map at `pin`, on a handle of its own (walks need no lock of the agent's).
-pub fn open_pinned(
-    pin: &std::path::Path,
-) -> anyhow::Result<aya::maps::HashMap<aya::maps::MapData, StickKey, StickEntry>> {
-    use anyhow::Context as _;
-    let data = aya::maps::MapData::from_pin(pin).with_context(|| format!("open {}", pin.display()))?;
-    Ok(aya::maps::Map::LruHashMap(data).try_into()?)
+/// Every service's table of the pinned stick tables at `pin`, on handles of their own (walks
+/// need no lock of the agent's).
+pub fn open_pinned(pin: &std::path::Path) -> anyhow::Result<StickTables> {
+    Ok(StickTables::from_pin(pin)?)
 }
 
-/// Every entry of the pinned stick map at `pin`.
+/// Every entry of every service's table of the pinned stick tables at `pin`.
 pub fn read_all(pin: &std::path::Path) -> anyhow::Result<Vec<(StickKey, StickEntry)>> {
-    Ok(crate::map_batch::read_all(&open_pinned(pin)?, 4096)?)
+    Ok(open_pinned(pin)?.entries()?)
 }
 
 /// What one sweep did.
@@ -252,20 +251,41 @@ pub struct Swept {
     pub used: std::collections::HashMap<u16, usize>,
 }
 
-/// One sweep: delete entries idle longer than their service's expire, and entries of services
-/// that no longer exist; collect the live entries touched since `touched_since`, if given.
-/// Works on its own map handle (one batched read of every entry, then the deletions) so the
-/// agent keeps answering.
-pub fn sweep(
-    stick: &mut aya::maps::HashMap<aya::maps::MapData, StickKey, StickEntry>,
+/// One sweep over every service's table: delete entries idle longer than their service's
+/// expire, and entries of services that no longer exist; collect the live entries touched since
+/// `touched_since`, if given. Works on its own map handles (one batched read of each table,
+/// then the deletions) so the agent keeps answering.
+pub fn sweep<'a>(
+    tables: impl IntoIterator<Item = &'a mut StickMap>,
     expiries: &std::collections::HashMap<u16, u64>,
     touched_since: Option<u64>,
     batch: usize,
     mut between_batches: impl FnMut(),
 ) -> Result<Swept, aya::maps::MapError> {
+    let mut out = Swept::default();
+    for stick in tables {
+        sweep_table(
+            stick,
+            expiries,
+            touched_since,
+            batch,
+            &mut between_batches,
+            &mut out,
+        )?;
+    }
+    Ok(out)
+}
+
+fn sweep_table(
+    stick: &mut StickMap,
+    expiries: &std::collections::HashMap<u16, u64>,
+    touched_since: Option<u64>,
+    batch: usize,
+    between_batches: &mut impl FnMut(),
+    out: &mut Swept,
+) -> Result<(), aya::maps::MapError> {
     let now = coarse_now_ns();
     let mut doomed = Vec::new();
-    let mut out = Swept::default();
     let all = crate::map_batch::read_all(stick, 4096)?;
     between_batches();
     for (k, e) in all {
@@ -303,5 +323,5 @@ pub fn sweep(
             between_batches();
         }
     }
-    Ok(out)
+    Ok(())
 }

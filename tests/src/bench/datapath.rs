@@ -115,7 +115,8 @@ pub fn run() -> Result<Report> {
         for (i, s) in scenarios.iter().enumerate() {
             let mut own;
             let lb = if s.room {
-                own = Lb::with_capacity(Svc::default(), ROOM_CAPACITY);
+                // Service 0 (VIP4:80/tcp) takes the inserts; the others need no room.
+                own = Lb::with_stick_sizes(Svc::default(), [ROOM_CAPACITY, 1024, 1024, 1024]);
                 &mut own
             } else {
                 &mut lb
