@@ -50,7 +50,7 @@ pub enum DatapathError {
     )]
     OldStickPin { dir: PathBuf, path: PathBuf },
     #[error(transparent)]
-    Stick(#[from] StickMapError),
+    Stick(Box<StickMapError>),
     #[error("service id {service} has no stick table")]
     NoStickTable { service: u32 },
     #[error("failed to load the eBPF object: {0}")]
@@ -95,6 +95,12 @@ pub enum DatapathError {
 }
 
 type Result<T, E = DatapathError> = std::result::Result<T, E>;
+
+impl From<StickMapError> for DatapathError {
+    fn from(e: StickMapError) -> Self {
+        DatapathError::Stick(Box::new(e))
+    }
+}
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
     move |source| DatapathError::Map { name, source }
@@ -547,11 +553,12 @@ impl Datapath {
         what: &'static str,
     ) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
         move |source| {
-            DatapathError::Stick(StickMapError::Map {
+            StickMapError::Map {
                 service,
                 what,
                 source,
-            })
+            }
+            .into()
         }
     }
 

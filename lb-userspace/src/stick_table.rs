@@ -303,7 +303,7 @@ fn sweep_table(
                 out.touched.push((k, e));
             }
         }
-        if out.seen % batch == 0 {
+        if out.seen.is_multiple_of(batch) {
             between_batches();
         }
     }

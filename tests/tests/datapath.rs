@@ -943,3 +943,135 @@ fn batched_table_read_matches_an_entry_by_entry_walk() {
         assert_eq!(batched, walked, "chunk {chunk}");
     }
 }
+
+// --- per-service stick tables: resize, pins -----------------------------------------------------
+
+/// A new size for a service's table: a new table of that size holding every entry, and the
+/// data path uses it from then on (what it creates afterwards lands there).
+#[test]
+fn stick_table_resize_keeps_every_entry_and_the_data_path_uses_the_new_table() {
+    let mut lb = Lb::with_capacity(Svc::default(), 1000);
+    let mut pins = Vec::new();
+    for n in 0..50u8 {
+        let c = [10, 77, 30, n];
+        pins.push((c, lb.forwarded_to(&t4(c, 40000, TCP_ACK))));
+    }
+    let before = lb.dp.stick_entries_of(0).unwrap();
+    assert_eq!(before.len(), 50);
+    let change = lb.dp.set_stick_table(0, 3000).unwrap();
+    assert_eq!(
+        change,
+        xlb::stick_maps::TableChange::Resized {
+            from: 1000,
+            copied: 50
+        }
+    );
+    assert_eq!(lb.dp.stick_capacity_of(0), Some(3000));
+    let mut after = lb.dp.stick_entries_of(0).unwrap();
+    let mut want = before.clone();
+    after.sort_by_key(|(k, _)| k.addr);
+    want.sort_by_key(|(k, _)| k.addr);
+    assert_eq!(after, want, "every entry moved over unchanged");
+    for (c, b) in &pins {
+        assert_eq!(lb.forwarded_to(&t4(*c, 40001, TCP_ACK)), *b, "still pinned");
+    }
+    lb.forwarded_to(&t4([10, 77, 31, 1], 40000, TCP_ACK));
+    assert_eq!(
+        lb.dp.stick_entries_of(0).unwrap().len(),
+        51,
+        "new entries go to the new table"
+    );
+    assert_eq!(
+        lb.dp.set_stick_table(0, 3000).unwrap(),
+        xlb::stick_maps::TableChange::Kept
+    );
+    // Removing a table empties the service's slot: its packets go by hash, nothing is kept.
+    assert!(lb.dp.remove_stick_table(0).unwrap());
+    let c = pins[0].0;
+    lb.forwarded_to(&t4(c, 40002, TCP_ACK));
+    assert!(lb.dp.stick_entries_of(0).unwrap().is_empty());
+    assert_eq!(lb.dp.stick_capacity_of(0), None);
+}
+
+/// A pin directory under /sys/fs/bpf of this test's own, removed on drop (panics included).
+struct PinDir(std::path::PathBuf);
+
+impl PinDir {
+    fn new(test: &str) -> PinDir {
+        xlb::datapath::ensure_bpffs().expect("bpffs at /sys/fs/bpf");
+        PinDir(std::path::Path::new("/sys/fs/bpf").join(harness::names::new_stem(test)))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = xlb::datapath::remove_pins(&self.0);
+    }
+}
+
+/// What one agent pinned, the next one adopts: every service's table with its size and entries.
+#[test]
+fn stick_tables_pinned_by_one_load_are_adopted_by_the_next() {
+    use xlb::datapath::{Datapath, LoadOptions};
+    let dir = PinDir::new("stickpins");
+    let opts = LoadOptions {
+        pin_dir: Some(dir.0.clone()),
+    };
+    let entry = |i: u32| StickEntry {
+        last_seen_ns: i as u64,
+        backend: i % 4,
+        _pad: 0,
+    };
+    let key = |service: u16, i: u32| {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&i.to_be_bytes());
+        StickKey::new(addr, service, 0, FAMILY_V4)
+    };
+    {
+        let mut dp = Datapath::load(&opts).unwrap();
+        assert!(!dp.adopted());
+        dp.set_stick_table(0, 1000).unwrap();
+        dp.set_stick_table(3, 2000).unwrap();
+        for i in 0..100 {
+            dp.stick_insert(key(0, i), entry(i)).unwrap();
+            dp.stick_insert(key(3, i), entry(i)).unwrap();
+        }
+    }
+    let mut dp = Datapath::load(&opts).unwrap();
+    assert!(dp.adopted());
+    assert_eq!(dp.stick_services(), vec![0, 3]);
+    assert_eq!(dp.stick_capacity_of(0), Some(1000));
+    assert_eq!(dp.stick_capacity_of(3), Some(2000));
+    for s in [0u16, 3] {
+        let mut got = dp.stick_entries_of(s as u32).unwrap();
+        got.sort_by_key(|(k, _)| k.addr);
+        let want: Vec<_> = (0..100).map(|i| (key(s, i), entry(i))).collect();
+        assert_eq!(got, want, "service {s}");
+    }
+    assert_eq!(
+        dp.set_stick_table(0, 1000).unwrap(),
+        xlb::stick_maps::TableChange::Kept,
+        "an adopted table of the configured size is kept as it is"
+    );
+}
+
+/// Pins of a release with one stick table for every service (`XLB_STICK`): refused with an
+/// error that says what it found and what to do, before anything is loaded.
+#[test]
+fn old_single_stick_table_pins_are_refused_with_a_clear_error() {
+    use aya::maps::{Array, MapData};
+    use xlb::datapath::{Datapath, DatapathError, LoadOptions};
+    let dir = PinDir::new("oldstick");
+    std::fs::create_dir_all(dir.0.join("maps")).unwrap();
+    let old = Array::<MapData, u32>::create(1, 0).unwrap();
+    old.pin(dir.0.join("maps").join(lb_common::MAP_STICK_SINGLE))
+        .unwrap();
+    let e = Datapath::load(&LoadOptions {
+        pin_dir: Some(dir.0.clone()),
+    })
+    .err()
+    .expect("loading over old pins must fail");
+    assert!(matches!(e, DatapathError::OldStickPin { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("XLB_STICK") && msg.contains("xlb detach"), "{msg}");
+}

@@ -949,3 +949,88 @@ fn s14_peers_share_the_stick_table_so_clients_keep_their_backend_on_another_bala
         log_of_2()
     );
 }
+
+/// Every service has a table of its own `stick.size`: a reload that changes one service's size
+/// keeps its entries (a smaller table keeps the most recently seen), touches no other service,
+/// and a restarted agent adopts the tables as they are.
+#[test]
+fn s15_stick_size_change_on_reload_keeps_the_entries_and_survives_a_restart() {
+    let e = env(
+        "sticksize",
+        Opts {
+            v4_sources: 100,
+            v6_sources: 10,
+            stick_size: 1000,
+            ..Default::default()
+        },
+    );
+    let pins = pin_all(&e, &e.sources4);
+    pin_all(&e, &e.sources6);
+    let header = |svc: &str| {
+        e.api(&format!("show table {svc}"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let before = e.table("be_app").unwrap();
+    let before6 = e.table("be_app6").unwrap();
+    assert_eq!(before.len(), 100);
+    assert_eq!(header("be_app"), "# table: be_app, type: ip, size:1000, used:100");
+    let resize = |size: u32| {
+        // be_app is the first service of the config.
+        let text = e
+            .config_text(e.opts.backends)
+            .replacen("size = 1000,", &format!("size = {size},"), 1);
+        e.write_config(&text).unwrap();
+        e.signal_agent(libc::SIGHUP);
+        let want = format!("size:{size},");
+        assert!(
+            e.wait_until(Duration::from_secs(10), || header("be_app").contains(&want)),
+            "be_app's table did not become {size} entries: {}\n{}",
+            header("be_app"),
+            e.agent_log()
+        );
+    };
+    resize(4000);
+    assert_eq!(
+        e.table("be_app").unwrap(),
+        before,
+        "a bigger table keeps every entry"
+    );
+    assert_eq!(
+        e.table("be_app6").unwrap(),
+        before6,
+        "another service is untouched"
+    );
+    assert!(header("be_app6").contains("size:1000,"), "{}", header("be_app6"));
+    for (s, b) in &pins {
+        assert_eq!(&e.get_vip(*s).unwrap(), b, "{s} stays on its server");
+    }
+    assert!(
+        e.agent_log()
+            .contains("stick table resized from 1000 to 4000 entries (100 entries kept)")
+    );
+
+    resize(60);
+    let small = e.table("be_app").unwrap();
+    assert!(
+        (1..=60).contains(&small.len()),
+        "a table of 60 holds {} entries",
+        small.len()
+    );
+    for entry in &small {
+        assert!(before.contains(entry), "{entry:?} was not in the table before");
+    }
+
+    e.kill_agent();
+    e.start_agent().unwrap();
+    assert!(header("be_app").contains("size:60,"), "{}", header("be_app"));
+    assert_eq!(
+        e.table("be_app").unwrap(),
+        small,
+        "the restarted agent adopts the table"
+    );
+    assert_eq!(e.table("be_app6").unwrap(), before6);
+}
