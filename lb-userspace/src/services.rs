@@ -460,7 +460,7 @@ impl Balancer {
         match self.dp.set_stick_table(id, scfg.stick.size)? {
             TableChange::Kept | TableChange::Created => {}
             TableChange::Resized { from, copied } => log::info!(
-                "service {}: stick table resized from {from} to {} entries ({copied} entries kept)",
+                "service {}: stick table resized from {from} to {} entries ({copied} entries copied)",
                 scfg.name,
                 scfg.stick.size
             ),

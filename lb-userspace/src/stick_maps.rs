@@ -53,7 +53,8 @@ pub enum TableChange {
     Kept,
     /// A new, empty table.
     Created,
-    /// A table of the new capacity replaced the old one; `copied` entries moved over.
+    /// A table of the new capacity replaced the old one; `copied` entries were written into it
+    /// (a smaller table keeps the most recently seen of them).
     Resized { from: u32, copied: usize },
 }
 

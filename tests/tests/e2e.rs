@@ -1010,7 +1010,7 @@ fn s15_stick_size_change_on_reload_keeps_the_entries_and_survives_a_restart() {
     }
     assert!(
         e.agent_log()
-            .contains("stick table resized from 1000 to 4000 entries (100 entries kept)")
+            .contains("stick table resized from 1000 to 4000 entries (100 entries copied)")
     );
 
     resize(60);
