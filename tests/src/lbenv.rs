@@ -473,6 +473,11 @@ impl LbEnv {
                     if n == pkt.len() as isize {
                         sent += 1;
                     }
+                    // Paced (64 per millisecond at most): the SYN-ACKs and RSTs the flood
+                    // brings back share the veth queues, and a burst of thousands overflows them.
+                    if i % 64 == 63 {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                 }
                 libc::close(fd);
                 Ok(sent)

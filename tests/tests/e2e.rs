@@ -504,6 +504,7 @@ fn s10_spoofed_syn_flood_evicts_no_established_client() {
     for (s, b) in &pins {
         assert_eq!(&e.get_vip(*s).unwrap(), b);
     }
+    eprintln!("{syns} spoofed SYNs and {rsts} RSTs of their owner passed; the table is unchanged");
 }
 
 #[test]
