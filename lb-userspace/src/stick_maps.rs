@@ -34,6 +34,12 @@ pub enum StickMapError {
          then start again"
     )]
     Mismatch { service: u32, what: String },
+    #[error("the stick tables' array of maps: {what}: {source}")]
+    Outer {
+        what: &'static str,
+        #[source]
+        source: MapError,
+    },
     #[error("service id {0} is out of range (at most {MAX_SERVICES} services)")]
     ServiceId(u32),
     #[error("cannot open the pinned stick tables at {path}: {source}")]
@@ -78,9 +84,8 @@ impl StickTables {
     /// Take the outer map of a loaded program, adopting the tables already in its slots (the
     /// pins of an earlier run); each one is checked to be an LRU hash of our key and value.
     pub fn adopt(outer: Map) -> Result<Self> {
-        let view: Outer<'_> = (&outer).try_into().map_err(|source| StickMapError::Map {
-            service: 0,
-            what: "the outer map is not an array of maps",
+        let view: Outer<'_> = (&outer).try_into().map_err(|source| StickMapError::Outer {
+            what: "not an array of maps",
             source,
         })?;
         let mut tables = BTreeMap::new();
@@ -112,7 +117,7 @@ impl StickTables {
             source,
         };
         let data = MapData::from_pin(pin).map_err(pin_err)?;
-        Self::adopt(Map::ArrayOfMaps(data))
+        Self::adopt(Map::from_map_data(data).map_err(pin_err)?)
     }
 
     /// The capacity of a service's table, if it has one.
@@ -238,11 +243,12 @@ impl StickTables {
     }
 
     fn outer_mut(&mut self) -> Result<OuterMut<'_>> {
-        (&mut self.outer).try_into().map_err(|source| StickMapError::Map {
-            service: 0,
-            what: "the outer map is not an array of maps",
-            source,
-        })
+        (&mut self.outer)
+            .try_into()
+            .map_err(|source| StickMapError::Outer {
+                what: "not an array of maps",
+                source,
+            })
     }
 
     fn outer_data(&self) -> &MapData {
