@@ -37,7 +37,11 @@ pub const MAP_SERVICES: &str = "XLB_SERVICES";
 pub const MAP_ACTIVE_SLOT: &str = "XLB_ACTIVE";
 pub const MAP_MAGLEV: &str = "XLB_MAGLEV";
 pub const MAP_BACKENDS: &str = "XLB_BACKENDS";
-pub const MAP_STICK: &str = "XLB_STICK";
+/// The stick tables: an array of maps, one LRU hash per service (index: service id).
+pub const MAP_STICK_TABLES: &str = "XLB_STICKS";
+/// The single stick table of xlb releases before per-service tables. Not defined by this
+/// program: a pin of that name means pins written by an older release.
+pub const MAP_STICK_SINGLE: &str = "XLB_STICK";
 pub const MAP_TX_PORTS: &str = "XLB_TX_PORTS";
 pub const MAP_GLOBAL_STATS: &str = "XLB_GSTATS";
 pub const MAP_SERVICE_STATS: &str = "XLB_SSTATS";
@@ -55,7 +59,7 @@ pub const ALL_MAPS: [&str; 16] = [
     MAP_ACTIVE_SLOT,
     MAP_MAGLEV,
     MAP_BACKENDS,
-    MAP_STICK,
+    MAP_STICK_TABLES,
     MAP_TX_PORTS,
     MAP_GLOBAL_STATS,
     MAP_SERVICE_STATS,
@@ -325,9 +329,9 @@ pub struct StickEntry {
 
 /// Indices of `MAP_GLOBAL_STATS` (per-CPU u64 counters). The data path writes only the events
 /// that belong to no service or are rare (PASS_NOT_VIP, PARSE_ERROR, REDIRECT, FRAGMENT,
-/// ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT, INSERT_CAPPED, STICK_STALE, PASS_NOT_OUR_MAC);
-/// the others are sums of `ServiceStats` that the agent computes, so a forwarded packet touches
-/// only its service's and backend's counters.
+/// ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT, INSERT_CAPPED, STICK_STALE, PASS_NOT_OUR_MAC,
+/// NO_HANDSHAKE_NO_INSERT); the others are sums of `ServiceStats` that the agent computes, so a
+/// forwarded packet touches only its service's and backend's counters.
 pub mod gstat {
     /// Every packet the program saw.
     pub const RX: u32 = 0;
@@ -368,7 +372,10 @@ pub mod gstat {
     /// multicast, another host's unicast, seen through flooding or promiscuous mode). Not
     /// counted in the service's packets: it was not balanced.
     pub const PASS_NOT_OUR_MAC: u32 = 18;
-    pub const COUNT: u32 = 19;
+    /// TCP packets of a client without an entry that prove no handshake and are not a bare SYN
+    /// (an RST, a SYN+ACK, a packet without ACK): forwarded by hash, no entry created.
+    pub const NO_HANDSHAKE_NO_INSERT: u32 = 19;
+    pub const COUNT: u32 = 20;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "rx",
@@ -390,6 +397,7 @@ pub mod gstat {
         "insert_capped",
         "stick_stale",
         "pass_not_our_mac",
+        "no_handshake_no_insert",
     ];
 }
 

@@ -5,8 +5,9 @@
 //! the same object without pins.
 
 use aya_ebpf::{
-    macros::map,
-    maps::{Array, DevMap, LruHashMap, PerCpuArray},
+    btf_maps::{ArrayOfMaps, LruHashMap},
+    macros::{btf_map, map},
+    maps::{Array, DevMap, PerCpuArray},
 };
 use lb_common::{
     Backend, BackendStats, FloorTarget, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS,
@@ -49,12 +50,21 @@ static MAGLEV: Array<u32> = Array::with_max_entries(MAX_SERVICES * 2 * MAGLEV_MA
 #[map(name = "XLB_BACKENDS")]
 static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 
-/// The stick table. Key: (service, masked client address, [source port], family). Value:
-/// backend id and last-seen time. Written by the data path (insert, refresh, redispatch) and
-/// by the agent (expiry sweep, `clear table`, `set server` fallout); read per VIP packet.
-/// LRU: when full, the least recently used entry makes room. Size set by the agent at load.
-#[map(name = "XLB_STICK")]
-static STICK: LruHashMap<StickKey, StickEntry> = LruHashMap::with_max_entries(65536, 0);
+/// The stick tables: one LRU hash per service, so a flood aimed at one service evicts only
+/// that service's clients. Index: service id. Value: that service's table, created by the agent
+/// with the service's own `stick.size` (a reload that changes the size copies the entries into
+/// a new table and swaps it in here); no table = the service keeps no entries (packets go by
+/// hash). Inner table key: (service, masked client address, [source port], family); value:
+/// backend id and last-seen time. Entries are written by the data path (insert, refresh,
+/// redispatch) and by the agent (expiry sweep, `clear table`, peers); read per VIP packet.
+/// LRU: when a service's table is full, that service's least recently used entry makes room.
+/// The inner map's `max_entries` here is only the template's: the kernel checks type, key and
+/// value sizes and flags of what the agent stores, never a hash map's size.
+#[btf_map(name = "XLB_STICKS")]
+static STICK_TABLES: ArrayOfMaps<StickTable, { MAX_SERVICES as usize }> = ArrayOfMaps::new();
+
+/// One service's stick table (see `STICK_TABLES`).
+pub type StickTable = LruHashMap<StickKey, StickEntry, 1>;
 
 /// Output interfaces for backends that are not on the receiving interface. Index: the
 /// backend's `tx_port` (1..). Written by the agent; read by `XDP_REDIRECT`.
@@ -174,14 +184,20 @@ pub fn backend(id: u32) -> Option<&'static Backend> {
     BACKENDS.get(id)
 }
 
+/// The stick table of a service, if the agent gave it one.
 #[inline(always)]
-pub fn stick_get(key: &StickKey) -> Option<*mut StickEntry> {
-    STICK.get_ptr_mut(key)
+pub fn stick_table(service: u32) -> Option<&'static StickTable> {
+    STICK_TABLES.get(service)
 }
 
 #[inline(always)]
-pub fn stick_put(key: &StickKey, entry: &StickEntry) -> bool {
-    STICK.insert(key, entry, 0).is_ok()
+pub fn stick_get(table: &StickTable, key: &StickKey) -> Option<*mut StickEntry> {
+    table.get_ptr_mut(key)
+}
+
+#[inline(always)]
+pub fn stick_put(table: &StickTable, key: &StickKey, entry: &StickEntry) -> bool {
+    table.insert(key, entry, 0).is_ok()
 }
 
 /// Whether this CPU may create one more stick entry now (and count it if so): a cap of new

@@ -27,6 +27,7 @@ const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 const ICMPV6_PKT_TOOBIG: u8 = 2;
 const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_RST: u8 = 0x04;
 const TCP_FLAG_ACK: u8 = 0x10;
 
 /// A packet as the balancer sees it: always oriented client -> VIP (for an ICMP error the inner
@@ -43,8 +44,15 @@ pub struct Flow {
     pub has_ports: bool,
     /// Any IP fragment (first or later).
     pub fragment: bool,
-    /// A TCP SYN without ACK: forwarded by hash, never creates a stick entry.
+    /// A TCP SYN without ACK or RST (a connection's first packet): forwarded by hash, never
+    /// creates a stick entry (its ACK does).
     pub syn_only: bool,
+    /// A TCP packet that does not prove a finished handshake: anything but ACK set with SYN and
+    /// RST clear (so a bare SYN, a SYN+ACK, an RST, a packet without ACK). Anyone can send one
+    /// from a spoofed address (and the real owners of spoofed addresses answer a backend's
+    /// SYN-ACK with an RST), so it never creates or refreshes a stick entry; it goes where the
+    /// table or the hash says. False for UDP.
+    pub no_handshake: bool,
     /// ICMP need-frag / ICMPv6 packet-too-big about a VIP flow.
     pub icmp_too_big: bool,
 }
@@ -122,6 +130,7 @@ fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
         has_ports: false,
         fragment,
         syn_only: false,
+        no_handshake: false,
         icmp_too_big: false,
     };
     transport(ctx, l4, flow, frag_offset != 0)
@@ -157,6 +166,7 @@ fn quoted_flow(quoted_src: [u8; 16], quoted_dst: [u8; 16], ports: &[u8; 4], fami
         has_ports: true,
         fragment: false,
         syn_only: false,
+        no_handshake: false,
         icmp_too_big: true,
     }
 }
@@ -172,7 +182,9 @@ fn l4_ports(ctx: &XdpContext, l4: usize, flow: &mut Flow) -> Result<(), ()> {
             return Err(()); // data offset below the minimal header
         }
         let flags = raw[13];
-        flow.syn_only = flags & TCP_FLAG_SYN != 0 && flags & TCP_FLAG_ACK == 0;
+        let handshake_flags = flags & (TCP_FLAG_ACK | TCP_FLAG_SYN | TCP_FLAG_RST);
+        flow.syn_only = handshake_flags == TCP_FLAG_SYN;
+        flow.no_handshake = handshake_flags != TCP_FLAG_ACK;
         flow.sport = u16::from_ne_bytes([raw[0], raw[1]]);
         flow.dport = u16::from_ne_bytes([raw[2], raw[3]]);
     } else {
@@ -242,6 +254,7 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
         has_ports: false,
         fragment: false,
         syn_only: false,
+        no_handshake: false,
         icmp_too_big: false,
     };
     let mut l4 = off + Ipv6Hdr::LEN;

@@ -6,8 +6,12 @@
 //! - backend down or in maintenance -> with redispatch: re-pick and overwrite; without: keep
 //!   sending to it (counted) and do not refresh, so the entry still expires;
 //! - backend no longer a server of this service (removed; its id maybe reused) -> a miss;
-//! - miss -> Maglev; create the entry, except for a bare TCP SYN (a spoofed SYN flood must not
-//!   flush the table; the SYN goes by hash, which the ACK then pins), fragments and ICMP errors.
+//! - miss -> Maglev; create the entry only from a packet that may pin: for TCP one that proves a
+//!   handshake (ACK set, SYN and RST clear), so spoofed SYNs, the RSTs their real owners send
+//!   back and SYN+ACKs never fill the table (a bare SYN goes by hash, which its ACK then pins);
+//!   never from fragments or ICMP errors. Only such packets refresh an entry, too.
+//! - every service has its own table (its own LRU of its `stick.size`): a flood at one service
+//!   evicts none of another's clients. A service without a table goes by hash.
 
 use lb_common::{
     BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, STICK_NONE, STICK_REFRESH_NS, STICK_SRC_PORT,
@@ -128,10 +132,14 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
         // the address hash alone (and never touch the table).
         return maglev(service_id, svc, affinity_hash(&key.addr, key.port, key.family));
     }
+    let Some(table) = maps::stick_table(service_id) else {
+        // Not given a table (yet): by hash, which is what the table would pin anyway.
+        return maglev(service_id, svc, affinity_hash(&key.addr, key.port, key.family));
+    };
     let now = now_ns();
-    let may_insert = !flow.syn_only && !flow.fragment && !flow.icmp_too_big;
+    let may_insert = !flow.no_handshake && !flow.fragment && !flow.icmp_too_big;
 
-    if let Some(e) = maps::stick_get(&key) {
+    if let Some(e) = maps::stick_get(table, &key) {
         // SAFETY: a value pointer from the map; fields are read and written as plain integers.
         let (backend, last_seen) = unsafe { ((*e).backend, (*e).last_seen_ns) };
         let idle = now.saturating_sub(last_seen);
@@ -153,7 +161,7 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
                     if pick != NO_BACKEND {
                         st.redispatches += 1;
                         if may_insert {
-                            insert(&key, pick, now, st);
+                            insert(table, &key, pick, now, st);
                         }
                     }
                     return pick;
@@ -174,15 +182,17 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
         return pick;
     }
     if may_insert {
-        insert(&key, pick, now, st);
+        insert(table, &key, pick, now, st);
     } else if flow.syn_only {
         maps::count(gstat::SYN_NO_INSERT);
+    } else if flow.no_handshake {
+        maps::count(gstat::NO_HANDSHAKE_NO_INSERT);
     }
     pick
 }
 
 #[inline(always)]
-fn insert(key: &StickKey, backend: u32, now: u64, st: &mut ServiceStats) {
+fn insert(table: &maps::StickTable, key: &StickKey, backend: u32, now: u64, st: &mut ServiceStats) {
     if !maps::may_create_entry(now) {
         maps::count(gstat::INSERT_CAPPED);
         return;
@@ -192,7 +202,7 @@ fn insert(key: &StickKey, backend: u32, now: u64, st: &mut ServiceStats) {
         backend,
         _pad: 0,
     };
-    if maps::stick_put(key, &entry) {
+    if maps::stick_put(table, key, &entry) {
         st.stick_inserts += 1;
     } else {
         maps::count(gstat::INSERT_FAILED);

@@ -72,15 +72,6 @@ pub fn lock_instance(bpffs_dir: &Path) -> Result<InstanceLock> {
     Ok(InstanceLock { _file: file, path })
 }
 
-/// Stick capacity: the sum of the services' `stick.size` (at least 1024).
-pub fn stick_capacity(cfg: &Config) -> u32 {
-    cfg.services
-        .iter()
-        .map(|s| s.stick.size as u64)
-        .sum::<u64>()
-        .clamp(1024, u32::MAX as u64) as u32
-}
-
 /// Everything before the runtime starts: validate, lock, load (adopting pins), program the
 /// maps, attach. Then run until a terminating signal.
 pub fn run(config_path: &Path) -> Result<()> {
@@ -91,7 +82,6 @@ pub fn run(config_path: &Path) -> Result<()> {
     let _lock = lock_instance(&cfg.global.bpffs_dir)?;
     let dp = Datapath::load(&LoadOptions {
         pin_dir: Some(cfg.global.bpffs_dir.clone()),
-        stick_capacity: stick_capacity(&cfg),
     })?;
     let adopted = dp.adopted();
     let mut dp = dp;
@@ -186,7 +176,11 @@ async fn serve(
 
     let socket = cfg.global.admin_socket.clone();
     let listener = bind_socket(&socket)?;
-    let stick_pin = cfg.global.bpffs_dir.join("maps").join(lb_common::MAP_STICK);
+    let stick_pin = cfg
+        .global
+        .bpffs_dir
+        .join("maps")
+        .join(lb_common::MAP_STICK_TABLES);
     let api_task = tokio::spawn(api_loop(
         listener,
         shared.clone(),
@@ -205,7 +199,8 @@ async fn serve(
             .as_deref()
             .context("[[peer]] is listed without peer_key_file")?;
         let key = config::read_peer_key(&config_path.display().to_string(), key_file)?;
-        let list = peers::Peers::new(&cfg.global.peers, key, stick_capacity(&cfg) as usize);
+        let capacity = cfg.services.iter().map(|s| s.stick.size as usize).sum();
+        let list = peers::Peers::new(&cfg.global.peers, key, capacity);
         shared.lock().expect("balancer lock").peers = Some(list.clone());
         let (batches, _) = broadcast::channel::<peers::Batch>(256);
         for i in 0..list.list.len() {
@@ -486,10 +481,10 @@ async fn sweeper(
         let (s, p) = (shared.clone(), policy.clone());
         let r = tokio::task::spawn_blocking(move || -> Result<(stick_table::Swept, Duration)> {
             let t0 = Instant::now();
-            let mut map = stick_table::open_pinned(&pin)?;
+            let mut tables = stick_table::open_pinned(&pin)?;
             let current = || s.lock().expect("balancer lock").generation == p.generation;
             let swept = stick_table::sweep(
-                &mut map,
+                &mut tables,
                 &p,
                 touched_since,
                 10_000,

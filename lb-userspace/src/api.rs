@@ -17,6 +17,7 @@ use crate::{
     config::AdminState,
     datapath::coarse_now_ns,
     services::{Balancer, Svc},
+    stick_maps::StickTables,
     stick_table::{self, Filter},
 };
 
@@ -103,37 +104,38 @@ impl From<io::Error> for WalkError {
 
 impl Walk {
     fn run(self, stick_pin: &Path, out: &mut dyn io::Write) -> Result<(), WalkError> {
-        let map = || {
-            stick_table::open_pinned(stick_pin)
-                .map_err(|e| WalkError::Table(format!("cannot read the stick table: {e:#}")))
-        };
-        let all = || {
-            stick_table::entries(&map()?)
-                .map_err(|e| WalkError::Table(format!("cannot read the stick table: {e}")))
+        let mut tables = stick_table::open_pinned(stick_pin)
+            .map_err(|e| WalkError::Table(format!("cannot read the stick tables: {e:#}")))?;
+        let read = |r: Result<Vec<(StickKey, StickEntry)>, _>| {
+            r.map_err(|e| WalkError::Table(format!("cannot read the stick table: {e}")))
         };
         match self {
             Walk::Headers(services) => {
-                let used = stick_table::count(&all()?);
                 for s in &services {
-                    let n = used
-                        .iter()
-                        .filter(|((svc, _), _)| *svc as u32 == s.id)
-                        .map(|(_, n)| n)
-                        .sum();
-                    out.write_all(stick_table::header(s, n).as_bytes())?;
+                    let n = read(tables.entries_of(s.id))?.len();
+                    let size = tables.capacity(s.id).unwrap_or(0);
+                    out.write_all(stick_table::header(s, size, n).as_bytes())?;
                 }
             }
             Walk::Show(svc, filter) => {
-                for line in stick_table::show(&all()?, &svc, &filter) {
+                let size = tables.capacity(svc.id).unwrap_or(0);
+                let all = read(tables.entries_of(svc.id))?;
+                for line in stick_table::show(&all, &svc, size, &filter) {
                     out.write_all(line.as_bytes())?;
                 }
             }
             Walk::Clear(svc, filter) => {
-                let n = stick_table::clear(&mut map()?, &svc, &filter)
-                    .map_err(|e| WalkError::Table(format!("cannot clear: {e}")))?;
+                let n = match tables.get_mut(svc.id) {
+                    Some(t) => stick_table::clear(&mut t.map, &svc, &filter)
+                        .map_err(|e| WalkError::Table(format!("cannot clear: {e}")))?,
+                    None => 0,
+                };
                 log::info!("clear table {}: {n} entries removed", svc.cfg.name);
             }
-            Walk::Stat(snapshot) => out.write_all(show_stat(&snapshot, &all()?).as_bytes())?,
+            Walk::Stat(snapshot) => {
+                let all = read(tables.entries())?;
+                out.write_all(show_stat(&snapshot, &tables, &all).as_bytes())?
+            }
         }
         Ok(())
     }
@@ -308,7 +310,7 @@ fn stat_snapshot(b: &Balancer) -> Result<StatSnapshot, String> {
 
 /// `show stat`: HAProxy's leading columns (pxname, svname, ... bin, status, weight) then ours;
 /// entry counts from `all` (every entry of the table).
-fn show_stat(snapshot: &StatSnapshot, all: &[(StickKey, StickEntry)]) -> String {
+fn show_stat(snapshot: &StatSnapshot, tables: &StickTables, all: &[(StickKey, StickEntry)]) -> String {
     let mut out = String::from(
         "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,status,weight,act,lastchg,pkts,stick_used,stick_hits,stick_misses,stick_inserts,stick_expired,redispatches,pinned_down,no_backend,\n",
     );
@@ -341,7 +343,7 @@ fn show_stat(snapshot: &StatSnapshot, all: &[(StickKey, StickEntry)]) -> String 
             out,
             "{},BACKEND,0,0,0,0,{},{},{},0,{},{},{up},{},{},{},{},{},{},{},{},{},{},",
             s.cfg.name,
-            s.cfg.stick.size,
+            tables.capacity(s.id).unwrap_or(0),
             t.stick_inserts,
             t.bytes,
             if up > 0 { "UP" } else { "DOWN" },

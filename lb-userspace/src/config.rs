@@ -30,7 +30,8 @@ pub struct Global {
     pub bpffs_dir: PathBuf,
     pub metrics: Option<SocketAddr>,
     pub sweep_interval: Duration,
-    /// New stick entries each CPU may create per second; 0 = no cap.
+    /// New stick entries each CPU may create per second; 0 = no cap. Default
+    /// `DEFAULT_MAX_NEW_ENTRIES_PER_CPU`.
     pub max_new_entries_per_cpu: u64,
     /// Where this agent accepts stick-table updates from its peers (None = it does not).
     pub peer_listen: Option<SocketAddr>,
@@ -51,6 +52,15 @@ pub struct Peer {
 
 /// Peers one instance may have.
 pub const MAX_PEERS: usize = 16;
+
+/// Default cap on new stick entries per CPU per second. A stick entry is a client (an address,
+/// or with `src-port` a connection): one CPU of a busy balancer sees a few thousand new ones a
+/// second, a spoofed-ACK flood millions. Katran caps new connection-table entries at 125k per
+/// second per core (`MAX_CONN_RATE`, katran/lib/bpf/balancer_consts.h); an entry here is per
+/// client, so 50k leaves a wide margin for real clients while a flood renews at most 50k
+/// entries per CPU per second. Over the cap a packet still goes to the backend Maglev picks
+/// (the one the entry would have named); only the entry is not written.
+pub const DEFAULT_MAX_NEW_ENTRIES_PER_CPU: u64 = 50_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpMode {
@@ -528,7 +538,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
             Some(m) => Some(metrics_address(&m).map_err(|e| g.err("metrics", e))?),
         },
         max_new_entries_per_cpu: match &raw.global.max_new_entries_per_cpu {
-            None => 0,
+            None => DEFAULT_MAX_NEW_ENTRIES_PER_CPU,
             Some(n) => size(n).map_err(|e| g.err("max_new_entries_per_cpu", e))?,
         },
         sweep_interval: match &raw.global.sweep_interval {
@@ -1909,7 +1919,7 @@ state = "drain"
                 bpffs_dir: "/sys/fs/bpf/t".into(),
                 metrics: Some("[::1]:9100".parse().unwrap()),
                 sweep_interval: Duration::from_millis(250),
-                max_new_entries_per_cpu: 0,
+                max_new_entries_per_cpu: DEFAULT_MAX_NEW_ENTRIES_PER_CPU,
                 peer_listen: None,
                 peers: Vec::new(),
                 peer_key_file: None,

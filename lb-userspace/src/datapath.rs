@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMap, HashMap, MapData, MapInfo, PerCpuArray},
+    maps::{Array, DevMap, MapData, PerCpuArray},
     programs::{
         TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -19,9 +19,11 @@ use aya::{
 use lb_common::{
     ALL_MAPS, Backend, BackendStats, MAGLEV_MAX_SIZE, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS,
     MAP_GLOBAL_STATS, MAP_LIMITS, MAP_MAGLEV, MAP_META, MAP_NAMES, MAP_OWN_MAC, MAP_SERVICE_STATS,
-    MAP_SERVICES, MAP_STICK, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats,
+    MAP_SERVICES, MAP_STICK_TABLES, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats,
     StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipKey, VipSlot, gstat, maglev_base, meta,
 };
+
+use crate::stick_maps::{StickMap, StickMapError, StickTables, TableChange};
 
 /// The compiled XDP object (built by build.rs from `lb-ebpf`).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb.bpf.o"));
@@ -43,6 +45,10 @@ pub enum DatapathError {
     },
     #[error("{what}")]
     Format { what: String },
+    #[error(transparent)]
+    Stick(Box<StickMapError>),
+    #[error("service id {service} has no stick table")]
+    NoStickTable { service: u32 },
     #[error("failed to load the eBPF object: {0}")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("map {name}: {source}")]
@@ -86,6 +92,12 @@ pub enum DatapathError {
 
 type Result<T, E = DatapathError> = std::result::Result<T, E>;
 
+impl From<StickMapError> for DatapathError {
+    fn from(e: StickMapError) -> Self {
+        DatapathError::Stick(Box::new(e))
+    }
+}
+
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
     move |source| DatapathError::Map { name, source }
 }
@@ -97,14 +109,19 @@ fn prog_err(name: &str) -> impl FnOnce(aya::programs::ProgramError) -> DatapathE
     }
 }
 
+/// A migration from format-1 pins: where the old pins wait (removed once the new program runs)
+/// and the stick entries to put into the new tables.
+struct Migration {
+    old_dir: PathBuf,
+    stick: Vec<(StickKey, StickEntry)>,
+}
+
 /// How to load.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// Pin every map under `<dir>/maps/` (adopting pins already there); `None` = no pins
-    /// (tests, benchmarks).
+    /// (tests, benchmarks). Stick tables are made per service afterwards (`set_stick_table`).
     pub pin_dir: Option<PathBuf>,
-    /// Stick table capacity (ignored when a pinned table is adopted: its size wins).
-    pub stick_capacity: u32,
 }
 
 /// What attaching did.
@@ -135,7 +152,8 @@ pub struct Datapath {
     active: Array<MapData, u32>,
     maglev: Array<MapData, u32>,
     backends: Array<MapData, Backend>,
-    stick: HashMap<MapData, StickKey, StickEntry>,
+    /// One stick table per service (`MAP_STICK_TABLES` and its inner tables).
+    sticks: StickTables,
     tx_ports: DevMap<MapData>,
     gstats: PerCpuArray<MapData, u64>,
     sstats: PerCpuArray<MapData, ServiceStats>,
@@ -146,10 +164,8 @@ pub struct Datapath {
     own_mac: Array<MapData, lb_common::OwnMac>,
     /// Set when the pinned maps of an earlier run were adopted (or migrated).
     adopted: bool,
-    /// A migration from format-1 pins in progress: their directory, removed by
-    /// `finish_migration` once the new program runs.
-    migration: Option<PathBuf>,
-    capacity: u32,
+    /// A migration from format-1 pins in progress (see `pins`).
+    migration: Option<Migration>,
     /// What this process wrote into each (service, slot) of the Maglev map.
     shadow: std::collections::HashMap<(u32, u32), Vec<u32>>,
 }
@@ -159,7 +175,6 @@ impl Datapath {
         if OBJECT.is_empty() {
             return Err(DatapathError::EmptyObject);
         }
-        let mut capacity = opts.stick_capacity.max(1);
         let mut adopted = false;
         let mut carried = None;
         let mut loader = EbpfLoader::new();
@@ -168,19 +183,7 @@ impl Datapath {
             let maps_dir = dir.join("maps");
             match crate::pins::inspect(dir, OBJECT)? {
                 crate::pins::Found::Nothing => {}
-                crate::pins::Found::Current => {
-                    let max = MapInfo::from_pin(maps_dir.join(MAP_STICK))
-                        .map_err(map_err(MAP_STICK))?
-                        .max_entries();
-                    if max != capacity {
-                        log::warn!(
-                            "stick table: keeping the pinned table of {max} entries (config asks {capacity}); \
-                             a new size takes effect after `xlb detach`"
-                        );
-                    }
-                    capacity = max;
-                    adopted = true;
-                }
+                crate::pins::Found::Current => adopted = true,
                 crate::pins::Found::Format1(found) => {
                     // The old maps move aside (the running program keeps them); fresh ones are
                     // pinned in their place and given what the old ones knew.
@@ -201,7 +204,6 @@ impl Datapath {
                         c.backends.len(),
                         lb_common::PIN_FORMAT
                     );
-                    capacity = capacity.max(c.stick.len() as u32);
                     carried = Some((old, c));
                     adopted = true;
                 }
@@ -215,7 +217,6 @@ impl Datapath {
                 pin_paths.push((name, maps_dir.join(name)));
             }
         }
-        loader.map_max_entries(MAP_STICK, capacity);
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -241,7 +242,12 @@ impl Datapath {
             active: take!(MAP_ACTIVE_SLOT),
             maglev: take!(MAP_MAGLEV),
             backends: take!(MAP_BACKENDS),
-            stick: take!(MAP_STICK),
+            sticks: StickTables::adopt(ebpf.take_map(MAP_STICK_TABLES).ok_or(DatapathError::Map {
+                name: MAP_STICK_TABLES,
+                source: aya::maps::MapError::InvalidName {
+                    name: MAP_STICK_TABLES.to_string(),
+                },
+            })?)?,
             tx_ports: take!(MAP_TX_PORTS),
             gstats: take!(MAP_GLOBAL_STATS),
             sstats: take!(MAP_SERVICE_STATS),
@@ -254,7 +260,6 @@ impl Datapath {
             pin_dir: opts.pin_dir.clone(),
             adopted,
             migration: None,
-            capacity,
             shadow: Default::default(),
         };
         dp.meta
@@ -267,21 +272,44 @@ impl Datapath {
             for (i, b) in &c.backends {
                 dp.backends.set(*i, b, 0).map_err(map_err(MAP_BACKENDS))?;
             }
-            // The ids come from the carried names, so every entry keeps its server.
-            for (k, e) in &c.stick {
-                dp.stick.insert(k, e, 0).map_err(map_err(MAP_STICK))?;
-            }
-            dp.migration = Some(old);
+            dp.migration = Some(Migration {
+                old_dir: old,
+                stick: c.stick,
+            });
         }
         Ok(dp)
     }
 
+    /// The stick entries a migration carries, not yet restored.
+    pub fn migrating_entries(&self) -> &[(StickKey, StickEntry)] {
+        self.migration.as_ref().map_or(&[], |m| &m.stick)
+    }
+
+    /// During a migration, once the config is applied (every service has its table): put the
+    /// old stick entries into their services' tables. The ids come from the carried names, so
+    /// every entry keeps its server. Returns (restored, dropped: of services without a table).
+    pub fn restore_migrated_entries(&mut self) -> Result<(usize, usize)> {
+        let entries = match self.migration.as_mut() {
+            Some(m) => std::mem::take(&mut m.stick),
+            None => return Ok((0, 0)),
+        };
+        let mut restored = 0;
+        for (k, e) in &entries {
+            match self.stick_insert(*k, *e) {
+                Ok(()) => restored += 1,
+                Err(DatapathError::NoStickTable { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok((restored, entries.len() - restored))
+    }
+
     /// After the new program runs: remove the old pins of a migration.
     pub fn finish_migration(&mut self) -> Result<()> {
-        if let Some(old) = self.migration.take() {
-            crate::pins::remove_old(&old).map_err(|source| DatapathError::Io {
+        if let Some(m) = self.migration.take() {
+            crate::pins::remove_old(&m.old_dir).map_err(|source| DatapathError::Io {
                 what: "cannot remove the migrated pins",
-                path: old,
+                path: m.old_dir,
                 source,
             })?;
         }
@@ -637,34 +665,91 @@ impl Datapath {
 
     // --- stick table ------------------------------------------------------------------------
 
-    pub fn stick_entries(&self) -> Result<Vec<(StickKey, StickEntry)>> {
-        crate::map_batch::read_all(&self.stick, 4096).map_err(map_err(MAP_STICK))
+    /// Give a service a stick table of `capacity` entries (create it, keep it, or resize it
+    /// keeping its entries; see `StickTables::set`).
+    pub fn set_stick_table(&mut self, service: u32, capacity: u32) -> Result<TableChange> {
+        Ok(self.sticks.set(service, capacity)?)
     }
 
+    /// Remove a service's stick table and its entries; false when it had none.
+    pub fn remove_stick_table(&mut self, service: u32) -> Result<bool> {
+        Ok(self.sticks.remove(service)?)
+    }
+
+    /// Service ids that have a stick table.
+    pub fn stick_services(&self) -> Vec<u32> {
+        self.sticks.iter().map(|(s, _)| s).collect()
+    }
+
+    /// Every entry of every service's table.
+    pub fn stick_entries(&self) -> Result<Vec<(StickKey, StickEntry)>> {
+        Ok(self.sticks.entries()?)
+    }
+
+    /// Every entry of one service's table.
+    pub fn stick_entries_of(&self, service: u32) -> Result<Vec<(StickKey, StickEntry)>> {
+        Ok(self.sticks.entries_of(service)?)
+    }
+
+    fn stick_table_err(
+        service: u32,
+        what: &'static str,
+    ) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+        move |source| {
+            StickMapError::Map {
+                service,
+                what,
+                source,
+            }
+            .into()
+        }
+    }
+
+    /// The entry of `key` in the table of its service (`key.service`).
     pub fn stick_get(&self, key: &StickKey) -> Result<Option<StickEntry>> {
-        match self.stick.get(key, 0) {
+        let service = key.service as u32;
+        let Some(t) = self.sticks.get(service) else {
+            return Ok(None);
+        };
+        match t.map.get(key, 0) {
             Ok(v) => Ok(Some(v)),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err(MAP_STICK)(e)),
+            Err(e) => Err(Self::stick_table_err(service, "cannot read an entry")(e)),
         }
     }
 
     pub fn stick_insert(&mut self, key: StickKey, entry: StickEntry) -> Result<()> {
-        self.stick.insert(key, entry, 0).map_err(map_err(MAP_STICK))
+        let service = key.service as u32;
+        let t = self
+            .sticks
+            .get_mut(service)
+            .ok_or(DatapathError::NoStickTable { service })?;
+        t.map
+            .insert(key, entry, 0)
+            .map_err(Self::stick_table_err(service, "cannot write an entry"))
     }
 
-    /// Delete an entry; a key already gone is not an error.
+    /// Delete an entry; a key already gone (or a service without a table) is not an error.
     pub fn stick_delete(&mut self, key: &StickKey) -> Result<bool> {
-        match self.stick.remove(key) {
+        let service = key.service as u32;
+        let Some(t) = self.sticks.get_mut(service) else {
+            return Ok(false);
+        };
+        match t.map.remove(key) {
             Ok(()) => Ok(true),
             Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(map_err(MAP_STICK)(e)),
+            Err(e) => Err(Self::stick_table_err(service, "cannot delete an entry")(e)),
         }
     }
 
-    /// Entries the stick table can hold (fixed when the map was created).
-    pub fn stick_capacity(&self) -> u32 {
-        self.capacity
+    /// Entries one service's table can hold (None: it has no table).
+    pub fn stick_capacity_of(&self, service: u32) -> Option<u32> {
+        self.sticks.capacity(service)
+    }
+
+    /// Entries all tables together can hold.
+    pub fn stick_capacity(&self) -> u64 {
+        self.sticks.total_capacity()
     }
 
     // --- counters ---------------------------------------------------------------------------
@@ -707,9 +792,14 @@ impl Datapath {
         }))
     }
 
-    /// The stick table map itself (benchmarks fill and sweep it directly).
-    pub fn stick_map_mut(&mut self) -> &mut HashMap<MapData, StickKey, StickEntry> {
-        &mut self.stick
+    /// A service's stick table itself (benchmarks and tests fill and sweep it directly).
+    pub fn stick_map_mut(&mut self, service: u32) -> Option<&mut StickMap> {
+        self.sticks.get_mut(service).map(|t| &mut t.map)
+    }
+
+    /// Every service's stick table (benchmarks sweep them directly).
+    pub fn stick_tables_mut(&mut self) -> &mut StickTables {
+        &mut self.sticks
     }
 
     /// Benchmark only: reset the fresh-source counter and set its wrap (0 = never wraps).
@@ -805,10 +895,7 @@ fn derive_global_stats(out: &mut [u64; gstat::COUNT as usize], t: &ServiceStats)
 /// interface. For test topologies: veth delivers XDP_TX frames to its peer only when the peer
 /// runs an XDP program too. Call it from a thread inside the interface's namespace.
 pub fn attach_pass_program(ifname: &str) -> Result<()> {
-    let mut dp = Datapath::load(&LoadOptions {
-        pin_dir: None,
-        stick_capacity: 1,
-    })?;
+    let mut dp = Datapath::load(&LoadOptions { pin_dir: None })?;
     let prog = dp.program(lb_common::PROG_PASS)?;
     let id = prog
         .attach(ifname, XdpMode::Driver)

@@ -16,4 +16,5 @@ pub mod peer_wire;
 pub mod peers;
 pub mod pins;
 pub mod services;
+pub mod stick_maps;
 pub mod stick_table;

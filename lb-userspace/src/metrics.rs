@@ -83,7 +83,12 @@ pub fn render(b: &Balancer) -> String {
             "xlb_stick_table_used{{service=\"{n}\"}} {}",
             b.table_used.get(&(s.id as u16)).copied().unwrap_or(0)
         );
-        let _ = writeln!(o, "xlb_stick_table_size{{service=\"{n}\"}} {}", s.cfg.stick.size);
+        // The capacity of the service's own table (0: it keeps none).
+        let _ = writeln!(
+            o,
+            "xlb_stick_table_size{{service=\"{n}\"}} {}",
+            b.dp.stick_capacity_of(s.id).unwrap_or(0)
+        );
         for v in &s.servers {
             let sv = &v.cfg.name;
             if let Ok(t) = b.dp.backend_stats(v.id) {

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo};
 use lb_common::{
-    ALL_MAPS, Backend, MAP_BACKENDS, MAP_META, MAP_NAMES, MAP_STICK, MAX_BACKENDS, MAX_SERVICES, NameSlot,
-    PIN_FORMAT, StickEntry, StickKey,
+    ALL_MAPS, Backend, MAP_BACKENDS, MAP_META, MAP_NAMES, MAP_STICK_SINGLE, MAX_BACKENDS, MAX_SERVICES,
+    NameSlot, PIN_FORMAT, StickEntry, StickKey,
 };
 
 use crate::datapath::DatapathError;
@@ -68,7 +68,7 @@ impl MapSpec {
         cmp("map type", self.map_type, want.map_type);
         cmp("key size", self.key_size, want.key_size);
         cmp("value size", self.value_size, want.value_size);
-        if name != MAP_STICK {
+        if name != MAP_STICK_SINGLE {
             cmp("max_entries", self.max_entries, want.max_entries);
         }
         // The kernel makes every devmap read-only for programs by itself.
@@ -176,7 +176,8 @@ pub fn inspect(dir: &Path, object: &[u8]) -> Result<Found, DatapathError> {
         None => {
             return Err(DatapathError::Format {
                 what: format!(
-                    "{} holds some of xlb's maps ({}) but no {MAP_META}: not a set this xlb knows",
+                    "{} holds some of xlb's maps ({}) but no {MAP_META}: not a set this xlb knows. \
+                     Remove them with `xlb detach -c FILE` (this empties the stick table)",
                     maps.display(),
                     present.join(", ")
                 ),
@@ -257,9 +258,9 @@ pub fn read_format1(old: &Path) -> Result<Carried, DatapathError> {
     let backends: Array<MapData, Backend> = Map::Array(open(MAP_BACKENDS)?)
         .try_into()
         .map_err(err(MAP_BACKENDS))?;
-    let stick: HashMap<MapData, StickKey, StickEntry> = Map::LruHashMap(open(MAP_STICK)?)
+    let stick: HashMap<MapData, StickKey, StickEntry> = Map::LruHashMap(open(MAP_STICK_SINGLE)?)
         .try_into()
-        .map_err(err(MAP_STICK))?;
+        .map_err(err(MAP_STICK_SINGLE))?;
     let mut out = Carried::default();
     for i in 0..MAX_SERVICES + MAX_BACKENDS {
         let n = names.get(&i, 0).map_err(err(MAP_NAMES))?;
@@ -273,7 +274,7 @@ pub fn read_format1(old: &Path) -> Result<Carried, DatapathError> {
             out.backends.push((i, Backend { service: 0, ..b }));
         }
     }
-    out.stick = crate::map_batch::read_all(&stick, 4096).map_err(err(MAP_STICK))?;
+    out.stick = crate::map_batch::read_all(&stick, 4096).map_err(err(MAP_STICK_SINGLE))?;
     Ok(out)
 }
 

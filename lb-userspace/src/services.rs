@@ -33,6 +33,7 @@ use crate::{
     egress::{Egress, EgressError, TxPorts},
     health::{self, CheckKind, CheckSpec},
     neigh,
+    stick_maps::TableChange,
 };
 
 /// A server of a service, as the agent tracks it.
@@ -158,20 +159,11 @@ pub struct CheckChanges {
 /// Name -> id, as recorded in MAP_NAMES.
 type IdsByName = HashMap<String, u32>;
 
-/// Service and backend ids freed by `apply` whose stick entries may still exist. They are not
-/// handed out again until a sweep has deleted those entries (`Balancer::release_retired`), so
-/// a stick entry can never come to mean another service's server.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Retired {
-    pub services: HashSet<u32>,
-    pub backends: HashSet<u32>,
-}
-
-impl Retired {
-    pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.backends.is_empty()
-    }
-}
+/// Backend ids freed by `apply` whose stick entries may still exist. They are not handed out
+/// again until a sweep has deleted those entries (`Balancer::release_retired`), so a stick
+/// entry can never come to mean another server. (A removed service needs nothing of the kind:
+/// its table goes with it, entries and all.)
+pub type Retired = HashSet<u32>;
 
 /// What the expiry sweeper needs, taken under the lock in one go (the walk runs without it).
 #[derive(Debug, Clone, Default)]
@@ -185,7 +177,8 @@ pub struct SweepPolicy {
     /// above only if no apply ran meanwhile (a service or server added during the walk would
     /// look unknown to this policy).
     pub generation: u64,
-    /// The retired ids at the time: released once a sweep under this policy has purged them.
+    /// The retired backend ids at the time: released once a sweep under this policy has
+    /// purged them.
     pub retired: Retired,
 }
 
@@ -203,7 +196,7 @@ pub struct Balancer {
     /// Live stick entries per service id, as of the sweeper's last pass (for the metrics,
     /// which must not walk the table under the lock).
     pub table_used: HashMap<u16, usize>,
-    /// Ids freed by a reload whose stick entries may still exist.
+    /// Backend ids freed by a reload whose stick entries may still exist.
     pub retired: Retired,
     /// Counts successful applies (see `SweepPolicy::generation`).
     pub generation: u64,
@@ -279,7 +272,7 @@ impl Balancer {
             tx_ports: TxPorts::default(),
             peers: None,
             table_used: HashMap::new(),
-            retired: Retired::default(),
+            retired: Retired::new(),
             generation: 0,
             neighbours,
             xdp_ifindex,
@@ -290,6 +283,14 @@ impl Balancer {
             b.retire_referenced_ids()?;
         }
         let checks = b.apply(cfg, adopted)?;
+        // A migration's stick entries go into the tables the config just gave each service.
+        let (restored, dropped) = b.dp.restore_migrated_entries()?;
+        if restored + dropped > 0 {
+            log::info!(
+                "migration: {restored} stick entries restored, {dropped} of services that no longer \
+                 keep a table dropped"
+            );
+        }
         Ok((b, checks))
     }
 
@@ -344,28 +345,23 @@ impl Balancer {
         let (mut svc_ids, mut be_ids) = self.recorded_ids()?;
         let mut old: HashMap<String, Svc> =
             self.services.drain(..).map(|s| (s.cfg.name.clone(), s)).collect();
-        // A service whose stick keys change meaning (another affinity or prefix) starts afresh
-        // under a new id: its old entries then belong to a retired id and are purged with it.
+        // A service whose stick keys change meaning (another affinity or prefix) starts afresh:
+        // its table goes, entries and all; `stick_table` below gives it a new, empty one.
         for (name, prev) in &old {
             let Some(scfg) = new.services.iter().find(|s| s.name == *name) else {
                 continue;
             };
             let (a, b) = (&prev.cfg.stick, &scfg.stick);
             let rekeyed = a.on != b.on || a.ipv4_prefix != b.ipv4_prefix || a.ipv6_prefix != b.ipv6_prefix;
-            if rekeyed && let Some(id) = svc_ids.remove(name) {
-                self.dp.set_name(name_slot_service(id), None)?;
-                self.retired.services.insert(id);
+            if rekeyed && self.dp.remove_stick_table(prev.id)? {
                 log::info!("service {name}: affinity changed, its stick entries are dropped");
             }
         }
-        // Ids in use: the recorded ones of names the new config keeps, and the retired ones,
-        // whose stick entries may still exist (never handed out until they are purged).
+        // Ids in use: the recorded ones of names the new config keeps, and the retired backend
+        // ids, whose stick entries may still exist (never handed out until they are purged).
         let mut used_svc: Vec<bool> = vec![false; MAX_SERVICES as usize];
         let mut used_be: Vec<bool> = vec![false; MAX_BACKENDS as usize];
-        for id in &self.retired.services {
-            used_svc[*id as usize] = true;
-        }
-        for id in &self.retired.backends {
+        for id in &self.retired {
             used_be[*id as usize] = true;
         }
         for s in new.services.iter() {
@@ -378,16 +374,17 @@ impl Balancer {
                 }
             }
         }
-        // Free what the new config no longer has: names and service settings now; removed
-        // servers' backend slots once the tables no longer name them (below). Their ids are
-        // retired until the sweeper has deleted their stick entries.
+        // Free what the new config no longer has: a removed service's name, settings and stick
+        // table (entries and all) now; removed servers' backend slots once the Maglev tables no
+        // longer name them (below), their ids retired until the sweeper has deleted their
+        // stick entries.
         let keep_names: HashSet<String> = new.services.iter().map(|s| s.name.clone()).collect();
         for (name, id) in svc_ids.clone() {
             if !keep_names.contains(&name) {
                 self.dp.set_name(name_slot_service(id), None)?;
                 self.dp.clear_service(id)?;
+                self.dp.remove_stick_table(id)?;
                 svc_ids.remove(&name);
-                self.retired.services.insert(id);
                 log::info!("service {name}: removed");
             }
         }
@@ -402,7 +399,7 @@ impl Balancer {
                 self.dp.set_name(name_slot_backend(id), None)?;
                 be_ids.remove(&name);
                 removed_backends.push(id);
-                self.retired.backends.insert(id);
+                self.retired.insert(id);
                 if let Some((svc, srv)) = name.split_once('/') {
                     checks.remove.push((svc.to_string(), srv.to_string()));
                 }
@@ -493,8 +490,17 @@ impl Balancer {
                     None => checks.remove.push(key),
                 }
             }
+            self.stick_table(id, scfg)?;
             self.dp.set_service(id, dp_service(scfg))?;
             services.push(svc);
+        }
+        // A table in a slot that no configured service owns (left by an agent stopped half-way
+        // through a reload) would keep its entries: remove it.
+        let ids: HashSet<u32> = services.iter().map(|s: &Svc| s.id).collect();
+        for id in self.dp.stick_services() {
+            if !ids.contains(&id) {
+                self.dp.remove_stick_table(id)?;
+            }
         }
         // Servers of changed services that were renamed away are in `checks.remove` already.
         self.services = services;
@@ -516,6 +522,26 @@ impl Balancer {
         }
         self.generation += 1;
         Ok(checks)
+    }
+
+    /// Give a service its own stick table of its `stick.size` (none for `stick.on = "none"`),
+    /// keeping its entries when only the size changed.
+    fn stick_table(&mut self, id: u32, scfg: &config::Service) -> Result<(), ApplyError> {
+        if scfg.stick.on == StickOn::None {
+            if self.dp.remove_stick_table(id)? {
+                log::info!("service {}: no affinity, stick table removed", scfg.name);
+            }
+            return Ok(());
+        }
+        match self.dp.set_stick_table(id, scfg.stick.size)? {
+            TableChange::Kept | TableChange::Created => {}
+            TableChange::Resized { from, copied } => log::info!(
+                "service {}: stick table resized from {from} to {} entries ({copied} entries copied)",
+                scfg.name,
+                scfg.stick.size
+            ),
+        }
+        Ok(())
     }
 
     /// Write the VIP map to match the services exactly.
@@ -808,28 +834,19 @@ impl Balancer {
         if policy.generation != self.generation {
             return;
         }
-        self.retired
-            .services
-            .retain(|id| !policy.retired.services.contains(id));
-        self.retired
-            .backends
-            .retain(|id| !policy.retired.backends.contains(id));
+        self.retired.retain(|id| !policy.retired.contains(id));
     }
 
-    /// At a restart over pinned maps: every id that a stick entry names but the new config
-    /// does not give to that entry's service is retired, so it is not handed out before the
-    /// sweeper has deleted those entries (runs before the runtime starts: no lock is held).
+    /// At a restart over pinned maps: every backend id that a stick entry names but no
+    /// recorded name owns is retired, so it is not handed out before the sweeper has deleted
+    /// those entries (runs before the runtime starts: no lock is held).
     fn retire_referenced_ids(&mut self) -> Result<(), ApplyError> {
-        let (svc_ids, be_ids) = self.recorded_ids()?;
-        let live_services: HashSet<u32> = svc_ids.values().copied().collect();
-        let live_backends: HashSet<u32> = be_ids.values().copied().collect();
-        for (k, e) in self.dp.stick_entries()? {
-            let (service, backend) = (k.service as u32, e.backend);
-            if service < MAX_SERVICES && !live_services.contains(&service) {
-                self.retired.services.insert(service);
-            }
-            if backend < MAX_BACKENDS && !live_backends.contains(&backend) {
-                self.retired.backends.insert(backend);
+        let (_, be_ids) = self.recorded_ids()?;
+        let live: HashSet<u32> = be_ids.values().copied().collect();
+        let pinned = self.dp.stick_entries()?;
+        for (_, e) in pinned.iter().chain(self.dp.migrating_entries()) {
+            if e.backend < MAX_BACKENDS && !live.contains(&e.backend) {
+                self.retired.insert(e.backend);
             }
         }
         Ok(())

@@ -10,7 +10,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use aya::maps::{MapData, MapError};
+use aya::maps::MapError;
 
 use lb_common::{
     BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, StickEntry, StickKey, hash::affinity_hash,
@@ -20,6 +20,7 @@ use crate::{
     config::StickOn,
     datapath::{Datapath, DatapathError, coarse_now_ns},
     services::{Svc, addr16},
+    stick_maps::{StickMap, StickTables},
 };
 
 /// A filter of `show table NAME ...` / `clear table NAME ...`.
@@ -97,7 +98,7 @@ pub fn table_type(svc: &Svc) -> &'static str {
     if svc.cfg.vip.is_ipv4() { "ip" } else { "ipv6" }
 }
 
-/// Entries of one service, sorted by key.
+/// Entries of one service (from a list of several services' entries), sorted by key.
 pub fn entries_of(all: &[(StickKey, StickEntry)], svc: &Svc) -> Vec<(StickKey, StickEntry)> {
     let mut v: Vec<_> = all
         .iter()
@@ -108,14 +109,13 @@ pub fn entries_of(all: &[(StickKey, StickEntry)], svc: &Svc) -> Vec<(StickKey, S
     v
 }
 
-/// `# table: be_app, type: ip, size:100000, used:42`
-pub fn header(svc: &Svc, used: usize) -> String {
+/// `# table: be_app, type: ip, size:100000, used:42`: `size` is the capacity of the service's
+/// own table in the data path (0 when it keeps none: `stick.on = "none"`).
+pub fn header(svc: &Svc, size: u32, used: usize) -> String {
     format!(
-        "# table: {}, type: {}, size:{}, used:{}\n",
+        "# table: {}, type: {}, size:{size}, used:{used}\n",
         svc.cfg.name,
         table_type(svc),
-        svc.cfg.stick.size,
-        used
     )
 }
 
@@ -140,23 +140,24 @@ pub fn line(svc: &Svc, k: &StickKey, e: &StickEntry, now_ns: u64) -> String {
     )
 }
 
-/// `show table NAME [filter]` from `all` (every entry of the table): the header, then one line
-/// per matching entry, made as they are consumed.
+/// `show table NAME [filter]` from `all` (every entry of the service's table, which holds
+/// `capacity`): the header, then one line per matching entry, made as they are consumed.
 pub fn show<'a>(
     all: &[(StickKey, StickEntry)],
     svc: &'a Svc,
+    capacity: u32,
     filter: &'a Filter,
 ) -> impl Iterator<Item = String> + 'a {
     let mine = entries_of(all, svc);
     let now = coarse_now_ns();
-    std::iter::once(header(svc, mine.len())).chain(
+    std::iter::once(header(svc, capacity, mine.len())).chain(
         mine.into_iter()
             .filter(move |(k, e)| filter.matches(svc, k, e))
             .map(move |(k, e)| line(svc, &k, &e, now)),
     )
 }
 
-/// `clear table NAME [filter]`: how many entries were removed.
+/// `clear table NAME [filter]` on the service's own table: how many entries were removed.
 pub fn clear(map: &mut StickMap, svc: &Svc, filter: &Filter) -> Result<usize, MapError> {
     let all = entries(map)?;
     let mut n = 0;
@@ -244,7 +245,9 @@ pub fn where_is(dp: &Datapath, svc: &Svc, client: IpAddr) -> Result<String, Data
         ));
     }
     let how = match svc.cfg.stick.on {
-        StickOn::Src => "no stick entry yet; by hash, pinned on its first non-SYN packet",
+        StickOn::Src => {
+            "no stick entry yet; by hash, pinned by its first packet that proves a handshake (a TCP ACK) or datagram"
+        }
         StickOn::SrcPort => "by hash of the address; each source port gets its own entry",
         StickOn::None => "by 5-tuple hash; this service keeps no table (shown for source port 0)",
     };
@@ -259,24 +262,20 @@ fn maglev_pick(svc: &Svc, hash: u32) -> u32 {
     svc.table[(hash % svc.table.len() as u32) as usize]
 }
 
-/// The stick map on a handle of its own.
-pub type StickMap = aya::maps::HashMap<MapData, StickKey, StickEntry>;
-
-/// The pinned stick map at `pin`, on a handle of its own (walks need no lock of the agent's).
-pub fn open_pinned(pin: &std::path::Path) -> anyhow::Result<StickMap> {
-    use anyhow::Context as _;
-    let data = MapData::from_pin(pin).with_context(|| format!("open {}", pin.display()))?;
-    Ok(aya::maps::Map::LruHashMap(data).try_into()?)
+/// Every service's table of the pinned stick tables at `pin`, on handles of their own (walks
+/// need no lock of the agent's).
+pub fn open_pinned(pin: &std::path::Path) -> anyhow::Result<StickTables> {
+    Ok(StickTables::from_pin(pin)?)
 }
 
-/// Every entry of the table: the one place that reads it whole (in batches).
+/// Every entry of one table: the one place that reads a table whole (in batches).
 pub fn entries(map: &StickMap) -> Result<Vec<(StickKey, StickEntry)>, MapError> {
     crate::map_batch::read_all(map, 4096)
 }
 
-/// Every entry of the pinned stick map at `pin`.
+/// Every entry of every service's table of the pinned stick tables at `pin`.
 pub fn read_all(pin: &std::path::Path) -> anyhow::Result<Vec<(StickKey, StickEntry)>> {
-    Ok(entries(&open_pinned(pin)?)?)
+    Ok(open_pinned(pin)?.entries()?)
 }
 
 /// What one sweep did.
@@ -296,14 +295,15 @@ pub struct Swept {
     pub used: std::collections::HashMap<u16, usize>,
 }
 
-/// One sweep: delete entries idle longer than their service's expire, and stale entries —
-/// of a service that no longer exists, or naming a backend that does not serve the entry's
-/// service (a removed server, an id since reused) — but the stale ones only if
-/// `still_current()` says after the walk that `policy` still describes the configuration.
-/// Collects the live entries touched since `touched_since`, if given. Works on its own map
-/// handle (one batched read of every entry, then the deletions) so the agent keeps answering.
+/// One sweep over every service's table: delete entries idle longer than their service's
+/// expire, and stale entries — of a service that no longer exists, or naming a backend that
+/// does not serve the entry's service (a removed server, an id since reused) — but the stale
+/// ones only if `still_current()` says after the walk that `policy` still describes the
+/// configuration. Collects the live entries touched since `touched_since`, if given. Works on
+/// handles of its own (one batched read of each table, then the deletions) so the agent keeps
+/// answering.
 pub fn sweep(
-    stick: &mut StickMap,
+    tables: &mut StickTables,
     policy: &crate::services::SweepPolicy,
     touched_since: Option<u64>,
     batch: usize,
@@ -314,26 +314,28 @@ pub fn sweep(
     let mut expired = Vec::new();
     let mut stale = Vec::new();
     let mut out = Swept::default();
-    let all = entries(stick)?;
-    between_batches();
-    for (k, e) in all {
-        out.seen += 1;
-        let owner = policy.owner.get(&e.backend);
-        match policy.expire.get(&k.service) {
-            Some(exp) if owner == Some(&k.service) => {
-                if *exp != 0 && now.saturating_sub(e.last_seen_ns) > *exp {
-                    expired.push((k, e.last_seen_ns));
-                } else {
-                    *out.used.entry(k.service).or_default() += 1;
-                    if touched_since.is_some_and(|t| e.last_seen_ns >= t) {
-                        out.touched.push((k, e));
+    for (_, table) in tables.iter() {
+        let all = entries(&table.map)?;
+        between_batches();
+        for (k, e) in all {
+            out.seen += 1;
+            let owner = policy.owner.get(&e.backend);
+            match policy.expire.get(&k.service) {
+                Some(exp) if owner == Some(&k.service) => {
+                    if *exp != 0 && now.saturating_sub(e.last_seen_ns) > *exp {
+                        expired.push((k, e.last_seen_ns));
+                    } else {
+                        *out.used.entry(k.service).or_default() += 1;
+                        if touched_since.is_some_and(|t| e.last_seen_ns >= t) {
+                            out.touched.push((k, e));
+                        }
                     }
                 }
+                _ => stale.push((k, e.last_seen_ns)),
             }
-            _ => stale.push((k, e.last_seen_ns)),
-        }
-        if out.seen % batch == 0 {
-            between_batches();
+            if out.seen.is_multiple_of(batch) {
+                between_batches();
+            }
         }
     }
     out.purged = still_current();
@@ -345,10 +347,14 @@ pub fn sweep(
     }
     let n_stale = stale.len();
     for (i, (k, seen_ns)) in stale.iter().chain(expired.iter()).enumerate() {
+        // An entry lives in its own service's table.
+        let Some(table) = tables.get_mut(k.service as u32) else {
+            continue;
+        };
         // Re-check: the client may have come back (or been re-pinned) since the walk.
-        match stick.get(k, 0) {
+        match table.map.get(k, 0) {
             Ok(e) if e.last_seen_ns == *seen_ns => {
-                if stick.remove(k).is_ok() {
+                if table.map.remove(k).is_ok() {
                     out.deleted += 1;
                     if i < n_stale {
                         out.stale += 1;

@@ -77,17 +77,20 @@ pub fn mask(prefix: u8, len: usize) -> Vec<u8> {
 
 impl Lb {
     /// Service 0: VIP4:80/tcp, VIP4:53/udp (service 1), VIP6:80/tcp (service 2), VIP6:53/udp
-    /// (service 3); each with four backends (ids 4s..4s+3), all up.
+    /// (service 3); each with four backends (ids 4s..4s+3), all up, and a stick table of its
+    /// own of `capacity` entries (4096 with `new`).
     pub fn new(svc: Svc) -> Lb {
         Self::with_capacity(svc, 4096)
     }
 
     pub fn with_capacity(svc: Svc, capacity: u32) -> Lb {
-        let mut dp = Datapath::load(&LoadOptions {
-            pin_dir: None,
-            stick_capacity: capacity,
-        })
-        .unwrap_or_else(|e| panic!("loading the XDP program needs root and BPF (run as root): {e}"));
+        Self::with_stick_sizes(svc, [capacity; 4])
+    }
+
+    /// As `new`, with each service's stick table of its own size (index: service id).
+    pub fn with_stick_sizes(svc: Svc, sizes: [u32; 4]) -> Lb {
+        let mut dp = Datapath::load(&LoadOptions { pin_dir: None })
+            .unwrap_or_else(|e| panic!("loading the XDP program needs root and BPF (run as root): {e}"));
         // What the agent does before attaching: only frames to this MAC are forwarded.
         dp.set_own_mac(LB_MAC).unwrap();
         let mut service = Service {
@@ -129,6 +132,7 @@ impl Lb {
                 },
                 sid,
             ));
+            lb.dp.set_stick_table(sid, sizes[sid as usize]).unwrap();
             lb.dp.set_service(sid, service).unwrap();
             for b in 4 * sid..4 * sid + 4 {
                 lb.push_backend(b);

@@ -445,9 +445,11 @@ fn syn_packet(src: std::net::Ipv4Addr, sport: u16, dst: std::net::Ipv4Addr, dpor
 
 impl LbEnv {
     /// A spoofed-source SYN flood from the client host: `count` SYNs to `dst` (an IPv4 VIP),
-    /// each from a distinct address of the harness's spoof pool (10.77.64.0/18, routed back
-    /// into the client namespace, where the replies die). Bounded by `count` (at most 16382).
-    /// Returns how many were sent.
+    /// each from a distinct address of the harness's spoof pool (10.77.64.0/18). The client
+    /// namespace owns the pool (see `Topology::own_spoof_pool`), so the backends' SYN-ACKs come
+    /// back to it and its kernel answers each with an RST through the balancer, as the real
+    /// owners of spoofed addresses do. Bounded by `count` (at most 16382). Returns how many
+    /// were sent.
     pub fn syn_flood(&mut self, count: u32, dst: SocketAddr) -> Result<u32> {
         let IpAddr::V4(dst4) = dst.ip() else {
             bail!("syn_flood sends IPv4 only")
@@ -455,7 +457,7 @@ impl LbEnv {
         if count > 16382 {
             bail!("the spoof pool holds 16382 addresses");
         }
-        self.topo.route_spoof_pool(self.client)?;
+        self.topo.own_spoof_pool(self.client)?;
         let base = u32::from(crate::topology::SPOOF_POOL4.0);
         let port = dst.port();
         self.topo.run_in(self.client, move || -> Result<u32> {
@@ -487,6 +489,11 @@ impl LbEnv {
                     );
                     if n == pkt.len() as isize {
                         sent += 1;
+                    }
+                    // Paced (64 per millisecond at most): the SYN-ACKs and RSTs the flood
+                    // brings back share the veth queues, and a burst of thousands overflows them.
+                    if i % 64 == 63 {
+                        std::thread::sleep(Duration::from_millis(1));
                     }
                 }
                 libc::close(fd);

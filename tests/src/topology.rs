@@ -576,6 +576,17 @@ impl Topology {
         self.route_prefix_via(SPOOF_POOL6.0.into(), SPOOF_POOL6.1, client)
     }
 
+    /// Makes the IPv4 spoof pool (10.77.64.0/18) addresses of `host` (one `local` route on `lo`:
+    /// every address of the pool is the host's own) and routes both pools to it from every
+    /// other host. Replies to spoofed sources then reach a kernel that owns those addresses and
+    /// answers what it never asked for, a backend's SYN-ACK, with an RST to the VIP, as the real
+    /// owners of spoofed addresses do. Nothing leaves the harness.
+    pub fn own_spoof_pool(&mut self, host: HostId) -> Result<()> {
+        let (prefix, len) = SPOOF_POOL4;
+        self.ip_batch(host, &[format!("route replace local {prefix}/{len} dev lo")])?;
+        self.route_spoof_pool(host)
+    }
+
     /// From `client`'s namespace: a fresh TCP connection from `src`, `GET /`, returns the
     /// `X-Served-By` header (see [`client::http_get`]).
     pub fn http_get(

@@ -511,8 +511,8 @@ fn health_checks_keep_their_interval_while_a_million_entry_table_is_walked() {
             backends: 2,
             v4_sources: 0,
             v6_sources: 0,
-            // Three services: room for 1.2 M entries.
-            stick_size: 400_000,
+            // Each service has its own table: room for the million in be_app's.
+            stick_size: 1_100_000,
             inter: format!("{}ms", inter.as_millis()),
             ..Default::default()
         },
@@ -527,8 +527,12 @@ fn health_checks_keep_their_interval_while_a_million_entry_table_is_walked() {
         .unwrap_or_else(|| panic!("{state}"));
     // A million clients of be_app, written through the pinned map (only map data: no packet
     // is sent from or to these addresses).
-    let pin = e.bpffs.join("maps").join(lb_common::MAP_STICK);
-    let mut map = xlb::stick_table::open_pinned(&pin).unwrap();
+    let pin = e.bpffs.join("maps").join(lb_common::MAP_STICK_TABLES);
+    let mut tables = xlb::stick_table::open_pinned(&pin).unwrap();
+    let map = &mut tables
+        .get_mut((be_id - 1) as u32)
+        .expect("be_app has a stick table")
+        .map;
     let now = xlb::datapath::coarse_now_ns();
     for i in 0..ENTRIES {
         let mut addr = [0u8; 16];
@@ -542,7 +546,7 @@ fn health_checks_keep_their_interval_while_a_million_entry_table_is_walked() {
         map.insert(key, entry, 0)
             .unwrap_or_else(|err| panic!("entry {i}: {err}"));
     }
-    drop(map);
+    drop(tables);
     let used = |info: &str| -> u64 {
         info.lines()
             .find_map(|l| l.strip_prefix("StickTableUsed: "))

@@ -100,6 +100,148 @@ fn syn_flood_of_distinct_sources_inserts_nothing() {
     assert_eq!(lb.gstat(gstat::SYN_NO_INSERT), 200);
 }
 
+// --- only a packet that proves a handshake pins (issue 9, item 2) --------------------------------
+
+/// TCP shapes that prove no handshake: what spoofed sources' real owners send back (an RST for
+/// a SYN-ACK they never asked for), and what anyone can send from any address.
+const NO_HANDSHAKE: [(&str, u8); 7] = [
+    ("RST", TCP_RST),
+    ("RST+ACK", TCP_RST | TCP_ACK),
+    ("SYN+ACK", TCP_SYN | TCP_ACK),
+    ("SYN+RST", TCP_SYN | TCP_RST),
+    ("FIN", TCP_FIN),
+    ("FIN+RST+ACK", TCP_FIN | TCP_RST | TCP_ACK),
+    ("no flags", 0),
+];
+
+#[test]
+fn rst_from_spoofed_sources_creates_no_stick_entry() {
+    let mut lb = Lb::new(Svc::default());
+    for (i, (what, flags)) in NO_HANDSHAKE.iter().enumerate() {
+        let c = [10, 77, 20, i as u8];
+        let by_hash = lb.forwarded_to(&t4(c, 40000, *flags));
+        assert!(
+            lb.entries().is_empty(),
+            "{what} from a new client must not create an entry: {:?}",
+            lb.entries()
+        );
+        // It went by hash: to the backend the client's ACK then pins.
+        let pinned = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+        assert_eq!(by_hash, pinned, "{what}");
+        assert_eq!(
+            lb.entry(0, v4(c), FAMILY_V4, 0).map(|e| e.backend),
+            Some(pinned),
+            "{what}"
+        );
+        assert!(
+            lb.dp
+                .stick_delete(&StickKey::new(v4(c), 0, 0, FAMILY_V4))
+                .unwrap()
+        );
+    }
+    // And over IPv6.
+    let c = client6(20);
+    lb.forwarded_to(&t6(c, 40000, TCP_RST));
+    assert!(lb.entries().is_empty(), "an IPv6 RST must not create an entry");
+    assert_eq!(
+        lb.gstat(gstat::NO_HANDSHAKE_NO_INSERT),
+        NO_HANDSHAKE.len() as u64 + 1,
+        "each counted as forwarded without an entry"
+    );
+    assert_eq!(lb.gstat(gstat::SYN_NO_INSERT), 0, "none of them is a bare SYN");
+    assert_eq!(
+        lb.gstat(gstat::STICK_INSERT),
+        NO_HANDSHAKE.len() as u64,
+        "only the ACKs inserted"
+    );
+}
+
+/// Only a packet that may create an entry refreshes one: an RST or SYN+ACK with a pinned
+/// client's address (spoofed or not) leaves its last-seen time alone, so it still expires.
+#[test]
+fn rst_and_syn_ack_of_a_pinned_client_refresh_no_stick_entry() {
+    let mut lb = Lb::new(Svc::default());
+    let c = client4(21);
+    let b = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    let key = StickKey::new(v4(c), 0, 0, FAMILY_V4);
+    let old = coarse_now_ns() - 5_000_000_000;
+    lb.dp
+        .stick_insert(
+            key,
+            StickEntry {
+                last_seen_ns: old,
+                backend: b,
+                _pad: 0,
+            },
+        )
+        .unwrap();
+    for (what, flags) in NO_HANDSHAKE {
+        assert_eq!(
+            lb.forwarded_to(&t4(c, 40001, flags)),
+            b,
+            "{what}: the pinned backend"
+        );
+        assert_eq!(
+            lb.entry(0, v4(c), FAMILY_V4, 0).unwrap().last_seen_ns,
+            old,
+            "{what} refreshed it"
+        );
+    }
+    lb.forwarded_to(&t4(c, 40001, TCP_ACK));
+    assert!(
+        lb.entry(0, v4(c), FAMILY_V4, 0).unwrap().last_seen_ns > old,
+        "an ACK refreshes it"
+    );
+}
+
+// --- every service its own table (issue 9, item 2) ----------------------------------------------
+
+/// A flood of valid new clients (ACKs, 10 x the table's size) at service 0 (VIP4:80/tcp) fills
+/// service 0's own table only: every client of service 1 (VIP4:53/udp) keeps its entry.
+#[test]
+fn flood_of_one_service_evicts_no_entry_of_another() {
+    const SIZE: u32 = 1000;
+    let mut lb = Lb::with_capacity(Svc::default(), SIZE);
+    let of = |lb: &Lb, service: u16| -> Vec<(StickKey, StickEntry)> {
+        let mut v: Vec<_> = lb
+            .entries()
+            .into_iter()
+            .filter(|(k, _)| k.service == service)
+            .collect();
+        v.sort_by_key(|(k, _)| k.addr);
+        v
+    };
+    for n in 0..500u32 {
+        let c = [10, 78, (n >> 8) as u8, n as u8];
+        lb.forwarded_to(&udp4(CLIENT_MAC, LB_MAC, c, 5000, VIP4, 53));
+    }
+    let b_before = of(&lb, 1);
+    assert_eq!(b_before.len(), 500);
+    for n in 0..10 * SIZE {
+        let c = [10, 90, (n >> 8) as u8, n as u8];
+        lb.forwarded_to(&t4(c, 40000, TCP_ACK));
+    }
+    let b_after = of(&lb, 1);
+    assert_eq!(
+        b_after.len(),
+        b_before.len(),
+        "a flood of {} new clients at service 0 evicted {} of service 1's {} entries",
+        10 * SIZE,
+        b_before.len() - b_after.len(),
+        b_before.len()
+    );
+    assert_eq!(b_after, b_before, "service 1's entries are untouched");
+    let a = of(&lb, 0).len();
+    assert_eq!(lb.dp.stick_capacity_of(0), Some(SIZE), "service 0's own table");
+    assert!(
+        a <= SIZE as usize && a >= SIZE as usize * 3 / 4,
+        "service 0's table is full at its own size: {a} of {SIZE}"
+    );
+    // The flood's newest clients are the ones it keeps (LRU within the service).
+    let last = [10, 90, ((10 * SIZE - 1) >> 8) as u8, (10 * SIZE - 1) as u8];
+    assert!(lb.entry(0, v4(last), FAMILY_V4, 0).is_some());
+}
+
 // --- expiry -------------------------------------------------------------------------------------
 
 #[test]
@@ -954,7 +1096,7 @@ fn batched_table_read_matches_an_entry_by_entry_walk() {
     for i in 0..10_000u32 {
         let mut addr = [0u8; 16];
         addr[..4].copy_from_slice(&i.to_be_bytes());
-        let key = StickKey::new(addr, (i % 3) as u16, 0, FAMILY_V4);
+        let key = StickKey::new(addr, 0, 0, FAMILY_V4);
         let entry = StickEntry {
             last_seen_ns: i as u64,
             backend: i % 4,
@@ -962,9 +1104,10 @@ fn batched_table_read_matches_an_entry_by_entry_walk() {
         };
         lb.dp.stick_insert(key, entry).unwrap();
     }
-    let mut walked: Vec<(StickKey, StickEntry)> = lb.dp.stick_map_mut().iter().map(|r| r.unwrap()).collect();
+    let table = lb.dp.stick_map_mut(0).unwrap();
+    let mut walked: Vec<(StickKey, StickEntry)> = table.iter().map(|r| r.unwrap()).collect();
     for chunk in [1, 7, 4096, 100_000] {
-        let mut batched = xlb::map_batch::read_all(lb.dp.stick_map_mut(), chunk).unwrap();
+        let mut batched = xlb::map_batch::read_all(table, chunk).unwrap();
         assert_eq!(batched.len(), 10_000, "chunk {chunk}");
         batched.sort_by_key(|(k, _)| (k.addr, k.service));
         walked.sort_by_key(|(k, _)| (k.addr, k.service));
@@ -993,18 +1136,19 @@ fn pins_that_differ_from_their_format_are_refused_with_every_difference() {
     raw_pins::pin(&meta, &maps.join(lb_common::MAP_META)).unwrap();
     let backends = raw_pins::create(ARRAY, 4, 24, 4096).unwrap();
     raw_pins::pin(&backends, &maps.join(lb_common::MAP_BACKENDS)).unwrap();
-    let stick = raw_pins::create(LRU_HASH, 32, 16, 1000).unwrap();
-    raw_pins::pin(&stick, &maps.join(lb_common::MAP_STICK)).unwrap();
+    // An LRU hash where the array of per-service tables belongs.
+    let sticks = raw_pins::create(LRU_HASH, 24, 16, 1000).unwrap();
+    raw_pins::pin(&sticks, &maps.join(lb_common::MAP_STICK_TABLES)).unwrap();
     let err = match xlb::datapath::Datapath::load(&xlb::datapath::LoadOptions {
         pin_dir: Some(dir.clone()),
-        stick_capacity: 1000,
     }) {
         Ok(_) => panic!("pins that differ from their format were adopted"),
         Err(e) => e.to_string(),
     };
     for want in [
         "XLB_BACKENDS: value size 24 changed to 20",
-        "XLB_STICK: key size 32 changed to 24",
+        "XLB_STICKS: map type 9 changed to 12",
+        "XLB_STICKS: key size 24 changed to 4",
         "XLB_VIPS: missing",
         "xlb detach",
     ] {
@@ -1012,4 +1156,138 @@ fn pins_that_differ_from_their_format_are_refused_with_every_difference() {
     }
     // Nothing was touched: the pins are as they were.
     assert!(maps.join(lb_common::MAP_BACKENDS).exists() && !maps.join(lb_common::MAP_VIPS).exists());
+}
+
+// --- per-service stick tables: resize, pins -----------------------------------------------------
+
+/// A new size for a service's table: a new table of that size holding every entry, and the
+/// data path uses it from then on (what it creates afterwards lands there).
+#[test]
+fn stick_table_resize_keeps_every_entry_and_the_data_path_uses_the_new_table() {
+    let mut lb = Lb::with_capacity(Svc::default(), 1000);
+    let mut pins = Vec::new();
+    for n in 0..50u8 {
+        let c = [10, 77, 30, n];
+        pins.push((c, lb.forwarded_to(&t4(c, 40000, TCP_ACK))));
+    }
+    let before = lb.dp.stick_entries_of(0).unwrap();
+    assert_eq!(before.len(), 50);
+    let change = lb.dp.set_stick_table(0, 3000).unwrap();
+    assert_eq!(
+        change,
+        xlb::stick_maps::TableChange::Resized {
+            from: 1000,
+            copied: 50
+        }
+    );
+    assert_eq!(lb.dp.stick_capacity_of(0), Some(3000));
+    let mut after = lb.dp.stick_entries_of(0).unwrap();
+    let mut want = before.clone();
+    after.sort_by_key(|(k, _)| k.addr);
+    want.sort_by_key(|(k, _)| k.addr);
+    assert_eq!(after, want, "every entry moved over unchanged");
+    for (c, b) in &pins {
+        assert_eq!(lb.forwarded_to(&t4(*c, 40001, TCP_ACK)), *b, "still pinned");
+    }
+    lb.forwarded_to(&t4([10, 77, 31, 1], 40000, TCP_ACK));
+    assert_eq!(
+        lb.dp.stick_entries_of(0).unwrap().len(),
+        51,
+        "new entries go to the new table"
+    );
+    assert_eq!(
+        lb.dp.set_stick_table(0, 3000).unwrap(),
+        xlb::stick_maps::TableChange::Kept
+    );
+    // Removing a table empties the service's slot: its packets go by hash, nothing is kept.
+    assert!(lb.dp.remove_stick_table(0).unwrap());
+    let c = pins[0].0;
+    lb.forwarded_to(&t4(c, 40002, TCP_ACK));
+    assert!(lb.dp.stick_entries_of(0).unwrap().is_empty());
+    assert_eq!(lb.dp.stick_capacity_of(0), None);
+}
+
+/// A pin directory under /sys/fs/bpf of this test's own, removed on drop (panics included).
+struct PinDir(std::path::PathBuf);
+
+impl PinDir {
+    fn new(test: &str) -> PinDir {
+        xlb::datapath::ensure_bpffs().expect("bpffs at /sys/fs/bpf");
+        PinDir(std::path::Path::new("/sys/fs/bpf").join(harness::names::new_stem(test)))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = xlb::datapath::remove_pins(&self.0);
+    }
+}
+
+/// What one agent pinned, the next one adopts: every service's table with its size and entries.
+#[test]
+fn stick_tables_pinned_by_one_load_are_adopted_by_the_next() {
+    use xlb::datapath::{Datapath, LoadOptions};
+    let dir = PinDir::new("stickpins");
+    let opts = LoadOptions {
+        pin_dir: Some(dir.0.clone()),
+    };
+    let entry = |i: u32| StickEntry {
+        last_seen_ns: i as u64,
+        backend: i % 4,
+        _pad: 0,
+    };
+    let key = |service: u16, i: u32| {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&i.to_be_bytes());
+        StickKey::new(addr, service, 0, FAMILY_V4)
+    };
+    {
+        let mut dp = Datapath::load(&opts).unwrap();
+        assert!(!dp.adopted());
+        dp.set_stick_table(0, 1000).unwrap();
+        dp.set_stick_table(3, 2000).unwrap();
+        for i in 0..100 {
+            dp.stick_insert(key(0, i), entry(i)).unwrap();
+            dp.stick_insert(key(3, i), entry(i)).unwrap();
+        }
+    }
+    let mut dp = Datapath::load(&opts).unwrap();
+    assert!(dp.adopted());
+    assert_eq!(dp.stick_services(), vec![0, 3]);
+    assert_eq!(dp.stick_capacity_of(0), Some(1000));
+    assert_eq!(dp.stick_capacity_of(3), Some(2000));
+    for s in [0u16, 3] {
+        let mut got = dp.stick_entries_of(s as u32).unwrap();
+        got.sort_by_key(|(k, _)| k.addr);
+        let want: Vec<_> = (0..100).map(|i| (key(s, i), entry(i))).collect();
+        assert_eq!(got, want, "service {s}");
+    }
+    assert_eq!(
+        dp.set_stick_table(0, 1000).unwrap(),
+        xlb::stick_maps::TableChange::Kept,
+        "an adopted table of the configured size is kept as it is"
+    );
+}
+
+/// A stray single stick table (`XLB_STICK`, as format 1 had) without the rest of format 1's
+/// maps and without `XLB_META`: no set this xlb knows, so it is refused with an error that says
+/// what it found and what to do, before anything is loaded. (A complete set of format-1 pins is
+/// migrated: e2e `format1_pins_are_migrated_keeping_ids_entries_and_admin_states`.)
+#[test]
+fn an_incomplete_set_of_old_pins_is_refused_with_a_clear_error() {
+    use aya::maps::{Array, MapData};
+    use xlb::datapath::{Datapath, DatapathError, LoadOptions};
+    let dir = PinDir::new("oldstick");
+    std::fs::create_dir_all(dir.0.join("maps")).unwrap();
+    let old = Array::<MapData, u32>::create(1, 0).unwrap();
+    old.pin(dir.0.join("maps").join(lb_common::MAP_STICK_SINGLE))
+        .unwrap();
+    let e = Datapath::load(&LoadOptions {
+        pin_dir: Some(dir.0.clone()),
+    })
+    .err()
+    .expect("loading over old pins must fail");
+    assert!(matches!(e, DatapathError::Format { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("XLB_STICK") && msg.contains("xlb detach"), "{msg}");
 }

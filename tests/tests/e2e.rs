@@ -436,6 +436,9 @@ fn s09_udp_stickiness_and_failover() {
     }
 }
 
+/// A spoofed SYN flood whose sources exist: the backends' SYN-ACKs reach a kernel that owns the
+/// spoofed addresses, and it answers each with an RST through the balancer (issue 9, item 2:
+/// those RSTs used to create one entry each). Neither the SYNs nor the RSTs may touch the table.
 #[test]
 fn s10_spoofed_syn_flood_evicts_no_established_client() {
     let mut e = env(
@@ -450,36 +453,58 @@ fn s10_spoofed_syn_flood_evicts_no_established_client() {
     let pins = pin_all(&e, &e.sources4);
     let before = e.table("be_app").unwrap();
     assert_eq!(before.len(), 100);
-    let capacity: u32 = e
-        .api("show info")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("StickTableCapacity: "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
-    let n = (10 * capacity).min(16382);
+    let header = e.api("show table be_app").unwrap();
+    assert!(
+        header.starts_with("# table: be_app, type: ip, size:300, used:100\n"),
+        "be_app's own table: {header}"
+    );
+    let capacity = 300u32;
+    let n = 10 * capacity;
     let sent = e.syn_flood(n, harness::lbenv::VIP4_HTTP).unwrap();
     assert_eq!(sent, n);
-    let info = e.api("show info").unwrap();
-    let syns: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("Xdp_syn_no_insert: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let counter = |name: &str| -> u64 {
+        e.api("show info")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("Xdp_{name}: ")))
+            .unwrap_or_else(|| panic!("show info has no Xdp_{name}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // The SYNs share the path with the backends' SYN-ACKs and the RSTs: some are still on the
+    // way when the last one is sent.
+    let mut syns = 0;
+    e.wait_until(Duration::from_secs(10), || {
+        syns = counter("syn_no_insert");
+        syns >= n as u64
+    });
     assert!(
         syns >= n as u64,
         "the data path saw the flood ({syns} bare SYNs of {n})"
     );
+    // The RSTs of the spoofed sources' owner: one per SYN-ACK, each from a client the table
+    // does not know.
+    let mut rsts = 0;
+    e.wait_until(Duration::from_secs(10), || {
+        rsts = counter("no_handshake_no_insert");
+        rsts >= n as u64 / 2
+    });
+    assert!(
+        rsts >= n as u64 / 2,
+        "the owner of the spoofed sources answered the backends' SYN-ACKs with RSTs \
+         through the balancer ({rsts} seen for {n} SYNs)"
+    );
     let after = e.table("be_app").unwrap();
     assert_eq!(
         before, after,
-        "the flood of {n} spoofed sources (10 x capacity {capacity}) must not touch the table"
+        "the flood of {n} spoofed sources (10 x be_app's size {capacity}) and their {rsts} RSTs \
+         must not touch the table"
     );
     for (s, b) in &pins {
         assert_eq!(&e.get_vip(*s).unwrap(), b);
     }
+    eprintln!("{syns} spoofed SYNs and {rsts} RSTs of their owner passed; the table is unchanged");
 }
 
 #[test]
@@ -1765,4 +1790,89 @@ fn vip_of(src: IpAddr) -> std::net::SocketAddr {
     } else {
         harness::lbenv::VIP6_HTTP
     }
+}
+
+/// Every service has a table of its own `stick.size`: a reload that changes one service's size
+/// keeps its entries (a smaller table keeps the most recently seen), touches no other service,
+/// and a restarted agent adopts the tables as they are.
+#[test]
+fn s15_stick_size_change_on_reload_keeps_the_entries_and_survives_a_restart() {
+    let e = env(
+        "sticksize",
+        Opts {
+            v4_sources: 100,
+            v6_sources: 10,
+            stick_size: 1000,
+            ..Default::default()
+        },
+    );
+    let pins = pin_all(&e, &e.sources4);
+    pin_all(&e, &e.sources6);
+    let header = |svc: &str| {
+        e.api(&format!("show table {svc}"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let before = e.table("be_app").unwrap();
+    let before6 = e.table("be_app6").unwrap();
+    assert_eq!(before.len(), 100);
+    assert_eq!(header("be_app"), "# table: be_app, type: ip, size:1000, used:100");
+    let resize = |size: u32| {
+        // be_app is the first service of the config.
+        let text = e
+            .config_text(e.opts.backends)
+            .replacen("size = 1000,", &format!("size = {size},"), 1);
+        e.write_config(&text).unwrap();
+        e.signal_agent(libc::SIGHUP);
+        let want = format!("size:{size},");
+        assert!(
+            e.wait_until(Duration::from_secs(10), || header("be_app").contains(&want)),
+            "be_app's table did not become {size} entries: {}\n{}",
+            header("be_app"),
+            e.agent_log()
+        );
+    };
+    resize(4000);
+    assert_eq!(
+        e.table("be_app").unwrap(),
+        before,
+        "a bigger table keeps every entry"
+    );
+    assert_eq!(
+        e.table("be_app6").unwrap(),
+        before6,
+        "another service is untouched"
+    );
+    assert!(header("be_app6").contains("size:1000,"), "{}", header("be_app6"));
+    for (s, b) in &pins {
+        assert_eq!(&e.get_vip(*s).unwrap(), b, "{s} stays on its server");
+    }
+    assert!(
+        e.agent_log()
+            .contains("stick table resized from 1000 to 4000 entries (100 entries copied)")
+    );
+
+    resize(60);
+    let small = e.table("be_app").unwrap();
+    assert!(
+        (1..=60).contains(&small.len()),
+        "a table of 60 holds {} entries",
+        small.len()
+    );
+    for entry in &small {
+        assert!(before.contains(entry), "{entry:?} was not in the table before");
+    }
+
+    e.kill_agent();
+    e.start_agent().unwrap();
+    assert!(header("be_app").contains("size:60,"), "{}", header("be_app"));
+    assert_eq!(
+        e.table("be_app").unwrap(),
+        small,
+        "the restarted agent adopts the table"
+    );
+    assert_eq!(e.table("be_app6").unwrap(), before6);
 }

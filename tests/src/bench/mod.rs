@@ -38,8 +38,8 @@ pub fn spread(v: &[f64]) -> (f64, f64) {
 /// sent to its own MAC and rewrites the destination to the backend's, so with any other backend
 /// MAC every repetition after the first would time the "not our MAC" path. This way a
 /// forwarded frame is again addressed to us, and `ns` checks that it was.
-pub fn bench_lb(svc: Svc, capacity: u32) -> Result<Lb> {
-    let mut lb = Lb::with_capacity(svc, capacity);
+pub fn bench_lb(svc: Svc, stick_sizes: [u32; 4]) -> Result<Lb> {
+    let mut lb = Lb::with_stick_sizes(svc, stick_sizes);
     for id in 0..16 {
         let mut be = lb.dp.backend(id)?;
         be.mac = LB_MAC;
