@@ -45,8 +45,9 @@ pub const MAP_BACKEND_STATS: &str = "XLB_BSTATS";
 pub const MAP_NAMES: &str = "XLB_NAMES";
 pub const MAP_LIMITS: &str = "XLB_LIMITS";
 pub const MAP_NEW_ENTRIES: &str = "XLB_NEW_ENTRIES";
+pub const MAP_FRAGMENTS: &str = "XLB_FRAGMENTS";
 /// Every map the program defines (the agent pins and adopts these).
-pub const ALL_MAPS: [&str; 14] = [
+pub const ALL_MAPS: [&str; 15] = [
     MAP_VIPS,
     MAP_VIP_ACTIVE,
     MAP_SERVICES,
@@ -61,6 +62,7 @@ pub const ALL_MAPS: [&str; 14] = [
     MAP_NAMES,
     MAP_LIMITS,
     MAP_NEW_ENTRIES,
+    MAP_FRAGMENTS,
 ];
 
 /// Index of `MAP_LIMITS`: new stick entries each CPU may create per second (0 = no cap).
@@ -111,21 +113,14 @@ pub const FAMILY_V6: u8 = 6;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
-/// `VipKey::kind`: an exact (address, port, protocol) entry; port 0 means any port.
-pub const VIP_KIND_PORT: u8 = 0;
-/// `VipKey::kind`: the address-only entry used for packets that carry no port (non-first
-/// fragments); port is 0. The agent writes one per (address, protocol), naming the first
-/// service in the config with that address and protocol.
-pub const VIP_KIND_ADDR: u8 = 1;
-
 /// Slots of one VIP table; `MAP_VIPS` holds two (double-buffered, like the Maglev tables).
 pub const VIP_TABLE_SIZE: u32 = 1024;
 /// Linear-probe length of the VIP table: a key sits within this many slots of its hash.
 pub const VIP_PROBES: u32 = 4;
 
-/// A VIP key as six words (what the data path compares).
+/// A VIP key as five words (what the data path compares).
 #[inline(always)]
-pub fn vip_words(addr: &[u8; 16], port_be: u16, proto: u8, family: u8, kind: u8) -> [u32; 6] {
+pub fn vip_words(addr: &[u8; 16], port_be: u16, proto: u8, family: u8) -> [u32; 5] {
     let a = crate::hash::words_of(addr);
     [
         a[0],
@@ -133,13 +128,12 @@ pub fn vip_words(addr: &[u8; 16], port_be: u16, proto: u8, family: u8, kind: u8)
         a[2],
         a[3],
         port_be as u32 | (proto as u32) << 16 | (family as u32) << 24,
-        kind as u32,
     ]
 }
 
 /// Home slot of a VIP key in a table.
 #[inline(always)]
-pub fn vip_home(words: &[u32; 6]) -> u32 {
+pub fn vip_home(words: &[u32; 5]) -> u32 {
     crate::hash::hash_words(words) & (VIP_TABLE_SIZE - 1)
 }
 
@@ -148,7 +142,7 @@ pub fn vip_home(words: &[u32; 6]) -> u32 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VipSlot {
-    pub key: [u32; 6],
+    pub key: [u32; 5],
     pub service: u32,
     pub used: u32,
 }
@@ -158,17 +152,15 @@ pub struct VipSlot {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct VipKey {
     pub addr: [u8; 16],
-    /// Network byte order; 0 = any port (or an address-only entry).
+    /// Network byte order; 0 = any port.
     pub port: u16,
     pub proto: u8,
     pub family: u8,
-    pub kind: u8,
-    pub _pad: [u8; 3],
 }
 
 impl VipKey {
-    pub fn words(&self) -> [u32; 6] {
-        vip_words(&self.addr, self.port, self.proto, self.family, self.kind)
+    pub fn words(&self) -> [u32; 5] {
+        vip_words(&self.addr, self.port, self.proto, self.family)
     }
 }
 
@@ -262,10 +254,41 @@ pub struct StickEntry {
     pub _pad: u32,
 }
 
+/// Slots of `MAP_FRAGMENTS`: IP datagrams whose first fragment the data path remembers. A record
+/// is needed only from a datagram's first fragment to its last (microseconds apart); the LRU
+/// drops the oldest.
+pub const FRAGMENT_RECORDS: u32 = 4096;
+
+/// Key of `MAP_FRAGMENTS`: one IP datagram, as the receiver's reassembly identifies it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FragmentKey {
+    /// Client address (IPv4 in the first 4 bytes, as everywhere in these maps).
+    pub src: [u8; 16],
+    /// VIP address.
+    pub dst: [u8; 16],
+    /// The datagram's identification: IPv4's 16-bit id, or the 32-bit identification of the
+    /// IPv6 fragment header (host order).
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    /// Padding as a scalar (see `StickKey`).
+    pub _pad: u16,
+}
+
+/// Value of `MAP_FRAGMENTS`: where the datagram's first fragment went.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragmentRecord {
+    pub service: u32,
+    pub backend: u32,
+}
+
 /// Indices of `MAP_GLOBAL_STATS` (per-CPU u64 counters). The data path writes only the events
 /// that belong to no service or are rare (PASS_NOT_VIP, PARSE_ERROR, REDIRECT, FRAGMENT,
-/// ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT); the others are sums of `ServiceStats` that the
-/// agent computes, so a forwarded packet touches only its service's and backend's counters.
+/// FRAGMENT_NO_RECORD, ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT); the others are sums of
+/// `ServiceStats` that the agent computes, so a forwarded packet touches only its service's and
+/// backend's counters.
 pub mod gstat {
     /// Every packet the program saw.
     pub const RX: u32 = 0;
@@ -288,7 +311,8 @@ pub mod gstat {
     pub const REDISPATCH: u32 = 10;
     /// Pinned backend down/maint, client kept on it (redispatch off).
     pub const PINNED_DOWN: u32 = 11;
-    /// IP fragments handled (first or later).
+    /// IP fragments of VIP datagrams handled: first fragments (which record their datagram's
+    /// service and backend in `MAP_FRAGMENTS`) and later ones that followed such a record.
     pub const FRAGMENT: u32 = 12;
     /// ICMP need-frag / ICMPv6 packet-too-big about a VIP flow, forwarded to its backend.
     pub const ICMP_TOO_BIG: u32 = 13;
@@ -299,7 +323,11 @@ pub mod gstat {
     /// Entries not created because this CPU reached its cap of new entries per second (the
     /// packet still went to the backend Maglev picks).
     pub const INSERT_CAPPED: u32 = 16;
-    pub const COUNT: u32 = 17;
+    /// Passed: a later fragment (no L4 header) with no record of its datagram's first fragment
+    /// (it came before the first, the record was evicted, or it is not VIP traffic at all, such
+    /// as the LB host's own fragmented traffic).
+    pub const FRAGMENT_NO_RECORD: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "rx",
@@ -319,6 +347,7 @@ pub mod gstat {
         "insert_failed",
         "syn_no_insert",
         "insert_capped",
+        "fragment_no_record",
     ];
 }
 
@@ -361,8 +390,8 @@ pub struct BackendStats {
 }
 
 // Compile-time layout checks: a change here is a change of the pinned maps' format.
-const _: () = assert!(core::mem::size_of::<VipKey>() == 24);
-const _: () = assert!(core::mem::size_of::<VipSlot>() == 32);
+const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+const _: () = assert!(core::mem::size_of::<VipSlot>() == 28);
 const _: () = assert!(core::mem::size_of::<Service>() == 40);
 const _: () = assert!(core::mem::size_of::<Backend>() == 20);
 const _: () = assert!(core::mem::size_of::<StickKey>() == 24);
@@ -371,6 +400,8 @@ const _: () = assert!(core::mem::size_of::<ServiceStats>() == 72);
 const _: () = assert!(core::mem::size_of::<BackendStats>() == 16);
 const _: () = assert!(core::mem::size_of::<NameSlot>() == 64);
 const _: () = assert!(core::mem::size_of::<RateWindow>() == 16);
+const _: () = assert!(core::mem::size_of::<FragmentKey>() == 40);
+const _: () = assert!(core::mem::size_of::<FragmentRecord>() == 8);
 
 #[cfg(feature = "user")]
 mod user {
@@ -393,6 +424,8 @@ mod user {
         ServiceStats,
         BackendStats,
         NameSlot,
-        RateWindow
+        RateWindow,
+        FragmentKey,
+        FragmentRecord
     );
 }

@@ -17,10 +17,11 @@ use aya::{
     },
 };
 use lb_common::{
-    ALL_MAPS, Backend, BackendStats, MAGLEV_MAX_SIZE, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS,
-    MAP_GLOBAL_STATS, MAP_LIMITS, MAP_MAGLEV, MAP_NAMES, MAP_NEW_ENTRIES, MAP_SERVICE_STATS, MAP_SERVICES,
-    MAP_STICK, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats, StickEntry, StickKey,
-    VIP_PROBES, VIP_TABLE_SIZE, VipKey, VipSlot, gstat, maglev_base,
+    ALL_MAPS, Backend, BackendStats, FragmentKey, FragmentRecord, MAGLEV_MAX_SIZE, MAP_ACTIVE_SLOT,
+    MAP_BACKEND_STATS, MAP_BACKENDS, MAP_FRAGMENTS, MAP_GLOBAL_STATS, MAP_LIMITS, MAP_MAGLEV, MAP_NAMES,
+    MAP_NEW_ENTRIES, MAP_SERVICE_STATS, MAP_SERVICES, MAP_STICK, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS,
+    NameSlot, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipKey, VipSlot,
+    gstat, maglev_base,
 };
 
 /// The compiled XDP object (built by build.rs from `lb-ebpf`).
@@ -163,6 +164,10 @@ fn expected(name: &str) -> (u32, u32) {
         MAP_NAMES => (4, size_of::<NameSlot>() as u32),
         MAP_LIMITS => (4, 8),
         MAP_NEW_ENTRIES => (4, size_of::<lb_common::RateWindow>() as u32),
+        MAP_FRAGMENTS => (
+            size_of::<FragmentKey>() as u32,
+            size_of::<FragmentRecord>() as u32,
+        ),
         _ => (0, 0),
     }
 }
@@ -375,8 +380,6 @@ impl Datapath {
                     port: s.key[4] as u16,
                     proto: (s.key[4] >> 16) as u8,
                     family: (s.key[4] >> 24) as u8,
-                    kind: s.key[5] as u8,
-                    _pad: [0; 3],
                 },
                 s.service,
             ));
@@ -555,7 +558,10 @@ impl Datapath {
             t.add(&self.service_stats(id)?);
         }
         let g = |i: u32| i as usize;
-        out[g(gstat::RX)] = out[g(gstat::PASS_NOT_VIP)] + out[g(gstat::PARSE_ERROR)] + t.packets;
+        out[g(gstat::RX)] = out[g(gstat::PASS_NOT_VIP)]
+            + out[g(gstat::PARSE_ERROR)]
+            + out[g(gstat::FRAGMENT_NO_RECORD)]
+            + t.packets;
         out[g(gstat::TX)] = t.packets - t.no_backend - out[g(gstat::REDIRECT)];
         out[g(gstat::NO_BACKEND)] = t.no_backend;
         out[g(gstat::STICK_HIT)] = t.stick_hits;
