@@ -244,41 +244,28 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     if ctx.data() + off + Ipv6Hdr::LEN + payload_len > ctx.data_end() {
         return Err(());
     }
-    let mut flow = Flow {
-        src: ip.src_addr,
-        dst: ip.dst_addr,
-        sport: 0,
-        dport: 0,
-        family: FAMILY_V6,
-        proto: ip.next_hdr,
-        fragment: false,
-        later_fragment: false,
-        frag_id: 0,
-        syn_only: false,
-        icmp_too_big: false,
-    };
+    let mut proto = ip.next_hdr;
     let mut l4 = off + Ipv6Hdr::LEN;
-    let mut later_fragment = false;
+    let (mut fragment, mut later_fragment, mut frag_id) = (false, false, 0);
     // Walk at most MAX_IPV6_EXT_HEADERS extension headers; a longer chain is malformed for us.
     let mut done = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
-        match flow.proto {
+        match proto {
             IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
                 let ext: *const [u8; 2] = ptr_at(ctx, l4)?;
                 // SAFETY: bounds checked by ptr_at.
                 let ext = unsafe { &*ext };
-                flow.proto = ext[0];
+                proto = ext[0];
                 l4 += (ext[1] as usize + 1) * 8;
             }
             IPV6_FRAGMENT => {
                 let ext: *const [u8; 8] = ptr_at(ctx, l4)?;
                 // SAFETY: bounds checked by ptr_at.
                 let ext = unsafe { &*ext };
-                flow.proto = ext[0];
-                flow.fragment = true;
-                flow.frag_id = u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]);
-                let frag_off = u16::from_be_bytes([ext[2], ext[3]]) >> 3;
-                later_fragment = frag_off != 0;
+                proto = ext[0];
+                fragment = true;
+                frag_id = u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]);
+                later_fragment = u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0;
                 l4 += 8;
             }
             _ => {
@@ -290,6 +277,19 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     if !done {
         return Err(());
     }
+    let flow = Flow {
+        src: ip.src_addr,
+        dst: ip.dst_addr,
+        sport: 0,
+        dport: 0,
+        family: FAMILY_V6,
+        proto,
+        fragment,
+        later_fragment: false,
+        frag_id,
+        syn_only: false,
+        icmp_too_big: false,
+    };
     transport(ctx, l4, flow, later_fragment)
 }
 
