@@ -323,9 +323,9 @@ pub mod gstat {
     /// Entries not created because this CPU reached its cap of new entries per second (the
     /// packet still went to the backend Maglev picks).
     pub const INSERT_CAPPED: u32 = 16;
-    /// Passed: a later fragment (no L4 header) with no record of its datagram's first fragment
-    /// (it came before the first, the record was evicted, or it is not VIP traffic at all, such
-    /// as the LB host's own fragmented traffic).
+    /// Passed: a later TCP/UDP fragment (no L4 header) with no record of its datagram's first
+    /// fragment (it came before the first, the record was evicted, or it is not VIP traffic at
+    /// all, such as the LB host's own fragmented traffic).
     pub const FRAGMENT_NO_RECORD: u32 = 17;
     pub const COUNT: u32 = 18;
 
