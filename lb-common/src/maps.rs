@@ -51,8 +51,9 @@ pub const MAP_LIMITS: &str = "XLB_LIMITS";
 pub const MAP_NEW_ENTRIES: &str = "XLB_NEW_ENTRIES";
 pub const MAP_META: &str = "XLB_META";
 pub const MAP_OWN_MAC: &str = "XLB_OWN_MAC";
+pub const MAP_FRAGMENTS: &str = "XLB_FRAGMENTS";
 /// Every map the program defines (the agent pins and adopts these).
-pub const ALL_MAPS: [&str; 16] = [
+pub const ALL_MAPS: [&str; 17] = [
     MAP_VIPS,
     MAP_VIP_ACTIVE,
     MAP_SERVICES,
@@ -69,6 +70,7 @@ pub const ALL_MAPS: [&str; 16] = [
     MAP_NEW_ENTRIES,
     MAP_META,
     MAP_OWN_MAC,
+    MAP_FRAGMENTS,
 ];
 
 /// Format of the pinned maps: bumped whenever a map's type, key, value, size or meaning
@@ -162,21 +164,14 @@ pub const FAMILY_V6: u8 = 6;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
-/// `VipKey::kind`: an exact (address, port, protocol) entry; port 0 means any port.
-pub const VIP_KIND_PORT: u8 = 0;
-/// `VipKey::kind`: the address-only entry used for packets that carry no port (non-first
-/// fragments); port is 0. The agent writes one per (address, protocol), naming the first
-/// service in the config with that address and protocol.
-pub const VIP_KIND_ADDR: u8 = 1;
-
 /// Slots of one VIP table; `MAP_VIPS` holds two (double-buffered, like the Maglev tables).
 pub const VIP_TABLE_SIZE: u32 = 1024;
 /// Linear-probe length of the VIP table: a key sits within this many slots of its hash.
 pub const VIP_PROBES: u32 = 4;
 
-/// A VIP key as six words (what the data path compares).
+/// A VIP key as five words (what the data path compares).
 #[inline(always)]
-pub fn vip_words(addr: &[u8; 16], port_be: u16, proto: u8, family: u8, kind: u8) -> [u32; 6] {
+pub fn vip_words(addr: &[u8; 16], port_be: u16, proto: u8, family: u8) -> [u32; 5] {
     let a = crate::hash::words_of(addr);
     [
         a[0],
@@ -184,13 +179,12 @@ pub fn vip_words(addr: &[u8; 16], port_be: u16, proto: u8, family: u8, kind: u8)
         a[2],
         a[3],
         port_be as u32 | (proto as u32) << 16 | (family as u32) << 24,
-        kind as u32,
     ]
 }
 
 /// Home slot of a VIP key in a table.
 #[inline(always)]
-pub fn vip_home(words: &[u32; 6]) -> u32 {
+pub fn vip_home(words: &[u32; 5]) -> u32 {
     crate::hash::hash_words(words) & (VIP_TABLE_SIZE - 1)
 }
 
@@ -199,7 +193,7 @@ pub fn vip_home(words: &[u32; 6]) -> u32 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VipSlot {
-    pub key: [u32; 6],
+    pub key: [u32; 5],
     pub service: u32,
     pub used: u32,
 }
@@ -209,17 +203,15 @@ pub struct VipSlot {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct VipKey {
     pub addr: [u8; 16],
-    /// Network byte order; 0 = any port (or an address-only entry).
+    /// Network byte order; 0 = any port.
     pub port: u16,
     pub proto: u8,
     pub family: u8,
-    pub kind: u8,
-    pub _pad: [u8; 3],
 }
 
 impl VipKey {
-    pub fn words(&self) -> [u32; 6] {
-        vip_words(&self.addr, self.port, self.proto, self.family, self.kind)
+    pub fn words(&self) -> [u32; 5] {
+        vip_words(&self.addr, self.port, self.proto, self.family)
     }
 }
 
@@ -327,11 +319,41 @@ pub struct StickEntry {
     pub _pad: u32,
 }
 
+/// Slots of `MAP_FRAGMENTS`: IP datagrams whose first fragment the data path remembers. A record
+/// is needed only from a datagram's first fragment to its last (microseconds apart); the LRU
+/// drops the oldest.
+pub const FRAGMENT_RECORDS: u32 = 4096;
+
+/// Key of `MAP_FRAGMENTS`: one IP datagram, as the receiver's reassembly identifies it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FragmentKey {
+    /// Client address (IPv4 in the first 4 bytes, as everywhere in these maps).
+    pub src: [u8; 16],
+    /// VIP address.
+    pub dst: [u8; 16],
+    /// The datagram's identification: IPv4's 16-bit id, or the 32-bit identification of the
+    /// IPv6 fragment header (host order).
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    /// Padding as a scalar (see `StickKey`).
+    pub _pad: u16,
+}
+
+/// Value of `MAP_FRAGMENTS`: where the datagram's first fragment went.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragmentRecord {
+    pub service: u32,
+    pub backend: u32,
+}
+
 /// Indices of `MAP_GLOBAL_STATS` (per-CPU u64 counters). The data path writes only the events
 /// that belong to no service or are rare (PASS_NOT_VIP, PARSE_ERROR, REDIRECT, FRAGMENT,
-/// ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT, INSERT_CAPPED, STICK_STALE, PASS_NOT_OUR_MAC,
-/// NO_HANDSHAKE_NO_INSERT); the others are sums of `ServiceStats` that the agent computes, so a
-/// forwarded packet touches only its service's and backend's counters.
+/// FRAGMENT_NO_RECORD, ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT, INSERT_CAPPED, STICK_STALE,
+/// PASS_NOT_OUR_MAC, NO_HANDSHAKE_NO_INSERT); the others are sums of `ServiceStats` that the
+/// agent computes, so a forwarded packet touches only its service's and backend's counters.
 pub mod gstat {
     /// Every packet the program saw.
     pub const RX: u32 = 0;
@@ -354,7 +376,8 @@ pub mod gstat {
     pub const REDISPATCH: u32 = 10;
     /// Pinned backend down/maint, client kept on it (redispatch off).
     pub const PINNED_DOWN: u32 = 11;
-    /// IP fragments handled (first or later).
+    /// IP fragments of VIP datagrams handled: first fragments (which record their datagram's
+    /// service and backend in `MAP_FRAGMENTS`) and later ones that followed such a record.
     pub const FRAGMENT: u32 = 12;
     /// ICMP need-frag / ICMPv6 packet-too-big about a VIP flow, forwarded to its backend.
     pub const ICMP_TOO_BIG: u32 = 13;
@@ -375,7 +398,11 @@ pub mod gstat {
     /// TCP packets of a client without an entry that prove no handshake and are not a bare SYN
     /// (an RST, a SYN+ACK, a packet without ACK): forwarded by hash, no entry created.
     pub const NO_HANDSHAKE_NO_INSERT: u32 = 19;
-    pub const COUNT: u32 = 20;
+    /// Passed: a later TCP/UDP fragment (no L4 header) with no record of its datagram's first
+    /// fragment (it came before the first, the record was evicted, or it is not VIP traffic at
+    /// all, such as the LB host's own fragmented traffic).
+    pub const FRAGMENT_NO_RECORD: u32 = 20;
+    pub const COUNT: u32 = 21;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "rx",
@@ -398,6 +425,7 @@ pub mod gstat {
         "stick_stale",
         "pass_not_our_mac",
         "no_handshake_no_insert",
+        "fragment_no_record",
     ];
 }
 
@@ -440,8 +468,8 @@ pub struct BackendStats {
 }
 
 // Compile-time layout checks: a change here is a change of the pinned maps' format.
-const _: () = assert!(core::mem::size_of::<VipKey>() == 24);
-const _: () = assert!(core::mem::size_of::<VipSlot>() == 32);
+const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+const _: () = assert!(core::mem::size_of::<VipSlot>() == 28);
 const _: () = assert!(core::mem::size_of::<Service>() == 40);
 const _: () = assert!(core::mem::size_of::<Backend>() == 20);
 const _: () = assert!(core::mem::size_of::<StickKey>() == 24);
@@ -452,6 +480,8 @@ const _: () = assert!(core::mem::size_of::<NameSlot>() == 64);
 const _: () = assert!(core::mem::size_of::<RateWindow>() == 16);
 const _: () = assert!(core::mem::size_of::<OwnMac>() == 8);
 const _: () = assert!(core::mem::size_of::<FloorTarget>() == 16);
+const _: () = assert!(core::mem::size_of::<FragmentKey>() == 40);
+const _: () = assert!(core::mem::size_of::<FragmentRecord>() == 8);
 
 #[cfg(feature = "user")]
 mod user {
@@ -476,6 +506,8 @@ mod user {
         NameSlot,
         RateWindow,
         OwnMac,
-        FloorTarget
+        FloorTarget,
+        FragmentKey,
+        FragmentRecord
     );
 }

@@ -4,17 +4,21 @@
 //! `parse` (step 1) -> `select::service_of` (step 2) -> `forward::addressed_to_us` (step 2b:
 //! only frames sent to our own MAC) -> `select::backend_for` (steps 3–5:
 //! affinity key, stick table, Maglev) -> `forward` (step 6). Counters (step 8) along the way.
+//! IP fragments (step 7, `fragment`): a first fragment takes that path and records where it
+//! went; a later one (no L4 header) skips steps 2–5 and follows that record, or is passed to
+//! the kernel, counted, when there is none.
 //! Every map is documented at its definition in `maps`.
 #![no_std]
 #![no_main]
 
 mod forward;
+mod fragment;
 mod maps;
 mod parse;
 mod select;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{NO_BACKEND, gstat};
+use lb_common::{Backend, NO_BACKEND, gstat};
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
@@ -28,6 +32,9 @@ fn balance(ctx: &XdpContext) -> u32 {
         Ok(None) => return pass(gstat::PASS_NOT_VIP),
         Err(()) => return pass(gstat::PARSE_ERROR),
     };
+    if flow.later_fragment {
+        return later_fragment(ctx, &flow);
+    }
     let Some(service_id) = select::service_of(&flow) else {
         return pass(gstat::PASS_NOT_VIP);
     };
@@ -43,9 +50,6 @@ fn balance(ctx: &XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     st.packets += 1;
     st.bytes += len;
-    if flow.fragment {
-        maps::count(gstat::FRAGMENT);
-    }
     if flow.icmp_too_big {
         maps::count(gstat::ICMP_TOO_BIG);
     }
@@ -57,6 +61,49 @@ fn balance(ctx: &XdpContext) -> u32 {
         st.no_backend += 1;
         return xdp_action::XDP_DROP;
     };
+    if flow.fragment {
+        // A first fragment: the rest of its datagram follows it (`later_fragment`).
+        maps::count(gstat::FRAGMENT);
+        fragment::record_first(&flow, service_id, id);
+    }
+    send(ctx, id, backend, len)
+}
+
+/// A fragment after the first: it has no ports, so no service lookup of its own; it goes to
+/// the backend its datagram's first fragment went to, or, without a record of that, to the
+/// kernel (see `fragment`).
+#[inline(always)]
+fn later_fragment(ctx: &XdpContext, flow: &parse::Flow) -> u32 {
+    if !forward::addressed_to_us(ctx) {
+        return pass(gstat::PASS_NOT_OUR_MAC);
+    }
+    let Some(first) = fragment::first_of(flow) else {
+        return pass(gstat::FRAGMENT_NO_RECORD);
+    };
+    let (Some(svc), Some(st)) = (maps::service(first.service), maps::service_stats(first.service)) else {
+        return pass(gstat::PASS_NOT_VIP);
+    };
+    if svc.enabled == 0 {
+        // The service was deleted since the first fragment.
+        return pass(gstat::PASS_NOT_VIP);
+    }
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    st.packets += 1;
+    st.bytes += len;
+    maps::count(gstat::FRAGMENT);
+    // The server may have been removed since the first fragment (its id maybe reused): then
+    // the datagram cannot be completed anywhere.
+    let backend = maps::backend(first.backend).filter(|b| b.serves(first.service));
+    let Some(backend) = backend else {
+        st.no_backend += 1;
+        return xdp_action::XDP_DROP;
+    };
+    send(ctx, first.backend, backend, len)
+}
+
+/// Count a packet for backend `id` and forward it there.
+#[inline(always)]
+fn send(ctx: &XdpContext, id: u32, backend: &Backend, len: u64) -> u32 {
     if let Some(bs) = maps::backend_stats(id) {
         bs.packets += 1;
         bs.bytes += len;

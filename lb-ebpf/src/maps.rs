@@ -10,16 +10,16 @@ use aya_ebpf::{
     maps::{Array, DevMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, BackendStats, FloorTarget, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS,
-    MAX_SERVICES, MAX_TX_PORTS, NameSlot, OwnMac, RateWindow, Service, ServiceStats, StickEntry, StickKey,
-    VIP_PROBES, VIP_TABLE_SIZE, VipSlot, gstat, vip_home,
+    Backend, BackendStats, FRAGMENT_RECORDS, FloorTarget, FragmentKey, FragmentRecord,
+    LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS, NameSlot, OwnMac,
+    RateWindow, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipSlot, gstat,
+    vip_home,
 };
 
 /// VIPs: two open-addressed tables of `VIP_TABLE_SIZE` slots (index `slot * VIP_TABLE_SIZE +
-/// i`). A slot holds the key words (address, port or 0 for any port, protocol, family, kind;
-/// `kind` = `VIP_KIND_ADDR` is the address-only entry for later fragments) and the service id;
-/// a key sits within `VIP_PROBES` slots of `vip_home`. Array lookups are inlined by the
-/// verifier: cheaper per packet than a hash map. Written by the agent (inactive table, then
+/// i`). A slot holds the key words (address, port or 0 for any port, protocol, family) and the
+/// service id; a key sits within `VIP_PROBES` slots of `vip_home`. Array lookups are inlined by
+/// the verifier: cheaper per packet than a hash map. Written by the agent (inactive table, then
 /// `XLB_VIP_ACTIVE` flipped); read per packet.
 #[map(name = "XLB_VIPS")]
 static VIPS: Array<VipSlot> = Array::with_max_entries(2 * VIP_TABLE_SIZE, 0);
@@ -65,6 +65,17 @@ static STICK_TABLES: ArrayOfMaps<StickTable, { MAX_SERVICES as usize }> = ArrayO
 
 /// One service's stick table (see `STICK_TABLES`).
 pub type StickTable = LruHashMap<StickKey, StickEntry, 1>;
+
+/// Fragmented datagrams in flight. Key: one datagram (client and VIP address, IP
+/// identification, protocol, family). Value: the service and backend its first fragment went
+/// to. Written by the data path for every forwarded first fragment (a new datagram with the same
+/// key overwrites the old record); read by the data path for every later fragment (no L4
+/// header, so no service lookup of its own), which goes where the record says. Never touched by
+/// the agent. LRU of `FRAGMENT_RECORDS`: a record matters only until its datagram's last
+/// fragment, microseconds later.
+#[map(name = "XLB_FRAGMENTS")]
+static FRAGMENTS: aya_ebpf::maps::LruHashMap<FragmentKey, FragmentRecord> =
+    aya_ebpf::maps::LruHashMap::with_max_entries(FRAGMENT_RECORDS, 0);
 
 /// Output interfaces for backends that are not on the receiving interface. Index: the
 /// backend's `tx_port` (1..). Written by the agent; read by `XDP_REDIRECT`.
@@ -129,7 +140,7 @@ pub fn floor_target() -> Option<&'static FloorTarget> {
 
 /// The service of a VIP key (as words), probing the active table.
 #[inline(always)]
-pub fn vip(words: &[u32; 6]) -> Option<u32> {
+pub fn vip(words: &[u32; 5]) -> Option<u32> {
     let base = (VIP_ACTIVE.get(0).copied().unwrap_or(0) & 1) * VIP_TABLE_SIZE;
     let home = vip_home(words);
     for i in 0..VIP_PROBES {
@@ -139,12 +150,8 @@ pub fn vip(words: &[u32; 6]) -> Option<u32> {
         }
         // Word by word: `==` on arrays compiles to a call to a byte-wise memcmp.
         let k = &s.key;
-        let diff = (k[0] ^ words[0])
-            | (k[1] ^ words[1])
-            | (k[2] ^ words[2])
-            | (k[3] ^ words[3])
-            | (k[4] ^ words[4])
-            | (k[5] ^ words[5]);
+        let diff =
+            (k[0] ^ words[0]) | (k[1] ^ words[1]) | (k[2] ^ words[2]) | (k[3] ^ words[3]) | (k[4] ^ words[4]);
         if diff == 0 {
             return Some(s.service);
         }
@@ -198,6 +205,20 @@ pub fn stick_get(table: &StickTable, key: &StickKey) -> Option<*mut StickEntry> 
 #[inline(always)]
 pub fn stick_put(table: &StickTable, key: &StickKey, entry: &StickEntry) -> bool {
     table.insert(key, entry, 0).is_ok()
+}
+
+/// Where the first fragment of `datagram` went, if it came through here.
+#[inline(always)]
+pub fn fragment_record(datagram: &FragmentKey) -> Option<FragmentRecord> {
+    // SAFETY: a value pointer from the map, copied out at once.
+    unsafe { FRAGMENTS.get(datagram).copied() }
+}
+
+/// Remember where the first fragment of `datagram` went (replacing an older datagram's record
+/// with the same key). A failed write leaves the later fragments without a record: counted there.
+#[inline(always)]
+pub fn record_fragment(datagram: &FragmentKey, record: &FragmentRecord) {
+    let _ = FRAGMENTS.insert(datagram, record, 0);
 }
 
 /// Whether this CPU may create one more stick entry now (and count it if so): a cap of new

@@ -40,10 +40,15 @@ pub struct Flow {
     pub dport: u16,
     pub family: u8,
     pub proto: u8,
-    /// False for a non-first fragment: no L4 header, only addresses.
-    pub has_ports: bool,
     /// Any IP fragment (first or later).
     pub fragment: bool,
+    /// A TCP/UDP fragment after the first: no L4 header (ports 0). It has no service lookup of
+    /// its own and follows the record its datagram's first fragment left.
+    pub later_fragment: bool,
+    /// The datagram a fragment belongs to: IPv4's 16-bit id or the IPv6 fragment header's
+    /// 32-bit identification (host order). Read from the packet on fragment paths only; 0 for
+    /// a whole packet.
+    pub frag_id: u32,
     /// A TCP SYN without ACK or RST (a connection's first packet): forwarded by hash, never
     /// creates a stick entry (its ACK does).
     pub syn_only: bool,
@@ -120,28 +125,35 @@ fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     let frag_offset = frags & 0x1fff;
     let fragment = more_fragments || frag_offset != 0;
     let l4 = off + ihl;
-    let flow = Flow {
+    let mut flow = Flow {
         src: v4_addr(ip.src_addr),
         dst: v4_addr(ip.dst_addr),
         sport: 0,
         dport: 0,
         family: FAMILY_V4,
         proto: ip.proto,
-        has_ports: false,
         fragment,
+        later_fragment: false,
+        frag_id: 0,
         syn_only: false,
         no_handshake: false,
         icmp_too_big: false,
     };
+    if fragment {
+        flow.frag_id = u16::from_be_bytes(ip.id) as u32;
+    }
     transport(ctx, l4, flow, frag_offset != 0)
 }
 
 /// The L4 step of both families: ports for TCP/UDP (none in a later fragment, which has no L4
-/// header: address-only affinity), ICMP "too big" errors, nothing else.
+/// header and follows its datagram's first fragment), ICMP "too big" errors, nothing else.
 #[inline(always)]
 fn transport(ctx: &XdpContext, l4: usize, mut flow: Flow, later_fragment: bool) -> Result<Option<Flow>, ()> {
     match flow.proto {
-        PROTO_TCP | PROTO_UDP if later_fragment => Ok(Some(flow)),
+        PROTO_TCP | PROTO_UDP if later_fragment => {
+            flow.later_fragment = true;
+            Ok(Some(flow))
+        }
         PROTO_TCP | PROTO_UDP => {
             l4_ports(ctx, l4, &mut flow)?;
             Ok(Some(flow))
@@ -163,8 +175,9 @@ fn quoted_flow(quoted_src: [u8; 16], quoted_dst: [u8; 16], ports: &[u8; 4], fami
         dport: u16::from_ne_bytes([ports[0], ports[1]]),
         family,
         proto,
-        has_ports: true,
         fragment: false,
+        later_fragment: false,
+        frag_id: 0,
         syn_only: false,
         no_handshake: false,
         icmp_too_big: true,
@@ -194,7 +207,6 @@ fn l4_ports(ctx: &XdpContext, l4: usize, flow: &mut Flow) -> Result<(), ()> {
         flow.sport = u16::from_ne_bytes(udp.src);
         flow.dport = u16::from_ne_bytes(udp.dst);
     }
-    flow.has_ports = true;
     Ok(())
 }
 
@@ -244,40 +256,28 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     if ctx.data() + off + Ipv6Hdr::LEN + payload_len > ctx.data_end() {
         return Err(());
     }
-    let mut flow = Flow {
-        src: ip.src_addr,
-        dst: ip.dst_addr,
-        sport: 0,
-        dport: 0,
-        family: FAMILY_V6,
-        proto: ip.next_hdr,
-        has_ports: false,
-        fragment: false,
-        syn_only: false,
-        no_handshake: false,
-        icmp_too_big: false,
-    };
+    let mut proto = ip.next_hdr;
     let mut l4 = off + Ipv6Hdr::LEN;
-    let mut later_fragment = false;
+    let (mut fragment, mut later_fragment, mut frag_id) = (false, false, 0);
     // Walk at most MAX_IPV6_EXT_HEADERS extension headers; a longer chain is malformed for us.
     let mut done = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
-        match flow.proto {
+        match proto {
             IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
                 let ext: *const [u8; 2] = ptr_at(ctx, l4)?;
                 // SAFETY: bounds checked by ptr_at.
                 let ext = unsafe { &*ext };
-                flow.proto = ext[0];
+                proto = ext[0];
                 l4 += (ext[1] as usize + 1) * 8;
             }
             IPV6_FRAGMENT => {
                 let ext: *const [u8; 8] = ptr_at(ctx, l4)?;
                 // SAFETY: bounds checked by ptr_at.
                 let ext = unsafe { &*ext };
-                flow.proto = ext[0];
-                flow.fragment = true;
-                let frag_off = u16::from_be_bytes([ext[2], ext[3]]) >> 3;
-                later_fragment = frag_off != 0;
+                proto = ext[0];
+                fragment = true;
+                frag_id = u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]);
+                later_fragment = u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0;
                 l4 += 8;
             }
             _ => {
@@ -289,6 +289,20 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     if !done {
         return Err(());
     }
+    let flow = Flow {
+        src: ip.src_addr,
+        dst: ip.dst_addr,
+        sport: 0,
+        dport: 0,
+        family: FAMILY_V6,
+        proto,
+        fragment,
+        later_fragment: false,
+        frag_id,
+        syn_only: false,
+        no_handshake: false,
+        icmp_too_big: false,
+    };
     transport(ctx, l4, flow, later_fragment)
 }
 

@@ -15,30 +15,21 @@
 
 use lb_common::{
     BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, STICK_NONE, STICK_REFRESH_NS, STICK_SRC_PORT,
-    SVC_F_REDISPATCH, Service, ServiceStats, StickEntry, StickKey, VIP_KIND_ADDR, VIP_KIND_PORT, gstat,
+    SVC_F_REDISPATCH, Service, ServiceStats, StickEntry, StickKey, gstat,
     hash::{affinity_hash, five_tuple_hash},
     maglev_base, vip_words,
 };
 
 use crate::{maps, parse::Flow};
 
-/// Step 2: the service of a packet, or None (not for a VIP). Exact port first, then port 0
-/// ("any port"); a packet without ports (later fragment) uses the address-only entry.
+/// Step 2: the service of a packet with ports, or None (not for a VIP). Exact port first, then
+/// port 0 ("any port"). (A later fragment has no ports and never comes here: see `fragment`.)
 #[inline(always)]
 pub fn service_of(flow: &Flow) -> Option<u32> {
-    if !flow.has_ports {
-        return maps::vip(&vip_words(&flow.dst, 0, flow.proto, flow.family, VIP_KIND_ADDR));
-    }
-    if let Some(s) = maps::vip(&vip_words(
-        &flow.dst,
-        flow.dport,
-        flow.proto,
-        flow.family,
-        VIP_KIND_PORT,
-    )) {
+    if let Some(s) = maps::vip(&vip_words(&flow.dst, flow.dport, flow.proto, flow.family)) {
         return Some(s);
     }
-    maps::vip(&vip_words(&flow.dst, 0, flow.proto, flow.family, VIP_KIND_PORT))
+    maps::vip(&vip_words(&flow.dst, 0, flow.proto, flow.family))
 }
 
 /// The coarse clock (jiffies resolution): the same one userspace reads as CLOCK_MONOTONIC_COARSE.
@@ -110,28 +101,19 @@ fn pinned(backend: u32, service_id: u32) -> Pinned {
 /// Steps 3–5: the backend id for this packet, or `NO_BACKEND`.
 #[inline(always)]
 pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut ServiceStats) -> u32 {
+    // Every packet here has its ports, a first fragment too: its datagram's later fragments
+    // follow the record it leaves (`fragment`), so it goes where the flow's whole packets go.
     if svc.stick_mode == STICK_NONE {
-        // No table: a hash of the 5-tuple (addresses only for fragments: later ones lack ports,
-        // and all fragments of a datagram must go one way).
-        let (sp, dp) = if flow.fragment {
-            (0, 0)
-        } else {
-            (flow.sport, flow.dport)
-        };
-        let h = five_tuple_hash(&flow.src, &flow.dst, sp, dp, flow.proto);
+        // No table: a hash of the 5-tuple.
+        let h = five_tuple_hash(&flow.src, &flow.dst, flow.sport, flow.dport, flow.proto);
         return maglev(service_id, svc, h);
     }
-    let port = if svc.stick_mode == STICK_SRC_PORT && !flow.fragment {
+    let port = if svc.stick_mode == STICK_SRC_PORT {
         flow.sport
     } else {
         0
     };
     let key = StickKey::new(masked(flow, svc), service_id as u16, port, flow.family);
-    if svc.stick_mode == STICK_SRC_PORT && flow.fragment {
-        // A fragment of a src-port service: later ones carry no port, so all of them go by
-        // the address hash alone (and never touch the table).
-        return maglev(service_id, svc, affinity_hash(&key.addr, key.port, key.family));
-    }
     let Some(table) = maps::stick_table(service_id) else {
         // Not given a table (yet): by hash, which is what the table would pin anyway.
         return maglev(service_id, svc, affinity_hash(&key.addr, key.port, key.family));

@@ -528,8 +528,6 @@ impl Datapath {
                     port: s.key[4] as u16,
                     proto: (s.key[4] >> 16) as u8,
                     family: (s.key[4] >> 24) as u8,
-                    kind: s.key[5] as u8,
-                    _pad: [0; 3],
                 },
                 s.service,
             ));
@@ -877,6 +875,7 @@ fn derive_global_stats(out: &mut [u64; gstat::COUNT as usize], t: &ServiceStats)
     out[g(gstat::RX)] = out[g(gstat::PASS_NOT_VIP)]
         + out[g(gstat::PARSE_ERROR)]
         + out[g(gstat::PASS_NOT_OUR_MAC)]
+        + out[g(gstat::FRAGMENT_NO_RECORD)]
         + t.packets;
     out[g(gstat::TX)] = t
         .packets

@@ -21,8 +21,7 @@ use std::{
 
 use lb_common::{
     BACKEND_DOWN, BACKEND_DRAIN, BACKEND_MAINT, BACKEND_UP, Backend, FAMILY_V4, FAMILY_V6, MAX_BACKENDS,
-    MAX_SERVICES, PROTO_TCP, PROTO_UDP, STICK_NONE, STICK_SRC, STICK_SRC_PORT, SVC_F_REDISPATCH,
-    VIP_KIND_ADDR, VIP_KIND_PORT, VipKey,
+    MAX_SERVICES, PROTO_TCP, PROTO_UDP, STICK_NONE, STICK_SRC, STICK_SRC_PORT, SVC_F_REDISPATCH, VipKey,
     maglev::{self, MaglevServer},
     name_slot_backend, name_slot_service,
 };
@@ -554,17 +553,8 @@ impl Balancer {
                 port: s.cfg.vip.port().to_be(),
                 proto: proto(s.cfg.protocol),
                 family: s.family(),
-                kind: VIP_KIND_PORT,
-                _pad: [0; 3],
             };
             want.insert(key, s.id);
-            // Address-only entry for later fragments: the first service with this address.
-            want.entry(VipKey {
-                port: 0,
-                kind: VIP_KIND_ADDR,
-                ..key
-            })
-            .or_insert(s.id);
         }
         let list: Vec<(VipKey, u32)> = want.into_iter().collect();
         self.dp.install_vips(&list)?;

@@ -1,10 +1,11 @@
-//! A loaded data path set up as the tests and benchmarks need it: four services (VIP4:80/tcp,
-//! VIP4:53/udp, VIP6:80/tcp, VIP6:53/udp), each with four backends, Maglev tables built the way
-//! the agent builds them. No pins: everything goes away with the value.
+//! A loaded data path set up as the tests and benchmarks need it: six services (VIP4:80/tcp,
+//! VIP4:53/udp, VIP6:80/tcp, VIP6:53/udp, VIP4:5353/udp, VIP6:5353/udp), each with four
+//! backends, Maglev tables built the way the agent builds them. No pins: everything goes away
+//! with the value.
 
 use lb_common::{
     BACKEND_UP, Backend, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, STICK_SRC, SVC_F_REDISPATCH, Service,
-    StickEntry, StickKey, VIP_KIND_ADDR, VIP_KIND_PORT, VipKey,
+    StickEntry, StickKey, VipKey,
     maglev::{self, MaglevServer},
 };
 use xlb::datapath::{Datapath, LoadOptions};
@@ -18,6 +19,10 @@ pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xcc];
 pub const VIP4: [u8; 4] = [10, 0, 0, 10];
 pub const VIP6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
 pub const M: u32 = 65537;
+/// Services of the fixture (ids 0..SERVICES), four backends each (ids 4s..4s+3).
+pub const SERVICES: u32 = 6;
+/// The second UDP port of both VIPs (services 4 and 5): a VIP address with two services.
+pub const UDP_PORT_2: u16 = 5353;
 
 pub fn be_mac(id: u32) -> [u8; 6] {
     [0x02, 0, 0, 0, 1, id as u8]
@@ -77,18 +82,19 @@ pub fn mask(prefix: u8, len: usize) -> Vec<u8> {
 
 impl Lb {
     /// Service 0: VIP4:80/tcp, VIP4:53/udp (service 1), VIP6:80/tcp (service 2), VIP6:53/udp
-    /// (service 3); each with four backends (ids 4s..4s+3), all up, and a stick table of its
-    /// own of `capacity` entries (4096 with `new`).
+    /// (service 3), VIP4:5353/udp (service 4), VIP6:5353/udp (service 5); each with four
+    /// backends (ids 4s..4s+3), all up, and a stick table of its own of `capacity` entries
+    /// (4096 with `new`).
     pub fn new(svc: Svc) -> Lb {
         Self::with_capacity(svc, 4096)
     }
 
     pub fn with_capacity(svc: Svc, capacity: u32) -> Lb {
-        Self::with_stick_sizes(svc, [capacity; 4])
+        Self::with_stick_sizes(svc, [capacity; SERVICES as usize])
     }
 
     /// As `new`, with each service's stick table of its own size (index: service id).
-    pub fn with_stick_sizes(svc: Svc, sizes: [u32; 4]) -> Lb {
+    pub fn with_stick_sizes(svc: Svc, sizes: [u32; SERVICES as usize]) -> Lb {
         let mut dp = Datapath::load(&LoadOptions { pin_dir: None })
             .unwrap_or_else(|e| panic!("loading the XDP program needs root and BPF (run as root): {e}"));
         // What the agent does before attaching: only frames to this MAC are forwarded.
@@ -107,10 +113,12 @@ impl Lb {
             (v4(VIP4), 53, PROTO_UDP, FAMILY_V4),
             (VIP6, 80, PROTO_TCP, FAMILY_V6),
             (VIP6, 53, PROTO_UDP, FAMILY_V6),
+            (v4(VIP4), UDP_PORT_2, PROTO_UDP, FAMILY_V4),
+            (VIP6, UDP_PORT_2, PROTO_UDP, FAMILY_V6),
         ];
         let mut lb = Lb {
             dp,
-            states: vec![BACKEND_UP; 16],
+            states: vec![BACKEND_UP; 4 * SERVICES as usize],
         };
         let mut vip_list = Vec::new();
         for (sid, (addr, port, proto, family)) in vips.into_iter().enumerate() {
@@ -120,18 +128,8 @@ impl Lb {
                 port: port.to_be(),
                 proto,
                 family,
-                kind: VIP_KIND_PORT,
-                _pad: [0; 3],
             };
             vip_list.push((key, sid));
-            vip_list.push((
-                VipKey {
-                    port: 0,
-                    kind: VIP_KIND_ADDR,
-                    ..key
-                },
-                sid,
-            ));
             lb.dp.set_stick_table(sid, sizes[sid as usize]).unwrap();
             lb.dp.set_service(sid, service).unwrap();
             for b in 4 * sid..4 * sid + 4 {

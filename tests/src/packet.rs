@@ -41,11 +41,26 @@ fn csum(data: &[u8], initial: u32) -> u16 {
     !(sum as u16)
 }
 
-/// IPv4 header with `options` (a multiple of 4 bytes), `frag` = flags|offset field.
+/// IPv4 header with `options` (a multiple of 4 bytes), `frag` = flags|offset field
+/// (identification 0x1234).
 pub fn ipv4_opts(
     src: [u8; 4],
     dst: [u8; 4],
     proto: u8,
+    frag: u16,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    ipv4_full(src, dst, proto, 0x1234, frag, options, payload)
+}
+
+/// IPv4 header with identification `id`, `frag` = flags|offset field, `options` (a multiple
+/// of 4 bytes).
+pub fn ipv4_full(
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    id: u16,
     frag: u16,
     options: &[u8],
     payload: &[u8],
@@ -57,8 +72,8 @@ pub fn ipv4_opts(
         0,
         (tot >> 8) as u8,
         tot as u8,
-        0x12,
-        0x34,
+        (id >> 8) as u8,
+        id as u8,
         (frag >> 8) as u8,
         frag as u8,
         64,
@@ -97,13 +112,70 @@ pub fn v6_ext(next: u8) -> Vec<u8> {
     vec![next, 0, 1, 4, 0, 0, 0, 0]
 }
 
-/// IPv6 fragment header.
+/// IPv6 fragment header (identification 0x4242).
 pub fn v6_frag(next: u8, offset_units: u16, more: bool) -> Vec<u8> {
+    v6_frag_id(next, offset_units, more, 0x4242)
+}
+
+/// IPv6 fragment header with the datagram's identification `id`.
+pub fn v6_frag_id(next: u8, offset_units: u16, more: bool, id: u32) -> Vec<u8> {
     let field = (offset_units << 3) | more as u16;
     let mut h = vec![next, 0];
     h.extend_from_slice(&field.to_be_bytes());
-    h.extend_from_slice(&[0, 0, 0x42, 0x42]);
+    h.extend_from_slice(&id.to_be_bytes());
     h
+}
+
+/// `datagram` (an L4 header and its payload) split into IPv4 fragments of at most `chunk`
+/// bytes (a multiple of 8) each, all with identification `id`, in order: the first carries
+/// the L4 header.
+pub fn ipv4_fragments(
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    id: u16,
+    datagram: &[u8],
+    chunk: usize,
+) -> Vec<Vec<u8>> {
+    assert!(
+        chunk > 0 && chunk.is_multiple_of(8),
+        "fragment size must be a multiple of 8"
+    );
+    let parts: Vec<&[u8]> = datagram.chunks(chunk).collect();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let more = if i + 1 < parts.len() { 0x2000 } else { 0 };
+            ipv4_full(src, dst, proto, id, more | (i * chunk / 8) as u16, &[], part)
+        })
+        .collect()
+}
+
+/// `datagram` split into IPv6 fragments (a fragment header with identification `id` each) of
+/// at most `chunk` bytes (a multiple of 8), in order: the first carries the L4 header.
+pub fn ipv6_fragments(
+    src: [u8; 16],
+    dst: [u8; 16],
+    proto: u8,
+    id: u32,
+    datagram: &[u8],
+    chunk: usize,
+) -> Vec<Vec<u8>> {
+    assert!(
+        chunk > 0 && chunk.is_multiple_of(8),
+        "fragment size must be a multiple of 8"
+    );
+    let parts: Vec<&[u8]> = datagram.chunks(chunk).collect();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let mut p = v6_frag_id(proto, (i * chunk / 8) as u16, i + 1 < parts.len(), id);
+            p.extend_from_slice(part);
+            ipv6(src, dst, 44, &p)
+        })
+        .collect()
 }
 
 pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {

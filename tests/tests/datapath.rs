@@ -7,7 +7,7 @@ use harness::fixture::*;
 use harness::packet::*;
 use lb_common::{
     BACKEND_DOWN, BACKEND_DRAIN, BACKEND_MAINT, BACKEND_UP, FAMILY_V4, FAMILY_V6, PROTO_TCP, STICK_NONE,
-    STICK_SRC_PORT, StickEntry, StickKey, VIP_KIND_PORT, VipKey, gstat,
+    STICK_SRC_PORT, StickEntry, StickKey, VipKey, gstat,
 };
 use xlb::datapath::coarse_now_ns;
 
@@ -526,8 +526,6 @@ fn port_zero_service_takes_any_port() {
         port: 0,
         proto: PROTO_TCP,
         family: FAMILY_V4,
-        kind: VIP_KIND_PORT,
-        _pad: [0; 3],
     };
     let mut vips = lb.dp.vips().unwrap();
     vips.push((key, 0));
@@ -684,7 +682,7 @@ fn fragments_of_one_client_go_to_one_backend() {
     );
     assert_eq!(lb.forwarded_to(&first), pinned);
     assert_eq!(lb.forwarded_to(&later), pinned);
-    // A client never seen before: both fragments still agree (address-only hash).
+    // A client never seen before: the later fragment follows the first.
     let n = client4(14);
     let f1 = eth(
         LB_MAC,
@@ -729,6 +727,169 @@ fn fragments_of_one_client_go_to_one_backend() {
         )),
         pinned6
     );
+}
+
+/// A UDP datagram from `src`:`sport` to VIP4:`dport` with IP identification `id`, as three
+/// IPv4 fragments in order (the first carries the UDP header).
+fn udp4_datagram(src: [u8; 4], sport: u16, dport: u16, id: u16) -> Vec<Vec<u8>> {
+    ipv4_fragments(src, VIP4, 17, id, &udp(sport, dport, &[0x5a; 40]), 16)
+        .iter()
+        .map(|p| eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, p))
+        .collect()
+}
+
+/// The same over IPv6 to VIP6 (fragment header identification `id`).
+fn udp6_datagram(src: [u8; 16], sport: u16, dport: u16, id: u32) -> Vec<Vec<u8>> {
+    ipv6_fragments(src, VIP6, 17, id, &udp(sport, dport, &[0x5a; 40]), 16)
+        .iter()
+        .map(|p| eth(LB_MAC, CLIENT_MAC, None, ETH_P_IPV6, p))
+        .collect()
+}
+
+/// Defect: later fragments (no ports) were looked up by address only, which named the first
+/// service on that address and protocol, so with UDP 53 and UDP 5353 on one VIP the later
+/// fragments of a 5353 datagram went to the servers of 53.
+#[test]
+fn later_fragments_follow_their_datagrams_service_not_the_first_service_on_the_vip() {
+    let mut lb = Lb::new(Svc::default());
+    let cases = [
+        (
+            "IPv4",
+            1,
+            4,
+            udp4_datagram(client4(40), 5000, 53, 0x0101),
+            udp4_datagram(client4(40), 5001, UDP_PORT_2, 0x0102),
+        ),
+        (
+            "IPv6",
+            3,
+            5,
+            udp6_datagram(client6(40), 5000, 53, 0x1_0101),
+            udp6_datagram(client6(40), 5001, UDP_PORT_2, 0x1_0102),
+        ),
+    ];
+    for (family, sa, sb, a, b) in cases {
+        assert_eq!(a.len(), 3);
+        assert_eq!(b.len(), 3);
+        // Interleaved: both first fragments, then the later ones of each in turn.
+        let first_a = lb.forwarded_to(&a[0]);
+        let first_b = lb.forwarded_to(&b[0]);
+        assert_eq!(
+            first_a / 4,
+            sa,
+            "{family}: the first fragment to port 53 goes to a server of its service"
+        );
+        assert_eq!(
+            first_b / 4,
+            sb,
+            "{family}: the first fragment to port {UDP_PORT_2} goes to a server of its service"
+        );
+        for k in 1..3 {
+            for (port, first, frames) in [(53, first_a, &a), (UDP_PORT_2, first_b, &b)] {
+                let to = lb.forwarded_to(&frames[k]);
+                assert_eq!(
+                    to,
+                    first,
+                    "{family}: fragment {k} of the datagram to port {port} went to backend {to} (service {}), \
+                     its first fragment to backend {first} (service {})",
+                    to / 4,
+                    first / 4
+                );
+            }
+        }
+        for s in [sa, sb] {
+            assert_eq!(
+                lb.dp.service_stats(s).unwrap().packets,
+                3,
+                "{family}: service {s} counts its three fragments"
+            );
+        }
+    }
+}
+
+#[test]
+fn later_fragment_before_its_first_is_passed_and_counted_then_the_rest_follow_the_first() {
+    let mut lb = Lb::new(Svc::default());
+    let mut no_record = 0;
+    let cases = [
+        ("IPv4", 1, udp4_datagram(client4(42), 5000, 53, 0x0301)),
+        ("IPv4", 4, udp4_datagram(client4(42), 5000, UDP_PORT_2, 0x0302)),
+        ("IPv6", 3, udp6_datagram(client6(42), 5000, 53, 0x0301)),
+        ("IPv6", 5, udp6_datagram(client6(42), 5000, UDP_PORT_2, 0x0302)),
+    ];
+    for (family, service, frames) in cases {
+        // The last fragment overtakes the others: nothing says where its datagram goes yet.
+        lb.passed_untouched(
+            &frames[2],
+            &format!("{family} service {service}: last fragment first"),
+        );
+        no_record += 1;
+        assert_eq!(lb.gstat(gstat::FRAGMENT_NO_RECORD), no_record);
+        assert_eq!(lb.dp.service_stats(service).unwrap().packets, 0);
+        let first = lb.forwarded_to(&frames[0]);
+        assert_eq!(
+            first / 4,
+            service,
+            "{family}: the first fragment goes to its service"
+        );
+        assert_eq!(
+            lb.forwarded_to(&frames[1]),
+            first,
+            "{family} service {service}: the middle fragment follows the first"
+        );
+        assert_eq!(lb.dp.service_stats(service).unwrap().packets, 2);
+    }
+    assert_eq!(lb.gstat(gstat::FRAGMENT_NO_RECORD), no_record);
+    assert_eq!(lb.gstat(gstat::FRAGMENT), 8);
+    // A datagram to a port of the VIP that no service has: its first fragment is not ours, so
+    // its later ones have no record either (they once went to the first service on the VIP).
+    let stray = udp4_datagram(client4(43), 5000, 54, 0x0303);
+    lb.passed_untouched(&stray[0], "first fragment to an unconfigured port");
+    lb.passed_untouched(&stray[1], "later fragment to an unconfigured port");
+    // The LB host's own fragmented traffic (to no VIP) is the kernel's, as before.
+    let own: Vec<Vec<u8>> = ipv4_fragments(client4(44), [10, 0, 0, 1], 17, 7, &udp(5000, 53, &[1; 40]), 16)
+        .iter()
+        .map(|p| eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, p))
+        .collect();
+    for (k, f) in own.iter().enumerate() {
+        lb.passed_untouched(f, &format!("fragment {k} of the host's own datagram"));
+    }
+    assert_eq!(lb.gstat(gstat::FRAGMENT_NO_RECORD), no_record + 3);
+    assert_eq!(
+        lb.gstat(gstat::RX),
+        lb.gstat(gstat::PASS_NOT_VIP) + lb.gstat(gstat::FRAGMENT_NO_RECORD) + 8,
+        "every frame is counted once"
+    );
+}
+
+/// Defect: a src-port service sent every fragment by the address-only hash, and a service
+/// without affinity hashed fragments without ports: a flow's fragmented datagrams went to
+/// another server than its whole packets.
+#[test]
+fn fragments_of_a_src_port_or_no_affinity_flow_go_where_its_whole_packets_go() {
+    for (mode, stick) in [("src-port", STICK_SRC_PORT), ("none", STICK_NONE)] {
+        let mut lb = Lb::new(Svc {
+            stick,
+            ..Default::default()
+        });
+        for p in 0..16u16 {
+            let (c4, c6, sport) = (client4(41), client6(41), 7000 + p);
+            let whole4 = lb.forwarded_to(&udp4(CLIENT_MAC, LB_MAC, c4, sport, VIP4, 53));
+            let whole6 = lb.forwarded_to(&udp6(CLIENT_MAC, LB_MAC, c6, sport, VIP6, 53));
+            for (family, whole, frames) in [
+                ("IPv4", whole4, udp4_datagram(c4, sport, 53, p)),
+                ("IPv6", whole6, udp6_datagram(c6, sport, 53, p as u32)),
+            ] {
+                for (k, f) in frames.iter().enumerate() {
+                    assert_eq!(
+                        lb.forwarded_to(f),
+                        whole,
+                        "{mode} {family} source port {sport}: fragment {k} must go where the flow's whole packets go"
+                    );
+                }
+            }
+        }
+    }
 }
 
 // --- ICMP too big -------------------------------------------------------------------------------
@@ -868,58 +1029,80 @@ impl Rng {
     }
 }
 
-/// A frame is well-formed VIP traffic for us when it is sent to our MAC and re-parses as ours
-/// by a reference parser written independently of the data path.
-fn reference_is_vip(f: &[u8]) -> bool {
+/// One IP datagram as a receiver's reassembly names it: source, destination, identification,
+/// protocol (the family is the addresses').
+type Datagram = (IpAddr, IpAddr, u32, u8);
+
+/// A frame as a reference parser, written independently of the data path, sees it.
+#[derive(Debug)]
+enum Reference {
+    /// Not well-formed VIP traffic: passed untouched.
+    NotVip,
+    /// Well-formed VIP traffic with its L4 header: forwarded. A first fragment names its
+    /// datagram.
+    Vip(Option<Datagram>),
+    /// A TCP/UDP fragment after the first (no L4 header): forwarded where its datagram's first
+    /// fragment went; passed untouched when that first fragment was never forwarded.
+    Later(Datagram),
+}
+
+fn reference(f: &[u8]) -> Reference {
+    use Reference::*;
     if f.len() < 14 {
-        return false;
+        return NotVip;
     }
     if f[..6] != LB_MAC {
-        return false; // only frames sent to our MAC are ever forwarded
+        return NotVip; // only frames sent to our MAC are ever forwarded
     }
     let (et, mut off) = match u16::from_be_bytes([f[12], f[13]]) {
         0x8100 if f.len() >= 18 => (u16::from_be_bytes([f[16], f[17]]), 18),
         et => (et, 14),
     };
-    let (dst, proto, l4, later_frag) = match et {
+    let (src, dst, proto, l4, fragment, later_frag, id) = match et {
         0x0800 => {
             if f.len() < off + 20 || f[off] >> 4 != 4 || (f[off] & 15) < 5 {
-                return false;
+                return NotVip;
             }
             let ihl = (f[off] & 15) as usize * 4;
             let tot = u16::from_be_bytes([f[off + 2], f[off + 3]]) as usize;
             if tot < ihl || off + tot > f.len() {
-                return false;
+                return NotVip;
             }
-            let frag = u16::from_be_bytes([f[off + 6], f[off + 7]]) & 0x1fff;
+            let frag = u16::from_be_bytes([f[off + 6], f[off + 7]]);
+            let ip = |at: usize| IpAddr::V4(Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3]));
             (
-                IpAddr::V4(Ipv4Addr::new(f[off + 16], f[off + 17], f[off + 18], f[off + 19])),
+                ip(off + 12),
+                ip(off + 16),
                 f[off + 9],
                 off + ihl,
-                frag != 0,
+                frag & 0x3fff != 0,
+                frag & 0x1fff != 0,
+                u16::from_be_bytes([f[off + 4], f[off + 5]]) as u32,
             )
         }
         0x86dd => {
             if f.len() < off + 40 || f[off] >> 4 != 6 {
-                return false;
+                return NotVip;
             }
             let plen = u16::from_be_bytes([f[off + 4], f[off + 5]]) as usize;
             if off + 40 + plen > f.len() {
-                return false;
+                return NotVip;
             }
-            let mut d = [0u8; 16];
-            d.copy_from_slice(&f[off + 24..off + 40]);
+            let ip = |at: usize| IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&f[at..at + 16]).unwrap()));
+            let (s, d) = (ip(off + 8), ip(off + 24));
             let mut nh = f[off + 6];
             off += 40;
-            let mut later = false;
+            let (mut fragment, mut later, mut id) = (false, false, 0);
             let mut n = 0;
             while matches!(nh, 0 | 43 | 44 | 60) {
                 if n == 4 || f.len() < off + 8 {
-                    return false;
+                    return NotVip;
                 }
                 n += 1;
                 if nh == 44 {
+                    fragment = true;
                     later = u16::from_be_bytes([f[off + 2], f[off + 3]]) >> 3 != 0;
+                    id = u32::from_be_bytes([f[off + 4], f[off + 5], f[off + 6], f[off + 7]]);
                     nh = f[off];
                     off += 8;
                 } else {
@@ -928,30 +1111,35 @@ fn reference_is_vip(f: &[u8]) -> bool {
                     off += len;
                 }
             }
-            (IpAddr::V6(Ipv6Addr::from(d)), nh, off, later)
+            (s, d, nh, off, fragment, later, id)
         }
-        _ => return false,
+        _ => return NotVip,
     };
+    if proto != 6 && proto != 17 {
+        return NotVip; // ICMP errors are checked by their own fixture
+    }
+    let datagram = (src, dst, id, proto);
+    if later_frag {
+        return Later(datagram);
+    }
     let vip4 = IpAddr::V4(Ipv4Addr::from(VIP4));
     let vip6 = IpAddr::V6(Ipv6Addr::from(VIP6));
     if dst != vip4 && dst != vip6 {
-        return false;
-    }
-    if proto != 6 && proto != 17 {
-        return false; // ICMP errors are checked by their own fixture
-    }
-    if later_frag {
-        return true;
+        return NotVip;
     }
     let need = if proto == 6 { 20 } else { 8 };
     if f.len() < l4 + need {
-        return false;
+        return NotVip;
     }
     if proto == 6 && f[l4 + 12] >> 4 < 5 {
-        return false;
+        return NotVip;
     }
     let dport = u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]);
-    (proto == 6 && dport == 80) || (proto == 17 && dport == 53)
+    if (proto == 6 && dport == 80) || (proto == 17 && (dport == 53 || dport == UDP_PORT_2)) {
+        Vip(fragment.then_some(datagram))
+    } else {
+        NotVip
+    }
 }
 
 #[test]
@@ -959,7 +1147,7 @@ fn random_and_mutated_frames_are_never_forwarded_unless_well_formed_vip() {
     let mut lb = Lb::new(Svc::default());
     let seed = 0x5eed_1234_abcd_0001u64;
     let mut rng = Rng(seed);
-    let valid = [
+    let mut valid = vec![
         t4(client4(20), 40000, TCP_ACK),
         t6(client6(20), 40000, TCP_ACK),
         udp4(CLIENT_MAC, LB_MAC, client4(21), 5000, VIP4, 53),
@@ -972,7 +1160,15 @@ fn random_and_mutated_frames_are_never_forwarded_unless_well_formed_vip() {
             &ipv4(client4(22), VIP4, 6, &tcp(1, 80, TCP_ACK, b"")),
         ),
     ];
-    let (mut forwarded, mut total) = (0, 0);
+    // Fragmented datagrams to both services of each VIP address, each fragment on its own: a
+    // later fragment may come before its first, a mutated one may name another datagram.
+    valid.extend(udp4_datagram(client4(23), 5000, 53, 0x0203));
+    valid.extend(udp4_datagram(client4(23), 5000, UDP_PORT_2, 0x0204));
+    valid.extend(udp6_datagram(client6(23), 5000, 53, 0x0203));
+    valid.extend(udp6_datagram(client6(23), 5000, UDP_PORT_2, 0x0204));
+    // The model's record of first fragments: datagram -> destination MAC it was forwarded to.
+    let mut first_went_to: std::collections::HashMap<Datagram, Vec<u8>> = Default::default();
+    let (mut forwarded, mut followed, mut unrecorded, mut total) = (0, 0, 0, 0);
     for i in 0..6000u32 {
         let frame: Vec<u8> = if i % 3 == 0 {
             let len = 14 + (rng.next() % 120) as usize;
@@ -1000,33 +1196,57 @@ fn random_and_mutated_frames_are_never_forwarded_unless_well_formed_vip() {
         };
         let r = lb.dp.test_run("xlb", &frame, 1).unwrap();
         total += 1;
-        let ok = reference_is_vip(&frame);
-        match r.verdict {
-            XDP_TX => {
+        let model = reference(&frame);
+        let expect_to = match &model {
+            Reference::NotVip => None,
+            Reference::Vip(_) => Some(None),
+            Reference::Later(d) => first_went_to.get(d).map(Some),
+        };
+        match (r.verdict, expect_to) {
+            (XDP_TX, Some(to)) => {
                 forwarded += 1;
-                assert!(
-                    ok,
-                    "seed {seed:#x} case {i}: forwarded a frame that is not well-formed VIP traffic: {frame:02x?}"
-                );
                 assert_eq!(
                     r.data[12..],
                     frame[12..],
                     "case {i}: forwarded frame changed beyond the MACs"
                 );
+                if let Some(to) = to {
+                    followed += 1;
+                    assert_eq!(
+                        r.data[..6],
+                        to[..],
+                        "seed {seed:#x} case {i}: a later fragment must go where its first went: {frame:02x?}"
+                    );
+                }
+                if let Reference::Vip(Some(d)) = model {
+                    first_went_to.insert(d, r.data[..6].to_vec());
+                }
             }
-            XDP_PASS => {
+            (XDP_PASS, None) => {
                 assert_eq!(r.data, frame, "case {i}: passed frame modified");
-                assert!(
-                    !ok,
-                    "seed {seed:#x} case {i}: well-formed VIP frame passed: {frame:02x?}"
-                );
+                unrecorded += matches!(model, Reference::Later(_)) as u32;
             }
-            v => panic!("case {i}: unexpected verdict {v}"),
+            (XDP_TX, None) => panic!(
+                "seed {seed:#x} case {i}: forwarded a frame that is not well-formed VIP traffic ({model:?}): {frame:02x?}"
+            ),
+            (XDP_PASS, Some(_)) => {
+                panic!("seed {seed:#x} case {i}: well-formed VIP frame passed ({model:?}): {frame:02x?}")
+            }
+            (v, _) => panic!("case {i}: unexpected verdict {v}"),
         }
     }
     assert!(
         forwarded > 100,
         "the mutations must leave some frames valid ({forwarded}/{total})"
+    );
+    assert!(
+        followed > 50 && unrecorded > 10,
+        "the run must see later fragments both with and without a record ({followed} followed, {unrecorded} passed)"
+    );
+    assert_eq!(
+        lb.gstat(gstat::FRAGMENT_NO_RECORD),
+        unrecorded as u64,
+        "every later fragment without a record is counted"
     );
 }
 

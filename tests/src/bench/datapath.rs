@@ -43,7 +43,7 @@ const ROOM_CAPACITY: u32 = REPEAT + REPEAT / 4;
 pub fn run() -> Result<Report> {
     // The default `stick.size` (100k): the miss+insert rounds fill it and then evict, as a full
     // production table does. (The `table` benchmark covers 1k, 100k and 1M live entries.)
-    let mut lb = bench_lb(Svc::default(), [100_000; 4])?;
+    let mut lb = bench_lb(Svc::default(), [100_000; SERVICES as usize])?;
     let c4 = client4(1);
     let c6 = client6(1);
     let scenarios = [
@@ -109,7 +109,9 @@ pub fn run() -> Result<Report> {
         for (i, s) in scenarios.iter().enumerate() {
             let mut own;
             let lb = if s.room {
-                own = bench_lb(Svc::default(), [ROOM_CAPACITY, 1024, 1024, 1024])?;
+                let mut sizes = [1024; SERVICES as usize];
+                sizes[0] = ROOM_CAPACITY;
+                own = bench_lb(Svc::default(), sizes)?;
                 &mut own
             } else {
                 &mut lb

@@ -7,7 +7,7 @@ pub mod table;
 
 use anyhow::{Context as _, Result};
 
-use crate::fixture::{LB_MAC, Lb, Svc, XDP_PASS};
+use crate::fixture::{LB_MAC, Lb, SERVICES, Svc, XDP_PASS};
 
 /// What a benchmark produced.
 pub struct Report {
@@ -38,9 +38,9 @@ pub fn spread(v: &[f64]) -> (f64, f64) {
 /// sent to its own MAC and rewrites the destination to the backend's, so with any other backend
 /// MAC every repetition after the first would time the "not our MAC" path. This way a
 /// forwarded frame is again addressed to us, and `ns` checks that it was.
-pub fn bench_lb(svc: Svc, stick_sizes: [u32; 4]) -> Result<Lb> {
+pub fn bench_lb(svc: Svc, stick_sizes: [u32; SERVICES as usize]) -> Result<Lb> {
     let mut lb = Lb::with_stick_sizes(svc, stick_sizes);
-    for id in 0..16 {
+    for id in 0..4 * SERVICES {
         let mut be = lb.dp.backend(id)?;
         be.mac = LB_MAC;
         lb.dp.set_backend(id, be)?;

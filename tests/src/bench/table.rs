@@ -75,7 +75,7 @@ pub fn run() -> Result<Report> {
                 expire_s: 3600,
                 ..Default::default()
             },
-            [n + n / 8 + 1024, 1024, 1024, 1024],
+            std::array::from_fn(|s| if s == 0 { n + n / 8 + 1024 } else { 1024 }),
         )?;
         let t0 = Instant::now();
         fill(&mut lb, n)?;
