@@ -138,10 +138,6 @@ impl StickTables {
         self.tables.iter().map(|(s, t)| (*s, t))
     }
 
-    pub fn maps_mut(&mut self) -> impl Iterator<Item = &mut StickMap> {
-        self.tables.values_mut().map(|t| &mut t.map)
-    }
-
     /// Sum of the capacities of every table.
     pub fn total_capacity(&self) -> u64 {
         self.tables.values().map(|t| t.capacity as u64).sum()
