@@ -1979,3 +1979,51 @@ fn s19_fragmented_datagrams_reach_their_own_services_server_on_a_shared_vip() {
         "no fragment overtook its first:\n{info}"
     );
 }
+
+/// A reload that changes a service's affinity (here its IPv4 prefix) changes what its stick
+/// keys mean: that service's table is dropped, entries and all, and it starts afresh keyed the
+/// new way; another service's table is untouched.
+#[test]
+fn affinity_change_on_reload_drops_only_that_services_entries() {
+    let e = env(
+        "rekey",
+        Opts {
+            v4_sources: 40,
+            v6_sources: 10,
+            ..Default::default()
+        },
+    );
+    pin_all(&e, &e.sources4);
+    pin_all(&e, &e.sources6);
+    assert_eq!(e.table("be_app").unwrap().len(), 40);
+    let before6 = e.table("be_app6").unwrap();
+    assert_eq!(before6.len(), 10);
+    let old = "name = \"be_app\"\nvip = \"10.77.200.1:80\"\nprotocol = \"tcp\"\nstick = { on = \"src\",";
+    let text = e.config_text(4);
+    assert!(text.contains(old), "{text}");
+    let new = text.replacen(old, &format!("{old} ipv4_prefix = 24,"), 1);
+    e.write_config(&new).unwrap();
+    e.signal_agent(libc::SIGHUP);
+    assert!(
+        e.wait_until(Duration::from_secs(5), || e
+            .agent_log()
+            .contains("service be_app: affinity changed")),
+        "{}",
+        e.agent_log()
+    );
+    assert_eq!(e.table("be_app").unwrap(), Vec::new(), "be_app starts afresh");
+    assert_eq!(e.table("be_app6").unwrap(), before6, "be_app6 is untouched");
+    // Keyed by /24 now: the 40 sources (one /24 here) share one entry.
+    pin_all(&e, &e.sources4);
+    let t = e.table("be_app").unwrap();
+    let nets: std::collections::HashSet<_> = e
+        .sources4
+        .iter()
+        .map(|s| match s {
+            IpAddr::V4(a) => [a.octets()[0], a.octets()[1], a.octets()[2]],
+            IpAddr::V6(_) => unreachable!(),
+        })
+        .collect();
+    assert_eq!(t.len(), nets.len(), "one entry per /24: {t:?}");
+    assert!(t.iter().all(|(k, _)| k.ends_with(".0")), "{t:?}");
+}
