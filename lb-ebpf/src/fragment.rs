@@ -15,29 +15,29 @@ use lb_common::{FragmentKey, FragmentRecord};
 
 use crate::{maps, parse::Flow};
 
-/// The datagram a fragment belongs to.
+/// The datagram a fragment belongs to, built in this CPU's scratch slot (`maps::FRAG_KEY`).
 #[inline(always)]
-fn datagram(flow: &Flow) -> FragmentKey {
-    FragmentKey {
-        src: flow.src,
-        dst: flow.dst,
-        id: flow.frag_id,
-        proto: flow.proto,
-        family: flow.family,
-        _pad: 0,
-    }
+fn datagram(flow: &Flow) -> Option<&'static FragmentKey> {
+    let key = maps::fragment_key_slot()?;
+    key.src = flow.src;
+    key.dst = flow.dst;
+    key.id = flow.frag_id;
+    key.proto = flow.proto;
+    key.family = flow.family;
+    key._pad = 0;
+    Some(key)
 }
 
 /// A first fragment went to `backend` of `service`: its datagram's later fragments follow.
-/// Not inlined: a BPF-to-BPF call on the (rare) fragment path keeps the datagram key off the
-/// main path's stack frame, which must stay within the verifier's 512 bytes.
-#[inline(never)]
+#[inline(always)]
 pub fn record_first(flow: &Flow, service: u32, backend: u32) {
-    maps::record_fragment(&datagram(flow), &FragmentRecord { service, backend });
+    if let Some(key) = datagram(flow) {
+        maps::record_fragment(key, &FragmentRecord { service, backend });
+    }
 }
 
 /// Where the first fragment of this later fragment's datagram went, if it came through here.
 #[inline(always)]
 pub fn first_of(flow: &Flow) -> Option<FragmentRecord> {
-    maps::fragment_record(&datagram(flow))
+    maps::fragment_record(datagram(flow)?)
 }

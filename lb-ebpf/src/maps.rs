@@ -77,6 +77,21 @@ pub type StickTable = LruHashMap<StickKey, StickEntry, 1>;
 static FRAGMENTS: aya_ebpf::maps::LruHashMap<FragmentKey, FragmentRecord> =
     aya_ebpf::maps::LruHashMap::with_max_entries(FRAGMENT_RECORDS, 0);
 
+/// Per CPU: where a fragment's datagram key (`FragmentKey`, 40 bytes) is built before it is
+/// looked up or recorded in `XLB_FRAGMENTS`. Keeps it off the stack: the data path is inlined
+/// into one frame, which must stay within the verifier's 512 bytes, and a BPF-to-BPF call
+/// instead (a frame of its own) measurably slowed every packet of the program. Written and read
+/// by the data path on fragment paths only; not pinned (nothing in it outlives a packet).
+#[map(name = "XLB_FRAG_KEY")]
+static FRAG_KEY: PerCpuArray<FragmentKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's scratch slot for a datagram key (see `FRAG_KEY`).
+#[inline(always)]
+pub fn fragment_key_slot() -> Option<&'static mut FragmentKey> {
+    // SAFETY: per-CPU slot, see `count`; its one user finishes with it before the program ends.
+    FRAG_KEY.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
 /// Output interfaces for backends that are not on the receiving interface. Index: the
 /// backend's `tx_port` (1..). Written by the agent; read by `XDP_REDIRECT`.
 #[map(name = "XLB_TX_PORTS")]
