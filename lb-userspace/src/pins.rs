@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo};
 use lb_common::{
     ALL_MAPS, Backend, MAP_BACKENDS, MAP_META, MAP_NAMES, MAP_STICK_SINGLE, MAX_BACKENDS, MAX_SERVICES,
-    NameSlot, PIN_FORMAT, StickEntry, StickKey,
+    NameSlot, PIN_FORMAT, StickEntry, StickKey, meta,
 };
 
 use crate::datapath::DatapathError;
@@ -151,8 +151,19 @@ pub fn inspect(dir: &Path, object: &[u8]) -> Result<Found, DatapathError> {
     let maps = dir.join("maps");
     let old = dir.join(FORMAT1_DIR);
     if old.exists() {
-        check(&old, &format1_specs(), 1)?;
-        return Ok(Found::Format1(old));
+        // The new maps record the link's interface once the new program runs: a migration that
+        // got that far only missed removing the old pins. Anything less is redone.
+        let finished = read_meta(&maps, meta::FORMAT)? == Some(PIN_FORMAT)
+            && read_meta(&maps, meta::IFINDEX)?.is_some_and(|i| i != 0);
+        if !finished {
+            check(&old, &format1_specs(), 1)?;
+            return Ok(Found::Format1(old));
+        }
+        remove_old(&old).map_err(|source| DatapathError::Io {
+            what: "cannot remove the migrated pins",
+            path: old.clone(),
+            source,
+        })?;
     }
     let present: Vec<String> = match std::fs::read_dir(&maps) {
         Ok(rd) => rd
@@ -164,7 +175,7 @@ pub fn inspect(dir: &Path, object: &[u8]) -> Result<Found, DatapathError> {
     if present.is_empty() {
         return Ok(Found::Nothing);
     }
-    let format = match read_format(&maps)? {
+    let format = match read_meta(&maps, meta::FORMAT)? {
         Some(f) => f,
         None if format1_specs()
             .iter()
@@ -223,8 +234,8 @@ fn check(maps: &Path, specs: &[(&'static str, MapSpec)], format: u64) -> Result<
     })
 }
 
-/// `MAP_META[FORMAT]` of the pins under `maps`, or None when there is no `MAP_META`.
-fn read_format(maps: &Path) -> Result<Option<u64>, DatapathError> {
+/// `MAP_META[slot]` of the pins under `maps`, or None when there is no `MAP_META`.
+fn read_meta(maps: &Path, slot: u32) -> Result<Option<u64>, DatapathError> {
     let path = maps.join(MAP_META);
     if !path.exists() {
         return Ok(None);
@@ -233,10 +244,10 @@ fn read_format(maps: &Path) -> Result<Option<u64>, DatapathError> {
         name: MAP_META,
         source,
     };
-    let meta: Array<MapData, u64> = Map::Array(MapData::from_pin(&path).map_err(err)?)
+    let values: Array<MapData, u64> = Map::Array(MapData::from_pin(&path).map_err(err)?)
         .try_into()
         .map_err(err)?;
-    Ok(Some(meta.get(&lb_common::meta::FORMAT, 0).map_err(err)?))
+    Ok(Some(values.get(&slot, 0).map_err(err)?))
 }
 
 /// What a migration carries from the old pins into the new maps.

@@ -1250,6 +1250,17 @@ fn format1_pins_are_migrated_keeping_ids_entries_and_admin_states() {
     e.start_agent().unwrap();
     assert_eq!(e.table("be_app").unwrap(), table);
     assert_eq!(e.server_state("be_app", "app2").unwrap(), "DRAIN");
+    // An agent that stopped after the new program ran but before it removed the old pins: the
+    // next start keeps the new maps (the migration was complete) and removes what is left.
+    e.stop_agent().expect("agent exited");
+    let left = e.bpffs.join("maps_format1");
+    std::fs::create_dir_all(&left).unwrap();
+    let stale = raw_pins::create(ARRAY, 4, 4, 1).unwrap();
+    raw_pins::pin(&stale, &left.join("XLB_VIP_ACTIVE")).unwrap();
+    drop(stale);
+    e.start_agent().unwrap();
+    assert!(!left.exists(), "the finished migration's old pins are removed");
+    assert_eq!(e.table("be_app").unwrap(), table);
 }
 
 /// Issue 9, item 5: after the LB's interface went away and came back (its namespace deleted
