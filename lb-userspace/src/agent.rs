@@ -6,7 +6,6 @@
 use std::{
     fs::File,
     io::Write as _,
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -57,15 +56,20 @@ pub fn lock_instance(bpffs_dir: &Path) -> Result<InstanceLock> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
-    // SAFETY: valid fd.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let pid = std::fs::read_to_string(&path).unwrap_or_default();
-        bail!(
-            "another xlb agent (pid {}) already runs the data path pinned at {}; stop it first, \
-             or give this one another `bpffs_dir`",
-            pid.trim(),
-            bpffs_dir.display()
-        );
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another xlb agent (pid {}) already runs the data path pinned at {}; stop it first, \
+                 or give this one another `bpffs_dir`",
+                pid.trim(),
+                bpffs_dir.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
     }
     file.set_len(0).ok();
     let _ = write!(file, "{}", std::process::id());
