@@ -4,6 +4,7 @@
 pub mod admin_socket;
 pub mod agent;
 pub mod api;
+pub mod bpf_sys;
 pub mod config;
 pub mod datapath;
 pub mod egress;

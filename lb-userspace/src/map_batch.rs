@@ -3,28 +3,9 @@
 //! stick table costs otherwise. aya 0.14 has no batch operations, hence this small module.
 //! On a kernel without them it falls back to aya's per-entry iterator.
 
-use std::{
-    io,
-    os::fd::{AsFd as _, AsRawFd as _},
-};
+use std::os::fd::AsFd as _;
 
 use aya::maps::{HashMap, IterableMap as _, MapData, MapError};
-
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-
-/// The `batch` member of `union bpf_attr`.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
 
 /// Every entry of `map`, read `chunk` entries per call (the kernel may return fewer). Entries
 /// added or removed during the walk may or may not be seen, as with any walk of a live map.
@@ -33,7 +14,7 @@ where
     K: aya::Pod + Default,
     V: aya::Pod + Default,
 {
-    let fd = map.map().fd().as_fd().as_raw_fd() as u32;
+    let fd = map.map().fd().as_fd();
     let mut out = Vec::new();
     let mut keys = vec![K::default(); chunk.max(1)];
     let mut values = vec![V::default(); chunk.max(1)];
@@ -41,32 +22,12 @@ where
     let (mut token_in, mut token_out) = (0u64, 0u64);
     let mut first = true;
     loop {
-        let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { &token_in as *const u64 as u64 },
-            out_batch: &mut token_out as *mut u64 as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: keys.len() as u32,
-            map_fd: fd,
-            ..Default::default()
-        };
-        // SAFETY: `attr` points at buffers of `count` keys and values of the map's sizes
-        // (K and V are the map's key and value types) and at two u64 tokens, all alive for
-        // the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let err = (r < 0).then(io::Error::last_os_error);
-        let n = (attr.count as usize).min(keys.len());
-        match err.as_ref().and_then(|e| e.raw_os_error()) {
+        let from = (!first).then_some(&token_in);
+        let (n, r) = crate::bpf_sys::lookup_batch(fd, from, &mut token_out, &mut keys, &mut values);
+        match r.as_ref().err().and_then(|e| e.raw_os_error()) {
             None | Some(libc::ENOENT) => {
                 out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
-                if err.is_some() {
+                if r.is_err() {
                     return Ok(out); // ENOENT: that was the last batch
                 }
             }
@@ -79,7 +40,7 @@ where
             }
             // No batch operations here (old kernel): walk entry by entry.
             Some(libc::EINVAL) | Some(libc::ENOTSUP) | Some(524) if first => return walk(map),
-            Some(_) => return Err(MapError::IoError(err.expect("an error"))),
+            Some(_) => return Err(MapError::IoError(r.expect_err("an error"))),
         }
         first = false;
         token_in = token_out;

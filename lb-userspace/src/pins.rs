@@ -331,60 +331,13 @@ pub fn remove_old(old: &Path) -> std::io::Result<()> {
     std::fs::remove_dir(old)
 }
 
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-const BPF_LINK_TYPE_XDP: u32 = 6;
-
 /// The interface the XDP link pinned at `pin` runs on: `Some(0)` when it is severed (its
 /// interface went away), `None` when the pin is not an XDP link. aya 0.14 does not expose the
-/// link info's XDP part, hence the two raw calls.
+/// link info's XDP part.
 pub fn link_ifindex(pin: &Path) -> std::io::Result<Option<u32>> {
-    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    use std::os::{fd::AsFd as _, unix::ffi::OsStrExt as _};
     let path = std::ffi::CString::new(pin.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::other("pin path holds a NUL byte"))?;
-    // `union bpf_attr` for BPF_OBJ_GET: pathname, bpf_fd, file_flags (+ padding).
-    let mut get = [0u64; 3];
-    get[0] = path.as_ptr() as u64;
-    // SAFETY: a valid attr of the size passed; the kernel reads the NUL-terminated path.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            get.as_mut_ptr(),
-            std::mem::size_of_val(&get),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: BPF_OBJ_GET returned a new descriptor that nothing else owns.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    // struct bpf_link_info: type, id, prog_id, then a union (8-aligned) whose `xdp` member is
-    // the ifindex.
-    let mut info = [0u32; 16];
-    // `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD: bpf_fd, info_len, info (pointer).
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    let mut attr = InfoAttr {
-        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
-        info_len: std::mem::size_of_val(&info) as u32,
-        info: info.as_mut_ptr() as u64,
-    };
-    // SAFETY: a valid attr; the kernel writes at most `info_len` bytes into `info`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoAttr,
-            std::mem::size_of::<InfoAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((info[0] == BPF_LINK_TYPE_XDP).then_some(info[4]))
+    let link = crate::bpf_sys::obj_get(&path)?;
+    crate::bpf_sys::xdp_link_ifindex(link.as_fd())
 }

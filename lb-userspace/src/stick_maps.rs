@@ -11,7 +11,7 @@
 //! aya 0.14 can neither create an LRU hash by itself nor delete an array-of-maps slot: the
 //! first goes through aya-obj's map definition, the second is one raw `bpf(2)` call.
 
-use std::{collections::BTreeMap, io, os::fd::AsRawFd as _, path::Path};
+use std::{collections::BTreeMap, io, path::Path};
 
 use aya::maps::{ArrayOfMaps, HashMap, IterableMap as _, Map, MapData, MapError, MapType};
 use lb_common::{MAX_SERVICES, StickEntry, StickKey};
@@ -297,43 +297,9 @@ fn check(service: u32, map: &StickMap) -> Result<u32> {
     Ok(info.max_entries())
 }
 
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-
-/// The element members of `union bpf_attr`.
-#[repr(C)]
-struct ElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
-/// Empty slot `index` of an array of maps (aya 0.14 has no delete for it).
+/// Empty slot `index` of an array of maps (aya 0.14 has no delete for it); an empty slot is
+/// not an error.
 fn delete_slot(outer: &MapData, index: u32) -> io::Result<()> {
     use std::os::fd::AsFd as _;
-    let attr = ElemAttr {
-        map_fd: outer.fd().as_fd().as_raw_fd() as u32,
-        _pad: 0,
-        key: &index as *const u32 as u64,
-        value: 0,
-        flags: 0,
-    };
-    // SAFETY: `attr` names a map fd this process holds and points at a u32 key alive for the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_DELETE_ELEM,
-            &attr as *const ElemAttr,
-            size_of::<ElemAttr>(),
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        // Already empty.
-        if e.raw_os_error() != Some(libc::ENOENT) {
-            return Err(e);
-        }
-    }
-    Ok(())
+    crate::bpf_sys::delete_elem(outer.fd().as_fd(), &index).map(|_| ())
 }
