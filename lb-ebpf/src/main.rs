@@ -3,22 +3,22 @@
 //! `balance` reads top to bottom in the order a packet travels. The step numbers are those of
 //! the brief's "Data path" (1–9); the one step taken out of its number's order is step 6's rule
 //! on frames, checked as soon as a packet is known to be for a VIP:
-//! 1. `parse`: Ethernet (one 802.1Q tag), IPv4/IPv6, TCP/UDP, ICMP "too big" into a `Flow`.
-//!    Not ours: passed untouched; malformed: passed, counted, never forwarded.
-//! 2. `select::service_of`: the VIP lookup by (address, port, protocol), port 0 = any port.
-//! 6. (rule) `forward::addressed_to_us`: only frames sent to our own MAC are forwarded.
-//! 3–5. `select::backend_for`: the service's affinity key, its stick table, Maglev on a miss,
-//!    and the entry a miss creates (for TCP only from a packet that proves a handshake).
-//! 7. `fragment`: a first fragment takes steps 2–6 and records where it went; a later one (no
-//!    L4 header) skips steps 2–5 and follows that record, or is passed, counted, without one.
-//!    ICMP "too big" about a VIP flow takes steps 2–6 as that flow (`parse` turns it around).
-//! 6. `forward::to_backend`: L2 DSR, `XDP_TX` or `XDP_REDIRECT`.
-//! 8. Counters along the way: per service and per backend (`maps::service_stats`,
-//!    `maps::backend_stats`), global ones only for events that belong to no service or are rare
-//!    (`maps::count`, `lb_common::gstat::Counter`); the agent derives the rest.
-//! 9. Hot path economy throughout: a stick hit refreshes its entry at most once a second, every
-//!    loop has a fixed bound, and every function is inlined into one program (a BPF-to-BPF call
-//!    measurably slows every packet).
+//! - Step 1, `parse`: Ethernet (one 802.1Q tag), IPv4/IPv6, TCP/UDP, ICMP "too big", into a
+//!   `Flow`. Not ours: passed untouched; malformed: passed, counted, never forwarded.
+//! - Step 2, `select::service_of`: the VIP lookup by (address, port, protocol), port 0 = any.
+//! - Step 6's rule, `forward::addressed_to_us`: only frames sent to our own MAC are forwarded.
+//! - Steps 3–5, `select::backend_for`: the service's affinity key, its stick table, Maglev on a
+//!   miss, and the entry a miss creates (for TCP only from a packet that proves a handshake).
+//! - Step 7, `fragment`: a first fragment takes steps 2–6 and records where it went; a later
+//!   one (no L4 header) skips steps 2–5 and follows that record, or is passed, counted, without
+//!   one. ICMP "too big" about a VIP flow takes steps 2–6 as that flow (`parse` turns it round).
+//! - Step 6, `forward::to_backend`: L2 DSR, `XDP_TX` or `XDP_REDIRECT`.
+//! - Step 8, counters along the way: per service and per backend (`maps::service_stats`,
+//!   `maps::backend_stats`); global ones (`maps::count`, `lb_common::gstat::Counter`) only for
+//!   events that belong to no service or are rare; the agent derives the rest.
+//! - Step 9, hot path economy throughout: a stick hit refreshes its entry at most once a
+//!   second, every loop has a fixed bound, and every function is inlined into one program (a
+//!   BPF-to-BPF call measurably slows every packet).
 //!
 //! Every map is documented at its definition in `maps`.
 #![no_std]
