@@ -74,8 +74,9 @@ pub const ALL_MAPS: [&str; 17] = [
 ];
 
 /// Format of the pinned maps: bumped whenever a map's type, key, value, size or meaning
-/// changes. Format 1 (xlb up to c887b59) had no `MAP_META`; the agent migrates it.
-pub const PIN_FORMAT: u64 = 2;
+/// changes. Format 1 (xlb up to c887b59) had no `MAP_META`; format 2 (up to 011ecc8) had 21
+/// entries in `MAP_GLOBAL_STATS`, counted and derived counters mixed. The agent migrates both.
+pub const PIN_FORMAT: u64 = 3;
 
 /// Slots of `MAP_META` (u64 each), written by the agent, never read by the data path.
 pub mod meta {
@@ -349,84 +350,211 @@ pub struct FragmentRecord {
     pub backend: u32,
 }
 
-/// Indices of `MAP_GLOBAL_STATS` (per-CPU u64 counters). The data path writes only the events
-/// that belong to no service or are rare (PASS_NOT_VIP, PARSE_ERROR, REDIRECT, FRAGMENT,
-/// FRAGMENT_NO_RECORD, ICMP_TOO_BIG, INSERT_FAILED, SYN_NO_INSERT, INSERT_CAPPED, STICK_STALE,
-/// PASS_NOT_OUR_MAC, NO_HANDSHAKE_NO_INSERT); the others are sums of `ServiceStats` that the
-/// agent computes, so a forwarded packet touches only its service's and backend's counters.
+/// Global counters, in two kinds with an index enum each: `Counter`, what the data path counts
+/// itself in `MAP_GLOBAL_STATS` (events that belong to no service, or are rare), and `Derived`,
+/// what the agent sums from the per-service counters (`ServiceStats`), so a forwarded packet
+/// touches only its service's and backend's counters. `SHOWN` is the one list both make for
+/// the user (`show info`, metrics), by name.
 pub mod gstat {
-    /// Every packet the program saw.
-    pub const RX: u32 = 0;
-    /// Passed: not for a configured VIP (or not IP at all).
-    pub const PASS_NOT_VIP: u32 = 1;
-    /// Passed: headers truncated or invalid. Never forwarded.
-    pub const PARSE_ERROR: u32 = 2;
-    /// Forwarded with XDP_TX.
-    pub const TX: u32 = 3;
-    /// Forwarded with XDP_REDIRECT.
-    pub const REDIRECT: u32 = 4;
-    /// Dropped: the service has no usable backend.
-    pub const NO_BACKEND: u32 = 5;
-    pub const STICK_HIT: u32 = 6;
-    pub const STICK_MISS: u32 = 7;
-    pub const STICK_INSERT: u32 = 8;
-    /// An entry found idle longer than its service's expire (replaced).
-    pub const STICK_EXPIRED: u32 = 9;
-    /// Pinned backend down/maint, client sent elsewhere (redispatch on).
-    pub const REDISPATCH: u32 = 10;
-    /// Pinned backend down/maint, client kept on it (redispatch off).
-    pub const PINNED_DOWN: u32 = 11;
-    /// IP fragments of VIP datagrams handled: first fragments (which record their datagram's
-    /// service and backend in `MAP_FRAGMENTS`) and later ones that followed such a record.
-    pub const FRAGMENT: u32 = 12;
-    /// ICMP need-frag / ICMPv6 packet-too-big about a VIP flow, forwarded to its backend.
-    pub const ICMP_TOO_BIG: u32 = 13;
-    /// Stick table insert failed.
-    pub const INSERT_FAILED: u32 = 14;
-    /// Bare TCP SYNs forwarded by hash without creating an entry.
-    pub const SYN_NO_INSERT: u32 = 15;
-    /// Entries not created because this CPU reached its cap of new entries per second (the
-    /// packet still went to the backend Maglev picks).
-    pub const INSERT_CAPPED: u32 = 16;
-    /// Stick entries found pointing at a backend that no longer serves their service (the
-    /// server was removed, its id maybe reused by another service): treated as a miss.
-    pub const STICK_STALE: u32 = 17;
-    /// Passed: a frame to a VIP whose destination MAC is not the interface's own (broadcast,
-    /// multicast, another host's unicast, seen through flooding or promiscuous mode). Not
-    /// counted in the service's packets: it was not balanced.
-    pub const PASS_NOT_OUR_MAC: u32 = 18;
-    /// TCP packets of a client without an entry that prove no handshake and are not a bare SYN
-    /// (an RST, a SYN+ACK, a packet without ACK): forwarded by hash, no entry created.
-    pub const NO_HANDSHAKE_NO_INSERT: u32 = 19;
-    /// Passed: a later TCP/UDP fragment (no L4 header) with no record of its datagram's first
-    /// fragment (it came before the first, the record was evicted, or it is not VIP traffic at
-    /// all, such as the LB host's own fragmented traffic).
-    pub const FRAGMENT_NO_RECORD: u32 = 20;
-    pub const COUNT: u32 = 21;
+    /// Indices of `MAP_GLOBAL_STATS` (per-CPU u64 counters): the events the data path counts.
+    #[repr(u32)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Counter {
+        /// Passed: not for a configured VIP (or not IP at all).
+        PassNotVip = 0,
+        /// Passed: headers truncated or invalid. Never forwarded.
+        ParseError = 1,
+        /// Forwarded with XDP_REDIRECT.
+        Redirect = 2,
+        /// IP fragments of VIP datagrams handled: first fragments (which record their
+        /// datagram's service and backend in `MAP_FRAGMENTS`) and later ones that followed such
+        /// a record.
+        Fragment = 3,
+        /// ICMP need-frag / ICMPv6 packet-too-big about a VIP flow, forwarded to its backend.
+        IcmpTooBig = 4,
+        /// Stick table insert failed.
+        InsertFailed = 5,
+        /// Bare TCP SYNs forwarded by hash without creating an entry.
+        SynNoInsert = 6,
+        /// Entries not created because this CPU reached its cap of new entries per second (the
+        /// packet still went to the backend Maglev picks).
+        InsertCapped = 7,
+        /// Stick entries found pointing at a backend that no longer serves their service (the
+        /// server was removed, its id maybe reused by another service): treated as a miss.
+        StickStale = 8,
+        /// Passed: a frame to a VIP whose destination MAC is not the interface's own
+        /// (broadcast, multicast, another host's unicast, seen through flooding or promiscuous
+        /// mode). Not counted in the service's packets: it was not balanced.
+        PassNotOurMac = 9,
+        /// TCP packets of a client without an entry that prove no handshake and are not a bare
+        /// SYN (an RST, a SYN+ACK, a packet without ACK): forwarded by hash, no entry created.
+        NoHandshakeNoInsert = 10,
+        /// Passed: a later TCP/UDP fragment (no L4 header) with no record of its datagram's
+        /// first fragment (it came before the first, the record was evicted, or it is not VIP
+        /// traffic at all, such as the LB host's own fragmented traffic).
+        FragmentNoRecord = 11,
+    }
 
-    pub const NAMES: [&str; COUNT as usize] = [
-        "rx",
-        "pass_not_vip",
-        "parse_error",
-        "tx",
-        "redirect",
-        "no_backend",
-        "stick_hit",
-        "stick_miss",
-        "stick_insert",
-        "stick_expired",
-        "redispatch",
-        "pinned_down",
-        "fragment",
-        "icmp_too_big",
-        "insert_failed",
-        "syn_no_insert",
-        "insert_capped",
-        "stick_stale",
-        "pass_not_our_mac",
-        "no_handshake_no_insert",
-        "fragment_no_record",
+    impl Counter {
+        /// Entries of `MAP_GLOBAL_STATS`.
+        pub const COUNT: u32 = 12;
+        /// Every counter, in index order.
+        pub const ALL: [Counter; Counter::COUNT as usize] = [
+            Counter::PassNotVip,
+            Counter::ParseError,
+            Counter::Redirect,
+            Counter::Fragment,
+            Counter::IcmpTooBig,
+            Counter::InsertFailed,
+            Counter::SynNoInsert,
+            Counter::InsertCapped,
+            Counter::StickStale,
+            Counter::PassNotOurMac,
+            Counter::NoHandshakeNoInsert,
+            Counter::FragmentNoRecord,
+        ];
+
+        /// Index in `MAP_GLOBAL_STATS`.
+        #[inline(always)]
+        pub const fn index(self) -> u32 {
+            self as u32
+        }
+
+        pub const fn name(self) -> &'static str {
+            match self {
+                Counter::PassNotVip => "pass_not_vip",
+                Counter::ParseError => "parse_error",
+                Counter::Redirect => "redirect",
+                Counter::Fragment => "fragment",
+                Counter::IcmpTooBig => "icmp_too_big",
+                Counter::InsertFailed => "insert_failed",
+                Counter::SynNoInsert => "syn_no_insert",
+                Counter::InsertCapped => "insert_capped",
+                Counter::StickStale => "stick_stale",
+                Counter::PassNotOurMac => "pass_not_our_mac",
+                Counter::NoHandshakeNoInsert => "no_handshake_no_insert",
+                Counter::FragmentNoRecord => "fragment_no_record",
+            }
+        }
+    }
+
+    /// The global counters the agent derives from the per-service counters (and `Counter`s);
+    /// the data path never writes them. Index: the agent's own array of them.
+    #[repr(u32)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Derived {
+        /// Every packet the program saw.
+        Rx = 0,
+        /// Forwarded with XDP_TX.
+        Tx = 1,
+        /// Dropped: the service has no usable backend.
+        NoBackend = 2,
+        StickHit = 3,
+        StickMiss = 4,
+        StickInsert = 5,
+        /// An entry found idle longer than its service's expire (replaced).
+        StickExpired = 6,
+        /// Pinned backend down/maint, client sent elsewhere (redispatch on).
+        Redispatch = 7,
+        /// Pinned backend down/maint, client kept on it (redispatch off).
+        PinnedDown = 8,
+    }
+
+    impl Derived {
+        pub const COUNT: u32 = 9;
+
+        /// Index in the agent's array of derived counters.
+        pub const fn index(self) -> u32 {
+            self as u32
+        }
+
+        pub const fn name(self) -> &'static str {
+            match self {
+                Derived::Rx => "rx",
+                Derived::Tx => "tx",
+                Derived::NoBackend => "no_backend",
+                Derived::StickHit => "stick_hit",
+                Derived::StickMiss => "stick_miss",
+                Derived::StickInsert => "stick_insert",
+                Derived::StickExpired => "stick_expired",
+                Derived::Redispatch => "redispatch",
+                Derived::PinnedDown => "pinned_down",
+            }
+        }
+    }
+
+    /// A global counter as the user sees it: counted by the data path or derived by the agent.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Global {
+        Counted(Counter),
+        Derived(Derived),
+    }
+
+    impl Global {
+        /// Its name in `show info` (`Xdp_<name>`) and in metrics (`event="<name>"`).
+        pub const fn name(self) -> &'static str {
+            match self {
+                Global::Counted(c) => c.name(),
+                Global::Derived(d) => d.name(),
+            }
+        }
+    }
+
+    impl From<Counter> for Global {
+        fn from(c: Counter) -> Self {
+            Global::Counted(c)
+        }
+    }
+
+    impl From<Derived> for Global {
+        fn from(d: Derived) -> Self {
+            Global::Derived(d)
+        }
+    }
+
+    /// Every global counter, in the order `show info` and metrics list them.
+    pub const SHOWN: [Global; (Counter::COUNT + Derived::COUNT) as usize] = [
+        Global::Derived(Derived::Rx),
+        Global::Counted(Counter::PassNotVip),
+        Global::Counted(Counter::ParseError),
+        Global::Derived(Derived::Tx),
+        Global::Counted(Counter::Redirect),
+        Global::Derived(Derived::NoBackend),
+        Global::Derived(Derived::StickHit),
+        Global::Derived(Derived::StickMiss),
+        Global::Derived(Derived::StickInsert),
+        Global::Derived(Derived::StickExpired),
+        Global::Derived(Derived::Redispatch),
+        Global::Derived(Derived::PinnedDown),
+        Global::Counted(Counter::Fragment),
+        Global::Counted(Counter::IcmpTooBig),
+        Global::Counted(Counter::InsertFailed),
+        Global::Counted(Counter::SynNoInsert),
+        Global::Counted(Counter::InsertCapped),
+        Global::Counted(Counter::StickStale),
+        Global::Counted(Counter::PassNotOurMac),
+        Global::Counted(Counter::NoHandshakeNoInsert),
+        Global::Counted(Counter::FragmentNoRecord),
     ];
+
+    // `Counter::ALL` is in index order, and `SHOWN` names every counter of both kinds once.
+    const _: () = {
+        let mut i = 0;
+        while i < Counter::COUNT as usize {
+            assert!(Counter::ALL[i].index() as usize == i);
+            i += 1;
+        }
+        let (mut counted, mut derived) = (0u32, 0u32);
+        let mut i = 0;
+        while i < SHOWN.len() {
+            match SHOWN[i] {
+                Global::Counted(c) => counted |= 1 << c.index(),
+                Global::Derived(d) => derived |= 1 << d.index(),
+            }
+            i += 1;
+        }
+        assert!(counted == (1 << Counter::COUNT) - 1 && derived == (1 << Derived::COUNT) - 1);
+    };
 }
 
 /// Value of `MAP_SERVICE_STATS` (per-CPU, index: service id).

@@ -10,22 +10,27 @@
 //! data path never adds, removes or rewrites a tag.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{Backend, gstat};
+use lb_common::{Backend, gstat::Counter};
 
 use crate::maps;
 
-/// Step 2b: is the frame addressed to this interface's own MAC? Only then is it ours to
-/// forward. A broadcast, multicast or other host's unicast frame reaches XDP through a flooding
+/// A MAC address's length; an Ethernet header starts with the destination MAC, then the source.
+pub const MAC_LEN: usize = 6;
+/// Both MACs: where the source MAC ends.
+pub const MACS_LEN: usize = 2 * MAC_LEN;
+
+/// Step 6's rule, checked before steps 3–5: is the frame addressed to this interface's own
+/// MAC? Only then is it ours to forward. A broadcast, multicast or other host's unicast frame reaches XDP through a flooding
 /// switch or promiscuous mode; forwarding it would send a second copy of someone else's frame
 /// with our source MAC. Checked after the VIP lookup, so non-VIP traffic pays nothing.
 #[inline(always)]
 pub fn addressed_to_us(ctx: &XdpContext) -> bool {
     let start = ctx.data();
-    if start + 6 > ctx.data_end() {
+    if start + MAC_LEN > ctx.data_end() {
         return false; // parse already checked this; keeps the verifier content
     }
-    // SAFETY: 6 bytes bounds-checked above.
-    let dst = unsafe { &*(start as *const [u8; 6]) };
+    // SAFETY: MAC_LEN bytes bounds-checked above.
+    let dst = unsafe { &*(start as *const [u8; MAC_LEN]) };
     maps::is_own_mac(
         u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]),
         u16::from_ne_bytes([dst[4], dst[5]]),
@@ -35,23 +40,23 @@ pub fn addressed_to_us(ctx: &XdpContext) -> bool {
 #[inline(always)]
 pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> u32 {
     let start = ctx.data();
-    if start + 12 > ctx.data_end() {
+    if start + MACS_LEN > ctx.data_end() {
         return xdp_action::XDP_PASS; // parse already checked this; keeps the verifier content
     }
-    let eth = start as *mut [u8; 12];
-    // SAFETY: 12 bytes bounds-checked above.
+    let eth = start as *mut [u8; MACS_LEN];
+    // SAFETY: MACS_LEN bytes bounds-checked above.
     let eth = unsafe { &mut *eth };
     let src = if backend.src_mac == [0; 6] {
         [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]]
     } else {
         backend.src_mac
     };
-    eth[0..6].copy_from_slice(&backend.mac);
-    eth[6..12].copy_from_slice(&src);
+    eth[..MAC_LEN].copy_from_slice(&backend.mac);
+    eth[MAC_LEN..MACS_LEN].copy_from_slice(&src);
     if backend.tx_port == 0 {
         xdp_action::XDP_TX
     } else {
-        maps::count(gstat::REDIRECT);
+        maps::count(Counter::Redirect);
         maps::redirect(backend.tx_port)
     }
 }
@@ -60,14 +65,14 @@ pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> u32 {
 #[inline(always)]
 pub fn swap_macs(ctx: &XdpContext) -> u32 {
     let start = ctx.data();
-    if start + 12 > ctx.data_end() {
+    if start + MACS_LEN > ctx.data_end() {
         return xdp_action::XDP_PASS;
     }
-    // SAFETY: 12 bytes bounds-checked above.
-    let eth = unsafe { &mut *(start as *mut [u8; 12]) };
+    // SAFETY: MACS_LEN bytes bounds-checked above.
+    let eth = unsafe { &mut *(start as *mut [u8; MACS_LEN]) };
     let mut i = 0;
-    while i < 6 {
-        eth.swap(i, i + 6);
+    while i < MAC_LEN {
+        eth.swap(i, i + MAC_LEN);
         i += 1;
     }
     xdp_action::XDP_TX

@@ -1,4 +1,4 @@
-//! IP fragments. Only a datagram's first fragment carries the L4 header, so only it can be
+//! Step 7: IP fragments. Only a datagram's first fragment carries the L4 header, so only it can be
 //! matched to a service (by port) and balanced; it goes the way a whole packet of its flow
 //! goes, and records (client, VIP, IP identification, protocol, family) -> (service, backend) in
 //! `XLB_FRAGMENTS`. Every later fragment of the datagram looks that record up and goes to the

@@ -1,12 +1,25 @@
 //! xlb's data path: one XDP program, one-armed, L2 direct server return.
 //!
-//! Read top to bottom in the order a packet travels:
-//! `parse` (step 1) -> `select::service_of` (step 2) -> `forward::addressed_to_us` (step 2b:
-//! only frames sent to our own MAC) -> `select::backend_for` (steps 3–5:
-//! affinity key, stick table, Maglev) -> `forward` (step 6). Counters (step 8) along the way.
-//! IP fragments (step 7, `fragment`): a first fragment takes that path and records where it
-//! went; a later one (no L4 header) skips steps 2–5 and follows that record, or is passed to
-//! the kernel, counted, when there is none.
+//! `balance` reads top to bottom in the order a packet travels. The step numbers are those of
+//! the brief's "Data path" (1–9); the one step taken out of its number's order is step 6's rule
+//! on frames, checked as soon as a packet is known to be for a VIP:
+//! - Step 1, `parse`: Ethernet (one 802.1Q tag), IPv4/IPv6, TCP/UDP, ICMP "too big", into a
+//!   `Flow`. Not ours: passed untouched; malformed: passed, counted, never forwarded.
+//! - Step 2, `select::service_of`: the VIP lookup by (address, port, protocol), port 0 = any.
+//! - Step 6's rule, `forward::addressed_to_us`: only frames sent to our own MAC are forwarded.
+//! - Steps 3–5, `select::backend_for`: the service's affinity key, its stick table, Maglev on a
+//!   miss, and the entry a miss creates (for TCP only from a packet that proves a handshake).
+//! - Step 7, `fragment`: a first fragment takes steps 2–6 and records where it went; a later
+//!   one (no L4 header) skips steps 2–5 and follows that record, or is passed, counted, without
+//!   one. ICMP "too big" about a VIP flow takes steps 2–6 as that flow (`parse` turns it round).
+//! - Step 6, `forward::to_backend`: L2 DSR, `XDP_TX` or `XDP_REDIRECT`.
+//! - Step 8, counters along the way: per service and per backend (`maps::service_stats`,
+//!   `maps::backend_stats`); global ones (`maps::count`, `lb_common::gstat::Counter`) only for
+//!   events that belong to no service or are rare; the agent derives the rest.
+//! - Step 9, hot path economy throughout: a stick hit refreshes its entry at most once a
+//!   second, every loop has a fixed bound, and every function is inlined into one program (a
+//!   BPF-to-BPF call measurably slows every packet).
+//!
 //! Every map is documented at its definition in `maps`.
 #![no_std]
 #![no_main]
@@ -18,7 +31,16 @@ mod parse;
 mod select;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{Backend, NO_BACKEND, gstat};
+use lb_common::{Backend, NO_BACKEND, gstat::Counter};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
+
+use crate::{
+    forward::{MAC_LEN, MACS_LEN},
+    parse::{ETH_P_IP, ETH_P_IPV6, ETH_TYPE_AT, IPV4_DST_AT, IPV4_SRC_AT, IPV6_SRC_AT},
+};
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
@@ -29,29 +51,29 @@ pub fn xlb(ctx: XdpContext) -> u32 {
 fn balance(ctx: &XdpContext) -> u32 {
     let flow = match parse::parse(ctx) {
         Ok(Some(flow)) => flow,
-        Ok(None) => return pass(gstat::PASS_NOT_VIP),
-        Err(()) => return pass(gstat::PARSE_ERROR),
+        Ok(None) => return pass(Counter::PassNotVip),
+        Err(()) => return pass(Counter::ParseError),
     };
     if flow.later_fragment {
         return later_fragment(ctx, &flow);
     }
     let Some(service_id) = select::service_of(&flow) else {
-        return pass(gstat::PASS_NOT_VIP);
+        return pass(Counter::PassNotVip);
     };
     let (Some(svc), Some(st)) = (maps::service(service_id), maps::service_stats(service_id)) else {
-        return pass(gstat::PASS_NOT_VIP);
+        return pass(Counter::PassNotVip);
     };
     if svc.enabled == 0 {
-        return pass(gstat::PASS_NOT_VIP);
+        return pass(Counter::PassNotVip);
     }
     if !forward::addressed_to_us(ctx) {
-        return pass(gstat::PASS_NOT_OUR_MAC);
+        return pass(Counter::PassNotOurMac);
     }
     let len = (ctx.data_end() - ctx.data()) as u64;
     st.packets += 1;
     st.bytes += len;
     if flow.icmp_too_big {
-        maps::count(gstat::ICMP_TOO_BIG);
+        maps::count(Counter::IcmpTooBig);
     }
 
     let id = select::backend_for(&flow, service_id, svc, st);
@@ -63,7 +85,7 @@ fn balance(ctx: &XdpContext) -> u32 {
     };
     if flow.fragment {
         // A first fragment: the rest of its datagram follows it (`later_fragment`).
-        maps::count(gstat::FRAGMENT);
+        maps::count(Counter::Fragment);
         fragment::record_first(&flow, service_id, id);
     }
     send(ctx, id, backend, len)
@@ -75,22 +97,22 @@ fn balance(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn later_fragment(ctx: &XdpContext, flow: &parse::Flow) -> u32 {
     if !forward::addressed_to_us(ctx) {
-        return pass(gstat::PASS_NOT_OUR_MAC);
+        return pass(Counter::PassNotOurMac);
     }
     let Some(first) = fragment::first_of(flow) else {
-        return pass(gstat::FRAGMENT_NO_RECORD);
+        return pass(Counter::FragmentNoRecord);
     };
     let (Some(svc), Some(st)) = (maps::service(first.service), maps::service_stats(first.service)) else {
-        return pass(gstat::PASS_NOT_VIP);
+        return pass(Counter::PassNotVip);
     };
     if svc.enabled == 0 {
         // The service was deleted since the first fragment.
-        return pass(gstat::PASS_NOT_VIP);
+        return pass(Counter::PassNotVip);
     }
     let len = (ctx.data_end() - ctx.data()) as u64;
     st.packets += 1;
     st.bytes += len;
-    maps::count(gstat::FRAGMENT);
+    maps::count(Counter::Fragment);
     // The server may have been removed since the first fragment (its id maybe reused): then
     // the datagram cannot be completed anywhere.
     let backend = maps::backend(first.backend).filter(|b| b.serves(first.service));
@@ -112,7 +134,7 @@ fn send(ctx: &XdpContext, id: u32, backend: &Backend, len: u64) -> u32 {
 }
 
 #[inline(always)]
-fn pass(counter: u32) -> u32 {
+fn pass(counter: Counter) -> u32 {
     maps::count(counter);
     xdp_action::XDP_PASS
 }
@@ -136,20 +158,27 @@ pub fn xlb_floor(ctx: XdpContext) -> u32 {
 /// there; everything else is passed. No parse beyond the IPv4 destination, no table, no hash.
 #[xdp]
 pub fn xlb_e2e_floor(ctx: XdpContext) -> u32 {
+    /// An untagged Ethernet header and an IPv4 header without options.
+    const FRAME_LEN: usize = EthHdr::LEN + Ipv4Hdr::LEN;
+    const VIP_AT: usize = EthHdr::LEN + IPV4_DST_AT;
     let start = ctx.data();
-    if start + 14 + 20 > ctx.data_end() {
+    if start + FRAME_LEN > ctx.data_end() {
         return xdp_action::XDP_PASS;
     }
     let Some(t) = maps::floor_target() else {
         return xdp_action::XDP_PASS;
     };
-    // SAFETY: 34 bytes (Ethernet + an IPv4 header) bounds-checked above.
-    let frame = unsafe { &mut *(start as *mut [u8; 34]) };
-    if frame[12] != 0x08 || frame[13] != 0x00 || frame[30..34] != t.vip {
+    // SAFETY: FRAME_LEN bytes bounds-checked above.
+    let frame = unsafe { &mut *(start as *mut [u8; FRAME_LEN]) };
+    let [type_hi, type_lo] = ETH_P_IP.to_be_bytes();
+    if frame[ETH_TYPE_AT] != type_hi
+        || frame[ETH_TYPE_AT + 1] != type_lo
+        || frame[VIP_AT..VIP_AT + 4] != t.vip
+    {
         return xdp_action::XDP_PASS;
     }
-    frame[0..6].copy_from_slice(&t.backend_mac);
-    frame[6..12].copy_from_slice(&t.own_mac);
+    frame[..MAC_LEN].copy_from_slice(&t.backend_mac);
+    frame[MAC_LEN..MACS_LEN].copy_from_slice(&t.own_mac);
     xdp_action::XDP_TX
 }
 
@@ -172,16 +201,23 @@ pub fn xlb_bench_fresh_floor(ctx: XdpContext) -> u32 {
 /// IPv4 or IPv6 frame.
 #[inline(always)]
 fn fresh_source(ctx: &XdpContext) {
+    /// An untagged Ethernet header and the larger of the two IP headers.
+    const FRAME_LEN: usize = EthHdr::LEN + Ipv6Hdr::LEN;
+    /// The low 4 bytes of each family's client (source) address.
+    const V4_LOW_AT: usize = EthHdr::LEN + IPV4_SRC_AT;
+    const V6_LOW_AT: usize = EthHdr::LEN + IPV6_SRC_AT + 12;
+    const IPV4: [u8; 2] = ETH_P_IP.to_be_bytes();
+    const IPV6: [u8; 2] = ETH_P_IPV6.to_be_bytes();
     let n = maps::bench_next().to_be_bytes();
     let start = ctx.data();
-    if start + 14 + 40 > ctx.data_end() {
+    if start + FRAME_LEN > ctx.data_end() {
         return;
     }
-    // SAFETY: 54 bytes bounds-checked above (an IPv4 or IPv6 header after Ethernet).
-    let frame = unsafe { &mut *(start as *mut [u8; 54]) };
-    let at = match (frame[12], frame[13]) {
-        (0x08, 0x00) => 14 + 12,
-        (0x86, 0xdd) => 14 + 8 + 12,
+    // SAFETY: FRAME_LEN bytes bounds-checked above (an IPv4 or IPv6 header after Ethernet).
+    let frame = unsafe { &mut *(start as *mut [u8; FRAME_LEN]) };
+    let at = match [frame[ETH_TYPE_AT], frame[ETH_TYPE_AT + 1]] {
+        IPV4 => V4_LOW_AT,
+        IPV6 => V6_LOW_AT,
         _ => return,
     };
     frame[at..at + 4].copy_from_slice(&n);
@@ -193,6 +229,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+// SAFETY: the kernel reads the program's license from this section under this symbol; nothing
+// else is placed there or has the name.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -12,8 +12,8 @@ use aya_ebpf::{
 use lb_common::{
     Backend, BackendStats, FRAGMENT_RECORDS, FloorTarget, FragmentKey, FragmentRecord,
     LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS, NameSlot, OwnMac,
-    RateWindow, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipSlot, gstat,
-    vip_home,
+    RateWindow, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipSlot,
+    gstat::Counter, vip_home,
 };
 
 /// VIPs: two open-addressed tables of `VIP_TABLE_SIZE` slots (index `slot * VIP_TABLE_SIZE +
@@ -97,9 +97,10 @@ pub fn fragment_key_slot() -> Option<&'static mut FragmentKey> {
 #[map(name = "XLB_TX_PORTS")]
 static TX_PORTS: DevMap = DevMap::with_max_entries(MAX_TX_PORTS, 0);
 
-/// Global counters, per CPU. Index: `gstat::*`. Written by the data path; summed by the agent.
+/// Global counters, per CPU. Index: `gstat::Counter`, only what the data path counts itself
+/// (the agent derives the rest from `XLB_SSTATS`). Written by the data path; summed by the agent.
 #[map(name = "XLB_GSTATS")]
-static GSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(gstat::COUNT, 0);
+static GSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 /// Per-service counters, per CPU. Index: service id. Written by the data path; summed by the
 /// agent (`show stat`, metrics).
@@ -268,9 +269,10 @@ pub fn redirect(port: u32) -> u32 {
         .unwrap_or(aya_ebpf::bindings::xdp_action::XDP_ABORTED)
 }
 
+/// Count one `counter` event on this CPU.
 #[inline(always)]
-pub fn count(index: u32) {
-    if let Some(c) = GSTATS.get_ptr_mut(index) {
+pub fn count(counter: Counter) {
+    if let Some(c) = GSTATS.get_ptr_mut(counter.index()) {
         // SAFETY: per-CPU slot: no other writer while this program runs on this CPU.
         unsafe { *c += 1 };
     }

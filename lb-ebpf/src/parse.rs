@@ -13,10 +13,39 @@ use network_types::{
     udp::UdpHdr,
 };
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
+/// Where the ethertype sits in an Ethernet header (after the two MACs).
+pub const ETH_TYPE_AT: usize = 12;
 const VLAN_HLEN: usize = 4;
+/// Where the inner ethertype sits in an 802.1Q tag (after the tag control field).
+const VLAN_INNER_TYPE_AT: usize = 2;
+const IPV4_VERSION: u8 = 4;
+const IPV6_VERSION: u8 = 6;
+/// The IPv4 header length field (low nibble of `vihl`) counts 32-bit words.
+const IPV4_IHL_MASK: u8 = 0x0f;
+const IPV4_IHL_MIN_WORDS: u8 = 5;
+/// Where the source and destination addresses sit in an IPv4 header.
+pub const IPV4_SRC_AT: usize = 12;
+pub const IPV4_DST_AT: usize = 16;
+/// Where the source address sits in an IPv6 header.
+pub const IPV6_SRC_AT: usize = 8;
+/// IPv4 `frags` field (host order): the More Fragments flag and the fragment offset.
+const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
+const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;
+/// Hop-by-hop, routing and destination options headers give their length in 8-byte units, not
+/// counting the first 8 bytes.
+const IPV6_EXT_LEN_UNIT: usize = 8;
+const IPV6_FRAG_HDR_LEN: usize = 8;
+/// The IPv6 fragment header's offset field (bytes 2..4) holds the offset above 3 flag bits.
+const IPV6_FRAG_OFFSET_SHIFT: u16 = 3;
+/// ICMP and ICMPv6 headers (type, code, checksum, 4 more bytes) before the quoted packet.
+const ICMP_HDR_LEN: usize = 8;
+/// Where the data offset (high nibble, 32-bit words) and the flags sit in a TCP header.
+const TCP_DATA_OFFSET_AT: usize = 12;
+const TCP_FLAGS_AT: usize = 13;
+const TCP_DATA_OFFSET_MIN_WORDS: u8 = 5;
 const PROTO_ICMP: u8 = 1;
 const PROTO_ICMPV6: u8 = 58;
 const IPV6_HOPOPTS: u8 = 0;
@@ -81,7 +110,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Option<Flow>, ()> {
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
     if ether_type == ETH_P_8021Q {
         // One tag: the inner ethertype sits in the tag's last two bytes.
-        let inner: *const [u8; 2] = ptr_at(ctx, off + 2)?;
+        let inner: *const [u8; 2] = ptr_at(ctx, off + VLAN_INNER_TYPE_AT)?;
+        // SAFETY: bounds checked by ptr_at.
         ether_type = u16::from_be_bytes(unsafe { *inner });
         off += VLAN_HLEN;
     }
@@ -109,10 +139,10 @@ fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     // SAFETY: bounds checked by ptr_at.
     let ip = unsafe { &*ip };
     let vihl = ip.vihl;
-    if vihl >> 4 != 4 {
+    if vihl >> 4 != IPV4_VERSION {
         return Err(());
     }
-    let ihl = ((vihl & 0x0f) as usize) * 4;
+    let ihl = ((vihl & IPV4_IHL_MASK) as usize) * 4;
     if ihl < Ipv4Hdr::LEN {
         return Err(());
     }
@@ -121,8 +151,8 @@ fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
         return Err(());
     }
     let frags = u16::from_be_bytes(ip.frags);
-    let more_fragments = frags & 0x2000 != 0;
-    let frag_offset = frags & 0x1fff;
+    let more_fragments = frags & IPV4_MORE_FRAGMENTS != 0;
+    let frag_offset = frags & IPV4_FRAG_OFFSET_MASK;
     let fragment = more_fragments || frag_offset != 0;
     let l4 = off + ihl;
     let mut flow = Flow {
@@ -191,10 +221,10 @@ fn l4_ports(ctx: &XdpContext, l4: usize, flow: &mut Flow) -> Result<(), ()> {
         let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
         // SAFETY: bounds checked by ptr_at.
         let raw = unsafe { &*(tcp as *const [u8; TcpHdr::LEN]) };
-        if raw[12] >> 4 < 5 {
+        if raw[TCP_DATA_OFFSET_AT] >> 4 < TCP_DATA_OFFSET_MIN_WORDS {
             return Err(()); // data offset below the minimal header
         }
-        let flags = raw[13];
+        let flags = raw[TCP_FLAGS_AT];
         let handshake_flags = flags & (TCP_FLAG_ACK | TCP_FLAG_SYN | TCP_FLAG_RST);
         flow.syn_only = handshake_flags == TCP_FLAG_SYN;
         flow.no_handshake = handshake_flags != TCP_FLAG_ACK;
@@ -214,20 +244,20 @@ fn l4_ports(ctx: &XdpContext, l4: usize, flow: &mut Flow) -> Result<(), ()> {
 /// turn it around so the flow reads client -> VIP and goes to the backend that owns it.
 #[inline(always)]
 fn icmp4_too_big(ctx: &XdpContext, l4: usize) -> Result<Option<Flow>, ()> {
-    let icmp: *const [u8; 8] = ptr_at(ctx, l4)?;
+    let icmp: *const [u8; ICMP_HDR_LEN] = ptr_at(ctx, l4)?;
     // SAFETY: bounds checked by ptr_at.
     let icmp = unsafe { &*icmp };
     if icmp[0] != ICMP_DEST_UNREACH || icmp[1] != ICMP_FRAG_NEEDED {
         return Ok(None);
     }
-    let inner_off = l4 + 8;
+    let inner_off = l4 + ICMP_HDR_LEN;
     let inner: *const Ipv4Hdr = ptr_at(ctx, inner_off)?;
     // SAFETY: bounds checked by ptr_at.
     let inner = unsafe { &*inner };
-    if inner.vihl >> 4 != 4 || (inner.vihl & 0x0f) < 5 {
+    if inner.vihl >> 4 != IPV4_VERSION || (inner.vihl & IPV4_IHL_MASK) < IPV4_IHL_MIN_WORDS {
         return Err(());
     }
-    let ihl = ((inner.vihl & 0x0f) as usize) * 4;
+    let ihl = ((inner.vihl & IPV4_IHL_MASK) as usize) * 4;
     if inner.proto != PROTO_TCP && inner.proto != PROTO_UDP {
         return Ok(None);
     }
@@ -249,7 +279,7 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
     // SAFETY: bounds checked by ptr_at.
     let ip = unsafe { &*ip };
-    if ip.vcf[0] >> 4 != 6 {
+    if ip.vcf[0] >> 4 != IPV6_VERSION {
         return Err(());
     }
     let payload_len = u16::from_be_bytes(ip.payload_len) as usize;
@@ -268,17 +298,17 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
                 // SAFETY: bounds checked by ptr_at.
                 let ext = unsafe { &*ext };
                 proto = ext[0];
-                l4 += (ext[1] as usize + 1) * 8;
+                l4 += (ext[1] as usize + 1) * IPV6_EXT_LEN_UNIT;
             }
             IPV6_FRAGMENT => {
-                let ext: *const [u8; 8] = ptr_at(ctx, l4)?;
+                let ext: *const [u8; IPV6_FRAG_HDR_LEN] = ptr_at(ctx, l4)?;
                 // SAFETY: bounds checked by ptr_at.
                 let ext = unsafe { &*ext };
                 proto = ext[0];
                 fragment = true;
                 frag_id = u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]);
-                later_fragment = u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0;
-                l4 += 8;
+                later_fragment = u16::from_be_bytes([ext[2], ext[3]]) >> IPV6_FRAG_OFFSET_SHIFT != 0;
+                l4 += IPV6_FRAG_HDR_LEN;
             }
             _ => {
                 done = true;
@@ -310,13 +340,13 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
 /// taken without extension headers (what backends send).
 #[inline(always)]
 fn icmp6_too_big(ctx: &XdpContext, l4: usize) -> Result<Option<Flow>, ()> {
-    let icmp: *const [u8; 8] = ptr_at(ctx, l4)?;
+    let icmp: *const [u8; ICMP_HDR_LEN] = ptr_at(ctx, l4)?;
     // SAFETY: bounds checked by ptr_at.
     let icmp = unsafe { &*icmp };
     if icmp[0] != ICMPV6_PKT_TOOBIG {
         return Ok(None);
     }
-    let inner_off = l4 + 8;
+    let inner_off = l4 + ICMP_HDR_LEN;
     let inner: *const Ipv6Hdr = ptr_at(ctx, inner_off)?;
     // SAFETY: bounds checked by ptr_at.
     let inner = unsafe { &*inner };

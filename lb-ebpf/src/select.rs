@@ -15,7 +15,8 @@
 
 use lb_common::{
     BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, STICK_NONE, STICK_REFRESH_NS, STICK_SRC_PORT,
-    SVC_F_REDISPATCH, Service, ServiceStats, StickEntry, StickKey, gstat,
+    SVC_F_REDISPATCH, Service, ServiceStats, StickEntry, StickKey,
+    gstat::Counter,
     hash::{affinity_hash, five_tuple_hash},
     maglev_base, vip_words,
 };
@@ -153,7 +154,7 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
                     return backend;
                 }
                 // The agent deletes such entries; until it has, they are misses.
-                Pinned::Stale => maps::count(gstat::STICK_STALE),
+                Pinned::Stale => maps::count(Counter::StickStale),
             }
         }
     }
@@ -166,9 +167,9 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
     if may_insert {
         insert(table, &key, pick, now, st);
     } else if flow.syn_only {
-        maps::count(gstat::SYN_NO_INSERT);
+        maps::count(Counter::SynNoInsert);
     } else if flow.no_handshake {
-        maps::count(gstat::NO_HANDSHAKE_NO_INSERT);
+        maps::count(Counter::NoHandshakeNoInsert);
     }
     pick
 }
@@ -176,7 +177,7 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
 #[inline(always)]
 fn insert(table: &maps::StickTable, key: &StickKey, backend: u32, now: u64, st: &mut ServiceStats) {
     if !maps::may_create_entry(now) {
-        maps::count(gstat::INSERT_CAPPED);
+        maps::count(Counter::InsertCapped);
         return;
     }
     let entry = StickEntry {
@@ -187,6 +188,6 @@ fn insert(table: &maps::StickTable, key: &StickKey, backend: u32, now: u64, st: 
     if maps::stick_put(table, key, &entry) {
         st.stick_inserts += 1;
     } else {
-        maps::count(gstat::INSERT_FAILED);
+        maps::count(Counter::InsertFailed);
     }
 }

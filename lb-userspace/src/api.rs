@@ -11,7 +11,7 @@
 
 use std::{collections::HashMap, fmt::Write as _, io, net::IpAddr, path::Path};
 
-use lb_common::{BackendStats, ServiceStats, StickEntry, StickKey, gstat};
+use lb_common::{BackendStats, ServiceStats, StickEntry, StickKey};
 
 use crate::{
     config::AdminState,
@@ -371,7 +371,7 @@ fn show_stat(snapshot: &StatSnapshot, tables: &StickTables, all: &[(StickKey, St
 /// `sweep_interval` old, the figure the metrics show): counting here would walk the table.
 fn show_info(b: &Balancer) -> String {
     let mut out = String::new();
-    let g = b.dp.global_stats().unwrap_or([0; gstat::COUNT as usize]);
+    let g = b.dp.global_stats().unwrap_or_default();
     let used: usize = b.table_used.values().sum();
     let _ = writeln!(out, "Name: xlb");
     let _ = writeln!(out, "Version: {}", env!("CARGO_PKG_VERSION"));
@@ -387,8 +387,8 @@ fn show_info(b: &Balancer) -> String {
     let _ = writeln!(out, "StickTableUsed: {used}");
     let _ = writeln!(out, "StickTableCapacity: {}", b.dp.stick_capacity());
     let _ = writeln!(out, "MonotonicCoarseNs: {}", coarse_now_ns());
-    for (i, name) in gstat::NAMES.iter().enumerate() {
-        let _ = writeln!(out, "Xdp_{name}: {}", g[i]);
+    for (name, value) in g.shown() {
+        let _ = writeln!(out, "Xdp_{name}: {value}");
     }
     out
 }

@@ -20,7 +20,9 @@ use lb_common::{
     ALL_MAPS, Backend, BackendStats, MAGLEV_MAX_SIZE, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS,
     MAP_GLOBAL_STATS, MAP_LIMITS, MAP_MAGLEV, MAP_META, MAP_NAMES, MAP_OWN_MAC, MAP_SERVICE_STATS,
     MAP_SERVICES, MAP_STICK_TABLES, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats,
-    StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipKey, VipSlot, gstat, maglev_base, meta,
+    StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipKey, VipSlot,
+    gstat::{self, Counter, Derived, Global},
+    maglev_base, meta,
 };
 
 use crate::stick_maps::{StickMap, StickMapError, StickTables, TableChange};
@@ -184,6 +186,16 @@ impl Datapath {
             match crate::pins::inspect(dir, OBJECT)? {
                 crate::pins::Found::Nothing => {}
                 crate::pins::Found::Current => adopted = true,
+                crate::pins::Found::Format2 => {
+                    log::warn!(
+                        "pins under {} are format 2 (an older xlb): adopting them as format {}; the \
+                         global counters start again from 0",
+                        dir.display(),
+                        lb_common::PIN_FORMAT
+                    );
+                    crate::pins::migrate_format2(&maps_dir)?;
+                    adopted = true;
+                }
                 crate::pins::Found::Format1(found) => {
                     // The old maps move aside (the running program keeps them); fresh ones are
                     // pinned in their place and given what the old ones knew.
@@ -752,16 +764,16 @@ impl Datapath {
 
     // --- counters ---------------------------------------------------------------------------
 
-    /// Global counters summed over CPUs, indexed by `gstat::*`. The data path counts only the
-    /// events that belong to no service (passes, parse errors, ...) globally; per-service events
-    /// live in the per-service counters and are summed in here, so the forwarding path touches
-    /// two counter slots per packet instead of five.
-    pub fn global_stats(&self) -> Result<[u64; gstat::COUNT as usize]> {
-        let mut out = [0u64; gstat::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
+    /// Global counters summed over CPUs. The data path counts only the events that belong to
+    /// no service (passes, parse errors, ...) globally (`gstat::Counter`); per-service events
+    /// live in the per-service counters and are summed in here (`gstat::Derived`), so the
+    /// forwarding path touches two counter slots per packet instead of five.
+    pub fn global_stats(&self) -> Result<GlobalStats> {
+        let mut counted = [0u64; Counter::COUNT as usize];
+        for (slot, c) in counted.iter_mut().zip(Counter::ALL) {
             let v = self
                 .gstats
-                .get(&(i as u32), 0)
+                .get(&c.index(), 0)
                 .map_err(map_err(MAP_GLOBAL_STATS))?;
             *slot = v.iter().sum();
         }
@@ -769,8 +781,7 @@ impl Datapath {
         for id in 0..lb_common::MAX_SERVICES {
             t.add(&self.service_stats(id)?);
         }
-        derive_global_stats(&mut out, &t);
-        Ok(out)
+        Ok(GlobalStats::derive(counted, &t))
     }
 
     pub fn service_stats(&self, id: u32) -> Result<ServiceStats> {
@@ -866,28 +877,60 @@ impl Datapath {
     }
 }
 
-/// The global counters the data path does not count itself, from the per-service sums `t`.
-/// The per-CPU counters are read one after another while packets keep arriving, so `packets`
-/// may be read before a `no_backend` or `redirect` that counts a later packet: the difference
-/// saturates at 0 instead of wrapping to 2^64.
-fn derive_global_stats(out: &mut [u64; gstat::COUNT as usize], t: &ServiceStats) {
-    let g = |i: u32| i as usize;
-    out[g(gstat::RX)] = out[g(gstat::PASS_NOT_VIP)]
-        + out[g(gstat::PARSE_ERROR)]
-        + out[g(gstat::PASS_NOT_OUR_MAC)]
-        + out[g(gstat::FRAGMENT_NO_RECORD)]
-        + t.packets;
-    out[g(gstat::TX)] = t
-        .packets
-        .saturating_sub(t.no_backend)
-        .saturating_sub(out[g(gstat::REDIRECT)]);
-    out[g(gstat::NO_BACKEND)] = t.no_backend;
-    out[g(gstat::STICK_HIT)] = t.stick_hits;
-    out[g(gstat::STICK_MISS)] = t.stick_misses;
-    out[g(gstat::STICK_INSERT)] = t.stick_inserts;
-    out[g(gstat::STICK_EXPIRED)] = t.stick_expired;
-    out[g(gstat::REDISPATCH)] = t.redispatches;
-    out[g(gstat::PINNED_DOWN)] = t.pinned_down;
+/// The global counters, summed over CPUs: those the data path counts (`MAP_GLOBAL_STATS`,
+/// indexed by `gstat::Counter`) and those the agent derives from them and the per-service
+/// counters (`gstat::Derived`). `show info` and metrics list both, by name (`shown`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalStats {
+    counted: [u64; Counter::COUNT as usize],
+    derived: [u64; Derived::COUNT as usize],
+}
+
+impl GlobalStats {
+    /// The derived counters from the data path's `counted` ones and the per-service sums `t`.
+    /// The per-CPU counters are read one after another while packets keep arriving, so
+    /// `packets` may be read before a `no_backend` or `redirect` that counts a later packet:
+    /// the difference saturates at 0 instead of wrapping to 2^64.
+    fn derive(counted: [u64; Counter::COUNT as usize], t: &ServiceStats) -> Self {
+        let c = |i: Counter| counted[i.index() as usize];
+        let mut derived = [0u64; Derived::COUNT as usize];
+        let mut set = |d: Derived, v: u64| derived[d.index() as usize] = v;
+        set(
+            Derived::Rx,
+            c(Counter::PassNotVip)
+                + c(Counter::ParseError)
+                + c(Counter::PassNotOurMac)
+                + c(Counter::FragmentNoRecord)
+                + t.packets,
+        );
+        set(
+            Derived::Tx,
+            t.packets
+                .saturating_sub(t.no_backend)
+                .saturating_sub(c(Counter::Redirect)),
+        );
+        set(Derived::NoBackend, t.no_backend);
+        set(Derived::StickHit, t.stick_hits);
+        set(Derived::StickMiss, t.stick_misses);
+        set(Derived::StickInsert, t.stick_inserts);
+        set(Derived::StickExpired, t.stick_expired);
+        set(Derived::Redispatch, t.redispatches);
+        set(Derived::PinnedDown, t.pinned_down);
+        GlobalStats { counted, derived }
+    }
+
+    /// One counter of either kind.
+    pub fn get(&self, counter: impl Into<Global>) -> u64 {
+        match counter.into() {
+            Global::Counted(c) => self.counted[c.index() as usize],
+            Global::Derived(d) => self.derived[d.index() as usize],
+        }
+    }
+
+    /// Every global counter with its name, in the order the user sees them (`gstat::SHOWN`).
+    pub fn shown(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        gstat::SHOWN.iter().map(|g| (g.name(), self.get(*g)))
+    }
 }
 
 /// Attach the `xlb_pass` program (XDP_PASS) to `ifname` in native mode, for the life of the
@@ -1011,24 +1054,23 @@ mod tests {
     /// per-CPU reads are not one snapshot): TX must stay 0, not wrap to about 2^64.
     #[test]
     fn tx_counter_saturates_when_later_counts_were_read_first() {
-        let mut out = [0u64; gstat::COUNT as usize];
-        out[gstat::REDIRECT as usize] = 3;
+        let mut counted = [0u64; Counter::COUNT as usize];
+        counted[Counter::Redirect.index() as usize] = 3;
         let t = ServiceStats {
             packets: 5,
             no_backend: 4,
             ..Default::default()
         };
-        derive_global_stats(&mut out, &t);
-        assert_eq!(out[gstat::TX as usize], 0);
-        out[gstat::REDIRECT as usize] = 1;
-        derive_global_stats(
-            &mut out,
+        assert_eq!(GlobalStats::derive(counted, &t).get(Derived::Tx), 0);
+        counted[Counter::Redirect.index() as usize] = 1;
+        let g = GlobalStats::derive(
+            counted,
             &ServiceStats {
                 packets: 10,
                 no_backend: 2,
                 ..Default::default()
             },
         );
-        assert_eq!(out[gstat::TX as usize], 7);
+        assert_eq!(g.get(Derived::Tx), 7);
     }
 }

@@ -3,7 +3,6 @@
 
 use std::{fmt::Write as _, net::SocketAddr, sync::Arc, sync::Mutex};
 
-use lb_common::gstat;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpListener,
@@ -54,8 +53,8 @@ pub fn render(b: &Balancer) -> String {
     let mut o = String::new();
     if let Ok(g) = b.dp.global_stats() {
         let _ = writeln!(o, "# TYPE xlb_datapath_packets_total counter");
-        for (i, n) in gstat::NAMES.iter().enumerate() {
-            let _ = writeln!(o, "xlb_datapath_packets_total{{event=\"{n}\"}} {}", g[i]);
+        for (n, v) in g.shown() {
+            let _ = writeln!(o, "xlb_datapath_packets_total{{event=\"{n}\"}} {v}");
         }
     }
     let _ = writeln!(o, "# TYPE xlb_service_packets_total counter");

@@ -13,13 +13,21 @@
 //! servers' runtime states and MACs (`MAP_BACKENDS`) and every stick entry. Once the new
 //! program runs, `maps_format1` is removed. An agent stopped half-way finds `maps_format1`
 //! again at its next start and redoes the migration from it.
+//!
+//! Migration from format 2: format 3 differs only in `MAP_GLOBAL_STATS` (the data path's own
+//! counters, 12 entries, where format 2 held 21 with the agent's derived ones mixed in). Every
+//! other map is adopted as it is — names, servers, both Maglev slots and every service's stick
+//! table with its entries — and the old `MAP_GLOBAL_STATS` is unpinned (the running program
+//! keeps counting into it until the new one replaces it), so the load pins a fresh one: the
+//! global counters start again from 0. An agent stopped half-way finds the format-2 marker
+//! with the old map, none, or the new one, and goes on from there.
 
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo};
 use lb_common::{
-    ALL_MAPS, Backend, MAP_BACKENDS, MAP_META, MAP_NAMES, MAP_STICK_SINGLE, MAX_BACKENDS, MAX_SERVICES,
-    NameSlot, PIN_FORMAT, StickEntry, StickKey, meta,
+    ALL_MAPS, Backend, MAP_BACKENDS, MAP_GLOBAL_STATS, MAP_META, MAP_NAMES, MAP_STICK_SINGLE, MAX_BACKENDS,
+    MAX_SERVICES, NameSlot, PIN_FORMAT, StickEntry, StickKey, meta,
 };
 
 use crate::datapath::DatapathError;
@@ -134,6 +142,15 @@ fn format1_specs() -> Vec<(&'static str, MapSpec)> {
     ]
 }
 
+/// Format 2's `MAP_GLOBAL_STATS` (xlb up to 011ecc8): counted and derived counters, 21 of them.
+const FORMAT2_GLOBAL_STATS: MapSpec = MapSpec {
+    map_type: PERCPU_ARRAY,
+    key_size: 4,
+    value_size: 8,
+    max_entries: 21,
+    flags: 0,
+};
+
 /// What is pinned under a `maps` directory.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Found {
@@ -143,6 +160,9 @@ pub enum Found {
     Current,
     /// Pins of format 1, checked against that format's spec: migrate them.
     Format1(PathBuf),
+    /// Pins of format 2, checked against that format's spec: adopt them, all but the global
+    /// counters (`migrate_format2`).
+    Format2,
 }
 
 /// Look at `<dir>/maps` (and a pending `<dir>/maps_format1`) and say what is there, or refuse
@@ -153,7 +173,7 @@ pub fn inspect(dir: &Path, object: &[u8]) -> Result<Found, DatapathError> {
     if old.exists() {
         // The new maps record the link's interface once the new program runs: a migration that
         // got that far only missed removing the old pins. Anything less is redone.
-        let finished = read_meta(&maps, meta::FORMAT)? == Some(PIN_FORMAT)
+        let finished = read_meta(&maps, meta::FORMAT)?.is_some_and(|f| f >= 2)
             && read_meta(&maps, meta::IFINDEX)?.is_some_and(|i| i != 0);
         if !finished {
             check(&old, &format1_specs(), 1)?;
@@ -195,6 +215,10 @@ pub fn inspect(dir: &Path, object: &[u8]) -> Result<Found, DatapathError> {
             });
         }
     };
+    if format == 2 {
+        check(&maps, &format2_specs(&maps, object)?, 2)?;
+        return Ok(Found::Format2);
+    }
     if format != PIN_FORMAT {
         let who = if format > PIN_FORMAT {
             "a newer"
@@ -204,13 +228,53 @@ pub fn inspect(dir: &Path, object: &[u8]) -> Result<Found, DatapathError> {
         return Err(DatapathError::Format {
             what: format!(
                 "the pins under {} are format {format}, written by {who} xlb; this xlb reads format \
-                 {PIN_FORMAT} (and migrates format 1). Run the xlb that wrote them",
+                 {PIN_FORMAT} (and migrates formats 1 and 2). Run the xlb that wrote them",
                 maps.display()
             ),
         });
     }
     check(&maps, &object_specs(object)?, PIN_FORMAT)?;
     Ok(Found::Current)
+}
+
+/// The maps of format 2 as pinned under `maps`: this object's, but `MAP_GLOBAL_STATS` is format
+/// 2's, or this object's, or absent (a migration stopped after it unpinned or replaced it).
+fn format2_specs(maps: &Path, object: &[u8]) -> Result<Vec<(&'static str, MapSpec)>, DatapathError> {
+    let mut specs = object_specs(object)?;
+    let path = maps.join(MAP_GLOBAL_STATS);
+    let pinned = match path.exists() {
+        true => Some(MapSpec::of_pin(MAP_GLOBAL_STATS, &path)?),
+        false => None,
+    };
+    specs.retain_mut(|(name, spec)| {
+        if *name != MAP_GLOBAL_STATS {
+            return true;
+        }
+        match pinned {
+            None => false,
+            Some(p) if p == *spec => false,
+            Some(_) => {
+                *spec = FORMAT2_GLOBAL_STATS;
+                true
+            }
+        }
+    });
+    Ok(specs)
+}
+
+/// Turn format-2 pins under `maps` (checked by `inspect`) into format 3: unpin the old
+/// `MAP_GLOBAL_STATS`, if it is still there, so the load pins a fresh one. The caller records
+/// the new format once the maps are loaded.
+pub fn migrate_format2(maps: &Path) -> Result<(), DatapathError> {
+    let path = maps.join(MAP_GLOBAL_STATS);
+    if !path.exists() || MapSpec::of_pin(MAP_GLOBAL_STATS, &path)? != FORMAT2_GLOBAL_STATS {
+        return Ok(());
+    }
+    std::fs::remove_file(&path).map_err(|source| DatapathError::Io {
+        what: "cannot unpin the format-2 global counters",
+        path,
+        source,
+    })
 }
 
 /// Compare every pinned map under `maps` with `specs`; one error lists every difference.

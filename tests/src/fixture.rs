@@ -199,8 +199,9 @@ impl Lb {
             .unwrap()
     }
 
-    pub fn gstat(&self, i: u32) -> u64 {
-        self.dp.global_stats().unwrap()[i as usize]
+    /// A global counter, counted by the data path or derived by the agent.
+    pub fn gstat(&self, counter: impl Into<lb_common::gstat::Global>) -> u64 {
+        self.dp.global_stats().unwrap().get(counter)
     }
 
     /// Which backend a forwarded frame went to (by its destination MAC), asserting the rest of

@@ -35,8 +35,8 @@ fn new_client_then_same_client_v4_tcp() {
     let b2 = lb.forwarded_to(&t4(c, 40001, TCP_ACK | TCP_PSH));
     assert_eq!(b1, b2, "the same client goes to the same backend");
     assert_eq!(lb.entries().len(), 1);
-    assert_eq!(lb.gstat(gstat::STICK_HIT), 1);
-    assert_eq!(lb.gstat(gstat::STICK_INSERT), 1);
+    assert_eq!(lb.gstat(gstat::Derived::StickHit), 1);
+    assert_eq!(lb.gstat(gstat::Derived::StickInsert), 1);
 }
 
 #[test]
@@ -81,7 +81,7 @@ fn bare_syn_creates_no_entry_and_the_ack_does() {
     let c = client4(5);
     let b_syn = lb.forwarded_to(&t4(c, 40000, TCP_SYN));
     assert!(lb.entries().is_empty(), "a bare SYN must not create an entry");
-    assert_eq!(lb.gstat(gstat::SYN_NO_INSERT), 1);
+    assert_eq!(lb.gstat(gstat::Counter::SynNoInsert), 1);
     let b_ack = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
     assert_eq!(b_syn, b_ack, "the SYN goes by hash, which the ACK then pins");
     assert_eq!(lb.entry(0, v4(c), FAMILY_V4, 0).map(|e| e.backend), Some(b_ack));
@@ -97,7 +97,7 @@ fn syn_flood_of_distinct_sources_inserts_nothing() {
         lb.forwarded_to(&t4([10, 77, 9, n], 1000 + n as u16, TCP_SYN));
     }
     assert!(lb.entries().is_empty());
-    assert_eq!(lb.gstat(gstat::SYN_NO_INSERT), 200);
+    assert_eq!(lb.gstat(gstat::Counter::SynNoInsert), 200);
 }
 
 // --- only a packet that proves a handshake pins (issue 9, item 2) --------------------------------
@@ -144,13 +144,17 @@ fn rst_from_spoofed_sources_creates_no_stick_entry() {
     lb.forwarded_to(&t6(c, 40000, TCP_RST));
     assert!(lb.entries().is_empty(), "an IPv6 RST must not create an entry");
     assert_eq!(
-        lb.gstat(gstat::NO_HANDSHAKE_NO_INSERT),
+        lb.gstat(gstat::Counter::NoHandshakeNoInsert),
         NO_HANDSHAKE.len() as u64 + 1,
         "each counted as forwarded without an entry"
     );
-    assert_eq!(lb.gstat(gstat::SYN_NO_INSERT), 0, "none of them is a bare SYN");
     assert_eq!(
-        lb.gstat(gstat::STICK_INSERT),
+        lb.gstat(gstat::Counter::SynNoInsert),
+        0,
+        "none of them is a bare SYN"
+    );
+    assert_eq!(
+        lb.gstat(gstat::Derived::StickInsert),
         NO_HANDSHAKE.len() as u64,
         "only the ACKs inserted"
     );
@@ -273,7 +277,7 @@ fn entry_older_than_expire_is_replaced() {
         coarse_now_ns() - e.last_seen_ns < 2_000_000_000,
         "with a fresh time"
     );
-    assert_eq!(lb.gstat(gstat::STICK_EXPIRED), 1);
+    assert_eq!(lb.gstat(gstat::Derived::StickExpired), 1);
 
     // A fresh entry pointing elsewhere is honoured (stickiness beats the hash).
     lb.dp
@@ -304,7 +308,7 @@ fn backend_down_with_redispatch_repicks_and_overwrites() {
         b2,
         "entry overwritten"
     );
-    assert_eq!(lb.gstat(gstat::REDISPATCH), 1);
+    assert_eq!(lb.gstat(gstat::Derived::Redispatch), 1);
     // The backend returns: the client stays on its new backend.
     lb.set_state(b, BACKEND_UP);
     assert_eq!(lb.forwarded_to(&t4(c, 40002, TCP_ACK)), b2);
@@ -325,7 +329,7 @@ fn backend_down_without_redispatch_stays_pinned_and_counts() {
         b,
         "HAProxy without redispatch: still pinned"
     );
-    assert_eq!(lb.gstat(gstat::PINNED_DOWN), 1);
+    assert_eq!(lb.gstat(gstat::Derived::PinnedDown), 1);
     assert_eq!(
         lb.entry(0, v4(c), FAMILY_V4, 0).unwrap().last_seen_ns,
         seen_before,
@@ -334,7 +338,7 @@ fn backend_down_without_redispatch_stays_pinned_and_counts() {
     // A maintenance backend is treated as down.
     lb.set_state(b, BACKEND_MAINT);
     assert_eq!(lb.forwarded_to(&t4(c, 40002, TCP_ACK)), b);
-    assert_eq!(lb.gstat(gstat::PINNED_DOWN), 2);
+    assert_eq!(lb.gstat(gstat::Derived::PinnedDown), 2);
 }
 
 /// Issue 9, item 1: a stick entry's backend id was trusted by itself; after a reload handed a
@@ -364,10 +368,10 @@ fn stick_entry_naming_another_services_backend_is_a_miss() {
         Some(b),
         "re-pinned"
     );
-    assert_eq!(lb.gstat(gstat::STICK_STALE), 1);
-    assert_eq!(lb.gstat(gstat::PINNED_DOWN), 0);
+    assert_eq!(lb.gstat(gstat::Counter::StickStale), 1);
+    assert_eq!(lb.gstat(gstat::Derived::PinnedDown), 0);
     assert_eq!(lb.forwarded_to(&t4(c, 40001, TCP_ACK)), b, "and then a plain hit");
-    assert_eq!(lb.gstat(gstat::STICK_HIT), 1);
+    assert_eq!(lb.gstat(gstat::Derived::StickHit), 1);
 }
 
 /// Issue 9, item 1: an entry naming a removed server (its slot zeroed) sent frames to MAC
@@ -386,8 +390,8 @@ fn stick_entry_naming_a_removed_server_is_a_miss_not_a_zero_mac() {
     lb.rebuild(0);
     let now = lb.forwarded_to(&t4(c, 40001, TCP_ACK));
     assert!(now < 4 && now != b, "went to {now} after backend {b} was removed");
-    assert_eq!(lb.gstat(gstat::STICK_STALE), 1);
-    assert_eq!(lb.gstat(gstat::PINNED_DOWN), 0);
+    assert_eq!(lb.gstat(gstat::Counter::StickStale), 1);
+    assert_eq!(lb.gstat(gstat::Derived::PinnedDown), 0);
 }
 
 #[test]
@@ -422,7 +426,7 @@ fn drain_keeps_pinned_clients_and_takes_no_new_ones() {
         let b = lb.forwarded_to(&t4([10, 77, 3, n], 40000, TCP_ACK));
         assert_ne!(b, drained, "a new client must never land on a draining backend");
     }
-    assert_eq!(lb.gstat(gstat::REDISPATCH), 0);
+    assert_eq!(lb.gstat(gstat::Derived::Redispatch), 0);
 }
 
 // --- prefix masks and affinity modes -----------------------------------------------------------
@@ -514,8 +518,8 @@ fn non_vip_arp_and_unconfigured_port_pass_untouched() {
         "non-VIP IPv6",
     );
     assert!(lb.entries().is_empty());
-    assert_eq!(lb.gstat(gstat::PASS_NOT_VIP), 6);
-    assert_eq!(lb.gstat(gstat::PARSE_ERROR), 0);
+    assert_eq!(lb.gstat(gstat::Counter::PassNotVip), 6);
+    assert_eq!(lb.gstat(gstat::Counter::ParseError), 0);
 }
 
 #[test]
@@ -572,9 +576,9 @@ fn vip_frames_not_addressed_to_our_mac_are_passed_never_forwarded() {
         );
         lb.passed_untouched(&tagged, what);
     }
-    assert_eq!(lb.gstat(gstat::PASS_NOT_OUR_MAC), 3 * foreign.len() as u64);
+    assert_eq!(lb.gstat(gstat::Counter::PassNotOurMac), 3 * foreign.len() as u64);
     assert!(lb.entries().is_empty(), "a passed frame creates no entry");
-    assert_eq!(lb.gstat(gstat::TX), 0);
+    assert_eq!(lb.gstat(gstat::Derived::Tx), 0);
     assert_eq!(
         lb.dp.service_stats(0).unwrap().packets,
         0,
@@ -582,7 +586,7 @@ fn vip_frames_not_addressed_to_our_mac_are_passed_never_forwarded() {
     );
     // The same client, addressed to us, is balanced.
     lb.forwarded_to(&t4(c, 40000, TCP_ACK));
-    assert_eq!(lb.gstat(gstat::RX), 3 * foreign.len() as u64 + 1);
+    assert_eq!(lb.gstat(gstat::Derived::Rx), 3 * foreign.len() as u64 + 1);
 }
 
 #[test]
@@ -699,7 +703,7 @@ fn fragments_of_one_client_go_to_one_backend() {
         &ipv4_opts(n, VIP4, 17, 5, &[], &[0xeeu8; 24]),
     );
     assert_eq!(lb.forwarded_to(&f1), lb.forwarded_to(&f2));
-    assert_eq!(lb.gstat(gstat::FRAGMENT), 4);
+    assert_eq!(lb.gstat(gstat::Counter::Fragment), 4);
     // IPv6: fragment header, first and later fragment.
     let c6 = client6(13);
     let pinned6 = lb.forwarded_to(&udp6(CLIENT_MAC, LB_MAC, c6, 5000, VIP6, 53));
@@ -824,7 +828,7 @@ fn later_fragment_before_its_first_is_passed_and_counted_then_the_rest_follow_th
             &format!("{family} service {service}: last fragment first"),
         );
         no_record += 1;
-        assert_eq!(lb.gstat(gstat::FRAGMENT_NO_RECORD), no_record);
+        assert_eq!(lb.gstat(gstat::Counter::FragmentNoRecord), no_record);
         assert_eq!(lb.dp.service_stats(service).unwrap().packets, 0);
         let first = lb.forwarded_to(&frames[0]);
         assert_eq!(
@@ -839,8 +843,8 @@ fn later_fragment_before_its_first_is_passed_and_counted_then_the_rest_follow_th
         );
         assert_eq!(lb.dp.service_stats(service).unwrap().packets, 2);
     }
-    assert_eq!(lb.gstat(gstat::FRAGMENT_NO_RECORD), no_record);
-    assert_eq!(lb.gstat(gstat::FRAGMENT), 8);
+    assert_eq!(lb.gstat(gstat::Counter::FragmentNoRecord), no_record);
+    assert_eq!(lb.gstat(gstat::Counter::Fragment), 8);
     // A datagram to a port of the VIP that no service has: its first fragment is not ours, so
     // its later ones have no record either (they once went to the first service on the VIP).
     let stray = udp4_datagram(client4(43), 5000, 54, 0x0303);
@@ -854,10 +858,10 @@ fn later_fragment_before_its_first_is_passed_and_counted_then_the_rest_follow_th
     for (k, f) in own.iter().enumerate() {
         lb.passed_untouched(f, &format!("fragment {k} of the host's own datagram"));
     }
-    assert_eq!(lb.gstat(gstat::FRAGMENT_NO_RECORD), no_record + 3);
+    assert_eq!(lb.gstat(gstat::Counter::FragmentNoRecord), no_record + 3);
     assert_eq!(
-        lb.gstat(gstat::RX),
-        lb.gstat(gstat::PASS_NOT_VIP) + lb.gstat(gstat::FRAGMENT_NO_RECORD) + 8,
+        lb.gstat(gstat::Derived::Rx),
+        lb.gstat(gstat::Counter::PassNotVip) + lb.gstat(gstat::Counter::FragmentNoRecord) + 8,
         "every frame is counted once"
     );
 }
@@ -910,7 +914,7 @@ fn icmp_frag_needed_and_packet_too_big_go_to_the_flows_backend() {
         &ipv4(router, VIP4, 1, &icmp4_frag_needed(&reply)),
     );
     assert_eq!(lb.forwarded_to(&err), b);
-    assert_eq!(lb.gstat(gstat::ICMP_TOO_BIG), 1);
+    assert_eq!(lb.gstat(gstat::Counter::IcmpTooBig), 1);
 
     let c6 = client6(15);
     let b6 = lb.forwarded_to(&t6(c6, 40000, TCP_ACK));
@@ -979,7 +983,7 @@ fn malformed_input_is_passed_counted_and_never_forwarded() {
     for (what, f) in &cases {
         lb.passed_untouched(f, what);
     }
-    assert_eq!(lb.gstat(gstat::PARSE_ERROR), n);
+    assert_eq!(lb.gstat(gstat::Counter::ParseError), n);
     assert!(lb.entries().is_empty());
     // Zero-length and tiny frames: the kernel refuses frames shorter than an Ethernet header
     // in BPF_PROG_TEST_RUN (EINVAL); anything it does accept must not be forwarded.
@@ -988,7 +992,7 @@ fn malformed_input_is_passed_counted_and_never_forwarded() {
             assert_eq!(r.verdict, XDP_PASS, "{len}-byte frame");
         }
     }
-    assert_eq!(lb.gstat(gstat::TX), 0);
+    assert_eq!(lb.gstat(gstat::Derived::Tx), 0);
 }
 
 #[test]
@@ -1013,7 +1017,7 @@ fn no_usable_backend_drops_and_counts() {
     }
     let (v, _) = lb.run(&t4(client4(18), 40000, TCP_ACK));
     assert_eq!(v, XDP_DROP);
-    assert_eq!(lb.gstat(gstat::NO_BACKEND), 1);
+    assert_eq!(lb.gstat(gstat::Derived::NoBackend), 1);
 }
 
 // --- randomised -----------------------------------------------------------------------------
@@ -1244,7 +1248,7 @@ fn random_and_mutated_frames_are_never_forwarded_unless_well_formed_vip() {
         "the run must see later fragments both with and without a record ({followed} followed, {unrecorded} passed)"
     );
     assert_eq!(
-        lb.gstat(gstat::FRAGMENT_NO_RECORD),
+        lb.gstat(gstat::Counter::FragmentNoRecord),
         unrecorded as u64,
         "every later fragment without a record is counted"
     );
@@ -1268,8 +1272,8 @@ fn backend_on_another_interface_goes_out_by_xdp_redirect() {
     assert_eq!(out[..6], be_mac(b));
     assert_eq!(out[6..12], [0x02, 0, 0, 0, 0, 0xbb], "the egress interface's MAC");
     assert_eq!(out[12..], f[12..]);
-    assert_eq!(lb.gstat(gstat::REDIRECT), 1);
-    assert_eq!(lb.gstat(gstat::TX), 1, "the first packet went by XDP_TX");
+    assert_eq!(lb.gstat(gstat::Counter::Redirect), 1);
+    assert_eq!(lb.gstat(gstat::Derived::Tx), 1, "the first packet went by XDP_TX");
     // A tagged frame keeps its tag on XDP_REDIRECT too (documented in forward.rs).
     let tagged = eth(
         LB_MAC,
@@ -1296,7 +1300,7 @@ fn new_entry_cap_per_cpu_bounds_table_churn() {
         lb.forwarded_to(&t4([10, 77, 8, n], 40000, TCP_ACK));
     }
     assert_eq!(lb.entries().len(), 5);
-    assert_eq!(lb.gstat(gstat::INSERT_CAPPED), 15);
+    assert_eq!(lb.gstat(gstat::Counter::InsertCapped), 15);
     // A pinned client is unaffected.
     let first = lb.entries()[0].0;
     let a = [first.addr[0], first.addr[1], first.addr[2], first.addr[3]];
@@ -1376,6 +1380,99 @@ fn pins_that_differ_from_their_format_are_refused_with_every_difference() {
     }
     // Nothing was touched: the pins are as they were.
     assert!(maps.join(lb_common::MAP_BACKENDS).exists() && !maps.join(lb_common::MAP_VIPS).exists());
+}
+
+/// Format 3 split the global counters the data path counts from those the agent derives, so
+/// `XLB_GSTATS` shrank from 21 entries to 12. Pins of format 2 (everything else the same) are
+/// migrated in place: the names, the servers' states and every service's stick table with its
+/// entries are adopted as they are; only the global counters start again.
+#[test]
+fn format2_pins_are_migrated_keeping_names_backends_and_stick_tables() {
+    use aya::maps::{Array, Map, MapData, MapInfo};
+    use harness::raw_pins::{self, PERCPU_ARRAY};
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = xlb::datapath::remove_pins(&self.0);
+        }
+    }
+    xlb::datapath::ensure_bpffs().expect("bpffs");
+    let dir = std::path::PathBuf::from("/sys/fs/bpf").join(harness::names::new_stem("format2"));
+    let _guard = Remove(dir.clone());
+    let maps = dir.join("maps");
+    let opts = xlb::datapath::LoadOptions {
+        pin_dir: Some(dir.clone()),
+    };
+    let key = StickKey::new(v4([10, 2, 0, 7]), 3, 0, FAMILY_V4);
+    let entry = StickEntry {
+        last_seen_ns: 12345,
+        backend: 77,
+        _pad: 0,
+    };
+    let server = lb_common::Backend {
+        mac: [2, 0, 0, 0, 0, 77],
+        state: BACKEND_MAINT,
+        service: 3,
+        ..Default::default()
+    };
+    {
+        let mut dp = xlb::datapath::Datapath::load(&opts).unwrap();
+        dp.set_name(lb_common::name_slot_service(3), Some("web")).unwrap();
+        dp.set_name(lb_common::name_slot_backend(77), Some("web/a"))
+            .unwrap();
+        dp.set_backend(77, server).unwrap();
+        dp.set_stick_table(3, 5000).unwrap();
+        dp.stick_insert(key, entry).unwrap();
+    }
+    // Make the pins what a format-2 xlb left: its format in XLB_META, its XLB_GSTATS.
+    let meta: Array<MapData, u64> = Map::Array(MapData::from_pin(maps.join(lb_common::MAP_META)).unwrap())
+        .try_into()
+        .unwrap();
+    let mut meta = meta;
+    meta.set(lb_common::meta::FORMAT, 2, 0).unwrap();
+    let gstats = maps.join(lb_common::MAP_GLOBAL_STATS);
+    std::fs::remove_file(&gstats).unwrap();
+    let old = raw_pins::create(PERCPU_ARRAY, 4, 8, 21).unwrap();
+    raw_pins::pin(&old, &gstats).unwrap();
+
+    let dp = match xlb::datapath::Datapath::load(&opts) {
+        Ok(dp) => dp,
+        Err(e) => panic!("format-2 pins were not migrated: {e}"),
+    };
+    assert!(dp.adopted());
+    assert_eq!(
+        dp.name(lb_common::name_slot_service(3)).unwrap().as_deref(),
+        Some("web")
+    );
+    assert_eq!(
+        dp.name(lb_common::name_slot_backend(77)).unwrap().as_deref(),
+        Some("web/a")
+    );
+    assert_eq!(dp.backend(77).unwrap(), server);
+    assert_eq!(dp.stick_capacity_of(3), Some(5000));
+    assert_eq!(dp.stick_get(&key).unwrap(), Some(entry));
+    assert_eq!(
+        MapInfo::from_pin(&gstats).unwrap().max_entries(),
+        gstat::Counter::COUNT,
+        "a fresh XLB_GSTATS of format 3 is pinned"
+    );
+    assert_eq!(dp.global_stats().unwrap(), Default::default());
+    assert_eq!(
+        meta.get(&lb_common::meta::FORMAT, 0).unwrap(),
+        lb_common::PIN_FORMAT
+    );
+    drop(dp);
+    // Adopted again as format 3.
+    assert!(xlb::datapath::Datapath::load(&opts).unwrap().adopted());
+    // A migration stopped after it unpinned the old counters, before the load pinned new ones.
+    meta.set(lb_common::meta::FORMAT, 2, 0).unwrap();
+    std::fs::remove_file(&gstats).unwrap();
+    let dp = xlb::datapath::Datapath::load(&opts).unwrap();
+    assert_eq!(dp.stick_get(&key).unwrap(), Some(entry));
+    assert_eq!(
+        MapInfo::from_pin(&gstats).unwrap().max_entries(),
+        gstat::Counter::COUNT
+    );
 }
 
 // --- per-service stick tables: resize, pins -----------------------------------------------------

@@ -6,6 +6,7 @@ pub mod maglev;
 pub mod table;
 
 use anyhow::{Context as _, Result};
+use lb_common::gstat::{Counter, Derived, Global};
 
 use crate::fixture::{LB_MAC, Lb, SERVICES, Svc, XDP_PASS};
 
@@ -57,7 +58,7 @@ pub fn ns(
     frame: &[u8],
     repeat: u32,
     expect: u32,
-    counter: Option<u32>,
+    counter: Option<Global>,
 ) -> Result<f64> {
     let before = lb.dp.global_stats()?;
     let r = lb
@@ -71,24 +72,25 @@ pub fn ns(
     );
     if let Some(c) = counter {
         let after = lb.dp.global_stats()?;
-        let grew = |i: u32| after[i as usize] - before[i as usize];
+        let grew = |g: Global| after.get(g) - before.get(g);
+        let not_ours = Counter::PassNotOurMac.into();
         anyhow::ensure!(
-            grew(c) == u64::from(repeat) && grew(lb_common::gstat::PASS_NOT_OUR_MAC) == 0,
+            grew(c) == u64::from(repeat) && grew(not_ours) == 0,
             "{prog}: {} of {repeat} repetitions took the path counted as {} ({} not addressed to us): \
              the benchmark would time another path",
             grew(c),
-            lb_common::gstat::NAMES[c as usize],
-            grew(lb_common::gstat::PASS_NOT_OUR_MAC)
+            c.name(),
+            grew(not_ours)
         );
     }
     Ok(r.duration.as_nanos() as f64)
 }
 
 /// The counter that counts every packet of a path with this verdict.
-pub fn counter_of(verdict: u32) -> u32 {
+pub fn counter_of(verdict: u32) -> Global {
     if verdict == XDP_PASS {
-        lb_common::gstat::PASS_NOT_VIP
+        Counter::PassNotVip.into()
     } else {
-        lb_common::gstat::TX
+        Derived::Tx.into()
     }
 }

@@ -43,7 +43,8 @@ fn fill(lb: &mut Lb, n: u32) -> Result<()> {
 /// ns per repetition; the data path's runs are checked to have forwarded every repetition
 /// (see `super::bench_lb`).
 fn ns(lb: &mut Lb, prog: &str, f: &[u8]) -> Result<f64> {
-    let counter = (prog != PROG_FLOOR && prog != "xlb_bench_fresh_floor").then_some(lb_common::gstat::TX);
+    let counter = (prog != PROG_FLOOR && prog != "xlb_bench_fresh_floor")
+        .then_some(lb_common::gstat::Derived::Tx.into());
     super::ns(lb, prog, f, REPEAT, XDP_TX, counter)
 }
 
@@ -94,7 +95,7 @@ pub fn run() -> Result<Report> {
             hn.push(h);
             wn.push(w);
         }
-        let g = lb.gstat(lb_common::gstat::STICK_MISS);
+        let g = lb.gstat(lb_common::gstat::Derived::StickMiss);
         let (h, hx, w, wx) = (median(&hn), median(&hr), median(&wn), median(&wr));
         out.push_str(&format!("{n:>9}{h:>14.1}{hx:>10.2}{w:>18.1}{wx:>10.2}\n"));
         rows.push(json!({"entries": n, "hot_ns": h, "hot_ratio": hx, "working_set_ns": w, "working_set_ratio": wx, "misses_during_run": g, "fill_ms": fill_time.as_secs_f64() * 1e3}));
