@@ -6,6 +6,7 @@ pub mod agent;
 pub mod api;
 pub mod config;
 pub mod datapath;
+pub mod datapath_error;
 pub mod egress;
 pub mod health;
 pub mod map_batch;

@@ -22,7 +22,7 @@ use lb_common::{
     NameSlot, PIN_FORMAT, StickEntry, StickKey,
 };
 
-use crate::datapath::DatapathError;
+use crate::datapath_error::DatapathError;
 
 /// Where the maps of an interrupted or pending format-1 migration are kept.
 pub const FORMAT1_DIR: &str = "maps_format1";
