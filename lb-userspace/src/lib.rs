@@ -17,5 +17,6 @@ pub mod peer_wire;
 pub mod peers;
 pub mod pins;
 pub mod services;
+pub mod state;
 pub mod stick_maps;
 pub mod stick_table;

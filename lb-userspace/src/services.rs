@@ -185,16 +185,8 @@ pub struct Balancer {
     pub cfg: Config,
     pub services: Vec<Svc>,
     pub dp: Datapath,
-    pub started: Instant,
-    /// Live health-check status (set by the agent once its checker runs).
-    pub checks: Option<health::StatusView>,
     /// Output interfaces of servers that are not on the XDP interface.
     tx_ports: TxPorts,
-    /// The peers sharing the stick tables, if any (set by the agent).
-    pub peers: Option<std::sync::Arc<crate::peers::Peers>>,
-    /// Live stick entries per service id, as of the sweeper's last pass (for the metrics,
-    /// which must not walk the table under the lock).
-    pub table_used: HashMap<u16, usize>,
     /// Backend ids freed by a reload whose stick entries may still exist.
     pub retired: Retired,
     /// Counts successful applies (see `SweepPolicy::generation`).
@@ -246,11 +238,7 @@ impl Balancer {
             },
             services: Vec::new(),
             dp,
-            started: Instant::now(),
-            checks: None,
             tx_ports: TxPorts::default(),
-            peers: None,
-            table_used: HashMap::new(),
             retired: Retired::new(),
             generation: 0,
             neighbours,
