@@ -13,5 +13,7 @@ pub mod hash;
 #[cfg(feature = "std")]
 pub mod maglev;
 pub mod maps;
+pub mod stick;
 
 pub use maps::*;
+pub use stick::{StickPrefixes, addr_bytes, family_of};

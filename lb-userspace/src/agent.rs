@@ -25,6 +25,7 @@ use crate::{
     health::{HealthChecker, Transition},
     neigh, peers,
     services::{Balancer, CheckChanges},
+    state::AgentState,
     stick_table,
 };
 
@@ -95,6 +96,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     let (mut neighbours, table) = rt.block_on(watch_neighbours())?;
+    let started = Instant::now();
     let (mut b, checks) = Balancer::new(cfg.clone(), dp, table)?;
     rt.block_on(resolve_at_start(&mut b, &mut neighbours.changes))?;
     let generic = cfg.global.xdp_mode == config::XdpMode::Generic;
@@ -121,7 +123,14 @@ pub fn run(config_path: &Path) -> Result<()> {
             }
         ),
     }
-    rt.block_on(serve(b, checks, neighbours, config_path.to_path_buf(), cfg))
+    rt.block_on(serve(
+        b,
+        checks,
+        neighbours,
+        started,
+        config_path.to_path_buf(),
+        cfg,
+    ))
 }
 
 /// The subscription to the neighbour table: its netlink connection (a task) and its changes.
@@ -168,6 +177,7 @@ async fn serve(
     b: Balancer,
     checks: CheckChanges,
     neighbours: NeighbourWatch,
+    started: Instant,
     config_path: PathBuf,
     cfg: Config,
 ) -> Result<()> {
@@ -176,23 +186,7 @@ async fn serve(
     let (tx, mut transitions) = mpsc::unbounded_channel::<Transition>();
     let mut hc = HealthChecker::new(tx);
     apply_checks(&mut hc, checks);
-    shared.lock().expect("balancer lock").checks = Some(hc.view());
-
-    let socket = cfg.global.admin_socket.clone();
-    let listener = bind_socket(&socket)?;
-    let stick_pin = cfg
-        .global
-        .bpffs_dir
-        .join("maps")
-        .join(lb_common::MAP_STICK_TABLES);
-    let api_task = tokio::spawn(api_loop(
-        listener,
-        shared.clone(),
-        stick_pin.clone(),
-        shutdown.clone(),
-    ));
-    let mut peer_tasks = Vec::new();
-    let replication = if cfg.global.peers.is_empty() {
+    let peer_list = if cfg.global.peers.is_empty() {
         None
     } else {
         // `config::load` refuses [[peer]] without a key, and checked the file; read it again
@@ -204,8 +198,26 @@ async fn serve(
             .context("[[peer]] is listed without peer_key_file")?;
         let key = config::read_peer_key(&config_path.display().to_string(), key_file)?;
         let capacity = cfg.services.iter().map(|s| s.stick.size as usize).sum();
-        let list = peers::Peers::new(&cfg.global.peers, key, capacity);
-        shared.lock().expect("balancer lock").peers = Some(list.clone());
+        Some(peers::Peers::new(&cfg.global.peers, key, capacity))
+    };
+    let state = Arc::new(AgentState::new(started, hc.view(), peer_list.clone()));
+
+    let socket = cfg.global.admin_socket.clone();
+    let listener = bind_socket(&socket)?;
+    let stick_pin = cfg
+        .global
+        .bpffs_dir
+        .join("maps")
+        .join(lb_common::MAP_STICK_TABLES);
+    let api_task = tokio::spawn(api_loop(
+        listener,
+        shared.clone(),
+        state.clone(),
+        stick_pin.clone(),
+        shutdown.clone(),
+    ));
+    let mut peer_tasks = Vec::new();
+    let replication = if let Some(list) = peer_list {
         let (batches, _) = broadcast::channel::<peers::Batch>(256);
         for i in 0..list.list.len() {
             peer_tasks.push(tokio::spawn(peers::sender(
@@ -233,12 +245,15 @@ async fn serve(
             )));
         }
         Some((list, batches))
+    } else {
+        None
     };
     // A reload that removes services or servers wakes the sweeper, which purges their stick
     // entries at once (outside the lock) and then lets their ids be handed out again.
     let sweep_now = Arc::new(Notify::new());
     let sweep_task = tokio::spawn(sweeper(
         shared.clone(),
+        state.clone(),
         stick_pin,
         cfg.global.sweep_interval,
         replication,
@@ -246,10 +261,10 @@ async fn serve(
         shutdown.clone(),
     ));
     let neigh_task = tokio::spawn(follow_neighbours(shared.clone(), neighbours, shutdown.clone()));
-    let metrics_task = cfg
-        .global
-        .metrics
-        .map(|addr| tokio::spawn(crate::metrics::serve(addr, shared.clone(), shutdown.clone())));
+    let metrics_task = cfg.global.metrics.map(|addr| {
+        let metrics = crate::metrics::serve(addr, shared.clone(), state.clone(), shutdown.clone());
+        tokio::spawn(metrics)
+    });
     log::info!("xlb: runtime API on {}", socket.display());
 
     use tokio::signal::unix::{SignalKind, signal};
@@ -357,12 +372,18 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     Ok(UnixListener::from_std(l)?)
 }
 
-async fn api_loop(l: UnixListener, shared: Shared, stick_pin: PathBuf, mut shutdown: watch::Receiver<bool>) {
+async fn api_loop(
+    l: UnixListener,
+    shared: Shared,
+    state: Arc<AgentState>,
+    stick_pin: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             r = l.accept() => match r {
                 Ok((stream, _)) => {
-                    tokio::spawn(api_conn(stream, shared.clone(), stick_pin.clone()));
+                    tokio::spawn(api_conn(stream, shared.clone(), state.clone(), stick_pin.clone()));
                 }
                 Err(e) => {
                     log::warn!("runtime API: accept failed: {e}");
@@ -382,7 +403,12 @@ const API_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The command runs on a blocking thread: first under the balancer's lock for what needs the
 /// balancer only ([`api::prepare`], quick), then without the lock for a table walk, whose
 /// answer streams to the client in chunks as it is made ([`api::Prepared::finish`]).
-async fn api_conn(stream: tokio::net::UnixStream, shared: Shared, stick_pin: PathBuf) {
+async fn api_conn(
+    stream: tokio::net::UnixStream,
+    shared: Shared,
+    state: Arc<AgentState>,
+    stick_pin: PathBuf,
+) {
     let (r, mut w) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(r).take(api::MAX_LINE as u64 + 1);
@@ -407,7 +433,7 @@ async fn api_conn(stream: tokio::net::UnixStream, shared: Shared, stick_pin: Pat
         .to_string();
     let (chunks, mut answer) = mpsc::channel::<Vec<u8>>(4);
     let job = tokio::task::spawn_blocking(move || {
-        let prepared = api::prepare(&mut shared.lock().expect("balancer lock"), &text);
+        let prepared = api::prepare(&mut shared.lock().expect("balancer lock"), &state, &text);
         let mut out = ChunkSender {
             chunks,
             buf: Vec::new(),
@@ -463,6 +489,7 @@ impl std::io::Write for ChunkSender {
 /// created or refreshed since the last pass to the peers.
 async fn sweeper(
     shared: Shared,
+    state: Arc<AgentState>,
     stick_pin: PathBuf,
     interval: Duration,
     replication: Option<(Arc<peers::Peers>, broadcast::Sender<peers::Batch>)>,
@@ -508,12 +535,9 @@ async fn sweeper(
                         swept.stale
                     );
                 }
-                {
-                    let mut b = shared.lock().expect("balancer lock");
-                    b.table_used = swept.used;
-                    if swept.purged {
-                        b.release_retired(&policy);
-                    }
+                state.set_table_used(swept.used);
+                if swept.purged {
+                    shared.lock().expect("balancer lock").release_retired(&policy);
                 }
                 // The clock is coarse (a tick): overlap the windows by one so nothing falls
                 // between two passes; an entry sent twice costs a line.

@@ -17,6 +17,7 @@ use crate::{
     config::AdminState,
     datapath::coarse_now_ns,
     services::{Balancer, Svc},
+    state::AgentState,
     stick_maps::StickTables,
     stick_table::{self, Filter},
 };
@@ -62,9 +63,9 @@ pub enum Walk {
 
 /// Parse one command line and do, under the balancer's lock, what needs the balancer. Quick:
 /// no table walk.
-pub fn prepare(b: &mut Balancer, line: &str) -> Prepared {
+pub fn prepare(b: &mut Balancer, state: &AgentState, line: &str) -> Prepared {
     let words: Vec<&str> = line.split_whitespace().collect();
-    match run(b, &words) {
+    match run(b, state, &words) {
         Ok(p) => p,
         Err(e) => Prepared::Answer(format!("{e}\n")),
     }
@@ -151,17 +152,17 @@ fn for_walk(s: &Svc) -> Svc {
     }
 }
 
-fn run(b: &mut Balancer, w: &[&str]) -> Result<Prepared, String> {
+fn run(b: &mut Balancer, state: &AgentState, w: &[&str]) -> Result<Prepared, String> {
     let answer = |a: String| Ok(Prepared::Answer(a));
     match w {
         [] => Err("Empty command. Type 'help' for the list of commands.".into()),
         ["help"] => answer(HELP.into()),
-        ["show", "info"] => answer(show_info(b)),
-        ["show", "peers"] => answer(match &b.peers {
+        ["show", "info"] => answer(show_info(b, state)),
+        ["show", "peers"] => answer(match &state.peers {
             Some(p) => p.show(),
             None => "# no [[peer]] configured\n".into(),
         }),
-        ["show", "stat"] => Ok(Prepared::walk(Walk::Stat(stat_snapshot(b)?))),
+        ["show", "stat"] => Ok(Prepared::walk(Walk::Stat(stat_snapshot(b, state)?))),
         ["show", "servers", "state"] => answer(show_servers_state(b, None)?),
         ["show", "servers", "state", name] => answer(show_servers_state(b, Some(name))?),
         ["show", "table"] => Ok(Prepared::walk(Walk::Headers(b.services.iter().map(for_walk).collect()))),
@@ -290,7 +291,7 @@ pub struct StatSnapshot {
     uptime_s: u64,
 }
 
-fn stat_snapshot(b: &Balancer) -> Result<StatSnapshot, String> {
+fn stat_snapshot(b: &Balancer, state: &AgentState) -> Result<StatSnapshot, String> {
     let mut services = Vec::new();
     for s in &b.services {
         let servers = s
@@ -304,7 +305,7 @@ fn stat_snapshot(b: &Balancer) -> Result<StatSnapshot, String> {
     }
     Ok(StatSnapshot {
         services,
-        uptime_s: b.started.elapsed().as_secs(),
+        uptime_s: state.started.elapsed().as_secs(),
     })
 }
 
@@ -369,14 +370,14 @@ fn show_stat(snapshot: &StatSnapshot, tables: &StickTables, all: &[(StickKey, St
 
 /// `show info`. `StickTableUsed` is the count of the sweeper's last pass (at most
 /// `sweep_interval` old, the figure the metrics show): counting here would walk the table.
-fn show_info(b: &Balancer) -> String {
+fn show_info(b: &Balancer, state: &AgentState) -> String {
     let mut out = String::new();
     let g = b.dp.global_stats().unwrap_or_default();
-    let used: usize = b.table_used.values().sum();
+    let used = state.table_used_total();
     let _ = writeln!(out, "Name: xlb");
     let _ = writeln!(out, "Version: {}", env!("CARGO_PKG_VERSION"));
     let _ = writeln!(out, "Pid: {}", std::process::id());
-    let _ = writeln!(out, "Uptime_sec: {}", b.started.elapsed().as_secs());
+    let _ = writeln!(out, "Uptime_sec: {}", state.started.elapsed().as_secs());
     let _ = writeln!(out, "Interface: {}", b.cfg.global.interface);
     let _ = writeln!(out, "Services: {}", b.services.len());
     let _ = writeln!(

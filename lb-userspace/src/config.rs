@@ -96,6 +96,16 @@ pub struct Stick {
     pub ipv6_prefix: u8,
 }
 
+impl Stick {
+    /// The prefixes the service's clients are keyed on (see `StickKey::for_client`).
+    pub fn prefixes(&self) -> lb_common::StickPrefixes {
+        lb_common::StickPrefixes {
+            v4: self.ipv4_prefix,
+            v6: self.ipv6_prefix,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StickOn {
     Src,

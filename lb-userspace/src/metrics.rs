@@ -9,9 +9,14 @@ use tokio::{
     sync::watch,
 };
 
-use crate::services::Balancer;
+use crate::{services::Balancer, state::AgentState};
 
-pub async fn serve(addr: SocketAddr, shared: Arc<Mutex<Balancer>>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    addr: SocketAddr,
+    shared: Arc<Mutex<Balancer>>,
+    state: Arc<AgentState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let l = match TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -31,13 +36,14 @@ pub async fn serve(addr: SocketAddr, shared: Arc<Mutex<Balancer>>, mut shutdown:
             r = l.accept() => match r { Ok(c) => c, Err(_) => continue },
             _ = shutdown.changed() => return,
         };
-        let shared = shared.clone();
+        let (shared, state) = (shared.clone(), state.clone());
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await;
-            let body = tokio::task::spawn_blocking(move || render(&shared.lock().expect("balancer lock")))
-                .await
-                .unwrap_or_default();
+            let body =
+                tokio::task::spawn_blocking(move || render(&shared.lock().expect("balancer lock"), &state))
+                    .await
+                    .unwrap_or_default();
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
@@ -49,7 +55,7 @@ pub async fn serve(addr: SocketAddr, shared: Arc<Mutex<Balancer>>, mut shutdown:
 }
 
 /// The exposition text.
-pub fn render(b: &Balancer) -> String {
+pub fn render(b: &Balancer, state: &AgentState) -> String {
     let mut o = String::new();
     if let Ok(g) = b.dp.global_stats() {
         let _ = writeln!(o, "# TYPE xlb_datapath_packets_total counter");
@@ -80,7 +86,7 @@ pub fn render(b: &Balancer) -> String {
         let _ = writeln!(
             o,
             "xlb_stick_table_used{{service=\"{n}\"}} {}",
-            b.table_used.get(&(s.id as u16)).copied().unwrap_or(0)
+            state.table_used(s.id as u16)
         );
         // The capacity of the service's own table (0: it keeps none).
         let _ = writeln!(
@@ -102,7 +108,7 @@ pub fn render(b: &Balancer) -> String {
                     t.bytes
                 );
             }
-            if let Some(c) = b.checks.as_ref().and_then(|c| c.get(&(n.clone(), sv.clone()))) {
+            if let Some(c) = state.checks.get(&(n.clone(), sv.clone())) {
                 if let Some(l) = c.last_latency {
                     let _ = writeln!(
                         o,
@@ -125,7 +131,7 @@ pub fn render(b: &Balancer) -> String {
             }
         }
     }
-    if let Some(p) = &b.peers {
+    if let Some(p) = &state.peers {
         use std::sync::atomic::Ordering::Relaxed;
         for (peer, c) in &p.list {
             let pn = &peer.name;

@@ -36,7 +36,7 @@ use std::{
     time::Duration,
 };
 
-use lb_common::{FAMILY_V4, FAMILY_V6, StickEntry, StickKey};
+use lb_common::{StickEntry, StickKey};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{TcpListener, TcpStream},
@@ -47,8 +47,7 @@ use crate::{
     config::{Peer, PeerKey, StickOn},
     datapath::coarse_now_ns,
     peer_wire::{self, FrameReader, FrameWriter, WireError},
-    services::{Balancer, addr16},
-    stick_table::{key_addr, masked},
+    services::Balancer,
 };
 
 /// Longest update line accepted (a service and a server name, an IPv6 address, two numbers).
@@ -280,7 +279,7 @@ pub fn encode(b: &Balancer, entries: &[(StickKey, StickEntry)]) -> (String, u64)
         };
         let u = Update {
             service: svc.cfg.name.clone(),
-            addr: key_addr(k),
+            addr: k.client_addr(),
             port: u16::from_be(k.port),
             server: server.cfg.name.clone(),
             idle_ms: now.saturating_sub(e.last_seen_ns) / 1_000_000,
@@ -317,7 +316,6 @@ pub fn merge(b: &mut Balancer, peers: &Peers, budget: &mut Budget, u: &Update, n
     if svc.cfg.stick.on == StickOn::None {
         return Merged::Unknown(format!("service {:?} has no stick table", u.service));
     }
-    let family = if u.addr.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 };
     if u.addr.is_ipv4() != svc.cfg.vip.is_ipv4() {
         return Merged::Unknown(format!("{} is not of service {:?}'s family", u.addr, u.service));
     }
@@ -334,7 +332,7 @@ pub fn merge(b: &mut Balancer, peers: &Peers, budget: &mut Budget, u: &Update, n
     } else {
         0
     };
-    let key = StickKey::new(addr16(masked(svc, u.addr)), svc.id as u16, port, family);
+    let key = StickKey::for_client(u.addr, svc.id as u16, port, svc.cfg.stick.prefixes());
     let seen = now.saturating_sub(idle);
     let backend = server.id;
     let size = svc.cfg.stick.size;
@@ -803,6 +801,7 @@ fn apply_lines(shared: &Shared, peers: &Peers, index: usize, lines: &[String]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lb_common::FAMILY_V4;
 
     #[test]
     fn update_line_round_trip() {
@@ -852,13 +851,23 @@ mod tests {
         let peers = Peers::new(&[], test_key(), 2);
         for i in 0..10u8 {
             peers.remember_written(
-                StickKey::new(addr16(IpAddr::from([10, 0, 0, i])), 0, 0, FAMILY_V4),
+                StickKey::new(
+                    lb_common::addr_bytes(IpAddr::from([10, 0, 0, i])),
+                    0,
+                    0,
+                    FAMILY_V4,
+                ),
                 1,
             );
         }
         assert_eq!(peers.written.lock().unwrap().len(), 2);
         // A key already remembered is updated even when full.
-        let k = StickKey::new(addr16(IpAddr::from([10, 0, 0, 0])), 0, 0, FAMILY_V4);
+        let k = StickKey::new(
+            lb_common::addr_bytes(IpAddr::from([10, 0, 0, 0])),
+            0,
+            0,
+            FAMILY_V4,
+        );
         peers.remember_written(k, 5);
         assert_eq!(peers.written.lock().unwrap().get(&k), Some(&5));
         // A sweep empties it.

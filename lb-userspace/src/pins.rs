@@ -30,7 +30,7 @@ use lb_common::{
     MAX_SERVICES, NameSlot, PIN_FORMAT, StickEntry, StickKey, meta,
 };
 
-use crate::datapath::DatapathError;
+use crate::datapath_error::DatapathError;
 
 /// Where the maps of an interrupted or pending format-1 migration are kept.
 pub const FORMAT1_DIR: &str = "maps_format1";

@@ -185,16 +185,8 @@ pub struct Balancer {
     pub cfg: Config,
     pub services: Vec<Svc>,
     pub dp: Datapath,
-    pub started: Instant,
-    /// Live health-check status (set by the agent once its checker runs).
-    pub checks: Option<health::StatusView>,
     /// Output interfaces of servers that are not on the XDP interface.
     tx_ports: TxPorts,
-    /// The peers sharing the stick tables, if any (set by the agent).
-    pub peers: Option<std::sync::Arc<crate::peers::Peers>>,
-    /// Live stick entries per service id, as of the sweeper's last pass (for the metrics,
-    /// which must not walk the table under the lock).
-    pub table_used: HashMap<u16, usize>,
     /// Backend ids freed by a reload whose stick entries may still exist.
     pub retired: Retired,
     /// Counts successful applies (see `SweepPolicy::generation`).
@@ -205,28 +197,9 @@ pub struct Balancer {
     xdp_ifindex: u32,
 }
 
-fn mask(prefix: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| {
-            let bits = (prefix as i32 - 8 * i as i32).clamp(0, 8);
-            (0xffu16 << (8 - bits)) as u8
-        })
-        .collect()
-}
-
-pub fn addr16(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V4(v) => {
-            let mut o = [0u8; 16];
-            o[..4].copy_from_slice(&v.octets());
-            o
-        }
-        IpAddr::V6(v) => v.octets(),
-    }
-}
-
 fn dp_service(cfg: &config::Service) -> lb_common::Service {
-    let mut s = lb_common::Service {
+    let prefixes = cfg.stick.prefixes();
+    lb_common::Service {
         expire_ns: cfg.stick.expire.as_nanos() as u64,
         stick_mode: match cfg.stick.on {
             StickOn::Src => STICK_SRC,
@@ -235,11 +208,10 @@ fn dp_service(cfg: &config::Service) -> lb_common::Service {
         },
         flags: if cfg.redispatch { SVC_F_REDISPATCH } else { 0 },
         enabled: 1,
+        v4_mask: prefixes.v4_mask(),
+        v6_mask: prefixes.v6_mask(),
         ..Default::default()
-    };
-    s.v4_mask.copy_from_slice(&mask(cfg.stick.ipv4_prefix, 4));
-    s.v6_mask.copy_from_slice(&mask(cfg.stick.ipv6_prefix, 16));
-    s
+    }
 }
 
 fn proto(p: Protocol) -> u8 {
@@ -266,11 +238,7 @@ impl Balancer {
             },
             services: Vec::new(),
             dp,
-            started: Instant::now(),
-            checks: None,
             tx_ports: TxPorts::default(),
-            peers: None,
-            table_used: HashMap::new(),
             retired: Retired::new(),
             generation: 0,
             neighbours,
@@ -547,7 +515,7 @@ impl Balancer {
     fn write_vips(&mut self) -> Result<(), ApplyError> {
         let mut want: HashMap<VipKey, u32> = HashMap::new();
         for s in &self.services {
-            let addr = addr16(s.cfg.vip.ip());
+            let addr = lb_common::addr_bytes(s.cfg.vip.ip());
             let key = VipKey {
                 addr,
                 port: s.cfg.vip.port().to_be(),

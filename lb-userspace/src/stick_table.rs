@@ -5,21 +5,16 @@
 //! handle of their own ([`open_pinned`]) and read it through [`entries`], never under the
 //! agent's lock: at a million entries one read takes a good part of a second.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::{collections::HashMap, net::IpAddr};
 
 use aya::maps::MapError;
 
-use lb_common::{
-    BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, StickEntry, StickKey, hash::affinity_hash,
-};
+use lb_common::{BACKEND_DRAIN, BACKEND_UP, NO_BACKEND, StickEntry, StickKey, hash::affinity_hash};
 
 use crate::{
     config::StickOn,
     datapath::{Datapath, DatapathError, coarse_now_ns},
-    services::{Svc, addr16},
+    services::Svc,
     stick_maps::{StickMap, StickTables},
 };
 
@@ -54,39 +49,14 @@ impl Filter {
     fn matches(&self, svc: &Svc, k: &StickKey, e: &StickEntry) -> bool {
         match self {
             Filter::All => true,
-            Filter::Key(a) => k.addr == addr16(masked(svc, *a)),
+            Filter::Key(a) => k.addr == StickKey::for_client(*a, 0, 0, svc.cfg.stick.prefixes()).addr,
             Filter::ServerId(n) => svc.server_by_id(e.backend).is_some_and(|s| s.puid == *n),
         }
     }
 }
 
-/// An address after the service's prefix mask (what the table keys on).
-pub fn masked(svc: &Svc, a: IpAddr) -> IpAddr {
-    match a {
-        IpAddr::V4(v) => {
-            let p = svc.cfg.stick.ipv4_prefix as u32;
-            let m = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-            IpAddr::V4(Ipv4Addr::from(u32::from(v) & m))
-        }
-        IpAddr::V6(v) => {
-            let p = svc.cfg.stick.ipv6_prefix as u32;
-            let m = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-            IpAddr::V6(Ipv6Addr::from(u128::from(v) & m))
-        }
-    }
-}
-
-pub fn key_addr(k: &StickKey) -> IpAddr {
-    if k.family == FAMILY_V4 {
-        IpAddr::V4(Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(k.addr))
-    }
-}
-
 fn key_text(k: &StickKey) -> String {
-    let a = key_addr(k);
-    match (k.port, a) {
+    match (k.port, k.client_addr()) {
         (0, a) => a.to_string(),
         (p, IpAddr::V4(a)) => format!("{a}:{}", u16::from_be(p)),
         (p, IpAddr::V6(a)) => format!("[{a}]:{}", u16::from_be(p)),
@@ -191,8 +161,8 @@ pub fn where_is(dp: &Datapath, svc: &Svc, client: IpAddr) -> Result<String, Data
             svc.cfg.name, svc.cfg.vip
         ));
     }
-    let m = masked(svc, client);
-    let key = StickKey::new(addr16(m), svc.id as u16, 0, svc.family());
+    let key = StickKey::for_client(client, svc.id as u16, 0, svc.cfg.stick.prefixes());
+    let m = key.client_addr();
     let hash = affinity_hash(&key.addr, 0, key.family);
     let name = |b: u32| {
         svc.server_by_id(b)

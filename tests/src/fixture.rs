@@ -71,15 +71,6 @@ impl Default for Svc {
     }
 }
 
-pub fn mask(prefix: u8, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| {
-            let bits = (prefix as i32 - 8 * i as i32).clamp(0, 8);
-            (0xffu16 << (8 - bits)) as u8
-        })
-        .collect()
-}
-
 impl Lb {
     /// Service 0: VIP4:80/tcp, VIP4:53/udp (service 1), VIP6:80/tcp (service 2), VIP6:53/udp
     /// (service 3), VIP4:5353/udp (service 4), VIP6:5353/udp (service 5); each with four
@@ -99,15 +90,19 @@ impl Lb {
             .unwrap_or_else(|e| panic!("loading the XDP program needs root and BPF (run as root): {e}"));
         // What the agent does before attaching: only frames to this MAC are forwarded.
         dp.set_own_mac(LB_MAC).unwrap();
-        let mut service = Service {
+        let prefixes = lb_common::StickPrefixes {
+            v4: svc.v4_prefix,
+            v6: svc.v6_prefix,
+        };
+        let service = Service {
             expire_ns: svc.expire_s * 1_000_000_000,
+            v4_mask: prefixes.v4_mask(),
+            v6_mask: prefixes.v6_mask(),
             stick_mode: svc.stick,
             flags: if svc.redispatch { SVC_F_REDISPATCH } else { 0 },
             enabled: 1,
             ..Default::default()
         };
-        service.v4_mask.copy_from_slice(&mask(svc.v4_prefix, 4));
-        service.v6_mask.copy_from_slice(&mask(svc.v6_prefix, 16));
         let vips = [
             (v4(VIP4), 80u16, PROTO_TCP, FAMILY_V4),
             (v4(VIP4), 53, PROTO_UDP, FAMILY_V4),
