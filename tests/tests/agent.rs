@@ -260,7 +260,31 @@ fn every_command_and_its_format() {
     );
     let body = scrape();
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(
+        body.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+        "{body}"
+    );
+    let text = body.split_once("\r\n\r\n").unwrap().1;
+    promtool_check_metrics(text);
+    families_are_contiguous(text);
+    // The 30 clients' traffic went through be_app: its counters are not zero.
     for m in [
+        "xlb_service_packets_total{service=\"be_app\"} ",
+        "xlb_service_stick_inserts_total{service=\"be_app\"} ",
+        "xlb_server_checks_total{service=\"be_app\",server=\"app1\"} ",
+    ] {
+        let v: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(m))
+            .unwrap_or_else(|| panic!("metrics lack {m}:\n{text}"))
+            .parse()
+            .unwrap();
+        assert!(v > 0, "{m}{v}:\n{text}");
+    }
+    for m in [
+        "# HELP xlb_datapath_packets_total ",
+        "# TYPE xlb_datapath_packets_total counter\n",
+        "# TYPE xlb_stick_table_used gauge\n",
         "xlb_datapath_packets_total{event=\"tx\"}",
         "xlb_service_stick_hits_total{service=\"be_app\"}",
         "xlb_server_state{service=\"be_app\",server=\"app1\",state=\"UP\"} 1",
@@ -286,6 +310,54 @@ fn every_command_and_its_format() {
         "used {used}:\n{}",
         scrape()
     );
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package, which `cargo xtask setup` installs)
+/// finds no problem in `text`. A missing promtool fails the test: it never skips.
+fn promtool_check_metrics(text: &str) {
+    let mut p = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run promtool ({e}): run `cargo xtask setup`, which installs Debian's prometheus package")
+        });
+    p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics ({}): {said}\non:\n{text}",
+        out.status
+    );
+}
+
+/// Each family's `# HELP` and `# TYPE` come once, right before all of its samples.
+fn families_are_contiguous(text: &str) {
+    let mut done: Vec<&str> = Vec::new();
+    let mut current = "";
+    for l in text.lines() {
+        let name = match l.strip_prefix("# HELP ") {
+            Some(h) => h.split(' ').next().unwrap(),
+            None if l.starts_with('#') => continue,
+            None => l.split(['{', ' ']).next().unwrap(),
+        };
+        if name != current {
+            assert!(
+                l.starts_with("# HELP "),
+                "{l} is not under its family's # HELP:\n{text}"
+            );
+            assert!(!done.contains(&name), "{name} comes twice:\n{text}");
+            done.push(name);
+            current = name;
+        }
+    }
 }
 
 #[test]
