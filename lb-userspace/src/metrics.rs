@@ -1,8 +1,23 @@
 //! Prometheus text endpoint (`metrics = "9100"` listens on 127.0.0.1; `"addr:port"` elsewhere): per-service and per-server
-//! packets, bytes, stick counters, table use, server state; global data-path counters.
+//! packets, bytes, stick counters, table use, server state; global data-path counters; peers.
+//!
+//! A scrape reads the figures into a [`Snapshot`] under the agent's lock — per-CPU counters,
+//! the sweeper's last count of each table, the checker's view, the peers' atomics; never a
+//! table walk — and `prometheus-client` encodes it in the text format (version 0.0.4) once the
+//! lock is released: one `# HELP` and `# TYPE` per family, the family's samples together.
 
-use std::{fmt::Write as _, net::SocketAddr, sync::Arc, sync::Mutex};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
+};
 
+use lb_common::{BackendStats, ServiceStats};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text},
+    metrics::{TypedMetric, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpListener,
@@ -31,21 +46,22 @@ pub async fn serve(
              the counters and server names; prefer 127.0.0.1 or a management address"
         );
     }
+    let registry = Arc::new(registry(shared, state));
     loop {
         let (mut s, _) = tokio::select! {
             r = l.accept() => match r { Ok(c) => c, Err(_) => continue },
             _ = shutdown.changed() => return,
         };
-        let (shared, state) = (shared.clone(), state.clone());
+        let registry = registry.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await;
-            let body =
-                tokio::task::spawn_blocking(move || render(&shared.lock().expect("balancer lock"), &state))
-                    .await
-                    .unwrap_or_default();
+            let body = tokio::task::spawn_blocking(move || encode(&registry))
+                .await
+                .unwrap_or_default();
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                prometheus_text::CONTENT_TYPE,
                 body.len()
             );
             let _ = s.write_all(head.as_bytes()).await;
@@ -54,132 +70,546 @@ pub async fn serve(
     }
 }
 
-/// The exposition text.
-pub fn render(b: &Balancer, state: &AgentState) -> String {
+/// The registry the endpoint encodes: one collector that reads the balancer and the agent's
+/// state on every scrape.
+pub fn registry(shared: Arc<Mutex<Balancer>>, state: Arc<AgentState>) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(BalancerCollector { shared, state }));
+    r
+}
+
+/// The exposition text of `registry`.
+pub fn encode(registry: &Registry) -> String {
     let mut o = String::new();
-    if let Ok(g) = b.dp.global_stats() {
-        let _ = writeln!(o, "# TYPE xlb_datapath_packets_total counter");
-        for (n, v) in g.shown() {
-            let _ = writeln!(o, "xlb_datapath_packets_total{{event=\"{n}\"}} {v}");
-        }
-    }
-    let _ = writeln!(o, "# TYPE xlb_service_packets_total counter");
-    for s in &b.services {
-        let n = &s.cfg.name;
-        if let Ok(t) = b.dp.service_stats(s.id) {
-            for (k, v) in [
-                ("packets", t.packets),
-                ("bytes", t.bytes),
-                ("stick_hits", t.stick_hits),
-                ("stick_misses", t.stick_misses),
-                ("stick_inserts", t.stick_inserts),
-                ("stick_expired", t.stick_expired),
-                ("redispatches", t.redispatches),
-                ("pinned_down", t.pinned_down),
-                ("no_backend", t.no_backend),
-            ] {
-                let _ = writeln!(o, "xlb_service_{k}_total{{service=\"{n}\"}} {v}");
-            }
-        }
-        // As of the sweeper's last pass: walking the table here would hold the agent's lock
-        // for seconds at a million entries.
-        let _ = writeln!(
-            o,
-            "xlb_stick_table_used{{service=\"{n}\"}} {}",
-            state.table_used(s.id as u16)
-        );
-        // The capacity of the service's own table (0: it keeps none).
-        let _ = writeln!(
-            o,
-            "xlb_stick_table_size{{service=\"{n}\"}} {}",
-            b.dp.stick_capacity_of(s.id).unwrap_or(0)
-        );
-        for v in &s.servers {
-            let sv = &v.cfg.name;
-            if let Ok(t) = b.dp.backend_stats(v.id) {
-                let _ = writeln!(
-                    o,
-                    "xlb_server_packets_total{{service=\"{n}\",server=\"{sv}\"}} {}",
-                    t.packets
-                );
-                let _ = writeln!(
-                    o,
-                    "xlb_server_bytes_total{{service=\"{n}\",server=\"{sv}\"}} {}",
-                    t.bytes
-                );
-            }
-            if let Some(c) = state.checks.get(&(n.clone(), sv.clone())) {
-                if let Some(l) = c.last_latency {
-                    let _ = writeln!(
-                        o,
-                        "xlb_server_check_latency_seconds{{service=\"{n}\",server=\"{sv}\"}} {:.6}",
-                        l.as_secs_f64()
-                    );
-                }
-                let _ = writeln!(
-                    o,
-                    "xlb_server_checks_total{{service=\"{n}\",server=\"{sv}\"}} {}",
-                    c.checks
-                );
-            }
-            for st in ["UP", "DOWN", "DRAIN", "MAINT"] {
-                let _ = writeln!(
-                    o,
-                    "xlb_server_state{{service=\"{n}\",server=\"{sv}\",state=\"{st}\"}} {}",
-                    (v.state_word() == st) as u8
-                );
-            }
-        }
-    }
-    if let Some(p) = &state.peers {
-        use std::sync::atomic::Ordering::Relaxed;
-        for (peer, c) in &p.list {
-            let pn = &peer.name;
-            let _ = writeln!(
-                o,
-                "xlb_peer_connected{{peer=\"{pn}\"}} {}",
-                c.connected.load(Relaxed) as u8
-            );
-            for (k, v) in [
-                ("sent", &c.sent),
-                ("dropped", &c.dropped),
-                ("received", &c.received),
-                ("applied", &c.applied),
-                ("older", &c.older),
-                ("unknown", &c.unknown),
-                ("malformed", &c.malformed),
-                ("refused", &c.refused),
-            ] {
-                let _ = writeln!(
-                    o,
-                    "xlb_peer_updates_{k}_total{{peer=\"{pn}\"}} {}",
-                    v.load(Relaxed)
-                );
-            }
-        }
-        for (peer, c) in &p.list {
-            let pn = &peer.name;
-            let _ = writeln!(
-                o,
-                "xlb_peer_auth_failures_total{{peer=\"{pn}\"}} {}",
-                c.bad_auth.load(Relaxed)
-            );
-            let _ = writeln!(
-                o,
-                "xlb_peer_write_timeouts_total{{peer=\"{pn}\"}} {}",
-                c.timeouts.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            o,
-            "xlb_peer_connections_refused_total {}",
-            p.refused.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "xlb_peer_connections_refused_busy_total {}",
-            p.refused_busy.load(Relaxed)
-        );
-    }
+    // Writing into a String fails only if a collector fails, and ours do not.
+    let _ = prometheus_text::encode(&mut o, registry);
     o
+}
+
+/// Reads the balancer's and the agent state's figures on every scrape.
+struct BalancerCollector {
+    shared: Arc<Mutex<Balancer>>,
+    state: Arc<AgentState>,
+}
+
+impl std::fmt::Debug for BalancerCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BalancerCollector")
+    }
+}
+
+impl Collector for BalancerCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+        let snapshot = Snapshot::read(&self.shared.lock().expect("balancer lock"), &self.state);
+        snapshot.encode(encoder)
+    }
+}
+
+/// The figures of one scrape, read under the agent's lock and encoded after it.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Data-path counters by event name, as `show info` lists them (`None`: a map could not
+    /// be read).
+    pub datapath: Option<Vec<(&'static str, u64)>>,
+    pub services: Vec<ServiceFigures>,
+    pub peers: Option<PeersFigures>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ServiceFigures {
+    pub name: String,
+    /// `None`: the map could not be read.
+    pub stats: Option<ServiceStats>,
+    /// Live entries of its stick table as of the sweeper's last pass.
+    pub table_used: u64,
+    /// Capacity of its stick table (0: it keeps none).
+    pub table_size: u64,
+    pub servers: Vec<ServerFigures>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ServerFigures {
+    pub name: String,
+    /// `None`: the map could not be read.
+    pub stats: Option<BackendStats>,
+    /// Latency of the latest check, in seconds (`None` before one completed or without checks).
+    pub check_latency: Option<f64>,
+    /// Checks run (`None` without checks).
+    pub checks: Option<u64>,
+    /// `UP`, `DOWN`, `DRAIN` or `MAINT`.
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PeersFigures {
+    pub peers: Vec<PeerFigures>,
+    /// Connections refused because they came from an address that is not a peer's.
+    pub connections_refused: u64,
+    /// Connections refused because the peer's address had too many unauthenticated ones.
+    pub connections_refused_busy: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PeerFigures {
+    pub name: String,
+    pub connected: bool,
+    /// Update-line counters, in the order of [`PEER_UPDATES`].
+    pub updates: [u64; PEER_UPDATES.len()],
+    pub auth_failures: u64,
+    pub write_timeouts: u64,
+}
+
+const SERVER_STATES: [&str; 4] = ["UP", "DOWN", "DRAIN", "MAINT"];
+
+/// A service counter family: name (without `_total`, which the encoder adds), help, field.
+type ServiceCounter = (&'static str, &'static str, fn(&ServiceStats) -> u64);
+
+const SERVICE_COUNTERS: [ServiceCounter; 9] = [
+    (
+        "xlb_service_packets",
+        "Packets of the service balanced by the data path.",
+        |s| s.packets,
+    ),
+    (
+        "xlb_service_bytes",
+        "Bytes of the service balanced by the data path.",
+        |s| s.bytes,
+    ),
+    (
+        "xlb_service_stick_hits",
+        "Packets whose client had a live entry in the service's stick table.",
+        |s| s.stick_hits,
+    ),
+    (
+        "xlb_service_stick_misses",
+        "Packets whose client had no live entry in the service's stick table.",
+        |s| s.stick_misses,
+    ),
+    (
+        "xlb_service_stick_inserts",
+        "Entries the data path created in the service's stick table.",
+        |s| s.stick_inserts,
+    ),
+    (
+        "xlb_service_stick_expired",
+        "Entries found idle longer than the service's expire (replaced).",
+        |s| s.stick_expired,
+    ),
+    (
+        "xlb_service_redispatches",
+        "Packets whose pinned server was down or in maintenance, sent elsewhere (redispatch on).",
+        |s| s.redispatches,
+    ),
+    (
+        "xlb_service_pinned_down",
+        "Packets whose pinned server was down or in maintenance, kept on it (redispatch off).",
+        |s| s.pinned_down,
+    ),
+    (
+        "xlb_service_no_backend",
+        "Packets dropped because the service had no usable server.",
+        |s| s.no_backend,
+    ),
+];
+
+/// The peer update-line counter families, by the word in `xlb_peer_updates_<word>_total`.
+pub const PEER_UPDATES: [(&str, &str); 8] = [
+    ("sent", "Update lines sent to the peer."),
+    (
+        "dropped",
+        "Update lines not sent to the peer because the connection was down or too slow.",
+    ),
+    (
+        "received",
+        "Update lines received from the peer in authenticated frames.",
+    ),
+    (
+        "applied",
+        "Update lines from the peer written to the stick table.",
+    ),
+    (
+        "older",
+        "Update lines from the peer that changed nothing (the local entry was as recent, or the update had expired).",
+    ),
+    (
+        "unknown",
+        "Update lines from the peer naming a service or server this instance does not have.",
+    ),
+    ("malformed", "Update lines from the peer that do not parse."),
+    (
+        "refused",
+        "Update lines from the peer not written: over its budget, or the table refused the write.",
+    ),
+];
+
+impl Snapshot {
+    /// Reads the figures of `b` (per-CPU counters) and `state` (the sweeper's last count, the
+    /// checker's view, the peers' atomics). Nothing here walks a table: this runs under the
+    /// agent's lock.
+    pub fn read(b: &Balancer, state: &AgentState) -> Snapshot {
+        let services = b
+            .services
+            .iter()
+            .map(|s| ServiceFigures {
+                name: s.cfg.name.clone(),
+                stats: b.dp.service_stats(s.id).ok(),
+                table_used: state.table_used(s.id as u16) as u64,
+                table_size: b.dp.stick_capacity_of(s.id).unwrap_or(0).into(),
+                servers: s
+                    .servers
+                    .iter()
+                    .map(|v| {
+                        let check = state.checks.get(&(s.cfg.name.clone(), v.cfg.name.clone()));
+                        ServerFigures {
+                            name: v.cfg.name.clone(),
+                            stats: b.dp.backend_stats(v.id).ok(),
+                            check_latency: check
+                                .as_ref()
+                                .and_then(|c| c.last_latency)
+                                .map(|l| l.as_secs_f64()),
+                            checks: check.map(|c| c.checks),
+                            state: v.state_word(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let peers = state.peers.as_ref().map(|p| PeersFigures {
+            peers: p
+                .list
+                .iter()
+                .map(|(peer, c)| PeerFigures {
+                    name: peer.name.clone(),
+                    connected: c.connected.load(Relaxed),
+                    updates: [
+                        &c.sent,
+                        &c.dropped,
+                        &c.received,
+                        &c.applied,
+                        &c.older,
+                        &c.unknown,
+                        &c.malformed,
+                        &c.refused,
+                    ]
+                    .map(|v| v.load(Relaxed)),
+                    auth_failures: c.bad_auth.load(Relaxed),
+                    write_timeouts: c.timeouts.load(Relaxed),
+                })
+                .collect(),
+            connections_refused: p.refused.load(Relaxed),
+            connections_refused_busy: p.refused_busy.load(Relaxed),
+        });
+        Snapshot {
+            datapath: b.dp.global_stats().ok().map(|g| g.shown().collect()),
+            services,
+            peers,
+        }
+    }
+
+    /// Encodes every family that has samples, each once, its samples together.
+    pub fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let e = &mut e;
+        if let Some(g) = &self.datapath {
+            family(
+                e,
+                "xlb_datapath_packets",
+                "Packets the data path handled, by what it did with them (event).",
+                g.iter().map(|(n, v)| ([("event", *n)], ConstCounter::new(*v))),
+            )?;
+        }
+        let services = || self.services.iter();
+        let with_stats = || services().filter_map(|s| Some((s.name.as_str(), s.stats.as_ref()?)));
+        for (name, help, field) in SERVICE_COUNTERS {
+            family(
+                e,
+                name,
+                help,
+                with_stats().map(|(n, t)| ([("service", n)], ConstCounter::new(field(t)))),
+            )?;
+        }
+        family(
+            e,
+            "xlb_stick_table_used",
+            "Live entries of the service's stick table, as of the sweeper's last pass.",
+            services().map(|s| ([("service", s.name.as_str())], ConstGauge::new(s.table_used))),
+        )?;
+        family(
+            e,
+            "xlb_stick_table_size",
+            "Capacity of the service's stick table (0: it keeps none).",
+            services().map(|s| ([("service", s.name.as_str())], ConstGauge::new(s.table_size))),
+        )?;
+        // Each server with its labels.
+        let servers = || {
+            services().flat_map(|s| {
+                s.servers
+                    .iter()
+                    .map(move |v| ([("service", s.name.as_str()), ("server", v.name.as_str())], v))
+            })
+        };
+        let server_stats = || servers().filter_map(|(l, v)| Some((l, v.stats.as_ref()?)));
+        family(
+            e,
+            "xlb_server_packets",
+            "Packets the data path sent to the server.",
+            server_stats().map(|(l, t)| (l, ConstCounter::new(t.packets))),
+        )?;
+        family(
+            e,
+            "xlb_server_bytes",
+            "Bytes the data path sent to the server.",
+            server_stats().map(|(l, t)| (l, ConstCounter::new(t.bytes))),
+        )?;
+        family(
+            e,
+            "xlb_server_check_latency_seconds",
+            "Latency of the server's latest completed health check.",
+            servers().filter_map(|(l, v)| Some((l, ConstGauge::new(v.check_latency?)))),
+        )?;
+        family(
+            e,
+            "xlb_server_checks",
+            "Health checks run on the server.",
+            servers().filter_map(|(l, v)| Some((l, ConstCounter::new(v.checks?)))),
+        )?;
+        family(
+            e,
+            "xlb_server_state",
+            "1 for the server's current state (UP, DOWN, DRAIN or MAINT), 0 for the others.",
+            servers().flat_map(|([service, server], v)| {
+                SERVER_STATES.map(|st| {
+                    (
+                        [service, server, ("state", st)],
+                        ConstGauge::new(u64::from(v.state == st)),
+                    )
+                })
+            }),
+        )?;
+        let Some(p) = &self.peers else { return Ok(()) };
+        let no_labels: [(&str, &str); 0] = [];
+        let peers = || p.peers.iter().map(|c| ([("peer", c.name.as_str())], c));
+        family(
+            e,
+            "xlb_peer_connected",
+            "1 while the connection to the peer is up.",
+            peers().map(|(l, c)| (l, ConstGauge::new(u64::from(c.connected)))),
+        )?;
+        for (i, (word, help)) in PEER_UPDATES.iter().enumerate() {
+            family(
+                e,
+                &format!("xlb_peer_updates_{word}"),
+                help,
+                peers().map(|(l, c)| (l, ConstCounter::new(c.updates[i]))),
+            )?;
+        }
+        family(
+            e,
+            "xlb_peer_auth_failures",
+            "Connections with the peer closed because a side did not prove the shared key.",
+            peers().map(|(l, c)| (l, ConstCounter::new(c.auth_failures))),
+        )?;
+        family(
+            e,
+            "xlb_peer_write_timeouts",
+            "Connections to the peer closed because it stopped reading.",
+            peers().map(|(l, c)| (l, ConstCounter::new(c.write_timeouts))),
+        )?;
+        family(
+            e,
+            "xlb_peer_connections_refused",
+            "Connections refused because they came from an address that is not a peer's.",
+            [(no_labels, ConstCounter::new(p.connections_refused))],
+        )?;
+        family(
+            e,
+            "xlb_peer_connections_refused_busy",
+            "Connections refused because the peer's address had too many waiting to authenticate.",
+            [(no_labels, ConstCounter::new(p.connections_refused_busy))],
+        )
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+        Snapshot::encode(self, encoder)
+    }
+}
+
+/// One family: its `# HELP` and `# TYPE` (counters get `_total` from the encoder), then every
+/// sample; nothing at all when there is no sample.
+fn family<L, M>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> std::fmt::Result
+where
+    L: EncodeLabelSet,
+    M: EncodeMetric + TypedMetric,
+{
+    let mut samples = samples.into_iter().peekable();
+    if samples.peek().is_none() {
+        return Ok(());
+    }
+    let mut m = e.encode_descriptor(name, help, None, M::TYPE)?;
+    for (labels, metric) in samples {
+        metric.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every family an agent with peers, checks and two services shows.
+    fn full() -> Snapshot {
+        let server = |name: &str, state| ServerFigures {
+            name: name.into(),
+            stats: Some(BackendStats {
+                packets: 7,
+                bytes: 700,
+            }),
+            check_latency: Some(0.0015),
+            checks: Some(3),
+            state,
+        };
+        let service = |name: &str| ServiceFigures {
+            name: name.into(),
+            stats: Some(ServiceStats {
+                packets: 9,
+                stick_hits: 4,
+                ..Default::default()
+            }),
+            table_used: 30,
+            table_size: 10000,
+            servers: vec![server("app1", "UP"), server("app2", "DRAIN")],
+        };
+        let peer = |name: &str| PeerFigures {
+            name: name.into(),
+            connected: true,
+            updates: [1, 2, 3, 4, 5, 6, 7, 8],
+            auth_failures: 1,
+            write_timeouts: 2,
+        };
+        Snapshot {
+            datapath: Some(lb_common::gstat::SHOWN.iter().map(|g| (g.name(), 5)).collect()),
+            services: vec![service("be_app"), service("dns")],
+            peers: Some(PeersFigures {
+                peers: vec![peer("lb2"), peer("lb3")],
+                connections_refused: 4,
+                connections_refused_busy: 5,
+            }),
+        }
+    }
+
+    fn text(s: Snapshot) -> String {
+        let mut r = Registry::default();
+        r.register_collector(Box::new(s));
+        encode(&r)
+    }
+
+    /// Family name of a sample line (the metric name; no histograms or summaries here).
+    fn sample_family(line: &str) -> &str {
+        line.split(['{', ' ']).next().unwrap()
+    }
+
+    #[test]
+    fn each_family_has_one_help_and_type_and_its_samples_together() {
+        let t = text(full());
+        let mut seen: Vec<String> = Vec::new();
+        let mut lines = t.lines().peekable();
+        while let Some(help) = lines.next() {
+            let name = help
+                .strip_prefix("# HELP ")
+                .and_then(|h| h.split(' ').next())
+                .unwrap_or_else(|| panic!("expected a # HELP line, got {help:?}:\n{t}"));
+            assert!(!seen.contains(&name.to_string()), "{name} twice:\n{t}");
+            seen.push(name.to_string());
+            let ty = lines.next().unwrap();
+            assert!(ty.starts_with(&format!("# TYPE {name} ")), "{ty} after {help}");
+            assert!(
+                ty.ends_with(" counter") == name.ends_with("_total"),
+                "counters, and only they, end in _total: {ty}"
+            );
+            let mut n = 0;
+            while lines.peek().is_some_and(|l| !l.starts_with('#')) {
+                let l = lines.next().unwrap();
+                assert_eq!(sample_family(l), name, "{l} among {name}'s samples:\n{t}");
+                n += 1;
+            }
+            assert!(n > 0, "{name} has no sample:\n{t}");
+        }
+        let mut want: Vec<String> = [
+            "xlb_datapath_packets_total",
+            "xlb_service_packets_total",
+            "xlb_service_bytes_total",
+            "xlb_service_stick_hits_total",
+            "xlb_service_stick_misses_total",
+            "xlb_service_stick_inserts_total",
+            "xlb_service_stick_expired_total",
+            "xlb_service_redispatches_total",
+            "xlb_service_pinned_down_total",
+            "xlb_service_no_backend_total",
+            "xlb_stick_table_used",
+            "xlb_stick_table_size",
+            "xlb_server_packets_total",
+            "xlb_server_bytes_total",
+            "xlb_server_check_latency_seconds",
+            "xlb_server_checks_total",
+            "xlb_server_state",
+            "xlb_peer_connected",
+            "xlb_peer_auth_failures_total",
+            "xlb_peer_write_timeouts_total",
+            "xlb_peer_connections_refused_total",
+            "xlb_peer_connections_refused_busy_total",
+        ]
+        .map(String::from)
+        .into();
+        want.extend(PEER_UPDATES.map(|(w, _)| format!("xlb_peer_updates_{w}_total")));
+        seen.sort();
+        want.sort();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn samples_carry_the_labels_and_values() {
+        let t = text(full());
+        for line in [
+            "xlb_datapath_packets_total{event=\"tx\"} 5",
+            "xlb_service_stick_hits_total{service=\"dns\"} 4",
+            "xlb_stick_table_used{service=\"be_app\"} 30",
+            "xlb_stick_table_size{service=\"be_app\"} 10000",
+            "xlb_server_bytes_total{service=\"be_app\",server=\"app2\"} 700",
+            "xlb_server_check_latency_seconds{service=\"be_app\",server=\"app1\"} 0.0015",
+            "xlb_server_checks_total{service=\"dns\",server=\"app1\"} 3",
+            "xlb_server_state{service=\"be_app\",server=\"app2\",state=\"DRAIN\"} 1",
+            "xlb_server_state{service=\"be_app\",server=\"app2\",state=\"UP\"} 0",
+            "xlb_peer_connected{peer=\"lb3\"} 1",
+            "xlb_peer_updates_sent_total{peer=\"lb2\"} 1",
+            "xlb_peer_updates_refused_total{peer=\"lb3\"} 8",
+            "xlb_peer_auth_failures_total{peer=\"lb2\"} 1",
+            "xlb_peer_write_timeouts_total{peer=\"lb2\"} 2",
+            "xlb_peer_connections_refused_total 4",
+            "xlb_peer_connections_refused_busy_total 5",
+        ] {
+            assert!(t.lines().any(|l| l == line), "no line {line:?}:\n{t}");
+        }
+    }
+
+    #[test]
+    fn families_without_samples_are_left_out() {
+        let mut s = full();
+        s.peers = None;
+        s.datapath = None;
+        for v in s.services.iter_mut().flat_map(|s| &mut s.servers) {
+            v.check_latency = None;
+            v.checks = None;
+        }
+        let t = text(s);
+        for gone in ["xlb_peer_", "xlb_datapath_", "xlb_server_check"] {
+            assert!(!t.contains(gone), "{gone}:\n{t}");
+        }
+        assert!(t.contains("# TYPE xlb_server_state gauge\n"), "{t}");
+    }
 }

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod client;
 pub mod fixture;
 pub mod lbenv;
+pub mod metrics;
 pub mod names;
 pub mod netns;
 pub mod packet;

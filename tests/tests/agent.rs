@@ -8,7 +8,10 @@ use std::{
     time::Duration,
 };
 
-use harness::lbenv::{LbEnv, Opts};
+use harness::{
+    lbenv::{LbEnv, Opts},
+    metrics,
+};
 
 fn env(name: &str, opts: Opts) -> LbEnv {
     let e = LbEnv::new(name, opts).unwrap_or_else(|e| panic!("building the harness (needs root): {e:#}"));
@@ -241,17 +244,7 @@ fn every_command_and_its_format() {
         assert_eq!(e.api(cmd).unwrap(), want, "command {cmd:?}");
     }
     // Metrics (inside the LB namespace); a check latency appears once a check has completed.
-    let scrape = || {
-        e.topo
-            .run_in(e.lb, || {
-                let mut s = std::net::TcpStream::connect("127.0.0.1:9100").unwrap();
-                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-                let mut out = String::new();
-                s.read_to_string(&mut out).unwrap();
-                out
-            })
-            .unwrap()
-    };
+    let scrape = || metrics::scrape(&e, "127.0.0.1:9100");
     assert!(
         e.wait_until(Duration::from_secs(10), || {
             scrape().contains("xlb_server_check_latency_seconds{service=\"be_app\",server=\"app1\"}")
@@ -259,8 +252,19 @@ fn every_command_and_its_format() {
         "no check latency in the metrics"
     );
     let body = scrape();
-    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    let text = metrics::checked_text(&body);
+    // The 30 clients' traffic went through be_app: its counters are not zero.
     for m in [
+        "xlb_service_packets_total{service=\"be_app\"} ",
+        "xlb_service_stick_inserts_total{service=\"be_app\"} ",
+        "xlb_server_checks_total{service=\"be_app\",server=\"app1\"} ",
+    ] {
+        assert!(metrics::sample(text, m) > 0.0, "{m}:\n{text}");
+    }
+    for m in [
+        "# HELP xlb_datapath_packets_total ",
+        "# TYPE xlb_datapath_packets_total counter\n",
+        "# TYPE xlb_stick_table_used gauge\n",
         "xlb_datapath_packets_total{event=\"tx\"}",
         "xlb_service_stick_hits_total{service=\"be_app\"}",
         "xlb_server_state{service=\"be_app\",server=\"app1\",state=\"UP\"} 1",

@@ -999,6 +999,7 @@ fn peer_accept(s: &mut std::net::TcpStream, key: &[u8]) -> anyhow::Result<()> {
 fn s14_peers_share_the_stick_table_so_clients_keep_their_backend_on_another_balancer() {
     let opts = Opts {
         v6_sources: 0,
+        metrics: Some("127.0.0.1:9100".into()),
         ..Default::default()
     };
     let mut r = replicas("peers", opts, &[]);
@@ -1044,6 +1045,29 @@ fn s14_peers_share_the_stick_table_so_clients_keep_their_backend_on_another_bala
         r.api2("show peers"),
         r.api2("show table be_app")
     );
+    // The first balancer's metrics show the peer's families, and promtool accepts them.
+    let answer = harness::metrics::scrape(e, "127.0.0.1:9100");
+    let text = harness::metrics::checked_text(&answer);
+    assert_eq!(
+        harness::metrics::sample(text, "xlb_peer_connected{peer=\"lb2\"} "),
+        1.0
+    );
+    assert!(
+        harness::metrics::sample(text, "xlb_peer_updates_sent_total{peer=\"lb2\"} ") >= pins.len() as f64,
+        "{text}"
+    );
+    assert_eq!(
+        harness::metrics::sample(text, "xlb_peer_connections_refused_total "),
+        1.0
+    );
+    for m in [
+        "xlb_peer_updates_received_total{peer=\"lb2\"} ",
+        "xlb_peer_auth_failures_total{peer=\"lb2\"} ",
+        "xlb_peer_write_timeouts_total{peer=\"lb2\"} ",
+        "xlb_peer_connections_refused_busy_total ",
+    ] {
+        harness::metrics::sample(text, m);
+    }
 
     // The clients move to the second balancer (as after a VRRP failover or an ECMP change):
     // every one keeps its backend.

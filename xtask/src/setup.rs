@@ -29,6 +29,11 @@ const DEBIAN_PACKAGES: &[(&str, &str, &str)] = &[
     ("wrk", "wrk", "end-to-end benchmark load generator"),
     ("haproxy", "haproxy", "end-to-end benchmark baseline"),
     ("ip", "iproute2", "network namespaces, veth, bridge"),
+    (
+        "promtool",
+        "prometheus",
+        "`promtool check metrics` on the agent's metrics endpoint",
+    ),
 ];
 
 /// Where the tools live, for PATH.
