@@ -281,17 +281,7 @@ impl Snapshot {
                 .map(|(peer, c)| PeerFigures {
                     name: peer.name.clone(),
                     connected: c.connected.load(Relaxed),
-                    updates: [
-                        &c.sent,
-                        &c.dropped,
-                        &c.received,
-                        &c.applied,
-                        &c.older,
-                        &c.unknown,
-                        &c.malformed,
-                        &c.refused,
-                    ]
-                    .map(|v| v.load(Relaxed)),
+                    updates: c.line_counts(),
                     auth_failures: c.bad_auth.load(Relaxed),
                     write_timeouts: c.timeouts.load(Relaxed),
                 })

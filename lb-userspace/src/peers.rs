@@ -136,6 +136,24 @@ pub struct PeerCounters {
     budget: Mutex<Budget>,
 }
 
+impl PeerCounters {
+    /// The update-line counters, in this order: sent, dropped, received, applied, older,
+    /// unknown, malformed, refused (`show peers` columns, `metrics::PEER_UPDATES`).
+    pub fn line_counts(&self) -> [u64; 8] {
+        [
+            &self.sent,
+            &self.dropped,
+            &self.received,
+            &self.applied,
+            &self.older,
+            &self.unknown,
+            &self.malformed,
+            &self.refused,
+        ]
+        .map(|v| v.load(Relaxed))
+    }
+}
+
 /// Writes one peer may make into each service within one second: the service's stick size.
 /// A peer that sends more (a flood, or a bug) is refused the rest of that second; a normal
 /// peer sends at most its whole table at (re)connection and then a line per active client
@@ -239,19 +257,9 @@ impl Peers {
                     "DISCONNECTED"
                 },
             ));
-            for v in [
-                &c.sent,
-                &c.dropped,
-                &c.received,
-                &c.applied,
-                &c.older,
-                &c.unknown,
-                &c.malformed,
-                &c.refused,
-                &c.bad_auth,
-                &c.timeouts,
-            ] {
-                out.push_str(&format!(" {}", v.load(Relaxed)));
+            let auth_and_time = [c.bad_auth.load(Relaxed), c.timeouts.load(Relaxed)];
+            for v in c.line_counts().into_iter().chain(auth_and_time) {
+                out.push_str(&format!(" {v}"));
             }
             out.push('\n');
         }

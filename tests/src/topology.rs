@@ -112,6 +112,15 @@ pub struct Topology {
 }
 
 /// The index of [`HOST_IF`] inside namespace `ns`.
+/// MAC, IPv4 and IPv6 address of bridged host number `n`.
+fn bridged_addrs(n: u8) -> ([u8; 6], Ipv4Addr, Ipv6Addr) {
+    (
+        [0x02, 0x77, 0, 0, 0, n],
+        Ipv4Addr::new(10, 77, 0, n),
+        Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, n as u16),
+    )
+}
+
 fn host_ifindex(ns: &str) -> Result<u32> {
     let ifindex = netns::run_in(ns, || {
         let c = std::ffi::CString::new(HOST_IF).expect("no NUL");
@@ -259,9 +268,7 @@ impl Topology {
     pub fn add_host(&mut self, role: &str) -> Result<HostId> {
         let (id, n, ns) = self.new_host_ns(role)?;
         let port = names::if_name(&format!("p{n}-"), role);
-        let mac = [0x02, 0x77, 0, 0, 0, n];
-        let ipv4 = Ipv4Addr::new(10, 77, 0, n);
-        let ipv6 = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, n as u16);
+        let (mac, ipv4, ipv6) = bridged_addrs(n);
         let ifindex = self.plug(&ns, &port, n)?;
         self.hosts.push(Host {
             role: role.to_string(),
@@ -296,9 +303,7 @@ impl Topology {
     /// The veth pair of bridged host number `n` (namespace `ns`, bridge port `port`), its
     /// addresses and routes; returns the host side's ifindex.
     fn plug(&self, ns: &str, port: &str, n: u8) -> Result<u32> {
-        let mac = [0x02, 0x77, 0, 0, 0, n];
-        let ipv4 = Ipv4Addr::new(10, 77, 0, n);
-        let ipv6 = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, n as u16);
+        let (mac, ipv4, ipv6) = bridged_addrs(n);
         netns::ip(&[
             "-n",
             &self.switch_ns,
