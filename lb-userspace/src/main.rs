@@ -88,7 +88,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(ns) = &cli.netns {
         // Before any thread exists: every thread inherits the namespace.
-        if let Err(e) = xlb::netns::enter(ns) {
+        if let Err(e) = xlb::net::netns::enter(ns) {
             eprintln!("xlb: {e}");
             return ExitCode::from(1);
         }
@@ -170,7 +170,7 @@ fn api_call(socket: &Path, line: &str, verb: &str) -> anyhow::Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
         r => r?,
     }
-    Ok(if xlb::api::is_error_answer(verb, &answer) {
+    Ok(if xlb::control::api::is_error_answer(verb, &answer) {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -532,7 +532,7 @@ fn health_checks_keep_their_interval_while_a_million_entry_table_is_walked() {
     // A million clients of be_app, written through the pinned map (only map data: no packet
     // is sent from or to these addresses).
     let pin = e.bpffs.join("maps").join(lb_common::MAP_STICK_TABLES);
-    let mut tables = xlb::stick_table::open_pinned(&pin).unwrap();
+    let mut tables = xlb::balancer::stick::open_pinned(&pin).unwrap();
     let map = &mut tables
         .get_mut((be_id - 1) as u32)
         .expect("be_app has a stick table")

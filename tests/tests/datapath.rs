@@ -1331,7 +1331,7 @@ fn batched_table_read_matches_an_entry_by_entry_walk() {
     let table = lb.dp.stick_map_mut(0).unwrap();
     let mut walked: Vec<(StickKey, StickEntry)> = table.iter().map(|r| r.unwrap()).collect();
     for chunk in [1, 7, 4096, 100_000] {
-        let mut batched = xlb::map_batch::read_all(table, chunk).unwrap();
+        let mut batched = xlb::datapath::batch::read_all(table, chunk).unwrap();
         assert_eq!(batched.len(), 10_000, "chunk {chunk}");
         batched.sort_by_key(|(k, _)| (k.addr, k.service));
         walked.sort_by_key(|(k, _)| (k.addr, k.service));
@@ -1492,7 +1492,7 @@ fn stick_table_resize_keeps_every_entry_and_the_data_path_uses_the_new_table() {
     let change = lb.dp.set_stick_table(0, 3000).unwrap();
     assert_eq!(
         change,
-        xlb::stick_maps::TableChange::Resized {
+        xlb::datapath::stick_maps::TableChange::Resized {
             from: 1000,
             copied: 50
         }
@@ -1514,7 +1514,7 @@ fn stick_table_resize_keeps_every_entry_and_the_data_path_uses_the_new_table() {
     );
     assert_eq!(
         lb.dp.set_stick_table(0, 3000).unwrap(),
-        xlb::stick_maps::TableChange::Kept
+        xlb::datapath::stick_maps::TableChange::Kept
     );
     // Removing a table empties the service's slot: its packets go by hash, nothing is kept.
     assert!(lb.dp.remove_stick_table(0).unwrap());
@@ -1581,7 +1581,7 @@ fn stick_tables_pinned_by_one_load_are_adopted_by_the_next() {
     }
     assert_eq!(
         dp.set_stick_table(0, 1000).unwrap(),
-        xlb::stick_maps::TableChange::Kept,
+        xlb::datapath::stick_maps::TableChange::Kept,
         "an adopted table of the configured size is kept as it is"
     );
 }

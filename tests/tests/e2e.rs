@@ -816,7 +816,7 @@ fn replicas(name: &str, opts: Opts, extra_peers: &[&str]) -> Replicas {
     .unwrap();
     let (ip1, ip2) = (e.topo.host(e.lb).ipv4, e.topo.host(lb2).ipv4);
     // One key for the group, in a file only root may read.
-    let key: Vec<u8> = xlb::peer_wire::random_nonce()
+    let key: Vec<u8> = xlb::control::peers::wire::random_nonce()
         .unwrap()
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -967,7 +967,7 @@ fn read_peer_line(s: &mut std::net::TcpStream) -> anyhow::Result<String> {
 /// wait for the other side to close.
 fn peer_send(s: &mut std::net::TcpStream, key: &[u8], lines: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
-    use xlb::peer_wire;
+    use xlb::control::peers::wire as peer_wire;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mine = peer_wire::random_nonce()?;
     s.write_all(peer_wire::hello(&mine).as_bytes())?;
@@ -986,7 +986,7 @@ fn peer_send(s: &mut std::net::TcpStream, key: &[u8], lines: &str) -> anyhow::Re
 /// Play a peer's receiver on `s`: authenticate the connecting agent with `key`.
 fn peer_accept(s: &mut std::net::TcpStream, key: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
-    use xlb::peer_wire;
+    use xlb::control::peers::wire as peer_wire;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let theirs = peer_wire::parse_hello(&read_peer_line(s)?)?;
     let mine = peer_wire::random_nonce()?;
@@ -1400,7 +1400,7 @@ fn s15_peers_updates_without_the_key_change_nothing() {
         .unwrap()
         .run(move || -> anyhow::Result<Vec<String>> {
             use std::io::Write as _;
-            use xlb::peer_wire;
+            use xlb::control::peers::wire as peer_wire;
             let connect = || -> anyhow::Result<std::net::TcpStream> {
                 let s = harness::client::connect_from(src, to, Duration::from_secs(2))?;
                 s.set_read_timeout(Some(Duration::from_secs(10)))?;

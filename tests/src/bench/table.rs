@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use lb_common::{FAMILY_V4, PROG_FLOOR, StickEntry, StickKey};
 use serde_json::json;
-use xlb::{datapath::coarse_now_ns, stick_table};
+use xlb::{balancer::stick, datapath::coarse_now_ns};
 
 use super::{Report, median};
 use crate::{fixture::*, packet::*};
@@ -108,7 +108,7 @@ pub fn run() -> Result<Report> {
                     .unwrap_or("unknown".into())
             ));
             // One sweep where every entry is idle past expire: walk + delete 1M entries.
-            let policy = xlb::services::SweepPolicy {
+            let policy = xlb::balancer::SweepPolicy {
                 expire: [(0u16, 1u64)].into(),
                 owner: (0..4).map(|b| (b, 0u16)).collect(),
                 ..Default::default()
@@ -117,7 +117,7 @@ pub fn run() -> Result<Report> {
             let mut longest = Duration::ZERO;
             let mut last = Instant::now();
             let t0 = Instant::now();
-            let stick_table::Swept { seen, deleted, .. } = stick_table::sweep(
+            let stick::Swept { seen, deleted, .. } = stick::sweep(
                 lb.dp.stick_tables_mut(),
                 &policy,
                 None,

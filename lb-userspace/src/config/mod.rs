@@ -466,7 +466,7 @@ fn size(s: &Size) -> Result<u64, String> {
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    crate::neigh::parse_mac(s)
+    crate::net::neigh::parse_mac(s)
 }
 
 // --- loading ----------------------------------------------------------------------------------

@@ -26,6 +26,8 @@
 //! Services and servers travel by name, so ids may differ between instances; a line about a
 //! service or server the receiver does not have is dropped and counted (`unknown`).
 
+pub mod wire;
+
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
@@ -44,11 +46,11 @@ use tokio::{
 };
 
 use crate::{
+    balancer::Balancer,
     config::{Peer, PeerKey, StickOn},
     datapath::coarse_now_ns,
-    peer_wire::{self, FrameReader, FrameWriter, WireError},
-    services::Balancer,
 };
+use wire::{FrameReader, FrameWriter, WireError};
 
 /// Longest update line accepted (a service and a server name, an IPv6 address, two numbers).
 const MAX_LINE: usize = 256;
@@ -428,31 +430,28 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, max: usize) ->
 
 /// The sender's half of the handshake; seals frames for this connection.
 async fn authenticate_to(stream: &mut BufReader<TcpStream>, key: &[u8]) -> Result<FrameWriter, ConnError> {
-    let mine = peer_wire::random_nonce()?;
+    let mine = wire::random_nonce()?;
+    stream.get_mut().write_all(wire::hello(&mine).as_bytes()).await?;
+    let line = read_line(stream, wire::MAX_HEADER).await?;
+    let theirs = wire::check_challenge(key, &mine, &line)?;
     stream
         .get_mut()
-        .write_all(peer_wire::hello(&mine).as_bytes())
-        .await?;
-    let line = read_line(stream, peer_wire::MAX_HEADER).await?;
-    let theirs = peer_wire::check_challenge(key, &mine, &line)?;
-    stream
-        .get_mut()
-        .write_all(peer_wire::response(key, &mine, &theirs).as_bytes())
+        .write_all(wire::response(key, &mine, &theirs).as_bytes())
         .await?;
     Ok(FrameWriter::new(key, &mine, &theirs))
 }
 
 /// The receiver's half of the handshake; opens frames of this connection.
 async fn authenticate_from(stream: &mut BufReader<TcpStream>, key: &[u8]) -> Result<FrameReader, ConnError> {
-    let line = read_line(stream, peer_wire::MAX_HEADER).await?;
-    let theirs = peer_wire::parse_hello(&line)?;
-    let mine = peer_wire::random_nonce()?;
+    let line = read_line(stream, wire::MAX_HEADER).await?;
+    let theirs = wire::parse_hello(&line)?;
+    let mine = wire::random_nonce()?;
     stream
         .get_mut()
-        .write_all(peer_wire::challenge(key, &theirs, &mine).as_bytes())
+        .write_all(wire::challenge(key, &theirs, &mine).as_bytes())
         .await?;
-    let line = read_line(stream, peer_wire::MAX_HEADER).await?;
-    peer_wire::check_response(key, &theirs, &mine, &line)?;
+    let line = read_line(stream, wire::MAX_HEADER).await?;
+    wire::check_response(key, &theirs, &mine, &line)?;
     Ok(FrameReader::new(key, &theirs, &mine))
 }
 
@@ -463,7 +462,7 @@ async fn send_frames(
     text: &str,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
-    for payload in peer_wire::split_frames(text) {
+    for payload in wire::split_frames(text) {
         let frame = w.seal(payload);
         bounded(WRITE_TIMEOUT, shutdown, async {
             stream.write_all(&frame).await.map_err(ConnError::from)
@@ -518,7 +517,7 @@ pub async fn sender(
             }
         };
         let _ = stream.set_nodelay(true);
-        let mut stream = BufReader::with_capacity(peer_wire::MAX_HEADER, stream);
+        let mut stream = BufReader::with_capacity(wire::MAX_HEADER, stream);
         let mut writer = match bounded(
             HANDSHAKE_TIMEOUT,
             &mut shutdown,
@@ -551,7 +550,7 @@ pub async fn sender(
         // The walk uses its own map handle, without the balancer's lock.
         let (s, pin) = (shared.clone(), stick_pin.clone());
         let dump = tokio::task::spawn_blocking(move || {
-            let all = crate::stick_table::read_all(&pin).unwrap_or_else(|e| {
+            let all = crate::balancer::stick::read_all(&pin).unwrap_or_else(|e| {
                 log::warn!("peers: reading the stick table: {e:#}");
                 Vec::new()
             });
@@ -681,7 +680,7 @@ async fn read_frame(
     stream: &mut BufReader<TcpStream>,
     reader: &mut FrameReader,
 ) -> Result<Vec<u8>, ConnError> {
-    let line = read_line(stream, peer_wire::MAX_HEADER).await?;
+    let line = read_line(stream, wire::MAX_HEADER).await?;
     let header = reader.header(&line)?;
     let mut payload = vec![0u8; header.len];
     stream.read_exact(&mut payload).await?;

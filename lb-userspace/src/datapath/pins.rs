@@ -30,7 +30,7 @@ use lb_common::{
     MAX_SERVICES, NameSlot, PIN_FORMAT, StickEntry, StickKey, meta,
 };
 
-use crate::datapath_error::DatapathError;
+use crate::datapath::error::DatapathError;
 
 /// Where the maps of an interrupted or pending format-1 migration are kept.
 pub const FORMAT1_DIR: &str = "maps_format1";
@@ -349,7 +349,7 @@ pub fn read_format1(old: &Path) -> Result<Carried, DatapathError> {
             out.backends.push((i, Backend { service: 0, ..b }));
         }
     }
-    out.stick = crate::map_batch::read_all(&stick, 4096).map_err(err(MAP_STICK_SINGLE))?;
+    out.stick = crate::datapath::batch::read_all(&stick, 4096).map_err(err(MAP_STICK_SINGLE))?;
     Ok(out)
 }
 
@@ -402,6 +402,6 @@ pub fn link_ifindex(pin: &Path) -> std::io::Result<Option<u32>> {
     use std::os::{fd::AsFd as _, unix::ffi::OsStrExt as _};
     let path = std::ffi::CString::new(pin.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::other("pin path holds a NUL byte"))?;
-    let link = crate::bpf_sys::obj_get(&path)?;
-    crate::bpf_sys::xdp_link_ifindex(link.as_fd())
+    let link = crate::datapath::sys::obj_get(&path)?;
+    crate::datapath::sys::xdp_link_ifindex(link.as_fd())
 }

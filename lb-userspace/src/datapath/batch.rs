@@ -23,7 +23,7 @@ where
     let mut first = true;
     loop {
         let from = (!first).then_some(&token_in);
-        let (n, r) = crate::bpf_sys::lookup_batch(fd, from, &mut token_out, &mut keys, &mut values);
+        let (n, r) = crate::datapath::sys::lookup_batch(fd, from, &mut token_out, &mut keys, &mut values);
         match r.as_ref().err().and_then(|e| e.raw_os_error()) {
             None | Some(libc::ENOENT) => {
                 out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));

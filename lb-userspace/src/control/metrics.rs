@@ -24,7 +24,7 @@ use tokio::{
     sync::watch,
 };
 
-use crate::{services::Balancer, state::AgentState};
+use crate::{balancer::Balancer, control::state::AgentState};
 
 pub async fn serve(
     addr: SocketAddr,

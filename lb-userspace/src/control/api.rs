@@ -14,12 +14,12 @@ use std::{collections::HashMap, fmt::Write as _, io, net::IpAddr, path::Path};
 use lb_common::{BackendStats, ServiceStats, StickEntry, StickKey};
 
 use crate::{
+    balancer::stick::{self, Filter},
+    balancer::{Balancer, Svc},
     config::AdminState,
+    control::state::AgentState,
     datapath::coarse_now_ns,
-    services::{Balancer, Svc},
-    state::AgentState,
-    stick_maps::StickTables,
-    stick_table::{self, Filter},
+    datapath::stick_maps::StickTables,
 };
 
 /// Longest command line accepted.
@@ -105,7 +105,7 @@ impl From<io::Error> for WalkError {
 
 impl Walk {
     fn run(self, stick_pin: &Path, out: &mut dyn io::Write) -> Result<(), WalkError> {
-        let mut tables = stick_table::open_pinned(stick_pin)
+        let mut tables = stick::open_pinned(stick_pin)
             .map_err(|e| WalkError::Table(format!("cannot read the stick tables: {e:#}")))?;
         let read = |r: Result<Vec<(StickKey, StickEntry)>, _>| {
             r.map_err(|e| WalkError::Table(format!("cannot read the stick table: {e}")))
@@ -115,19 +115,19 @@ impl Walk {
                 for s in &services {
                     let n = read(tables.entries_of(s.id))?.len();
                     let size = tables.capacity(s.id).unwrap_or(0);
-                    out.write_all(stick_table::header(s, size, n).as_bytes())?;
+                    out.write_all(stick::header(s, size, n).as_bytes())?;
                 }
             }
             Walk::Show(svc, filter) => {
                 let size = tables.capacity(svc.id).unwrap_or(0);
                 let all = read(tables.entries_of(svc.id))?;
-                for line in stick_table::show(&all, &svc, size, &filter) {
+                for line in stick::show(&all, &svc, size, &filter) {
                     out.write_all(line.as_bytes())?;
                 }
             }
             Walk::Clear(svc, filter) => {
                 let n = match tables.get_mut(svc.id) {
-                    Some(t) => stick_table::clear(&mut t.map, &svc, &filter)
+                    Some(t) => stick::clear(&mut t.map, &svc, &filter)
                         .map_err(|e| WalkError::Table(format!("cannot clear: {e}")))?,
                     None => 0,
                 };
@@ -203,7 +203,7 @@ fn run(b: &mut Balancer, state: &AgentState, w: &[&str]) -> Result<Prepared, Str
         ["where", name, addr] => {
             let a: IpAddr = addr.parse().map_err(|_| format!("'{addr}' is not an IPv4 or IPv6 address"))?;
             let svc = service(b, name)?;
-            stick_table::where_is(&b.dp, svc, a)
+            stick::where_is(&b.dp, svc, a)
                 .map(Prepared::Answer)
                 .map_err(|e| format!("cannot read the data path: {e}"))
         }
@@ -220,7 +220,7 @@ fn split_target(t: &str) -> Result<(&str, &str), String> {
         .ok_or_else(|| format!("'{t}' must be written <service>/<server>."))
 }
 
-fn service<'a>(b: &'a Balancer, name: &str) -> Result<&'a crate::services::Svc, String> {
+fn service<'a>(b: &'a Balancer, name: &str) -> Result<&'a crate::balancer::Svc, String> {
     b.service(name).ok_or_else(|| {
         let names: Vec<&str> = b.services.iter().map(|s| s.cfg.name.as_str()).collect();
         format!("No such table: '{name}'. Tables: {}.", names.join(", "))
@@ -315,7 +315,7 @@ fn show_stat(snapshot: &StatSnapshot, tables: &StickTables, all: &[(StickKey, St
     let mut out = String::from(
         "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,status,weight,act,lastchg,pkts,stick_used,stick_hits,stick_misses,stick_inserts,stick_expired,redispatches,pinned_down,no_backend,\n",
     );
-    let counts: HashMap<(u16, u32), usize> = stick_table::count(all);
+    let counts: HashMap<(u16, u32), usize> = stick::count(all);
     for (s, t, stats) in &snapshot.services {
         let used_by = |backend: u32| counts.get(&(s.id as u16, backend)).copied().unwrap_or(0);
         for (v, st) in s.servers.iter().zip(stats) {

@@ -19,14 +19,15 @@ use tokio::{
 };
 
 use crate::{
-    api,
+    balancer::stick,
+    balancer::{Balancer, CheckChanges},
     config::{self, Config},
+    control::api,
+    control::peers,
+    control::state::AgentState,
     datapath::{self, Datapath, LoadOptions},
     health::{HealthChecker, Transition},
-    neigh, peers,
-    services::{Balancer, CheckChanges},
-    state::AgentState,
-    stick_table,
+    net::neigh,
 };
 
 type Shared = Arc<Mutex<Balancer>>;
@@ -82,7 +83,7 @@ pub fn lock_instance(bpffs_dir: &Path) -> Result<InstanceLock> {
 pub fn run(config_path: &Path) -> Result<()> {
     let cfg = config::load(config_path)?;
     config::check_interfaces(&cfg)?;
-    crate::admin_socket::check_path(&cfg.global.admin_socket)?;
+    crate::control::admin_socket::check_path(&cfg.global.admin_socket)?;
     datapath::ensure_bpffs().context("bpffs is not mounted at /sys/fs/bpf and mounting it failed")?;
     let _lock = lock_instance(&cfg.global.bpffs_dir)?;
     let dp = Datapath::load(&LoadOptions {
@@ -100,7 +101,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let (mut b, checks) = Balancer::new(cfg.clone(), dp, table)?;
     rt.block_on(resolve_at_start(&mut b, &mut neighbours.changes))?;
     let generic = cfg.global.xdp_mode == config::XdpMode::Generic;
-    let own_mac = crate::egress::mac(&cfg.global.interface)
+    let own_mac = crate::balancer::egress::mac(&cfg.global.interface)
         .with_context(|| format!("cannot read the MAC of {}", cfg.global.interface))?;
     b.dp.set_own_mac(own_mac)?;
     let attached = b.dp.attach(&cfg.global.interface, generic)?;
@@ -262,7 +263,7 @@ async fn serve(
     ));
     let neigh_task = tokio::spawn(follow_neighbours(shared.clone(), neighbours, shutdown.clone()));
     let metrics_task = cfg.global.metrics.map(|addr| {
-        let metrics = crate::metrics::serve(addr, shared.clone(), state.clone(), shutdown.clone());
+        let metrics = crate::control::metrics::serve(addr, shared.clone(), state.clone(), shutdown.clone());
         tokio::spawn(metrics)
     });
     log::info!("xlb: runtime API on {}", socket.display());
@@ -366,7 +367,7 @@ fn describe_global_change(a: &config::Global, b: &config::Global) -> String {
 
 /// The runtime API's listener (0600 from the moment it exists; see `admin_socket`).
 fn bind_socket(path: &Path) -> Result<UnixListener> {
-    let l = crate::admin_socket::bind(path)?;
+    let l = crate::control::admin_socket::bind(path)?;
     l.set_nonblocking(true)
         .with_context(|| format!("admin_socket {}: cannot make it non-blocking", path.display()))?;
     Ok(UnixListener::from_std(l)?)
@@ -510,11 +511,11 @@ async fn sweeper(
         let start = datapath::coarse_now_ns();
         let touched_since = replication.as_ref().map(|_| since);
         let (s, p) = (shared.clone(), policy.clone());
-        let r = tokio::task::spawn_blocking(move || -> Result<(stick_table::Swept, Duration)> {
+        let r = tokio::task::spawn_blocking(move || -> Result<(stick::Swept, Duration)> {
             let t0 = Instant::now();
-            let mut tables = stick_table::open_pinned(&pin)?;
+            let mut tables = stick::open_pinned(&pin)?;
             let current = || s.lock().expect("balancer lock").generation == p.generation;
-            let swept = stick_table::sweep(
+            let swept = stick::sweep(
                 &mut tables,
                 &p,
                 touched_since,

@@ -13,6 +13,9 @@
 //! the interface its frames leave by (followed as it changes, see `neigh`), else the last one
 //! known (from before a reload, or from the pinned maps after a restart).
 
+pub mod egress;
+pub mod stick;
+
 use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
@@ -27,12 +30,12 @@ use lb_common::{
 };
 
 use crate::{
+    balancer::egress::{Egress, EgressError, TxPorts},
     config::{self, AdminState, Config, HealthKind, Protocol, StickOn},
+    datapath::stick_maps::TableChange,
     datapath::{Datapath, DatapathError},
-    egress::{Egress, EgressError, TxPorts},
     health::{self, CheckKind, CheckSpec},
-    neigh,
-    stick_maps::TableChange,
+    net::neigh,
 };
 
 /// A server of a service, as the agent tracks it.
@@ -230,7 +233,7 @@ impl Balancer {
         dp: Datapath,
         neighbours: neigh::Table,
     ) -> Result<(Self, CheckChanges), ApplyError> {
-        let xdp_ifindex = crate::egress::ifindex(&cfg.global.interface).unwrap_or(0);
+        let xdp_ifindex = crate::balancer::egress::ifindex(&cfg.global.interface).unwrap_or(0);
         let mut b = Balancer {
             cfg: Config {
                 services: Vec::new(),

@@ -146,7 +146,7 @@ impl StickTables {
     /// Every entry of one service's table (none without a table).
     pub fn entries_of(&self, service: u32) -> Result<Vec<(StickKey, StickEntry)>> {
         match self.tables.get(&service) {
-            Some(t) => crate::map_batch::read_all(&t.map, 4096).map_err(|source| StickMapError::Map {
+            Some(t) => crate::datapath::batch::read_all(&t.map, 4096).map_err(|source| StickMapError::Map {
                 service,
                 what: "cannot read it",
                 source,
@@ -192,7 +192,8 @@ impl StickTables {
             self.tables.insert(service, StickTable { capacity, map: new });
             return Ok(TableChange::Created);
         };
-        let mut before = crate::map_batch::read_all(&old.map, 4096).map_err(map_err("cannot read it"))?;
+        let mut before =
+            crate::datapath::batch::read_all(&old.map, 4096).map_err(map_err("cannot read it"))?;
         before.sort_by_key(|(_, e)| e.last_seen_ns);
         for (k, e) in &before {
             new.insert(k, e, 0).map_err(map_err("cannot copy an entry"))?;
@@ -207,7 +208,8 @@ impl StickTables {
         // What the data path wrote into the old table between the copy and the switch.
         let seen: std::collections::HashMap<StickKey, u64> =
             before.iter().map(|(k, e)| (*k, e.last_seen_ns)).collect();
-        let mut after = crate::map_batch::read_all(&old.map, 4096).map_err(map_err("cannot read it"))?;
+        let mut after =
+            crate::datapath::batch::read_all(&old.map, 4096).map_err(map_err("cannot read it"))?;
         after.retain(|(k, e)| seen.get(k).is_none_or(|t| e.last_seen_ns > *t));
         for (k, e) in &after {
             let newer_in_new = matches!(new.get(k, 0), Ok(n) if n.last_seen_ns >= e.last_seen_ns);
@@ -301,5 +303,5 @@ fn check(service: u32, map: &StickMap) -> Result<u32> {
 /// not an error.
 fn delete_slot(outer: &MapData, index: u32) -> io::Result<()> {
     use std::os::fd::AsFd as _;
-    crate::bpf_sys::delete_elem(outer.fd().as_fd(), &index).map(|_| ())
+    crate::datapath::sys::delete_elem(outer.fd().as_fd(), &index).map(|_| ())
 }

@@ -12,10 +12,10 @@ use aya::maps::MapError;
 use lb_common::{BACKEND_DRAIN, BACKEND_UP, NO_BACKEND, StickEntry, StickKey, hash::affinity_hash};
 
 use crate::{
+    balancer::Svc,
     config::StickOn,
+    datapath::stick_maps::{StickMap, StickTables},
     datapath::{Datapath, DatapathError, coarse_now_ns},
-    services::Svc,
-    stick_maps::{StickMap, StickTables},
 };
 
 /// A filter of `show table NAME ...` / `clear table NAME ...`.
@@ -240,7 +240,7 @@ pub fn open_pinned(pin: &std::path::Path) -> anyhow::Result<StickTables> {
 
 /// Every entry of one table: the one place that reads a table whole (in batches).
 pub fn entries(map: &StickMap) -> Result<Vec<(StickKey, StickEntry)>, MapError> {
-    crate::map_batch::read_all(map, 4096)
+    crate::datapath::batch::read_all(map, 4096)
 }
 
 /// Every entry of every service's table of the pinned stick tables at `pin`.
@@ -274,7 +274,7 @@ pub struct Swept {
 /// answering.
 pub fn sweep(
     tables: &mut StickTables,
-    policy: &crate::services::SweepPolicy,
+    policy: &crate::balancer::SweepPolicy,
     touched_since: Option<u64>,
     batch: usize,
     mut between_batches: impl FnMut(),

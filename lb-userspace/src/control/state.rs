@@ -9,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use crate::{health::StatusView, peers::Peers};
+use crate::{control::peers::Peers, health::StatusView};
 
 pub struct AgentState {
     /// When the agent started (`Uptime_sec`).

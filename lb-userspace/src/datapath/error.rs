@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use lb_common::{MAGLEV_MAX_SIZE, VIP_PROBES, VIP_TABLE_SIZE};
 
-use crate::stick_maps::StickMapError;
+use crate::datapath::stick_maps::StickMapError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {

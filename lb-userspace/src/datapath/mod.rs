@@ -2,6 +2,12 @@
 //! a pinned link, write services, backends and Maglev tables (inactive slot, then flip), read
 //! and delete stick entries, sum counters, and run the program through BPF_PROG_TEST_RUN.
 
+pub mod batch;
+pub mod error;
+pub mod pins;
+pub mod stick_maps;
+pub mod sys;
+
 use std::{
     path::{Path, PathBuf},
     time::Duration,
@@ -25,8 +31,8 @@ use lb_common::{
     maglev_base, meta,
 };
 
-pub use crate::datapath_error::DatapathError;
-use crate::stick_maps::{StickMap, StickMapError, StickTables, TableChange};
+pub use crate::datapath::error::DatapathError;
+use crate::datapath::stick_maps::{StickMap, StickMapError, StickTables, TableChange};
 
 /// The compiled XDP object (built by build.rs from `lb-ebpf`).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb.bpf.o"));
@@ -116,30 +122,30 @@ impl Datapath {
         let mut pin_paths = Vec::new();
         if let Some(dir) = &opts.pin_dir {
             let maps_dir = dir.join("maps");
-            match crate::pins::inspect(dir, OBJECT)? {
-                crate::pins::Found::Nothing => {}
-                crate::pins::Found::Current => adopted = true,
-                crate::pins::Found::Format2 => {
+            match crate::datapath::pins::inspect(dir, OBJECT)? {
+                crate::datapath::pins::Found::Nothing => {}
+                crate::datapath::pins::Found::Current => adopted = true,
+                crate::datapath::pins::Found::Format2 => {
                     log::warn!(
                         "pins under {} are format 2 (an older xlb): adopting them as format {}; the \
                          global counters start again from 0",
                         dir.display(),
                         lb_common::PIN_FORMAT
                     );
-                    crate::pins::migrate_format2(&maps_dir)?;
+                    crate::datapath::pins::migrate_format2(&maps_dir)?;
                     adopted = true;
                 }
-                crate::pins::Found::Format1(found) => {
+                crate::datapath::pins::Found::Format1(found) => {
                     // The old maps move aside (the running program keeps them); fresh ones are
                     // pinned in their place and given what the old ones knew.
-                    let old = dir.join(crate::pins::FORMAT1_DIR);
+                    let old = dir.join(crate::datapath::pins::FORMAT1_DIR);
                     if found != old {
-                        crate::pins::move_pins(&found, &old)?;
+                        crate::datapath::pins::move_pins(&found, &old)?;
                     } else if maps_dir.exists() {
                         // A migration was interrupted: its new maps are incomplete; redo it.
                         remove_pinned_maps(&maps_dir)?;
                     }
-                    let c = crate::pins::read_format1(&old)?;
+                    let c = crate::datapath::pins::read_format1(&old)?;
                     log::warn!(
                         "pins under {} are format 1 (an older xlb): migrating {} stick entries, {} names \
                          and {} server states to format {}",
@@ -252,7 +258,7 @@ impl Datapath {
     /// After the new program runs: remove the old pins of a migration.
     pub fn finish_migration(&mut self) -> Result<()> {
         if let Some(m) = self.migration.take() {
-            crate::pins::remove_old(&m.old_dir).map_err(|source| DatapathError::Io {
+            crate::datapath::pins::remove_old(&m.old_dir).map_err(|source| DatapathError::Io {
                 what: "cannot remove the migrated pins",
                 path: m.old_dir,
                 source,
@@ -323,7 +329,7 @@ impl Datapath {
     /// in the XDP mode the config asks. If not (its interface went away, the config names
     /// another interface or mode), its pin is removed — which detaches it — with one warning.
     fn pinned_link_fits(&self, pin: &Path, ifname: &str, ifindex: u32, mode: u64) -> Result<bool> {
-        let on = crate::pins::link_ifindex(pin).map_err(|e| DatapathError::Link {
+        let on = crate::datapath::pins::link_ifindex(pin).map_err(|e| DatapathError::Link {
             path: pin.to_path_buf(),
             what: e.to_string(),
         })?;
@@ -888,7 +894,7 @@ pub fn remove_pins(dir: &Path) -> Result<()> {
     if link.exists() {
         std::fs::remove_file(&link).map_err(io("cannot remove pinned link", link.clone()))?;
     }
-    for sub in ["maps", crate::pins::FORMAT1_DIR] {
+    for sub in ["maps", crate::datapath::pins::FORMAT1_DIR] {
         let maps = dir.join(sub);
         if maps.exists() {
             remove_pinned_maps(&maps)?;
@@ -931,7 +937,7 @@ fn remove_link_pin(pin: &Path) -> Result<()> {
 
 /// Remove every pin under `maps` (xlb's maps directory) and the directory.
 fn remove_pinned_maps(maps: &Path) -> Result<()> {
-    crate::pins::remove_old(maps).map_err(|source| DatapathError::Io {
+    crate::datapath::pins::remove_old(maps).map_err(|source| DatapathError::Io {
         what: "cannot remove pinned maps under",
         path: maps.to_path_buf(),
         source,

@@ -1,0 +1,8 @@
+//! What operators and peers talk to: the runtime API and its socket, the metrics, the state
+//! the agent publishes for them, and the peers protocol.
+
+pub mod admin_socket;
+pub mod api;
+pub mod metrics;
+pub mod peers;
+pub mod state;

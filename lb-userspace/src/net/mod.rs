@@ -1,0 +1,4 @@
+//! The operating system's glue: neighbours and links through netlink, network namespaces.
+
+pub mod neigh;
+pub mod netns;
