@@ -185,7 +185,8 @@ async fn serve(
     let shared: Shared = Arc::new(Mutex::new(b));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (tx, mut transitions) = mpsc::unbounded_channel::<Transition>();
-    let mut hc = HealthChecker::new(tx);
+    let (mut hc, check_runner) = HealthChecker::new(tx);
+    let health_task = tokio::spawn(check_runner.run());
     apply_checks(&mut hc, checks);
     let peer_list = if cfg.global.peers.is_empty() {
         None
@@ -305,6 +306,7 @@ async fn serve(
     );
     let _ = shutdown_tx.send(true);
     hc.shutdown().await;
+    let _ = health_task.await;
     let _ = api_task.await;
     let _ = sweep_task.await;
     let _ = neigh_task.await;

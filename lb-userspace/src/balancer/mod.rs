@@ -31,10 +31,10 @@ use lb_common::{
 
 use crate::{
     balancer::egress::{Egress, EgressError, TxPorts},
-    config::{self, AdminState, Config, HealthKind, Protocol, StickOn},
+    config::{self, AdminState, Config, Protocol, StickOn},
     datapath::stick_maps::TableChange,
     datapath::{Datapath, DatapathError},
-    health::{self, CheckKind, CheckSpec},
+    health::{self, CheckSpec},
     net::neigh,
 };
 
@@ -109,30 +109,8 @@ impl Svc {
     /// The health-check target of a server, or None when checks are off.
     pub fn check_spec(&self, s: &config::Server) -> Option<CheckSpec> {
         let h = &self.cfg.health;
-        let kind = match &h.kind {
-            HealthKind::None => return None,
-            HealthKind::Tcp => CheckKind::Tcp,
-            HealthKind::Http {
-                method,
-                uri,
-                expect,
-                host,
-            } => CheckKind::Http {
-                method: method.clone(),
-                uri: uri.clone(),
-                expect: *expect,
-                host: host.clone(),
-            },
-        };
         let port = s.check_port.or(h.port).unwrap_or(self.cfg.vip.port());
-        Some(CheckSpec {
-            kind,
-            addr: SocketAddr::new(s.address, port),
-            inter: h.inter,
-            timeout: h.timeout,
-            rise: h.rise,
-            fall: h.fall,
-        })
+        CheckSpec::new(h, SocketAddr::new(s.address, port))
     }
 }
 
