@@ -250,10 +250,7 @@ mod tests {
 
     #[tokio::test]
     async fn ipv6_loopback() {
-        assert!(
-            have_v6().await,
-            "this machine has no IPv6 loopback (::1); the IPv6 checks cannot be tested"
-        );
+        require_v6().await;
         let srv = serve(V6, Behaviour::Status(200)).await;
         assert!(check_once(&tcp_spec(srv.addr)).await.is_ok());
         let o = check_once(&http_spec(srv.addr, None)).await;

@@ -213,10 +213,7 @@ async fn shutdown_cancels_an_in_flight_check() {
 
 #[tokio::test]
 async fn ipv6_loopback_through_the_checker() {
-    assert!(
-        have_v6().await,
-        "this machine has no IPv6 loopback (::1); the IPv6 checks cannot be tested"
-    );
+    require_v6().await;
     let bad = serve(V6, Behaviour::Status(503)).await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut hc = checker(tx);
