@@ -24,7 +24,7 @@ pub enum Attached {
 }
 
 impl Datapath {
-    /// Attach the data path to `ifindex`. With a pin directory, an XDP link pinned there by an
+    /// Attach the data path to `ifname`. With a pin directory, an XDP link pinned there by an
     /// earlier run is updated in place to run this program (atomic: no packet is missed);
     /// otherwise a new link is made (native mode first unless `generic`) and pinned, so the data
     /// path keeps forwarding when the agent exits.
