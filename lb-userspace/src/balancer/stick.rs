@@ -14,6 +14,7 @@ use lb_common::{BACKEND_DRAIN, BACKEND_UP, NO_BACKEND, StickEntry, StickKey, has
 use crate::{
     balancer::Svc,
     config::StickOn,
+    datapath::batch::delete_all,
     datapath::stick_maps::{StickMap, StickTables},
     datapath::{Datapath, DatapathError, coarse_now_ns},
 };
@@ -127,21 +128,16 @@ pub fn show<'a>(
     )
 }
 
-/// `clear table NAME [filter]` on the service's own table: how many entries were removed.
+/// `clear table NAME [filter]` on the service's own table: how many entries were removed
+/// (an entry that expired or was evicted since the read is not counted).
 pub fn clear(map: &mut StickMap, svc: &Svc, filter: &Filter) -> Result<usize, MapError> {
     let all = entries(map)?;
-    let mut n = 0;
-    for (k, e) in entries_of(&all, svc) {
-        if filter.matches(svc, &k, &e) {
-            match map.remove(&k) {
-                Ok(()) => n += 1,
-                // Expired or evicted since the read.
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(n)
+    let doomed: Vec<StickKey> = entries_of(&all, svc)
+        .into_iter()
+        .filter(|(k, e)| filter.matches(svc, k, e))
+        .map(|(k, _)| k)
+        .collect();
+    delete_all(map, &doomed)
 }
 
 /// Entries per (service id, backend id), from `all`.
@@ -248,6 +244,43 @@ pub fn read_all(pin: &std::path::Path) -> anyhow::Result<Vec<(StickKey, StickEnt
     Ok(open_pinned(pin)?.entries()?)
 }
 
+/// Doomed entries re-checked, then deleted in one batch. A client that comes back between
+/// its entry's re-check and the deletion loses the entry (as one coming back between a
+/// re-check and a single deletion did); a run of 1024 lookups keeps that window near a
+/// millisecond while one system call still deletes a thousand entries.
+const RECHECK_RUN: usize = 1024;
+
+/// Re-check `run` (entries the walk found doomed, with the last-seen time it saw) and delete,
+/// in one batch per table, those not seen again since: a client may have come back (or been
+/// re-pinned) since the walk, and its entry then lives on (counted in `used`). An entry is in
+/// its own service's table. Returns how many were deleted (one the data path evicted meanwhile
+/// is not counted).
+fn recheck_and_delete(
+    tables: &mut StickTables,
+    run: &[(StickKey, u64)],
+    used: &mut std::collections::HashMap<u16, usize>,
+) -> Result<usize, MapError> {
+    let mut doomed: std::collections::BTreeMap<u16, Vec<StickKey>> = Default::default();
+    for (k, seen_ns) in run {
+        let Some(table) = tables.get(k.service as u32) else {
+            continue;
+        };
+        match table.map.get(k, 0) {
+            Ok(e) if e.last_seen_ns == *seen_ns => doomed.entry(k.service).or_default().push(*k),
+            // Came back: still live.
+            Ok(_) => *used.entry(k.service).or_default() += 1,
+            Err(_) => {}
+        }
+    }
+    let mut deleted = 0;
+    for (service, keys) in doomed {
+        if let Some(table) = tables.get_mut(service as u32) {
+            deleted += delete_all(&mut table.map, &keys)?;
+        }
+    }
+    Ok(deleted)
+}
+
 /// What one sweep did.
 #[derive(Debug, Default)]
 pub struct Swept {
@@ -270,7 +303,7 @@ pub struct Swept {
 /// does not serve the entry's service (a removed server, an id since reused) — but the stale
 /// ones only if `still_current()` says after the walk that `policy` still describes the
 /// configuration. Collects the live entries touched since `touched_since`, if given. Works on
-/// handles of its own (one batched read of each table, then the deletions) so the agent keeps
+/// handles of its own (one batched read of each table, then batched deletions) so the agent keeps
 /// answering.
 pub fn sweep(
     tables: &mut StickTables,
@@ -315,28 +348,20 @@ pub fn sweep(
         }
         stale.clear();
     }
-    let n_stale = stale.len();
-    for (i, (k, seen_ns)) in stale.iter().chain(expired.iter()).enumerate() {
-        // An entry lives in its own service's table.
-        let Some(table) = tables.get_mut(k.service as u32) else {
-            continue;
-        };
-        // Re-check: the client may have come back (or been re-pinned) since the walk.
-        match table.map.get(k, 0) {
-            Ok(e) if e.last_seen_ns == *seen_ns => {
-                if table.map.remove(k).is_ok() {
-                    out.deleted += 1;
-                    if i < n_stale {
-                        out.stale += 1;
-                    }
-                }
+    let mut done = 0;
+    for (list, is_stale) in [(&stale, true), (&expired, false)] {
+        for run in list.chunks(RECHECK_RUN.min(batch.max(1))) {
+            let deleted = recheck_and_delete(tables, run, &mut out.used)?;
+            out.deleted += deleted;
+            if is_stale {
+                out.stale += deleted;
             }
-            // Came back: still live.
-            Ok(_) => *out.used.entry(k.service).or_default() += 1,
-            Err(_) => {}
-        }
-        if (i + 1) % batch == 0 {
-            between_batches();
+            // As many calls as one per `batch` entries re-checked.
+            let before = done / batch;
+            done += run.len();
+            for _ in before..done / batch {
+                between_batches();
+            }
         }
     }
     Ok(out)

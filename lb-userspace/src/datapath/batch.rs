@@ -1,11 +1,28 @@
-//! Reading a whole hash map in batches (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6+): one system call
-//! per few thousand entries instead of two per entry, which is what walking a million-entry
-//! stick table costs otherwise. aya 0.14 has no batch operations, hence this small module.
-//! On a kernel without them it falls back to aya's per-entry iterator.
+//! Reading a whole hash map and deleting many of its entries in batches
+//! (`BPF_MAP_LOOKUP_BATCH`, `BPF_MAP_DELETE_BATCH`, Linux 5.6+): one system call per few
+//! thousand entries instead of one or two per entry, which is what walking or sweeping a
+//! million-entry stick table costs otherwise. aya 0.14 has no batch operations, hence this
+//! small module. On a kernel without them it falls back to aya's per-entry calls.
 
 use std::os::fd::AsFd as _;
 
-use aya::maps::{HashMap, IterableMap as _, MapData, MapError};
+use aya::{
+    maps::{HashMap, IterableMap as _, MapData, MapError},
+    sys::SyscallError,
+};
+
+/// The kernel's internal "operation not supported" (`ENOTSUPP`, not in libc): what a batch
+/// command on a map type without batch operations returns.
+const ENOTSUPP: i32 = 524;
+
+/// Errors that mean "this kernel has no batch operations for this map": fall back to one
+/// system call per entry. (EINVAL: a kernel older than 5.6 does not know the command.)
+fn no_batch_ops(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::ENOTSUP) | Some(ENOTSUPP)
+    )
+}
 
 /// Every entry of `map`, read `chunk` entries per call (the kernel may return fewer). Entries
 /// added or removed during the walk may or may not be seen, as with any walk of a live map.
@@ -38,9 +55,14 @@ where
                 values.resize(len, V::default());
                 continue;
             }
-            // No batch operations here (old kernel): walk entry by entry.
-            Some(libc::EINVAL) | Some(libc::ENOTSUP) | Some(524) if first => return walk(map),
-            Some(_) => return Err(MapError::IoError(r.expect_err("an error"))),
+            Some(_) => {
+                let e = r.expect_err("an error");
+                // No batch operations here (old kernel): walk entry by entry.
+                if first && no_batch_ops(&e) {
+                    return walk(map);
+                }
+                return Err(MapError::IoError(e));
+            }
         }
         first = false;
         token_in = token_out;
@@ -62,4 +84,64 @@ where
         }
     }
     Ok(out)
+}
+
+/// Delete `keys` from `map`, one `BPF_MAP_DELETE_BATCH` per run of keys the map still holds. A
+/// key it no longer holds (expired, evicted by the data path, deleted by another walk) is
+/// skipped: the kernel stops at it, and the deletion goes on after it. Returns how many entries
+/// were deleted. The one routine that deletes stick entries (`clear table`, the sweep, the
+/// agent's single deletions through `delete_one`).
+pub fn delete_all<K, V>(map: &mut HashMap<MapData, K, V>, keys: &[K]) -> Result<usize, MapError>
+where
+    K: aya::Pod,
+    V: aya::Pod,
+{
+    let mut deleted = 0;
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let n = match crate::datapath::sys::delete_batch(map.map().fd().as_fd(), rest) {
+            Ok(n) => n,
+            Err(e) if deleted == 0 && rest.len() == keys.len() && no_batch_ops(&e) => {
+                return delete_each(map, keys);
+            }
+            Err(io_error) => {
+                return Err(SyscallError {
+                    call: "bpf_map_delete_batch",
+                    io_error,
+                }
+                .into());
+            }
+        };
+        deleted += n;
+        // `rest[n]`, if any, was not in the map.
+        rest = rest.get(n + 1..).unwrap_or_default();
+    }
+    Ok(deleted)
+}
+
+/// Delete one entry; false when the map did not hold it.
+pub fn delete_one<K, V>(map: &mut HashMap<MapData, K, V>, key: &K) -> Result<bool, MapError>
+where
+    K: aya::Pod,
+    V: aya::Pod,
+{
+    match map.remove(key) {
+        Ok(()) => Ok(true),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `delete_all` on a kernel without batch operations: one system call per key.
+fn delete_each<K, V>(map: &mut HashMap<MapData, K, V>, keys: &[K]) -> Result<usize, MapError>
+where
+    K: aya::Pod,
+    V: aya::Pod,
+{
+    let mut deleted = 0;
+    for k in keys {
+        deleted += usize::from(delete_one(map, k)?);
+    }
+    Ok(deleted)
 }

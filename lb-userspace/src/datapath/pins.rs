@@ -1,5 +1,6 @@
 //! The data path's pins under `bpffs_dir`: which format they are, whether they fit this
-//! program, and how the state of an older format is carried into a new one.
+//! program, how the state of an older format is carried into a new one, and removing them
+//! (`xlb detach`); and bpffs itself, mounted when a fresh machine has none.
 //!
 //! Layout: `<bpffs_dir>/maps/<MAP>` for every map and `<bpffs_dir>/link` for the XDP link.
 //! `MAP_META` records the format (`PIN_FORMAT`); pins without it are format 1 (xlb up to
@@ -25,6 +26,7 @@
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo};
+use aya_obj::generated::{BPF_F_RDONLY_PROG, bpf_map_type};
 use lb_common::{
     ALL_MAPS, Backend, MAP_BACKENDS, MAP_GLOBAL_STATS, MAP_META, MAP_NAMES, MAP_STICK_SINGLE, MAX_BACKENDS,
     MAX_SERVICES, NameSlot, PIN_FORMAT, StickEntry, StickKey, meta,
@@ -36,11 +38,10 @@ use crate::datapath::error::DatapathError;
 pub const FORMAT1_DIR: &str = "maps_format1";
 
 // BPF map types, as `MapInfo::map_type` and the object report them.
-const ARRAY: u32 = 2;
-const PERCPU_ARRAY: u32 = 6;
-const LRU_HASH: u32 = 9;
-const DEVMAP: u32 = 14;
-const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+const ARRAY: u32 = bpf_map_type::BPF_MAP_TYPE_ARRAY as u32;
+const PERCPU_ARRAY: u32 = bpf_map_type::BPF_MAP_TYPE_PERCPU_ARRAY as u32;
+const LRU_HASH: u32 = bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32;
+const DEVMAP: u32 = bpf_map_type::BPF_MAP_TYPE_DEVMAP as u32;
 
 /// What a map is, as the kernel reports it for a pin and as the object defines it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -404,4 +405,61 @@ pub fn link_ifindex(pin: &Path) -> std::io::Result<Option<u32>> {
         .map_err(|_| std::io::Error::other("pin path holds a NUL byte"))?;
     let link = crate::datapath::sys::obj_get(&path)?;
     crate::datapath::sys::xdp_link_ifindex(link.as_fd())
+}
+
+/// Remove the pinned link (which detaches the program) and every pinned map under `dir`.
+pub fn remove_pins(dir: &Path) -> Result<(), DatapathError> {
+    let io = |what: &'static str, path: PathBuf| move |source| DatapathError::Io { what, path, source };
+    let link = dir.join("link");
+    if link.exists() {
+        std::fs::remove_file(&link).map_err(io("cannot remove pinned link", link.clone()))?;
+    }
+    for sub in ["maps", crate::datapath::pins::FORMAT1_DIR] {
+        let maps = dir.join(sub);
+        if maps.exists() {
+            remove_pinned_maps(&maps)?;
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir(dir).map_err(io("cannot remove", dir.to_path_buf()))?;
+    }
+    Ok(())
+}
+
+/// Remove every pin under `maps` (xlb's maps directory) and the directory.
+pub(crate) fn remove_pinned_maps(maps: &Path) -> Result<(), DatapathError> {
+    crate::datapath::pins::remove_old(maps).map_err(|source| DatapathError::Io {
+        what: "cannot remove pinned maps under",
+        path: maps.to_path_buf(),
+        source,
+    })
+}
+
+/// Mount bpffs at /sys/fs/bpf when it is not mounted (fresh machines).
+pub fn ensure_bpffs() -> std::io::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains("bpf"))
+    {
+        return Ok(());
+    }
+    std::fs::create_dir_all("/sys/fs/bpf")?;
+    let src = c"bpffs";
+    let target = c"/sys/fs/bpf";
+    let fstype = c"bpf";
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
-//! The few `bpf(2)` commands aya 0.14 does not wrap: a batched lookup, deleting an element of
-//! a map aya hands out no delete for (an array-of-maps slot), opening a pin, and reading an
-//! XDP link's interface. The one place in xlb that makes the raw system call; `union bpf_attr`,
+//! The few `bpf(2)` commands aya 0.14 does not wrap: a batched lookup and a batched delete,
+//! deleting an element of a map aya hands out no delete for (an array-of-maps slot), opening a
+//! pin, and reading an XDP link's interface. The one place in xlb that makes the raw system call; `union bpf_attr`,
 //! the command numbers and `struct bpf_link_info` are the kernel's, as aya-obj generates them.
 
 use std::{
@@ -59,6 +59,27 @@ pub fn lookup_batch<K, V>(
     // SAFETY: the kernel wrote `count` back into the batch member it was given.
     let n = unsafe { attr.batch.count } as usize;
     (n.min(count), r)
+}
+
+/// `BPF_MAP_DELETE_BATCH`: delete `keys` (each of the map's key size) from `map`, in order.
+/// The kernel stops at the first key it cannot delete. `Ok(n)`: the first `n` keys were
+/// deleted, and when `n < keys.len()`, `keys[n]` was not in the map (ENOENT). Any other error
+/// is returned as it is (how many were deleted before it is then unknown).
+pub fn delete_batch<K>(map: BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> {
+    let mut attr = zeroed();
+    attr.batch.keys = keys.as_ptr() as u64;
+    attr.batch.count = keys.len() as u32;
+    attr.batch.map_fd = map.as_raw_fd() as u32;
+    match sys_bpf(bpf_cmd::BPF_MAP_DELETE_BATCH, &mut attr) {
+        Ok(_) => Ok(keys.len()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            // SAFETY: the kernel wrote how many it deleted back into the batch member it was
+            // given (it zeroes it before the first deletion, so an ENOENT always comes with it).
+            let n = unsafe { attr.batch.count } as usize;
+            Ok(n.min(keys.len()))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `BPF_MAP_DELETE_ELEM` of `key` (of the map's key size) in `map`; false when it was absent.

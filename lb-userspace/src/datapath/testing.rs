@@ -1,0 +1,75 @@
+//! Running the program without an interface (BPF_PROG_TEST_RUN), for tests and benchmarks, and
+//! the hooks only the benchmarks use.
+
+use std::time::Duration;
+
+use aya::{
+    maps::{Array, MapData, PerCpuArray},
+    programs::{TestRun as _, TestRunOptions},
+};
+
+use crate::datapath::{Datapath, DatapathError, Result, map_err, no_map, prog_err};
+
+/// Result of one BPF_PROG_TEST_RUN.
+#[derive(Debug)]
+pub struct RunResult {
+    pub verdict: u32,
+    pub data: Vec<u8>,
+    /// Average time per repetition, as the kernel measured it.
+    pub duration: Duration,
+}
+
+impl Datapath {
+    /// Benchmark only: reset the fresh-source counter and set its wrap (0 = never wraps).
+    pub fn set_bench_wrap(&mut self, wrap: u32) -> Result<()> {
+        let map = self.ebpf.map_mut("XLB_BENCH").ok_or(no_map("XLB_BENCH"))?;
+        let mut a: PerCpuArray<&mut MapData, u32> =
+            PerCpuArray::try_from(map).map_err(map_err("XLB_BENCH"))?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Io {
+            what: "cannot count CPUs",
+            path: "/sys/devices/system/cpu/possible".into(),
+            source: e,
+        })?;
+        a.set(
+            0,
+            aya::maps::PerCpuValues::try_from(vec![0u32; cpus]).expect("nr_cpus values"),
+            0,
+        )
+        .map_err(map_err("XLB_BENCH"))?;
+        a.set(
+            1,
+            aya::maps::PerCpuValues::try_from(vec![wrap; cpus]).expect("nr_cpus values"),
+            0,
+        )
+        .map_err(map_err("XLB_BENCH"))
+    }
+
+    /// Benchmark only: the e2e floor program's VIP and backend (`lb_common::FloorTarget`).
+    pub fn set_floor_target(&mut self, target: lb_common::FloorTarget) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(lb_common::MAP_FLOOR_TARGET)
+            .ok_or(no_map(lb_common::MAP_FLOOR_TARGET))?;
+        let mut a: Array<&mut MapData, lb_common::FloorTarget> =
+            Array::try_from(map).map_err(map_err(lb_common::MAP_FLOOR_TARGET))?;
+        a.set(0, target, 0).map_err(map_err(lb_common::MAP_FLOOR_TARGET))
+    }
+
+    /// Run program `prog` on `data` `repeat` times (the kernel feeds each repetition the
+    /// previous one's output).
+    pub fn test_run(&mut self, prog: &str, data: &[u8], repeat: u32) -> Result<RunResult> {
+        let p = self.program(prog)?;
+        let mut out = vec![0u8; data.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(data);
+        opts.data_out = Some(&mut out);
+        opts.repeat = repeat.max(1);
+        let r = p.test_run(opts).map_err(prog_err(prog))?;
+        out.truncate(r.data_size_out as usize);
+        Ok(RunResult {
+            verdict: r.return_value,
+            data: out,
+            duration: r.duration,
+        })
+    }
+}
