@@ -113,7 +113,6 @@ pub struct Topology {
     procs: ProcessSet,
 }
 
-/// The index of [`HOST_IF`] inside namespace `ns`.
 /// MAC, IPv4 and IPv6 address of bridged host number `n`.
 fn bridged_addrs(n: u8) -> ([u8; 6], Ipv4Addr, Ipv6Addr) {
     (
@@ -123,6 +122,7 @@ fn bridged_addrs(n: u8) -> ([u8; 6], Ipv4Addr, Ipv6Addr) {
     )
 }
 
+/// The index of [`HOST_IF`] inside namespace `ns`.
 fn host_ifindex(ns: &str) -> Result<u32> {
     let ifindex = netns::run_in(ns, || {
         let c = std::ffi::CString::new(HOST_IF).expect("no NUL");

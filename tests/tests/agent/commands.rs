@@ -7,10 +7,8 @@ use std::{
     time::Duration,
 };
 
-use harness::lbenv::{LbEnv, Opts};
+use harness::lbenv::{LbEnv, Opts, env};
 use harness::metrics;
-
-use crate::env;
 
 fn raw(e: &LbEnv, bytes: &[u8]) -> String {
     let mut s = UnixStream::connect(&e.socket).unwrap();
@@ -27,10 +25,8 @@ fn every_command_and_its_format() {
     let e = env(
         "api",
         Opts {
-            v4_sources: 30,
-            v6_sources: 2,
             metrics: Some("127.0.0.1:9100".into()),
-            ..Default::default()
+            ..Opts::sources(30, 2)
         },
     );
     let mut pins = Vec::new();
@@ -286,14 +282,7 @@ fn every_command_and_its_format() {
 
 #[test]
 fn garbage_on_the_socket_gets_an_error_and_the_agent_lives() {
-    let e = env(
-        "garbage",
-        Opts {
-            v4_sources: 4,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    );
+    let e = env("garbage", Opts::sources(4, 0));
     let long = vec![b'a'; 10_000];
     assert_eq!(raw(&e, &long), "Command too long: at most 4096 bytes.\n");
     let bin: Vec<u8> = (0..=255u8).cycle().take(600).filter(|b| *b != b'\n').collect();
@@ -318,14 +307,7 @@ fn garbage_on_the_socket_gets_an_error_and_the_agent_lives() {
 
 #[test]
 fn cli_wraps_the_api_with_exit_codes() {
-    let e = env(
-        "cli",
-        Opts {
-            v4_sources: 4,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    );
+    let e = env("cli", Opts::sources(4, 0));
     let s: IpAddr = e.sources4[0];
     let b = e.get_vip(s).unwrap();
     let out = e.cli(&["show", "table", "be_app"]).unwrap();

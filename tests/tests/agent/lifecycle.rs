@@ -1,30 +1,24 @@
 //! Detaching, and an admin socket path that is taken.
 
-use harness::lbenv::{LbEnv, Opts};
-
-use crate::env;
+use harness::lbenv::{LbEnv, Opts, env};
 
 #[test]
 fn detach_removes_the_program_and_the_pins() {
-    let e = env(
-        "detach",
-        Opts {
-            v4_sources: 2,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    );
+    let e = env("detach", Opts::sources(2, 0));
     let s = e.sources4[0];
     e.get_vip(s).unwrap();
     let bin = harness::lbenv::xlb_bin();
     let ns = e.topo.host(e.lb).ns.clone();
+    let detach = || {
+        std::process::Command::new(&bin)
+            .args(["detach", "-c"])
+            .arg(&e.config)
+            .args(["--netns", &ns])
+            .output()
+            .unwrap()
+    };
     // While the agent runs, detach refuses.
-    let out = std::process::Command::new(&bin)
-        .args(["detach", "-c"])
-        .arg(&e.config)
-        .args(["--netns", &ns])
-        .output()
-        .unwrap();
+    let out = detach();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("an agent is running"),
@@ -41,12 +35,7 @@ fn detach_removes_the_program_and_the_pins() {
             .contains("prog/xdp")
     );
     // ... until detach removes the link and the maps.
-    let out = std::process::Command::new(&bin)
-        .args(["detach", "-c"])
-        .arg(&e.config)
-        .args(["--netns", &ns])
-        .output()
-        .unwrap();
+    let out = detach();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!e.bpffs.exists(), "pins removed");
     assert!(
@@ -64,15 +53,8 @@ fn detach_removes_the_program_and_the_pins() {
 
 #[test]
 fn admin_socket_path_holding_a_regular_file_stops_the_agent_and_keeps_the_file() {
-    let e = LbEnv::new(
-        "sockfile",
-        Opts {
-            v4_sources: 1,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("building the harness (needs root): {e:#}"));
+    let e = LbEnv::new("sockfile", Opts::sources(1, 0))
+        .unwrap_or_else(|e| panic!("building the harness (needs root): {e:#}"));
     std::fs::write(&e.socket, "not a socket").unwrap();
     let err = format!(
         "{:#}",

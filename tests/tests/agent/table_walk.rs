@@ -2,9 +2,7 @@
 
 use std::{io::Write as _, net::IpAddr, os::unix::net::UnixStream, time::Duration};
 
-use harness::lbenv::{LbEnv, Opts};
-
-use crate::env;
+use harness::lbenv::{LbEnv, Opts, env};
 
 /// `cmd`'s answer read as it streams: (lines, time to the first byte, time to the end).
 fn api_streamed(e: &LbEnv, cmd: &str) -> (usize, Duration, Duration) {
@@ -43,12 +41,10 @@ fn health_checks_keep_their_interval_while_a_million_entry_table_is_walked() {
         "walk",
         Opts {
             backends: 2,
-            v4_sources: 0,
-            v6_sources: 0,
             // Each service has its own table: room for the million in be_app's.
             stick_size: 1_100_000,
             inter: format!("{}ms", inter.as_millis()),
-            ..Default::default()
+            ..Opts::sources(0, 0)
         },
     );
     // be_app's id, from `show servers state` (be_id = id + 1).

@@ -5,7 +5,7 @@ use harness::fixture::*;
 use harness::packet::*;
 use lb_common::{FAMILY_V4, FAMILY_V6, PROTO_TCP, STICK_NONE, VipKey, gstat};
 
-use crate::{t4, t6};
+use crate::{from_client, t4, t6};
 
 // --- passed untouched -------------------------------------------------------------------------
 
@@ -13,15 +13,15 @@ use crate::{t4, t6};
 fn non_vip_arp_and_unconfigured_port_pass_untouched() {
     let mut lb = Lb::new(Svc::default());
     lb.passed_untouched(
-        &tcp4(CLIENT_MAC, LB_MAC, client4(1), 40000, [10, 0, 0, 11], 80, TCP_ACK),
+        &from_client(Frame::tcp(client4(1), 40000, [10, 0, 0, 11], 80, TCP_ACK)),
         "non-VIP address",
     );
     lb.passed_untouched(
-        &tcp4(CLIENT_MAC, LB_MAC, client4(1), 40000, VIP4, 443, TCP_ACK),
+        &from_client(Frame::tcp(client4(1), 40000, VIP4, 443, TCP_ACK)),
         "VIP on an unconfigured port",
     );
     lb.passed_untouched(
-        &udp4(CLIENT_MAC, LB_MAC, client4(1), 40000, VIP4, 80),
+        &from_client(Frame::udp(client4(1), 40000, VIP4, 80)),
         "VIP port of another protocol",
     );
     lb.passed_untouched(&eth([0xff; 6], CLIENT_MAC, None, ETH_P_ARP, &[0u8; 28]), "ARP");
@@ -36,7 +36,7 @@ fn non_vip_arp_and_unconfigured_port_pass_untouched() {
         "ICMP echo to the VIP",
     );
     lb.passed_untouched(
-        &tcp6(CLIENT_MAC, LB_MAC, client6(1), 40000, client6(2), 80, TCP_ACK),
+        &from_client(Frame::tcp(client6(1), 40000, client6(2), 80, TCP_ACK)),
         "non-VIP IPv6",
     );
     assert!(lb.entries().is_empty());
@@ -57,15 +57,13 @@ fn port_zero_service_takes_any_port() {
     vips.push((key, 0));
     lb.dp.install_vips(&vips).unwrap();
     for port in [22u16, 80, 8443] {
-        lb.forwarded_to(&tcp4(
-            CLIENT_MAC,
-            LB_MAC,
+        lb.forwarded_to(&from_client(Frame::tcp(
             client4(1),
             40000,
             [10, 0, 0, 20],
             port,
             TCP_ACK,
-        ));
+        )));
     }
 }
 
@@ -84,18 +82,23 @@ fn vip_frames_not_addressed_to_our_mac_are_passed_never_forwarded() {
         ([0x03, 0, 0, 0, 0, 0xaa], "our MAC but its first byte"),
     ];
     for (dst, what) in foreign {
-        lb.passed_untouched(&tcp4(CLIENT_MAC, dst, c, 40000, VIP4, 80, TCP_ACK), what);
         lb.passed_untouched(
-            &tcp6(CLIENT_MAC, dst, client6(40), 40000, VIP6, 80, TCP_ACK),
+            &Frame::tcp(c, 40000, VIP4, 80, TCP_ACK)
+                .macs(CLIENT_MAC, dst)
+                .bytes(),
             what,
         );
-        let tagged = eth(
-            dst,
-            CLIENT_MAC,
-            Some(100),
-            ETH_P_IP,
-            &ipv4(c, VIP4, 17, &udp(5000, 53, b"q")),
+        lb.passed_untouched(
+            &Frame::tcp(client6(40), 40000, VIP6, 80, TCP_ACK)
+                .macs(CLIENT_MAC, dst)
+                .bytes(),
+            what,
         );
+        let tagged = Frame::udp(c, 5000, VIP4, 53)
+            .payload(b"q")
+            .vlan(100)
+            .macs(CLIENT_MAC, dst)
+            .bytes();
         lb.passed_untouched(&tagged, what);
     }
     assert_eq!(lb.gstat(gstat::Counter::PassNotOurMac), 3 * foreign.len() as u64);
@@ -167,13 +170,7 @@ fn vlan_tagged_packet_is_balanced_and_keeps_its_tag() {
     let mut lb = Lb::new(Svc::default());
     let c = client4(12);
     let plain = lb.forwarded_to(&t4(c, 40000, TCP_ACK));
-    let tagged = eth(
-        LB_MAC,
-        CLIENT_MAC,
-        Some(100),
-        ETH_P_IP,
-        &ipv4(c, VIP4, 6, &tcp(40001, 80, TCP_ACK, b"x")),
-    );
+    let tagged = from_client(Frame::tcp(c, 40001, VIP4, 80, TCP_ACK).payload(b"x").vlan(100));
     let (v, out) = lb.run(&tagged);
     assert_eq!(v, XDP_TX);
     assert_eq!(out[..6], be_mac(plain));
@@ -204,13 +201,7 @@ fn backend_on_another_interface_goes_out_by_xdp_redirect() {
     assert_eq!(lb.gstat(gstat::Counter::Redirect), 1);
     assert_eq!(lb.gstat(gstat::Derived::Tx), 1, "the first packet went by XDP_TX");
     // A tagged frame keeps its tag on XDP_REDIRECT too (documented in forward.rs).
-    let tagged = eth(
-        LB_MAC,
-        CLIENT_MAC,
-        Some(100),
-        ETH_P_IP,
-        &ipv4(c, VIP4, 6, &tcp(40002, 80, TCP_ACK, b"")),
-    );
+    let tagged = from_client(Frame::tcp(c, 40002, VIP4, 80, TCP_ACK).payload(b"").vlan(100));
     let (v, out) = lb.run(&tagged);
     assert_eq!(v, 4, "XDP_REDIRECT");
     assert_eq!(

@@ -4,7 +4,7 @@ use harness::fixture::*;
 use harness::packet::*;
 use lb_common::{STICK_NONE, STICK_SRC_PORT, gstat};
 
-use crate::{t4, t6, udp4_datagram, udp6_datagram};
+use crate::{from_client, t4, t6, udp4_datagram, udp6_datagram};
 
 // --- fragments ----------------------------------------------------------------------------------
 
@@ -12,46 +12,26 @@ use crate::{t4, t6, udp4_datagram, udp6_datagram};
 fn fragments_of_one_client_go_to_one_backend() {
     let mut lb = Lb::new(Svc::default());
     let c = client4(13);
-    let pinned = lb.forwarded_to(&udp4(CLIENT_MAC, LB_MAC, c, 5000, VIP4, 53));
-    // First fragment (MF set, offset 0): has the UDP header.
-    let first = eth(
-        LB_MAC,
-        CLIENT_MAC,
-        None,
-        ETH_P_IP,
-        &ipv4_opts(c, VIP4, 17, 0x2000, &[], &udp(5000, 53, &[0u8; 32])),
-    );
-    // A later fragment (offset 5 x 8 bytes): no L4 header at all.
-    let later = eth(
-        LB_MAC,
-        CLIENT_MAC,
-        None,
-        ETH_P_IP,
-        &ipv4_opts(c, VIP4, 17, 5, &[], &[0xeeu8; 24]),
-    );
+    let pinned = lb.forwarded_to(&from_client(Frame::udp(c, 5000, VIP4, 53)));
+    // From `src`: a first fragment (MF set, offset 0) with the UDP header, and a later one
+    // (offset 5 x 8 bytes) with no L4 header at all.
+    let first_and_later = |src: [u8; 4]| {
+        let frame = |ip: Vec<u8>| eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, &ip);
+        (
+            frame(ipv4_opts(src, VIP4, 17, 0x2000, &[], &udp(5000, 53, &[0u8; 32]))),
+            frame(ipv4_opts(src, VIP4, 17, 5, &[], &[0xeeu8; 24])),
+        )
+    };
+    let (first, later) = first_and_later(c);
     assert_eq!(lb.forwarded_to(&first), pinned);
     assert_eq!(lb.forwarded_to(&later), pinned);
     // A client never seen before: the later fragment follows the first.
-    let n = client4(14);
-    let f1 = eth(
-        LB_MAC,
-        CLIENT_MAC,
-        None,
-        ETH_P_IP,
-        &ipv4_opts(n, VIP4, 17, 0x2000, &[], &udp(5000, 53, &[0u8; 32])),
-    );
-    let f2 = eth(
-        LB_MAC,
-        CLIENT_MAC,
-        None,
-        ETH_P_IP,
-        &ipv4_opts(n, VIP4, 17, 5, &[], &[0xeeu8; 24]),
-    );
+    let (f1, f2) = first_and_later(client4(14));
     assert_eq!(lb.forwarded_to(&f1), lb.forwarded_to(&f2));
     assert_eq!(lb.gstat(gstat::Counter::Fragment), 4);
     // IPv6: fragment header, first and later fragment.
     let c6 = client6(13);
-    let pinned6 = lb.forwarded_to(&udp6(CLIENT_MAC, LB_MAC, c6, 5000, VIP6, 53));
+    let pinned6 = lb.forwarded_to(&from_client(Frame::udp(c6, 5000, VIP6, 53)));
     let mut p1 = v6_frag(17, 0, true);
     p1.extend(udp(5000, 53, &[0u8; 32]));
     let mut p2 = v6_frag(17, 5, false);
@@ -179,10 +159,10 @@ fn later_fragment_before_its_first_is_passed_and_counted_then_the_rest_follow_th
     lb.passed_untouched(&stray[0], "first fragment to an unconfigured port");
     lb.passed_untouched(&stray[1], "later fragment to an unconfigured port");
     // The LB host's own fragmented traffic (to no VIP) is the kernel's, as before.
-    let own: Vec<Vec<u8>> = ipv4_fragments(client4(44), [10, 0, 0, 1], 17, 7, &udp(5000, 53, &[1; 40]), 16)
-        .iter()
-        .map(|p| eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, p))
-        .collect();
+    let own = Frame::udp(client4(44), 5000, [10, 0, 0, 1], 53)
+        .payload(&[1; 40])
+        .macs(CLIENT_MAC, LB_MAC)
+        .fragments(7, 16);
     for (k, f) in own.iter().enumerate() {
         lb.passed_untouched(f, &format!("fragment {k} of the host's own datagram"));
     }
@@ -206,8 +186,8 @@ fn fragments_of_a_src_port_or_no_affinity_flow_go_where_its_whole_packets_go() {
         });
         for p in 0..16u16 {
             let (c4, c6, sport) = (client4(41), client6(41), 7000 + p);
-            let whole4 = lb.forwarded_to(&udp4(CLIENT_MAC, LB_MAC, c4, sport, VIP4, 53));
-            let whole6 = lb.forwarded_to(&udp6(CLIENT_MAC, LB_MAC, c6, sport, VIP6, 53));
+            let whole4 = lb.forwarded_to(&from_client(Frame::udp(c4, sport, VIP4, 53)));
+            let whole6 = lb.forwarded_to(&from_client(Frame::udp(c6, sport, VIP6, 53)));
             for (family, whole, frames) in [
                 ("IPv4", whole4, udp4_datagram(c4, sport, 53, p)),
                 ("IPv6", whole6, udp6_datagram(c6, sport, 53, p as u32)),

@@ -12,27 +12,32 @@ mod stickiness;
 use harness::fixture::*;
 use harness::packet::*;
 
+/// `f` as the client sends it: from its MAC to the LB's.
+fn from_client(f: Frame) -> Vec<u8> {
+    f.macs(CLIENT_MAC, LB_MAC).bytes()
+}
+
 fn t4(src: [u8; 4], sport: u16, flags: u8) -> Vec<u8> {
-    tcp4(CLIENT_MAC, LB_MAC, src, sport, VIP4, 80, flags)
+    from_client(Frame::tcp(src, sport, VIP4, 80, flags))
 }
 
 fn t6(src: [u8; 16], sport: u16, flags: u8) -> Vec<u8> {
-    tcp6(CLIENT_MAC, LB_MAC, src, sport, VIP6, 80, flags)
+    from_client(Frame::tcp(src, sport, VIP6, 80, flags))
 }
 
 /// A UDP datagram from `src`:`sport` to VIP4:`dport` with IP identification `id`, as three
 /// IPv4 fragments in order (the first carries the UDP header).
 fn udp4_datagram(src: [u8; 4], sport: u16, dport: u16, id: u16) -> Vec<Vec<u8>> {
-    ipv4_fragments(src, VIP4, 17, id, &udp(sport, dport, &[0x5a; 40]), 16)
-        .iter()
-        .map(|p| eth(LB_MAC, CLIENT_MAC, None, ETH_P_IP, p))
-        .collect()
+    Frame::udp(src, sport, VIP4, dport)
+        .payload(&[0x5a; 40])
+        .macs(CLIENT_MAC, LB_MAC)
+        .fragments(id.into(), 16)
 }
 
 /// The same over IPv6 to VIP6 (fragment header identification `id`).
 fn udp6_datagram(src: [u8; 16], sport: u16, dport: u16, id: u32) -> Vec<Vec<u8>> {
-    ipv6_fragments(src, VIP6, 17, id, &udp(sport, dport, &[0x5a; 40]), 16)
-        .iter()
-        .map(|p| eth(LB_MAC, CLIENT_MAC, None, ETH_P_IPV6, p))
-        .collect()
+    Frame::udp(src, sport, VIP6, dport)
+        .payload(&[0x5a; 40])
+        .macs(CLIENT_MAC, LB_MAC)
+        .fragments(id, 16)
 }

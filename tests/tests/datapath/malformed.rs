@@ -7,7 +7,7 @@ use harness::fixture::*;
 use harness::packet::*;
 use lb_common::{BACKEND_DOWN, gstat};
 
-use crate::{t4, t6, udp4_datagram, udp6_datagram};
+use crate::{from_client, t4, t6, udp4_datagram, udp6_datagram};
 
 // --- malformed input -------------------------------------------------------------------------
 
@@ -231,8 +231,8 @@ fn random_and_mutated_frames_are_never_forwarded_unless_well_formed_vip() {
     let mut valid = vec![
         t4(client4(20), 40000, TCP_ACK),
         t6(client6(20), 40000, TCP_ACK),
-        udp4(CLIENT_MAC, LB_MAC, client4(21), 5000, VIP4, 53),
-        udp6(CLIENT_MAC, LB_MAC, client6(21), 5000, VIP6, 53),
+        from_client(Frame::udp(client4(21), 5000, VIP4, 53)),
+        from_client(Frame::udp(client6(21), 5000, VIP6, 53)),
         eth(
             LB_MAC,
             CLIENT_MAC,

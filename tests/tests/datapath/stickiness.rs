@@ -6,7 +6,7 @@ use harness::packet::*;
 use lb_common::{FAMILY_V4, FAMILY_V6, StickEntry, StickKey, gstat};
 use xlb::datapath::coarse_now_ns;
 
-use crate::{t4, t6};
+use crate::{from_client, t4, t6};
 
 // --- new client, same client again: IPv4/IPv6 x TCP/UDP ---------------------------------------
 
@@ -32,11 +32,11 @@ fn new_client_then_same_client_v4_tcp() {
 fn new_client_then_same_client_v4_udp() {
     let mut lb = Lb::new(Svc::default());
     let c = client4(2);
-    let f = udp4(CLIENT_MAC, LB_MAC, c, 5000, VIP4, 53);
+    let f = from_client(Frame::udp(c, 5000, VIP4, 53));
     let b1 = lb.forwarded_to(&f);
     assert!((4..8).contains(&b1), "service 1 owns backends 4..8, got {b1}");
     assert_eq!(lb.entry(1, v4(c), FAMILY_V4, 0).map(|e| e.backend), Some(b1));
-    let b2 = lb.forwarded_to(&udp4(CLIENT_MAC, LB_MAC, c, 5001, VIP4, 53));
+    let b2 = lb.forwarded_to(&from_client(Frame::udp(c, 5001, VIP4, 53)));
     assert_eq!(b1, b2);
     assert_eq!(lb.entries().len(), 1);
 }
@@ -56,10 +56,10 @@ fn new_client_then_same_client_v6_tcp() {
 fn new_client_then_same_client_v6_udp() {
     let mut lb = Lb::new(Svc::default());
     let c = client6(4);
-    let b1 = lb.forwarded_to(&udp6(CLIENT_MAC, LB_MAC, c, 5000, VIP6, 53));
+    let b1 = lb.forwarded_to(&from_client(Frame::udp(c, 5000, VIP6, 53)));
     assert!((12..16).contains(&b1));
     assert_eq!(lb.entry(3, c, FAMILY_V6, 0).map(|e| e.backend), Some(b1));
-    assert_eq!(lb.forwarded_to(&udp6(CLIENT_MAC, LB_MAC, c, 6000, VIP6, 53)), b1);
+    assert_eq!(lb.forwarded_to(&from_client(Frame::udp(c, 6000, VIP6, 53))), b1);
 }
 
 // --- SYN handling -------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ fn flood_of_one_service_evicts_no_entry_of_another() {
     };
     for n in 0..500u32 {
         let c = [10, 78, (n >> 8) as u8, n as u8];
-        lb.forwarded_to(&udp4(CLIENT_MAC, LB_MAC, c, 5000, VIP4, 53));
+        lb.forwarded_to(&from_client(Frame::udp(c, 5000, VIP4, 53)));
     }
     let b_before = of(&lb, 1);
     assert_eq!(b_before.len(), 500);

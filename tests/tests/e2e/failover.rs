@@ -2,20 +2,13 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use harness::lbenv::Opts;
+use harness::lbenv::{Opts, env};
 
-use crate::{backend_index, env, pin_all, split, wait_state};
+use crate::{backend_index, pin_all, split, wait_state};
 
 #[test]
 fn s02_failover_with_redispatch() {
-    let mut e = env(
-        "failover",
-        Opts {
-            v4_sources: 120,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    );
+    let mut e = env("failover", Opts::sources(120, 0));
     let pins = pin_all(&e, &e.sources4);
     let victim = pins[&e.sources4[0]].clone();
     let (moved, stayed) = split(&pins, &victim);
@@ -60,11 +53,9 @@ fn s03_without_redispatch_pinned_clients_fail_until_expiry() {
     let mut e = env(
         "noredisp",
         Opts {
-            v4_sources: 60,
-            v6_sources: 0,
             redispatch: false,
             expire: "4s".into(),
-            ..Default::default()
+            ..Opts::sources(60, 0)
         },
     );
     let pins = pin_all(&e, &e.sources4);
@@ -101,14 +92,7 @@ fn s03_without_redispatch_pinned_clients_fail_until_expiry() {
 
 #[test]
 fn s04_drain_keeps_pinned_clients_and_takes_no_new_ones() {
-    let e = env(
-        "drain",
-        Opts {
-            v4_sources: 500,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    );
+    let e = env("drain", Opts::sources(500, 0));
     let pins = pin_all(&e, &e.sources4[..100]);
     let drained = pins[&e.sources4[0]].clone();
     assert_eq!(

@@ -3,9 +3,9 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use harness::lbenv::{LbEnv, Opts};
+use harness::lbenv::{LbEnv, Opts, env};
 
-use crate::{backend_index, env, pin_all, wait_state};
+use crate::{backend_index, pin_all, wait_state};
 
 /// `Xdp_<name>` from `show info`.
 fn xdp_counter(e: &LbEnv, name: &str) -> u64 {
@@ -107,14 +107,7 @@ fn s13_backend_on_another_interface_goes_out_by_xdp_redirect() {
 /// severed (os error 67)". It attaches afresh with one warning and keeps the maps.
 #[test]
 fn severed_link_after_the_interface_was_recreated_is_replaced_keeping_the_maps() {
-    let mut e = env(
-        "severed",
-        Opts {
-            v4_sources: 50,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    );
+    let mut e = env("severed", Opts::sources(50, 0));
     let pins = pin_all(&e, &e.sources4);
     e.stop_agent().expect("agent exited");
     e.replug_lb().unwrap();
@@ -136,15 +129,8 @@ fn severed_link_after_the_interface_was_recreated_is_replaced_keeping_the_maps()
 /// stayed where it was). A reload refuses it by name; a restart moves the program.
 #[test]
 fn changed_interface_is_refused_by_reload_and_moves_the_link_at_restart() {
-    let mut e = LbEnv::new(
-        "ifmove",
-        Opts {
-            v4_sources: 10,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|err| panic!("building the harness: {err:#}"));
+    let mut e = LbEnv::new("ifmove", Opts::sources(10, 0))
+        .unwrap_or_else(|err| panic!("building the harness: {err:#}"));
     let far = e.topo.add_linked_host("far", e.lb, "eth1").unwrap();
     let _ = far;
     e.start_agent().unwrap();
@@ -191,9 +177,7 @@ fn backend_mac_change_is_followed_without_moving_clients() {
         "macmove",
         Opts {
             backends: 2,
-            v4_sources: 40,
-            v6_sources: 10,
-            ..Default::default()
+            ..Opts::sources(40, 10)
         },
     );
     let mut pins = pin_all(&e, &e.sources4);
@@ -246,10 +230,12 @@ fn backend_mac_change_is_followed_without_moving_clients() {
     // Within a second of that, every client pinned to the victim is served by it again.
     for s in &pinned_to_victim {
         let served = loop {
-            match e
-                .topo
-                .http_get(e.client, *s, vip_of(*s), Duration::from_millis(200))
-            {
+            match e.topo.http_get(
+                e.client,
+                *s,
+                harness::lbenv::http_vip(*s),
+                Duration::from_millis(200),
+            ) {
                 Ok(b) => break b,
                 Err(err) => assert!(
                     learned.elapsed() < Duration::from_secs(1),
@@ -276,12 +262,4 @@ fn backend_mac_change_is_followed_without_moving_clients() {
         "{}",
         e.agent_log()
     );
-}
-
-fn vip_of(src: IpAddr) -> std::net::SocketAddr {
-    if src.is_ipv4() {
-        harness::lbenv::VIP4_HTTP
-    } else {
-        harness::lbenv::VIP6_HTTP
-    }
 }

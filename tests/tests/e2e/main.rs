@@ -12,14 +12,7 @@ mod udp;
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
-use harness::lbenv::{LbEnv, Opts};
-
-fn env(name: &str, opts: Opts) -> LbEnv {
-    let e = LbEnv::new(name, opts).unwrap_or_else(|e| panic!("building the harness (needs root): {e:#}"));
-    e.start_agent()
-        .unwrap_or_else(|err| panic!("starting the agent: {err:#}"));
-    e
-}
+use harness::lbenv::LbEnv;
 
 /// Which backend each source lands on (one fresh connection each); panics on a failure.
 fn pin_all(e: &LbEnv, sources: &[IpAddr]) -> HashMap<IpAddr, String> {

@@ -2,19 +2,17 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use harness::lbenv::Opts;
+use harness::lbenv::{Opts, env};
 
-use crate::{env, pin_all, split, wait_state};
+use crate::{pin_all, split, wait_state};
 
 #[test]
 fn s06_backend_added_with_sighup() {
     let e = env(
         "sighup",
         Opts {
-            v4_sources: 1200,
-            v6_sources: 0,
             spare_backends: 1,
-            ..Default::default()
+            ..Opts::sources(1200, 0)
         },
     );
     let pins = pin_all(&e, &e.sources4[..200]);
@@ -42,14 +40,7 @@ fn s06_backend_added_with_sighup() {
 
 #[test]
 fn s11_bad_input_is_refused_and_nothing_running_is_disturbed() {
-    let e = env(
-        "badinput",
-        Opts {
-            v4_sources: 20,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    );
+    let e = env("badinput", Opts::sources(20, 0));
     let pins = pin_all(&e, &e.sources4);
     let good = std::fs::read_to_string(&e.config).unwrap();
     let bin = harness::lbenv::xlb_bin();
@@ -167,10 +158,8 @@ fn removed_server_id_reused_by_another_service_never_receives_its_clients() {
     let e = env(
         "idreuse",
         Opts {
-            v4_sources: 200,
-            v6_sources: 0,
             spare_backends: 1,
-            ..Default::default()
+            ..Opts::sources(200, 0)
         },
     );
     let pins = pin_all(&e, &e.sources4);
@@ -227,10 +216,8 @@ fn s18_stick_size_change_on_reload_keeps_the_entries_and_survives_a_restart() {
     let e = env(
         "sticksize",
         Opts {
-            v4_sources: 100,
-            v6_sources: 10,
             stick_size: 1000,
-            ..Default::default()
+            ..Opts::sources(100, 10)
         },
     );
     let pins = pin_all(&e, &e.sources4);
@@ -309,14 +296,7 @@ fn s18_stick_size_change_on_reload_keeps_the_entries_and_survives_a_restart() {
 /// new way; another service's table is untouched.
 #[test]
 fn affinity_change_on_reload_drops_only_that_services_entries() {
-    let e = env(
-        "rekey",
-        Opts {
-            v4_sources: 40,
-            v6_sources: 10,
-            ..Default::default()
-        },
-    );
+    let e = env("rekey", Opts::sources(40, 10));
     pin_all(&e, &e.sources4);
     pin_all(&e, &e.sources6);
     assert_eq!(e.table("be_app").unwrap().len(), 40);

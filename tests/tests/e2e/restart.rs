@@ -2,19 +2,12 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use harness::lbenv::{LbEnv, Opts};
+use harness::lbenv::{LbEnv, Opts, env};
 
-use crate::{env, load, pin_all};
+use crate::{load, pin_all};
 
 fn restart_under_load(name: &str, kill: bool) {
-    let e = env(
-        name,
-        Opts {
-            v4_sources: 100,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    );
+    let e = env(name, Opts::sources(100, 0));
     pin_all(&e, &e.sources4);
     let before = e.table("be_app").unwrap();
     let prog_before = e.topo.exec(e.lb, &["ip", "-d", "link", "show", "eth0"]).unwrap();
@@ -83,15 +76,8 @@ fn s08_program_upgrade_under_load() {
 fn format1_pins_are_migrated_keeping_ids_entries_and_admin_states() {
     use harness::raw_pins::{self, ARRAY, DEVMAP, LRU_HASH, PERCPU_ARRAY};
     use lb_common::{MAX_SERVICES, StickEntry, StickKey};
-    let e = LbEnv::new(
-        "format1",
-        Opts {
-            v4_sources: 50,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("building the harness (needs root): {e:#}"));
+    let e = LbEnv::new("format1", Opts::sources(50, 0))
+        .unwrap_or_else(|e| panic!("building the harness (needs root): {e:#}"));
     let maps = e.bpffs.join("maps");
     std::fs::create_dir_all(&maps).unwrap();
     let mut fds = std::collections::HashMap::new();

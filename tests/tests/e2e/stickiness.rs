@@ -3,9 +3,9 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use harness::lbenv::Opts;
+use harness::lbenv::{Opts, env};
 
-use crate::{env, pin_all};
+use crate::pin_all;
 
 #[test]
 fn s01_stickiness_v4_v6_and_spread() {
@@ -60,10 +60,8 @@ fn s05_expiry_removes_idle_entries() {
     let e = env(
         "expiry",
         Opts {
-            v4_sources: 4,
-            v6_sources: 0,
             expire: "5s".into(),
-            ..Default::default()
+            ..Opts::sources(4, 0)
         },
     );
     let s = e.sources4[0];
@@ -96,10 +94,8 @@ fn s10_spoofed_syn_flood_evicts_no_established_client() {
     let mut e = env(
         "synflood",
         Opts {
-            v4_sources: 100,
-            v6_sources: 0,
             stick_size: 300,
-            ..Default::default()
+            ..Opts::sources(100, 0)
         },
     );
     let pins = pin_all(&e, &e.sources4);
@@ -161,14 +157,7 @@ fn s10_spoofed_syn_flood_evicts_no_established_client() {
 
 #[test]
 fn s12_the_seeds_verification_with_socat() {
-    let e = env(
-        "seed",
-        Opts {
-            v4_sources: 10,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    );
+    let e = env("seed", Opts::sources(10, 0));
     let pins = pin_all(&e, &e.sources4);
     let sock = e.socket.display().to_string();
     let socat = |cmd: &str| {

@@ -2,20 +2,13 @@
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
-use harness::lbenv::{LbEnv, Opts};
+use harness::lbenv::{LbEnv, Opts, env};
 
-use crate::{backend_index, env, split, wait_state};
+use crate::{backend_index, split, wait_state};
 
 #[test]
 fn s09_udp_stickiness_and_failover() {
-    let mut e = env(
-        "udp",
-        Opts {
-            v4_sources: 50,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    );
+    let mut e = env("udp", Opts::sources(50, 0));
     let mut pins = HashMap::new();
     for s in &e.sources4 {
         let b = e.udp(*s).unwrap_or_else(|err| panic!("udp from {s}: {err:#}"));
@@ -68,15 +61,8 @@ fn big_udp_query(e: &LbEnv, src: IpAddr, dst: std::net::SocketAddr, size: usize)
 /// pinned to. (Later fragments once went to the first service on the address: no answer.)
 #[test]
 fn s19_fragmented_datagrams_reach_their_own_services_server_on_a_shared_vip() {
-    let e = LbEnv::new(
-        "frag",
-        Opts {
-            v4_sources: 20,
-            v6_sources: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|err| panic!("building the harness (needs root): {err:#}"));
+    let e = LbEnv::new("frag", Opts::sources(20, 0))
+        .unwrap_or_else(|err| panic!("building the harness (needs root): {err:#}"));
     let vip2 = std::net::SocketAddr::new(harness::lbenv::VIP4_UDP.ip(), 5353);
     let _udp2: Vec<harness::BackendServer> = (2..4)
         .map(|i| {

@@ -9,11 +9,7 @@ use crate::pin_all;
 
 #[test]
 fn s15_peers_updates_without_the_key_change_nothing() {
-    let opts = Opts {
-        v6_sources: 0,
-        v4_sources: 40,
-        ..Default::default()
-    };
+    let opts = Opts::sources(40, 0);
     let r = replicas("peerkey", opts, &[]);
     let e = &r.e;
     let pins = pin_all(e, &e.sources4);
@@ -149,10 +145,8 @@ fn s15_peers_updates_without_the_key_change_nothing() {
 #[test]
 fn s16_peers_a_peer_that_stops_reading_does_not_stall_the_agent() {
     let opts = Opts {
-        v6_sources: 0,
-        v4_sources: 40,
         stick_size: 20_000,
-        ..Default::default()
+        ..Opts::sources(40, 0)
     };
     let r = replicas("peerstall", opts, &["lb3"]);
     let e = &r.e;
@@ -274,10 +268,8 @@ fn s16_peers_a_peer_that_stops_reading_does_not_stall_the_agent() {
 #[test]
 fn s17_peers_entries_with_unknown_names_malformed_or_over_budget_are_dropped_and_counted() {
     let opts = Opts {
-        v6_sources: 0,
-        v4_sources: 10,
         stick_size: 100,
-        ..Default::default()
+        ..Opts::sources(10, 0)
     };
     let r = replicas("peercount", opts, &["lb3"]);
     let e = &r.e;
