@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     BackendServer, ChildGuard, HostId, Topology,
+    packet::{Frame, TCP_SYN},
     topology::{VIP4, VIP6},
 };
 
@@ -35,6 +36,18 @@ pub struct Opts {
     pub sweep: String,
     /// `metrics = "..."` in [global] (inside the LB namespace).
     pub metrics: Option<String>,
+}
+
+impl Opts {
+    /// `v4` IPv4 and `v6` IPv6 client sources, the rest as [`Opts::default`]; the other fields
+    /// go before it: `Opts { backends: 2, ..Opts::sources(4, 0) }`.
+    pub fn sources(v4: usize, v6: usize) -> Opts {
+        Opts {
+            v4_sources: v4,
+            v6_sources: v6,
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for Opts {
@@ -108,6 +121,20 @@ pub fn xlb_bin() -> PathBuf {
 pub const VIP4_HTTP: SocketAddr = SocketAddr::new(IpAddr::V4(VIP4), 80);
 pub const VIP6_HTTP: SocketAddr = SocketAddr::new(IpAddr::V6(VIP6), 80);
 pub const VIP4_UDP: SocketAddr = SocketAddr::new(IpAddr::V4(VIP4), 53);
+
+/// The HTTP VIP of `src`'s family.
+pub fn http_vip(src: IpAddr) -> SocketAddr {
+    if src.is_ipv4() { VIP4_HTTP } else { VIP6_HTTP }
+}
+
+/// The environment of test `test_name` with its agent answering; panics with what failed.
+pub fn env(test_name: &str, opts: Opts) -> LbEnv {
+    let e =
+        LbEnv::new(test_name, opts).unwrap_or_else(|e| panic!("building the harness (needs root): {e:#}"));
+    e.start_agent()
+        .unwrap_or_else(|err| panic!("starting the agent: {err:#}"));
+    e
+}
 
 impl LbEnv {
     /// Build the topology and backends, write the config; the agent is not started yet.
@@ -333,7 +360,7 @@ impl LbEnv {
 
     /// A fresh connection to the IPv4 or IPv6 HTTP VIP matching `src`.
     pub fn get_vip(&self, src: IpAddr) -> Result<String> {
-        self.get(src, if src.is_ipv4() { VIP4_HTTP } else { VIP6_HTTP })
+        self.get(src, http_vip(src))
     }
 
     pub fn udp(&self, src: IpAddr) -> Result<String> {
@@ -401,48 +428,6 @@ impl Drop for LbEnv {
     }
 }
 
-/// One TCP SYN from `src:sport` to `dst:dport` as a raw IPv4 packet (header included), with
-/// valid IP and TCP checksums.
-fn syn_packet(src: std::net::Ipv4Addr, sport: u16, dst: std::net::Ipv4Addr, dport: u16) -> Vec<u8> {
-    let tcp_len = 20u16;
-    let mut p = vec![0u8; 20 + tcp_len as usize];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(20 + tcp_len).to_be_bytes());
-    p[8] = 64;
-    p[9] = 6;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    let t = &mut p[20..];
-    t[0..2].copy_from_slice(&sport.to_be_bytes());
-    t[2..4].copy_from_slice(&dport.to_be_bytes());
-    t[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
-    t[12] = 5 << 4;
-    t[13] = 0x02;
-    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    let sum = |data: &[u8], mut acc: u32| {
-        for c in data.chunks(2) {
-            acc += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-        }
-        acc
-    };
-    let mut acc = sum(&src.octets(), 0);
-    acc = sum(&dst.octets(), acc);
-    acc += 6 + tcp_len as u32;
-    acc = sum(&p[20..], acc);
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    let c = !(acc as u16);
-    p[20 + 16..20 + 18].copy_from_slice(&c.to_be_bytes());
-    let mut acc = sum(&p[..20], 0);
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    let c = !(acc as u16);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p
-}
-
 impl LbEnv {
     /// A spoofed-source SYN flood from the client host: `count` SYNs to `dst` (an IPv4 VIP),
     /// each from a distinct address of the harness's spoof pool (10.77.64.0/18). The client
@@ -470,7 +455,9 @@ impl LbEnv {
                 let mut sent = 0;
                 for i in 0..count {
                     let src = std::net::Ipv4Addr::from(base + 1 + i);
-                    let pkt = syn_packet(src, 1024 + (i % 60000) as u16, dst4, port);
+                    let pkt = Frame::tcp(src, 1024 + (i % 60000) as u16, dst4, port, TCP_SYN)
+                        .payload(&[])
+                        .packet();
                     let sa = libc::sockaddr_in {
                         sin_family: libc::AF_INET as u16,
                         sin_port: 0,

@@ -1,6 +1,11 @@
-//! Crafted frames for BPF_PROG_TEST_RUN fixtures, fuzzing and benchmarks: Ethernet (optional
-//! 802.1Q tag), IPv4 (options, fragments), IPv6 (extension headers), TCP, UDP, ICMP errors.
-//! Checksums are filled in (the data path ignores them, but a capture of these frames is valid).
+//! Crafted frames for BPF_PROG_TEST_RUN fixtures, fuzzing, benchmarks and the SYN flood of the
+//! end-to-end tests. [`Frame`] builds a whole TCP or UDP frame (IPv4 or IPv6, optional 802.1Q
+//! tag, any payload, whole or as fragments) with every checksum filled in. The pieces below it
+//! (Ethernet, IPv4 with options and fragment fields, IPv6 with extension headers, TCP, UDP, ICMP
+//! errors) build the odd shapes the malformed-input tests need; those leave the TCP and UDP
+//! checksums zero (the data path ignores them).
+
+use std::net::IpAddr;
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
@@ -126,58 +131,6 @@ pub fn v6_frag_id(next: u8, offset_units: u16, more: bool, id: u32) -> Vec<u8> {
     h
 }
 
-/// `datagram` (an L4 header and its payload) split into IPv4 fragments of at most `chunk`
-/// bytes (a multiple of 8) each, all with identification `id`, in order: the first carries
-/// the L4 header.
-pub fn ipv4_fragments(
-    src: [u8; 4],
-    dst: [u8; 4],
-    proto: u8,
-    id: u16,
-    datagram: &[u8],
-    chunk: usize,
-) -> Vec<Vec<u8>> {
-    assert!(
-        chunk > 0 && chunk.is_multiple_of(8),
-        "fragment size must be a multiple of 8"
-    );
-    let parts: Vec<&[u8]> = datagram.chunks(chunk).collect();
-    parts
-        .iter()
-        .enumerate()
-        .map(|(i, part)| {
-            let more = if i + 1 < parts.len() { 0x2000 } else { 0 };
-            ipv4_full(src, dst, proto, id, more | (i * chunk / 8) as u16, &[], part)
-        })
-        .collect()
-}
-
-/// `datagram` split into IPv6 fragments (a fragment header with identification `id` each) of
-/// at most `chunk` bytes (a multiple of 8), in order: the first carries the L4 header.
-pub fn ipv6_fragments(
-    src: [u8; 16],
-    dst: [u8; 16],
-    proto: u8,
-    id: u32,
-    datagram: &[u8],
-    chunk: usize,
-) -> Vec<Vec<u8>> {
-    assert!(
-        chunk > 0 && chunk.is_multiple_of(8),
-        "fragment size must be a multiple of 8"
-    );
-    let parts: Vec<&[u8]> = datagram.chunks(chunk).collect();
-    parts
-        .iter()
-        .enumerate()
-        .map(|(i, part)| {
-            let mut p = v6_frag_id(proto, (i * chunk / 8) as u16, i + 1 < parts.len(), id);
-            p.extend_from_slice(part);
-            ipv6(src, dst, 44, &p)
-        })
-        .collect()
-}
-
 pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut h = Vec::with_capacity(20 + payload.len());
     h.extend_from_slice(&sport.to_be_bytes());
@@ -219,76 +172,187 @@ pub fn icmp6_too_big(inner: &[u8]) -> Vec<u8> {
     h
 }
 
-/// Convenience: a whole TCP/IPv4 frame.
-pub fn tcp4(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: [u8; 4],
-    sport: u16,
-    dst: [u8; 4],
-    dport: u16,
-    flags: u8,
-) -> Vec<u8> {
-    eth(
-        dst_mac,
-        src_mac,
-        None,
-        ETH_P_IP,
-        &ipv4(src, dst, 6, &tcp(sport, dport, flags, b"GET /")),
-    )
+/// The transport of a [`Frame`].
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    Tcp { flags: u8 },
+    Udp,
 }
 
-/// Convenience: a whole UDP/IPv4 frame.
-pub fn udp4(
+/// One TCP or UDP frame to build: Ethernet (optional 802.1Q tag), IPv4 or IPv6 (the family of
+/// its addresses), the L4 header and a payload; every checksum is filled in.
+///
+/// ```
+/// use harness::packet::{Frame, TCP_ACK};
+/// let ack = Frame::tcp([10, 0, 0, 1], 40000, [10, 0, 0, 10], 80, TCP_ACK)
+///     .macs([2, 0, 0, 0, 0, 0xcc], [2, 0, 0, 0, 0, 0xaa])
+///     .vlan(100)
+///     .bytes();
+/// assert_eq!(ack.len(), 18 + 20 + 20 + 5);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Frame {
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
-    src: [u8; 4],
+    vlan: Option<u16>,
+    src: IpAddr,
+    dst: IpAddr,
     sport: u16,
-    dst: [u8; 4],
     dport: u16,
-) -> Vec<u8> {
-    eth(
-        dst_mac,
-        src_mac,
-        None,
-        ETH_P_IP,
-        &ipv4(src, dst, 17, &udp(sport, dport, b"ping")),
-    )
+    transport: Transport,
+    payload: Vec<u8>,
 }
 
-/// Convenience: a whole TCP/IPv6 frame.
-pub fn tcp6(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: [u8; 16],
-    sport: u16,
-    dst: [u8; 16],
-    dport: u16,
-    flags: u8,
-) -> Vec<u8> {
-    eth(
-        dst_mac,
-        src_mac,
-        None,
-        ETH_P_IPV6,
-        &ipv6(src, dst, 6, &tcp(sport, dport, flags, b"GET /")),
-    )
-}
+impl Frame {
+    /// A TCP segment from `src:sport` to `dst:dport` with `flags`, carrying `GET /`; MACs zero
+    /// until [`Frame::macs`]. Panics when the addresses are of different families.
+    pub fn tcp(src: impl Into<IpAddr>, sport: u16, dst: impl Into<IpAddr>, dport: u16, flags: u8) -> Frame {
+        Frame::new(
+            src.into(),
+            sport,
+            dst.into(),
+            dport,
+            Transport::Tcp { flags },
+            b"GET /",
+        )
+    }
 
-/// Convenience: a whole UDP/IPv6 frame.
-pub fn udp6(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    src: [u8; 16],
-    sport: u16,
-    dst: [u8; 16],
-    dport: u16,
-) -> Vec<u8> {
-    eth(
-        dst_mac,
-        src_mac,
-        None,
-        ETH_P_IPV6,
-        &ipv6(src, dst, 17, &udp(sport, dport, b"ping")),
-    )
+    /// A UDP datagram from `src:sport` to `dst:dport` carrying `ping`; MACs zero until
+    /// [`Frame::macs`]. Panics when the addresses are of different families.
+    pub fn udp(src: impl Into<IpAddr>, sport: u16, dst: impl Into<IpAddr>, dport: u16) -> Frame {
+        Frame::new(src.into(), sport, dst.into(), dport, Transport::Udp, b"ping")
+    }
+
+    fn new(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, transport: Transport, payload: &[u8]) -> Frame {
+        assert_eq!(
+            src.is_ipv4(),
+            dst.is_ipv4(),
+            "a frame's addresses are of one family: {src} -> {dst}"
+        );
+        Frame {
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            vlan: None,
+            src,
+            dst,
+            sport,
+            dport,
+            transport,
+            payload: payload.to_vec(),
+        }
+    }
+
+    /// The Ethernet source and destination.
+    pub fn macs(mut self, src: [u8; 6], dst: [u8; 6]) -> Frame {
+        self.src_mac = src;
+        self.dst_mac = dst;
+        self
+    }
+
+    /// One 802.1Q tag with `tci`.
+    pub fn vlan(mut self, tci: u16) -> Frame {
+        self.vlan = Some(tci);
+        self
+    }
+
+    /// The L4 payload instead of the default one.
+    pub fn payload(mut self, payload: &[u8]) -> Frame {
+        self.payload = payload.to_vec();
+        self
+    }
+
+    /// The whole Ethernet frame.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.eth(&self.packet())
+    }
+
+    /// The IP packet (no Ethernet header), as a raw socket sends it.
+    pub fn packet(&self) -> Vec<u8> {
+        let segment = self.segment();
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => ipv4(s.octets(), d.octets(), self.proto(), &segment),
+            (IpAddr::V6(s), IpAddr::V6(d)) => ipv6(s.octets(), d.octets(), self.proto(), &segment),
+            _ => unreachable!("one family, checked by Frame::new"),
+        }
+    }
+
+    /// The frame's datagram as IP fragments of at most `chunk` bytes of L4 header and payload
+    /// each (a multiple of 8), all with identification `id` (16 bits for IPv4; IPv6 carries it
+    /// in a fragment header), in order, each in its Ethernet frame: the first carries the L4
+    /// header.
+    pub fn fragments(&self, id: u32, chunk: usize) -> Vec<Vec<u8>> {
+        assert!(
+            chunk > 0 && chunk.is_multiple_of(8),
+            "fragment size must be a multiple of 8"
+        );
+        let segment = self.segment();
+        let parts: Vec<&[u8]> = segment.chunks(chunk).collect();
+        let proto = self.proto();
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let offset_units = (i * chunk / 8) as u16;
+                let more = i + 1 < parts.len();
+                let packet = match (self.src, self.dst) {
+                    (IpAddr::V4(s), IpAddr::V4(d)) => {
+                        let id = u16::try_from(id).expect("an IPv4 identification has 16 bits");
+                        let flags_offset = (if more { 0x2000 } else { 0 }) | offset_units;
+                        ipv4_full(s.octets(), d.octets(), proto, id, flags_offset, &[], part)
+                    }
+                    (IpAddr::V6(s), IpAddr::V6(d)) => {
+                        let mut p = v6_frag_id(proto, offset_units, more, id);
+                        p.extend_from_slice(part);
+                        ipv6(s.octets(), d.octets(), 44, &p)
+                    }
+                    _ => unreachable!("one family, checked by Frame::new"),
+                };
+                self.eth(&packet)
+            })
+            .collect()
+    }
+
+    fn proto(&self) -> u8 {
+        match self.transport {
+            Transport::Tcp { .. } => 6,
+            Transport::Udp => 17,
+        }
+    }
+
+    fn eth(&self, packet: &[u8]) -> Vec<u8> {
+        let ether_type = if self.src.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 };
+        eth(self.dst_mac, self.src_mac, self.vlan, ether_type, packet)
+    }
+
+    /// The L4 header and payload, with the checksum over the pseudo-header filled in.
+    fn segment(&self) -> Vec<u8> {
+        let (mut segment, at) = match self.transport {
+            Transport::Tcp { flags } => (tcp(self.sport, self.dport, flags, &self.payload), 16),
+            Transport::Udp => (udp(self.sport, self.dport, &self.payload), 6),
+        };
+        let mut pseudo = Vec::with_capacity(40);
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                pseudo.extend_from_slice(&s.octets());
+                pseudo.extend_from_slice(&d.octets());
+                pseudo.extend_from_slice(&[0, self.proto()]);
+                pseudo.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                pseudo.extend_from_slice(&s.octets());
+                pseudo.extend_from_slice(&d.octets());
+                pseudo.extend_from_slice(&(segment.len() as u32).to_be_bytes());
+                pseudo.extend_from_slice(&[0, 0, 0, self.proto()]);
+            }
+            _ => unreachable!("one family, checked by Frame::new"),
+        }
+        pseudo.extend_from_slice(&segment);
+        let sum = match csum(&pseudo, 0) {
+            // A zero UDP checksum means "none" (and is invalid over IPv6): send all ones.
+            0 if matches!(self.transport, Transport::Udp) => 0xffff,
+            sum => sum,
+        };
+        segment[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+        segment
+    }
 }

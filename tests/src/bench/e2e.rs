@@ -218,10 +218,8 @@ pub fn run() -> Result<Report> {
     let mut e = LbEnv::new(
         "bench-e2e",
         Opts {
-            v4_sources: 1,
-            v6_sources: 0,
             inter: "2s".into(),
-            ..Default::default()
+            ..Opts::sources(1, 0)
         },
     )?;
     e.start_agent()?;

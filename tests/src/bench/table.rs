@@ -81,7 +81,9 @@ pub fn run() -> Result<Report> {
         let t0 = Instant::now();
         fill(&mut lb, n)?;
         let fill_time = t0.elapsed();
-        let hot = tcp4(CLIENT_MAC, LB_MAC, [0, 0, 0, 1], 40000, VIP4, 80, TCP_ACK);
+        let hot = Frame::tcp([0, 0, 0, 1], 40000, VIP4, 80, TCP_ACK)
+            .macs(CLIENT_MAC, LB_MAC)
+            .bytes();
         let (mut hr, mut wr, mut hn, mut wn) = (vec![], vec![], vec![], vec![]);
         for _ in 0..ROUNDS {
             let floor = ns(&mut lb, PROG_FLOOR, &hot)?;
