@@ -90,6 +90,10 @@ pub fn interface_addresses(name: &str) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{
+        parse,
+        tests::{OK, with},
+    };
 
     #[test]
     fn interface_that_does_not_exist() {
@@ -98,5 +102,44 @@ mod tests {
             "interface \"xlbnope0\" does not exist (in this network namespace); list them with \"ip link\""
         );
         assert!(check_interface("lo").is_ok());
+    }
+
+    /// A server's interface that does not exist here: refused where the agent runs, not by
+    /// `parse`.
+    #[test]
+    fn server_interface_that_does_not_exist() {
+        let mut cfg = parse(
+            &with("state = \"drain\"", "interface = \"xlb-nosuch9\""),
+            "xlb.toml",
+        )
+        .unwrap();
+        cfg.global.interface = "lo".into();
+        assert_eq!(
+            check_interfaces(&cfg).unwrap_err().to_string(),
+            "service \"be_app\", server \"app2\", field \"interface\": \"xlb-nosuch9\" does not exist (in this \
+             network namespace); list them with \"ip link\""
+        );
+        cfg.services[0].servers[1].interface = Some("lo".into());
+        check_interfaces(&cfg).unwrap();
+    }
+
+    #[test]
+    fn vip_equal_to_the_interfaces_own_address_is_refused() {
+        let c = parse(OK, "x").unwrap();
+        let own: IpAddr = "10.0.0.10".parse().unwrap();
+        assert_eq!(
+            check_vips_are_not_own_addresses(&c, &[own])
+                .unwrap_err()
+                .to_string(),
+            "service \"be_app\", field \"vip\": 10.0.0.10 is an address of the XDP interface \"eth0\" itself, so the balancer would take the host's own traffic to that address (its SSH, its peers, its health checks' answers); give the service an address of its own"
+        );
+        assert!(check_vips_are_not_own_addresses(&c, &["10.0.0.9".parse().unwrap()]).is_ok());
+        // At runtime the addresses come from the interface itself.
+        let t = OK
+            .replace("interface = \"eth0\"", "interface = \"lo\"")
+            .replace("10.0.0.10:80", "127.0.0.1:80");
+        let e = check_interfaces(&parse(&t, "x").unwrap()).unwrap_err();
+        assert!(matches!(e, ConfigError::VipIsOwnAddress { .. }), "{e}");
+        assert!(interface_addresses("lo").contains(&IpAddr::from([127, 0, 0, 1])));
     }
 }
