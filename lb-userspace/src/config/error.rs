@@ -6,7 +6,8 @@ use std::net::IpAddr;
 /// A config error: where (file, service, server, field) and what is wrong / what would be right.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
+    /// Shown without its source: print the chain (`{:#}` of an `anyhow::Error`) to see why.
+    #[error("{file}: cannot read")]
     Read {
         file: String,
         #[source]

@@ -7,8 +7,7 @@ use std::net::IpAddr;
 use super::{Config, ConfigError};
 
 /// Every interface the config names exists in this network namespace, and no VIP is an
-/// address of the XDP interface (checked where the agent runs, not by `xlb check`, which may
-/// run elsewhere).
+/// address of the XDP interface.
 pub fn check_interfaces(cfg: &Config) -> Result<(), ConfigError> {
     check_interface(&cfg.global.interface)?;
     check_vips_are_not_own_addresses(cfg, &interface_addresses(&cfg.global.interface))?;

@@ -141,27 +141,18 @@ fn stick(rs: RawStick, c: &Place) -> Result<Stick, ConfigError> {
                 d
             }
         },
-        ipv4_prefix: match rs.ipv4_prefix {
-            None => 32,
-            Some(p @ 1..=32) => p,
-            Some(p) => {
-                return Err(c.err(
-                    "stick.ipv4_prefix",
-                    format!("{p} is not a prefix length from 1 to 32"),
-                ));
-            }
-        },
-        ipv6_prefix: match rs.ipv6_prefix {
-            None => 128,
-            Some(p @ 1..=128) => p,
-            Some(p) => {
-                return Err(c.err(
-                    "stick.ipv6_prefix",
-                    format!("{p} is not a prefix length from 1 to 128"),
-                ));
-            }
-        },
+        ipv4_prefix: prefix(rs.ipv4_prefix, 32, "stick.ipv4_prefix", c)?,
+        ipv6_prefix: prefix(rs.ipv6_prefix, 128, "stick.ipv6_prefix", c)?,
     })
+}
+
+/// A prefix length from 1 to `max` (`max`, the whole address, when not set).
+fn prefix(p: Option<u8>, max: u8, field: &str, c: &Place) -> Result<u8, ConfigError> {
+    match p {
+        None => Ok(max),
+        Some(p) if (1..=max).contains(&p) => Ok(p),
+        Some(p) => Err(c.err(field, format!("{p} is not a prefix length from 1 to {max}"))),
+    }
 }
 
 /// One server of the service at `vip`, checked by `health`, after the servers `before` it;

@@ -374,6 +374,15 @@ fn admin_state_words() {
 
 #[test]
 fn unreadable_file() {
-    let e = load(Path::new("/nonexistent/xlb.toml")).unwrap_err().to_string();
-    assert!(e.starts_with("/nonexistent/xlb.toml: cannot read: "), "{e}");
+    let e = load(Path::new("/nonexistent/xlb.toml")).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+        "{e:?}"
+    );
+    // The reason is the source error, shown after the message as `xlb check` and `xlb run`
+    // print the chain.
+    assert_eq!(
+        format!("{:#}", anyhow::Error::from(e)),
+        "/nonexistent/xlb.toml: cannot read: No such file or directory (os error 2)"
+    );
 }
