@@ -14,7 +14,6 @@ use super::{
     error::Place,
     limits::{check_stick_expire, stick_memory_reason},
     raw::{RawHealth, RawServer, RawService, RawStick},
-    validate::{not_unicast, valid_name},
 };
 
 /// Room for a backend's `service/server` name in the data path's name map.
@@ -339,6 +338,24 @@ fn health(r: RawHealth, c: &Place) -> Result<Health, ConfigError> {
         fall,
         port: r.port,
     })
+}
+
+/// A service, server or peer name: 1 to 48 of A-Z a-z 0-9 _ . -
+pub(super) fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 48 && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Why an address cannot be a VIP, a server or a peer, if it cannot.
+pub(super) fn not_unicast(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("is the unspecified address")
+    } else if ip.is_multicast() {
+        Some("is a multicast address")
+    } else if ip == IpAddr::from([255, 255, 255, 255]) {
+        Some("is the broadcast address")
+    } else {
+        None
+    }
 }
 
 /// The prime nearest above `m` within the Maglev limit (else the nearest below): a suggestion.

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -18,7 +18,7 @@ use super::{
     limits::{check_stick_memory, check_sweep_interval},
     peer_key::check_peer_key_setting,
     raw::{RawConfig, RawGlobal, RawPeer},
-    service::service,
+    service::{not_unicast, service, valid_name},
 };
 
 /// The validated config of `raw`, read from `file`.
@@ -210,24 +210,6 @@ fn peers(raw: Vec<RawPeer>, file: &str) -> Result<Vec<Peer>, ConfigError> {
         });
     }
     Ok(out)
-}
-
-/// A service, server or peer name: 1 to 48 of A-Z a-z 0-9 _ . -
-pub(super) fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 48 && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-}
-
-/// Why an address cannot be a VIP, a server or a peer, if it cannot.
-pub(super) fn not_unicast(ip: IpAddr) -> Option<&'static str> {
-    if ip.is_unspecified() {
-        Some("is the unspecified address")
-    } else if ip.is_multicast() {
-        Some("is a multicast address")
-    } else if ip == IpAddr::from([255, 255, 255, 255]) {
-        Some("is the broadcast address")
-    } else {
-        None
-    }
 }
 
 /// The runtime API's socket: an absolute path (a relative one would depend on the directory

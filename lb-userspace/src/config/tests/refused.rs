@@ -1,7 +1,9 @@
 //! Every config `parse` refuses, in one table: the config, and the whole error it gives (the
 //! file, the place, the field, what is wrong and what would be right).
 
-use lb_common::{MAX_BACKENDS, MAX_SERVICES};
+use lb_common::{MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS};
+
+use crate::config::MAX_PEERS;
 
 use super::{OK, err, ipv6, peer_base, with, with_peer};
 
@@ -26,6 +28,28 @@ fn too_many_servers() -> String {
                 i % 256
             );
         }
+    }
+    t
+}
+
+/// `with_peer` and `MAX_PEERS` more peers.
+fn too_many_peers() -> String {
+    let mut t = with_peer();
+    for i in 0..MAX_PEERS {
+        t += &format!("[[peer]]\nname = \"p{i}\"\naddress = \"10.0.1.{i}:7000\"\n");
+    }
+    t
+}
+
+/// A service whose servers name `MAX_TX_PORTS` interfaces besides the XDP one.
+fn too_many_interfaces() -> String {
+    let mut t =
+        String::from("[global]\ninterface = \"eth0\"\n[[service]]\nname = \"a\"\nvip = \"10.0.0.1:80\"\n");
+    for i in 0..MAX_TX_PORTS {
+        t += &format!(
+            "[[service.server]]\nname = \"v{i}\"\naddress = \"10.0.1.{i}\"\ninterface = \"eth{}\"\n",
+            i + 1
+        );
     }
     t
 }
@@ -88,6 +112,10 @@ fn parse_refuses_with_the_whole_error() {
         (
             with("interface = \"eth0\"", "interface = \"a_very_long_ifname0\""),
             "xlb.toml: [global], field \"interface\": \"a_very_long_ifname0\" is longer than 15 bytes, which no Linux interface name is".into(),
+        ),
+        (
+            global("max_new_entries_per_cpu = \"lots\""),
+            "xlb.toml: [global], field \"max_new_entries_per_cpu\": \"lots\" is not a size; write a number, or e.g. \"100k\" or \"1m\"".into(),
         ),
         (
             global("xdp_mode = \"offload\""),
@@ -161,7 +189,19 @@ fn parse_refuses_with_the_whole_error() {
             "[global]\ninterface = \"eth0\"\npeer_key_file = \"/etc/xlb/peer.key\"\n".into(),
             "xlb.toml: [global], field \"peer_key_file\": set, but no [[peer]] is listed; list the other instances (or remove peer_key_file)".into(),
         ),
+        (
+            with_peer().replace("name = \"lb2\"", "name = \"lb 2\""),
+            "xlb.toml: peer \"lb 2\", field \"name\": use 1 to 48 letters, digits, '_', '.' or '-'".into(),
+        ),
+        (
+            too_many_peers(),
+            format!("xlb.toml: field \"peer\": {} [[peer]] entries; at most {MAX_PEERS} are supported", MAX_PEERS + 1),
+        ),
         // The data path's limits on the whole file.
+        (
+            too_many_interfaces(),
+            format!("xlb.toml: field \"interface\": servers name {MAX_TX_PORTS} interfaces besides the XDP one; at most {} are supported", MAX_TX_PORTS - 1),
+        ),
         (
             too_many_services(),
             format!(
@@ -237,6 +277,10 @@ fn parse_refuses_with_the_whole_error() {
         (
             with("size = \"100k\"", "size = 0"),
             "xlb.toml: service \"be_app\", field \"stick.size\": must be at least 1 (got 0)".into(),
+        ),
+        (
+            with("size = \"100k\"", "size = \"5000m\""),
+            "xlb.toml: service \"be_app\", field \"stick.size\": 5000000000 entries bring the stick tables of all services to 5000000000 entries, which take 537.8 GiB of kernel memory (about 115 bytes each: 24 key + 16 value + 48 kernel element header + a 16-byte hash bucket); the cap is 2 GiB, at most 18302407 entries in all: lower stick.size (e.g. \"100k\")".into(),
         ),
         (
             with("size = \"100k\"", "size = \"30m\""),
