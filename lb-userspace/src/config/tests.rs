@@ -11,6 +11,7 @@ use super::*;
 
 mod refused;
 
+/// A valid config (one service, two servers); most cases change one thing in it with `with`.
 pub(super) const OK: &str = r#"
 [global]
 interface = "eth0"
@@ -30,10 +31,12 @@ mac = "02:00:00:00:01:12"
 state = "drain"
 "#;
 
+/// The whole error `parse` gives for `text`, read from "xlb.toml".
 fn err(text: &str) -> String {
     parse(text, "xlb.toml").expect_err("must be rejected").to_string()
 }
 
+/// `OK` with its first `find` replaced by `replace`.
 pub(super) fn with(find: &str, replace: &str) -> String {
     assert!(OK.contains(find), "fixture lacks {find}");
     OK.replacen(find, replace, 1)
