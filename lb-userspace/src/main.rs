@@ -11,8 +11,6 @@ use std::{
 
 use clap::{Parser, Subcommand};
 
-const DEFAULT_SOCKET: &str = "/run/xlb/admin.sock";
-
 #[derive(Parser)]
 #[command(
     name = "xlb",
@@ -123,7 +121,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let socket = match (socket, config) {
         (Some(s), _) => s,
         (None, Some(c)) => xlb::config::load(&c)?.global.admin_socket,
-        (None, None) => PathBuf::from(DEFAULT_SOCKET),
+        (None, None) => PathBuf::from(xlb::config::DEFAULT_ADMIN_SOCKET),
     };
     let mut line = verb.to_string();
     for w in &words {
@@ -146,7 +144,7 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{:#}", anyhow::Error::from(e));
             ExitCode::from(1)
         }
     }

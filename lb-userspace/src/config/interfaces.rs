@@ -1,0 +1,144 @@
+//! Checks against the host the agent runs on, not made by `xlb check` (which may run
+//! elsewhere): the interfaces the config names exist, and no VIP is the XDP interface's own
+//! address.
+
+use std::net::IpAddr;
+
+use super::{Config, ConfigError};
+
+/// Every interface the config names exists in this network namespace, and no VIP is an
+/// address of the XDP interface.
+pub fn check_interfaces(cfg: &Config) -> Result<(), ConfigError> {
+    check_interface(&cfg.global.interface)?;
+    check_vips_are_not_own_addresses(cfg, &interface_addresses(&cfg.global.interface))?;
+    for s in &cfg.services {
+        for v in &s.servers {
+            if let Some(i) = &v.interface {
+                check_interface(i).map_err(|_| ConfigError::NoServerInterface {
+                    service: s.name.clone(),
+                    server: v.name.clone(),
+                    interface: i.clone(),
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The interface's index, or an error saying how to find the right name.
+pub fn check_interface(name: &str) -> Result<u32, ConfigError> {
+    let missing = || ConfigError::NoInterface { name: name.into() };
+    let c = std::ffi::CString::new(name).map_err(|_| missing())?;
+    // SAFETY: a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(missing()),
+        i => Ok(i),
+    }
+}
+
+/// No service's VIP is one of `own` (the XDP interface's addresses).
+pub fn check_vips_are_not_own_addresses(cfg: &Config, own: &[IpAddr]) -> Result<(), ConfigError> {
+    match cfg.services.iter().find(|s| own.contains(&s.vip.ip())) {
+        Some(s) => Err(ConfigError::VipIsOwnAddress {
+            service: s.name.clone(),
+            vip: s.vip.ip(),
+            interface: cfg.global.interface.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The IPv4 and IPv6 addresses of interface `name` (empty if it has none or they cannot be read).
+pub fn interface_addresses(name: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: a node of the list getifaddrs returned; freed only after the walk.
+        let ifa = unsafe { &*p };
+        p = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: a NUL-terminated name from getifaddrs.
+        if unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_bytes() != name.as_bytes() {
+            continue;
+        }
+        // SAFETY: `ifa_addr` points to a sockaddr of the family it names.
+        match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
+            libc::AF_INET => {
+                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes()));
+            }
+            libc::AF_INET6 => {
+                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::from(a.sin6_addr.s6_addr));
+            }
+            _ => {}
+        }
+    }
+    // SAFETY: the list from getifaddrs, freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{
+        parse,
+        tests::{OK, with},
+    };
+
+    #[test]
+    fn interface_that_does_not_exist() {
+        assert_eq!(
+            check_interface("xlbnope0").unwrap_err().to_string(),
+            "interface \"xlbnope0\" does not exist (in this network namespace); list them with \"ip link\""
+        );
+        assert!(check_interface("lo").is_ok());
+    }
+
+    /// A server's interface that does not exist here: refused where the agent runs, not by
+    /// `parse`.
+    #[test]
+    fn server_interface_that_does_not_exist() {
+        let mut cfg = parse(
+            &with("state = \"drain\"", "interface = \"xlb-nosuch9\""),
+            "xlb.toml",
+        )
+        .unwrap();
+        cfg.global.interface = "lo".into();
+        assert_eq!(
+            check_interfaces(&cfg).unwrap_err().to_string(),
+            "service \"be_app\", server \"app2\", field \"interface\": \"xlb-nosuch9\" does not exist (in this \
+             network namespace); list them with \"ip link\""
+        );
+        cfg.services[0].servers[1].interface = Some("lo".into());
+        check_interfaces(&cfg).unwrap();
+    }
+
+    #[test]
+    fn vip_equal_to_the_interfaces_own_address_is_refused() {
+        let c = parse(OK, "x").unwrap();
+        let own: IpAddr = "10.0.0.10".parse().unwrap();
+        assert_eq!(
+            check_vips_are_not_own_addresses(&c, &[own])
+                .unwrap_err()
+                .to_string(),
+            "service \"be_app\", field \"vip\": 10.0.0.10 is an address of the XDP interface \"eth0\" itself, so the balancer would take the host's own traffic to that address (its SSH, its peers, its health checks' answers); give the service an address of its own"
+        );
+        assert!(check_vips_are_not_own_addresses(&c, &["10.0.0.9".parse().unwrap()]).is_ok());
+        // At runtime the addresses come from the interface itself.
+        let t = OK
+            .replace("interface = \"eth0\"", "interface = \"lo\"")
+            .replace("10.0.0.10:80", "127.0.0.1:80");
+        let e = check_interfaces(&parse(&t, "x").unwrap()).unwrap_err();
+        assert!(matches!(e, ConfigError::VipIsOwnAddress { .. }), "{e}");
+        assert!(interface_addresses("lo").contains(&IpAddr::from([127, 0, 0, 1])));
+    }
+}
