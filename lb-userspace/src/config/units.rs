@@ -121,9 +121,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// The shortest exact form `parse_duration` reads back: "30m", "2s", "1500ms", "0s".
+/// A duration finer than whole milliseconds (a measured latency; no configured value is) is
+/// shown in microseconds, "320us", which `parse_duration` does not read.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms.is_multiple_of(86_400_000) && ms > 0 {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}us", d.as_micros())
+    } else if ms.is_multiple_of(86_400_000) && ms > 0 {
         format!("{}d", ms / 86_400_000)
     } else if ms.is_multiple_of(3_600_000) && ms > 0 {
         format!("{}h", ms / 3_600_000)
@@ -151,6 +155,8 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(1800)), "30m");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(format_duration(Duration::ZERO), "0s");
+        assert_eq!(format_duration(Duration::from_micros(320)), "320us");
+        assert_eq!(format_duration(Duration::from_micros(1500)), "1500us");
         assert_eq!(parse_duration("2 s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert!(

@@ -53,9 +53,11 @@ async fn fall_then_rise_with_exactly_one_transition_each() {
     assert_eq!(st.haproxy_health(), 0);
 
     // More failures, no more transitions.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until(Duration::from_secs(2), || {
+        hc.status(&k).unwrap().consecutive_failed > 3
+    })
+    .await;
     assert!(rx.try_recv().is_err());
-    assert!(hc.status(&k).unwrap().consecutive_failed > 3);
 
     // The server comes up on that port.
     let srv = serve_on(sock.listen(64).unwrap(), Behaviour::Close).await;
