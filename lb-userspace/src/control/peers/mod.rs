@@ -25,6 +25,11 @@
 //! `<service> <client address after the mask> <source port or 0> <server> <idle ms>`.
 //! Services and servers travel by name, so ids may differ between instances; a line about a
 //! service or server the receiver does not have is dropped and counted (`unknown`).
+//!
+//! Here: the peers, their counters and what this instance wrote for them. `updates`: the
+//! update lines, made from and merged into the table (under the agent's lock, asked through
+//! [`Agent`]). `session`: the connections. `codec`: the framing on the byte stream
+//! (`tokio-util`). `wire`: the handshake and the frames' MACs, without I/O.
 
 mod codec;
 mod session;
