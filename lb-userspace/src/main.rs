@@ -10,6 +10,7 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
+use xlb::control::api;
 
 #[derive(Parser)]
 #[command(
@@ -128,7 +129,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         line.push(' ');
         line.push_str(w);
     }
-    api_call(&socket, &line, verb)
+    api_call(&socket, &line)
 }
 
 fn check(path: &Path) -> ExitCode {
@@ -150,8 +151,10 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// Send one command line, print the answer. Exit 1 when the agent answered an error.
-fn api_call(socket: &Path, line: &str, verb: &str) -> anyhow::Result<ExitCode> {
+/// Send one command line, print the answer, and exit with its status: the agent ends the
+/// answer with a status line, asked for by [`api::STATUS_REQUEST`]. An answer without one (the
+/// agent refused the line before running it, or it was cut short) exits 1.
+fn api_call(socket: &Path, line: &str) -> anyhow::Result<ExitCode> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
         anyhow::anyhow!(
             "cannot reach the agent at {}: {e}. Is `xlb run` running? (--socket PATH or -c FILE to point elsewhere)",
@@ -159,18 +162,15 @@ fn api_call(socket: &Path, line: &str, verb: &str) -> anyhow::Result<ExitCode> {
         )
     })?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    s.write_all(format!("{line}\n").as_bytes())?;
+    s.write_all(format!("{} {line}\n", api::STATUS_REQUEST).as_bytes())?;
     let mut answer = String::new();
     s.read_to_string(&mut answer)?;
+    let (text, status) = api::split_status(&answer).unwrap_or((&answer, 1));
     let mut out = std::io::stdout().lock();
-    match out.write_all(answer.as_bytes()).and_then(|_| out.flush()) {
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         // `xlb show table | head`: a closed pipe is not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
         r => r?,
     }
-    Ok(if xlb::control::api::is_error_answer(verb, &answer) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::from(status))
 }

@@ -18,6 +18,8 @@ use tokio::{
     sync::{Notify, broadcast, mpsc, watch},
 };
 
+mod hooks;
+
 use crate::{
     balancer::stick,
     balancer::{Balancer, CheckChanges},
@@ -218,13 +220,18 @@ async fn serve(
         stick_pin.clone(),
         shutdown.clone(),
     ));
+    // What the peers and the metrics ask of the agent (work under the lock).
+    let hooks = Arc::new(hooks::Hooks {
+        shared: shared.clone(),
+        state: state.clone(),
+        stick_pin: stick_pin.clone(),
+    });
     let mut peer_tasks = Vec::new();
     let replication = if let Some(list) = peer_list {
         let (batches, _) = broadcast::channel::<peers::Batch>(256);
         for i in 0..list.list.len() {
             peer_tasks.push(tokio::spawn(peers::sender(
-                shared.clone(),
-                stick_pin.clone(),
+                hooks.clone(),
                 list.clone(),
                 i,
                 batches.clone(),
@@ -241,7 +248,7 @@ async fn serve(
             );
             peer_tasks.push(tokio::spawn(peers::listen(
                 l,
-                shared.clone(),
+                hooks.clone(),
                 list.clone(),
                 shutdown.clone(),
             )));
@@ -264,7 +271,7 @@ async fn serve(
     ));
     let neigh_task = tokio::spawn(follow_neighbours(shared.clone(), neighbours, shutdown.clone()));
     let metrics_task = cfg.global.metrics.map(|addr| {
-        let metrics = crate::control::metrics::serve(addr, shared.clone(), state.clone(), shutdown.clone());
+        let metrics = crate::control::metrics::serve(addr, hooks.clone(), shutdown.clone());
         tokio::spawn(metrics)
     });
     log::info!("xlb: runtime API on {}", socket.display());

@@ -1,17 +1,18 @@
 //! Prometheus text endpoint (`metrics = "9100"` listens on 127.0.0.1; `"addr:port"` elsewhere): per-service and per-server
 //! packets, bytes, stick counters, table use, server state; global data-path counters; peers.
 //!
-//! A scrape reads the figures into a [`Snapshot`] under the agent's lock — per-CPU counters,
-//! the sweeper's last count of each table, the checker's view, the peers' atomics; never a
-//! table walk — and `prometheus-client` encodes it in the text format (version 0.0.4) once the
-//! lock is released: one `# HELP` and `# TYPE` per family, the family's samples together.
+//! A scrape asks the agent for a [`Snapshot`], which it reads under its lock — per-CPU
+//! counters, the sweeper's last count of each table, the checker's view, the peers' atomics;
+//! never a table walk — and `prometheus-client` encodes it in the text format (version 0.0.4)
+//! once the lock is released: one `# HELP` and `# TYPE` per family, the family's samples
+//! together.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
-};
+mod snapshot;
 
-use lb_common::{BackendStats, ServiceStats};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use futures_util::{StreamExt as _, stream::FuturesUnordered};
+use lb_common::ServiceStats;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text},
@@ -20,18 +21,25 @@ use prometheus_client::{
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
     sync::watch,
 };
 
-use crate::{balancer::Balancer, control::state::AgentState};
+pub use snapshot::{PeerFigures, PeersFigures, ServerFigures, ServiceFigures, Snapshot};
 
-pub async fn serve(
-    addr: SocketAddr,
-    shared: Arc<Mutex<Balancer>>,
-    state: Arc<AgentState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// What a scrape asks of the agent, which alone takes the balancer's lock and spawns.
+pub trait Agent: Send + Sync + 'static {
+    /// [`Snapshot::read`] under the lock, on a thread that may block.
+    fn snapshot(&self) -> impl Future<Output = Snapshot> + Send;
+}
+
+/// How long a client may take to send its request, and then to take the answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers every connection on `addr` with a scrape, until the agent stops. The connections
+/// are served concurrently inside this future (which the agent spawns), each bounded by
+/// [`CLIENT_TIMEOUT`], so a slow client delays no other scrape.
+pub async fn serve<A: Agent>(addr: SocketAddr, agent: Arc<A>, mut shutdown: watch::Receiver<bool>) {
     let l = match TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -46,117 +54,43 @@ pub async fn serve(
              the counters and server names; prefer 127.0.0.1 or a management address"
         );
     }
-    let registry = Arc::new(registry(shared, state));
+    let mut scrapes = FuturesUnordered::new();
     loop {
-        let (mut s, _) = tokio::select! {
-            r = l.accept() => match r { Ok(c) => c, Err(_) => continue },
+        tokio::select! {
+            r = l.accept() => if let Ok((s, _)) = r {
+                scrapes.push(scrape(s, agent.clone()));
+            },
+            Some(()) = scrapes.next() => {}
             _ = shutdown.changed() => return,
-        };
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await;
-            let body = tokio::task::spawn_blocking(move || encode(&registry))
-                .await
-                .unwrap_or_default();
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                prometheus_text::CONTENT_TYPE,
-                body.len()
-            );
-            let _ = s.write_all(head.as_bytes()).await;
-            let _ = s.write_all(body.as_bytes()).await;
-        });
+        }
     }
 }
 
-/// The registry the endpoint encodes: one collector that reads the balancer and the agent's
-/// state on every scrape.
-pub fn registry(shared: Arc<Mutex<Balancer>>, state: Arc<AgentState>) -> Registry {
-    let mut r = Registry::default();
-    r.register_collector(Box::new(BalancerCollector { shared, state }));
-    r
+/// One connection: whatever request it sends, the exposition text, then close.
+async fn scrape<A: Agent>(mut s: TcpStream, agent: Arc<A>) {
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(CLIENT_TIMEOUT, s.read(&mut buf)).await;
+    let body = exposition(agent.snapshot().await);
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        prometheus_text::CONTENT_TYPE,
+        body.len()
+    );
+    let _ = tokio::time::timeout(CLIENT_TIMEOUT, async {
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body.as_bytes()).await
+    })
+    .await;
 }
 
-/// The exposition text of `registry`.
-pub fn encode(registry: &Registry) -> String {
+/// The exposition text of `snapshot`.
+pub fn exposition(snapshot: Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
     let mut o = String::new();
     // Writing into a String fails only if a collector fails, and ours do not.
-    let _ = prometheus_text::encode(&mut o, registry);
+    let _ = prometheus_text::encode(&mut o, &registry);
     o
-}
-
-/// Reads the balancer's and the agent state's figures on every scrape.
-struct BalancerCollector {
-    shared: Arc<Mutex<Balancer>>,
-    state: Arc<AgentState>,
-}
-
-impl std::fmt::Debug for BalancerCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BalancerCollector")
-    }
-}
-
-impl Collector for BalancerCollector {
-    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
-        let snapshot = Snapshot::read(&self.shared.lock().expect("balancer lock"), &self.state);
-        snapshot.encode(encoder)
-    }
-}
-
-/// The figures of one scrape, read under the agent's lock and encoded after it.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// Data-path counters by event name, as `show info` lists them (`None`: a map could not
-    /// be read).
-    pub datapath: Option<Vec<(&'static str, u64)>>,
-    pub services: Vec<ServiceFigures>,
-    pub peers: Option<PeersFigures>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ServiceFigures {
-    pub name: String,
-    /// `None`: the map could not be read.
-    pub stats: Option<ServiceStats>,
-    /// Live entries of its stick table as of the sweeper's last pass.
-    pub table_used: u64,
-    /// Capacity of its stick table (0: it keeps none).
-    pub table_size: u64,
-    pub servers: Vec<ServerFigures>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ServerFigures {
-    pub name: String,
-    /// `None`: the map could not be read.
-    pub stats: Option<BackendStats>,
-    /// Latency of the latest check, in seconds (`None` before one completed or without checks).
-    pub check_latency: Option<f64>,
-    /// Checks run (`None` without checks).
-    pub checks: Option<u64>,
-    /// `UP`, `DOWN`, `DRAIN` or `MAINT`.
-    pub state: &'static str,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct PeersFigures {
-    pub peers: Vec<PeerFigures>,
-    /// Connections refused because they came from an address that is not a peer's.
-    pub connections_refused: u64,
-    /// Connections refused because the peer's address had too many unauthenticated ones.
-    pub connections_refused_busy: u64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct PeerFigures {
-    pub name: String,
-    pub connected: bool,
-    /// Update-line counters, in the order of [`PEER_UPDATES`].
-    pub updates: [u64; PEER_UPDATES.len()],
-    pub auth_failures: u64,
-    pub write_timeouts: u64,
 }
 
 const SERVER_STATES: [&str; 4] = ["UP", "DOWN", "DRAIN", "MAINT"];
@@ -243,59 +177,6 @@ pub const PEER_UPDATES: [(&str, &str); 8] = [
 ];
 
 impl Snapshot {
-    /// Reads the figures of `b` (per-CPU counters) and `state` (the sweeper's last count, the
-    /// checker's view, the peers' atomics). Nothing here walks a table: this runs under the
-    /// agent's lock.
-    pub fn read(b: &Balancer, state: &AgentState) -> Snapshot {
-        let services = b
-            .services
-            .iter()
-            .map(|s| ServiceFigures {
-                name: s.cfg.name.clone(),
-                stats: b.dp.service_stats(s.id).ok(),
-                table_used: state.table_used(s.id as u16) as u64,
-                table_size: b.dp.stick_capacity_of(s.id).unwrap_or(0).into(),
-                servers: s
-                    .servers
-                    .iter()
-                    .map(|v| {
-                        let check = state.checks.get(&(s.cfg.name.clone(), v.cfg.name.clone()));
-                        ServerFigures {
-                            name: v.cfg.name.clone(),
-                            stats: b.dp.backend_stats(v.id).ok(),
-                            check_latency: check
-                                .as_ref()
-                                .and_then(|c| c.last_latency)
-                                .map(|l| l.as_secs_f64()),
-                            checks: check.map(|c| c.checks),
-                            state: v.state_word(),
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
-        let peers = state.peers.as_ref().map(|p| PeersFigures {
-            peers: p
-                .list
-                .iter()
-                .map(|(peer, c)| PeerFigures {
-                    name: peer.name.clone(),
-                    connected: c.connected.load(Relaxed),
-                    updates: c.line_counts(),
-                    auth_failures: c.bad_auth.load(Relaxed),
-                    write_timeouts: c.timeouts.load(Relaxed),
-                })
-                .collect(),
-            connections_refused: p.refused.load(Relaxed),
-            connections_refused_busy: p.refused_busy.load(Relaxed),
-        });
-        Snapshot {
-            datapath: b.dp.global_stats().ok().map(|g| g.shown().collect()),
-            services,
-            peers,
-        }
-    }
-
     /// Encodes every family that has samples, each once, its samples together.
     pub fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let e = &mut e;
@@ -451,6 +332,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lb_common::BackendStats;
 
     /// Every family an agent with peers, checks and two services shows.
     fn full() -> Snapshot {
@@ -493,12 +375,6 @@ mod tests {
         }
     }
 
-    fn text(s: Snapshot) -> String {
-        let mut r = Registry::default();
-        r.register_collector(Box::new(s));
-        encode(&r)
-    }
-
     /// Family name of a sample line (the metric name; no histograms or summaries here).
     fn sample_family(line: &str) -> &str {
         line.split(['{', ' ']).next().unwrap()
@@ -506,7 +382,7 @@ mod tests {
 
     #[test]
     fn each_family_has_one_help_and_type_and_its_samples_together() {
-        let t = text(full());
+        let t = exposition(full());
         let mut seen: Vec<String> = Vec::new();
         let mut lines = t.lines().peekable();
         while let Some(help) = lines.next() {
@@ -564,7 +440,7 @@ mod tests {
 
     #[test]
     fn samples_carry_the_labels_and_values() {
-        let t = text(full());
+        let t = exposition(full());
         for line in [
             "xlb_datapath_packets_total{event=\"tx\"} 5",
             "xlb_service_stick_hits_total{service=\"dns\"} 4",
@@ -596,7 +472,7 @@ mod tests {
             v.check_latency = None;
             v.checks = None;
         }
-        let t = text(s);
+        let t = exposition(s);
         for gone in ["xlb_peer_", "xlb_datapath_", "xlb_server_check"] {
             assert!(!t.contains(gone), "{gone}:\n{t}");
         }

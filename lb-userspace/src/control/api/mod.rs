@@ -4,6 +4,12 @@
 //! Every answer ends with a newline; errors are one line. Nothing a client sends can stop the
 //! agent: input is bounded, parsed strictly, and a failure is an answer, not a panic.
 //!
+//! A command fails with an [`ApiError`]: its text is the answer, and its
+//! [`exit_status`](ApiError::exit_status) is the `xlb` CLI's. A program (the CLI) that starts
+//! its line with [`STATUS_REQUEST`] gets the same answer followed by one more line,
+//! `@status <n>` (0: success), so it never has to guess from the text; people and `socat` see
+//! the plain answer.
+//!
 //! A command runs in two steps so that no table walk holds the agent's lock: [`prepare`], under
 //! the lock, does what needs the balancer (and all of a command that needs nothing else) and
 //! copies out what a walk needs; [`Prepared::finish`], without the lock, walks the stick table
@@ -21,6 +27,11 @@ use crate::{
     datapath::coarse_now_ns,
     datapath::stick_maps::StickTables,
 };
+
+mod error;
+
+use error::bad_argument;
+pub use error::{ApiError, STATUS_REQUEST, split_status, status_line};
 
 /// Longest command line accepted.
 pub const MAX_LINE: usize = 4096;
@@ -41,8 +52,14 @@ The following commands are valid at this level:
   where <service> <addr>                   : which server a client goes to now, and why
 ";
 
-/// A command after [`prepare`]: the answer, or the walk that makes it.
-pub enum Prepared {
+/// A command after [`prepare`]: what it does, and whether the client asked for the status line.
+pub struct Prepared {
+    command: Result<Command, ApiError>,
+    status_line: bool,
+}
+
+/// What a command does once parsed.
+enum Command {
     /// The whole answer.
     Answer(String),
     /// A walk of the stick table, with what it needs from the balancer.
@@ -64,37 +81,45 @@ pub enum Walk {
 /// Parse one command line and do, under the balancer's lock, what needs the balancer. Quick:
 /// no table walk.
 pub fn prepare(b: &mut Balancer, state: &AgentState, line: &str) -> Prepared {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    match run(b, state, &words) {
-        Ok(p) => p,
-        Err(e) => Prepared::Answer(format!("{e}\n")),
+    let mut words: Vec<&str> = line.split_whitespace().collect();
+    let status_line = words.first() == Some(&STATUS_REQUEST);
+    if status_line {
+        words.remove(0);
+    }
+    Prepared {
+        command: run(b, state, &words),
+        status_line,
     }
 }
 
 impl Prepared {
-    fn walk(w: Walk) -> Prepared {
-        Prepared::Walk(Box::new(w))
-    }
-
     /// Without the lock: walk the stick map pinned at `stick_pin` if the command needs it, and
-    /// write the answer to `out` as it is made. An error of `out` (the client went away) stops
-    /// the walk.
+    /// write the answer to `out` as it is made (then the status line, if asked for). An error
+    /// of `out` (the client went away) stops the walk.
     pub fn finish(self, stick_pin: &Path, out: &mut dyn io::Write) -> io::Result<()> {
-        match self {
-            Prepared::Answer(a) => out.write_all(a.as_bytes()),
-            Prepared::Walk(w) => match w.run(stick_pin, out) {
+        let result = match self.command {
+            Ok(Command::Answer(a)) => Ok(out.write_all(a.as_bytes())?),
+            Ok(Command::Walk(w)) => match w.run(stick_pin, out) {
                 Ok(()) => Ok(()),
-                Err(WalkError::Out(e)) => Err(e),
-                Err(WalkError::Table(e)) => writeln!(out, "{e}"),
+                Err(WalkError::Out(e)) => return Err(e),
+                Err(WalkError::Table(e)) => Err(e),
             },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            writeln!(out, "{e}")?;
         }
+        if self.status_line {
+            out.write_all(status_line(&result).as_bytes())?;
+        }
+        Ok(())
     }
 }
 
 /// Why a walk stopped: the client's end failed, or the table could not be read (the answer).
 enum WalkError {
     Out(io::Error),
-    Table(String),
+    Table(ApiError),
 }
 
 impl From<io::Error> for WalkError {
@@ -105,10 +130,13 @@ impl From<io::Error> for WalkError {
 
 impl Walk {
     fn run(self, stick_pin: &Path, out: &mut dyn io::Write) -> Result<(), WalkError> {
-        let mut tables = stick::open_pinned(stick_pin)
-            .map_err(|e| WalkError::Table(format!("cannot read the stick tables: {e:#}")))?;
+        let mut tables = stick::open_pinned(stick_pin).map_err(|e| {
+            WalkError::Table(ApiError::OpenTables {
+                message: format!("{e:#}"),
+            })
+        })?;
         let read = |r: Result<Vec<(StickKey, StickEntry)>, _>| {
-            r.map_err(|e| WalkError::Table(format!("cannot read the stick table: {e}")))
+            r.map_err(|source| WalkError::Table(ApiError::ReadTable { source }))
         };
         match self {
             Walk::Headers(services) => {
@@ -128,7 +156,7 @@ impl Walk {
             Walk::Clear(svc, filter) => {
                 let n = match tables.get_mut(svc.id) {
                     Some(t) => stick::clear(&mut t.map, &svc, &filter)
-                        .map_err(|e| WalkError::Table(format!("cannot clear: {e}")))?,
+                        .map_err(|source| WalkError::Table(ApiError::Clear { source }))?,
                     None => 0,
                 };
                 log::info!("clear table {}: {n} entries removed", svc.cfg.name);
@@ -152,37 +180,38 @@ fn for_walk(s: &Svc) -> Svc {
     }
 }
 
-fn run(b: &mut Balancer, state: &AgentState, w: &[&str]) -> Result<Prepared, String> {
-    let answer = |a: String| Ok(Prepared::Answer(a));
+fn run(b: &mut Balancer, state: &AgentState, w: &[&str]) -> Result<Command, ApiError> {
+    let answer = |a: String| Ok(Command::Answer(a));
+    let walk = |w: Walk| Ok(Command::Walk(Box::new(w)));
     match w {
-        [] => Err("Empty command. Type 'help' for the list of commands.".into()),
+        [] => Err(ApiError::Empty),
         ["help"] => answer(HELP.into()),
         ["show", "info"] => answer(show_info(b, state)),
         ["show", "peers"] => answer(match &state.peers {
             Some(p) => p.show(),
             None => "# no [[peer]] configured\n".into(),
         }),
-        ["show", "stat"] => Ok(Prepared::walk(Walk::Stat(stat_snapshot(b, state)?))),
+        ["show", "stat"] => walk(Walk::Stat(stat_snapshot(b, state)?)),
         ["show", "servers", "state"] => answer(show_servers_state(b, None)?),
         ["show", "servers", "state", name] => answer(show_servers_state(b, Some(name))?),
-        ["show", "table"] => Ok(Prepared::walk(Walk::Headers(b.services.iter().map(for_walk).collect()))),
+        ["show", "table"] => walk(Walk::Headers(b.services.iter().map(for_walk).collect())),
         ["show", "table", name, filter @ ..] => {
-            let f = Filter::parse(filter)?;
-            Ok(Prepared::walk(Walk::Show(for_walk(service(b, name)?), f)))
+            let f = Filter::parse(filter).map_err(bad_argument)?;
+            walk(Walk::Show(for_walk(service(b, name)?), f))
         }
         ["clear", "table", name, filter @ ..] => {
-            let f = Filter::parse(filter)?;
-            Ok(Prepared::walk(Walk::Clear(for_walk(service(b, name)?), f)))
+            let f = Filter::parse(filter).map_err(bad_argument)?;
+            walk(Walk::Clear(for_walk(service(b, name)?), f))
         }
         ["set", "server", target, "state", st] => {
             let (s, v) = split_target(target)?;
             let state: AdminState = st
                 .parse()
-                .map_err(|_| format!("'{st}' is not a state; use ready, drain or maint."))?;
+                .map_err(|_| bad_argument(format!("'{st}' is not a state; use ready, drain or maint.")))?;
             match b.set_admin(s, v, state) {
                 Ok(true) => answer(String::new()),
                 Ok(false) => Err(no_server(b, s, v)),
-                Err(e) => Err(format!("failed to apply: {e}")),
+                Err(source) => Err(ApiError::Apply { source }),
             }
         }
         ["set", "server", target, "weight", n] => {
@@ -192,52 +221,65 @@ fn run(b: &mut Balancer, state: &AgentState, w: &[&str]) -> Result<Prepared, Str
                 .parse()
                 .ok()
                 .filter(|w| *w <= 256)
-                .ok_or_else(|| format!("'{n}' is not a weight; use an integer from 0 to 256."))?;
+                .ok_or_else(|| bad_argument(format!("'{n}' is not a weight; use an integer from 0 to 256.")))?;
             match b.set_weight(s, v, weight) {
                 Ok(true) => answer(String::new()),
                 Ok(false) => Err(no_server(b, s, v)),
-                Err(e) => Err(format!("failed to apply: {e}")),
+                Err(source) => Err(ApiError::Apply { source }),
             }
         }
-        ["set", "server", ..] => Err("'set server' expects '<service>/<server> state ready|drain|maint' or '<service>/<server> weight <n>'.".into()),
+        ["set", "server", ..] => Err(bad_argument(
+            "'set server' expects '<service>/<server> state ready|drain|maint' or '<service>/<server> weight <n>'.".into(),
+        )),
         ["where", name, addr] => {
-            let a: IpAddr = addr.parse().map_err(|_| format!("'{addr}' is not an IPv4 or IPv6 address"))?;
+            let a: IpAddr = addr
+                .parse()
+                .map_err(|_| bad_argument(format!("'{addr}' is not an IPv4 or IPv6 address")))?;
             let svc = service(b, name)?;
             stick::where_is(&b.dp, svc, a)
-                .map(Prepared::Answer)
-                .map_err(|e| format!("cannot read the data path: {e}"))
+                .map(Command::Answer)
+                .map_err(|source| ApiError::Datapath { source })
         }
-        words => Err(format!(
-            "Unknown command: '{}'. Type 'help' for the list of commands.",
-            words.join(" ").chars().take(64).collect::<String>()
-        )),
+        words => Err(ApiError::Unknown {
+            command: words.join(" ").chars().take(64).collect(),
+        }),
     }
 }
 
-fn split_target(t: &str) -> Result<(&str, &str), String> {
+fn split_target(t: &str) -> Result<(&str, &str), ApiError> {
     t.split_once('/')
         .filter(|(s, v)| !s.is_empty() && !v.is_empty())
-        .ok_or_else(|| format!("'{t}' must be written <service>/<server>."))
+        .ok_or_else(|| bad_argument(format!("'{t}' must be written <service>/<server>.")))
 }
 
-fn service<'a>(b: &'a Balancer, name: &str) -> Result<&'a crate::balancer::Svc, String> {
-    b.service(name).ok_or_else(|| {
-        let names: Vec<&str> = b.services.iter().map(|s| s.cfg.name.as_str()).collect();
-        format!("No such table: '{name}'. Tables: {}.", names.join(", "))
+fn service<'a>(b: &'a Balancer, name: &str) -> Result<&'a crate::balancer::Svc, ApiError> {
+    b.service(name).ok_or_else(|| ApiError::NoSuchTable {
+        name: name.to_string(),
+        tables: b
+            .services
+            .iter()
+            .map(|s| s.cfg.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     })
 }
 
-fn no_server(b: &Balancer, s: &str, v: &str) -> String {
+fn no_server(b: &Balancer, s: &str, v: &str) -> ApiError {
     match b.service(s) {
-        None => format!("No such backend: '{s}'."),
-        Some(_) => format!("No such server: '{s}/{v}'."),
+        None => ApiError::NoSuchBackend {
+            service: s.to_string(),
+        },
+        Some(_) => ApiError::NoSuchServer {
+            service: s.to_string(),
+            server: v.to_string(),
+        },
     }
 }
 
 /// HAProxy's `show servers state` (version 1): the columns that apply, in HAProxy's order.
 /// srv_op_state: 0 stopped (down), 2 running. srv_admin_state bits: 0x01 forced maint,
 /// 0x08 forced drain.
-fn show_servers_state(b: &Balancer, only: Option<&str>) -> Result<String, String> {
+fn show_servers_state(b: &Balancer, only: Option<&str>) -> Result<String, ApiError> {
     if let Some(n) = only {
         service(b, n)?;
     }
@@ -291,7 +333,7 @@ pub struct StatSnapshot {
     uptime_s: u64,
 }
 
-fn stat_snapshot(b: &Balancer, state: &AgentState) -> Result<StatSnapshot, String> {
+fn stat_snapshot(b: &Balancer, state: &AgentState) -> Result<StatSnapshot, ApiError> {
     let mut services = Vec::new();
     for s in &b.services {
         let servers = s
@@ -299,8 +341,10 @@ fn stat_snapshot(b: &Balancer, state: &AgentState) -> Result<StatSnapshot, Strin
             .iter()
             .map(|v| b.dp.backend_stats(v.id))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        let totals = b.dp.service_stats(s.id).map_err(|e| e.to_string())?;
+            .map_err(|source| ApiError::Counters { source })?;
+        let totals =
+            b.dp.service_stats(s.id)
+                .map_err(|source| ApiError::Counters { source })?;
         services.push((for_walk(s), totals, servers));
     }
     Ok(StatSnapshot {
@@ -394,25 +438,44 @@ fn show_info(b: &Balancer, state: &AgentState) -> String {
     out
 }
 
-/// Error answers are one line and start with one of these words (the CLI's exit code).
-const ERROR_STARTS: [&str; 10] = [
-    "Unknown command",
-    "Empty command",
-    "No such",
-    "'",
-    "cannot",
-    "failed",
-    "unknown filter",
-    "Command too long",
-    "Timeout",
-    "Internal error",
-];
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Whether `answer` to a command of `verb` is an error (`set` and `clear` answer nothing on
-/// success, like HAProxy).
-pub fn is_error_answer(verb: &str, answer: &str) -> bool {
-    if matches!(verb, "set" | "clear") {
-        return !answer.trim().is_empty();
+    fn finished(command: Result<Command, ApiError>, status_line: bool) -> String {
+        let mut out = Vec::new();
+        Prepared { command, status_line }
+            .finish(Path::new("/nonexistent"), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
     }
-    answer.lines().count() == 1 && ERROR_STARTS.iter().any(|p| answer.starts_with(p))
+
+    #[test]
+    fn an_error_is_its_one_line_answer_and_its_exit_status() {
+        let e = ApiError::NoSuchTable {
+            name: "nope".into(),
+            tables: "be_app, dns".into(),
+        };
+        assert_eq!(e.to_string(), "No such table: 'nope'. Tables: be_app, dns.");
+        assert_eq!(e.exit_status(), 1);
+        // Plain clients (socat) get the text only.
+        assert_eq!(
+            finished(Err(ApiError::Empty), false),
+            "Empty command. Type 'help' for the list of commands.\n"
+        );
+        assert_eq!(finished(Ok(Command::Answer("a\nb\n".into())), false), "a\nb\n");
+        // The CLI gets the status line after it, and reads both back.
+        let answer = finished(Err(e), true);
+        assert_eq!(answer, "No such table: 'nope'. Tables: be_app, dns.\n@status 1\n");
+        assert_eq!(
+            split_status(&answer),
+            Some(("No such table: 'nope'. Tables: be_app, dns.\n", 1))
+        );
+        let answer = finished(Ok(Command::Answer("a\nb\n".into())), true);
+        assert_eq!(split_status(&answer), Some(("a\nb\n", 0)));
+        // `set` answers nothing on success.
+        let answer = finished(Ok(Command::Answer(String::new())), true);
+        assert_eq!(answer, "@status 0\n");
+        assert_eq!(split_status(&answer), Some(("", 0)));
+    }
 }

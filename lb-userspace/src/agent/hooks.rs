@@ -1,0 +1,54 @@
+//! What the control group's servers ask of the agent: work under the balancer's lock, which the
+//! agent alone takes, each job on a blocking thread so the runtime thread never waits for it.
+
+use std::{future::Future, path::PathBuf, sync::Arc};
+
+use super::Shared;
+use crate::{
+    balancer::stick,
+    control::{metrics, peers, state::AgentState},
+};
+
+pub(super) struct Hooks {
+    pub shared: Shared,
+    pub state: Arc<AgentState>,
+    /// The stick map's pin, for walks on a map handle of their own (without the lock).
+    pub stick_pin: PathBuf,
+}
+
+impl peers::Agent for Hooks {
+    fn table_lines(&self) -> impl Future<Output = (String, u64)> + Send {
+        let (shared, pin) = (self.shared.clone(), self.stick_pin.clone());
+        let job = tokio::task::spawn_blocking(move || {
+            let all = stick::read_all(&pin).unwrap_or_else(|e| {
+                log::warn!("peers: reading the stick table: {e:#}");
+                Vec::new()
+            });
+            peers::encode(&shared.lock().expect("balancer lock"), &all)
+        });
+        async move { job.await.unwrap_or_default() }
+    }
+
+    fn apply_lines(
+        &self,
+        peers: Arc<peers::Peers>,
+        index: usize,
+        lines: Vec<String>,
+    ) -> impl Future<Output = Option<String>> + Send {
+        let shared = self.shared.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            peers::apply_lines(&mut shared.lock().expect("balancer lock"), &peers, index, &lines)
+        });
+        async move { job.await.unwrap_or(None) }
+    }
+}
+
+impl metrics::Agent for Hooks {
+    fn snapshot(&self) -> impl Future<Output = metrics::Snapshot> + Send {
+        let (shared, state) = (self.shared.clone(), self.state.clone());
+        let job = tokio::task::spawn_blocking(move || {
+            metrics::Snapshot::read(&shared.lock().expect("balancer lock"), &state)
+        });
+        async move { job.await.unwrap_or_default() }
+    }
+}

@@ -1,0 +1,398 @@
+//! The peers' connections: the sender keeps one to each peer and sends it every batch of update
+//! lines; the listener accepts peers' connections and merges what they send. Every wait is
+//! bounded and ends when the agent stops. What needs the balancer is asked of the agent
+//! ([`Agent`]); the connections of the listener run inside its own future, so neither spawns.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use futures_util::{StreamExt as _, stream::FuturesUnordered};
+use tokio::{
+    io::AsyncWriteExt as _,
+    net::{
+        TcpListener, TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
+    sync::{broadcast, watch},
+};
+use tokio_util::codec::FramedRead;
+
+use super::{
+    Agent, BATCH, Batch, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, MAX_UNAUTHENTICATED, Peers, RETRY,
+    WRITE_TIMEOUT,
+    codec::{Frames, Lines, Nothing},
+    wire::{self, FrameReader, FrameWriter, WireError},
+};
+
+/// Resolves when the agent is stopping (at once if it already is).
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("the agent is stopping")]
+    Stopping,
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("closed by the other side")]
+    Closed,
+    #[error("a line longer than {0} bytes")]
+    LineTooLong(usize),
+    #[error("{0}")]
+    Wire(#[from] WireError),
+}
+
+/// `fut`, bounded by `limit` and cut short when the agent stops.
+async fn bounded<T>(
+    limit: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+    fut: impl std::future::Future<Output = Result<T, ConnError>>,
+) -> Result<T, ConnError> {
+    tokio::select! {
+        r = tokio::time::timeout(limit, fut) => r.unwrap_or(Err(ConnError::Timeout(limit))),
+        _ = stopping(shutdown) => Err(ConnError::Stopping),
+    }
+}
+
+/// The next handshake line.
+async fn next_line(lines: &mut FramedRead<OwnedReadHalf, Lines>) -> Result<String, ConnError> {
+    lines.next().await.unwrap_or(Err(ConnError::Closed))
+}
+
+/// The sender's half of the handshake; seals frames for this connection.
+async fn authenticate_to(
+    lines: &mut FramedRead<OwnedReadHalf, Lines>,
+    out: &mut OwnedWriteHalf,
+    key: &[u8],
+) -> Result<FrameWriter, ConnError> {
+    let mine = wire::random_nonce()?;
+    out.write_all(wire::hello(&mine).as_bytes()).await?;
+    let theirs = wire::check_challenge(key, &mine, &next_line(lines).await?)?;
+    out.write_all(wire::response(key, &mine, &theirs).as_bytes())
+        .await?;
+    Ok(FrameWriter::new(key, &mine, &theirs))
+}
+
+/// The receiver's half of the handshake; opens frames of this connection.
+async fn authenticate_from(
+    lines: &mut FramedRead<OwnedReadHalf, Lines>,
+    out: &mut OwnedWriteHalf,
+    key: &[u8],
+) -> Result<FrameReader, ConnError> {
+    let theirs = wire::parse_hello(&next_line(lines).await?)?;
+    let mine = wire::random_nonce()?;
+    out.write_all(wire::challenge(key, &theirs, &mine).as_bytes())
+        .await?;
+    wire::check_response(key, &theirs, &mine, &next_line(lines).await?)?;
+    Ok(FrameReader::new(key, &theirs, &mine))
+}
+
+/// Send `text` (whole update lines) as frames, each within [`WRITE_TIMEOUT`].
+async fn send_frames(
+    out: &mut OwnedWriteHalf,
+    w: &mut FrameWriter,
+    text: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    for payload in wire::split_frames(text) {
+        let frame = w.seal(payload);
+        bounded(WRITE_TIMEOUT, shutdown, async {
+            out.write_all(&frame).await.map_err(ConnError::from)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Keeps an authenticated connection to peer `index` and sends it every batch; on each
+/// (re)connection, the whole table first (made by `agent`).
+pub async fn sender<A: Agent>(
+    agent: Arc<A>,
+    peers: Arc<Peers>,
+    index: usize,
+    batches: broadcast::Sender<Batch>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (peer, counters) = {
+        let (p, c) = &peers.list[index];
+        (p.clone(), c)
+    };
+    let key = peers.key.bytes();
+    let mut warned = false;
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY) => {}
+                _ = stopping(&mut shutdown) => return,
+            }
+        }
+        first = false;
+        let conn = bounded(CONNECT_TIMEOUT, &mut shutdown, async {
+            TcpStream::connect(peer.address).await.map_err(ConnError::from)
+        })
+        .await;
+        let stream = match conn {
+            Ok(s) => s,
+            Err(ConnError::Stopping) => return,
+            Err(e) => {
+                if !warned {
+                    log::warn!(
+                        "peer {} ({}): cannot connect: {e}; retrying every second",
+                        peer.name,
+                        peer.address
+                    );
+                    warned = true;
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (input, mut out) = stream.into_split();
+        let mut lines = FramedRead::new(input, Lines::new());
+        let mut writer = match bounded(
+            HANDSHAKE_TIMEOUT,
+            &mut shutdown,
+            authenticate_to(&mut lines, &mut out, key),
+        )
+        .await
+        {
+            Ok(w) => w,
+            Err(ConnError::Stopping) => return,
+            Err(e) => {
+                if matches!(&e, ConnError::Wire(w) if w.is_auth_failure()) {
+                    counters.bad_auth.fetch_add(1, Relaxed);
+                }
+                if !warned {
+                    log::warn!(
+                        "peer {} ({}): handshake failed: {e}; is peer_key_file the same file on \
+                         both? retrying every second",
+                        peer.name,
+                        peer.address
+                    );
+                    warned = true;
+                }
+                continue;
+            }
+        };
+        warned = false;
+        // The receiver writes nothing after the handshake: EOF or an error on the read side
+        // means it went away, which must be noticed without waiting for the next batch.
+        let mut input = lines.map_decoder(|_| Nothing);
+        // Subscribe before the dump: what changes during it follows it.
+        let mut rx = batches.subscribe();
+        let dump = tokio::select! {
+            d = agent.table_lines() => d,
+            _ = stopping(&mut shutdown) => return,
+        };
+        let mut result = send_frames(&mut out, &mut writer, &dump.0, &mut shutdown).await;
+        if result.is_ok() {
+            counters.sent.fetch_add(dump.1, Relaxed);
+            counters.connected.store(true, Relaxed);
+            log::info!(
+                "peer {} ({}): connected, sent the table ({} entries)",
+                peer.name,
+                peer.address,
+                dump.1
+            );
+        }
+        while result.is_ok() {
+            tokio::select! {
+                r = input.next() => result = match r {
+                    None => Err(ConnError::Closed),
+                    Some(Err(e)) => Err(e),
+                    Some(Ok(nothing)) => match nothing {},
+                },
+                m = rx.recv() => match m {
+                    Ok(batch) => {
+                        result = send_frames(&mut out, &mut writer, &batch.0, &mut shutdown).await;
+                        if result.is_ok() {
+                            counters.sent.fetch_add(batch.1, Relaxed);
+                        } else {
+                            counters.dropped.fetch_add(batch.1, Relaxed);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        log::warn!("peer {}: too slow, {n} batches of updates skipped", peer.name);
+                        counters.dropped.fetch_add(n, Relaxed);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => result = Err(ConnError::Stopping),
+                },
+                _ = stopping(&mut shutdown) => result = Err(ConnError::Stopping),
+            }
+        }
+        counters.connected.store(false, Relaxed);
+        match result {
+            Err(ConnError::Stopping) => return,
+            Err(ConnError::Timeout(t)) => {
+                counters.timeouts.fetch_add(1, Relaxed);
+                log::warn!(
+                    "peer {} ({}): stopped reading (nothing taken for {t:?}); connection dropped, \
+                     reconnecting",
+                    peer.name,
+                    peer.address
+                );
+            }
+            Err(e) => log::warn!(
+                "peer {} ({}): connection lost ({e}); reconnecting",
+                peer.name,
+                peer.address
+            ),
+            Ok(()) => {}
+        }
+    }
+}
+
+/// Accepts peers' connections on `listener` (from listed addresses only, at most
+/// [`MAX_UNAUTHENTICATED`] per address waiting to authenticate) and merges what they send
+/// through `agent`. The connections run concurrently inside this future, which the agent
+/// spawns: it has one thread, so a task per connection would run no more at once.
+pub async fn listen<A: Agent>(
+    listener: TcpListener,
+    agent: Arc<A>,
+    peers: Arc<Peers>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = FuturesUnordered::new();
+    loop {
+        let (stream, from) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    log::warn!("peers: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            Some(()) = connections.next() => continue,
+            _ = stopping(&mut shutdown) => return,
+        };
+        let ip = canonical(from);
+        let Some(index) = peers.by_ip(ip) else {
+            peers.refused.fetch_add(1, Relaxed);
+            log::warn!("peers: connection from {from} refused: not the address of a [[peer]]");
+            continue;
+        };
+        let c = &peers.list[index].1;
+        if c.unauthenticated.fetch_add(1, Relaxed) >= MAX_UNAUTHENTICATED {
+            c.unauthenticated.fetch_sub(1, Relaxed);
+            peers.refused_busy.fetch_add(1, Relaxed);
+            log::warn!(
+                "peers: connection from {from} refused: {MAX_UNAUTHENTICATED} connections from \
+                 this address are already authenticating"
+            );
+            continue;
+        }
+        connections.push(receive(
+            stream,
+            index,
+            agent.clone(),
+            peers.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// An IPv4 peer seen through a dual-stack socket is `::ffff:a.b.c.d`.
+fn canonical(a: SocketAddr) -> IpAddr {
+    match a.ip() {
+        IpAddr::V6(v) => v.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v)),
+        v4 => v4,
+    }
+}
+
+/// One inbound connection of peer `index`: authenticate (the connection counts as
+/// unauthenticated until then), then merge its frames until it closes, fails, is superseded by
+/// a newer authenticated connection of the same peer, or the agent stops.
+async fn receive<A: Agent>(
+    stream: TcpStream,
+    index: usize,
+    agent: Arc<A>,
+    peers: Arc<Peers>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (peer, c) = (&peers.list[index].0, &peers.list[index].1);
+    let name = peer.name.clone();
+    // The write half lives as long as the connection: dropping it would close our side.
+    let (input, mut out) = stream.into_split();
+    let mut lines = FramedRead::new(input, Lines::new());
+    let auth = bounded(
+        HANDSHAKE_TIMEOUT,
+        &mut shutdown,
+        authenticate_from(&mut lines, &mut out, peers.key.bytes()),
+    )
+    .await;
+    c.unauthenticated.fetch_sub(1, Relaxed);
+    let reader = match auth {
+        Ok(r) => r,
+        Err(ConnError::Stopping) => return,
+        Err(e) => {
+            c.bad_auth.fetch_add(1, Relaxed);
+            log::warn!("peer {name}: inbound connection did not authenticate ({e}); closed");
+            return;
+        }
+    };
+    let mut frames = lines.map_decoder(|lines| Frames::new(lines, reader));
+    let generation = c.generation.fetch_add(1, Relaxed) + 1;
+    c.newer.notify_waiters();
+    let mut complained = false;
+    let why = loop {
+        if c.generation.load(Relaxed) != generation {
+            break "a newer connection from the peer authenticated".to_string();
+        }
+        let frame = tokio::select! {
+            f = frames.next() => f,
+            _ = c.newer.notified() => continue,
+            _ = stopping(&mut shutdown) => return,
+        };
+        let payload = match frame {
+            Some(Ok(p)) => p,
+            None | Some(Err(ConnError::Closed)) => break "closed by the peer".to_string(),
+            Some(Err(ConnError::Wire(e))) => {
+                if e.is_auth_failure() {
+                    c.bad_auth.fetch_add(1, Relaxed);
+                } else {
+                    c.malformed.fetch_add(1, Relaxed);
+                }
+                break e.to_string();
+            }
+            Some(Err(ConnError::LineTooLong(n))) => {
+                c.malformed.fetch_add(1, Relaxed);
+                break format!("a frame header longer than {n} bytes");
+            }
+            Some(Err(e)) => break e.to_string(),
+        };
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        for chunk in lines.chunks(BATCH) {
+            let first_error = agent.apply_lines(peers.clone(), index, chunk.to_vec()).await;
+            if let Some(e) = first_error
+                && !complained
+            {
+                log::warn!("peer {name}: update not applied: {e} (further ones are only counted)");
+                complained = true;
+            }
+        }
+    };
+    log::info!("peer {name}: inbound connection closed: {why}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_v4_peer_address_is_canonical() {
+        let a: SocketAddr = "[::ffff:10.0.0.2]:4000".parse().unwrap();
+        assert_eq!(canonical(a), IpAddr::from([10, 0, 0, 2]));
+        let b: SocketAddr = "[fd00::2]:4000".parse().unwrap();
+        assert_eq!(canonical(b), b.ip());
+    }
+}
