@@ -1,0 +1,130 @@
+//! The neighbour table followed: servers' MACs resolved at start, updated as they change,
+//! and addresses without one probed again every second.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::sync::watch;
+
+use super::Shared;
+use crate::{balancer::Balancer, net::neigh};
+
+/// The subscription to the neighbour table: its netlink connection (a task) and its changes.
+pub(super) struct NeighbourWatch {
+    conn: tokio::task::JoinHandle<()>,
+    changes: neigh::Watch,
+}
+
+/// Subscribe to the neighbour table, spawn the subscription's connection, then dump the table
+/// (in that order, so no change falls in between).
+pub(super) async fn watch_neighbours() -> Result<(NeighbourWatch, neigh::Table)> {
+    let (conn, changes) = neigh::subscribe()?;
+    let conn = tokio::spawn(conn);
+    let mut table = neigh::Table::default();
+    for n in changes.dump().await? {
+        table.update(&n);
+    }
+    Ok((NeighbourWatch { conn, changes }, table))
+}
+
+/// Before the agent serves: probe the addresses of servers without a MAC and take the answers
+/// that come within a second (usually a millisecond), so a fresh agent starts with its servers
+/// UP. Those still without one stay DOWN until their address resolves.
+pub(super) async fn resolve_at_start(b: &mut Balancer, nw: &mut NeighbourWatch) -> Result<()> {
+    let missing = b.unresolved();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    neigh::probe(&missing.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !b.unresolved().is_empty() {
+        match tokio::time::timeout_at(deadline, nw.changes.next()).await {
+            Ok(Some(n)) => b.on_neighbour(&n)?,
+            _ => break,
+        }
+    }
+    for (server, addr) in b.unresolved() {
+        log::warn!("{server}: no MAC for {addr} in the neighbour table yet; DOWN until it resolves");
+    }
+    Ok(())
+}
+
+/// Probe the addresses of servers without a MAC (the answers come through the neighbour
+/// watch). Sending never blocks; it happens after the lock is released.
+pub(super) fn probe_unresolved(shared: &Shared) {
+    let missing = shared.lock().expect("balancer lock").unresolved();
+    if !missing.is_empty() {
+        neigh::probe(&missing.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+    }
+}
+
+/// Follow the neighbour table: each change goes to the balancer (a new MAC is written to the
+/// backends at that address at once). Every second, addresses still without a MAC are probed
+/// again. When the subscription ends (its socket failed, e.g. overflowed), subscribe again and
+/// take a fresh dump, so no change stays missed.
+pub(super) async fn follow_neighbours(
+    shared: Shared,
+    mut nw: NeighbourWatch,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Probe rounds each server without a MAC has been through: it is warned about at the fifth.
+    let mut rounds: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    loop {
+        tokio::select! {
+            change = nw.changes.next() => match change {
+                Some(n) => {
+                    if let Err(e) = shared.lock().expect("balancer lock").on_neighbour(&n) {
+                        log::error!("neighbour {}: writing the new MAC failed: {e}", n.addr);
+                    }
+                }
+                None => {
+                    log::warn!("neighbour table: the netlink subscription ended; subscribing again");
+                    nw.conn.abort();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    match resubscribe(&shared).await {
+                        Ok(fresh) => nw = fresh,
+                        Err(e) => {
+                            log::error!("neighbour table: {e:#}; MACs no longer follow it until a restart");
+                            return;
+                        }
+                    }
+                }
+            },
+            _ = retry.tick() => {
+                let missing = shared.lock().expect("balancer lock").unresolved();
+                rounds.retain(|server, _| missing.iter().any(|(m, _)| m == server));
+                if missing.is_empty() {
+                    continue;
+                }
+                neigh::probe(&missing.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+                for (server, addr) in &missing {
+                    let n = rounds.entry(server.clone()).or_default();
+                    *n += 1;
+                    if *n == 5 {
+                        log::warn!("{server}: {addr} does not resolve (no neighbour entry); DOWN until it does");
+                    }
+                }
+            }
+            _ = shutdown.changed() => {
+                nw.conn.abort();
+                return;
+            }
+        }
+    }
+}
+
+/// A new subscription, and every entry of the table now given to the balancer.
+async fn resubscribe(shared: &Shared) -> Result<NeighbourWatch> {
+    let (nw, table) = watch_neighbours().await?;
+    let mut b = shared.lock().expect("balancer lock");
+    for (addr, ifindex, mac) in table.entries() {
+        b.on_neighbour(&neigh::Neighbour {
+            addr,
+            ifindex,
+            mac: Some(mac),
+        })?;
+    }
+    Ok(nw)
+}
