@@ -61,7 +61,8 @@ impl Ids {
         drop_missing(&mut self.services, &keep)
     }
 
-    /// Forget the recorded servers `new` no longer has: ("service/server", id) of each.
+    /// Forget the recorded servers `new` no longer has: ("service/server", id) of each. Their
+    /// ids are retired (stick entries may name them): this apply hands none of them out.
     pub(super) fn drop_backends(&mut self, new: &Config) -> Vec<(String, u32)> {
         let names: HashSet<String> = new
             .services
@@ -69,7 +70,11 @@ impl Ids {
             .flat_map(|s| s.servers.iter().map(|v| full_name(&s.name, &v.name)))
             .collect();
         let keep: HashSet<&str> = names.iter().map(String::as_str).collect();
-        drop_missing(&mut self.backends, &keep)
+        let dropped = drop_missing(&mut self.backends, &keep);
+        for (_, id) in &dropped {
+            self.used_backends[*id as usize] = true;
+        }
+        dropped
     }
 
     /// The id of service `name`: its recorded one, else a free one (`true` = new, to record).
@@ -197,8 +202,26 @@ address = "10.0.1.21"
         // The id of a dropped service is free again (its table went with it).
         assert_eq!(ids.service("dns").unwrap(), (0, true));
         assert_eq!(ids.backend("web/app2").unwrap(), (0, false));
-        // 1 is retired (stick entries may still name it): not handed out.
-        assert_eq!(ids.backend("web/app1").unwrap(), (2, true));
+        // 1 is retired, 2 retired by this apply (stick entries may still name them): not
+        // handed out.
+        assert_eq!(ids.backend("web/app1").unwrap(), (3, true));
+        assert_eq!(ids.backend("dns/ns1").unwrap(), (4, true));
+    }
+
+    /// A server renamed by a reload ("web/old" -> "dns/ns1" here) is one removed and one
+    /// added. The removed one's id is retired by that same apply: handing it to the added one
+    /// would let the old server's stick entries send its clients to the new one, and the
+    /// apply's last step (freeing the removed servers' slots) would zero the new server's
+    /// backend value.
+    #[test]
+    fn a_server_removed_by_an_apply_does_not_lend_its_id_to_one_it_adds() {
+        let mut ids = Ids::new(
+            recorded(&[("web", 0), ("dns", 1)]),
+            recorded(&[("web/app1", 0), ("web/app2", 1), ("web/old", 2)]),
+            &config(),
+            &Retired::new(),
+        );
+        assert_eq!(ids.drop_backends(&config()), vec![("web/old".to_string(), 2)]);
         assert_eq!(ids.backend("dns/ns1").unwrap(), (3, true));
     }
 
