@@ -375,4 +375,4 @@ fn add_checks(svc: &Svc, checks: &mut CheckChanges) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -157,35 +157,7 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
-
-    /// Service "web" with servers app1 and app2, service "dns" with server ns1.
-    fn config() -> Config {
-        config::parse(
-            r#"
-[global]
-interface = "eth0"
-[[service]]
-name = "web"
-vip = "10.0.0.10:80"
-[[service.server]]
-name = "app1"
-address = "10.0.1.11"
-[[service.server]]
-name = "app2"
-address = "10.0.1.12"
-[[service]]
-name = "dns"
-vip = "10.0.0.10:53"
-protocol = "udp"
-[[service.server]]
-name = "ns1"
-address = "10.0.1.21"
-"#,
-            "xlb.toml",
-        )
-        .unwrap()
-    }
+    use crate::balancer::apply::tests::config;
 
     fn recorded(names: &[(&str, u32)]) -> IdsByName {
         names.iter().map(|(n, i)| (n.to_string(), *i)).collect()

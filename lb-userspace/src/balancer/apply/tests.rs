@@ -14,8 +14,8 @@ const MAC_NEIGH: [u8; 6] = [2, 0, 0, 0, 0, 2];
 const MAC_OLD: [u8; 6] = [2, 0, 0, 0, 0, 3];
 
 /// Service "web" (TCP checks on port 8080 for app2) with app1 (no MAC) and app2 (MAC_CFG,
-/// weight 2, drain); service "dns" without checks, with ns1.
-fn config() -> Config {
+/// weight 2, drain); service "dns" without checks, with ns1. (The `ids` tests use it too.)
+pub(in crate::balancer) fn config() -> Config {
     config::parse(
         r#"
 [global]
