@@ -1174,6 +1174,52 @@ fn removed_server_id_reused_by_another_service_never_receives_its_clients() {
     );
 }
 
+/// A reload that renames a server (be_app: app4 out, app5 in) handed the removed server's id to
+/// the new one in that same apply: app4's stick entries then named app5, were never purged (the
+/// id had an owner again), and would send app4's clients to app5 once it came up.
+#[test]
+fn server_renamed_by_a_reload_inherits_none_of_the_old_ones_clients() {
+    let e = env(
+        "rename",
+        Opts {
+            v4_sources: 200,
+            v6_sources: 0,
+            spare_backends: 1,
+            ..Default::default()
+        },
+    );
+    let pins = pin_all(&e, &e.sources4);
+    let (orphans, others) = split(&pins, "app4");
+    assert!(orphans.len() >= 20, "{} of 200 sources on app4", orphans.len());
+    let text = e.config_text_with(|svc| match svc {
+        "be_app" => vec![0, 1, 2, 4],
+        _ => vec![0, 1, 2, 3],
+    });
+    e.write_config(&text).unwrap();
+    e.signal_agent(libc::SIGHUP);
+    wait_state(&e, "be_app", "app5", "UP", Duration::from_secs(10));
+    // app4's entries are purged; none came to name app5, which no client has reached yet.
+    let purged = e.wait_until(Duration::from_secs(5), || {
+        e.table("be_app").is_ok_and(|t| {
+            t.len() == others.len()
+                && t.iter()
+                    .all(|(_, srv)| ["app1", "app2", "app3"].contains(&srv.as_str()))
+        })
+    });
+    assert!(purged, "show table be_app: {:?}", e.table("be_app"));
+    for s in &others {
+        assert_eq!(
+            e.get_vip(*s).unwrap(),
+            pins[s],
+            "{s} moved although its server stayed"
+        );
+    }
+    for s in &orphans {
+        e.get_vip(*s)
+            .unwrap_or_else(|err| panic!("{s} (pinned to the removed app4) failed: {err:#}"));
+    }
+}
+
 /// Issue 9, item 5: pins of an older layout (format 1: xlb up to c887b59, no XLB_META) are
 /// migrated, not misread: every name keeps its id, every stick entry its server, and a
 /// server's runtime admin state survives the upgrade.
