@@ -65,13 +65,22 @@ impl Balancer {
         Ok(checks)
     }
 
-    /// Phase 1: the egress of every server of `new`, by "service/server".
+    /// Phase 1: the egress of every server of `new`, by "service/server". Each interface is
+    /// looked up once (a netlink round trip, and a reload runs under the agent's lock).
     fn resolve_egress(&mut self, new: &Config) -> Result<HashMap<String, Egress>, ApplyError> {
         let mut egress = HashMap::new();
+        let mut by_interface: HashMap<Option<&str>, Egress> = HashMap::new();
         for s in &new.services {
             for v in &s.servers {
                 let full = full_name(&s.name, &v.name);
-                let e = self.egress(&full, v)?;
+                let e = match by_interface.get(&v.interface.as_deref()) {
+                    Some(e) => *e,
+                    None => {
+                        let e = self.egress(&full, v)?;
+                        by_interface.insert(v.interface.as_deref(), e);
+                        e
+                    }
+                };
                 egress.insert(full, e);
             }
         }
