@@ -1114,13 +1114,15 @@ fn s14_peers_share_the_stick_table_so_clients_keep_their_backend_on_another_bala
     );
 }
 
-/// Issue 9, item 1: a reload that removes a server of one service and adds one to another
-/// used to hand the freed backend id to the new server while the removed server's stick
-/// entries survived, so the removed server's clients were sent to the other service's server.
-#[test]
-fn removed_server_id_reused_by_another_service_never_receives_its_clients() {
+/// A balancer with a spare host (app5) and 200 IPv4 sources, each pinned by one connection,
+/// then reloaded with `servers` (see `LbEnv::config_text_with`). Returns the pins, the sources
+/// pinned to app4 and the others.
+fn reload_after_pinning_app4s_clients(
+    name: &str,
+    servers: impl Fn(&str) -> Vec<usize>,
+) -> (LbEnv, HashMap<IpAddr, String>, Vec<IpAddr>, Vec<IpAddr>) {
     let e = env(
-        "idreuse",
+        name,
         Opts {
             v4_sources: 200,
             v6_sources: 0,
@@ -1131,14 +1133,22 @@ fn removed_server_id_reused_by_another_service_never_receives_its_clients() {
     let pins = pin_all(&e, &e.sources4);
     let (orphans, others) = split(&pins, "app4");
     assert!(orphans.len() >= 20, "{} of 200 sources on app4", orphans.len());
+    e.write_config(&e.config_text_with(servers)).unwrap();
+    e.signal_agent(libc::SIGHUP);
+    (e, pins, orphans, others)
+}
+
+/// Issue 9, item 1: a reload that removes a server of one service and adds one to another
+/// used to hand the freed backend id to the new server while the removed server's stick
+/// entries survived, so the removed server's clients were sent to the other service's server.
+#[test]
+fn removed_server_id_reused_by_another_service_never_receives_its_clients() {
     // One reload: be_app loses app4; dns (another service) gains app5 (the spare host).
-    let text = e.config_text_with(|svc| match svc {
+    let (e, pins, orphans, others) = reload_after_pinning_app4s_clients("idreuse", |svc| match svc {
         "be_app" => vec![0, 1, 2],
         "dns" => vec![0, 1, 2, 3, 4],
         _ => vec![0, 1, 2, 3],
     });
-    e.write_config(&text).unwrap();
-    e.signal_agent(libc::SIGHUP);
     wait_state(&e, "dns", "app5", "UP", Duration::from_secs(10));
     // Requests prove it: app4's clients land on be_app's remaining servers, never on app5.
     for s in &orphans {
@@ -1179,24 +1189,10 @@ fn removed_server_id_reused_by_another_service_never_receives_its_clients() {
 /// id had an owner again), and would send app4's clients to app5 once it came up.
 #[test]
 fn server_renamed_by_a_reload_inherits_none_of_the_old_ones_clients() {
-    let e = env(
-        "rename",
-        Opts {
-            v4_sources: 200,
-            v6_sources: 0,
-            spare_backends: 1,
-            ..Default::default()
-        },
-    );
-    let pins = pin_all(&e, &e.sources4);
-    let (orphans, others) = split(&pins, "app4");
-    assert!(orphans.len() >= 20, "{} of 200 sources on app4", orphans.len());
-    let text = e.config_text_with(|svc| match svc {
+    let (e, pins, orphans, others) = reload_after_pinning_app4s_clients("rename", |svc| match svc {
         "be_app" => vec![0, 1, 2, 4],
         _ => vec![0, 1, 2, 3],
     });
-    e.write_config(&text).unwrap();
-    e.signal_agent(libc::SIGHUP);
     wait_state(&e, "be_app", "app5", "UP", Duration::from_secs(10));
     // app4's entries are purged; none came to name app5, which no client has reached yet.
     let purged = e.wait_until(Duration::from_secs(5), || {
