@@ -1,14 +1,22 @@
 //! A loaded data path set up as the tests and benchmarks need it: six services (VIP4:80/tcp,
 //! VIP4:53/udp, VIP6:80/tcp, VIP6:53/udp, VIP4:5353/udp, VIP6:5353/udp), each with four
-//! backends, Maglev tables built the way the agent builds them. No pins: everything goes away
-//! with the value.
+//! backends. Every map value comes from the agent's own `balancer::program`, so the maps hold
+//! what the agent would write. No pins: everything goes away with the value.
 
-use lb_common::{
-    BACKEND_UP, Backend, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, STICK_SRC, SVC_F_REDISPATCH, Service,
-    StickEntry, StickKey, VipKey,
-    maglev::{self, MaglevServer},
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
 };
-use xlb::datapath::{Datapath, LoadOptions};
+
+use lb_common::{BACKEND_UP, STICK_NONE, STICK_SRC, STICK_SRC_PORT, StickEntry, StickKey};
+use xlb::{
+    balancer::{
+        egress::Egress,
+        program::{self, TableServer},
+    },
+    config::{Protocol, Stick, StickOn},
+    datapath::{Datapath, LoadOptions},
+};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -52,6 +60,7 @@ pub struct Lb {
 }
 
 pub struct Svc {
+    /// `STICK_SRC`, `STICK_SRC_PORT` or `STICK_NONE`.
     pub stick: u8,
     pub v4_prefix: u8,
     pub v6_prefix: u8,
@@ -90,41 +99,36 @@ impl Lb {
             .unwrap_or_else(|e| panic!("loading the XDP program needs root and BPF (run as root): {e}"));
         // What the agent does before attaching: only frames to this MAC are forwarded.
         dp.set_own_mac(LB_MAC).unwrap();
-        let prefixes = lb_common::StickPrefixes {
-            v4: svc.v4_prefix,
-            v6: svc.v6_prefix,
+        let stick = Stick {
+            on: match svc.stick {
+                STICK_SRC => StickOn::Src,
+                STICK_SRC_PORT => StickOn::SrcPort,
+                STICK_NONE => StickOn::None,
+                mode => panic!("no stick mode {mode}"),
+            },
+            size: 0, // not part of the service value: the tables are made below
+            expire: Duration::from_secs(svc.expire_s),
+            ipv4_prefix: svc.v4_prefix,
+            ipv6_prefix: svc.v6_prefix,
         };
-        let service = Service {
-            expire_ns: svc.expire_s * 1_000_000_000,
-            v4_mask: prefixes.v4_mask(),
-            v6_mask: prefixes.v6_mask(),
-            stick_mode: svc.stick,
-            flags: if svc.redispatch { SVC_F_REDISPATCH } else { 0 },
-            enabled: 1,
-            ..Default::default()
-        };
+        let service = program::service(&stick, svc.redispatch);
+        let (vip4, vip6) = (IpAddr::from(VIP4), IpAddr::from(VIP6));
         let vips = [
-            (v4(VIP4), 80u16, PROTO_TCP, FAMILY_V4),
-            (v4(VIP4), 53, PROTO_UDP, FAMILY_V4),
-            (VIP6, 80, PROTO_TCP, FAMILY_V6),
-            (VIP6, 53, PROTO_UDP, FAMILY_V6),
-            (v4(VIP4), UDP_PORT_2, PROTO_UDP, FAMILY_V4),
-            (VIP6, UDP_PORT_2, PROTO_UDP, FAMILY_V6),
+            (vip4, 80u16, Protocol::Tcp),
+            (vip4, 53, Protocol::Udp),
+            (vip6, 80, Protocol::Tcp),
+            (vip6, 53, Protocol::Udp),
+            (vip4, UDP_PORT_2, Protocol::Udp),
+            (vip6, UDP_PORT_2, Protocol::Udp),
         ];
         let mut lb = Lb {
             dp,
             states: vec![BACKEND_UP; 4 * SERVICES as usize],
         };
         let mut vip_list = Vec::new();
-        for (sid, (addr, port, proto, family)) in vips.into_iter().enumerate() {
+        for (sid, (ip, port, protocol)) in vips.into_iter().enumerate() {
             let sid = sid as u32;
-            let key = VipKey {
-                addr,
-                port: port.to_be(),
-                proto,
-                family,
-            };
-            vip_list.push((key, sid));
+            vip_list.push((program::vip_key(SocketAddr::new(ip, port), protocol), sid));
             lb.dp.set_stick_table(sid, sizes[sid as usize]).unwrap();
             lb.dp.set_service(sid, service).unwrap();
             for b in 4 * sid..4 * sid + 4 {
@@ -140,18 +144,15 @@ impl Lb {
         }
     }
 
+    /// Write backend `id` (of service `id / 4`, out by `XDP_TX`) with its state in `states`.
     pub fn push_backend(&mut self, id: u32) {
-        self.dp
-            .set_backend(
-                id,
-                Backend {
-                    mac: be_mac(id),
-                    state: self.states[id as usize],
-                    service: (id / 4) as u16,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let value = program::backend(
+            id / 4,
+            self.states[id as usize],
+            Some(be_mac(id)),
+            &Egress::default(),
+        );
+        self.dp.set_backend(id, value).unwrap();
     }
 
     /// Maglev over the service's backends that are up (what the agent does).
@@ -163,14 +164,15 @@ impl Lb {
     /// The Maglev table `rebuild` installs for service `sid` (backend id per slot).
     pub fn maglev_table(&self, sid: u32) -> Vec<u32> {
         let names: Vec<String> = (0..4).map(|i| format!("app{}", i + 1)).collect();
-        let servers: Vec<MaglevServer> = (0..4)
-            .map(|i| MaglevServer {
+        let servers: Vec<TableServer> = (0..4)
+            .map(|i| TableServer {
                 name: &names[i as usize],
                 id: 4 * sid + i,
-                weight: (self.states[(4 * sid + i) as usize] == BACKEND_UP) as u32,
+                state: self.states[(4 * sid + i) as usize],
+                weight: 1,
             })
             .collect();
-        maglev::build(&servers, M)
+        program::maglev_table(&servers, M)
     }
 
     pub fn set_state(&mut self, id: u32, state: u8) {

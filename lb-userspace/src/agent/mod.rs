@@ -59,7 +59,8 @@ pub fn run(config_path: &Path) -> Result<()> {
     let (mut b, checks) = Balancer::new(cfg.clone(), dp, table)?;
     rt.block_on(resolve_at_start(&mut b, &mut neighbours))?;
     let generic = cfg.global.xdp_mode == config::XdpMode::Generic;
-    let own_mac = crate::balancer::egress::mac(&cfg.global.interface)
+    let own_mac = crate::net::link::lookup(&cfg.global.interface)
+        .and_then(|l| l.ethernet_mac())
         .with_context(|| format!("cannot read the MAC of {}", cfg.global.interface))?;
     b.dp.set_own_mac(own_mac)?;
     let attached = b.dp.attach(&cfg.global.interface, generic)?;

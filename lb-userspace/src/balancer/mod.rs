@@ -12,8 +12,16 @@
 //! A server's MAC: the one in its config, else the kernel's neighbour entry for its address on
 //! the interface its frames leave by (followed as it changes, see `neigh`), else the last one
 //! known (from before a reload, or from the pinned maps after a restart).
+//!
+//! This file holds the model (`Balancer`, `Svc`, `Server`) and the runtime changes (health,
+//! admin state, weight, neighbours); `apply` reconciles a new config, `ids` keeps the ids,
+//! `program` computes the map values (pure), `egress` the output ports, `stick` the stick
+//! tables' runtime commands.
 
+mod apply;
 pub mod egress;
+mod ids;
+pub mod program;
 pub mod stick;
 
 use std::{
@@ -22,20 +30,20 @@ use std::{
     time::Instant,
 };
 
-use lb_common::{
-    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_MAINT, BACKEND_UP, Backend, FAMILY_V4, FAMILY_V6, MAX_BACKENDS,
-    MAX_SERVICES, PROTO_TCP, PROTO_UDP, STICK_NONE, STICK_SRC, STICK_SRC_PORT, SVC_F_REDISPATCH, VipKey,
-    maglev::{self, MaglevServer},
-    name_slot_backend, name_slot_service,
-};
+use lb_common::{BACKEND_DRAIN, BACKEND_MAINT, BACKEND_UP, Backend};
 
 use crate::{
-    balancer::egress::{Egress, EgressError, TxPorts},
-    config::{self, AdminState, Config, Protocol, StickOn},
-    datapath::stick_maps::TableChange,
+    balancer::{
+        egress::{Egress, EgressError, TxPorts},
+        program::TableServer,
+    },
+    config::{self, AdminState, Config},
     datapath::{Datapath, DatapathError},
     health::{self, CheckSpec},
-    net::neigh,
+    net::{
+        link::{self, LinkError},
+        neigh,
+    },
 };
 
 /// A server of a service, as the agent tracks it.
@@ -58,15 +66,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// The state the data path sees.
+    /// The state the data path sees (see `program::backend_state`).
     pub fn dp_state(&self) -> u8 {
-        match (self.admin, self.health) {
-            (AdminState::Maint, _) => BACKEND_MAINT,
-            (_, health::Health::Down) => BACKEND_DOWN,
-            _ if self.mac.is_none() => BACKEND_DOWN,
-            (AdminState::Drain, _) => BACKEND_DRAIN,
-            (AdminState::Ready, _) => BACKEND_UP,
-        }
+        program::backend_state(self.admin, self.health, self.mac.is_some())
+    }
+
+    /// Its value in `MAP_BACKENDS`, as a server of service `service`.
+    pub fn backend(&self, service: u32) -> Backend {
+        program::backend(service, self.dp_state(), self.mac, &self.egress)
     }
 
     pub fn state_word(&self) -> &'static str {
@@ -99,11 +106,22 @@ impl Svc {
     }
 
     pub fn family(&self) -> u8 {
-        if self.cfg.vip.is_ipv4() {
-            FAMILY_V4
-        } else {
-            FAMILY_V6
-        }
+        program::family(self.cfg.vip.ip())
+    }
+
+    /// The Maglev table its servers' states and weights call for.
+    pub fn maglev_table(&self) -> Vec<u32> {
+        let servers: Vec<TableServer<'_>> = self
+            .servers
+            .iter()
+            .map(|s| TableServer {
+                name: &s.cfg.name,
+                id: s.id,
+                state: s.dp_state(),
+                weight: s.weight,
+            })
+            .collect();
+        program::maglev_table(&servers, self.cfg.table_size)
     }
 
     /// The health-check target of a server, or None when checks are off.
@@ -118,6 +136,8 @@ impl Svc {
 pub enum ApplyError {
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
     #[error("no free {what} id (at most {max})")]
     NoFreeId { what: &'static str, max: u32 },
     #[error("server {server}: {source}")]
@@ -135,9 +155,6 @@ pub struct CheckChanges {
     pub set: Vec<((String, String), CheckSpec, health::Health)>,
     pub remove: Vec<(String, String)>,
 }
-
-/// Name -> id, as recorded in MAP_NAMES.
-type IdsByName = HashMap<String, u32>;
 
 /// Backend ids freed by `apply` whose stick entries may still exist. They are not handed out
 /// again until a sweep has deleted those entries (`Balancer::release_retired`), so a stick
@@ -178,30 +195,6 @@ pub struct Balancer {
     xdp_ifindex: u32,
 }
 
-fn dp_service(cfg: &config::Service) -> lb_common::Service {
-    let prefixes = cfg.stick.prefixes();
-    lb_common::Service {
-        expire_ns: cfg.stick.expire.as_nanos() as u64,
-        stick_mode: match cfg.stick.on {
-            StickOn::Src => STICK_SRC,
-            StickOn::SrcPort => STICK_SRC_PORT,
-            StickOn::None => STICK_NONE,
-        },
-        flags: if cfg.redispatch { SVC_F_REDISPATCH } else { 0 },
-        enabled: 1,
-        v4_mask: prefixes.v4_mask(),
-        v6_mask: prefixes.v6_mask(),
-        ..Default::default()
-    }
-}
-
-fn proto(p: Protocol) -> u8 {
-    match p {
-        Protocol::Tcp => PROTO_TCP,
-        Protocol::Udp => PROTO_UDP,
-    }
-}
-
 impl Balancer {
     /// Take over a loaded data path and apply `cfg` to it. When the data path adopted pinned
     /// maps, ids, runtime admin states and health come from them, so nothing moves. MACs come
@@ -211,7 +204,7 @@ impl Balancer {
         dp: Datapath,
         neighbours: neigh::Table,
     ) -> Result<(Self, CheckChanges), ApplyError> {
-        let xdp_ifindex = crate::balancer::egress::ifindex(&cfg.global.interface).unwrap_or(0);
+        let xdp_ifindex = link::lookup(&cfg.global.interface)?.index;
         let mut b = Balancer {
             cfg: Config {
                 services: Vec::new(),
@@ -246,302 +239,18 @@ impl Balancer {
         self.services.iter().find(|s| s.cfg.name == name)
     }
 
-    fn service_mut(&mut self, name: &str) -> Option<&mut Svc> {
+    /// Mutable access by name (API handlers).
+    pub fn svc_mut(&mut self, name: &str) -> Option<&mut Svc> {
         self.services.iter_mut().find(|s| s.cfg.name == name)
-    }
-
-    /// Ids recorded in MAP_NAMES: name -> id, for services and for "service/server".
-    fn recorded_ids(&self) -> Result<(IdsByName, IdsByName), ApplyError> {
-        let mut svcs = HashMap::new();
-        let mut bes = HashMap::new();
-        for i in 0..MAX_SERVICES {
-            if let Some(n) = self.dp.name(name_slot_service(i))? {
-                svcs.insert(n, i);
-            }
-        }
-        for i in 0..MAX_BACKENDS {
-            if let Some(n) = self.dp.name(name_slot_backend(i))? {
-                bes.insert(n, i);
-            }
-        }
-        Ok((svcs, bes))
-    }
-
-    /// Apply a (validated) config: only what differs changes. `adopt` = take ids, admin
-    /// states and health from the pinned maps (agent restart).
-    pub fn apply(&mut self, new: Config, adopt: bool) -> Result<CheckChanges, ApplyError> {
-        // A failure part-way (a map write the kernel refuses) leaves the services in memory
-        // as they were, so the API, the health checks and the next reload still see them.
-        let before = (self.services.clone(), self.cfg.clone());
-        self.apply_changes(new, adopt).inspect_err(|_| {
-            (self.services, self.cfg) = before;
-        })
-    }
-
-    fn apply_changes(&mut self, new: Config, adopt: bool) -> Result<CheckChanges, ApplyError> {
-        // What can fail for reasons outside the maps (an interface gone since validation)
-        // fails here, before anything changes.
-        let mut egress = HashMap::new();
-        for s in &new.services {
-            for v in &s.servers {
-                let full = format!("{}/{}", s.name, v.name);
-                let e = self.egress(&full, v)?;
-                egress.insert(full, e);
-            }
-        }
-        let mut checks = CheckChanges::default();
-        let (mut svc_ids, mut be_ids) = self.recorded_ids()?;
-        let mut old: HashMap<String, Svc> =
-            self.services.drain(..).map(|s| (s.cfg.name.clone(), s)).collect();
-        // A service whose stick keys change meaning (another affinity or prefix) starts afresh:
-        // its table goes, entries and all; `stick_table` below gives it a new, empty one.
-        for (name, prev) in &old {
-            let Some(scfg) = new.services.iter().find(|s| s.name == *name) else {
-                continue;
-            };
-            let (a, b) = (&prev.cfg.stick, &scfg.stick);
-            let rekeyed = a.on != b.on || a.ipv4_prefix != b.ipv4_prefix || a.ipv6_prefix != b.ipv6_prefix;
-            if rekeyed && self.dp.remove_stick_table(prev.id)? {
-                log::info!("service {name}: affinity changed, its stick entries are dropped");
-            }
-        }
-        // Ids in use: the recorded ones of names the new config keeps, and the retired backend
-        // ids, whose stick entries may still exist (never handed out until they are purged).
-        let mut used_svc: Vec<bool> = vec![false; MAX_SERVICES as usize];
-        let mut used_be: Vec<bool> = vec![false; MAX_BACKENDS as usize];
-        for id in &self.retired {
-            used_be[*id as usize] = true;
-        }
-        for s in new.services.iter() {
-            if let Some(id) = svc_ids.get(&s.name) {
-                used_svc[*id as usize] = true;
-            }
-            for srv in &s.servers {
-                if let Some(id) = be_ids.get(&format!("{}/{}", s.name, srv.name)) {
-                    used_be[*id as usize] = true;
-                }
-            }
-        }
-        // Free what the new config no longer has: a removed service's name, settings and stick
-        // table (entries and all) now; removed servers' backend slots once the Maglev tables no
-        // longer name them (below), their ids retired until the sweeper has deleted their
-        // stick entries.
-        let keep_names: HashSet<String> = new.services.iter().map(|s| s.name.clone()).collect();
-        for (name, id) in svc_ids.clone() {
-            if !keep_names.contains(&name) {
-                self.dp.set_name(name_slot_service(id), None)?;
-                self.dp.clear_service(id)?;
-                self.dp.remove_stick_table(id)?;
-                svc_ids.remove(&name);
-                log::info!("service {name}: removed");
-            }
-        }
-        let keep_backends: HashSet<String> = new
-            .services
-            .iter()
-            .flat_map(|s| s.servers.iter().map(move |v| format!("{}/{}", s.name, v.name)))
-            .collect();
-        let mut removed_backends = Vec::new();
-        for (name, id) in be_ids.clone() {
-            if !keep_backends.contains(&name) {
-                self.dp.set_name(name_slot_backend(id), None)?;
-                be_ids.remove(&name);
-                removed_backends.push(id);
-                self.retired.insert(id);
-                if let Some((svc, srv)) = name.split_once('/') {
-                    checks.remove.push((svc.to_string(), srv.to_string()));
-                }
-            }
-        }
-
-        let alloc = |used: &mut Vec<bool>, what: &'static str| -> Result<u32, ApplyError> {
-            let max = used.len() as u32;
-            let i = used
-                .iter()
-                .position(|u| !u)
-                .ok_or(ApplyError::NoFreeId { what, max })?;
-            used[i] = true;
-            Ok(i as u32)
-        };
-
-        let mut services = Vec::new();
-        for scfg in new.services.iter() {
-            let id = match svc_ids.get(&scfg.name) {
-                Some(id) => *id,
-                None => {
-                    let id = alloc(&mut used_svc, "service")?;
-                    self.dp.set_name(name_slot_service(id), Some(&scfg.name))?;
-                    log::info!(
-                        "service {}: added as id {id} ({} {:?})",
-                        scfg.name,
-                        scfg.vip,
-                        scfg.protocol
-                    );
-                    id
-                }
-            };
-            let prev = old.remove(&scfg.name);
-            if prev.as_ref().is_some_and(|p| p.cfg == *scfg) {
-                services.push(prev.expect("checked above"));
-                continue;
-            }
-            let mut servers = Vec::new();
-            for (i, c) in scfg.servers.iter().enumerate() {
-                let full = format!("{}/{}", scfg.name, c.name);
-                let bid = match be_ids.get(&full) {
-                    Some(b) => *b,
-                    None => {
-                        let b = alloc(&mut used_be, "server")?;
-                        self.dp.set_name(name_slot_backend(b), Some(&full))?;
-                        b
-                    }
-                };
-                let before = prev.as_ref().and_then(|p| p.server(&c.name));
-                let egress = egress[&full];
-                let server = match before {
-                    // Reload: runtime state carries over unless the config changed that field.
-                    Some(b) => Server {
-                        id: bid,
-                        puid: i as u32 + 1,
-                        cfg: c.clone(),
-                        admin: if b.cfg.state != c.state { c.state } else { b.admin },
-                        health: b.health,
-                        weight: if b.cfg.weight != c.weight {
-                            c.weight
-                        } else {
-                            b.weight
-                        },
-                        mac: c
-                            .mac
-                            .or_else(|| self.neighbours.get(c.address, egress.ifindex))
-                            .or((b.cfg.address == c.address && b.egress.ifindex == egress.ifindex)
-                                .then_some(b.mac)
-                                .flatten()),
-                        egress,
-                        last_change: b.last_change,
-                        last_reason: b.last_reason.clone(),
-                    },
-                    None => self.fresh_server(bid, i, c, adopt, egress)?,
-                };
-                servers.push(server);
-            }
-            let svc = Svc {
-                id,
-                cfg: scfg.clone(),
-                servers,
-                table: Vec::new(),
-            };
-            for s in &svc.servers {
-                let key = (scfg.name.clone(), s.cfg.name.clone());
-                match svc.check_spec(&s.cfg) {
-                    Some(spec) => checks.set.push((key, spec, s.health)),
-                    None => checks.remove.push(key),
-                }
-            }
-            self.stick_table(id, scfg)?;
-            self.dp.set_service(id, dp_service(scfg))?;
-            services.push(svc);
-        }
-        // A table in a slot that no configured service owns (left by an agent stopped half-way
-        // through a reload) would keep its entries: remove it.
-        let ids: HashSet<u32> = services.iter().map(|s: &Svc| s.id).collect();
-        for id in self.dp.stick_services() {
-            if !ids.contains(&id) {
-                self.dp.remove_stick_table(id)?;
-            }
-        }
-        // Servers of changed services that were renamed away are in `checks.remove` already.
-        self.services = services;
-        let ports: HashSet<u32> = self
-            .services
-            .iter()
-            .flat_map(|s| s.servers.iter().map(|v| v.egress.tx_port))
-            .collect();
-        self.tx_ports.retain(&ports);
-        self.cfg = new;
-        self.write_vips()?;
-        for i in 0..self.services.len() {
-            self.sync(i)?;
-        }
-        // No table names the removed servers now: free their slots. A stick entry still
-        // pointing at one is a miss for the data path (`Backend::serves`) until it is purged.
-        for id in removed_backends {
-            self.dp.set_backend(id, Backend::default())?;
-        }
-        self.generation += 1;
-        Ok(checks)
-    }
-
-    /// Give a service its own stick table of its `stick.size` (none for `stick.on = "none"`),
-    /// keeping its entries when only the size changed.
-    fn stick_table(&mut self, id: u32, scfg: &config::Service) -> Result<(), ApplyError> {
-        if scfg.stick.on == StickOn::None {
-            if self.dp.remove_stick_table(id)? {
-                log::info!("service {}: no affinity, stick table removed", scfg.name);
-            }
-            return Ok(());
-        }
-        match self.dp.set_stick_table(id, scfg.stick.size)? {
-            TableChange::Kept | TableChange::Created => {}
-            TableChange::Resized { from, copied } => log::info!(
-                "service {}: stick table resized from {from} to {} entries ({copied} entries copied)",
-                scfg.name,
-                scfg.stick.size
-            ),
-        }
-        Ok(())
-    }
-
-    /// Write the VIP map to match the services exactly.
-    fn write_vips(&mut self) -> Result<(), ApplyError> {
-        let mut want: HashMap<VipKey, u32> = HashMap::new();
-        for s in &self.services {
-            let addr = lb_common::addr_bytes(s.cfg.vip.ip());
-            let key = VipKey {
-                addr,
-                port: s.cfg.vip.port().to_be(),
-                proto: proto(s.cfg.protocol),
-                family: s.family(),
-            };
-            want.insert(key, s.id);
-        }
-        let list: Vec<(VipKey, u32)> = want.into_iter().collect();
-        self.dp.install_vips(&list)?;
-        Ok(())
-    }
-
-    /// Write server `s`'s backend value.
-    fn write_backend(dp: &mut Datapath, s: &Server, service: u32) -> Result<(), ApplyError> {
-        dp.set_backend(
-            s.id,
-            Backend {
-                mac: s.mac.unwrap_or([0; 6]),
-                state: s.dp_state(),
-                tx_port: s.egress.tx_port,
-                src_mac: s.egress.src_mac,
-                service: service as u16,
-                ..Default::default()
-            },
-        )?;
-        Ok(())
     }
 
     /// Write service `idx`'s backends and, when it changed, its Maglev table.
     fn sync(&mut self, idx: usize) -> Result<(), ApplyError> {
         let svc = &self.services[idx];
         for s in &svc.servers {
-            Self::write_backend(&mut self.dp, s, svc.id)?;
+            self.dp.set_backend(s.id, s.backend(svc.id))?;
         }
-        let servers: Vec<MaglevServer> = svc
-            .servers
-            .iter()
-            .map(|s| MaglevServer {
-                name: &s.cfg.name,
-                id: s.id,
-                weight: if s.dp_state() == BACKEND_UP { s.weight } else { 0 },
-            })
-            .collect();
-        let table = maglev::build(&servers, svc.cfg.table_size);
+        let table = svc.maglev_table();
         let current = self.dp.service(svc.id)?;
         let slot = self.dp.active_slot(svc.id)?;
         if table != svc.table || current.table_size[slot as usize] != table.len() as u32 {
@@ -562,70 +271,6 @@ impl Balancer {
             self.services[idx].table = table;
         }
         Ok(())
-    }
-
-    /// A server the agent has not run before: from the pinned maps when adopting, else from
-    /// the config (health starts UP, as HAProxy's servers do, until `fall` checks fail).
-    /// The egress of config server `c` (`full` = "service/server", for errors).
-    fn egress(&mut self, full: &str, c: &config::Server) -> Result<Egress, ApplyError> {
-        match &c.interface {
-            Some(i) if *i != self.cfg.global.interface => {
-                self.tx_ports
-                    .egress(&mut self.dp, i)
-                    .map_err(|source| ApplyError::Egress {
-                        server: full.to_string(),
-                        source,
-                    })
-            }
-            _ => Ok(Egress {
-                ifindex: self.xdp_ifindex,
-                ..Egress::default()
-            }),
-        }
-    }
-
-    fn fresh_server(
-        &self,
-        bid: u32,
-        i: usize,
-        c: &config::Server,
-        adopt: bool,
-        egress: Egress,
-    ) -> Result<Server, ApplyError> {
-        let pinned = if adopt { Some(self.dp.backend(bid)?) } else { None };
-        let (admin, health) = match pinned {
-            Some(p) if p.state != 0 => (
-                match p.state {
-                    BACKEND_MAINT => AdminState::Maint,
-                    BACKEND_DRAIN => AdminState::Drain,
-                    _ => c.state,
-                },
-                if p.state == BACKEND_DOWN && p.mac != [0; 6] {
-                    health::Health::Down
-                } else {
-                    health::Health::Up
-                },
-            ),
-            _ => (c.state, health::Health::Up),
-        };
-        // The kernel's entry wins over a pinned MAC: the backend may have moved while no
-        // agent ran.
-        let mac = c
-            .mac
-            .or_else(|| self.neighbours.get(c.address, egress.ifindex))
-            .or_else(|| pinned.filter(|p| p.mac != [0; 6]).map(|p| p.mac));
-        Ok(Server {
-            id: bid,
-            puid: i as u32 + 1,
-            cfg: c.clone(),
-            admin,
-            health,
-            weight: c.weight,
-            mac,
-            egress,
-            last_change: Instant::now(),
-            last_reason: String::new(),
-        })
     }
 
     fn find(&mut self, service: &str, server: &str) -> Option<(usize, usize)> {
@@ -724,7 +369,7 @@ impl Balancer {
                             neigh::format_mac(&old),
                             neigh::format_mac(&mac)
                         );
-                        Self::write_backend(&mut self.dp, s, svc.id)?;
+                        self.dp.set_backend(s.id, s.backend(svc.id))?;
                     }
                 }
             }
@@ -774,25 +419,5 @@ impl Balancer {
             return;
         }
         self.retired.retain(|id| !policy.retired.contains(id));
-    }
-
-    /// At a restart over pinned maps: every backend id that a stick entry names but no
-    /// recorded name owns is retired, so it is not handed out before the sweeper has deleted
-    /// those entries (runs before the runtime starts: no lock is held).
-    fn retire_referenced_ids(&mut self) -> Result<(), ApplyError> {
-        let (_, be_ids) = self.recorded_ids()?;
-        let live: HashSet<u32> = be_ids.values().copied().collect();
-        let pinned = self.dp.stick_entries()?;
-        for (_, e) in pinned.iter().chain(self.dp.migrating_entries()) {
-            if e.backend < MAX_BACKENDS && !live.contains(&e.backend) {
-                self.retired.insert(e.backend);
-            }
-        }
-        Ok(())
-    }
-
-    /// Mutable access by name (API handlers).
-    pub fn svc_mut(&mut self, name: &str) -> Option<&mut Svc> {
-        self.service_mut(name)
     }
 }

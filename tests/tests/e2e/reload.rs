@@ -1,8 +1,8 @@
 //! Reloads (SIGHUP): added servers, bad input refused, freed ids, stick sizes, affinity changes.
 
-use std::{net::IpAddr, time::Duration};
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
-use harness::lbenv::{Opts, env};
+use harness::lbenv::{LbEnv, Opts, env};
 
 use crate::{pin_all, split, wait_state};
 
@@ -150,13 +150,15 @@ fn s11_bad_input_is_refused_and_nothing_running_is_disturbed() {
     assert!(e.agent_pid().is_some());
 }
 
-/// Issue 9, item 1: a reload that removes a server of one service and adds one to another
-/// used to hand the freed backend id to the new server while the removed server's stick
-/// entries survived, so the removed server's clients were sent to the other service's server.
-#[test]
-fn removed_server_id_reused_by_another_service_never_receives_its_clients() {
+/// A balancer with a spare host (app5) and 200 IPv4 sources, each pinned by one connection,
+/// then reloaded with `servers` (see `LbEnv::config_text_with`). Returns the pins, the sources
+/// pinned to app4 and the others.
+fn reload_after_pinning_app4s_clients(
+    name: &str,
+    servers: impl Fn(&str) -> Vec<usize>,
+) -> (LbEnv, HashMap<IpAddr, String>, Vec<IpAddr>, Vec<IpAddr>) {
     let e = env(
-        "idreuse",
+        name,
         Opts {
             spare_backends: 1,
             ..Opts::sources(200, 0)
@@ -165,14 +167,22 @@ fn removed_server_id_reused_by_another_service_never_receives_its_clients() {
     let pins = pin_all(&e, &e.sources4);
     let (orphans, others) = split(&pins, "app4");
     assert!(orphans.len() >= 20, "{} of 200 sources on app4", orphans.len());
+    e.write_config(&e.config_text_with(servers)).unwrap();
+    e.signal_agent(libc::SIGHUP);
+    (e, pins, orphans, others)
+}
+
+/// Issue 9, item 1: a reload that removes a server of one service and adds one to another
+/// used to hand the freed backend id to the new server while the removed server's stick
+/// entries survived, so the removed server's clients were sent to the other service's server.
+#[test]
+fn removed_server_id_reused_by_another_service_never_receives_its_clients() {
     // One reload: be_app loses app4; dns (another service) gains app5 (the spare host).
-    let text = e.config_text_with(|svc| match svc {
+    let (e, pins, orphans, others) = reload_after_pinning_app4s_clients("idreuse", |svc| match svc {
         "be_app" => vec![0, 1, 2],
         "dns" => vec![0, 1, 2, 3, 4],
         _ => vec![0, 1, 2, 3],
     });
-    e.write_config(&text).unwrap();
-    e.signal_agent(libc::SIGHUP);
     wait_state(&e, "dns", "app5", "UP", Duration::from_secs(10));
     // Requests prove it: app4's clients land on be_app's remaining servers, never on app5.
     for s in &orphans {
@@ -206,6 +216,38 @@ fn removed_server_id_reused_by_another_service_never_receives_its_clients() {
         "{}",
         e.agent_log()
     );
+}
+
+/// A reload that renames a server (be_app: app4 out, app5 in) handed the removed server's id to
+/// the new one in that same apply: app4's stick entries then named app5, were never purged (the
+/// id had an owner again), and would send app4's clients to app5 once it came up.
+#[test]
+fn server_renamed_by_a_reload_inherits_none_of_the_old_ones_clients() {
+    let (e, pins, orphans, others) = reload_after_pinning_app4s_clients("rename", |svc| match svc {
+        "be_app" => vec![0, 1, 2, 4],
+        _ => vec![0, 1, 2, 3],
+    });
+    wait_state(&e, "be_app", "app5", "UP", Duration::from_secs(10));
+    // app4's entries are purged; none came to name app5, which no client has reached yet.
+    let purged = e.wait_until(Duration::from_secs(5), || {
+        e.table("be_app").is_ok_and(|t| {
+            t.len() == others.len()
+                && t.iter()
+                    .all(|(_, srv)| ["app1", "app2", "app3"].contains(&srv.as_str()))
+        })
+    });
+    assert!(purged, "show table be_app: {:?}", e.table("be_app"));
+    for s in &others {
+        assert_eq!(
+            e.get_vip(*s).unwrap(),
+            pins[s],
+            "{s} moved although its server stayed"
+        );
+    }
+    for s in &orphans {
+        e.get_vip(*s)
+            .unwrap_or_else(|err| panic!("{s} (pinned to the removed app4) failed: {err:#}"));
+    }
 }
 
 /// Every service has a table of its own `stick.size`: a reload that changes one service's size
