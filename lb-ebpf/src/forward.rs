@@ -1,7 +1,8 @@
-//! Step 6: L2 direct server return. Rewrite the destination MAC to the backend's and the source
-//! MAC to ours (so a bridge never learns the client's MAC on our port), then `XDP_TX` out of
-//! the receiving interface or `XDP_REDIRECT` to the backend's interface. The IP packet is not
-//! touched: the backend holds the VIP on its loopback and answers the client directly.
+//! Steps 4 and 7 (see `main`): whether a frame is ours to forward, and L2 direct server
+//! return. Rewrite the destination MAC to the backend's and the source MAC to ours (so a bridge
+//! never learns the client's MAC on our port), then `XDP_TX` out of the receiving interface or
+//! `XDP_REDIRECT` to the backend's interface. The IP packet is not touched: the backend holds
+//! the VIP on its loopback and answers the client directly.
 //!
 //! VLAN: the parser accepts one 802.1Q tag with any VLAN id and matches the VIP on the inner IP
 //! header alone (a VIP is the same service on every VLAN the interface carries). The tag is
@@ -12,17 +13,15 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{Backend, gstat::Counter};
 
-use crate::maps;
+use crate::{
+    headers::{MAC_LEN, MACS_LEN},
+    maps,
+};
 
-/// A MAC address's length; an Ethernet header starts with the destination MAC, then the source.
-pub const MAC_LEN: usize = 6;
-/// Both MACs: where the source MAC ends.
-pub const MACS_LEN: usize = 2 * MAC_LEN;
-
-/// Step 6's rule, checked before steps 3–5: is the frame addressed to this interface's own
-/// MAC? Only then is it ours to forward. A broadcast, multicast or other host's unicast frame reaches XDP through a flooding
-/// switch or promiscuous mode; forwarding it would send a second copy of someone else's frame
-/// with our source MAC. Checked after the VIP lookup, so non-VIP traffic pays nothing.
+/// Step 4: is the frame addressed to this interface's own MAC? Only then is it ours to forward.
+/// A broadcast, multicast or other host's unicast frame reaches XDP through a flooding switch
+/// or promiscuous mode; forwarding it would send a second copy of someone else's frame with our
+/// source MAC. Checked after the VIP lookup, so non-VIP traffic pays nothing.
 #[inline(always)]
 pub fn addressed_to_us(ctx: &XdpContext) -> bool {
     let start = ctx.data();
@@ -37,6 +36,7 @@ pub fn addressed_to_us(ctx: &XdpContext) -> bool {
     )
 }
 
+/// Step 7: rewrite the MACs and send the frame to `backend`.
 #[inline(always)]
 pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> u32 {
     let start = ctx.data();
@@ -46,7 +46,7 @@ pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> u32 {
     let eth = start as *mut [u8; MACS_LEN];
     // SAFETY: MACS_LEN bytes bounds-checked above.
     let eth = unsafe { &mut *eth };
-    let src = if backend.src_mac == [0; 6] {
+    let src = if backend.src_mac == [0; MAC_LEN] {
         [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]]
     } else {
         backend.src_mac

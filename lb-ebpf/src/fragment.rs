@@ -1,6 +1,6 @@
-//! Step 7: IP fragments. Only a datagram's first fragment carries the L4 header, so only it can be
-//! matched to a service (by port) and balanced; it goes the way a whole packet of its flow
-//! goes, and records (client, VIP, IP identification, protocol, family) -> (service, backend) in
+//! Steps 2 and 6 (see `main`): IP fragments. Only a datagram's first fragment carries the L4
+//! header, so only it can be matched to a service (by port) and balanced; it goes the way a
+//! whole packet of its flow goes, and records (client, VIP, IP identification, protocol, family) -> (service, backend) in
 //! `XLB_FRAGMENTS`. Every later fragment of the datagram looks that record up and goes to the
 //! same backend of the same service, so the backend can reassemble the datagram.
 //!

@@ -1,31 +1,40 @@
 //! xlb's data path: one XDP program, one-armed, L2 direct server return.
 //!
-//! `balance` reads top to bottom in the order a packet travels. The step numbers are those of
-//! the brief's "Data path" (1–9); the one step taken out of its number's order is step 6's rule
-//! on frames, checked as soon as a packet is known to be for a VIP:
-//! - Step 1, `parse`: Ethernet (one 802.1Q tag), IPv4/IPv6, TCP/UDP, ICMP "too big", into a
-//!   `Flow`. Not ours: passed untouched; malformed: passed, counted, never forwarded.
-//! - Step 2, `select::service_of`: the VIP lookup by (address, port, protocol), port 0 = any.
-//! - Step 6's rule, `forward::addressed_to_us`: only frames sent to our own MAC are forwarded.
-//! - Steps 3–5, `select::backend_for`: the service's affinity key, its stick table, Maglev on a
-//!   miss, and the entry a miss creates (for TCP only from a packet that proves a handshake).
-//! - Step 7, `fragment`: a first fragment takes steps 2–6 and records where it went; a later
-//!   one (no L4 header) skips steps 2–5 and follows that record, or is passed, counted, without
-//!   one. ICMP "too big" about a VIP flow takes steps 2–6 as that flow (`parse` turns it round).
-//! - Step 6, `forward::to_backend`: L2 DSR, `XDP_TX` or `XDP_REDIRECT`.
-//! - Step 8, counters along the way: per service and per backend (`maps::service_stats`,
-//!   `maps::backend_stats`); global ones (`maps::count`, `lb_common::gstat::Counter`) only for
-//!   events that belong to no service or are rare; the agent derives the rest.
-//! - Step 9, hot path economy throughout: a stick hit refreshes its entry at most once a
-//!   second, every loop has a fixed bound, and every function is inlined into one program (a
-//!   BPF-to-BPF call measurably slows every packet).
+//! `balance` reads top to bottom in the order a packet travels, and the steps below are
+//! numbered in that order. (The brief's "Data path" lists the same rules by topic; its number
+//! for each is in brackets.)
+//! 1. `parse` [1, 7]: Ethernet (one 802.1Q tag), IPv4/IPv6, TCP/UDP, ICMP "too big", into a
+//!    `Flow`. Not ours: passed untouched; malformed: passed, counted, never forwarded. An ICMP
+//!    "too big" about a VIP flow is turned round into that flow and takes steps 3–5 and 7 as it.
+//! 2. `later_fragment` [7]: a fragment after the first has no ports, so no service lookup of
+//!    its own: it takes step 4, then follows the record its datagram's first fragment left in
+//!    step 6 to the same backend (step 7), or is passed, counted, without one (`fragment`).
+//! 3. `select::service_of` [2]: the VIP lookup by (address, port, protocol), port 0 = any.
+//! 4. `forward::addressed_to_us` [6]: only frames sent to our own MAC are forwarded. Checked
+//!    after the VIP lookup, so non-VIP traffic pays nothing for it.
+//! 5. `select::backend_for` [3–5]: the service's affinity key, its stick table, Maglev on a
+//!    miss, and the entry a miss creates (for TCP only from a packet that proves a handshake).
+//! 6. `fragment::record_first` [7]: a first fragment records where it went, for step 2.
+//! 7. `send`, `forward::to_backend` [6]: L2 DSR, `XDP_TX` or `XDP_REDIRECT`.
 //!
-//! Every map is documented at its definition in `maps`.
+//! Throughout:
+//! - Counters [8]: per service and per backend (`maps::service_stats`, `maps::backend_stats`);
+//!   global ones (`maps::count`, `lb_common::gstat::Counter`) only for events that belong to no
+//!   service or are rare; the agent derives the rest (`lb_common::gstat::Derived`).
+//! - Hot path economy [9]: a stick hit refreshes its entry at most once a second, every loop
+//!   has a fixed bound, and every function is `#[inline(always)]` into one program (a
+//!   BPF-to-BPF call measurably slows every packet) whose one stack frame stays within the
+//!   verifier's 512 bytes.
+//!
+//! Every map is documented at its definition in `maps`; every header offset and protocol
+//! number is named in `headers`.
 #![no_std]
 #![no_main]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod forward;
 mod fragment;
+mod headers;
 mod maps;
 mod parse;
 mod select;
@@ -37,9 +46,9 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
-use crate::{
-    forward::{MAC_LEN, MACS_LEN},
-    parse::{ETH_P_IP, ETH_P_IPV6, ETH_TYPE_AT, IPV4_DST_AT, IPV4_SRC_AT, IPV6_SRC_AT},
+use crate::headers::{
+    ETH_P_IP, ETH_P_IPV6, ETH_TYPE_AT, IPV4_ADDR_LEN, IPV4_DST_AT, IPV4_SRC_AT, IPV6_ADDR_LEN, IPV6_SRC_AT,
+    MAC_LEN, MACS_LEN,
 };
 
 #[xdp]
@@ -173,7 +182,7 @@ pub fn xlb_e2e_floor(ctx: XdpContext) -> u32 {
     let [type_hi, type_lo] = ETH_P_IP.to_be_bytes();
     if frame[ETH_TYPE_AT] != type_hi
         || frame[ETH_TYPE_AT + 1] != type_lo
-        || frame[VIP_AT..VIP_AT + 4] != t.vip
+        || frame[VIP_AT..VIP_AT + IPV4_ADDR_LEN] != t.vip
     {
         return xdp_action::XDP_PASS;
     }
@@ -197,15 +206,16 @@ pub fn xlb_bench_fresh_floor(ctx: XdpContext) -> u32 {
     forward::swap_macs(&ctx)
 }
 
-/// Writes the next counter value into the low 4 bytes of the client address of an untagged
-/// IPv4 or IPv6 frame.
+/// Writes the next counter value (4 bytes) into the low 4 bytes of the client address of an
+/// untagged IPv4 or IPv6 frame.
 #[inline(always)]
 fn fresh_source(ctx: &XdpContext) {
     /// An untagged Ethernet header and the larger of the two IP headers.
     const FRAME_LEN: usize = EthHdr::LEN + Ipv6Hdr::LEN;
-    /// The low 4 bytes of each family's client (source) address.
+    /// The low 4 bytes of each family's client (source) address: all of an IPv4 address.
+    const LOW_LEN: usize = IPV4_ADDR_LEN;
     const V4_LOW_AT: usize = EthHdr::LEN + IPV4_SRC_AT;
-    const V6_LOW_AT: usize = EthHdr::LEN + IPV6_SRC_AT + 12;
+    const V6_LOW_AT: usize = EthHdr::LEN + IPV6_SRC_AT + IPV6_ADDR_LEN - LOW_LEN;
     const IPV4: [u8; 2] = ETH_P_IP.to_be_bytes();
     const IPV6: [u8; 2] = ETH_P_IPV6.to_be_bytes();
     let n = maps::bench_next().to_be_bytes();
@@ -220,7 +230,7 @@ fn fresh_source(ctx: &XdpContext) {
         IPV6 => V6_LOW_AT,
         _ => return,
     };
-    frame[at..at + 4].copy_from_slice(&n);
+    frame[at..at + LOW_LEN].copy_from_slice(&n);
 }
 
 #[cfg(not(test))]

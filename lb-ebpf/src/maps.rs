@@ -11,9 +11,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, BackendStats, FRAGMENT_RECORDS, FloorTarget, FragmentKey, FragmentRecord,
-    LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS, NameSlot, OwnMac,
-    RateWindow, Service, ServiceStats, StickEntry, StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipSlot,
-    gstat::Counter, vip_home,
+    LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS,
+    NEW_ENTRIES_WINDOW_NS, NameSlot, OwnMac, RateWindow, Service, ServiceStats, StickEntry, StickKey,
+    VIP_PROBES, VIP_TABLE_SIZE, VipSlot, bench_slot, gstat::Counter, vip_home,
 };
 
 /// VIPs: two open-addressed tables of `VIP_TABLE_SIZE` slots (index `slot * VIP_TABLE_SIZE +
@@ -138,11 +138,12 @@ static META: Array<u64> = Array::with_max_entries(lb_common::meta::COUNT, 0);
 #[map(name = "XLB_OWN_MAC")]
 static OWN_MAC: Array<OwnMac> = Array::with_max_entries(1, 0);
 
-/// Benchmark only: index 0 is the per-CPU counter `xlb_bench_fresh` turns into a fresh client
-/// address on every iteration; index 1, when not 0, wraps it (1..=n: a working set of n
-/// clients). Written by the benchmark runner; never touched by the production program.
+/// Benchmark only: index `bench_slot::COUNTER` is the per-CPU counter `xlb_bench_fresh` turns
+/// into a fresh client address on every iteration; `bench_slot::WRAP`, when not 0, wraps it
+/// (1..=n: a working set of n clients). Written by the benchmark runner; never touched by the
+/// production program.
 #[map(name = "XLB_BENCH")]
-static BENCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
+static BENCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(bench_slot::COUNT, 0);
 
 /// Benchmark only: the e2e floor program's one VIP and backend (index 0). Written by the
 /// benchmark runner; never touched by the production program.
@@ -251,7 +252,7 @@ pub fn may_create_entry(now: u64) -> bool {
     };
     // SAFETY: per-CPU slot, see `count`.
     let w = unsafe { &mut *w };
-    if now.wrapping_sub(w.start_ns) >= 1_000_000_000 {
+    if now.wrapping_sub(w.start_ns) >= NEW_ENTRIES_WINDOW_NS {
         w.start_ns = now;
         w.count = 0;
     }
@@ -290,11 +291,11 @@ pub fn backend_stats(id: u32) -> Option<&'static mut BackendStats> {
     BSTATS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
 }
 
-/// Benchmark only: next value of this CPU's counter (wrapped to 1..=n when BENCH[1] = n).
+/// Benchmark only: next value of this CPU's counter (wrapped to 1..=n when the wrap slot is n).
 #[inline(always)]
 pub fn bench_next() -> u32 {
-    let wrap = BENCH.get(1).copied().unwrap_or(0);
-    match BENCH.get_ptr_mut(0) {
+    let wrap = BENCH.get(bench_slot::WRAP).copied().unwrap_or(0);
+    match BENCH.get_ptr_mut(bench_slot::COUNTER) {
         // SAFETY: per-CPU slot, see `count`.
         Some(p) => unsafe {
             let mut n = (*p).wrapping_add(1);

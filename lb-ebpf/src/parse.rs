@@ -1,5 +1,6 @@
-//! Step 1: parse Ethernet (one 802.1Q tag), IPv4/IPv6 (with extension headers and fragments),
-//! TCP/UDP, and ICMP/ICMPv6 "too big" errors, into a `Flow` seen from the client's side.
+//! Step 1 (see `main`): parse Ethernet (one 802.1Q tag), IPv4/IPv6 (with extension headers and
+//! fragments), TCP/UDP, and ICMP/ICMPv6 "too big" errors, into a `Flow` seen from the client's
+//! side. Where each field sits is named in `headers`.
 //!
 //! `Ok(None)` = not a packet we balance (not IP, other protocols): pass untouched.
 //! `Err(())` = truncated or invalid headers: pass to the kernel, counted, never forwarded.
@@ -13,51 +14,7 @@ use network_types::{
     udp::UdpHdr,
 };
 
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-/// Where the ethertype sits in an Ethernet header (after the two MACs).
-pub const ETH_TYPE_AT: usize = 12;
-const VLAN_HLEN: usize = 4;
-/// Where the inner ethertype sits in an 802.1Q tag (after the tag control field).
-const VLAN_INNER_TYPE_AT: usize = 2;
-const IPV4_VERSION: u8 = 4;
-const IPV6_VERSION: u8 = 6;
-/// The IPv4 header length field (low nibble of `vihl`) counts 32-bit words.
-const IPV4_IHL_MASK: u8 = 0x0f;
-const IPV4_IHL_MIN_WORDS: u8 = 5;
-/// Where the source and destination addresses sit in an IPv4 header.
-pub const IPV4_SRC_AT: usize = 12;
-pub const IPV4_DST_AT: usize = 16;
-/// Where the source address sits in an IPv6 header.
-pub const IPV6_SRC_AT: usize = 8;
-/// IPv4 `frags` field (host order): the More Fragments flag and the fragment offset.
-const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
-const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;
-/// Hop-by-hop, routing and destination options headers give their length in 8-byte units, not
-/// counting the first 8 bytes.
-const IPV6_EXT_LEN_UNIT: usize = 8;
-const IPV6_FRAG_HDR_LEN: usize = 8;
-/// The IPv6 fragment header's offset field (bytes 2..4) holds the offset above 3 flag bits.
-const IPV6_FRAG_OFFSET_SHIFT: u16 = 3;
-/// ICMP and ICMPv6 headers (type, code, checksum, 4 more bytes) before the quoted packet.
-const ICMP_HDR_LEN: usize = 8;
-/// Where the data offset (high nibble, 32-bit words) and the flags sit in a TCP header.
-const TCP_DATA_OFFSET_AT: usize = 12;
-const TCP_FLAGS_AT: usize = 13;
-const TCP_DATA_OFFSET_MIN_WORDS: u8 = 5;
-const PROTO_ICMP: u8 = 1;
-const PROTO_ICMPV6: u8 = 58;
-const IPV6_HOPOPTS: u8 = 0;
-const IPV6_ROUTING: u8 = 43;
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_DSTOPTS: u8 = 60;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_FRAG_NEEDED: u8 = 4;
-const ICMPV6_PKT_TOOBIG: u8 = 2;
-const TCP_FLAG_SYN: u8 = 0x02;
-const TCP_FLAG_RST: u8 = 0x04;
-const TCP_FLAG_ACK: u8 = 0x10;
+use crate::headers::*;
 
 /// A packet as the balancer sees it: always oriented client -> VIP (for an ICMP error the inner
 /// header is turned around, so the flow is the one the error is about).
@@ -91,7 +48,31 @@ pub struct Flow {
     pub icmp_too_big: bool,
 }
 
-/// Bounds-checked pointer to a `T` at `offset` from the start of the frame.
+impl Flow {
+    /// A flow between two addresses, as yet without ports, flags or fragment facts.
+    #[inline(always)]
+    fn new(src: [u8; 16], dst: [u8; 16], family: u8, proto: u8) -> Flow {
+        Flow {
+            src,
+            dst,
+            sport: 0,
+            dport: 0,
+            family,
+            proto,
+            fragment: false,
+            later_fragment: false,
+            frag_id: 0,
+            syn_only: false,
+            no_handshake: false,
+            icmp_too_big: false,
+        }
+    }
+}
+
+/// Bounds-checked pointer to a `T` at `offset` from the start of the frame: `Ok` only when all
+/// of its `size_of::<T>()` bytes lie within the frame, so it may be read until the program ends
+/// (nothing here moves or resizes the frame). Every `T` read through it is made of integers
+/// (any bit pattern valid) and, but for `EthHdr`, of byte arrays (alignment 1).
 #[inline(always)]
 fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ()> {
     let start = ctx.data();
@@ -106,12 +87,13 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ()> {
 pub fn parse(ctx: &XdpContext) -> Result<Option<Flow>, ()> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     let mut off = EthHdr::LEN;
-    // SAFETY: bounds checked by ptr_at.
+    // SAFETY: in the frame (`ptr_at`); its u16 field is aligned, as the kernel starts a frame
+    // at an even address and this program never moves the start.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
     if ether_type == ETH_P_8021Q {
         // One tag: the inner ethertype sits in the tag's last two bytes.
         let inner: *const [u8; 2] = ptr_at(ctx, off + VLAN_INNER_TYPE_AT)?;
-        // SAFETY: bounds checked by ptr_at.
+        // SAFETY: in the frame, alignment 1 (`ptr_at`).
         ether_type = u16::from_be_bytes(unsafe { *inner });
         off += VLAN_HLEN;
     }
@@ -123,9 +105,10 @@ pub fn parse(ctx: &XdpContext) -> Result<Option<Flow>, ()> {
     }
 }
 
+/// An IPv4 address as `Flow` and the maps keep it: the first 4 of 16 bytes, the rest zero.
 #[inline(always)]
-fn v4_addr(a: [u8; 4]) -> [u8; 16] {
-    let mut out = [0u8; 16];
+fn v4_addr(a: [u8; IPV4_ADDR_LEN]) -> [u8; IPV6_ADDR_LEN] {
+    let mut out = [0u8; IPV6_ADDR_LEN];
     out[0] = a[0];
     out[1] = a[1];
     out[2] = a[2];
@@ -136,13 +119,13 @@ fn v4_addr(a: [u8; 4]) -> [u8; 16] {
 #[inline(always)]
 fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
-    // SAFETY: bounds checked by ptr_at.
+    // SAFETY: in the frame, alignment 1 (`ptr_at`).
     let ip = unsafe { &*ip };
     let vihl = ip.vihl;
-    if vihl >> 4 != IPV4_VERSION {
+    if vihl >> IP_VERSION_SHIFT != IPV4_VERSION {
         return Err(());
     }
-    let ihl = ((vihl & IPV4_IHL_MASK) as usize) * 4;
+    let ihl = ((vihl & IPV4_IHL_MASK) as usize) * WORD_LEN;
     if ihl < Ipv4Hdr::LEN {
         return Err(());
     }
@@ -155,21 +138,9 @@ fn parse_v4(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     let frag_offset = frags & IPV4_FRAG_OFFSET_MASK;
     let fragment = more_fragments || frag_offset != 0;
     let l4 = off + ihl;
-    let mut flow = Flow {
-        src: v4_addr(ip.src_addr),
-        dst: v4_addr(ip.dst_addr),
-        sport: 0,
-        dport: 0,
-        family: FAMILY_V4,
-        proto: ip.proto,
-        fragment,
-        later_fragment: false,
-        frag_id: 0,
-        syn_only: false,
-        no_handshake: false,
-        icmp_too_big: false,
-    };
+    let mut flow = Flow::new(v4_addr(ip.src_addr), v4_addr(ip.dst_addr), FAMILY_V4, ip.proto);
     if fragment {
+        flow.fragment = true;
         flow.frag_id = u16::from_be_bytes(ip.id) as u32;
     }
     transport(ctx, l4, flow, frag_offset != 0)
@@ -197,21 +168,18 @@ fn transport(ctx: &XdpContext, l4: usize, mut flow: Flow, later_fragment: bool) 
 /// The flow an ICMP error is about, turned around: the quoted packet went VIP -> client, the
 /// flow reads client -> VIP. `ports` are the quote's first four L4 bytes.
 #[inline(always)]
-fn quoted_flow(quoted_src: [u8; 16], quoted_dst: [u8; 16], ports: &[u8; 4], family: u8, proto: u8) -> Flow {
-    Flow {
-        src: quoted_dst,
-        dst: quoted_src,
-        sport: u16::from_ne_bytes([ports[2], ports[3]]),
-        dport: u16::from_ne_bytes([ports[0], ports[1]]),
-        family,
-        proto,
-        fragment: false,
-        later_fragment: false,
-        frag_id: 0,
-        syn_only: false,
-        no_handshake: false,
-        icmp_too_big: true,
-    }
+fn quoted_flow(
+    quoted_src: [u8; 16],
+    quoted_dst: [u8; 16],
+    ports: &[u8; L4_PORTS_LEN],
+    family: u8,
+    proto: u8,
+) -> Flow {
+    let mut flow = Flow::new(quoted_dst, quoted_src, family, proto);
+    flow.sport = u16::from_ne_bytes([ports[L4_DPORT_AT], ports[L4_DPORT_AT + 1]]);
+    flow.dport = u16::from_ne_bytes([ports[L4_SPORT_AT], ports[L4_SPORT_AT + 1]]);
+    flow.icmp_too_big = true;
+    flow
 }
 
 /// Ports (and TCP flags) of the L4 header at `l4`.
@@ -219,20 +187,20 @@ fn quoted_flow(quoted_src: [u8; 16], quoted_dst: [u8; 16], ports: &[u8; 4], fami
 fn l4_ports(ctx: &XdpContext, l4: usize, flow: &mut Flow) -> Result<(), ()> {
     if flow.proto == PROTO_TCP {
         let tcp: *const TcpHdr = ptr_at(ctx, l4)?;
-        // SAFETY: bounds checked by ptr_at.
+        // SAFETY: in the frame, alignment 1 (`ptr_at`).
         let raw = unsafe { &*(tcp as *const [u8; TcpHdr::LEN]) };
-        if raw[TCP_DATA_OFFSET_AT] >> 4 < TCP_DATA_OFFSET_MIN_WORDS {
+        if raw[TCP_DATA_OFFSET_AT] >> TCP_DATA_OFFSET_SHIFT < TCP_DATA_OFFSET_MIN_WORDS {
             return Err(()); // data offset below the minimal header
         }
         let flags = raw[TCP_FLAGS_AT];
         let handshake_flags = flags & (TCP_FLAG_ACK | TCP_FLAG_SYN | TCP_FLAG_RST);
         flow.syn_only = handshake_flags == TCP_FLAG_SYN;
         flow.no_handshake = handshake_flags != TCP_FLAG_ACK;
-        flow.sport = u16::from_ne_bytes([raw[0], raw[1]]);
-        flow.dport = u16::from_ne_bytes([raw[2], raw[3]]);
+        flow.sport = u16::from_ne_bytes([raw[L4_SPORT_AT], raw[L4_SPORT_AT + 1]]);
+        flow.dport = u16::from_ne_bytes([raw[L4_DPORT_AT], raw[L4_DPORT_AT + 1]]);
     } else {
         let udp: *const UdpHdr = ptr_at(ctx, l4)?;
-        // SAFETY: bounds checked by ptr_at.
+        // SAFETY: in the frame, alignment 1 (`ptr_at`).
         let udp = unsafe { &*udp };
         flow.sport = u16::from_ne_bytes(udp.src);
         flow.dport = u16::from_ne_bytes(udp.dst);
@@ -245,25 +213,25 @@ fn l4_ports(ctx: &XdpContext, l4: usize, flow: &mut Flow) -> Result<(), ()> {
 #[inline(always)]
 fn icmp4_too_big(ctx: &XdpContext, l4: usize) -> Result<Option<Flow>, ()> {
     let icmp: *const [u8; ICMP_HDR_LEN] = ptr_at(ctx, l4)?;
-    // SAFETY: bounds checked by ptr_at.
+    // SAFETY: in the frame, alignment 1 (`ptr_at`).
     let icmp = unsafe { &*icmp };
-    if icmp[0] != ICMP_DEST_UNREACH || icmp[1] != ICMP_FRAG_NEEDED {
+    if icmp[ICMP_TYPE_AT] != ICMP_DEST_UNREACH || icmp[ICMP_CODE_AT] != ICMP_FRAG_NEEDED {
         return Ok(None);
     }
     let inner_off = l4 + ICMP_HDR_LEN;
     let inner: *const Ipv4Hdr = ptr_at(ctx, inner_off)?;
-    // SAFETY: bounds checked by ptr_at.
+    // SAFETY: in the frame, alignment 1 (`ptr_at`).
     let inner = unsafe { &*inner };
-    if inner.vihl >> 4 != IPV4_VERSION || (inner.vihl & IPV4_IHL_MASK) < IPV4_IHL_MIN_WORDS {
+    if inner.vihl >> IP_VERSION_SHIFT != IPV4_VERSION || (inner.vihl & IPV4_IHL_MASK) < IPV4_IHL_MIN_WORDS {
         return Err(());
     }
-    let ihl = ((inner.vihl & IPV4_IHL_MASK) as usize) * 4;
+    let ihl = ((inner.vihl & IPV4_IHL_MASK) as usize) * WORD_LEN;
     if inner.proto != PROTO_TCP && inner.proto != PROTO_UDP {
         return Ok(None);
     }
     // The quote holds at least 8 bytes of L4 header: the two ports.
-    let ports: *const [u8; 4] = ptr_at(ctx, inner_off + ihl)?;
-    // SAFETY: bounds checked by ptr_at.
+    let ports: *const [u8; L4_PORTS_LEN] = ptr_at(ctx, inner_off + ihl)?;
+    // SAFETY: in the frame, alignment 1 (`ptr_at`).
     let ports = unsafe { &*ports };
     Ok(Some(quoted_flow(
         v4_addr(inner.src_addr),
@@ -277,9 +245,9 @@ fn icmp4_too_big(ctx: &XdpContext, l4: usize) -> Result<Option<Flow>, ()> {
 #[inline(always)]
 fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
-    // SAFETY: bounds checked by ptr_at.
+    // SAFETY: in the frame, alignment 1 (`ptr_at`).
     let ip = unsafe { &*ip };
-    if ip.vcf[0] >> 4 != IPV6_VERSION {
+    if ip.vcf[0] >> IP_VERSION_SHIFT != IPV6_VERSION {
         return Err(());
     }
     let payload_len = u16::from_be_bytes(ip.payload_len) as usize;
@@ -295,19 +263,21 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
         match proto {
             IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
                 let ext: *const [u8; 2] = ptr_at(ctx, l4)?;
-                // SAFETY: bounds checked by ptr_at.
+                // SAFETY: in the frame, alignment 1 (`ptr_at`).
                 let ext = unsafe { &*ext };
-                proto = ext[0];
-                l4 += (ext[1] as usize + 1) * IPV6_EXT_LEN_UNIT;
+                proto = ext[IPV6_EXT_NEXT_HDR_AT];
+                l4 += (ext[IPV6_EXT_LEN_AT] as usize + 1) * IPV6_EXT_LEN_UNIT;
             }
             IPV6_FRAGMENT => {
                 let ext: *const [u8; IPV6_FRAG_HDR_LEN] = ptr_at(ctx, l4)?;
-                // SAFETY: bounds checked by ptr_at.
+                // SAFETY: in the frame, alignment 1 (`ptr_at`).
                 let ext = unsafe { &*ext };
-                proto = ext[0];
+                proto = ext[IPV6_EXT_NEXT_HDR_AT];
                 fragment = true;
-                frag_id = u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]);
-                later_fragment = u16::from_be_bytes([ext[2], ext[3]]) >> IPV6_FRAG_OFFSET_SHIFT != 0;
+                let id = IPV6_FRAG_ID_AT;
+                frag_id = u32::from_be_bytes([ext[id], ext[id + 1], ext[id + 2], ext[id + 3]]);
+                let at = IPV6_FRAG_OFFSET_AT;
+                later_fragment = u16::from_be_bytes([ext[at], ext[at + 1]]) >> IPV6_FRAG_OFFSET_SHIFT != 0;
                 l4 += IPV6_FRAG_HDR_LEN;
             }
             _ => {
@@ -319,20 +289,9 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     if !done {
         return Err(());
     }
-    let flow = Flow {
-        src: ip.src_addr,
-        dst: ip.dst_addr,
-        sport: 0,
-        dport: 0,
-        family: FAMILY_V6,
-        proto,
-        fragment,
-        later_fragment: false,
-        frag_id,
-        syn_only: false,
-        no_handshake: false,
-        icmp_too_big: false,
-    };
+    let mut flow = Flow::new(ip.src_addr, ip.dst_addr, FAMILY_V6, proto);
+    flow.fragment = fragment;
+    flow.frag_id = frag_id;
     transport(ctx, l4, flow, later_fragment)
 }
 
@@ -341,20 +300,20 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
 #[inline(always)]
 fn icmp6_too_big(ctx: &XdpContext, l4: usize) -> Result<Option<Flow>, ()> {
     let icmp: *const [u8; ICMP_HDR_LEN] = ptr_at(ctx, l4)?;
-    // SAFETY: bounds checked by ptr_at.
+    // SAFETY: in the frame, alignment 1 (`ptr_at`).
     let icmp = unsafe { &*icmp };
-    if icmp[0] != ICMPV6_PKT_TOOBIG {
+    if icmp[ICMP_TYPE_AT] != ICMPV6_PKT_TOOBIG {
         return Ok(None);
     }
     let inner_off = l4 + ICMP_HDR_LEN;
     let inner: *const Ipv6Hdr = ptr_at(ctx, inner_off)?;
-    // SAFETY: bounds checked by ptr_at.
+    // SAFETY: in the frame, alignment 1 (`ptr_at`).
     let inner = unsafe { &*inner };
     if inner.next_hdr != PROTO_TCP && inner.next_hdr != PROTO_UDP {
         return Ok(None);
     }
-    let ports: *const [u8; 4] = ptr_at(ctx, inner_off + Ipv6Hdr::LEN)?;
-    // SAFETY: bounds checked by ptr_at.
+    let ports: *const [u8; L4_PORTS_LEN] = ptr_at(ctx, inner_off + Ipv6Hdr::LEN)?;
+    // SAFETY: in the frame, alignment 1 (`ptr_at`).
     let ports = unsafe { &*ports };
     Ok(Some(quoted_flow(
         inner.src_addr,

@@ -1,4 +1,5 @@
-//! Steps 2–5: which service (VIP lookup), then which backend (stick table, else Maglev).
+//! Steps 3 and 5 (see `main`): which service (VIP lookup), then which backend (stick table,
+//! else Maglev).
 //!
 //! The stick table policy, in HAProxy's terms:
 //! - hit, entry fresh, backend up or draining -> that backend (refresh last-seen at most 1/s);
@@ -21,9 +22,13 @@ use lb_common::{
     maglev_base, vip_words,
 };
 
-use crate::{maps, parse::Flow};
+use crate::{
+    headers::{IPV4_ADDR_LEN, IPV6_ADDR_LEN},
+    maps,
+    parse::Flow,
+};
 
-/// Step 2: the service of a packet with ports, or None (not for a VIP). Exact port first, then
+/// Step 3: the service of a packet with ports, or None (not for a VIP). Exact port first, then
 /// port 0 ("any port"). (A later fragment has no ports and never comes here: see `fragment`.)
 #[inline(always)]
 pub fn service_of(flow: &Flow) -> Option<u32> {
@@ -55,18 +60,19 @@ fn maglev(service_id: u32, svc: &Service, hash: u32) -> u32 {
     maps::maglev_slot(maglev_base(service_id, slot) + hash % m).unwrap_or(NO_BACKEND)
 }
 
+/// The client address under the service's prefix mask (what its stick key holds).
 #[inline(always)]
 fn masked(flow: &Flow, svc: &Service) -> [u8; 16] {
     let mut a = flow.src;
     if flow.family == FAMILY_V4 {
         let mut i = 0;
-        while i < 4 {
+        while i < IPV4_ADDR_LEN {
             a[i] &= svc.v4_mask[i];
             i += 1;
         }
     } else {
         let mut i = 0;
-        while i < 16 {
+        while i < IPV6_ADDR_LEN {
             a[i] &= svc.v6_mask[i];
             i += 1;
         }
@@ -99,7 +105,7 @@ fn pinned(backend: u32, service_id: u32) -> Pinned {
     }
 }
 
-/// Steps 3–5: the backend id for this packet, or `NO_BACKEND`.
+/// Step 5: the backend id for this packet, or `NO_BACKEND`.
 #[inline(always)]
 pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut ServiceStats) -> u32 {
     // Every packet here has its ports, a first fragment too: its datagram's later fragments
