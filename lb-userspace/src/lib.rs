@@ -2,10 +2,12 @@
 //! runtime API and the CLI. `main.rs` only parses arguments and dispatches here.
 //!
 //! The groups are layers. Each imports only from the groups listed above it; only `agent`
-//! spawns tasks or takes the shared lock.
+//! spawns tasks or takes the shared lock (`tests/layers.rs` checks both).
 //!
-//! - `net`: the operating system's glue — netlink (neighbours, links, addresses), network
-//!   namespaces. The only place with ioctls or `unsafe` OS calls besides `datapath::sys`.
+//! - `net`: the operating system's network glue — links, addresses and neighbours through
+//!   rtnetlink, network namespaces. No ioctls and no `ip` commands anywhere; the few other raw
+//!   calls are where their subject is (`datapath::sys` for bpf(2), the bpffs mount in
+//!   `datapath::pins`, the data path's clock in `datapath::clock`).
 //! - `config`: the TOML file, parsed and validated into typed values.
 //! - `datapath`: the loaded XDP program, its pinned maps and links, and the kernel's view of them.
 //! - `health`: active health checks, a state machine per server and its probes.

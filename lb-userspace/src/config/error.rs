@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use crate::net::link::LinkError;
+
 /// A config error: where (file, service, server, field) and what is wrong / what would be right.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -26,8 +28,9 @@ pub enum ConfigError {
         field: String,
         reason: String,
     },
-    #[error("interface \"{name}\" does not exist (in this network namespace); list them with \"ip link\"")]
-    NoInterface { name: String },
+    /// An interface the agent needs, looked up on this host.
+    #[error(transparent)]
+    Link(#[from] LinkError),
     #[error(
         "service \"{service}\", server \"{server}\", field \"interface\": \"{interface}\" does not \
          exist (in this network namespace); list them with \"ip link\""

@@ -5,19 +5,23 @@
 use std::net::IpAddr;
 
 use super::{Config, ConfigError};
+use crate::net::link::{self, LinkError};
 
 /// Every interface the config names exists in this network namespace, and no VIP is an
 /// address of the XDP interface.
 pub fn check_interfaces(cfg: &Config) -> Result<(), ConfigError> {
     check_interface(&cfg.global.interface)?;
-    check_vips_are_not_own_addresses(cfg, &interface_addresses(&cfg.global.interface))?;
+    check_vips_are_not_own_addresses(cfg, &link::addresses(&cfg.global.interface)?)?;
     for s in &cfg.services {
         for v in &s.servers {
             if let Some(i) = &v.interface {
-                check_interface(i).map_err(|_| ConfigError::NoServerInterface {
-                    service: s.name.clone(),
-                    server: v.name.clone(),
-                    interface: i.clone(),
+                check_interface(i).map_err(|e| match e {
+                    ConfigError::Link(LinkError::NoInterface { .. }) => ConfigError::NoServerInterface {
+                        service: s.name.clone(),
+                        server: v.name.clone(),
+                        interface: i.clone(),
+                    },
+                    e => e,
                 })?;
             }
         }
@@ -27,13 +31,7 @@ pub fn check_interfaces(cfg: &Config) -> Result<(), ConfigError> {
 
 /// The interface's index, or an error saying how to find the right name.
 pub fn check_interface(name: &str) -> Result<u32, ConfigError> {
-    let missing = || ConfigError::NoInterface { name: name.into() };
-    let c = std::ffi::CString::new(name).map_err(|_| missing())?;
-    // SAFETY: a valid NUL-terminated string.
-    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
-        0 => Err(missing()),
-        i => Ok(i),
-    }
+    Ok(link::lookup(name)?.index)
 }
 
 /// No service's VIP is one of `own` (the XDP interface's addresses).
@@ -46,44 +44,6 @@ pub fn check_vips_are_not_own_addresses(cfg: &Config, own: &[IpAddr]) -> Result<
         }),
         None => Ok(()),
     }
-}
-
-/// The IPv4 and IPv6 addresses of interface `name` (empty if it has none or they cannot be read).
-pub fn interface_addresses(name: &str) -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
-    }
-    let mut p = head;
-    while !p.is_null() {
-        // SAFETY: a node of the list getifaddrs returned; freed only after the walk.
-        let ifa = unsafe { &*p };
-        p = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: a NUL-terminated name from getifaddrs.
-        if unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_bytes() != name.as_bytes() {
-            continue;
-        }
-        // SAFETY: `ifa_addr` points to a sockaddr of the family it names.
-        match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
-            libc::AF_INET => {
-                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes()));
-            }
-            libc::AF_INET6 => {
-                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                out.push(IpAddr::from(a.sin6_addr.s6_addr));
-            }
-            _ => {}
-        }
-    }
-    // SAFETY: the list from getifaddrs, freed once.
-    unsafe { libc::freeifaddrs(head) };
-    out
 }
 
 #[cfg(test)]
@@ -139,6 +99,10 @@ mod tests {
             .replace("10.0.0.10:80", "127.0.0.1:80");
         let e = check_interfaces(&parse(&t, "x").unwrap()).unwrap_err();
         assert!(matches!(e, ConfigError::VipIsOwnAddress { .. }), "{e}");
-        assert!(interface_addresses("lo").contains(&IpAddr::from([127, 0, 0, 1])));
+        assert!(
+            link::addresses("lo")
+                .unwrap()
+                .contains(&IpAddr::from([127, 0, 0, 1]))
+        );
     }
 }

@@ -29,9 +29,7 @@ use std::{
 };
 
 pub use error::ConfigError;
-pub use interfaces::{
-    check_interface, check_interfaces, check_vips_are_not_own_addresses, interface_addresses,
-};
+pub use interfaces::{check_interface, check_interfaces, check_vips_are_not_own_addresses};
 pub use limits::{
     MIN_STICK_EXPIRE, STICK_MEMORY_CAP, SWEEP_INTERVAL_MAX, SWEEP_INTERVAL_MIN, stick_max_entries,
     stick_memory_bytes,

@@ -189,18 +189,7 @@ pub fn attach_pass_program(ifname: &str) -> Result<()> {
 
 /// The index of interface `ifname` in this network namespace.
 fn ifindex_of(ifname: &str) -> Result<u32> {
-    let name = std::ffi::CString::new(ifname).map_err(|_| DatapathError::Format {
-        what: format!("interface name {ifname:?} holds a NUL byte"),
-    })?;
-    // SAFETY: a valid NUL-terminated string.
-    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
-        0 => Err(DatapathError::Io {
-            what: "no such interface",
-            path: ifname.into(),
-            source: std::io::Error::last_os_error(),
-        }),
-        i => Ok(i),
-    }
+    Ok(crate::net::link::lookup(ifname)?.index)
 }
 
 /// `bpf_link_update` on a link whose interface is gone: ENOLINK.

@@ -10,6 +10,9 @@ use crate::datapath::stick_maps::StickMapError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
+    /// The interface to attach to, looked up on this host.
+    #[error(transparent)]
+    Interface(#[from] crate::net::link::LinkError),
     #[error(
         "this xlb binary carries no eBPF object (built with XLB_SKIP_EBPF=1); rebuild with `cargo xtask build`"
     )]

@@ -22,26 +22,19 @@ pub struct RunResult {
 impl Datapath {
     /// Benchmark only: reset the fresh-source counter and set its wrap (0 = never wraps).
     pub fn set_bench_wrap(&mut self, wrap: u32) -> Result<()> {
-        let map = self.ebpf.map_mut("XLB_BENCH").ok_or(no_map("XLB_BENCH"))?;
-        let mut a: PerCpuArray<&mut MapData, u32> =
-            PerCpuArray::try_from(map).map_err(map_err("XLB_BENCH"))?;
+        use lb_common::{MAP_BENCH, bench_slot};
+        let map = self.ebpf.map_mut(MAP_BENCH).ok_or(no_map(MAP_BENCH))?;
+        let mut a: PerCpuArray<&mut MapData, u32> = PerCpuArray::try_from(map).map_err(map_err(MAP_BENCH))?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Io {
             what: "cannot count CPUs",
             path: "/sys/devices/system/cpu/possible".into(),
             source: e,
         })?;
-        a.set(
-            0,
-            aya::maps::PerCpuValues::try_from(vec![0u32; cpus]).expect("nr_cpus values"),
-            0,
-        )
-        .map_err(map_err("XLB_BENCH"))?;
-        a.set(
-            1,
-            aya::maps::PerCpuValues::try_from(vec![wrap; cpus]).expect("nr_cpus values"),
-            0,
-        )
-        .map_err(map_err("XLB_BENCH"))
+        for (slot, value) in [(bench_slot::COUNTER, 0), (bench_slot::WRAP, wrap)] {
+            let values = aya::maps::PerCpuValues::try_from(vec![value; cpus]).expect("nr_cpus values");
+            a.set(slot, values, 0).map_err(map_err(MAP_BENCH))?;
+        }
+        Ok(())
     }
 
     /// Benchmark only: the e2e floor program's VIP and backend (`lb_common::FloorTarget`).
