@@ -195,6 +195,27 @@ mod tests {
         assert_eq!(build(&s, M), build(&r, M));
     }
 
+    /// Balancers of one fleet give their servers ids of their own (each agent's history of
+    /// reloads differs), yet must send a client to the same server: slot for slot, the tables
+    /// name the same server whatever the ids.
+    #[test]
+    fn every_slot_names_the_same_server_whatever_ids_the_balancers_gave() {
+        let nm = names(20);
+        let a = servers(&nm, &[1, 3, 2]);
+        let mut b = a.clone();
+        for (i, s) in b.iter_mut().enumerate() {
+            s.id = 1000 - 7 * i as u32;
+        }
+        fn name_of<'a>(servers: &[MaglevServer<'a>], id: u32) -> &'a str {
+            servers.iter().find(|s| s.id == id).unwrap().name
+        }
+        let (ta, tb) = (build(&a, M), build(&b, M));
+        assert_ne!(ta, tb, "the ids differ");
+        for (slot, (x, y)) in ta.iter().zip(&tb).enumerate() {
+            assert_eq!(name_of(&a, *x), name_of(&b, *y), "slot {slot}");
+        }
+    }
+
     #[test]
     fn weight_zero_and_empty() {
         let nm = names(3);
