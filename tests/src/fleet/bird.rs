@@ -74,10 +74,7 @@ pub fn birdc(ns: &str, socket: &Path, cmd: &str) -> Result<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    if let Some(err) = text
-        .lines()
-        .find(|l| l.starts_with('8') || l.starts_with('9'))
-    {
+    if let Some(err) = text.lines().find(|l| l.starts_with('8') || l.starts_with('9')) {
         bail!("birdc {cmd} in {ns}: BIRD answered {err}");
     }
     Ok(text)
@@ -103,8 +100,8 @@ impl Bird {
         let log = dir.join(format!("{name}.log"));
         let stderr_path = dir.join(format!("{name}.stderr"));
         std::fs::write(&conf, config).with_context(|| format!("write {}", conf.display()))?;
-        let stderr = File::create(&stderr_path)
-            .with_context(|| format!("create {}", stderr_path.display()))?;
+        let stderr =
+            File::create(&stderr_path).with_context(|| format!("create {}", stderr_path.display()))?;
         let mut cmd = Command::new("bird");
         cmd.arg("-f")
             .arg("-c")
@@ -142,6 +139,11 @@ impl Bird {
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self._proc.pid()
     }
 
     /// The namespace the daemon runs in.

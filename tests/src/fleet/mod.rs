@@ -31,7 +31,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     HostId, Topology,
-    netns::{self, ip},
+    netns::ip,
     topology::{CLIENT_POOL4, CLIENT_POOL6, HOST_IF, VIP4, VIP6},
 };
 pub use bird::{Bird, birdc};
@@ -209,6 +209,12 @@ impl Fleet {
         ip(&["-n", self.topo.switch_ns(), "link", "set", port, "down"]).map(drop)
     }
 
+    /// Brings balancer `lb`'s link back up at the switch (after [`Fleet::cut_link`]).
+    pub fn restore_link(&self, lb: usize) -> Result<()> {
+        let port = &self.topo.host(self.balancers[lb]).port;
+        ip(&["-n", self.topo.switch_ns(), "link", "set", port, "up"]).map(drop)
+    }
+
     /// The router's route to `vip` as `ip route show` prints it (empty if there is none).
     pub fn router_route(&self, vip: IpAddr) -> Result<String> {
         let (family, prefix) = (family_flag(vip), format!("{vip}/{}", host_len(vip)));
@@ -230,7 +236,9 @@ impl Fleet {
                 None => vec![&r["gateway"]],
             };
             for g in gateways {
-                let g = g.as_str().with_context(|| format!("a next hop without gateway: {r}"))?;
+                let g = g
+                    .as_str()
+                    .with_context(|| format!("a next hop without gateway: {r}"))?;
                 hops.push(g.parse().with_context(|| format!("gateway {g}"))?);
             }
         }
@@ -281,11 +289,6 @@ impl Fleet {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// Runs `args` in the router's namespace (`ip netns exec`).
-    pub fn router_exec(&self, args: &[&str]) -> Result<String> {
-        netns::exec(&self.topo.host(self.router).ns, args)
     }
 }
 

@@ -51,11 +51,7 @@ impl SynCounter {
             .stderr(Stdio::piped())
             .spawn()
             .context("run nft (is Debian's nftables installed? `cargo xtask setup` does it)")?;
-        let wrote = child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(ruleset.as_bytes());
+        let wrote = child.stdin.take().expect("piped").write_all(ruleset.as_bytes());
         let out = child.wait_with_output().context("wait for nft")?;
         wrote.context("write the nft ruleset")?;
         if !out.status.success() {
@@ -83,8 +79,7 @@ impl SynCounter {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        let json: serde_json::Value =
-            serde_json::from_slice(&out.stdout).context("parse nft -j output")?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).context("parse nft -j output")?;
         let packets = |name: &str| -> Result<u64> {
             json["nftables"]
                 .as_array()
@@ -114,8 +109,8 @@ pub fn send_syns(
     topo.worker(client)?.run(move || -> Result<usize> {
         let mut pending = Vec::with_capacity(flows.len());
         for (src, port) in flows {
-            let s = Socket::new(Domain::for_address(dst), Type::STREAM, None)
-                .context("create a TCP socket")?;
+            let s =
+                Socket::new(Domain::for_address(dst), Type::STREAM, None).context("create a TCP socket")?;
             s.set_nonblocking(true).context("set non-blocking")?;
             s.bind(&SocketAddr::new(src, port).into())
                 .with_context(|| format!("bind {src}:{port}"))?;

@@ -1,5 +1,6 @@
 //! A balancer that vanishes (its link cut at the switch: no BGP notification, no withdrawal)
-//! is dropped from the router's ECMP route by BFD. The time it took is printed, not asserted.
+//! is dropped from the router's ECMP route by BFD; once its link is back, BGP and BFD come up
+//! again and so does its next hop. The times are printed, not asserted.
 
 use std::{
     net::IpAddr,
@@ -35,5 +36,19 @@ fn bfd_drops_a_balancer_whose_link_goes_down() {
     assert_eq!(
         fleet.router_next_hops(v4).unwrap(),
         vec![fleet.balancer_addr(0, v4), fleet.balancer_addr(2, v4)]
+    );
+
+    // Back on the segment: the balancer's BIRD reconnects (connect retry 2 s in the example)
+    // and announces again what is still in its table 200.
+    let back = Instant::now();
+    fleet.restore_link(1).expect("restore the link");
+    for vip in VIPS {
+        fleet
+            .wait_next_hops(vip, &[0, 1, 2], Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    println!(
+        "balancer 2's next hops were back {:?} after its link came up",
+        back.elapsed()
     );
 }

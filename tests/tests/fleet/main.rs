@@ -4,6 +4,7 @@
 //! the router's L4 hash spreads new connections over the balancers. Needs root and BIRD.
 
 mod bfd;
+mod cleanup;
 mod routes;
 mod spread;
 

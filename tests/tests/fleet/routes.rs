@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use harness::fleet::{BALANCERS, birdc};
+use harness::fleet::BALANCERS;
 
 use crate::{VIPS, announced_fleet};
 
@@ -62,7 +62,6 @@ fn router_has_one_next_hop_per_announcing_balancer() {
 #[test]
 fn only_xlb_routes_inside_the_vip_range_are_announced() {
     let fleet = announced_fleet("fleet_filter");
-    let lb0 = &fleet.topo.host(fleet.balancers[0]).ns;
     // In table 200 but not xlb's (another protocol), and xlb's but outside the VIP range.
     fleet
         .topo
@@ -84,6 +83,9 @@ fn only_xlb_routes_inside_the_vip_range_are_announced() {
         let hops = fleet.router_next_hops(other.parse().unwrap()).unwrap();
         assert!(hops.is_empty(), "{other} reached the router: {hops:?}");
     }
-    let table = birdc(lb0, &fleet.dir().join("lb1.ctl"), "show route table vips4").unwrap();
-    assert!(!table.contains("10.77.200.9/32") && !table.contains("10.77.201.1/32"), "{table}");
+    let table = fleet.balancer_birds[0].birdc("show route table vips4").unwrap();
+    assert!(
+        !table.contains("10.77.200.9/32") && !table.contains("10.77.201.1/32"),
+        "{table}"
+    );
 }

@@ -30,7 +30,10 @@ fn spread(fleet: &Fleet, counters: &[SynCounter], flows: Vec<(IpAddr, u16)>, vip
             .collect();
         let total: u64 = got.iter().sum();
         if total >= sent as u64 || Instant::now() >= deadline {
-            assert_eq!(total, sent as u64, "SYNs counted per balancer {got:?}, sent {sent}");
+            assert_eq!(
+                total, sent as u64,
+                "SYNs counted per balancer {got:?}, sent {sent}"
+            );
             return got;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -43,7 +46,11 @@ fn assert_spread(what: &str, got: &[u64]) {
     println!("{what}: SYNs per balancer {got:?} (of {total})");
     assert_eq!(got.len(), BALANCERS);
     for (lb, n) in got.iter().enumerate() {
-        assert!(*n * 10 >= total, "{what}: balancer {} got {n} of {total}: {got:?}", lb + 1);
+        assert!(
+            *n * 10 >= total,
+            "{what}: balancer {} got {n} of {total}: {got:?}",
+            lb + 1
+        );
     }
 }
 
@@ -58,16 +65,40 @@ fn router_spreads_syns_over_the_balancers() {
     let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = fleet.sources.iter().partition(|s| s.is_ipv4());
 
     // The client's first packets resolve its neighbour (the router): not part of the count.
-    send_syns(&fleet.topo, fleet.client, vec![(v4[0], 0)], SocketAddr::new(VIPS[0], 80))
-        .and_then(|_| send_syns(&fleet.topo, fleet.client, vec![(v6[0], 0)], SocketAddr::new(VIPS[1], 80)))
-        .expect("warm-up SYNs");
+    send_syns(
+        &fleet.topo,
+        fleet.client,
+        vec![(v4[0], 0)],
+        SocketAddr::new(VIPS[0], 80),
+    )
+    .and_then(|_| {
+        send_syns(
+            &fleet.topo,
+            fleet.client,
+            vec![(v6[0], 0)],
+            SocketAddr::new(VIPS[1], 80),
+        )
+    })
+    .expect("warm-up SYNs");
     std::thread::sleep(Duration::from_millis(200));
 
     let by_source = |srcs: &[IpAddr]| srcs.iter().map(|s| (*s, 0)).collect::<Vec<_>>();
-    assert_spread("IPv4, one SYN per source", &spread(&fleet, &counters, by_source(&v4), VIPS[0]));
-    assert_spread("IPv6, one SYN per source", &spread(&fleet, &counters, by_source(&v6), VIPS[1]));
+    assert_spread(
+        "IPv4, one SYN per source",
+        &spread(&fleet, &counters, by_source(&v4), VIPS[0]),
+    );
+    assert_spread(
+        "IPv6, one SYN per source",
+        &spread(&fleet, &counters, by_source(&v6), VIPS[1]),
+    );
     // One source, many source ports: only an L4 hash spreads these.
     let ports = |src: IpAddr| (20_000..20_300).map(|p| (src, p)).collect::<Vec<_>>();
-    assert_spread("IPv4, one source, 300 ports", &spread(&fleet, &counters, ports(v4[1]), VIPS[0]));
-    assert_spread("IPv6, one source, 300 ports", &spread(&fleet, &counters, ports(v6[1]), VIPS[1]));
+    assert_spread(
+        "IPv4, one source, 300 ports",
+        &spread(&fleet, &counters, ports(v4[1]), VIPS[0]),
+    );
+    assert_spread(
+        "IPv6, one source, 300 ports",
+        &spread(&fleet, &counters, ports(v6[1]), VIPS[1]),
+    );
 }
