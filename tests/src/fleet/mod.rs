@@ -205,14 +205,17 @@ impl Fleet {
     /// Takes balancer `lb`'s link down at the switch: its host vanishes from the segment
     /// without a word (no BGP notification, no withdrawal); only BFD can tell.
     pub fn cut_link(&self, lb: usize) -> Result<()> {
-        let port = &self.topo.host(self.balancers[lb]).port;
-        ip(&["-n", self.topo.switch_ns(), "link", "set", port, "down"]).map(drop)
+        self.set_switch_port(lb, "down")
     }
 
     /// Brings balancer `lb`'s link back up at the switch (after [`Fleet::cut_link`]).
     pub fn restore_link(&self, lb: usize) -> Result<()> {
+        self.set_switch_port(lb, "up")
+    }
+
+    fn set_switch_port(&self, lb: usize, state: &str) -> Result<()> {
         let port = &self.topo.host(self.balancers[lb]).port;
-        ip(&["-n", self.topo.switch_ns(), "link", "set", port, "up"]).map(drop)
+        ip(&["-n", self.topo.switch_ns(), "link", "set", port, state]).map(drop)
     }
 
     /// The router's route to `vip` as `ip route show` prints it (empty if there is none).
