@@ -86,7 +86,7 @@ pub struct Bird {
     ns: String,
     socket: PathBuf,
     log: PathBuf,
-    _proc: ChildGuard,
+    process: ChildGuard,
 }
 
 impl Bird {
@@ -120,11 +120,11 @@ impl Bird {
             ns: topo.host(id).ns.clone(),
             socket,
             log,
-            _proc: proc,
+            process: proc,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(st) = bird._proc.try_wait() {
+            if let Some(st) = bird.process.try_wait() {
                 bail!(
                     "bird in {} exited ({st}): {}",
                     bird.ns,
@@ -143,7 +143,7 @@ impl Bird {
 
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
-        self._proc.pid()
+        self.process.pid()
     }
 
     /// The namespace the daemon runs in.
