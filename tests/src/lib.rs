@@ -4,6 +4,7 @@
 //!   "switch" namespace, host namespaces on veth pairs, address plan, cleanup guard),
 //!   [`netns`] (entering namespaces, [`NsWorker`]), [`BackendServer`] (TCP/HTTP + UDP backend),
 //!   [`client`] (bounded client calls), [`names`] (unique names, [`sweep_stale`]).
+//! - [`fleet`]: several balancers behind a router running BIRD (BGP, BFD, ECMP).
 //! - BPF_PROG_TEST_RUN support: [`packet`] (frame builder), [`fixture`] (a loaded data path),
 //!   [`bench`] (benchmark runners).
 
@@ -11,6 +12,7 @@ pub mod backend;
 pub mod bench;
 pub mod client;
 pub mod fixture;
+pub mod fleet;
 pub mod lbenv;
 pub mod metrics;
 pub mod names;

@@ -5,7 +5,8 @@
 //! 2. `rust-src` for nightly (`-Z build-std=core` needs it);
 //! 3. bpf-linker, built against the nightly toolchain's own libLLVM (same LLVM major as rustc),
 //!    into `target/xlb-tools/`, with a stamp naming the library it was built for;
-//! 4. the Debian packages the tests, demo and benchmarks run.
+//! 4. the Debian packages the tests, demo and benchmarks run; `bird2` among them, whose own
+//!    service is stopped and disabled right after it is installed (see [`quiet_packaged_bird`]).
 
 use std::{
     fs,
@@ -29,6 +30,16 @@ const DEBIAN_PACKAGES: &[(&str, &str, &str)] = &[
     ("wrk", "wrk", "end-to-end benchmark load generator"),
     ("haproxy", "haproxy", "end-to-end benchmark baseline"),
     ("ip", "iproute2", "network namespaces, veth, bridge"),
+    (
+        "bird",
+        "bird2",
+        "BGP and BFD speaker of the fleet tests (one daemon per namespace they create)",
+    ),
+    (
+        "nft",
+        "nftables",
+        "packet counters inside the fleet tests' namespaces (its service stays disabled)",
+    ),
     (
         "promtool",
         "prometheus",
@@ -257,5 +268,42 @@ fn debian_packages() -> Result<()> {
     apt(&["update", "-qq"])?;
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
     args.extend(names.iter().copied());
-    apt(&args)
+    apt(&args)?;
+    if names.contains(&"bird2") {
+        quiet_packaged_bird()?;
+    }
+    Ok(())
+}
+
+/// On a host run by systemd, Debian's `bird2` enables and starts `bird.service` (a daemon in
+/// the root namespace with `/etc/bird/bird.conf`) as it is installed. Nothing of xlb uses it:
+/// the tests and the demo start their own `bird -c CONF -s SOCKET -P PIDFILE` inside the
+/// namespaces they create. Called only right after this setup installed the package, so the
+/// service stopped here is the one the package just started, never an operator's.
+/// (Without systemd, e.g. in a container whose `policy-rc.d` forbids starts, nothing started.)
+fn quiet_packaged_bird() -> Result<()> {
+    let step = "Debian packages (bird2)";
+    if !Path::new("/run/systemd/system").exists() {
+        return Ok(());
+    }
+    let active = Command::new("systemctl")
+        .args(["is-active", "--quiet", "bird.service"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let enabled = Command::new("systemctl")
+        .args(["is-enabled", "--quiet", "bird.service"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !active && !enabled {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: bird2: stopping and disabling the bird.service the package started \
+         (xlb's tests run their own bird per namespace; enable it again if you want one)"
+    );
+    output(
+        Command::new("systemctl").args(["disable", "--now", "bird.service"]),
+        step,
+    )?;
+    Ok(())
 }

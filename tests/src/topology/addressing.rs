@@ -75,6 +75,32 @@ impl Topology {
         )
     }
 
+    /// The first `v4_count` addresses of the IPv4 client pool (10.77.16.1, ...), then the first
+    /// `v6_count` of the IPv6 one (fd77:1::1, ...).
+    pub fn client_pool(v4_count: usize, v6_count: usize) -> Result<Vec<IpAddr>> {
+        if v4_count > 4094 || v6_count > 65535 {
+            bail!("client pools hold 4094 IPv4 and 65535 IPv6 addresses");
+        }
+        let base4 = u32::from(CLIENT_POOL4.0);
+        let base6 = u128::from(CLIENT_POOL6.0);
+        let mut addrs: Vec<IpAddr> = Vec::with_capacity(v4_count + v6_count);
+        addrs.extend((0..v4_count as u32).map(|i| IpAddr::V4(Ipv4Addr::from(base4 + 1 + i))));
+        addrs.extend((0..v6_count as u128).map(|i| IpAddr::V6(Ipv6Addr::from(base6 + 1 + i))));
+        Ok(addrs)
+    }
+
+    /// Gives host `id` the extra addresses `addrs` on `eth0`, as /32 and /128 nodad.
+    pub fn add_addrs(&self, id: HostId, addrs: &[IpAddr]) -> Result<()> {
+        let lines: Vec<String> = addrs
+            .iter()
+            .map(|a| match a {
+                IpAddr::V4(a) => format!("addr replace {a}/32 dev {HOST_IF}"),
+                IpAddr::V6(a) => format!("addr replace {a}/128 dev {HOST_IF} nodad"),
+            })
+            .collect();
+        self.ip_batch(id, &lines)
+    }
+
     /// Gives `client` `v4_count` extra IPv4 addresses from 10.77.16.0/20 (10.77.16.1, ...) and
     /// `v6_count` IPv6 addresses from fd77:1::/64 (fd77:1::1, ...), as /32 and /128 nodad on
     /// `eth0`; routes both pools via the client in every other host (also hosts added later),
@@ -86,22 +112,8 @@ impl Topology {
         v4_count: usize,
         v6_count: usize,
     ) -> Result<Vec<IpAddr>> {
-        if v4_count > 4094 || v6_count > 65535 {
-            bail!("client pools hold 4094 IPv4 and 65535 IPv6 addresses");
-        }
-        let base4 = u32::from(CLIENT_POOL4.0);
-        let base6 = u128::from(CLIENT_POOL6.0);
-        let mut addrs: Vec<IpAddr> = Vec::with_capacity(v4_count + v6_count);
-        addrs.extend((0..v4_count as u32).map(|i| IpAddr::V4(Ipv4Addr::from(base4 + 1 + i))));
-        addrs.extend((0..v6_count as u128).map(|i| IpAddr::V6(Ipv6Addr::from(base6 + 1 + i))));
-        let lines: Vec<String> = addrs
-            .iter()
-            .map(|a| match a {
-                IpAddr::V4(a) => format!("addr replace {a}/32 dev {HOST_IF}"),
-                IpAddr::V6(a) => format!("addr replace {a}/128 dev {HOST_IF} nodad"),
-            })
-            .collect();
-        self.ip_batch(client, &lines)?;
+        let addrs = Self::client_pool(v4_count, v6_count)?;
+        self.add_addrs(client, &addrs)?;
         self.tune_client(client)?;
         if !self
             .routes
