@@ -1,5 +1,6 @@
-//! The peers' connections: the sender keeps one to each peer and sends it every batch of update
-//! lines; the listener accepts peers' connections and merges what they send. Every wait is
+//! The peers' connections: the sender keeps one to each peer, teaches it the whole table (ended
+//! by a `teach-complete` line) and then sends it every batch of update lines; the listener
+//! accepts peers' connections, merges what they send and notes each completed teach. Every wait is
 //! bounded and ends when the agent stops. What needs the balancer is asked of the agent
 //! ([`Agent`]); the connections of the listener run inside its own future, so neither spawns.
 
@@ -112,7 +113,7 @@ async fn send_frames(
 }
 
 /// Keeps an authenticated connection to peer `index` and sends it every batch; on each
-/// (re)connection, the whole table first (made by `agent`).
+/// (re)connection, the whole table first (made by `agent`), ended by a teach-complete line.
 pub async fn sender<A: Agent>(
     agent: Arc<A>,
     peers: Arc<Peers>,
@@ -188,19 +189,22 @@ pub async fn sender<A: Agent>(
         let mut input = lines.map_decoder(|_| Nothing);
         // Subscribe before the dump: what changes during it follows it.
         let mut rx = batches.subscribe();
-        let dump = tokio::select! {
+        let (mut dump, entries) = tokio::select! {
             d = agent.table_lines() => d,
             _ = stopping(&mut shutdown) => return,
         };
-        let mut result = send_frames(&mut out, &mut writer, &dump.0, &mut shutdown).await;
+        let taught_in = std::time::Instant::now();
+        dump.push_str(&wire::teach_complete(entries));
+        let mut result = send_frames(&mut out, &mut writer, &dump, &mut shutdown).await;
+        drop(dump);
         if result.is_ok() {
-            counters.sent.fetch_add(dump.1, Relaxed);
+            counters.sent.fetch_add(entries, Relaxed);
             counters.connected.store(true, Relaxed);
             log::info!(
-                "peer {} ({}): connected, sent the table ({} entries)",
+                "peer {} ({}): connected, sent the table ({entries} entries in {:?})",
                 peer.name,
                 peer.address,
-                dump.1
+                taught_in.elapsed()
             );
         }
         while result.is_ok() {
@@ -370,14 +374,28 @@ async fn receive<A: Agent>(
             Some(Err(e)) => break e.to_string(),
         };
         let text = String::from_utf8_lossy(&payload).into_owned();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        for chunk in lines.chunks(BATCH) {
-            let first_error = agent.apply_lines(peers.clone(), index, chunk.to_vec()).await;
-            if let Some(e) = first_error
-                && !complained
+        let mut lines: Vec<String> = Vec::new();
+        // Update lines are applied in order, and a teach-complete line only after every line
+        // before it.
+        for line in text.lines().map(Some).chain([None]) {
+            let taught = line.and_then(wire::parse_teach_complete);
+            if let Some(l) = line
+                && taught.is_none()
             {
-                log::warn!("peer {name}: update not applied: {e} (further ones are only counted)");
-                complained = true;
+                lines.push(l.to_string());
+                continue;
+            }
+            for chunk in std::mem::take(&mut lines).chunks(BATCH) {
+                let first_error = agent.apply_lines(peers.clone(), index, chunk.to_vec()).await;
+                if let Some(e) = first_error
+                    && !complained
+                {
+                    log::warn!("peer {name}: update not applied: {e} (further ones are only counted)");
+                    complained = true;
+                }
+            }
+            if let Some(entries) = taught {
+                peers.mark_taught(index, entries);
             }
         }
     };
