@@ -367,7 +367,7 @@ mod tests {
         );
     }
 
-    fn test_key() -> PeerKey {
+    pub(super) fn test_key() -> PeerKey {
         let path = std::env::temp_dir().join(format!("xlb-peers-unit-{}.key", std::process::id()));
         std::fs::write(&path, "0123456789abcdef0123").unwrap();
         use std::os::unix::fs::PermissionsExt as _;

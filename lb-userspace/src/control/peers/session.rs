@@ -405,6 +405,92 @@ async fn receive<A: Agent>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Peer;
+    use std::sync::Mutex;
+
+    /// A table of fixed lines to teach; what it is given to apply, in order.
+    struct Table {
+        dump: (String, u64),
+        applied: Mutex<Vec<String>>,
+    }
+
+    impl Agent for Table {
+        fn table_lines(&self) -> impl std::future::Future<Output = (String, u64)> + Send {
+            let dump = self.dump.clone();
+            async move { dump }
+        }
+
+        fn apply_lines(
+            &self,
+            _peers: Arc<Peers>,
+            _index: usize,
+            lines: Vec<String>,
+        ) -> impl std::future::Future<Output = Option<String>> + Send {
+            self.applied.lock().unwrap().extend(lines);
+            async { None }
+        }
+    }
+
+    /// A sender teaches its table over loopback, ended by the marker: the receiver applies every
+    /// line in order (never the marker), then counts the teach complete; later batches follow.
+    #[tokio::test]
+    async fn a_full_teach_ends_with_its_marker_and_makes_the_receiver_taught() {
+        let key = super::super::tests::test_key();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let peer = |name: &str, address| Peer {
+            name: name.to_string(),
+            address,
+        };
+        let receiving = Peers::new(
+            &[peer("a", SocketAddr::from(([127, 0, 0, 1], 1)))],
+            key.clone(),
+            10,
+        );
+        let sending = Peers::new(&[peer("b", at)], key, 10);
+        let dump: String = (1..=3).map(|i| format!("web 10.0.0.{i} 0 s1 5\n")).collect();
+        let teacher = Arc::new(Table {
+            dump: (dump.clone(), 3),
+            applied: Mutex::new(Vec::new()),
+        });
+        let learner = Arc::new(Table {
+            dump: (String::new(), 0),
+            applied: Mutex::new(Vec::new()),
+        });
+        let (batches, _) = broadcast::channel::<Batch>(16);
+        let (stop, shutdown) = watch::channel(false);
+        let mut taught = receiving.taught();
+        assert!(!*taught.borrow());
+        let check = async {
+            let r = tokio::time::timeout(Duration::from_secs(10), taught.wait_for(|t| *t)).await;
+            assert!(r.is_ok(), "the teach never completed");
+            let want: Vec<String> = dump.lines().map(str::to_string).collect();
+            assert_eq!(
+                *learner.applied.lock().unwrap(),
+                want,
+                "every line, in order, before the marker"
+            );
+            assert!(
+                receiving
+                    .show()
+                    .lines()
+                    .any(|l| l.starts_with("a ") && l.ends_with(" yes"))
+            );
+            // A batch after the teach is applied too.
+            let _ = batches.send(Arc::new(("web 10.0.0.9 0 s1 0\n".to_string(), 1)));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while learner.applied.lock().unwrap().len() < 4 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(learner.applied.lock().unwrap().len(), 4);
+            let _ = stop.send(true);
+        };
+        tokio::join!(
+            listen(listener, learner.clone(), receiving.clone(), shutdown.clone()),
+            sender(teacher, sending.clone(), 0, batches.clone(), shutdown.clone()),
+            check,
+        );
+    }
 
     #[test]
     fn mapped_v4_peer_address_is_canonical() {

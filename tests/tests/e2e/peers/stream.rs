@@ -1,0 +1,85 @@
+//! Streaming replication: a new client's entry reaches the peer as it is made, not at the next
+//! sweep; and each balancer knows when its peer has taught it its whole table.
+
+use std::time::{Duration, Instant};
+
+use harness::lbenv::Opts;
+
+use super::{peer_column, replicas};
+
+/// Much longer than the test: the sweep (which would also replicate the entries) does not run
+/// while the test does, so only the stream can deliver them.
+const SWEEP_S: u64 = 600;
+
+#[test]
+fn s20_a_new_clients_entry_is_streamed_to_the_peer_before_any_sweep() {
+    let opts = Opts {
+        v6_sources: 0,
+        sweep: format!("{SWEEP_S}s"),
+        ..Default::default()
+    };
+    let r = replicas("stream", opts, &[]);
+    let e = &r.e;
+    let started = Instant::now();
+
+    // Each side's full teach ended with its marker: both know the other has taught them.
+    let taught = |p: &str, peer: &str| {
+        p.lines()
+            .find(|l| l.starts_with(&format!("{peer} ")))
+            .is_some_and(|l| l.ends_with(" yes"))
+    };
+    assert!(
+        e.wait_until(Duration::from_secs(20), || taught(&r.api2("show peers"), "lb1")
+            && taught(&e.api("show peers").unwrap(), "lb2")),
+        "no teach completed:\n{}\n{}",
+        r.api2("show peers"),
+        e.api("show peers").unwrap()
+    );
+
+    // New clients through the first balancer: each one's entry appears on the second.
+    let mut latencies = Vec::new();
+    for s in e.sources4.iter().take(20) {
+        let backend = e
+            .get_vip(*s)
+            .unwrap_or_else(|err| panic!("connection from {s} failed: {err:#}"));
+        let made = Instant::now();
+        let want = format!("server_key={backend}");
+        let query = format!("show table be_app key {s}");
+        let mut seen = None;
+        while made.elapsed() < Duration::from_secs(20) {
+            if r.api2(&query)
+                .lines()
+                .any(|l| l.contains(&format!("key={s} ")) && l.ends_with(&want))
+            {
+                seen = Some(made.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let Some(latency) = seen else {
+            panic!(
+                "{s}'s entry (on {backend}) never reached lb2:\n{}\n{}\n{}",
+                e.api(&query).unwrap(),
+                r.api2("show peers"),
+                r.log2()
+            );
+        };
+        latencies.push(latency);
+    }
+    latencies.sort();
+    println!(
+        "s20: new entry on lb1 -> on lb2 (as `show table` polled every 2 ms sees it, from the \
+         end of the client's request): median {:?}, max {:?} of {}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+        latencies.len()
+    );
+    // The sweep did not run meanwhile: the entries came by the stream.
+    assert!(
+        started.elapsed() < Duration::from_secs(SWEEP_S),
+        "the test outlasted the sweep interval"
+    );
+    let p1 = e.api("show peers").unwrap();
+    assert!(peer_column(&p1, "lb2", "sent") >= latencies.len() as u64, "{p1}");
+    assert_eq!(peer_column(&p1, "lb2", "dropped"), 0, "{p1}");
+}
