@@ -225,12 +225,15 @@ impl Peers {
         self.all_taught.subscribe()
     }
 
-    /// Peer `index` ended its full teach of `entries` entries.
-    fn mark_taught(&self, index: usize, entries: u64) {
+    /// Peer `index` ended its full teach of `entries` entries, `took` after its connection
+    /// authenticated.
+    fn mark_taught(&self, index: usize, entries: u64, took: Duration) {
         let (peer, c) = &self.list[index];
-        if !c.taught.swap(true, Relaxed) {
-            log::info!("peer {}: taught us its table ({entries} entries)", peer.name);
-        }
+        c.taught.store(true, Relaxed);
+        log::info!(
+            "peer {}: taught us its table ({entries} entries in {took:?})",
+            peer.name
+        );
         if self.list.iter().all(|(_, c)| c.taught.load(Relaxed)) {
             self.all_taught
                 .send_if_modified(|all| !std::mem::replace(all, true));
@@ -344,7 +347,7 @@ mod tests {
         let peers = Peers::new(&[peer("a", 1), peer("b", 2)], test_key(), 10);
         let taught = peers.taught();
         assert!(!*taught.borrow());
-        peers.mark_taught(0, 5);
+        peers.mark_taught(0, 5, Duration::ZERO);
         assert!(!*taught.borrow(), "b has not taught yet");
         assert!(
             peers
@@ -358,7 +361,7 @@ mod tests {
                 .lines()
                 .any(|l| l.starts_with("b ") && l.ends_with(" no"))
         );
-        peers.mark_taught(1, 0);
+        peers.mark_taught(1, 0, Duration::ZERO);
         assert!(*taught.borrow());
         assert!(*peers.taught().borrow(), "a later subscriber sees it too");
         assert!(

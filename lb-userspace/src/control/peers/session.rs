@@ -189,11 +189,12 @@ pub async fn sender<A: Agent>(
         let mut input = lines.map_decoder(|_| Nothing);
         // Subscribe before the dump: what changes during it follows it.
         let mut rx = batches.subscribe();
+        let taught_in = std::time::Instant::now();
         let (mut dump, entries) = tokio::select! {
             d = agent.table_lines() => d,
             _ = stopping(&mut shutdown) => return,
         };
-        let taught_in = std::time::Instant::now();
+        let dumped = taught_in.elapsed();
         dump.push_str(&wire::teach_complete(entries));
         let mut result = send_frames(&mut out, &mut writer, &dump, &mut shutdown).await;
         drop(dump);
@@ -201,10 +202,11 @@ pub async fn sender<A: Agent>(
             counters.sent.fetch_add(entries, Relaxed);
             counters.connected.store(true, Relaxed);
             log::info!(
-                "peer {} ({}): connected, sent the table ({entries} entries in {:?})",
+                "peer {} ({}): connected, sent the table ({entries} entries, read in {dumped:?}, \
+                 sent in {:?})",
                 peer.name,
                 peer.address,
-                taught_in.elapsed()
+                taught_in.elapsed() - dumped
             );
         }
         while result.is_ok() {
@@ -343,6 +345,7 @@ async fn receive<A: Agent>(
             return;
         }
     };
+    let authenticated = std::time::Instant::now();
     let mut frames = lines.map_decoder(|lines| Frames::new(lines, reader));
     let generation = c.generation.fetch_add(1, Relaxed) + 1;
     c.newer.notify_waiters();
@@ -395,7 +398,7 @@ async fn receive<A: Agent>(
                 }
             }
             if let Some(entries) = taught {
-                peers.mark_taught(index, entries);
+                peers.mark_taught(index, entries, authenticated.elapsed());
             }
         }
     };

@@ -83,3 +83,92 @@ fn s20_a_new_clients_entry_is_streamed_to_the_peer_before_any_sweep() {
     assert!(peer_column(&p1, "lb2", "sent") >= latencies.len() as u64, "{p1}");
     assert_eq!(peer_column(&p1, "lb2", "dropped"), 0, "{p1}");
 }
+
+/// Measurement (issue 11's `full_teach_s`, goal < 5 s): a balancer restarted beside a peer
+/// whose table holds a million entries is taught all of them. Prints the time from the
+/// connection's authentication to the teach-complete line, as the receiver logs it, and from
+/// the restart to `show peers` saying so. Slow (a million map writes on each side): run alone,
+/// `cargo test -p xlb-tests --test e2e full_teach -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement: a million entries"]
+fn full_teach_of_a_million_entries() {
+    const ENTRIES: u32 = 1_000_000;
+    let opts = Opts {
+        v4_sources: 4,
+        v6_sources: 0,
+        sweep: format!("{SWEEP_S}s"),
+        stick_size: ENTRIES + 100_000,
+        ..Default::default()
+    };
+    let mut r = replicas("teach1m", opts, &[]);
+    // One real client, for be_app's service id and a server's backend id.
+    let s = r.e.sources4[0];
+    r.e.get_vip(s).unwrap();
+    // lb2 goes away (no goodbye); lb1's table grows to a million entries, written into its
+    // pinned map (not through the data path, so nothing is streamed).
+    r.agent2.take().unwrap().kill();
+    let pin = r.e.bpffs.join("maps").join(lb_common::MAP_STICK_TABLES);
+    let mut tables = xlb::datapath::stick_maps::StickTables::from_pin(&pin).unwrap();
+    // be_app's service id: the one whose table holds that client; its entry's backend.
+    let whole = lb_common::StickPrefixes { v4: 32, v6: 128 };
+    let (service, backend) = tables
+        .iter()
+        .find_map(|(id, t)| {
+            let k = lb_common::StickKey::for_client(s, id as u16, 0, whole);
+            t.map.get(&k, 0).ok().map(|e| (id, e.backend))
+        })
+        .expect("a table holds the client's entry");
+    let table = tables.get_mut(service).unwrap();
+    let now = xlb::datapath::coarse_now_ns();
+    let t0 = Instant::now();
+    for i in 0..ENTRIES {
+        let [_, b, c, d] = i.to_be_bytes();
+        let k = lb_common::StickKey::new(
+            harness::fixture::v4([10, 100 + b, c, d]),
+            service as u16,
+            0,
+            lb_common::FAMILY_V4,
+        );
+        let e = lb_common::StickEntry {
+            last_seen_ns: now,
+            backend,
+            _pad: 0,
+        };
+        table.map.insert(k, e, 0).unwrap();
+    }
+    println!(
+        "full_teach: {ENTRIES} entries written into lb1's table in {:?}",
+        t0.elapsed()
+    );
+    let restarted = Instant::now();
+    r.start2();
+    let taught = r.e.wait_until(Duration::from_secs(120), || {
+        r.api2("show peers")
+            .lines()
+            .any(|l| l.starts_with("lb1 ") && l.ends_with(" yes"))
+    });
+    let seen = restarted.elapsed();
+    let log = r.log2();
+    assert!(
+        taught,
+        "lb2 was not taught within 120 s:\n{}\n{log}",
+        r.api2("show peers")
+    );
+    let received = peer_column(&r.api2("show peers"), "lb1", "received");
+    let applied = peer_column(&r.api2("show peers"), "lb1", "applied");
+    println!(
+        "full_teach: lb2 restarted -> `show peers` says taught: {seen:?} (includes lb2's start and \
+         lb1's retry, up to 1 s); received {received}, applied {applied}; lb2 logged: {}",
+        log.lines()
+            .rfind(|l| l.contains("taught us its table"))
+            .unwrap_or("(nothing)")
+    );
+    println!(
+        "full_teach: lb1 logged: {}",
+        r.e.agent_log()
+            .lines()
+            .rfind(|l| l.contains("sent the table"))
+            .unwrap_or("(nothing)")
+    );
+    assert!(received > ENTRIES as u64, "{}", r.api2("show peers"));
+}
