@@ -7,11 +7,11 @@
 use aya_ebpf::{
     btf_maps::{ArrayOfMaps, LruHashMap},
     macros::{btf_map, map},
-    maps::{Array, DevMap, PerCpuArray},
+    maps::{Array, DevMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
-    Backend, BackendStats, FRAGMENT_RECORDS, FloorTarget, FragmentKey, FragmentRecord,
-    LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS,
+    Backend, BackendStats, FRAGMENT_RECORDS, FloorTarget, FragmentKey, FragmentRecord, INSERTS_RING_BYTES,
+    InsertRecord, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS,
     NEW_ENTRIES_WINDOW_NS, NameSlot, OwnMac, RateWindow, Service, ServiceStats, StickEntry, StickKey,
     VIP_PROBES, VIP_TABLE_SIZE, VipSlot, bench_slot, gstat::Counter, vip_home,
 };
@@ -126,6 +126,18 @@ static LIMITS: Array<u64> = Array::with_max_entries(1, 0);
 /// read by the data path on inserts only.
 #[map(name = "XLB_NEW_ENTRIES")]
 static NEW_ENTRIES: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);
+
+/// New stick entries, as the data path writes them: a ring buffer of `InsertRecord` (the key,
+/// with its service id, and the entry: backend id, time). Written by the data path after each
+/// entry it creates or overwrites (a miss that inserts, an expired entry replaced, a
+/// redispatch), never on a stick hit; read by the agent, which streams each record to its peers
+/// at once (`agent::replicator`). Rate-capped by what it reports: only entries that passed the
+/// per-CPU cap on new entries (`XLB_LIMITS`) are written at all. When the ring is full (the
+/// agent fell behind, or no agent runs) the record is dropped and counted
+/// (`Counter::InsertRingFull`): the sweep still replicates the entry. Not pinned: each loaded
+/// program has its own ring, read by the agent that loaded it.
+#[map(name = "XLB_INSERTS")]
+static INSERTS: RingBuf = RingBuf::with_byte_size(INSERTS_RING_BYTES, 0);
 
 /// What the agent records about its pins (`lb_common::meta`: format version, the link's
 /// interface and XDP mode). Written and read by the agent only; never read per packet.
@@ -261,6 +273,25 @@ pub fn may_create_entry(now: u64) -> bool {
     }
     w.count += 1;
     true
+}
+
+/// Report an entry just written to the agent (`XLB_INSERTS`), or count it when the ring is full.
+/// The record is written in place in the ring: nothing on the stack.
+#[inline(always)]
+pub fn report_insert(key: &StickKey, entry: &StickEntry) {
+    match INSERTS.reserve::<InsertRecord>(0) {
+        Some(mut r) => {
+            let p = r.as_mut_ptr();
+            // SAFETY: `p` is the reserved record, valid for writes of one `InsertRecord` until
+            // it is submitted; written field by field, with no copy of the record on the stack.
+            unsafe {
+                core::ptr::addr_of_mut!((*p).key).write(*key);
+                core::ptr::addr_of_mut!((*p).entry).write(*entry);
+            }
+            r.submit(0);
+        }
+        None => count(Counter::InsertRingFull),
+    }
 }
 
 #[inline(always)]

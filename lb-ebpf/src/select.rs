@@ -13,6 +13,8 @@
 //!   never from fragments or ICMP errors. Only such packets refresh an entry, too.
 //! - every service has its own table (its own LRU of its `stick.size`): a flood at one service
 //!   evicts none of another's clients. A service without a table goes by hash.
+//! - every entry written here (never a hit's refresh) is reported to the agent through the
+//!   `XLB_INSERTS` ring, which streams it to the peers (`maps::report_insert`).
 
 use lb_common::{
     BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, STICK_NONE, STICK_REFRESH_NS, STICK_SRC_PORT,
@@ -193,6 +195,7 @@ fn insert(table: &maps::StickTable, key: &StickKey, backend: u32, now: u64, st: 
     };
     if maps::stick_put(table, key, &entry) {
         st.stick_inserts += 1;
+        maps::report_insert(key, &entry);
     } else {
         maps::count(Counter::InsertFailed);
     }

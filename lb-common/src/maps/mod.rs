@@ -62,6 +62,9 @@ pub const MAP_NEW_ENTRIES: &str = "XLB_NEW_ENTRIES";
 pub const MAP_META: &str = "XLB_META";
 pub const MAP_OWN_MAC: &str = "XLB_OWN_MAC";
 pub const MAP_FRAGMENTS: &str = "XLB_FRAGMENTS";
+/// The ring of new stick entries (`InsertRecord`). Not pinned: each loaded program has its
+/// own, read by the agent that loaded it.
+pub const MAP_INSERTS: &str = "XLB_INSERTS";
 /// Every map the program defines (the agent pins and adopts these).
 pub const ALL_MAPS: [&str; 17] = [
     MAP_VIPS,
@@ -90,8 +93,9 @@ pub const PROG_PASS: &str = "xlb_pass";
 
 /// Format of the pinned maps: bumped whenever a map's type, key, value, size or meaning
 /// changes. Format 1 (xlb up to c887b59) had no `MAP_META`; format 2 (up to 011ecc8) had 21
-/// entries in `MAP_GLOBAL_STATS`, counted and derived counters mixed. The agent migrates both.
-pub const PIN_FORMAT: u64 = 3;
+/// entries in `MAP_GLOBAL_STATS`, counted and derived counters mixed; format 3 (up to d968612)
+/// had 12 there (no `insert_ring_full`). The agent migrates all three.
+pub const PIN_FORMAT: u64 = 4;
 
 /// Slots of `MAP_META` (u64 each), written by the agent, never read by the data path.
 pub mod meta {

@@ -45,11 +45,14 @@ pub mod gstat {
         /// first fragment (it came before the first, the record was evicted, or it is not VIP
         /// traffic at all, such as the LB host's own fragmented traffic).
         FragmentNoRecord = 11,
+        /// New stick entries not reported to the agent through `MAP_INSERTS` because the ring
+        /// was full (the agent fell behind). Safe: the next sweep replicates them as before.
+        InsertRingFull = 12,
     }
 
     impl Counter {
         /// Entries of `MAP_GLOBAL_STATS`.
-        pub const COUNT: u32 = 12;
+        pub const COUNT: u32 = 13;
         /// Every counter, in index order.
         pub const ALL: [Counter; Counter::COUNT as usize] = [
             Counter::PassNotVip,
@@ -64,6 +67,7 @@ pub mod gstat {
             Counter::PassNotOurMac,
             Counter::NoHandshakeNoInsert,
             Counter::FragmentNoRecord,
+            Counter::InsertRingFull,
         ];
 
         /// Index in `MAP_GLOBAL_STATS`.
@@ -86,6 +90,7 @@ pub mod gstat {
                 Counter::PassNotOurMac => "pass_not_our_mac",
                 Counter::NoHandshakeNoInsert => "no_handshake_no_insert",
                 Counter::FragmentNoRecord => "fragment_no_record",
+                Counter::InsertRingFull => "insert_ring_full",
             }
         }
     }
@@ -187,6 +192,7 @@ pub mod gstat {
         Global::Counted(Counter::PassNotOurMac),
         Global::Counted(Counter::NoHandshakeNoInsert),
         Global::Counted(Counter::FragmentNoRecord),
+        Global::Counted(Counter::InsertRingFull),
     ];
 
     // `Counter::ALL` is in index order, and `SHOWN` names every counter of both kinds once.

@@ -1,6 +1,7 @@
-//! The stick tables' key and entry (`MAP_STICK_TABLES`: one LRU hash per service), and the cap
-//! on new entries per second per CPU (`MAP_LIMITS`, `MAP_NEW_ENTRIES`). How a client address
-//! becomes a key is `crate::stick`.
+//! The stick tables' key and entry (`MAP_STICK_TABLES`: one LRU hash per service), the cap
+//! on new entries per second per CPU (`MAP_LIMITS`, `MAP_NEW_ENTRIES`), and the record of each
+//! entry the data path writes (`MAP_INSERTS`). How a client address becomes a key is
+//! `crate::stick`.
 
 /// The data path refreshes an entry's last-seen time at most this often (nanoseconds).
 pub const STICK_REFRESH_NS: u64 = 1_000_000_000;
@@ -60,3 +61,20 @@ pub struct RateWindow {
     pub count: u64,
 }
 map_type!(RateWindow, 16);
+
+/// Bytes of `MAP_INSERTS` (a power of 2 times the page size): about 26,000 records of
+/// [`InsertRecord`] with the ring's 8-byte headers, several seconds of new clients at the
+/// per-CPU cap's default even if the agent stalled.
+pub const INSERTS_RING_BYTES: u32 = 1 << 20;
+
+/// A record of `MAP_INSERTS`: one stick entry the data path has just written (a new client, an
+/// expired entry replaced, a redispatch), as it wrote it. The agent sends it to the peers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct InsertRecord {
+    /// The entry's key; its `service` is the service id.
+    pub key: StickKey,
+    /// The entry: backend id and the time it was written.
+    pub entry: StickEntry,
+}
+map_type!(InsertRecord, 40);

@@ -1,6 +1,7 @@
 //! `xlb run`: load, attach, then run small tokio tasks until SIGTERM:
 //! health transitions -> table rebuilds; neighbour-table changes -> backend MACs; the runtime
-//! API socket; the expiry sweeper; SIGHUP reloads. On exit the XDP link and maps stay pinned:
+//! API socket; the expiry sweeper; the replicator (new entries to the peers as they happen);
+//! SIGHUP reloads. On exit the XDP link and maps stay pinned:
 //! the data path keeps forwarding and the next agent adopts the stick table.
 
 use std::{
@@ -17,12 +18,14 @@ mod hooks;
 mod instance_lock;
 mod neighbours;
 mod reload;
+mod replicator;
 mod sweeper;
 
 use api_server::{api_loop, bind_socket};
 pub use instance_lock::{InstanceLock, lock_instance, lock_path};
 use neighbours::{NeighbourWatch, follow_neighbours, probe_unresolved, resolve_at_start, watch_neighbours};
 use reload::reload;
+use replicator::replicator;
 use sweeper::sweeper;
 
 use crate::{
@@ -30,7 +33,7 @@ use crate::{
     config::{self, Config},
     control::peers,
     control::state::AgentState,
-    datapath::{self, Datapath, LoadOptions},
+    datapath::{self, Datapath, Inserts, LoadOptions},
     health::{HealthChecker, Transition},
 };
 
@@ -50,6 +53,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let adopted = dp.adopted();
     let mut dp = dp;
     dp.set_new_entry_cap(cfg.global.max_new_entries_per_cpu)?;
+    let inserts = dp.take_inserts()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -87,6 +91,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         b,
         checks,
         neighbours,
+        inserts,
         started,
         config_path.to_path_buf(),
         cfg,
@@ -97,6 +102,7 @@ async fn serve(
     b: Balancer,
     checks: CheckChanges,
     neighbours: NeighbourWatch,
+    inserts: Inserts,
     started: Instant,
     config_path: PathBuf,
     cfg: Config,
@@ -145,7 +151,9 @@ async fn serve(
     });
     let mut peer_tasks = Vec::new();
     let replication = if let Some(list) = peer_list {
-        let (batches, _) = broadcast::channel::<peers::Batch>(256);
+        // Room for a few seconds of streamed batches (one a millisecond at most) while a
+        // sender teaches a large table; a sender further behind skips batches (counted).
+        let (batches, _) = broadcast::channel::<peers::Batch>(4096);
         for i in 0..list.list.len() {
             peer_tasks.push(tokio::spawn(peers::sender(
                 hooks.clone(),
@@ -176,6 +184,13 @@ async fn serve(
     };
     // A reload that removes services or servers wakes the sweeper, which purges their stick
     // entries at once (outside the lock) and then lets their ids be handed out again.
+    let inserts = datapath::AsyncInserts::new(inserts).context("cannot watch the data path's ring")?;
+    let replicator_task = tokio::spawn(replicator(
+        shared.clone(),
+        inserts,
+        replication.as_ref().map(|(_, batches)| batches.clone()),
+        shutdown.clone(),
+    ));
     let sweep_now = Arc::new(Notify::new());
     let sweep_task = tokio::spawn(sweeper(
         shared.clone(),
@@ -233,6 +248,7 @@ async fn serve(
     let _ = health_task.await;
     let _ = api_task.await;
     let _ = sweep_task.await;
+    let _ = replicator_task.await;
     let _ = neigh_task.await;
     for t in peer_tasks {
         let _ = t.await;

@@ -9,6 +9,7 @@
 //!   transmit ports and limits;
 //! - `stick`: the stick tables through this handle (a service's table, one entry at a time);
 //! - `stats`: the counters, summed over CPUs;
+//! - `inserts`: the ring in which the data path reports the stick entries it writes;
 //! - `testing`: BPF_PROG_TEST_RUN and the benchmarks' hooks;
 //! - `clock`: the kernel clock the data path stamps entries with;
 //! - `pins`: the pins under `bpffs_dir` (formats, migration, removal) and bpffs itself;
@@ -20,6 +21,7 @@ mod attach;
 pub mod batch;
 mod clock;
 pub mod error;
+mod inserts;
 pub mod pins;
 mod stats;
 mod stick;
@@ -47,6 +49,7 @@ pub use crate::datapath::{
     attach::{Attached, attach_pass_program},
     clock::coarse_now_ns,
     error::DatapathError,
+    inserts::{AsyncInserts, Inserts},
     pins::{ensure_bpffs, remove_pins},
     stats::GlobalStats,
     testing::RunResult,
@@ -135,14 +138,14 @@ impl Datapath {
             match crate::datapath::pins::inspect(dir, OBJECT)? {
                 crate::datapath::pins::Found::Nothing => {}
                 crate::datapath::pins::Found::Current => adopted = true,
-                crate::datapath::pins::Found::Format2 => {
+                crate::datapath::pins::Found::OlderCounters(format) => {
                     log::warn!(
-                        "pins under {} are format 2 (an older xlb): adopting them as format {}; the \
-                         global counters start again from 0",
+                        "pins under {} are format {format} (an older xlb): adopting them as format \
+                         {}; the global counters start again from 0",
                         dir.display(),
                         lb_common::PIN_FORMAT
                     );
-                    crate::datapath::pins::migrate_format2(&maps_dir)?;
+                    crate::datapath::pins::migrate_global_stats(&maps_dir, format)?;
                     adopted = true;
                 }
                 crate::datapath::pins::Found::Format1(found) => {

@@ -15,13 +15,14 @@
 //! program runs, `maps_format1` is removed. An agent stopped half-way finds `maps_format1`
 //! again at its next start and redoes the migration from it.
 //!
-//! Migration from format 2: format 3 differs only in `MAP_GLOBAL_STATS` (the data path's own
-//! counters, 12 entries, where format 2 held 21 with the agent's derived ones mixed in). Every
-//! other map is adopted as it is — names, servers, both Maglev slots and every service's stick
-//! table with its entries — and the old `MAP_GLOBAL_STATS` is unpinned (the running program
-//! keeps counting into it until the new one replaces it), so the load pins a fresh one: the
-//! global counters start again from 0. An agent stopped half-way finds the format-2 marker
-//! with the old map, none, or the new one, and goes on from there.
+//! Migration from formats 2 and 3: format 4 differs from each only in `MAP_GLOBAL_STATS` (the
+//! data path's own counters: 13 entries; format 2 held 21 with the agent's derived ones mixed
+//! in, format 3 held 12, without `insert_ring_full`). Every other map is adopted as it is —
+//! names, servers, both Maglev slots and every service's stick table with its entries — and the
+//! old `MAP_GLOBAL_STATS` is unpinned (the running program keeps counting into it until the new
+//! one replaces it), so the load pins a fresh one: the global counters start again from 0. An
+//! agent stopped half-way finds the old format's marker with the old map, none, or the new one,
+//! and goes on from there. (`MAP_INSERTS`, new in format 4, is never pinned.)
 
 use std::path::{Path, PathBuf};
 
@@ -143,14 +144,22 @@ fn format1_specs() -> Vec<(&'static str, MapSpec)> {
     ]
 }
 
-/// Format 2's `MAP_GLOBAL_STATS` (xlb up to 011ecc8): counted and derived counters, 21 of them.
-const FORMAT2_GLOBAL_STATS: MapSpec = MapSpec {
-    map_type: PERCPU_ARRAY,
-    key_size: 4,
-    value_size: 8,
-    max_entries: 21,
-    flags: 0,
-};
+/// The older formats that differ from this one only in `MAP_GLOBAL_STATS`, and its entries
+/// there: format 2 (xlb up to 011ecc8: counted and derived counters, 21 of them) and format 3
+/// (up to d968612: 12 counted ones).
+const OLDER_GLOBAL_STATS: [(u64, u32); 2] = [(2, 21), (3, 12)];
+
+/// `MAP_GLOBAL_STATS` as format `format` (one of [`OLDER_GLOBAL_STATS`]) defined it.
+fn older_global_stats(format: u64) -> Option<MapSpec> {
+    let (_, max_entries) = OLDER_GLOBAL_STATS.iter().find(|(f, _)| *f == format)?;
+    Some(MapSpec {
+        map_type: PERCPU_ARRAY,
+        key_size: 4,
+        value_size: 8,
+        max_entries: *max_entries,
+        flags: 0,
+    })
+}
 
 /// What is pinned under a `maps` directory.
 #[derive(Debug, PartialEq, Eq)]
@@ -161,9 +170,9 @@ pub enum Found {
     Current,
     /// Pins of format 1, checked against that format's spec: migrate them.
     Format1(PathBuf),
-    /// Pins of format 2, checked against that format's spec: adopt them, all but the global
-    /// counters (`migrate_format2`).
-    Format2,
+    /// Pins of format 2 or 3 (the number), checked against that format's spec: adopt them, all
+    /// but the global counters (`migrate_global_stats`).
+    OlderCounters(u64),
 }
 
 /// Look at `<dir>/maps` (and a pending `<dir>/maps_format1`) and say what is there, or refuse
@@ -216,9 +225,9 @@ pub fn inspect(dir: &Path, object: &[u8]) -> Result<Found, DatapathError> {
             });
         }
     };
-    if format == 2 {
-        check(&maps, &format2_specs(&maps, object)?, 2)?;
-        return Ok(Found::Format2);
+    if let Some(old) = older_global_stats(format) {
+        check(&maps, &older_specs(&maps, object, old)?, format)?;
+        return Ok(Found::OlderCounters(format));
     }
     if format != PIN_FORMAT {
         let who = if format > PIN_FORMAT {
@@ -229,7 +238,7 @@ pub fn inspect(dir: &Path, object: &[u8]) -> Result<Found, DatapathError> {
         return Err(DatapathError::Format {
             what: format!(
                 "the pins under {} are format {format}, written by {who} xlb; this xlb reads format \
-                 {PIN_FORMAT} (and migrates formats 1 and 2). Run the xlb that wrote them",
+                 {PIN_FORMAT} (and migrates formats 1 to 3). Run the xlb that wrote them",
                 maps.display()
             ),
         });
@@ -238,9 +247,14 @@ pub fn inspect(dir: &Path, object: &[u8]) -> Result<Found, DatapathError> {
     Ok(Found::Current)
 }
 
-/// The maps of format 2 as pinned under `maps`: this object's, but `MAP_GLOBAL_STATS` is format
-/// 2's, or this object's, or absent (a migration stopped after it unpinned or replaced it).
-fn format2_specs(maps: &Path, object: &[u8]) -> Result<Vec<(&'static str, MapSpec)>, DatapathError> {
+/// The maps of format 2 or 3 as pinned under `maps`: this object's, but `MAP_GLOBAL_STATS` is
+/// the old format's (`old`), or this object's, or absent (a migration stopped after it unpinned
+/// or replaced it).
+fn older_specs(
+    maps: &Path,
+    object: &[u8],
+    old: MapSpec,
+) -> Result<Vec<(&'static str, MapSpec)>, DatapathError> {
     let mut specs = object_specs(object)?;
     let path = maps.join(MAP_GLOBAL_STATS);
     let pinned = match path.exists() {
@@ -255,7 +269,7 @@ fn format2_specs(maps: &Path, object: &[u8]) -> Result<Vec<(&'static str, MapSpe
             None => false,
             Some(p) if p == *spec => false,
             Some(_) => {
-                *spec = FORMAT2_GLOBAL_STATS;
+                *spec = old;
                 true
             }
         }
@@ -263,16 +277,16 @@ fn format2_specs(maps: &Path, object: &[u8]) -> Result<Vec<(&'static str, MapSpe
     Ok(specs)
 }
 
-/// Turn format-2 pins under `maps` (checked by `inspect`) into format 3: unpin the old
-/// `MAP_GLOBAL_STATS`, if it is still there, so the load pins a fresh one. The caller records
-/// the new format once the maps are loaded.
-pub fn migrate_format2(maps: &Path) -> Result<(), DatapathError> {
+/// Turn format-2 or format-3 pins under `maps` (checked by `inspect`) into this format: unpin
+/// the old `MAP_GLOBAL_STATS`, if it is still there, so the load pins a fresh one. The caller
+/// records the new format once the maps are loaded.
+pub fn migrate_global_stats(maps: &Path, format: u64) -> Result<(), DatapathError> {
     let path = maps.join(MAP_GLOBAL_STATS);
-    if !path.exists() || MapSpec::of_pin(MAP_GLOBAL_STATS, &path)? != FORMAT2_GLOBAL_STATS {
+    if !path.exists() || Some(MapSpec::of_pin(MAP_GLOBAL_STATS, &path)?) != older_global_stats(format) {
         return Ok(());
     }
     std::fs::remove_file(&path).map_err(|source| DatapathError::Io {
-        what: "cannot unpin the format-2 global counters",
+        what: "cannot unpin the older format's global counters",
         path,
         source,
     })

@@ -5,6 +5,7 @@ mod affinity;
 mod backends;
 mod forwarding;
 mod fragments;
+mod inserts;
 mod malformed;
 mod pins;
 mod stick_deletion;

@@ -1,4 +1,4 @@
-//! Pinned maps: format checks, migration from format 2, stick-table resize and adoption.
+//! Pinned maps: format checks, migration from formats 2 and 3, stick-table resize and adoption.
 
 use harness::fixture::*;
 use harness::packet::*;
@@ -50,11 +50,21 @@ fn pins_that_differ_from_their_format_are_refused_with_every_difference() {
 }
 
 /// Format 3 split the global counters the data path counts from those the agent derives, so
-/// `XLB_GSTATS` shrank from 21 entries to 12. Pins of format 2 (everything else the same) are
-/// migrated in place: the names, the servers' states and every service's stick table with its
-/// entries are adopted as they are; only the global counters start again.
+/// `XLB_GSTATS` shrank from 21 entries to 12; format 4 added one (`insert_ring_full`). Pins of
+/// format 2 or 3 (everything else the same) are migrated in place: the names, the servers'
+/// states and every service's stick table with its entries are adopted as they are; only the
+/// global counters start again.
 #[test]
 fn format2_pins_are_migrated_keeping_names_backends_and_stick_tables() {
+    older_pins_are_migrated(2, 21);
+}
+
+#[test]
+fn format3_pins_are_migrated_keeping_names_backends_and_stick_tables() {
+    older_pins_are_migrated(3, 12);
+}
+
+fn older_pins_are_migrated(format: u64, gstats_entries: u32) {
     use aya::maps::{Array, Map, MapData, MapInfo};
     use harness::raw_pins::{self, PERCPU_ARRAY};
     struct Remove(std::path::PathBuf);
@@ -64,7 +74,8 @@ fn format2_pins_are_migrated_keeping_names_backends_and_stick_tables() {
         }
     }
     xlb::datapath::ensure_bpffs().expect("bpffs");
-    let dir = std::path::PathBuf::from("/sys/fs/bpf").join(harness::names::new_stem("format2"));
+    let dir =
+        std::path::PathBuf::from("/sys/fs/bpf").join(harness::names::new_stem(&format!("format{format}")));
     let _guard = Remove(dir.clone());
     let maps = dir.join("maps");
     let opts = xlb::datapath::LoadOptions {
@@ -91,20 +102,20 @@ fn format2_pins_are_migrated_keeping_names_backends_and_stick_tables() {
         dp.set_stick_table(3, 5000).unwrap();
         dp.stick_insert(key, entry).unwrap();
     }
-    // Make the pins what a format-2 xlb left: its format in XLB_META, its XLB_GSTATS.
+    // Make the pins what an older xlb left: its format in XLB_META, its XLB_GSTATS.
     let meta: Array<MapData, u64> = Map::Array(MapData::from_pin(maps.join(lb_common::MAP_META)).unwrap())
         .try_into()
         .unwrap();
     let mut meta = meta;
-    meta.set(lb_common::meta::FORMAT, 2, 0).unwrap();
+    meta.set(lb_common::meta::FORMAT, format, 0).unwrap();
     let gstats = maps.join(lb_common::MAP_GLOBAL_STATS);
     std::fs::remove_file(&gstats).unwrap();
-    let old = raw_pins::create(PERCPU_ARRAY, 4, 8, 21).unwrap();
+    let old = raw_pins::create(PERCPU_ARRAY, 4, 8, gstats_entries).unwrap();
     raw_pins::pin(&old, &gstats).unwrap();
 
     let dp = match xlb::datapath::Datapath::load(&opts) {
         Ok(dp) => dp,
-        Err(e) => panic!("format-2 pins were not migrated: {e}"),
+        Err(e) => panic!("format-{format} pins were not migrated: {e}"),
     };
     assert!(dp.adopted());
     assert_eq!(
@@ -121,7 +132,7 @@ fn format2_pins_are_migrated_keeping_names_backends_and_stick_tables() {
     assert_eq!(
         MapInfo::from_pin(&gstats).unwrap().max_entries(),
         gstat::Counter::COUNT,
-        "a fresh XLB_GSTATS of format 3 is pinned"
+        "a fresh XLB_GSTATS of this format is pinned"
     );
     assert_eq!(dp.global_stats().unwrap(), Default::default());
     assert_eq!(
@@ -129,10 +140,10 @@ fn format2_pins_are_migrated_keeping_names_backends_and_stick_tables() {
         lb_common::PIN_FORMAT
     );
     drop(dp);
-    // Adopted again as format 3.
+    // Adopted again as this format.
     assert!(xlb::datapath::Datapath::load(&opts).unwrap().adopted());
     // A migration stopped after it unpinned the old counters, before the load pinned new ones.
-    meta.set(lb_common::meta::FORMAT, 2, 0).unwrap();
+    meta.set(lb_common::meta::FORMAT, format, 0).unwrap();
     std::fs::remove_file(&gstats).unwrap();
     let dp = xlb::datapath::Datapath::load(&opts).unwrap();
     assert_eq!(dp.stick_get(&key).unwrap(), Some(entry));

@@ -5,10 +5,19 @@
 //! during a failover, a drain, or a weight change. Peers close that gap, so a client that
 //! moves to another instance (ECMP change, VRRP failover) keeps its backend.
 //!
-//! - Each sweep (see `agent::sweeper`) collects the entries created or refreshed since the
-//!   previous one; they go to every peer as one text line each (below). An entry is refreshed
-//!   at most once a second, so an active client costs one line per second per peer.
-//! - On every (re)connection the sender first teaches the peer its whole table.
+//! - Every entry the data path writes (a new client, an expired entry replaced, a redispatch)
+//!   is streamed to every peer as it happens: the data path reports it through a ring
+//!   (`datapath::Inserts`), and `agent::replicator` sends what arrived within about a
+//!   millisecond as one batch, so a client's entry reaches the peers before its next
+//!   connection can arrive at one of them.
+//! - Refreshes stay on the sweep (see `agent::sweeper`): it collects the entries created or
+//!   refreshed since the previous one (those streamed too: a second line for them) and sends
+//!   them to every peer. They are not urgent: the peer already holds the entry, and an entry is
+//!   refreshed at most once a second, so an active client costs one line per second per peer.
+//! - On every (re)connection the sender first teaches the peer its whole table, ended by a
+//!   `teach-complete` line (`wire::teach_complete`). [`Peers::taught`] says when every peer has
+//!   taught this instance its table since the start (what a restarted balancer waits for
+//!   before it announces its VIPs).
 //! - Every connection is authenticated with the key the peers share (`peer_key_file`): a
 //!   challenge from each side, then frames whose MAC covers a sequence number and a key of
 //!   that connection (`peer_wire`). There is no unauthenticated mode.
@@ -114,6 +123,8 @@ pub struct PeerCounters {
     pub bad_auth: AtomicU64,
     /// Connections to it closed because it stopped reading ([`WRITE_TIMEOUT`]).
     pub timeouts: AtomicU64,
+    /// It has taught this instance its whole table (a `teach-complete` line) since the start.
+    pub taught: AtomicBool,
     /// Inbound connections from its address that have not authenticated yet.
     unauthenticated: AtomicU64,
     /// Number of the newest authenticated inbound connection: an older one closes.
@@ -187,6 +198,8 @@ pub struct Peers {
     /// entries: one written beyond that may be sent back once, which costs a line.
     written: Mutex<HashMap<StickKey, u64>>,
     written_cap: usize,
+    /// True once every peer has taught this instance its whole table since the start.
+    all_taught: tokio::sync::watch::Sender<bool>,
 }
 
 impl Peers {
@@ -202,7 +215,29 @@ impl Peers {
             refused_busy: AtomicU64::new(0),
             written: Mutex::new(HashMap::new()),
             written_cap,
+            all_taught: tokio::sync::watch::Sender::new(list.is_empty()),
         })
+    }
+
+    /// Becomes true once every configured peer has completed a full teach of its table to this
+    /// instance since the start (at once without peers), and stays true.
+    pub fn taught(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.all_taught.subscribe()
+    }
+
+    /// Peer `index` ended its full teach of `entries` entries, `took` after its connection
+    /// authenticated.
+    fn mark_taught(&self, index: usize, entries: u64, took: Duration) {
+        let (peer, c) = &self.list[index];
+        c.taught.store(true, Relaxed);
+        log::info!(
+            "peer {}: taught us its table ({entries} entries in {took:?})",
+            peer.name
+        );
+        if self.list.iter().all(|(_, c)| c.taught.load(Relaxed)) {
+            self.all_taught
+                .send_if_modified(|all| !std::mem::replace(all, true));
+        }
     }
 
     fn by_ip(&self, ip: IpAddr) -> Option<usize> {
@@ -230,7 +265,7 @@ impl Peers {
     pub fn show(&self) -> String {
         let mut out = String::from(
             "# name address state sent dropped received applied older unknown malformed refused \
-             bad_auth timeouts\n",
+             bad_auth timeouts taught\n",
         );
         for (p, c) in &self.list {
             out.push_str(&format!(
@@ -247,7 +282,7 @@ impl Peers {
             for v in c.line_counts().into_iter().chain(auth_and_time) {
                 out.push_str(&format!(" {v}"));
             }
-            out.push('\n');
+            out.push_str(if c.taught.load(Relaxed) { " yes\n" } else { " no\n" });
         }
         out.push_str(&format!(
             "# connections refused (not from a peer's address): {}\n\
@@ -303,7 +338,39 @@ mod tests {
         assert!(peers.written.lock().unwrap().is_empty());
     }
 
-    fn test_key() -> PeerKey {
+    #[test]
+    fn taught_once_every_peer_completed_its_teach() {
+        let peer = |name: &str, port: u16| Peer {
+            name: name.to_string(),
+            address: std::net::SocketAddr::from(([10, 0, 0, 1], port)),
+        };
+        let peers = Peers::new(&[peer("a", 1), peer("b", 2)], test_key(), 10);
+        let taught = peers.taught();
+        assert!(!*taught.borrow());
+        peers.mark_taught(0, 5, Duration::ZERO);
+        assert!(!*taught.borrow(), "b has not taught yet");
+        assert!(
+            peers
+                .show()
+                .lines()
+                .any(|l| l.starts_with("a ") && l.ends_with(" yes"))
+        );
+        assert!(
+            peers
+                .show()
+                .lines()
+                .any(|l| l.starts_with("b ") && l.ends_with(" no"))
+        );
+        peers.mark_taught(1, 0, Duration::ZERO);
+        assert!(*taught.borrow());
+        assert!(*peers.taught().borrow(), "a later subscriber sees it too");
+        assert!(
+            *Peers::new(&[], test_key(), 1).taught().borrow(),
+            "no peers: nothing to wait for"
+        );
+    }
+
+    pub(super) fn test_key() -> PeerKey {
         let path = std::env::temp_dir().join(format!("xlb-peers-unit-{}.key", std::process::id()));
         std::fs::write(&path, "0123456789abcdef0123").unwrap();
         use std::os::unix::fs::PermissionsExt as _;

@@ -1,5 +1,6 @@
-//! The peers' connections: the sender keeps one to each peer and sends it every batch of update
-//! lines; the listener accepts peers' connections and merges what they send. Every wait is
+//! The peers' connections: the sender keeps one to each peer, teaches it the whole table (ended
+//! by a `teach-complete` line) and then sends it every batch of update lines; the listener
+//! accepts peers' connections, merges what they send and notes each completed teach. Every wait is
 //! bounded and ends when the agent stops. What needs the balancer is asked of the agent
 //! ([`Agent`]); the connections of the listener run inside its own future, so neither spawns.
 
@@ -112,7 +113,7 @@ async fn send_frames(
 }
 
 /// Keeps an authenticated connection to peer `index` and sends it every batch; on each
-/// (re)connection, the whole table first (made by `agent`).
+/// (re)connection, the whole table first (made by `agent`), ended by a teach-complete line.
 pub async fn sender<A: Agent>(
     agent: Arc<A>,
     peers: Arc<Peers>,
@@ -188,19 +189,24 @@ pub async fn sender<A: Agent>(
         let mut input = lines.map_decoder(|_| Nothing);
         // Subscribe before the dump: what changes during it follows it.
         let mut rx = batches.subscribe();
-        let dump = tokio::select! {
+        let taught_in = std::time::Instant::now();
+        let (mut dump, entries) = tokio::select! {
             d = agent.table_lines() => d,
             _ = stopping(&mut shutdown) => return,
         };
-        let mut result = send_frames(&mut out, &mut writer, &dump.0, &mut shutdown).await;
+        let dumped = taught_in.elapsed();
+        dump.push_str(&wire::teach_complete(entries));
+        let mut result = send_frames(&mut out, &mut writer, &dump, &mut shutdown).await;
+        drop(dump);
         if result.is_ok() {
-            counters.sent.fetch_add(dump.1, Relaxed);
+            counters.sent.fetch_add(entries, Relaxed);
             counters.connected.store(true, Relaxed);
             log::info!(
-                "peer {} ({}): connected, sent the table ({} entries)",
+                "peer {} ({}): connected, sent the table ({entries} entries, read in {dumped:?}, \
+                 sent in {:?})",
                 peer.name,
                 peer.address,
-                dump.1
+                taught_in.elapsed() - dumped
             );
         }
         while result.is_ok() {
@@ -339,6 +345,7 @@ async fn receive<A: Agent>(
             return;
         }
     };
+    let authenticated = std::time::Instant::now();
     let mut frames = lines.map_decoder(|lines| Frames::new(lines, reader));
     let generation = c.generation.fetch_add(1, Relaxed) + 1;
     c.newer.notify_waiters();
@@ -370,14 +377,28 @@ async fn receive<A: Agent>(
             Some(Err(e)) => break e.to_string(),
         };
         let text = String::from_utf8_lossy(&payload).into_owned();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        for chunk in lines.chunks(BATCH) {
-            let first_error = agent.apply_lines(peers.clone(), index, chunk.to_vec()).await;
-            if let Some(e) = first_error
-                && !complained
+        let mut lines: Vec<String> = Vec::new();
+        // Update lines are applied in order, and a teach-complete line only after every line
+        // before it.
+        for line in text.lines().map(Some).chain([None]) {
+            let taught = line.and_then(wire::parse_teach_complete);
+            if let Some(l) = line
+                && taught.is_none()
             {
-                log::warn!("peer {name}: update not applied: {e} (further ones are only counted)");
-                complained = true;
+                lines.push(l.to_string());
+                continue;
+            }
+            for chunk in std::mem::take(&mut lines).chunks(BATCH) {
+                let first_error = agent.apply_lines(peers.clone(), index, chunk.to_vec()).await;
+                if let Some(e) = first_error
+                    && !complained
+                {
+                    log::warn!("peer {name}: update not applied: {e} (further ones are only counted)");
+                    complained = true;
+                }
+            }
+            if let Some(entries) = taught {
+                peers.mark_taught(index, entries, authenticated.elapsed());
             }
         }
     };
@@ -387,6 +408,92 @@ async fn receive<A: Agent>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Peer;
+    use std::sync::Mutex;
+
+    /// A table of fixed lines to teach; what it is given to apply, in order.
+    struct Table {
+        dump: (String, u64),
+        applied: Mutex<Vec<String>>,
+    }
+
+    impl Agent for Table {
+        fn table_lines(&self) -> impl std::future::Future<Output = (String, u64)> + Send {
+            let dump = self.dump.clone();
+            async move { dump }
+        }
+
+        fn apply_lines(
+            &self,
+            _peers: Arc<Peers>,
+            _index: usize,
+            lines: Vec<String>,
+        ) -> impl std::future::Future<Output = Option<String>> + Send {
+            self.applied.lock().unwrap().extend(lines);
+            async { None }
+        }
+    }
+
+    /// A sender teaches its table over loopback, ended by the marker: the receiver applies every
+    /// line in order (never the marker), then counts the teach complete; later batches follow.
+    #[tokio::test]
+    async fn a_full_teach_ends_with_its_marker_and_makes_the_receiver_taught() {
+        let key = super::super::tests::test_key();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let peer = |name: &str, address| Peer {
+            name: name.to_string(),
+            address,
+        };
+        let receiving = Peers::new(
+            &[peer("a", SocketAddr::from(([127, 0, 0, 1], 1)))],
+            key.clone(),
+            10,
+        );
+        let sending = Peers::new(&[peer("b", at)], key, 10);
+        let dump: String = (1..=3).map(|i| format!("web 10.0.0.{i} 0 s1 5\n")).collect();
+        let teacher = Arc::new(Table {
+            dump: (dump.clone(), 3),
+            applied: Mutex::new(Vec::new()),
+        });
+        let learner = Arc::new(Table {
+            dump: (String::new(), 0),
+            applied: Mutex::new(Vec::new()),
+        });
+        let (batches, _) = broadcast::channel::<Batch>(16);
+        let (stop, shutdown) = watch::channel(false);
+        let mut taught = receiving.taught();
+        assert!(!*taught.borrow());
+        let check = async {
+            let r = tokio::time::timeout(Duration::from_secs(10), taught.wait_for(|t| *t)).await;
+            assert!(r.is_ok(), "the teach never completed");
+            let want: Vec<String> = dump.lines().map(str::to_string).collect();
+            assert_eq!(
+                *learner.applied.lock().unwrap(),
+                want,
+                "every line, in order, before the marker"
+            );
+            assert!(
+                receiving
+                    .show()
+                    .lines()
+                    .any(|l| l.starts_with("a ") && l.ends_with(" yes"))
+            );
+            // A batch after the teach is applied too.
+            let _ = batches.send(Arc::new(("web 10.0.0.9 0 s1 0\n".to_string(), 1)));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while learner.applied.lock().unwrap().len() < 4 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(learner.applied.lock().unwrap().len(), 4);
+            let _ = stop.send(true);
+        };
+        tokio::join!(
+            listen(listener, learner.clone(), receiving.clone(), shutdown.clone()),
+            sender(teacher, sending.clone(), 0, batches.clone(), shutdown.clone()),
+            check,
+        );
+    }
 
     #[test]
     fn mapped_v4_peer_address_is_canonical() {

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! sender (connects)                          receiver (peer_listen)
-//!   xlb-peers 2 <nonce S>               ->
+//!   xlb-peers 3 <nonce S>               ->
 //!                                       <-   <nonce R> <proof R>
 //!   <proof S>                           ->
 //!   <seq> <len> <mac>\n<len bytes>      ->   (frames, seq = 0, 1, 2, ...)
@@ -12,21 +12,28 @@
 //!
 //! - Nonces are 16 random bytes, chosen afresh by each side for each connection; every binary
 //!   field travels as lower-case hex.
-//! - proof R = HMAC(key, "xlb-peers 2 receiver" ‖ S ‖ R), proof S = HMAC(key, "xlb-peers 2
+//! - proof R = HMAC(key, "xlb-peers 3 receiver" ‖ S ‖ R), proof S = HMAC(key, "xlb-peers 3
 //!   sender" ‖ S ‖ R): each side proves it holds the key on the other side's fresh nonce, so a
 //!   recorded handshake is worth nothing, and the sender sends nothing to an impostor.
-//! - Frames are MAC'd with session = HMAC(key, "xlb-peers 2 session" ‖ S ‖ R), over
+//! - Frames are MAC'd with session = HMAC(key, "xlb-peers 3 session" ‖ S ‖ R), over
 //!   seq (8 bytes, big endian) ‖ len (4 bytes, big endian) ‖ payload. A frame recorded on one
 //!   connection fails on any other (another session key); within one, a frame replayed,
 //!   reordered or left out arrives with the wrong sequence number.
 //! - The payload is whole update lines (see `peers::Update`), at most [`MAX_FRAME`] bytes; an
-//!   empty one is allowed.
+//!   empty one is allowed. After the whole table a sender teaches on each connection comes
+//!   one line `teach-complete <entries>` ([`teach_complete`]): the receiver then holds the
+//!   sender's table (version 3; version 2 had no such line, and is refused with
+//!   [`WireError::Version`]: every peer runs the same protocol).
 
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::Sha256;
 
 /// The protocol's first word and version.
-pub const PROTOCOL: &str = "xlb-peers 2";
+pub const PROTOCOL: &str = "xlb-peers 3";
+/// The first word of every version's hello.
+const PROTOCOL_NAME: &str = "xlb-peers";
+/// The line that ends a sender's whole table, before the number of entries it taught.
+const TEACH_COMPLETE: &str = "teach-complete";
 /// Random bytes each side contributes to a connection.
 pub const NONCE_LEN: usize = 16;
 /// Longest payload of one frame.
@@ -36,9 +43,9 @@ pub const MAX_FRAME: usize = 64 * 1024;
 pub const MAX_HEADER: usize = 128;
 
 const MAC_LEN: usize = 32;
-const LABEL_RECEIVER: &[u8] = b"xlb-peers 2 receiver";
-const LABEL_SENDER: &[u8] = b"xlb-peers 2 sender";
-const LABEL_SESSION: &[u8] = b"xlb-peers 2 session";
+const LABEL_RECEIVER: &[u8] = b"xlb-peers 3 receiver";
+const LABEL_SENDER: &[u8] = b"xlb-peers 3 sender";
+const LABEL_SESSION: &[u8] = b"xlb-peers 3 session";
 
 pub type Nonce = [u8; NONCE_LEN];
 
@@ -47,6 +54,8 @@ pub type Nonce = [u8; NONCE_LEN];
 pub enum WireError {
     #[error("does not speak {PROTOCOL:?} (first line {line:?})")]
     Hello { line: String },
+    #[error("speaks {theirs:?}, this xlb speaks {PROTOCOL:?}: run the same xlb release on every peer")]
+    Version { theirs: String },
     #[error("malformed {what}: {line:?}")]
     Malformed { what: &'static str, line: String },
     #[error("the other side does not hold the peer key (bad proof in the handshake)")]
@@ -66,7 +75,10 @@ impl WireError {
     pub fn is_auth_failure(&self) -> bool {
         matches!(
             self,
-            WireError::Hello { .. } | WireError::BadProof | WireError::BadMac { .. }
+            WireError::Hello { .. }
+                | WireError::Version { .. }
+                | WireError::BadProof
+                | WireError::BadMac { .. }
         )
     }
 }
@@ -131,6 +143,14 @@ pub fn hello(sender: &Nonce) -> String {
 
 /// The sender's nonce from its first line (without the newline).
 pub fn parse_hello(line: &str) -> Result<Nonce, WireError> {
+    let mut words = line.split(' ');
+    if let (Some(PROTOCOL_NAME), Some(version)) = (words.next(), words.next())
+        && format!("{PROTOCOL_NAME} {version}") != PROTOCOL
+    {
+        return Err(WireError::Version {
+            theirs: format!("{PROTOCOL_NAME} {}", version.chars().take(16).collect::<String>()),
+        });
+    }
     line.strip_prefix(PROTOCOL)
         .and_then(|rest| rest.strip_prefix(' '))
         .and_then(unhex::<NONCE_LEN>)
@@ -278,6 +298,21 @@ impl FrameReader {
     }
 }
 
+/// The line that ends the whole table a sender teaches on a connection (`entries`: update lines
+/// in it), sent in a frame like them, so authenticated like them.
+pub fn teach_complete(entries: u64) -> String {
+    format!("{TEACH_COMPLETE} {entries}\n")
+}
+
+/// The number of entries of a teach-complete line, or None for any other line.
+pub fn parse_teach_complete(line: &str) -> Option<u64> {
+    line.strip_prefix(TEACH_COMPLETE)?
+        .strip_prefix(' ')?
+        .trim_end()
+        .parse()
+        .ok()
+}
+
 /// `text` (whole lines) cut at line ends into payloads of at most [`MAX_FRAME`] bytes. A line
 /// longer than that (never produced by `peers::encode`) would be cut; the receiver then
 /// counts it malformed.
@@ -373,17 +408,34 @@ mod tests {
 
     #[test]
     fn old_protocol_and_garbage_hellos_are_refused() {
-        for line in [
-            "xlb-peers 1",
-            "xlb-peers 2",
-            "xlb-peers 2 zz",
-            "be_app 10.0.0.1 0 app1 0",
-            "",
-        ] {
+        for line in ["xlb-peers 1", "xlb-peers 2", "xlb-peers 2 zz"] {
+            let e = parse_hello(line).unwrap_err();
+            assert!(matches!(e, WireError::Version { .. }), "{line:?}: {e}");
+            assert!(e.to_string().contains("run the same xlb release"), "{e}");
+            assert!(e.is_auth_failure());
+        }
+        for line in ["be_app 10.0.0.1 0 app1 0", "xlb-peers", "xlb-peers 3 zz", ""] {
             let e = parse_hello(line).unwrap_err();
             assert!(matches!(e, WireError::Hello { .. }), "{line:?}: {e}");
             assert!(e.is_auth_failure());
         }
+    }
+
+    #[test]
+    fn teach_complete_line_round_trips_and_is_no_update() {
+        let line = teach_complete(1_000_000);
+        assert_eq!(line, "teach-complete 1000000\n");
+        assert_eq!(parse_teach_complete(line.trim_end()), Some(1_000_000));
+        for other in [
+            "be_app 10.0.0.1 0 app1 0",
+            "teach-complete",
+            "teach-complete x",
+            "teach-completed 3",
+            "",
+        ] {
+            assert_eq!(parse_teach_complete(other), None, "{other:?}");
+        }
+        assert!(crate::control::peers::Update::parse(line.trim_end()).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Peers: two balancers sharing their stick tables, and a peer played by the test.
 
 mod faults;
+mod stream;
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
