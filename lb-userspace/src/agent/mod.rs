@@ -1,7 +1,8 @@
 //! `xlb run`: load, attach, then run small tokio tasks until SIGTERM:
 //! health transitions -> table rebuilds; neighbour-table changes -> backend MACs; the runtime
-//! API socket; the expiry sweeper; SIGHUP reloads. On exit the XDP link and maps stay pinned:
-//! the data path keeps forwarding and the next agent adopts the stick table.
+//! API socket; the expiry sweeper; SIGHUP reloads; the VIP routes (`announcer`). On exit the
+//! XDP link, maps and VIP routes stay: the data path keeps forwarding, the VIPs stay announced
+//! and the next agent adopts the stick table.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,6 +13,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
+mod announcer;
 mod api_server;
 mod hooks;
 mod instance_lock;
@@ -19,6 +21,8 @@ mod neighbours;
 mod reload;
 mod sweeper;
 
+use announcer::announcer;
+pub use announcer::state_path as announce_state_path;
 use api_server::{api_loop, bind_socket};
 pub use instance_lock::{InstanceLock, lock_instance, lock_path};
 use neighbours::{NeighbourWatch, follow_neighbours, probe_unresolved, resolve_at_start, watch_neighbours};
@@ -28,8 +32,7 @@ use sweeper::sweeper;
 use crate::{
     balancer::{Balancer, CheckChanges},
     config::{self, Config},
-    control::peers,
-    control::state::AgentState,
+    control::{frontends::Frontends, peers, state::AgentState},
     datapath::{self, Datapath, LoadOptions},
     health::{HealthChecker, Transition},
 };
@@ -121,7 +124,24 @@ async fn serve(
         let capacity = cfg.services.iter().map(|s| s.stick.size as usize).sum();
         Some(peers::Peers::new(&cfg.global.peers, key, capacity))
     };
-    let state = Arc::new(AgentState::new(started, hc.view(), peer_list.clone()));
+    // The peers' full-teach count (how many configured peers have taught this agent their
+    // whole table), which ends the announcements' warm-up early.
+    let (_peers_taught, taught) = watch::channel(0usize);
+    let frontends = match &cfg.announce {
+        Some(a) => {
+            let file = announcer::state_path(&cfg.global.bpffs_dir);
+            let f = Frontends::new(a, started, cfg.global.peers.len(), taught, file.clone())
+                .with_context(|| format!("cannot read the announcements' disables from {}", file.display()))?;
+            Some(Arc::new(f))
+        }
+        None => None,
+    };
+    let state = Arc::new(AgentState::new(
+        started,
+        hc.view(),
+        peer_list.clone(),
+        frontends.clone(),
+    ));
 
     let socket = cfg.global.admin_socket.clone();
     let listener = bind_socket(&socket)?;
@@ -191,6 +211,13 @@ async fn serve(
         let metrics = crate::control::metrics::serve(addr, hooks.clone(), shutdown.clone());
         tokio::spawn(metrics)
     });
+    let announce_task = match frontends {
+        Some(f) => {
+            let ifindex = crate::net::link::lookup(&cfg.global.interface)?.index;
+            Some(tokio::spawn(announcer(shared.clone(), f, ifindex, shutdown.clone())))
+        }
+        None => None,
+    };
     log::info!("xlb: runtime API on {}", socket.display());
 
     use tokio::signal::unix::{SignalKind, signal};
@@ -205,6 +232,7 @@ async fn serve(
                 if let Err(e) = b.on_health(&t.key.0, &t.key.1, t.to, &t.reason) {
                     log::error!("{}/{}: applying health change failed: {e}", t.key.0, t.key.1);
                 }
+                state.poke_announcer();
             }
             _ = hup.recv() => {
                 match reload(&config_path, &current, &shared) {
@@ -215,6 +243,7 @@ async fn serve(
                             sweep_now.notify_one();
                         }
                         probe_unresolved(&shared);
+                        state.poke_announcer();
                         log::info!("xlb: configuration reloaded from {}", config_path.display());
                     }
                     Err(e) => log::error!("xlb: reload refused, running configuration kept: {e:#}"),
@@ -234,6 +263,9 @@ async fn serve(
     let _ = api_task.await;
     let _ = sweep_task.await;
     let _ = neigh_task.await;
+    if let Some(t) = announce_task {
+        let _ = t.await;
+    }
     for t in peer_tasks {
         let _ = t.await;
     }
@@ -259,6 +291,11 @@ pub fn detach(config_path: &Path) -> Result<()> {
     let lock = lock_instance(&cfg.global.bpffs_dir)
         .context("an agent is running for these pins; stop it (SIGTERM) before `xlb detach`")?;
     datapath::remove_pins(&cfg.global.bpffs_dir)?;
+    if let Some(a) = &cfg.announce {
+        let n = announcer::remove_routes(a.table)?;
+        let _ = std::fs::remove_file(announcer::state_path(&cfg.global.bpffs_dir));
+        println!("xlb: {n} VIP routes (proto {}) removed from table {}", crate::net::route::RTPROT_XLB, a.table);
+    }
     let _ = std::fs::remove_file(&lock.path);
     println!(
         "xlb: detached from {}; pins under {} removed",
