@@ -130,8 +130,9 @@ async fn serve(
     let frontends = match &cfg.announce {
         Some(a) => {
             let file = announcer::state_path(&cfg.global.bpffs_dir);
-            let f = Frontends::new(a, started, cfg.global.peers.len(), taught, file.clone())
-                .with_context(|| format!("cannot read the announcements' disables from {}", file.display()))?;
+            let f = Frontends::new(a, started, cfg.global.peers.len(), taught, file.clone()).with_context(
+                || format!("cannot read the announcements' disables from {}", file.display()),
+            )?;
             Some(Arc::new(f))
         }
         None => None,
@@ -206,7 +207,12 @@ async fn serve(
         sweep_now.clone(),
         shutdown.clone(),
     ));
-    let neigh_task = tokio::spawn(follow_neighbours(shared.clone(), neighbours, shutdown.clone()));
+    let neigh_task = tokio::spawn(follow_neighbours(
+        shared.clone(),
+        state.clone(),
+        neighbours,
+        shutdown.clone(),
+    ));
     let metrics_task = cfg.global.metrics.map(|addr| {
         let metrics = crate::control::metrics::serve(addr, hooks.clone(), shutdown.clone());
         tokio::spawn(metrics)
@@ -214,7 +220,12 @@ async fn serve(
     let announce_task = match frontends {
         Some(f) => {
             let ifindex = crate::net::link::lookup(&cfg.global.interface)?.index;
-            Some(tokio::spawn(announcer(shared.clone(), f, ifindex, shutdown.clone())))
+            Some(tokio::spawn(announcer(
+                shared.clone(),
+                f,
+                ifindex,
+                shutdown.clone(),
+            )))
         }
         None => None,
     };
@@ -294,7 +305,11 @@ pub fn detach(config_path: &Path) -> Result<()> {
     if let Some(a) = &cfg.announce {
         let n = announcer::remove_routes(a.table)?;
         let _ = std::fs::remove_file(announcer::state_path(&cfg.global.bpffs_dir));
-        println!("xlb: {n} VIP routes (proto {}) removed from table {}", crate::net::route::RTPROT_XLB, a.table);
+        println!(
+            "xlb: {n} VIP routes (proto {}) removed from table {}",
+            crate::net::route::RTPROT_XLB,
+            a.table
+        );
     }
     let _ = std::fs::remove_file(&lock.path);
     println!(

@@ -52,7 +52,11 @@ pub enum Warmth {
     Warm,
     /// `taught` of `peers` configured peers have sent their full teach; the warm-up ends in
     /// `left`.
-    Warming { taught: usize, peers: usize, left: Duration },
+    Warming {
+        taught: usize,
+        peers: usize,
+        left: Duration,
+    },
 }
 
 /// What the decision needs besides the services.
@@ -71,7 +75,11 @@ pub enum WhyNot {
     BalancerOut,
     Disabled,
     NoUsableServer,
-    WarmingUp { taught: usize, peers: usize, left: Duration },
+    WarmingUp {
+        taught: usize,
+        peers: usize,
+        left: Duration,
+    },
 }
 
 impl fmt::Display for WhyNot {

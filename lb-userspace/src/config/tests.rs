@@ -393,7 +393,9 @@ fn unreadable_file() {
 #[test]
 fn announce_is_optional_and_defaults_its_warmup() {
     assert_eq!(parse(OK, "x").unwrap().announce, None);
-    let a = parse(&format!("{OK}[announce]\ntable = 200\n"), "x").unwrap().announce;
+    let a = parse(&format!("{OK}[announce]\ntable = 200\n"), "x")
+        .unwrap()
+        .announce;
     assert_eq!(
         a,
         Some(Announce {
@@ -401,9 +403,12 @@ fn announce_is_optional_and_defaults_its_warmup() {
             warmup: DEFAULT_WARMUP
         })
     );
-    let a = parse(&format!("{OK}[announce]\ntable = 4294967295\nwarmup = \"0s\"\n"), "x")
-        .unwrap()
-        .announce;
+    let a = parse(
+        &format!("{OK}[announce]\ntable = 4294967295\nwarmup = \"0s\"\n"),
+        "x",
+    )
+    .unwrap()
+    .announce;
     assert_eq!(
         a,
         Some(Announce {

@@ -12,8 +12,8 @@ use std::{
 use lb_common::{MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS};
 
 use super::{
-    Announce, Config, ConfigError, DEFAULT_ADMIN_SOCKET, DEFAULT_WARMUP, WARMUP_MAX, DEFAULT_BPFFS_DIR, DEFAULT_MAX_NEW_ENTRIES_PER_CPU, Global,
-    MAX_PEERS, Peer, Protocol, XdpMode,
+    Announce, Config, ConfigError, DEFAULT_ADMIN_SOCKET, DEFAULT_BPFFS_DIR, DEFAULT_MAX_NEW_ENTRIES_PER_CPU,
+    DEFAULT_WARMUP, Global, MAX_PEERS, Peer, Protocol, WARMUP_MAX, XdpMode,
     error::Place,
     limits::{check_stick_memory, check_sweep_interval},
     peer_key::check_peer_key_setting,

@@ -64,7 +64,11 @@ impl Disables {
     /// Read back [`Disables::to_text`]; other lines are skipped with a warning.
     pub fn from_text(text: &str, origin: &Path) -> Disables {
         let mut d = Disables::default();
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             match line.split_whitespace().collect::<Vec<_>>()[..] {
                 ["disable", "announce"] => d.balancer_out = true,
                 ["disable", "frontend", name] => {
@@ -305,9 +309,23 @@ mod tests {
         assert_eq!(alone.warmth(), Warmth::Warm);
         assert_eq!(alone.warm_deadline(), None);
         let two = Frontends::new(&cfg, Instant::now(), 2, rx.clone(), file.clone()).unwrap();
-        assert!(matches!(two.warmth(), Warmth::Warming { taught: 0, peers: 2, .. }));
+        assert!(matches!(
+            two.warmth(),
+            Warmth::Warming {
+                taught: 0,
+                peers: 2,
+                ..
+            }
+        ));
         tx.send(1).unwrap();
-        assert!(matches!(two.warmth(), Warmth::Warming { taught: 1, peers: 2, .. }));
+        assert!(matches!(
+            two.warmth(),
+            Warmth::Warming {
+                taught: 1,
+                peers: 2,
+                ..
+            }
+        ));
         tx.send(2).unwrap();
         assert_eq!(two.warmth(), Warmth::Warm);
         // Warm stays warm.

@@ -57,7 +57,10 @@ impl Link {
 
 /// Interface `name`: its index and MAC.
 pub fn lookup(name: &str) -> Result<Link, LinkError> {
-    blocking(socket_error(name), |handle| async move { link(&handle, name).await })
+    blocking(
+        socket_error(name),
+        |handle| async move { link(&handle, name).await },
+    )
 }
 
 /// The IP addresses of interface `name` (both families; the local address of a point-to-point

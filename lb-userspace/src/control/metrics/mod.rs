@@ -216,7 +216,10 @@ impl Snapshot {
             "xlb_frontend_announced",
             "1 while the service's VIP is announced (its route is in the [announce] table), else 0.",
             services().filter_map(|s| {
-                Some(([("service", s.name.as_str())], ConstGauge::new(u64::from(s.announced?))))
+                Some((
+                    [("service", s.name.as_str())],
+                    ConstGauge::new(u64::from(s.announced?)),
+                ))
             }),
         )?;
         // Each server with its labels.
