@@ -8,23 +8,28 @@
 //! the agent warms up, when their service is otherwise ready, so a restart neither withdraws nor
 //! re-announces anything; once warm, the table is reconciled with the verdicts. An agent that
 //! stops (SIGTERM) or is killed leaves the routes as they are, like the data path; `xlb detach`
-//! removes them ([`remove_routes`]).
+//! removes them ([`detach`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use tokio::sync::watch;
+use anyhow::{Context as _, Result};
+use tokio::{sync::watch, task::JoinHandle};
 
 use super::{Shared, instance_lock::lock_path};
 use crate::{
     balancer::announce::{self, Verdict},
+    config::Config,
     control::frontends::Frontends,
-    net::route::{self, RouteError},
+    net::{
+        link,
+        route::{self, RTPROT_XLB, RouteError},
+    },
 };
 
 /// How long after a failed route change the announcer tries again.
@@ -34,6 +39,33 @@ const RETRY: Duration = Duration::from_secs(1);
 /// lock of the pins under `bpffs_dir`.
 pub fn state_path(bpffs_dir: &Path) -> PathBuf {
     lock_path(bpffs_dir).with_extension("announce")
+}
+
+/// The announcements of an agent started at `started` (None without `[announce]`), with the
+/// operator's disables read back; `taught`: the peers' full-teach count.
+pub(super) fn frontends(
+    cfg: &Config,
+    started: Instant,
+    taught: watch::Receiver<usize>,
+) -> Result<Option<Arc<Frontends>>> {
+    let Some(a) = &cfg.announce else {
+        return Ok(None);
+    };
+    let file = state_path(&cfg.global.bpffs_dir);
+    let f = Frontends::new(a, started, cfg.global.peers.len(), taught, file.clone())
+        .with_context(|| format!("cannot read the announcements' disables from {}", file.display()))?;
+    Ok(Some(Arc::new(f)))
+}
+
+/// Start the announcer of `frontends`, whose routes go through the XDP interface.
+pub(super) fn spawn(
+    cfg: &Config,
+    shared: Shared,
+    frontends: Arc<Frontends>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>> {
+    let ifindex = link::lookup(&cfg.global.interface)?.index;
+    Ok(tokio::spawn(announcer(shared, frontends, ifindex, shutdown)))
 }
 
 /// The routes of the table as the announcer knows them.
@@ -81,7 +113,7 @@ impl Routes {
 }
 
 /// Runs until the agent stops. `ifindex`: the XDP interface, the routes' device.
-pub(super) async fn announcer(
+async fn announcer(
     shared: Shared,
     frontends: Arc<Frontends>,
     ifindex: u32,
@@ -125,11 +157,21 @@ pub(super) async fn announcer(
     }
 }
 
-/// `xlb detach`: remove every route of xlb's protocol from `table`; returns how many.
-pub fn remove_routes(table: u32) -> Result<usize, RouteError> {
-    let routes = route::list(table)?;
+/// `xlb detach` (with `[announce]`): remove every route of xlb's protocol from the table, and
+/// the operator's disables, and say so.
+pub(super) fn detach(cfg: &Config) -> Result<()> {
+    let Some(a) = &cfg.announce else {
+        return Ok(());
+    };
+    let routes = route::list(a.table)?;
     for r in &routes {
-        route::delete(table, r.dst)?;
+        route::delete(a.table, r.dst)?;
     }
-    Ok(routes.len())
+    let _ = std::fs::remove_file(state_path(&cfg.global.bpffs_dir));
+    println!(
+        "xlb: {} VIP routes (proto {RTPROT_XLB}) removed from table {}",
+        routes.len(),
+        a.table
+    );
+    Ok(())
 }

@@ -21,7 +21,6 @@ mod neighbours;
 mod reload;
 mod sweeper;
 
-use announcer::announcer;
 pub use announcer::state_path as announce_state_path;
 use api_server::{api_loop, bind_socket};
 pub use instance_lock::{InstanceLock, lock_instance, lock_path};
@@ -32,7 +31,7 @@ use sweeper::sweeper;
 use crate::{
     balancer::{Balancer, CheckChanges},
     config::{self, Config},
-    control::{frontends::Frontends, peers, state::AgentState},
+    control::{peers, state::AgentState},
     datapath::{self, Datapath, LoadOptions},
     health::{HealthChecker, Transition},
 };
@@ -127,16 +126,7 @@ async fn serve(
     // The peers' full-teach count (how many configured peers have taught this agent their
     // whole table), which ends the announcements' warm-up early.
     let (_peers_taught, taught) = watch::channel(0usize);
-    let frontends = match &cfg.announce {
-        Some(a) => {
-            let file = announcer::state_path(&cfg.global.bpffs_dir);
-            let f = Frontends::new(a, started, cfg.global.peers.len(), taught, file.clone()).with_context(
-                || format!("cannot read the announcements' disables from {}", file.display()),
-            )?;
-            Some(Arc::new(f))
-        }
-        None => None,
-    };
+    let frontends = announcer::frontends(&cfg, started, taught)?;
     let state = Arc::new(AgentState::new(
         started,
         hc.view(),
@@ -218,15 +208,7 @@ async fn serve(
         tokio::spawn(metrics)
     });
     let announce_task = match frontends {
-        Some(f) => {
-            let ifindex = crate::net::link::lookup(&cfg.global.interface)?.index;
-            Some(tokio::spawn(announcer(
-                shared.clone(),
-                f,
-                ifindex,
-                shutdown.clone(),
-            )))
-        }
+        Some(f) => Some(announcer::spawn(&cfg, shared.clone(), f, shutdown.clone())?),
         None => None,
     };
     log::info!("xlb: runtime API on {}", socket.display());
@@ -302,15 +284,7 @@ pub fn detach(config_path: &Path) -> Result<()> {
     let lock = lock_instance(&cfg.global.bpffs_dir)
         .context("an agent is running for these pins; stop it (SIGTERM) before `xlb detach`")?;
     datapath::remove_pins(&cfg.global.bpffs_dir)?;
-    if let Some(a) = &cfg.announce {
-        let n = announcer::remove_routes(a.table)?;
-        let _ = std::fs::remove_file(announcer::state_path(&cfg.global.bpffs_dir));
-        println!(
-            "xlb: {n} VIP routes (proto {}) removed from table {}",
-            crate::net::route::RTPROT_XLB,
-            a.table
-        );
-    }
+    announcer::detach(&cfg)?;
     let _ = std::fs::remove_file(&lock.path);
     println!(
         "xlb: detached from {}; pins under {} removed",

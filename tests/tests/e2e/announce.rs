@@ -17,6 +17,7 @@ use harness::{
 use crate::wait_state;
 
 const TABLE: &str = "200";
+const METRICS: &str = "127.0.0.1:9100";
 
 /// An environment of two backends whose agent announces into table 200 after a warm-up of
 /// `warmup`, with one configured peer that never teaches (nothing listens at its address), so
@@ -26,6 +27,7 @@ fn announcing_env(name: &str, warmup: &str) -> LbEnv {
         name,
         Opts {
             backends: 2,
+            metrics: Some(METRICS.into()),
             ..Opts::sources(4, 0)
         },
     )
@@ -160,6 +162,12 @@ fn announcements_follow_warm_up_health_and_the_operator() {
         "be_app and dns disabled",
     );
     assert_eq!(frontend_line(&e, "dns"), format!("dns {VIP4} no disabled"));
+    let answer = harness::metrics::scrape(&e, METRICS);
+    let text = harness::metrics::checked_text(&answer);
+    for (service, want) in [("be_app", 0.0), ("dns", 0.0), ("be_app6", 1.0)] {
+        let prefix = format!("xlb_frontend_announced{{service=\"{service}\"}} ");
+        assert_eq!(harness::metrics::sample(text, &prefix), want, "{prefix}");
+    }
     api_ok(&e, "enable frontend be_app");
     wait_announced(&e, (true, true), Duration::from_secs(3), "be_app enabled");
     api_ok(&e, "enable frontend dns");
