@@ -82,8 +82,9 @@ fn wait_announced(e: &LbEnv, want: (bool, bool), within: Duration, moment: &str)
         e.api("show frontends").unwrap_or_default()
     );
     eprintln!(
-        "--- {moment} ({:?}): ip route show table {TABLE}\n{r}",
-        t0.elapsed()
+        "--- {moment} ({:?}): ip route show table {TABLE}\n{r}show frontends:\n{}",
+        t0.elapsed(),
+        e.api("show frontends").unwrap_or_default()
     );
     t0.elapsed()
 }
