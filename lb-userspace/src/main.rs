@@ -47,7 +47,7 @@ enum Cmd {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// `show table|stat|info|servers state ...` (runtime API).
+    /// `show table|stat|info|servers state|frontends ...` (runtime API).
     Show {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -70,6 +70,20 @@ enum Cmd {
     },
     /// `where SERVICE ADDR`: which server a client goes to now, and why.
     Where {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// `disable frontend SERVICE` | `disable announce` (runtime API): withdraw a VIP, or all.
+    Disable {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// `enable frontend SERVICE` | `enable announce` (runtime API): announce again.
+    Enable {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -117,6 +131,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Set { config, words } => ("set", config, words),
         Cmd::Clear { config, words } => ("clear", config, words),
         Cmd::Where { config, words } => ("where", config, words),
+        Cmd::Disable { config, words } => ("disable", config, words),
+        Cmd::Enable { config, words } => ("enable", config, words),
         Cmd::Help { config } => ("help", config, Vec::new()),
     };
     let socket = match (socket, config) {

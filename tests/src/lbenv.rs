@@ -417,6 +417,7 @@ impl Drop for LbEnv {
         }
         let _ = xlb::datapath::remove_pins(&self.bpffs);
         let _ = std::fs::remove_file(xlb::agent::lock_path(&self.bpffs));
+        let _ = std::fs::remove_file(xlb::agent::announce_state_path(&self.bpffs));
         if std::thread::panicking() {
             eprintln!(
                 "==== agent log ({}) ====\n{}",

@@ -86,6 +86,8 @@ async fn api_conn(
     let (chunks, mut answer) = mpsc::channel::<Vec<u8>>(4);
     let job = tokio::task::spawn_blocking(move || {
         let prepared = api::prepare(&mut shared.lock().expect("balancer lock"), &state, &text);
+        // `set server`, `disable frontend` and the like change what is announced.
+        state.poke_announcer();
         let mut out = ChunkSender {
             chunks,
             buf: Vec::new(),

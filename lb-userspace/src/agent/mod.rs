@@ -1,8 +1,9 @@
 //! `xlb run`: load, attach, then run small tokio tasks until SIGTERM:
 //! health transitions -> table rebuilds; neighbour-table changes -> backend MACs; the runtime
 //! API socket; the expiry sweeper; the replicator (new entries to the peers as they happen);
-//! SIGHUP reloads. On exit the XDP link and maps stay pinned:
-//! the data path keeps forwarding and the next agent adopts the stick table.
+//! SIGHUP reloads; the VIP routes (`announcer`). On exit the XDP link, maps and VIP routes
+//! stay: the data path keeps forwarding, the VIPs stay announced and the next agent adopts the
+//! stick table.
 
 use std::{
     path::{Path, PathBuf},
@@ -13,6 +14,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
+mod announcer;
 mod api_server;
 mod hooks;
 mod instance_lock;
@@ -21,6 +23,7 @@ mod reload;
 mod replicator;
 mod sweeper;
 
+pub use announcer::state_path as announce_state_path;
 use api_server::{api_loop, bind_socket};
 pub use instance_lock::{InstanceLock, lock_instance, lock_path};
 use neighbours::{NeighbourWatch, follow_neighbours, probe_unresolved, resolve_at_start, watch_neighbours};
@@ -31,8 +34,7 @@ use sweeper::sweeper;
 use crate::{
     balancer::{Balancer, CheckChanges},
     config::{self, Config},
-    control::peers,
-    control::state::AgentState,
+    control::{peers, state::AgentState},
     datapath::{self, Datapath, Inserts, LoadOptions},
     health::{HealthChecker, Transition},
 };
@@ -127,7 +129,19 @@ async fn serve(
         let capacity = cfg.services.iter().map(|s| s.stick.size as usize).sum();
         Some(peers::Peers::new(&cfg.global.peers, key, capacity))
     };
-    let state = Arc::new(AgentState::new(started, hc.view(), peer_list.clone()));
+    // The peers' full-teach count (how many configured peers have taught this agent their
+    // whole table), which ends the announcements' warm-up early.
+    let taught = match &peer_list {
+        Some(list) => list.taught(),
+        None => watch::channel(0usize).1,
+    };
+    let frontends = announcer::frontends(&cfg, started, taught)?;
+    let state = Arc::new(AgentState::new(
+        started,
+        hc.view(),
+        peer_list.clone(),
+        frontends.clone(),
+    ));
 
     let socket = cfg.global.admin_socket.clone();
     let listener = bind_socket(&socket)?;
@@ -201,11 +215,20 @@ async fn serve(
         sweep_now.clone(),
         shutdown.clone(),
     ));
-    let neigh_task = tokio::spawn(follow_neighbours(shared.clone(), neighbours, shutdown.clone()));
+    let neigh_task = tokio::spawn(follow_neighbours(
+        shared.clone(),
+        state.clone(),
+        neighbours,
+        shutdown.clone(),
+    ));
     let metrics_task = cfg.global.metrics.map(|addr| {
         let metrics = crate::control::metrics::serve(addr, hooks.clone(), shutdown.clone());
         tokio::spawn(metrics)
     });
+    let announce_task = match frontends {
+        Some(f) => Some(announcer::spawn(&cfg, shared.clone(), f, shutdown.clone())?),
+        None => None,
+    };
     log::info!("xlb: runtime API on {}", socket.display());
 
     use tokio::signal::unix::{SignalKind, signal};
@@ -220,6 +243,7 @@ async fn serve(
                 if let Err(e) = b.on_health(&t.key.0, &t.key.1, t.to, &t.reason) {
                     log::error!("{}/{}: applying health change failed: {e}", t.key.0, t.key.1);
                 }
+                state.poke_announcer();
             }
             _ = hup.recv() => {
                 match reload(&config_path, &current, &shared) {
@@ -230,6 +254,7 @@ async fn serve(
                             sweep_now.notify_one();
                         }
                         probe_unresolved(&shared);
+                        state.poke_announcer();
                         log::info!("xlb: configuration reloaded from {}", config_path.display());
                     }
                     Err(e) => log::error!("xlb: reload refused, running configuration kept: {e:#}"),
@@ -250,6 +275,9 @@ async fn serve(
     let _ = sweep_task.await;
     let _ = replicator_task.await;
     let _ = neigh_task.await;
+    if let Some(t) = announce_task {
+        let _ = t.await;
+    }
     for t in peer_tasks {
         let _ = t.await;
     }
@@ -275,6 +303,7 @@ pub fn detach(config_path: &Path) -> Result<()> {
     let lock = lock_instance(&cfg.global.bpffs_dir)
         .context("an agent is running for these pins; stop it (SIGTERM) before `xlb detach`")?;
     datapath::remove_pins(&cfg.global.bpffs_dir)?;
+    announcer::detach(&cfg)?;
     let _ = std::fs::remove_file(&lock.path);
     println!(
         "xlb: detached from {}; pins under {} removed",

@@ -1,13 +1,13 @@
 //! The neighbour table followed: servers' MACs resolved at start, updated as they change,
 //! and addresses without one probed again every second.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Result;
 use tokio::sync::watch;
 
 use super::Shared;
-use crate::{balancer::Balancer, net::neigh};
+use crate::{balancer::Balancer, control::state::AgentState, net::neigh};
 
 /// The subscription to the neighbour table: its netlink connection (a task) and its changes.
 pub(super) struct NeighbourWatch {
@@ -64,6 +64,7 @@ pub(super) fn probe_unresolved(shared: &Shared) {
 /// take a fresh dump, so no change stays missed.
 pub(super) async fn follow_neighbours(
     shared: Shared,
+    state: Arc<AgentState>,
     mut nw: NeighbourWatch,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -78,6 +79,8 @@ pub(super) async fn follow_neighbours(
                     if let Err(e) = shared.lock().expect("balancer lock").on_neighbour(&n) {
                         log::error!("neighbour {}: writing the new MAC failed: {e}", n.addr);
                     }
+                    // A server's first MAC can bring it UP, and its VIP with it.
+                    state.poke_announcer();
                 }
                 None => {
                     log::warn!("neighbour table: the netlink subscription ended; subscribing again");

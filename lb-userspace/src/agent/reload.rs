@@ -18,6 +18,9 @@ pub(super) fn reload(path: &Path, current: &Config, shared: &Shared) -> Result<(
             describe_global_change(&current.global, &new.global)
         );
     }
+    if new.announce != current.announce {
+        bail!("[announce] changed; restart the agent to apply it");
+    }
     config::check_interfaces(&new)?;
     let mut b = shared.lock().expect("balancer lock");
     let checks = b.apply(new.clone(), false)?;

@@ -16,8 +16,9 @@
 //! This file holds the model (`Balancer`, `Svc`, `Server`) and the runtime changes (health,
 //! admin state, weight, neighbours); `apply` reconciles a new config, `ids` keeps the ids,
 //! `program` computes the map values (pure), `egress` the output ports, `stick` the stick
-//! tables' runtime commands.
+//! tables' runtime commands, `announce` whether each VIP is announced (pure).
 
+pub mod announce;
 mod apply;
 pub mod egress;
 mod ids;

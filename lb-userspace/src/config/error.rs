@@ -22,7 +22,7 @@ pub enum ConfigError {
     #[error("{file}: {place}field \"{field}\": {reason}")]
     Invalid {
         file: String,
-        /// `[global], ` / `service "x", ` / `service "x", server "y", ` / `peer "x", ` / empty
+        /// `[global], ` / `[announce], ` / `service "x", ` / `service "x", server "y", ` / `peer "x", ` / empty
         /// for limits on the whole file (number of services, of servers).
         place: String,
         field: String,
@@ -94,6 +94,13 @@ impl<'a> Place<'a> {
         Place {
             file,
             place: "[global], ".into(),
+        }
+    }
+
+    pub(super) fn announce(file: &'a str) -> Self {
+        Place {
+            file,
+            place: "[announce], ".into(),
         }
     }
 

@@ -49,7 +49,26 @@ pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/xlb";
 pub struct Config {
     pub global: Global,
     pub services: Vec<Service>,
+    /// `[announce]`: None = the agent announces nothing and touches no route.
+    pub announce: Option<Announce>,
 }
+
+/// `[announce]`: the agent keeps a route per announced VIP in a kernel routing table, which
+/// the operator's BIRD exports by BGP (see `agent::announcer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announce {
+    /// The kernel routing table of the VIP routes.
+    pub table: u32,
+    /// After a start, how long the agent waits for its peers' full teach before it announces
+    /// anyway.
+    pub warmup: Duration,
+}
+
+/// `[announce] warmup` when not set.
+pub const DEFAULT_WARMUP: Duration = Duration::from_secs(10);
+
+/// Longest `[announce] warmup` accepted.
+pub const WARMUP_MAX: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Global {

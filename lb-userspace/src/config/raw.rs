@@ -16,6 +16,14 @@ pub(super) struct RawConfig {
     pub(super) service: Vec<RawService>,
     #[serde(default)]
     pub(super) peer: Vec<RawPeer>,
+    pub(super) announce: Option<RawAnnounce>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAnnounce {
+    pub(super) table: Option<u32>,
+    pub(super) warmup: Option<Dur>,
 }
 
 #[derive(Deserialize)]

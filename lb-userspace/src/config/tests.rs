@@ -389,3 +389,31 @@ fn unreadable_file() {
         "/nonexistent/xlb.toml: cannot read: No such file or directory (os error 2)"
     );
 }
+
+#[test]
+fn announce_is_optional_and_defaults_its_warmup() {
+    assert_eq!(parse(OK, "x").unwrap().announce, None);
+    let a = parse(&format!("{OK}[announce]\ntable = 200\n"), "x")
+        .unwrap()
+        .announce;
+    assert_eq!(
+        a,
+        Some(Announce {
+            table: 200,
+            warmup: DEFAULT_WARMUP
+        })
+    );
+    let a = parse(
+        &format!("{OK}[announce]\ntable = 4294967295\nwarmup = \"0s\"\n"),
+        "x",
+    )
+    .unwrap()
+    .announce;
+    assert_eq!(
+        a,
+        Some(Announce {
+            table: u32::MAX,
+            warmup: Duration::ZERO
+        })
+    );
+}

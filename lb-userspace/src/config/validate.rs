@@ -12,18 +12,19 @@ use std::{
 use lb_common::{MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS};
 
 use super::{
-    Config, ConfigError, DEFAULT_ADMIN_SOCKET, DEFAULT_BPFFS_DIR, DEFAULT_MAX_NEW_ENTRIES_PER_CPU, Global,
-    MAX_PEERS, Peer, Protocol, XdpMode,
+    Announce, Config, ConfigError, DEFAULT_ADMIN_SOCKET, DEFAULT_BPFFS_DIR, DEFAULT_MAX_NEW_ENTRIES_PER_CPU,
+    DEFAULT_WARMUP, Global, MAX_PEERS, Peer, Protocol, WARMUP_MAX, XdpMode,
     error::Place,
     limits::{check_stick_memory, check_sweep_interval},
     peer_key::check_peer_key_setting,
-    raw::{RawConfig, RawGlobal, RawPeer},
+    raw::{RawAnnounce, RawConfig, RawGlobal, RawPeer},
     service::{not_unicast, service, valid_name},
 };
 
 /// The validated config of `raw`, read from `file`.
 pub(super) fn config(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
     let global = global(raw.global, raw.peer, file)?;
+    let announce = raw.announce.map(|a| announce(a, file)).transpose()?;
 
     // Limits of the data path's maps: not a [global] key, so no place.
     let top = Place::top(file);
@@ -76,7 +77,11 @@ pub(super) fn config(raw: RawConfig, file: &str) -> Result<Config, ConfigError> 
             ),
         ));
     }
-    Ok(Config { global, services })
+    Ok(Config {
+        global,
+        services,
+        announce,
+    })
 }
 
 /// `[global]`, with the `[[peer]]` list it holds in the typed config.
@@ -159,6 +164,45 @@ fn global(raw: RawGlobal, peer: Vec<RawPeer>, file: &str) -> Result<Global, Conf
         ));
     }
     Ok(global)
+}
+
+/// Routing tables the kernel reserves: unspec (0), default (253), main (254), local (255).
+const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
+
+/// `[announce]`.
+fn announce(raw: RawAnnounce, file: &str) -> Result<Announce, ConfigError> {
+    let a = Place::announce(file);
+    let table = raw.table.ok_or_else(|| {
+        a.err(
+            "table",
+            "missing; name the kernel routing table of the VIP routes (the one BIRD's kernel \
+             protocol learns), e.g. table = 200",
+        )
+    })?;
+    if RESERVED_TABLES.contains(&table) {
+        return Err(a.err(
+            "table",
+            format!(
+                "{table} is reserved by the kernel (0 unspec, 253 default, 254 main, 255 local); \
+                 give the VIP routes a table of their own, e.g. 200"
+            ),
+        ));
+    }
+    let warmup = match &raw.warmup {
+        None => DEFAULT_WARMUP,
+        Some(d) => d.duration().map_err(|e| a.err("warmup", e))?,
+    };
+    if warmup > WARMUP_MAX {
+        return Err(a.err(
+            "warmup",
+            format!(
+                "{} is longer than {}: a restarted balancer would stay out of the fleet that long",
+                super::format_duration(warmup),
+                super::format_duration(WARMUP_MAX)
+            ),
+        ));
+    }
+    Ok(Announce { table, warmup })
 }
 
 fn peers(raw: Vec<RawPeer>, file: &str) -> Result<Vec<Peer>, ConfigError> {

@@ -9,7 +9,10 @@ use std::{
     time::Instant,
 };
 
-use crate::{control::peers::Peers, health::StatusView};
+use crate::{
+    control::{frontends::Frontends, peers::Peers},
+    health::StatusView,
+};
 
 pub struct AgentState {
     /// When the agent started (`Uptime_sec`).
@@ -18,6 +21,8 @@ pub struct AgentState {
     pub checks: StatusView,
     /// The peers sharing the stick tables and their counters, if any are configured.
     pub peers: Option<Arc<Peers>>,
+    /// The announcements, when `[announce]` is configured.
+    pub frontends: Option<Arc<Frontends>>,
     /// Live stick entries per service id, as of the sweeper's last pass. Readers must not walk
     /// the table themselves: at a million entries that takes seconds. A lock of its own, held
     /// only to copy or replace the map.
@@ -25,12 +30,25 @@ pub struct AgentState {
 }
 
 impl AgentState {
-    pub fn new(started: Instant, checks: StatusView, peers: Option<Arc<Peers>>) -> Self {
+    pub fn new(
+        started: Instant,
+        checks: StatusView,
+        peers: Option<Arc<Peers>>,
+        frontends: Option<Arc<Frontends>>,
+    ) -> Self {
         AgentState {
             started,
             checks,
             peers,
+            frontends,
             table_used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Something the announcements depend on may have changed: wake the announcer, if any.
+    pub fn poke_announcer(&self) {
+        if let Some(f) = &self.frontends {
+            f.poke();
         }
     }
 

@@ -57,13 +57,16 @@ impl Link {
 
 /// Interface `name`: its index and MAC.
 pub fn lookup(name: &str) -> Result<Link, LinkError> {
-    blocking(name, |handle| async move { link(&handle, name).await })
+    blocking(
+        socket_error(name),
+        |handle| async move { link(&handle, name).await },
+    )
 }
 
 /// The IP addresses of interface `name` (both families; the local address of a point-to-point
 /// one, as `getifaddrs` reports it).
 pub fn addresses(name: &str) -> Result<Vec<IpAddr>, LinkError> {
-    blocking(name, |handle| async move {
+    blocking(socket_error(name), |handle| async move {
         let index = link(&handle, name).await?.index;
         handle
             .address()
@@ -133,27 +136,33 @@ fn netlink_error(name: &str, source: rtnetlink::Error) -> LinkError {
     }
 }
 
+fn socket_error(name: &str) -> impl FnOnce(std::io::Error) -> LinkError + Send {
+    let name = name.to_string();
+    move |source| LinkError::Socket { name, source }
+}
+
 /// Run `request` against a fresh rtnetlink connection on a thread of its own (see the module
-/// doc) and wait for its answer.
-fn blocking<T, F, Fut>(name: &str, request: F) -> Result<T, LinkError>
+/// doc) and wait for its answer; `socket` makes the error of a socket that cannot be opened.
+pub(super) fn blocking<T, E, S, F, Fut>(socket: S, request: F) -> Result<T, E>
 where
     T: Send,
+    E: Send,
+    S: FnOnce(std::io::Error) -> E + Send,
     F: FnOnce(rtnetlink::Handle) -> Fut + Send,
-    Fut: Future<Output = Result<T, LinkError>>,
+    Fut: Future<Output = Result<T, E>>,
 {
-    let socket = |source| LinkError::Socket {
-        name: name.into(),
-        source,
-    };
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_io()
-                    .build()
-                    .map_err(socket)?;
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_io().build() {
+                    Ok(rt) => rt,
+                    Err(e) => return Err(socket(e)),
+                };
                 rt.block_on(async {
-                    let (conn, handle, _) = rtnetlink::new_connection().map_err(socket)?;
+                    let (conn, handle, _) = match rtnetlink::new_connection() {
+                        Ok(c) => c,
+                        Err(e) => return Err(socket(e)),
+                    };
                     let conn = tokio::spawn(conn);
                     let answer = request(handle).await;
                     conn.abort();

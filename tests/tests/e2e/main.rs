@@ -2,6 +2,7 @@
 //! real TCP/UDP from many client addresses, in network namespaces. Each test is a scenario of
 //! the seed article (HAProxy sticky sessions), asserting exact outcomes. Needs root.
 
+mod announce;
 mod failover;
 mod interfaces;
 mod peers;

@@ -64,6 +64,11 @@ fn health(kv: &str) -> String {
     with("expect = 200", &format!("expect = 200, {kv}"))
 }
 
+/// `OK` with an `[announce]` section of `lines`.
+fn announce(lines: &str) -> String {
+    format!("{OK}[announce]\n{lines}\n")
+}
+
 /// `OK` with `line` added to the service.
 fn service(line: &str) -> String {
     with("name = \"be_app\"", &format!("name = \"be_app\"\n{line}"))
@@ -422,6 +427,26 @@ fn parse_refuses_with_the_whole_error() {
         (
             with("state = \"drain\"", "interface = \"a_very_long_ifname0\""),
             "xlb.toml: service \"be_app\", server \"app2\", field \"interface\": \"a_very_long_ifname0\" is not an interface name (1 to 15 bytes)".into(),
+        ),
+        (
+            announce("warmup = \"5s\""),
+            "xlb.toml: [announce], field \"table\": missing; name the kernel routing table of the VIP routes (the one BIRD's kernel protocol learns), e.g. table = 200".into(),
+        ),
+        (
+            announce("table = 254"),
+            "xlb.toml: [announce], field \"table\": 254 is reserved by the kernel (0 unspec, 253 default, 254 main, 255 local); give the VIP routes a table of their own, e.g. 200".into(),
+        ),
+        (
+            announce("table = 0"),
+            "xlb.toml: [announce], field \"table\": 0 is reserved by the kernel (0 unspec, 253 default, 254 main, 255 local); give the VIP routes a table of their own, e.g. 200".into(),
+        ),
+        (
+            announce("table = 200\nwarmup = \"2h\""),
+            "xlb.toml: [announce], field \"warmup\": 2h is longer than 1h: a restarted balancer would stay out of the fleet that long".into(),
+        ),
+        (
+            announce("table = 200\nwarmup = \"soon\""),
+            "xlb.toml: [announce], field \"warmup\": \"soon\" is not a duration; write e.g. \"500ms\", \"2s\", \"30m\", \"1h\" or \"1d\"".into(),
         ),
     ];
     for (config, want) in &cases {

@@ -22,6 +22,12 @@ pub enum ApiError {
     NoSuchBackend { service: String },
     #[error("No such server: '{service}/{server}'.")]
     NoSuchServer { service: String, server: String },
+    #[error("No such frontend: '{name}'. Frontends: {frontends}.")]
+    NoSuchFrontend { name: String, frontends: String },
+    #[error("Announcements are off: the config has no [announce] section.")]
+    NoAnnounce,
+    #[error("cannot save the disables to {path}: {source}")]
+    SaveDisables { path: String, source: std::io::Error },
     /// An argument that does not parse; the text says what is expected.
     #[error("{message}")]
     BadArgument { message: String },

@@ -23,7 +23,7 @@ use crate::{
     balancer::stick::{self, Filter},
     balancer::{Balancer, Svc},
     config::AdminState,
-    control::state::AgentState,
+    control::{frontends::Frontends, state::AgentState},
     datapath::coarse_now_ns,
     datapath::stick_maps::StickTables,
 };
@@ -50,6 +50,11 @@ The following commands are valid at this level:
   set server <service>/<server> state ready|drain|maint : change a server's administrative state
   set server <service>/<server> weight <0-256> : change a server's weight
   where <service> <addr>                   : which server a client goes to now, and why
+  show frontends                           : each service's VIP: announced or not, and why
+  disable frontend <service>               : withdraw the service's VIP (kept across restarts)
+  enable frontend <service>                : announce it again
+  disable announce                         : take this balancer out of the fleet: withdraw every VIP
+  enable announce                          : bring it back
 ";
 
 /// A command after [`prepare`]: what it does, and whether the client asked for the status line.
@@ -231,6 +236,24 @@ fn run(b: &mut Balancer, state: &AgentState, w: &[&str]) -> Result<Command, ApiE
         ["set", "server", ..] => Err(bad_argument(
             "'set server' expects '<service>/<server> state ready|drain|maint' or '<service>/<server> weight <n>'.".into(),
         )),
+        ["show", "frontends"] => answer(frontends(state)?.show(&b.services)),
+        [verb @ ("disable" | "enable"), "frontend", name] => {
+            let f = frontends(state)?;
+            if b.service(name).is_none() {
+                return Err(ApiError::NoSuchFrontend {
+                    name: name.to_string(),
+                    frontends: names(b),
+                });
+            }
+            f.set_frontend_disabled(name, *verb == "disable")
+                .map_err(|e| save_error(f, e))?;
+            answer(String::new())
+        }
+        [verb @ ("disable" | "enable"), "announce"] => {
+            let f = frontends(state)?;
+            f.set_balancer_out(*verb == "disable").map_err(|e| save_error(f, e))?;
+            answer(String::new())
+        }
         ["where", name, addr] => {
             let a: IpAddr = addr
                 .parse()
@@ -255,13 +278,28 @@ fn split_target(t: &str) -> Result<(&str, &str), ApiError> {
 fn service<'a>(b: &'a Balancer, name: &str) -> Result<&'a crate::balancer::Svc, ApiError> {
     b.service(name).ok_or_else(|| ApiError::NoSuchTable {
         name: name.to_string(),
-        tables: b
-            .services
-            .iter()
-            .map(|s| s.cfg.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        tables: names(b),
     })
+}
+
+/// The services' names, for an error that lists them.
+fn names(b: &Balancer) -> String {
+    b.services
+        .iter()
+        .map(|s| s.cfg.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn frontends(state: &AgentState) -> Result<&Frontends, ApiError> {
+    state.frontends.as_deref().ok_or(ApiError::NoAnnounce)
+}
+
+fn save_error(f: &Frontends, source: io::Error) -> ApiError {
+    ApiError::SaveDisables {
+        path: f.state_file().display().to_string(),
+        source,
+    }
 }
 
 fn no_server(b: &Balancer, s: &str, v: &str) -> ApiError {

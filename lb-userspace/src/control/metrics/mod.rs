@@ -1,5 +1,6 @@
 //! Prometheus text endpoint (`metrics = "9100"` listens on 127.0.0.1; `"addr:port"` elsewhere): per-service and per-server
-//! packets, bytes, stick counters, table use, server state; global data-path counters; peers.
+//! packets, bytes, stick counters, table use, announcement, server state; global data-path
+//! counters; peers.
 //!
 //! A scrape asks the agent for a [`Snapshot`], which it reads under its lock — per-CPU
 //! counters, the sweeper's last count of each table, the checker's view, the peers' atomics;
@@ -210,6 +211,17 @@ impl Snapshot {
             "Capacity of the service's stick table (0: it keeps none).",
             services().map(|s| ([("service", s.name.as_str())], ConstGauge::new(s.table_size))),
         )?;
+        family(
+            e,
+            "xlb_frontend_announced",
+            "1 while the service's VIP is announced (its route is in the [announce] table), else 0.",
+            services().filter_map(|s| {
+                Some((
+                    [("service", s.name.as_str())],
+                    ConstGauge::new(u64::from(s.announced?)),
+                ))
+            }),
+        )?;
         // Each server with its labels.
         let servers = || {
             services().flat_map(|s| {
@@ -356,6 +368,7 @@ mod tests {
             table_used: 30,
             table_size: 10000,
             servers: vec![server("app1", "UP"), server("app2", "DRAIN")],
+            announced: Some(name == "be_app"),
         };
         let peer = |name: &str| PeerFigures {
             name: name.into(),
@@ -419,6 +432,7 @@ mod tests {
             "xlb_service_no_backend_total",
             "xlb_stick_table_used",
             "xlb_stick_table_size",
+            "xlb_frontend_announced",
             "xlb_server_packets_total",
             "xlb_server_bytes_total",
             "xlb_server_check_latency_seconds",
@@ -446,6 +460,8 @@ mod tests {
             "xlb_service_stick_hits_total{service=\"dns\"} 4",
             "xlb_stick_table_used{service=\"be_app\"} 30",
             "xlb_stick_table_size{service=\"be_app\"} 10000",
+            "xlb_frontend_announced{service=\"be_app\"} 1",
+            "xlb_frontend_announced{service=\"dns\"} 0",
             "xlb_server_bytes_total{service=\"be_app\",server=\"app2\"} 700",
             "xlb_server_check_latency_seconds{service=\"be_app\",server=\"app1\"} 0.0015",
             "xlb_server_checks_total{service=\"dns\",server=\"app1\"} 3",
@@ -472,8 +488,11 @@ mod tests {
             v.check_latency = None;
             v.checks = None;
         }
+        for svc in &mut s.services {
+            svc.announced = None;
+        }
         let t = exposition(s);
-        for gone in ["xlb_peer_", "xlb_datapath_", "xlb_server_check"] {
+        for gone in ["xlb_peer_", "xlb_datapath_", "xlb_server_check", "xlb_frontend_"] {
             assert!(!t.contains(gone), "{gone}:\n{t}");
         }
         assert!(t.contains("# TYPE xlb_server_state gauge\n"), "{t}");

@@ -27,6 +27,8 @@ pub struct ServiceFigures {
     /// Capacity of its stick table (0: it keeps none).
     pub table_size: u64,
     pub servers: Vec<ServerFigures>,
+    /// Whether its VIP is announced (`None`: no `[announce]`).
+    pub announced: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -74,6 +76,7 @@ impl Snapshot {
                 stats: b.dp.service_stats(s.id).ok(),
                 table_used: state.table_used(s.id as u16) as u64,
                 table_size: b.dp.stick_capacity_of(s.id).unwrap_or(0).into(),
+                announced: state.frontends.as_ref().map(|f| f.is_routed(s.cfg.vip.ip())),
                 servers: s
                     .servers
                     .iter()

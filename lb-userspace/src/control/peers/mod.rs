@@ -198,8 +198,8 @@ pub struct Peers {
     /// entries: one written beyond that may be sent back once, which costs a line.
     written: Mutex<HashMap<StickKey, u64>>,
     written_cap: usize,
-    /// True once every peer has taught this instance its whole table since the start.
-    all_taught: tokio::sync::watch::Sender<bool>,
+    /// How many peers have taught this instance their whole table since the start.
+    taught: tokio::sync::watch::Sender<usize>,
 }
 
 impl Peers {
@@ -215,14 +215,15 @@ impl Peers {
             refused_busy: AtomicU64::new(0),
             written: Mutex::new(HashMap::new()),
             written_cap,
-            all_taught: tokio::sync::watch::Sender::new(list.is_empty()),
+            taught: tokio::sync::watch::Sender::new(0),
         })
     }
 
-    /// Becomes true once every configured peer has completed a full teach of its table to this
-    /// instance since the start (at once without peers), and stays true.
-    pub fn taught(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.all_taught.subscribe()
+    /// How many of the configured peers have completed a full teach of their table to this
+    /// instance since the start; all have when it reaches `list.len()` (at once without peers).
+    /// It never goes down: a peer that reconnects teaches again, but was taught once.
+    pub fn taught(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.taught.subscribe()
     }
 
     /// Peer `index` ended its full teach of `entries` entries, `took` after its connection
@@ -234,10 +235,9 @@ impl Peers {
             "peer {}: taught us its table ({entries} entries in {took:?})",
             peer.name
         );
-        if self.list.iter().all(|(_, c)| c.taught.load(Relaxed)) {
-            self.all_taught
-                .send_if_modified(|all| !std::mem::replace(all, true));
-        }
+        let n = self.list.iter().filter(|(_, c)| c.taught.load(Relaxed)).count();
+        self.taught
+            .send_if_modified(|taught| std::mem::replace(taught, n) != n);
     }
 
     fn by_ip(&self, ip: IpAddr) -> Option<usize> {
@@ -346,9 +346,9 @@ mod tests {
         };
         let peers = Peers::new(&[peer("a", 1), peer("b", 2)], test_key(), 10);
         let taught = peers.taught();
-        assert!(!*taught.borrow());
+        assert_eq!(*taught.borrow(), 0);
         peers.mark_taught(0, 5, Duration::ZERO);
-        assert!(!*taught.borrow(), "b has not taught yet");
+        assert_eq!(*taught.borrow(), 1, "b has not taught yet");
         assert!(
             peers
                 .show()
@@ -362,12 +362,10 @@ mod tests {
                 .any(|l| l.starts_with("b ") && l.ends_with(" no"))
         );
         peers.mark_taught(1, 0, Duration::ZERO);
-        assert!(*taught.borrow());
-        assert!(*peers.taught().borrow(), "a later subscriber sees it too");
-        assert!(
-            *Peers::new(&[], test_key(), 1).taught().borrow(),
-            "no peers: nothing to wait for"
-        );
+        assert_eq!(*taught.borrow(), 2);
+        peers.mark_taught(0, 7, Duration::ZERO);
+        assert_eq!(*taught.borrow(), 2, "a second teach of a taught peer counts once");
+        assert_eq!(*peers.taught().borrow(), 2, "a later subscriber sees it too");
     }
 
     pub(super) fn test_key() -> PeerKey {

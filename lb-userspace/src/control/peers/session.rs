@@ -463,9 +463,9 @@ mod tests {
         let (batches, _) = broadcast::channel::<Batch>(16);
         let (stop, shutdown) = watch::channel(false);
         let mut taught = receiving.taught();
-        assert!(!*taught.borrow());
+        assert_eq!(*taught.borrow(), 0);
         let check = async {
-            let r = tokio::time::timeout(Duration::from_secs(10), taught.wait_for(|t| *t)).await;
+            let r = tokio::time::timeout(Duration::from_secs(10), taught.wait_for(|n| *n == 1)).await;
             assert!(r.is_ok(), "the teach never completed");
             let want: Vec<String> = dump.lines().map(str::to_string).collect();
             assert_eq!(
