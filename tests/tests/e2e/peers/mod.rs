@@ -17,6 +17,7 @@ impl Drop for PinsGuard {
         let _ = xlb::datapath::remove_pins(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
         let _ = std::fs::remove_file(xlb::agent::lock_path(&self.0));
+        let _ = std::fs::remove_file(xlb::agent::announce_state_path(&self.0));
     }
 }
 

@@ -84,6 +84,61 @@ fn s20_a_new_clients_entry_is_streamed_to_the_peer_before_any_sweep() {
     assert_eq!(peer_column(&p1, "lb2", "dropped"), 0, "{p1}");
 }
 
+/// The announcements' warm-up ends when every peer has taught this balancer its table, not
+/// only when `warmup` has passed: lb2, restarted with a warm-up of an hour, announces its VIPs
+/// (routes of proto 250 in table 200) as soon as lb1's teach is complete.
+#[test]
+fn a_restarted_balancer_announces_once_its_peer_has_taught_it_not_after_the_whole_warm_up() {
+    let mut r = replicas("taughtwarm", Opts::sources(8, 0), &[]);
+    let routes = |r: &super::Replicas| {
+        r.e.topo
+            .exec(r.lb2, &["ip", "-4", "route", "show", "table", "200"])
+            .unwrap_or_default()
+    };
+    // Some clients first: lb1's teach then carries entries.
+    for s in r.e.sources4.iter().take(4) {
+        r.e.get_vip(*s).unwrap();
+    }
+    let config = std::fs::read_to_string(&r.config2).unwrap();
+    std::fs::write(
+        &r.config2,
+        config + "\n[announce]\ntable = 200\nwarmup = \"1h\"\n",
+    )
+    .unwrap();
+    r.start2();
+    let started = Instant::now();
+    let announced = r.e.wait_until(Duration::from_secs(30), || {
+        routes(&r)
+            .lines()
+            .any(|l| l.starts_with(&format!("{} dev eth0 proto 250 ", harness::topology::VIP4)))
+    });
+    assert!(
+        announced,
+        "lb2 did not announce (warm-up 1h, its peer lb1 connected):\n{}\n{}\n{}",
+        routes(&r),
+        r.api2("show frontends"),
+        r.log2()
+    );
+    println!(
+        "lb2 announced {:?} after its restart (warm-up 1h)",
+        started.elapsed()
+    );
+    let peers = r.api2("show peers");
+    assert!(
+        peers
+            .lines()
+            .any(|l| l.starts_with("lb1 ") && l.ends_with(" yes")),
+        "lb1 taught lb2:\n{peers}"
+    );
+    let frontends = r.api2("show frontends");
+    assert!(
+        frontends
+            .lines()
+            .any(|l| l.starts_with("be_app ") && l.contains(" yes")),
+        "{frontends}"
+    );
+}
+
 /// Measurement (issue 11's `full_teach_s`, goal < 5 s): a balancer restarted beside a peer
 /// whose table holds a million entries is taught all of them. Prints the time from the
 /// connection's authentication to the teach-complete line, as the receiver logs it, and from
