@@ -2,7 +2,8 @@
 //! table (`net::route`), which the operator's BIRD exports by BGP. It recomputes the verdicts
 //! (`balancer::announce`) whenever it is poked — after a health transition, a runtime-API
 //! command (`set server`, `disable frontend`, ...), a reload — when the warm-up ends, and when
-//! the peers' full-teach count changes; it writes only what changed.
+//! the peers' full-teach count changes; it writes only what changed. Every `RECONCILE` it also
+//! reads the table back, so a route removed underneath it is put back.
 //!
 //! Routes of xlb's protocol already in the table at start (a previous agent's) are kept while
 //! the agent warms up, when their service is otherwise ready, so a restart neither withdraws nor
@@ -34,6 +35,11 @@ use crate::{
 
 /// How long after a failed route change the announcer tries again.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// How often the announcer reads the table back from the kernel even when nothing changed:
+/// routes can vanish underneath it (the kernel deletes a table's routes through an interface
+/// set down; an operator's `ip route flush`), and one read puts them back.
+const RECONCILE: Duration = Duration::from_secs(2);
 
 /// Where the operator's disables are kept (see `control::frontends`): next to the instance
 /// lock of the pins under `bpffs_dir`.
@@ -152,6 +158,7 @@ async fn announcer(
             _ = tokio::time::sleep_until(warm_at.unwrap_or_else(std::time::Instant::now).into()), if warm_at.is_some() => {}
             r = taught.changed(), if taught_open => taught_open = r.is_ok(),
             _ = tokio::time::sleep(RETRY), if failed => {}
+            _ = tokio::time::sleep(RECONCILE) => routes.present = None,
             _ = shutdown.changed() => return,
         }
     }

@@ -271,6 +271,16 @@ fn routes_survive_kill_9_and_restart_without_a_gap_and_detach_removes_them() {
         routes(&e)
     );
 
+    // A route removed underneath the agent (the kernel does so for routes through an
+    // interface set down; or an operator's flush) is put back without any other change.
+    e.topo
+        .exec(e.lb, &["ip", "route", "flush", "table", TABLE, "proto", "250"])
+        .unwrap();
+    let t0 = Instant::now();
+    let back = e.wait_until(Duration::from_secs(10), || announced(&e).0);
+    assert!(back, "the flushed route never came back:\n{}", routes(&e));
+    eprintln!("flushed IPv4 route back after {:?}", t0.elapsed());
+
     // SIGTERM leaves them too; `xlb detach` removes them and says so.
     e.stop_agent().expect("agent exited");
     assert_eq!(announced(&e), (true, true), "{}", routes(&e));
