@@ -1,23 +1,70 @@
-//! The network around a fleet of balancers (issue 11), with no agent yet: BIRD on each
-//! balancer announces what is in its kernel table 200 (as xlb's agent will keep it), the
-//! router's BIRD makes one ECMP route per VIP of them, BFD drops a balancer that vanishes, and
-//! the router's L4 hash spreads new connections over the balancers. Needs root and BIRD.
+//! A fleet of balancers behind ECMP (issue 11). First the network alone (BIRD on each balancer
+//! announces what is in its kernel table 200, put there by hand; the router's BIRD makes one
+//! ECMP route per VIP of them, BFD drops a balancer that vanishes, the router's L4 hash spreads
+//! new connections): bfd, cleanup, routes, spread. Then the scenarios with an xlb agent on each
+//! balancer ([`Fleet::with_agents`]): consistency, ... . Needs root and BIRD. Figures are
+//! printed, not asserted.
 
 mod bfd;
 mod cleanup;
+mod consistency;
 mod routes;
 mod spread;
 
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr};
 
 use harness::{
-    fleet::{BALANCERS, Fleet},
+    fleet::{AgentOpts, BALANCERS, Fleet, VIPS},
     require_root,
-    topology::{VIP4, VIP6},
 };
 
-/// The two VIPs every test announces.
-const VIPS: [IpAddr; 2] = [IpAddr::V4(VIP4), IpAddr::V6(VIP6)];
+/// A fleet with an agent on each balancer, announced everywhere (see [`Fleet::with_agents`]);
+/// prints what the router and the agents say.
+fn agent_fleet(test: &str, opts: AgentOpts) -> Fleet {
+    require_root();
+    let t0 = std::time::Instant::now();
+    let fleet = Fleet::with_agents(test, opts).unwrap_or_else(|e| panic!("fleet with agents: {e:#}"));
+    println!(
+        "{test}: fleet up in {:?}\n{}",
+        t0.elapsed(),
+        fleet.report("every balancer announces")
+    );
+    fleet
+}
+
+/// The backends each source reached, over all its connections so far.
+type Reached = HashMap<IpAddr, Vec<String>>;
+
+/// Sources that reached more than one backend.
+fn split_sources(reached: &Reached) -> Vec<(IpAddr, Vec<String>)> {
+    let mut split: Vec<_> = reached
+        .iter()
+        .filter_map(|(s, b)| {
+            let mut distinct = b.clone();
+            distinct.sort();
+            distinct.dedup();
+            (distinct.len() > 1).then(|| (*s, distinct))
+        })
+        .collect();
+    split.sort();
+    split
+}
+
+/// `rounds` rounds of one fresh connection from each of `sources` (a source's connections
+/// are a round apart, each from a new source port, so the router spreads them); records the
+/// backends in `reached` and returns the connections that failed.
+fn connect_rounds(fleet: &Fleet, sources: &[IpAddr], rounds: usize, reached: &mut Reached) -> Vec<String> {
+    let mut failed = Vec::new();
+    for _ in 0..rounds {
+        for s in sources {
+            match fleet.get_vip(*s) {
+                Ok(b) => reached.entry(*s).or_default().push(b),
+                Err(e) => failed.push(format!("{s}: {e:#}")),
+            }
+        }
+    }
+    failed
+}
 
 /// A fleet whose balancers all announce both VIPs, once the router has all three next hops
 /// for each; prints the router's routes.

@@ -5,21 +5,9 @@ mod stream;
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
-use harness::lbenv::{LbEnv, Opts};
+use harness::lbenv::{LbEnv, Opts, PinsGuard};
 
 use crate::pin_all;
-
-/// Removes a second agent's pins and lock file (also on panic).
-struct PinsGuard(std::path::PathBuf);
-
-impl Drop for PinsGuard {
-    fn drop(&mut self) {
-        let _ = xlb::datapath::remove_pins(&self.0);
-        let _ = std::fs::remove_dir_all(&self.0);
-        let _ = std::fs::remove_file(xlb::agent::lock_path(&self.0));
-        let _ = std::fs::remove_file(xlb::agent::announce_state_path(&self.0));
-    }
-}
 
 /// Two balancers on one bridge, each the other's peer: the environment's agent (lb1) and a
 /// second agent (lb2) with its own pins, socket and config, both holding the same peer key.
