@@ -8,12 +8,14 @@
 mod bfd;
 mod cleanup;
 mod consistency;
+mod loss_and_return;
 mod routes;
 mod spread;
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use harness::{
+    client::KeepAlive,
     fleet::{AgentOpts, BALANCERS, Fleet, VIPS},
     require_root,
 };
@@ -87,4 +89,79 @@ fn announced_fleet(test: &str) -> Fleet {
         );
     }
     fleet
+}
+
+/// Each source's backend: one fresh connection from each of `sources`; panics if one fails.
+fn pin_sources(fleet: &Fleet, sources: &[IpAddr]) -> HashMap<IpAddr, String> {
+    sources
+        .iter()
+        .map(|s| {
+            let b = fleet
+                .get_vip(*s)
+                .unwrap_or_else(|e| panic!("connection from {s}: {e:#}"));
+            (*s, b)
+        })
+        .collect()
+}
+
+/// One fresh connection from each source of `pins`: (sources that reached another backend
+/// than their pin, connections that failed).
+fn moved_sources(fleet: &Fleet, pins: &HashMap<IpAddr, String>) -> (Vec<String>, Vec<String>) {
+    let (mut moved, mut failed) = (Vec::new(), Vec::new());
+    for (s, b) in pins {
+        match fleet.get_vip(*s) {
+            Ok(got) if &got != b => moved.push(format!("{s}: {b} -> {got}")),
+            Ok(_) => {}
+            Err(e) => failed.push(format!("{s}: {e:#}")),
+        }
+    }
+    (moved, failed)
+}
+
+/// Long-lived keep-alive connections, each with the backend of its first request.
+struct LongLived(Vec<(IpAddr, KeepAlive, String)>);
+
+/// How long one request on a keep-alive connection may take (a retransmission included).
+const KEEP_ALIVE_REQUEST: Duration = Duration::from_secs(3);
+
+impl LongLived {
+    /// One connection from each of `sources`, each answered once.
+    fn open(fleet: &Fleet, sources: &[IpAddr]) -> LongLived {
+        LongLived(
+            sources
+                .iter()
+                .map(|s| {
+                    let mut c = fleet
+                        .keep_alive(*s)
+                        .unwrap_or_else(|e| panic!("keep-alive from {s}: {e:#}"));
+                    let b = c
+                        .get(KEEP_ALIVE_REQUEST)
+                        .unwrap_or_else(|e| panic!("first request from {s}: {e:#}"));
+                    (*s, c, b)
+                })
+                .collect(),
+        )
+    }
+
+    /// One request on each connection: those that failed or reached another backend.
+    fn exercise(&mut self) -> Vec<String> {
+        let mut bad = Vec::new();
+        for (s, c, b) in &mut self.0 {
+            match c.get(KEEP_ALIVE_REQUEST) {
+                Ok(got) if &got != b => bad.push(format!("{s}: {b} -> {got}")),
+                Ok(_) => {}
+                Err(e) => bad.push(format!("{s}: {e:#}")),
+            }
+        }
+        bad
+    }
+}
+
+/// The first `v4` IPv4 and `v6` IPv6 sources of the fleet.
+fn some_sources(fleet: &Fleet, v4: usize, v6: usize) -> Vec<IpAddr> {
+    let (four, six): (Vec<IpAddr>, Vec<IpAddr>) = fleet.sources.iter().partition(|s| s.is_ipv4());
+    four.into_iter()
+        .take(v4)
+        .chain(six.into_iter().take(v6))
+        .collect()
 }
