@@ -45,7 +45,7 @@ fn split_sources(reached: &Reached) -> Vec<(IpAddr, Vec<String>)> {
             let mut distinct = b.clone();
             distinct.sort();
             distinct.dedup();
-            (distinct.len() > 1).then(|| (*s, distinct))
+            (distinct.len() > 1).then_some((*s, distinct))
         })
         .collect();
     split.sort();
