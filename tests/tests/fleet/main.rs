@@ -11,6 +11,7 @@ mod consistency;
 mod loss_and_return;
 mod routes;
 mod spread;
+mod take_out;
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
@@ -164,4 +165,47 @@ fn some_sources(fleet: &Fleet, v4: usize, v6: usize) -> Vec<IpAddr> {
         .take(v4)
         .chain(six.into_iter().take(v6))
         .collect()
+}
+
+/// What [`load_until`] saw: fresh connections made, and those that failed or moved.
+struct Load {
+    connections: usize,
+    bad: Vec<String>,
+}
+
+/// Fresh connections from the sources of `pins` in turn (each checked against its pin), and a
+/// request on every long-lived connection every second, until `done()` (asked after each
+/// connection) or `bound` passes; an error if `bound` passes first.
+fn load_until(
+    fleet: &Fleet,
+    pins: &HashMap<IpAddr, String>,
+    long: &mut LongLived,
+    bound: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Result<Load, String> {
+    let start = std::time::Instant::now();
+    let mut tick = start;
+    let mut load = Load {
+        connections: 0,
+        bad: Vec::new(),
+    };
+    for (s, b) in pins.iter().cycle() {
+        match fleet.get_vip(*s) {
+            Ok(got) if &got != b => load.bad.push(format!("{s}: {b} -> {got}")),
+            Ok(_) => {}
+            Err(e) => load.bad.push(format!("{s}: {e:#}")),
+        }
+        load.connections += 1;
+        if tick.elapsed() >= Duration::from_secs(1) {
+            load.bad.extend(long.exercise());
+            tick = std::time::Instant::now();
+        }
+        if done() {
+            return Ok(load);
+        }
+        if start.elapsed() >= bound {
+            return Err(format!("not done after {bound:?}"));
+        }
+    }
+    unreachable!("cycle() never ends")
 }
