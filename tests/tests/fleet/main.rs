@@ -2,9 +2,12 @@
 //! announces what is in its kernel table 200, put there by hand; the router's BIRD makes one
 //! ECMP route per VIP of them, BFD drops a balancer that vanishes, the router's L4 hash spreads
 //! new connections): bfd, cleanup, routes, spread. Then the scenarios with an xlb agent on each
-//! balancer ([`Fleet::with_agents`]): consistency, ... . Needs root and BIRD. Figures are
-//! printed, not asserted.
+//! balancer ([`Fleet::with_agents`]), issue 11's scenarios 1-5 and 7: consistency,
+//! loss_and_return, take_out, all_down, agent_kill. Needs root and BIRD. Times and counts are
+//! printed (what the closing note quotes), not asserted against thresholds.
 
+mod agent_kill;
+mod all_down;
 mod bfd;
 mod cleanup;
 mod consistency;

@@ -59,7 +59,7 @@ fn disable_announce_takes_a_balancer_out_without_failing_a_connection() {
     let bad = long.exercise();
     println!(
         "take out: lb1 back in the router's next hops {:?} after `enable announce`",
-        t1.elapsed()
+        t2.elapsed()
     );
     assert!(
         bad.is_empty(),
