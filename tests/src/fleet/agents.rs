@@ -146,6 +146,11 @@ impl Agent {
         }
     }
 
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.lock().expect("agent lock").as_ref().map(|p| p.pid())
+    }
+
     /// Whether the agent's process runs.
     pub fn is_running(&self) -> bool {
         self.process
