@@ -578,3 +578,42 @@ pub fn stat_state(stat: &str, service: &str, server: &str) -> Result<String> {
     }
     bail!("{service}/{server} not in show stat:\n{stat}")
 }
+
+/// The port every balancer of a test accepts its peers on.
+pub const PEER_PORT: u16 = 7000;
+
+/// A new peer key (32 hex digits) written to `path`, readable by root only; returns the key.
+pub fn write_peer_key(path: &Path) -> Result<Vec<u8>> {
+    let key: Vec<u8> = xlb::control::peers::wire::random_nonce()?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into_bytes();
+    std::fs::write(path, &key).with_context(|| format!("write {}", path.display()))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(key)
+}
+
+/// `config` with `peer_listen` (`listen`:[`PEER_PORT`]) and `peer_key_file` added to its
+/// `[global]`, and a `[[peer]]` per (name, address) of `peers` (at [`PEER_PORT`]).
+pub fn with_peers<N: std::fmt::Display>(
+    config: &str,
+    listen: std::net::Ipv4Addr,
+    key_file: &Path,
+    peers: &[(N, std::net::Ipv4Addr)],
+) -> String {
+    let mut t = config.replacen(
+        "[global]\n",
+        &format!(
+            "[global]\npeer_listen = \"{listen}:{PEER_PORT}\"\npeer_key_file = \"{}\"\n",
+            key_file.display()
+        ),
+        1,
+    );
+    for (name, addr) in peers {
+        t.push_str(&format!(
+            "\n[[peer]]\nname = \"{name}\"\naddress = \"{addr}:{PEER_PORT}\"\n"
+        ));
+    }
+    t
+}

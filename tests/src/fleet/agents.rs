@@ -18,9 +18,6 @@ use crate::{
     lbenv::{self, AgentPaths, PinsGuard},
 };
 
-/// The port every balancer accepts its peers on.
-pub const PEER_PORT: u16 = 7000;
-
 /// What the fleet's agents are configured with.
 #[derive(Clone, Debug)]
 pub struct AgentOpts {
@@ -85,7 +82,7 @@ impl Agent {
             expire: opts.expire.clone(),
             ..Default::default()
         };
-        let mut text = lbenv::config_text(
+        let text = lbenv::config_text(
             &AgentPaths {
                 socket: &socket,
                 bpffs: &bpffs,
@@ -99,20 +96,8 @@ impl Agent {
                     .map(|(i, b)| (i, topo.host(*b)))
                     .collect()
             },
-        )
-        .replacen(
-            "[global]\n",
-            &format!(
-                "[global]\npeer_listen = \"{me}:{PEER_PORT}\"\npeer_key_file = \"{}\"\n",
-                key_file.display()
-            ),
-            1,
         );
-        for (peer, addr) in peers {
-            text.push_str(&format!(
-                "\n[[peer]]\nname = \"{peer}\"\naddress = \"{addr}:{PEER_PORT}\"\n"
-            ));
-        }
+        let mut text = lbenv::with_peers(&text, me, key_file, peers);
         text.push_str(&format!(
             "\n[announce]\ntable = {}\nwarmup = \"{}\"\n",
             super::VIP_TABLE,
