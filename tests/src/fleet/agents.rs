@@ -15,7 +15,8 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     ChildGuard, Topology,
-    lbenv::{self, AgentPaths, PinsGuard},
+    agent::{self, AgentPaths, PinsGuard},
+    lbenv,
 };
 
 /// What the fleet's agents are configured with.
@@ -82,13 +83,13 @@ impl Agent {
             expire: opts.expire.clone(),
             ..Default::default()
         };
-        let text = lbenv::config_text(
+        let text = agent::config_text(
             &AgentPaths {
                 socket: &socket,
                 bpffs: &bpffs,
             },
             &lb_opts,
-            &lbenv::SERVICES[..2],
+            &agent::SERVICES[..2],
             |_| {
                 backends
                     .iter()
@@ -97,7 +98,7 @@ impl Agent {
                     .collect()
             },
         );
-        let mut text = lbenv::with_peers(&text, me, key_file, peers);
+        let mut text = agent::with_peers(&text, me, key_file, peers);
         text.push_str(&format!(
             "\n[announce]\ntable = {}\nwarmup = \"{}\"\n",
             super::VIP_TABLE,
@@ -119,7 +120,7 @@ impl Agent {
     /// Starts the agent (kill -9 first if it runs) and waits until it answers.
     pub fn start(&self, topo: &Topology) -> Result<()> {
         self.kill();
-        let child = lbenv::spawn_agent(topo, &self.config, &self.ns, &self.socket, &self.log)?;
+        let child = agent::spawn_agent(topo, &self.config, &self.ns, &self.socket, &self.log)?;
         *self.process.lock().expect("agent lock") = Some(child);
         Ok(())
     }

@@ -208,7 +208,7 @@ impl Fleet {
             )?);
         }
         let key_file = fleet.dir().join("peer.key");
-        crate::lbenv::write_peer_key(&key_file)?;
+        crate::agent::write_peer_key(&key_file)?;
         let named: Vec<(String, std::net::Ipv4Addr)> = fleet
             .balancers
             .iter()

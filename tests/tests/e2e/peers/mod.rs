@@ -5,7 +5,10 @@ mod stream;
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
-use harness::lbenv::{LbEnv, Opts, PinsGuard};
+use harness::{
+    agent::PinsGuard,
+    lbenv::{LbEnv, Opts},
+};
 
 use crate::pin_all;
 
@@ -38,13 +41,13 @@ fn replicas(name: &str, opts: Opts, extra_peers: &[&str]) -> Replicas {
     let (ip1, ip2) = (e.topo.host(e.lb).ipv4, e.topo.host(lb2).ipv4);
     // One key for the group, in a file only root may read.
     let key_file = e.dir.join("peer.key");
-    let key = harness::lbenv::write_peer_key(&key_file).unwrap();
+    let key = harness::agent::write_peer_key(&key_file).unwrap();
     let socket2 = e.dir.join("admin2.sock");
     let bpffs2 = std::path::PathBuf::from(format!("{}-lb2", e.bpffs.display()));
     let pins2 = PinsGuard(bpffs2.clone());
     let base = e.config_text(4);
     let with_peers = |listen, peers: &[(&str, std::net::Ipv4Addr)]| {
-        harness::lbenv::with_peers(&base, listen, &key_file, peers)
+        harness::agent::with_peers(&base, listen, &key_file, peers)
     };
     let mut peers1 = vec![("lb2", ip2)];
     for (role, h) in extra_peers.iter().zip(&extra) {
