@@ -176,3 +176,64 @@ pub fn udp_query(src: IpAddr, dst: SocketAddr, timeout: Duration) -> Result<Stri
         .with_context(|| format!("udp reply {dst} -> {src}"))?;
     Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
 }
+
+/// One keep-alive HTTP/1.1 connection: requests go one after another on the same TCP
+/// connection (the same 5-tuple, so the same router hash and balancer while it lives).
+pub struct KeepAlive {
+    stream: TcpStream,
+    src: IpAddr,
+    dst: SocketAddr,
+}
+
+impl KeepAlive {
+    /// Connects from `src` to `dst` within `timeout` (see [`connect_from`]).
+    pub fn open(src: IpAddr, dst: SocketAddr, timeout: Duration) -> Result<KeepAlive> {
+        Ok(KeepAlive {
+            stream: connect_from(src, dst, timeout)?,
+            src,
+            dst,
+        })
+    }
+
+    /// The connection's local address (source address and port).
+    pub fn local(&self) -> Result<SocketAddr> {
+        Ok(self.stream.local_addr()?)
+    }
+
+    /// `GET /` on this connection, bounded by `timeout`; returns `X-Served-By`.
+    pub fn get(&mut self, timeout: Duration) -> Result<String> {
+        let (src, dst) = (self.src, self.dst);
+        let deadline = Instant::now() + timeout;
+        let left = |d: Instant| {
+            d.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        };
+        self.stream.set_write_timeout(Some(left(deadline)))?;
+        self.stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .with_context(|| format!("send request {src} -> {dst} (keep-alive)"))?;
+        let mut buf = Vec::with_capacity(512);
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(r) = parse_complete(&buf)? {
+                if r.status != 200 || r.served_by.is_empty() {
+                    bail!("{src} -> {dst}: status {}, served by {:?}", r.status, r.served_by);
+                }
+                return Ok(r.served_by);
+            }
+            if Instant::now() >= deadline {
+                bail!("timeout reading a keep-alive response {src} -> {dst}");
+            }
+            self.stream.set_read_timeout(Some(left(deadline)))?;
+            match self.stream.read(&mut chunk) {
+                Ok(0) => bail!("{src} -> {dst}: the connection closed"),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).with_context(|| format!("read response {src} -> {dst}")),
+            }
+            if buf.len() > 1 << 20 {
+                bail!("response from {dst} too large");
+            }
+        }
+    }
+}

@@ -6,14 +6,14 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    BackendServer, ChildGuard, HostId, Topology,
+    BackendServer, ChildGuard, HostId, Topology, agent,
     packet::{Frame, TCP_SYN},
     topology::{VIP4, VIP6},
 };
@@ -214,47 +214,20 @@ impl LbEnv {
     /// The config whose service `name` has the backends `servers(name)` (indices into
     /// `backends`; backend i is server `app{i+1}`).
     pub fn config_text_with(&self, servers: impl Fn(&str) -> Vec<usize>) -> String {
-        let o = &self.opts;
-        let mut t = format!(
-            "[global]\ninterface = \"eth0\"\nadmin_socket = \"{}\"\nbpffs_dir = \"{}\"\nsweep_interval = \"{}\"\n",
-            self.socket.display(),
-            self.bpffs.display(),
-            o.sweep
-        );
-        if let Some(m) = &o.metrics {
-            t.push_str(&format!("metrics = \"{m}\"\n"));
-        }
-        let health = format!(
-            "{{ type = \"http\", send = \"GET /healthz\", expect = 200, inter = \"{}\", timeout = \"500ms\", rise = {}, fall = {} }}",
-            o.inter, o.rise, o.fall
-        );
-        for (name, vip, proto, v6) in [
-            ("be_app", VIP4_HTTP, "tcp", false),
-            ("be_app6", VIP6_HTTP, "tcp", true),
-            ("dns", VIP4_UDP, "udp", false),
-        ] {
-            let vip = if v6 {
-                format!("[{}]:{}", vip.ip(), vip.port())
-            } else {
-                vip.to_string()
-            };
-            t.push_str(&format!(
-                "\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nprotocol = \"{proto}\"\nstick = {{ on = \"src\", size = {}, expire = \"{}\" }}\nredispatch = {}\nhealth = {}\n",
-                o.stick_size,
-                o.expire,
-                o.redispatch,
-                if proto == "udp" { format!("{{ type = \"tcp\", port = 80, inter = \"{}\", timeout = \"500ms\", rise = {}, fall = {} }}", o.inter, o.rise, o.fall) } else { health.clone() },
-            ));
-            for i in servers(name) {
-                let h = self.topo.host(self.backends[i]);
-                let addr: IpAddr = if v6 { h.ipv6.into() } else { h.ipv4.into() };
-                t.push_str(&format!(
-                    "[[service.server]]\nname = \"app{}\"\naddress = \"{addr}\"\n",
-                    i + 1
-                ));
-            }
-        }
-        t
+        agent::config_text(
+            &agent::AgentPaths {
+                socket: &self.socket,
+                bpffs: &self.bpffs,
+            },
+            &self.opts,
+            &agent::SERVICES,
+            |name| {
+                servers(name)
+                    .into_iter()
+                    .map(|i| (i, self.topo.host(self.backends[i])))
+                    .collect()
+            },
+        )
     }
 
     /// Delete the LB host's interface and make it again (what deleting and re-creating its
@@ -276,34 +249,13 @@ impl LbEnv {
     pub fn start_agent(&self) -> Result<()> {
         let n = self.log_n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log = self.dir.join(format!("agent{n}.log"));
-        let mut cmd = Command::new(xlb_bin());
-        cmd.args(["run", "-c"])
-            .arg(&self.config)
-            .args(["--netns", &self.topo.host(self.lb).ns])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?);
-        let child = self.topo.spawn_here(cmd)?;
-        let t0 = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait() {
-                bail!(
-                    "xlb run exited ({st}) before answering:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            if self.api("show info").is_ok_and(|a| a.starts_with("Name: xlb")) {
-                break;
-            }
-            if t0.elapsed() > Duration::from_secs(20) {
-                bail!(
-                    "xlb run did not answer within 20 s:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = agent::spawn_agent(
+            &self.topo,
+            &self.config,
+            &self.topo.host(self.lb).ns,
+            &self.socket,
+            &log,
+        )?;
         *self.agent.lock().expect("agent lock") = Some(child);
         Ok(())
     }
@@ -399,14 +351,7 @@ impl LbEnv {
 
     /// The state word (UP, DOWN, DRAIN, MAINT) of `service/server` from `show stat`.
     pub fn server_state(&self, service: &str, server: &str) -> Result<String> {
-        let stat = self.api("show stat")?;
-        for l in stat.lines() {
-            let f: Vec<&str> = l.split(',').collect();
-            if f.len() > 10 && f[0] == service && f[1] == server {
-                return Ok(f[10].to_string());
-            }
-        }
-        bail!("{service}/{server} not in show stat:\n{stat}")
+        stat_state(&self.api("show stat")?, service, server)
     }
 }
 
@@ -415,9 +360,7 @@ impl Drop for LbEnv {
         if let Some(a) = self.agent.lock().map(|mut a| a.take()).unwrap_or(None) {
             a.kill();
         }
-        let _ = xlb::datapath::remove_pins(&self.bpffs);
-        let _ = std::fs::remove_file(xlb::agent::lock_path(&self.bpffs));
-        let _ = std::fs::remove_file(xlb::agent::announce_state_path(&self.bpffs));
+        agent::remove_agent_files(&self.bpffs);
         if std::thread::panicking() {
             eprintln!(
                 "==== agent log ({}) ====\n{}",
@@ -500,4 +443,15 @@ pub fn api_at(socket: &Path, cmd: &str) -> Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
+}
+
+/// The state word (UP, DOWN, DRAIN, MAINT) of `service/server` in a `show stat` answer.
+pub fn stat_state(stat: &str, service: &str, server: &str) -> Result<String> {
+    for l in stat.lines() {
+        let f: Vec<&str> = l.split(',').collect();
+        if f.len() > 10 && f[0] == service && f[1] == server {
+            return Ok(f[10].to_string());
+        }
+    }
+    bail!("{service}/{server} not in show stat:\n{stat}")
 }

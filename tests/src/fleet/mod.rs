@@ -10,14 +10,17 @@
 //! into its main table, BFD) and hashes flows on L4 ports (`fib_multipath_hash_policy=1`, v4 and
 //! v6). Each balancer runs BIRD with `examples/bird-balancer.conf`, which announces what is in
 //! the balancer's kernel table [`VIP_TABLE`] with protocol [`XLB_PROTO`]: the routes xlb's agent
-//! publishes for the VIPs it announces. Until an agent runs there, [`Fleet::announce`] and
-//! [`Fleet::withdraw`] put and remove the same routes by hand.
+//! publishes for the VIPs it announces. [`Fleet::with_agents`] runs an xlb agent on each
+//! balancer (see [`agents`]) with HTTP backends answering with their names; without agents
+//! ([`Fleet::new`]), [`Fleet::announce`] and [`Fleet::withdraw`] put and remove the same routes
+//! by hand.
 //!
 //! Hosts are numbered as in [`crate::topology`]: router 10.77.0.1, balancers .2-.4, backends
 //! .5-.8, the client on the router's own link (10.77.100.2). Balancers and backends route the
 //! harness's ranges (10.77.0.0/16, fd77::/16) via the router; nothing routes anywhere else.
 //! Dropping a [`Fleet`] stops its BIRD daemons, deletes its namespaces and its files.
 
+pub mod agents;
 pub mod bird;
 pub mod syns;
 
@@ -30,10 +33,13 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    HostId, Topology,
+    BackendServer, HostId, Topology,
+    client::KeepAlive,
+    lbenv::http_vip,
     netns::ip,
     topology::{CLIENT_POOL4, CLIENT_POOL6, HOST_IF, VIP4, VIP6},
 };
+pub use agents::{Agent, AgentOpts};
 pub use bird::{Bird, birdc};
 
 /// Balancers in a fleet.
@@ -63,9 +69,19 @@ impl Drop for FleetDir {
     }
 }
 
-/// The namespaces, daemons and addresses of one fleet. Fields drop in order: the daemons
-/// first, then the namespaces, then the files.
+/// The VIPs of a fleet's services (HTTP on port 80).
+pub const VIPS: [IpAddr; 2] = [IpAddr::V4(VIP4), IpAddr::V6(VIP6)];
+
+/// How long one HTTP exchange from the client may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The namespaces, daemons and addresses of one fleet. Fields drop in order: the agents and
+/// backends first, then the BIRD daemons, then the namespaces, then the files.
 pub struct Fleet {
+    /// Each balancer's agent, by balancer index (none without [`Fleet::with_agents`]).
+    pub agents: Vec<Agent>,
+    /// Each backend's HTTP server (port 80, `/healthz`), named app1.. (none without agents).
+    pub http: Vec<BackendServer>,
     /// The router's BIRD.
     pub router_bird: Bird,
     /// Each balancer's BIRD, by balancer index.
@@ -151,6 +167,8 @@ impl Fleet {
             balancer_birds.push(Bird::start(&topo, *lb, &dir.0, &name, &conf)?);
         }
         let fleet = Fleet {
+            agents: Vec::new(),
+            http: Vec::new(),
             router_bird,
             balancer_birds,
             topo,
@@ -167,6 +185,119 @@ impl Fleet {
         }
         fleet.wait_bfd_up(2 * BALANCERS, SESSIONS_UP)?;
         Ok(fleet)
+    }
+
+    /// [`Fleet::new`] with an xlb agent on each balancer (see [`agents`]) and an HTTP backend
+    /// on each backend host; returns once the router has every balancer as a next hop for both
+    /// VIPs (after the agents' warm-up or teach).
+    pub fn with_agents(test_name: &str, opts: AgentOpts) -> Result<Fleet> {
+        let mut fleet = Fleet::new(test_name)?;
+        // See `LbEnv::new`: the client's segments cross native XDP, which drops the checksum
+        // offload state; a veth hands XDP_TX frames on only to a peer that runs XDP.
+        fleet
+            .topo
+            .exec(fleet.client, &["ethtool", "-K", HOST_IF, "tx", "off"])?;
+        for (i, be) in fleet.backends.iter().enumerate() {
+            let name = format!("app{}", i + 1);
+            fleet.http.push(BackendServer::start(
+                &fleet.topo,
+                *be,
+                &name,
+                80,
+                Some("/healthz"),
+            )?);
+        }
+        let key_file = fleet.dir().join("peer.key");
+        crate::agent::write_peer_key(&key_file)?;
+        let named: Vec<(String, std::net::Ipv4Addr)> = fleet
+            .balancers
+            .iter()
+            .enumerate()
+            .map(|(i, lb)| (format!("lb{}", i + 1), fleet.topo.host(*lb).ipv4))
+            .collect();
+        for (i, lb) in fleet.balancers.iter().enumerate() {
+            let port = fleet.topo.host(*lb).port.clone();
+            crate::netns::run_in(fleet.topo.switch_ns(), move || {
+                xlb::datapath::attach_pass_program(&port)
+            })??;
+            let peers: Vec<_> = named.iter().filter(|(n, _)| *n != named[i].0).cloned().collect();
+            let agent = Agent::configure(
+                &fleet.topo,
+                fleet.topo.stem(),
+                fleet.dir(),
+                &named[i].0,
+                &fleet.topo.host(*lb).ns,
+                named[i].1,
+                &peers,
+                &key_file,
+                &fleet.backends,
+                &opts,
+            )?;
+            fleet.agents.push(agent);
+        }
+        for agent in &fleet.agents {
+            agent.start(&fleet.topo)?;
+        }
+        let all: Vec<usize> = (0..BALANCERS).collect();
+        for vip in VIPS {
+            fleet.wait_next_hops(vip, &all, SESSIONS_UP)?;
+        }
+        Ok(fleet)
+    }
+
+    /// One runtime-API command on balancer `lb`'s agent.
+    pub fn api(&self, lb: usize, cmd: &str) -> Result<String> {
+        self.agents.get(lb).context("no such agent")?.api(cmd)
+    }
+
+    /// kill -9 balancer `lb`'s agent (its routes and data path stay).
+    pub fn kill_agent(&self, lb: usize) {
+        self.agents[lb].kill();
+    }
+
+    /// (Re)starts balancer `lb`'s agent and waits until it answers.
+    pub fn start_agent(&self, lb: usize) -> Result<()> {
+        self.agents[lb].start(&self.topo)
+    }
+
+    /// From the client namespace, a fresh connection from `src` to the HTTP VIP of its
+    /// family (the router's hash picks the balancer); the backend that answered.
+    pub fn get_vip(&self, src: IpAddr) -> Result<String> {
+        self.topo.http_get(self.client, src, http_vip(src), HTTP_TIMEOUT)
+    }
+
+    /// A keep-alive connection from `src` (in the client namespace) to the HTTP VIP of its
+    /// family; its requests may be sent from any thread.
+    pub fn keep_alive(&self, src: IpAddr) -> Result<KeepAlive> {
+        self.topo
+            .worker(self.client)?
+            .run(move || KeepAlive::open(src, http_vip(src), HTTP_TIMEOUT))
+    }
+
+    /// The router's routing tables (`ip -4 route` and `ip -6 route`), as text.
+    pub fn router_table(&self) -> Result<String> {
+        let ns = &self.topo.host(self.router).ns;
+        Ok(ip(&["-n", ns, "-4", "route", "show"])? + &ip(&["-n", ns, "-6", "route", "show"])?)
+    }
+
+    /// What to print at an interesting moment: the router's routes to the VIPs, then
+    /// `show peers` and `show frontends` of each balancer whose agent answers.
+    pub fn report(&self, moment: &str) -> String {
+        let mut out = format!("==== {moment} ====\nrouter:\n");
+        for vip in VIPS {
+            match self.router_route(vip) {
+                Ok(r) if r.trim().is_empty() => out.push_str(&format!("(no route to {vip})\n")),
+                Ok(r) => out.push_str(&r),
+                Err(e) => out.push_str(&format!("ip route: {e:#}\n")),
+            }
+        }
+        for (i, a) in self.agents.iter().enumerate() {
+            for cmd in ["show peers", "show frontends"] {
+                let text = a.api(cmd).unwrap_or_else(|e| format!("({e:#})\n"));
+                out.push_str(&format!("lb{} `{cmd}`:\n{text}", i + 1));
+            }
+        }
+        out
     }
 
     /// The directory of this fleet's configs, control sockets and logs.
