@@ -351,14 +351,7 @@ impl LbEnv {
 
     /// The state word (UP, DOWN, DRAIN, MAINT) of `service/server` from `show stat`.
     pub fn server_state(&self, service: &str, server: &str) -> Result<String> {
-        let stat = self.api("show stat")?;
-        for l in stat.lines() {
-            let f: Vec<&str> = l.split(',').collect();
-            if f.len() > 10 && f[0] == service && f[1] == server {
-                return Ok(f[10].to_string());
-            }
-        }
-        bail!("{service}/{server} not in show stat:\n{stat}")
+        stat_state(&self.api("show stat")?, service, server)
     }
 }
 
@@ -573,4 +566,15 @@ impl Drop for PinsGuard {
     fn drop(&mut self) {
         remove_agent_files(&self.0);
     }
+}
+
+/// The state word (UP, DOWN, DRAIN, MAINT) of `service/server` in a `show stat` answer.
+pub fn stat_state(stat: &str, service: &str, server: &str) -> Result<String> {
+    for l in stat.lines() {
+        let f: Vec<&str> = l.split(',').collect();
+        if f.len() > 10 && f[0] == service && f[1] == server {
+            return Ok(f[10].to_string());
+        }
+    }
+    bail!("{service}/{server} not in show stat:\n{stat}")
 }
