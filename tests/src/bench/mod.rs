@@ -3,7 +3,6 @@
 pub mod datapath;
 pub mod e2e;
 pub mod fleet;
-pub mod fleet_clients;
 pub mod maglev;
 pub mod table;
 

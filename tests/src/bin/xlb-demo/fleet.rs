@@ -10,10 +10,7 @@ use std::{
 
 use anyhow::Result;
 use harness::{
-    bench::{
-        fleet::{host_dies, host_returns},
-        fleet_clients::{backends_by_source, moved},
-    },
+    bench::fleet::{backends_by_source, host_dies, host_returns, moved},
     fleet::{AgentOpts, BALANCERS, Fleet, VIPS},
 };
 
