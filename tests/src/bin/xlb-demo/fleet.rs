@@ -86,6 +86,7 @@ pub fn run() -> Result<()> {
     println!(
         "    (a source's connections cross different balancers: the stick entries are streamed between them)"
     );
+    println!("    lb1 `show peers`:");
     print!("{}", indent(&fleet.api(0, "show peers")?));
 
     step(
