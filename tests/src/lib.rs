@@ -4,10 +4,14 @@
 //!   "switch" namespace, host namespaces on veth pairs, address plan, cleanup guard),
 //!   [`netns`] (entering namespaces, [`NsWorker`]), [`BackendServer`] (TCP/HTTP + UDP backend),
 //!   [`client`] (bounded client calls), [`names`] (unique names, [`sweep_stale`]).
-//! - [`fleet`]: several balancers behind a router running BIRD (BGP, BFD, ECMP).
+//! - [`lbenv`]: one balancer running the real agent; [`agent`]: an agent's config, process
+//!   and files (shared by lbenv, the peers tests and the fleet).
+//! - [`fleet`]: several balancers behind a router running BIRD (BGP, BFD, ECMP), each with an
+//!   xlb agent ([`fleet::Fleet::with_agents`]).
 //! - BPF_PROG_TEST_RUN support: [`packet`] (frame builder), [`fixture`] (a loaded data path),
 //!   [`bench`] (benchmark runners).
 
+pub mod agent;
 pub mod backend;
 pub mod bench;
 pub mod client;

@@ -15,11 +15,9 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     ChildGuard, Topology,
-    lbenv::{self, AgentPaths, PinsGuard},
+    agent::{self, AgentPaths, PinsGuard},
+    lbenv,
 };
-
-/// The port every balancer accepts its peers on.
-pub const PEER_PORT: u16 = 7000;
 
 /// What the fleet's agents are configured with.
 #[derive(Clone, Debug)]
@@ -85,13 +83,13 @@ impl Agent {
             expire: opts.expire.clone(),
             ..Default::default()
         };
-        let mut text = lbenv::config_text(
+        let text = agent::config_text(
             &AgentPaths {
                 socket: &socket,
                 bpffs: &bpffs,
             },
             &lb_opts,
-            &lbenv::SERVICES[..2],
+            &agent::SERVICES[..2],
             |_| {
                 backends
                     .iter()
@@ -99,20 +97,8 @@ impl Agent {
                     .map(|(i, b)| (i, topo.host(*b)))
                     .collect()
             },
-        )
-        .replacen(
-            "[global]\n",
-            &format!(
-                "[global]\npeer_listen = \"{me}:{PEER_PORT}\"\npeer_key_file = \"{}\"\n",
-                key_file.display()
-            ),
-            1,
         );
-        for (peer, addr) in peers {
-            text.push_str(&format!(
-                "\n[[peer]]\nname = \"{peer}\"\naddress = \"{addr}:{PEER_PORT}\"\n"
-            ));
-        }
+        let mut text = agent::with_peers(&text, me, key_file, peers);
         text.push_str(&format!(
             "\n[announce]\ntable = {}\nwarmup = \"{}\"\n",
             super::VIP_TABLE,
@@ -134,7 +120,7 @@ impl Agent {
     /// Starts the agent (kill -9 first if it runs) and waits until it answers.
     pub fn start(&self, topo: &Topology) -> Result<()> {
         self.kill();
-        let child = lbenv::spawn_agent(topo, &self.config, &self.ns, &self.socket, &self.log)?;
+        let child = agent::spawn_agent(topo, &self.config, &self.ns, &self.socket, &self.log)?;
         *self.process.lock().expect("agent lock") = Some(child);
         Ok(())
     }
@@ -144,6 +130,11 @@ impl Agent {
         if let Some(p) = self.process.lock().expect("agent lock").take() {
             p.kill();
         }
+    }
+
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.lock().expect("agent lock").as_ref().map(|p| p.pid())
     }
 
     /// Whether the agent's process runs.

@@ -208,12 +208,7 @@ impl Fleet {
             )?);
         }
         let key_file = fleet.dir().join("peer.key");
-        let key: String = xlb::control::peers::wire::random_nonce()?
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        std::fs::write(&key_file, key).with_context(|| format!("write {}", key_file.display()))?;
-        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        crate::agent::write_peer_key(&key_file)?;
         let named: Vec<(String, std::net::Ipv4Addr)> = fleet
             .balancers
             .iter()

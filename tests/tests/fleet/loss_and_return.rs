@@ -11,8 +11,8 @@ use std::{
 };
 
 use harness::{
+    agent::remove_agent_files,
     fleet::{AgentOpts, BALANCERS, VIP_TABLE, VIPS},
-    lbenv::remove_agent_files,
 };
 
 use crate::{LongLived, agent_fleet, moved_sources, pin_sources, some_sources};

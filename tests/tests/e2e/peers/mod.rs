@@ -5,7 +5,10 @@ mod stream;
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
-use harness::lbenv::{LbEnv, Opts, PinsGuard};
+use harness::{
+    agent::PinsGuard,
+    lbenv::{LbEnv, Opts},
+};
 
 use crate::pin_all;
 
@@ -37,34 +40,14 @@ fn replicas(name: &str, opts: Opts, extra_peers: &[&str]) -> Replicas {
     .unwrap();
     let (ip1, ip2) = (e.topo.host(e.lb).ipv4, e.topo.host(lb2).ipv4);
     // One key for the group, in a file only root may read.
-    let key: Vec<u8> = xlb::control::peers::wire::random_nonce()
-        .unwrap()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        .into_bytes();
     let key_file = e.dir.join("peer.key");
-    std::fs::write(&key_file, &key).unwrap();
-    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let key = harness::agent::write_peer_key(&key_file).unwrap();
     let socket2 = e.dir.join("admin2.sock");
     let bpffs2 = std::path::PathBuf::from(format!("{}-lb2", e.bpffs.display()));
     let pins2 = PinsGuard(bpffs2.clone());
     let base = e.config_text(4);
-    let with_peers = |listen: std::net::Ipv4Addr, peers: &[(&str, std::net::Ipv4Addr)]| {
-        let mut t = base.replacen(
-            "[global]\n",
-            &format!(
-                "[global]\npeer_listen = \"{listen}:7000\"\npeer_key_file = \"{}\"\n",
-                key_file.display()
-            ),
-            1,
-        );
-        for (name, addr) in peers {
-            t.push_str(&format!(
-                "\n[[peer]]\nname = \"{name}\"\naddress = \"{addr}:7000\"\n"
-            ));
-        }
-        t
+    let with_peers = |listen, peers: &[(&str, std::net::Ipv4Addr)]| {
+        harness::agent::with_peers(&base, listen, &key_file, peers)
     };
     let mut peers1 = vec![("lb2", ip2)];
     for (role, h) in extra_peers.iter().zip(&extra) {
