@@ -232,7 +232,7 @@ pub fn host_returns(fleet: &Fleet, lb: usize) -> Result<()> {
             &["ip", family, "route", "flush", "table", &VIP_TABLE.to_string()],
         )?;
     }
-    crate::lbenv::remove_agent_files(&fleet.agents[lb].bpffs);
+    crate::agent::remove_agent_files(&fleet.agents[lb].bpffs);
     fleet.restore_link(lb)?;
     fleet.start_agent(lb)
 }
