@@ -33,9 +33,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Run the demo: a load balancer, four backends and clients in network namespaces.
-    Demo,
-    /// Run the benchmarks: datapath | table | maglev | e2e | all.
+    /// Run the demo: a load balancer, four backends and clients in network namespaces;
+    /// `demo fleet`: three balancers behind a router (BGP, ECMP), one lost and back.
+    Demo {
+        /// Which story: none for the single balancer, `fleet` for the fleet.
+        which: Option<String>,
+    },
+    /// Run the benchmarks: datapath | table | maglev | e2e | all (all but fleet) | fleet.
     Bench {
         #[arg(default_value = "all")]
         which: String,
@@ -60,9 +64,10 @@ fn run() -> Result<()> {
         Cmd::Setup => Ok(()),
         Cmd::Build => build(&root, &tools),
         Cmd::Test { args } => test(&root, &tools, &args),
-        Cmd::Demo => {
+        Cmd::Demo { which } => {
             build(&root, &tools)?;
-            run_release_bin(&root, &tools, "xlb-demo", &[])
+            let args: Vec<String> = which.into_iter().collect();
+            run_release_bin(&root, &tools, "xlb-demo", &args)
         }
         Cmd::Bench { which, args } => {
             build(&root, &tools)?;

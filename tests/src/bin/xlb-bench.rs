@@ -1,5 +1,6 @@
-//! `cargo xtask bench [datapath|table|maglev|e2e|all] [--json FILE]`: benchmarks that print
-//! tables and write JSON under target/xlb-bench/. Every comparison is a ratio to a baseline
+//! `cargo xtask bench [datapath|table|maglev|e2e|fleet|all] [--json FILE]`: benchmarks that
+//! print tables and write JSON under target/xlb-bench/ (`all` is every one but `fleet`, which
+//! takes minutes and measures issue 11's fleet figures rather than a cost). Every comparison is a ratio to a baseline
 //! measured in the same run (these machines are noisy; absolute times wander).
 
 use std::{path::PathBuf, time::Instant};
@@ -15,7 +16,7 @@ fn main() {
             "--json" => json = args.next().map(PathBuf::from),
             other => {
                 eprintln!(
-                    "xlb-bench: unknown argument '{other}'; usage: xlb-bench [datapath|table|maglev|e2e|all] [--json FILE]"
+                    "xlb-bench: unknown argument '{other}'; usage: xlb-bench [datapath|table|maglev|e2e|fleet|all] [--json FILE]"
                 );
                 std::process::exit(2);
             }
@@ -47,6 +48,7 @@ fn main() {
         "table" => run("table", &bench::table::run, &json),
         "maglev" => run("maglev", &bench::maglev::run, &json),
         "e2e" => run("e2e", &bench::e2e::run, &json),
+        "fleet" => run("fleet", &bench::fleet::run, &json),
         "all" => {
             let mut ok = true;
             for (n, f) in [
@@ -63,7 +65,9 @@ fn main() {
             ok
         }
         other => {
-            eprintln!("xlb-bench: unknown benchmark '{other}'; one of datapath, table, maglev, e2e, all");
+            eprintln!(
+                "xlb-bench: unknown benchmark '{other}'; one of datapath, table, maglev, e2e, fleet, all"
+            );
             std::process::exit(2);
         }
     };

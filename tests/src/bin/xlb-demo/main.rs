@@ -1,6 +1,9 @@
 //! `cargo xtask demo`: a load balancer, four backends and a client with many addresses in
 //! network namespaces; the real agent and XDP program; a short story in under two minutes.
-//! Everything is torn down at the end, also on Ctrl-C.
+//! `cargo xtask demo fleet`: three balancers behind a router, one of them lost and back
+//! ([`fleet`]). Everything is torn down at the end, also on Ctrl-C.
+
+mod fleet;
 
 use std::{
     collections::BTreeMap,
@@ -36,7 +39,16 @@ fn main() {
         eprintln!("xlb-demo: run as root (network namespaces and XDP need it)");
         std::process::exit(1);
     }
-    let code = match run() {
+    let story = std::env::args().nth(1);
+    let result = match story.as_deref() {
+        None => run(),
+        Some("fleet") => fleet::run(),
+        Some(other) => {
+            eprintln!("xlb-demo: unknown demo '{other}'; `xlb-demo` or `xlb-demo fleet`");
+            std::process::exit(2);
+        }
+    };
+    let code = match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("xlb-demo: {e:#}");
