@@ -369,7 +369,10 @@ mod tests {
     }
 
     pub(super) fn test_key() -> PeerKey {
-        let path = std::env::temp_dir().join(format!("xlb-peers-unit-{}.key", std::process::id()));
+        // One file per call: tests run in parallel threads of one process.
+        static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("xlb-peers-unit-{}-{n}.key", std::process::id()));
         std::fs::write(&path, "0123456789abcdef0123").unwrap();
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
