@@ -17,16 +17,21 @@ pub(super) struct Hooks {
 }
 
 impl peers::Agent for Hooks {
-    fn table_lines(&self) -> impl Future<Output = (String, u64)> + Send {
+    fn teach(&self) -> tokio::sync::mpsc::Receiver<peers::Batch> {
+        // Two pieces in flight: the walk stays a little ahead of the connection.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
         let (shared, pin) = (self.shared.clone(), self.stick_pin.clone());
-        let job = tokio::task::spawn_blocking(move || {
-            let all = stick::read_all(&pin).unwrap_or_else(|e| {
-                log::warn!("peers: reading the stick table: {e:#}");
-                Vec::new()
+        tokio::task::spawn_blocking(move || {
+            let walked = stick::read_in_chunks(&pin, |entries| {
+                let piece = peers::encode(&shared.lock().expect("balancer lock"), entries);
+                // A closed channel: the connection ended; stop walking.
+                tx.blocking_send(Arc::new(piece)).is_ok()
             });
-            peers::encode(&shared.lock().expect("balancer lock"), &all)
+            if let Err(e) = walked {
+                log::warn!("peers: reading the stick table: {e:#}");
+            }
         });
-        async move { job.await.unwrap_or_default() }
+        rx
     }
 
     fn apply_lines(

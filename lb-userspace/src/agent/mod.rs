@@ -202,7 +202,7 @@ async fn serve(
     let replicator_task = tokio::spawn(replicator(
         shared.clone(),
         inserts,
-        replication.as_ref().map(|(_, batches)| batches.clone()),
+        replication.clone(),
         shutdown.clone(),
     ));
     let sweep_now = Arc::new(Notify::new());

@@ -1,6 +1,6 @@
 //! The replicator: streams every stick entry the data path writes (its `XLB_INSERTS` ring) to
-//! every peer's sender as it happens, in small batches. Refreshes stay on the sweep
-//! (`sweeper`): the peers already hold those entries.
+//! every peer's sender as it happens, in small batches, and notes them as held by the peers so
+//! that the sweep does not send them again. Refreshes stay on the sweep (`sweeper`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,7 +21,7 @@ const BATCH_WINDOW: Duration = Duration::from_millis(1);
 pub(super) async fn replicator(
     shared: Shared,
     mut inserts: AsyncInserts,
-    batches: Option<broadcast::Sender<peers::Batch>>,
+    replication: Option<(Arc<peers::Peers>, broadcast::Sender<peers::Batch>)>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut records: Vec<InsertRecord> = Vec::with_capacity(BATCH_LINES);
@@ -42,15 +42,15 @@ pub(super) async fn replicator(
                 _ = &mut window => break,
             }
         }
-        let Some(batches) = &batches else {
+        let Some((list, batches)) = &replication else {
             records.clear();
             continue;
         };
         let entries: Vec<_> = records.drain(..).map(|r| (r.key, r.entry)).collect();
         let batch = peers::encode(&shared.lock().expect("balancer lock"), &entries);
-        if batch.1 > 0 {
-            // No receiver (no sender connected yet) is not an error: the teach carries it.
-            let _ = batches.send(Arc::new(batch));
+        // No receiver (no sender connected yet) is not an error: the teach carries it.
+        if batch.1 > 0 && batches.send(Arc::new(batch)).is_ok() {
+            list.remember_streamed(&entries);
         }
     }
 }

@@ -13,8 +13,10 @@ use super::Shared;
 use crate::{balancer::stick, control::peers, control::state::AgentState, datapath};
 
 /// Every `interval`, and at once after a reload that retired ids: delete idle and stale
-/// entries (on its own map handle, in batches, off the async thread) and send the entries
-/// created or refreshed since the last pass to the peers.
+/// entries (on its own map handle, in batches, off the async thread) and send the peers the
+/// entries created or refreshed since the last pass that they do not hold yet (the
+/// replicator streams new ones as they are made; this sends refreshes, and what a sender
+/// missed).
 pub(super) async fn sweeper(
     shared: Shared,
     state: Arc<AgentState>,
@@ -36,7 +38,12 @@ pub(super) async fn sweeper(
         let policy = shared.lock().expect("balancer lock").sweep_policy();
         let pin = stick_pin.clone();
         let start = datapath::coarse_now_ns();
-        let touched_since = replication.as_ref().map(|_| since);
+        // A sender that fell behind the stream missed entries made since then: this pass
+        // sends every entry touched since, known to the peers or not.
+        let missed = replication.as_ref().and_then(|(list, _)| list.take_missed());
+        let touched_since = replication
+            .as_ref()
+            .map(|_| missed.map_or(since, |m| m.min(since)));
         let (s, p) = (shared.clone(), policy.clone());
         let r = tokio::task::spawn_blocking(move || -> Result<(stick::Swept, Duration)> {
             let t0 = Instant::now();
@@ -71,7 +78,7 @@ pub(super) async fn sweeper(
                 // between two passes; an entry sent twice costs a line.
                 since = start.saturating_sub(10_000_000);
                 if let Some((list, batches)) = &replication {
-                    let own = list.own_changes(swept.touched);
+                    let own = list.own_changes(swept.touched, missed.is_some());
                     if !own.is_empty() {
                         let batch = peers::encode(&shared.lock().expect("balancer lock"), &own);
                         let _ = batches.send(Arc::new(batch));

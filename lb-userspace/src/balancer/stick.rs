@@ -244,6 +244,26 @@ pub fn read_all(pin: &std::path::Path) -> anyhow::Result<Vec<(StickKey, StickEnt
     Ok(open_pinned(pin)?.entries()?)
 }
 
+/// Every entry of every service's table of the pinned stick tables at `pin`, handed to `f` a
+/// few thousand at a time as the walk reads them (`f` returns false to stop it).
+pub fn read_in_chunks(
+    pin: &std::path::Path,
+    mut f: impl FnMut(&[(StickKey, StickEntry)]) -> bool,
+) -> anyhow::Result<()> {
+    let tables = open_pinned(pin)?;
+    let mut more = true;
+    for (_, table) in tables.iter() {
+        crate::datapath::batch::for_each_chunk(&table.map, 4096, |kv| {
+            more = f(kv);
+            more
+        })?;
+        if !more {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Doomed entries re-checked, then deleted in one batch. A client that comes back between
 /// its entry's re-check and the deletion loses the entry (as one coming back between a
 /// re-check and a single deletion did); a run of 1024 lookups keeps that window near a

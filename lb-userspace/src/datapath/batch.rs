@@ -31,10 +31,29 @@ where
     K: aya::Pod + Default,
     V: aya::Pod + Default,
 {
-    let fd = map.map().fd().as_fd();
     let mut out = Vec::new();
+    for_each_chunk(map, chunk, |kv| {
+        out.extend_from_slice(kv);
+        true
+    })?;
+    Ok(out)
+}
+
+/// Walk `map` as [`read_all`] does, handing each call's entries to `f` as they come; `f`
+/// returns false to stop the walk.
+pub fn for_each_chunk<K, V>(
+    map: &HashMap<MapData, K, V>,
+    chunk: usize,
+    mut f: impl FnMut(&[(K, V)]) -> bool,
+) -> Result<(), MapError>
+where
+    K: aya::Pod + Default,
+    V: aya::Pod + Default,
+{
+    let fd = map.map().fd().as_fd();
     let mut keys = vec![K::default(); chunk.max(1)];
     let mut values = vec![V::default(); chunk.max(1)];
+    let mut pairs = Vec::with_capacity(chunk.max(1));
     // The batch token of hash maps is a bucket index (u32); room for a u64.
     let (mut token_in, mut token_out) = (0u64, 0u64);
     let mut first = true;
@@ -43,9 +62,10 @@ where
         let (n, r) = crate::datapath::sys::lookup_batch(fd, from, &mut token_out, &mut keys, &mut values);
         match r.as_ref().err().and_then(|e| e.raw_os_error()) {
             None | Some(libc::ENOENT) => {
-                out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
-                if r.is_err() {
-                    return Ok(out); // ENOENT: that was the last batch
+                pairs.clear();
+                pairs.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+                if (n > 0 && !f(&pairs)) || r.is_err() {
+                    return Ok(()); // ENOENT: that was the last batch
                 }
             }
             // One bucket holds more entries than the buffer: a bigger one.
@@ -59,7 +79,8 @@ where
                 let e = r.expect_err("an error");
                 // No batch operations here (old kernel): walk entry by entry.
                 if first && no_batch_ops(&e) {
-                    return walk(map);
+                    f(&walk(map)?);
+                    return Ok(());
                 }
                 return Err(MapError::IoError(e));
             }

@@ -74,6 +74,24 @@ impl Datapath {
             .map_err(Self::stick_table_err(service, "cannot write an entry"))
     }
 
+    /// Write `entry` only if `key` has no entry yet (`BPF_NOEXIST`): `false` when it has one,
+    /// which is left as it is. One system call either way: what a peer's update of a client
+    /// new to this instance costs (the usual case, and all of a rejoining instance's teach).
+    pub fn stick_insert_new(&mut self, key: StickKey, entry: StickEntry) -> Result<bool> {
+        let service = key.service as u32;
+        let t = self
+            .sticks
+            .get_mut(service)
+            .ok_or(DatapathError::NoStickTable { service })?;
+        match t.map.insert(key, entry, aya_obj::generated::BPF_NOEXIST as u64) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(e) => Err(Self::stick_table_err(service, "cannot write an entry")(e)),
+        }
+    }
+
     /// Delete an entry; a key already gone (or a service without a table) is not an error.
     pub fn stick_delete(&mut self, key: &StickKey) -> Result<bool> {
         let service = key.service as u32;

@@ -106,7 +106,19 @@ pub fn send_syns(
     flows: Vec<(IpAddr, u16)>,
     dst: SocketAddr,
 ) -> Result<usize> {
-    topo.worker(client)?.run(move || -> Result<usize> {
+    Ok(open_connections(topo, client, flows, dst)?.len())
+}
+
+/// Like [`send_syns`], but the sockets are returned, still connecting: while the caller holds
+/// them, the client's kernel completes each handshake (its ACK is what makes a balancer create
+/// the client's stick entry); dropping one closes it.
+pub fn open_connections(
+    topo: &Topology,
+    client: HostId,
+    flows: Vec<(IpAddr, u16)>,
+    dst: SocketAddr,
+) -> Result<Vec<Socket>> {
+    topo.worker(client)?.run(move || -> Result<Vec<Socket>> {
         let mut pending = Vec::with_capacity(flows.len());
         for (src, port) in flows {
             let s =
@@ -120,6 +132,6 @@ pub fn send_syns(
             }
             pending.push(s);
         }
-        Ok(pending.len())
+        Ok(pending)
     })
 }

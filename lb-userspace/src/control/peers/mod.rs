@@ -83,9 +83,11 @@ pub type Batch = Arc<(String, u64)>;
 /// What the peers' connections ask of the agent, which alone takes the balancer's lock and
 /// spawns: each runs on a thread that may block, and resolves when done.
 pub trait Agent: Send + Sync + 'static {
-    /// Every entry of the stick table as update lines ([`encode`]): the table walked on a map
-    /// handle of its own without the lock, the names then read under it.
-    fn table_lines(&self) -> impl Future<Output = (String, u64)> + Send;
+    /// Every entry of the stick table as update lines ([`encode`]), in pieces as the walk
+    /// reads them (so that the first is on its way while the rest is read); the channel closes
+    /// after the last. The table is walked on a map handle of its own without the lock, the
+    /// names of each piece read under it.
+    fn teach(&self) -> tokio::sync::mpsc::Receiver<Batch>;
     /// [`apply_lines`] under one lock of the balancer: the first error, if any.
     fn apply_lines(
         &self,
@@ -130,6 +132,10 @@ pub struct PeerCounters {
     /// Number of the newest authenticated inbound connection: an older one closes.
     generation: AtomicU64,
     newer: tokio::sync::Notify,
+    /// An inbound connection from it authenticated: it is up (again), so this instance's
+    /// sender to it, if it is waiting to connect or between attempts, tries again at once
+    /// (the peer is then taught without waiting for the next retry).
+    back: tokio::sync::Notify,
     budget: Mutex<Budget>,
 }
 
@@ -180,6 +186,13 @@ impl Budget {
         *used += 1;
         true
     }
+
+    /// Return one write taken by [`Budget::take`] that was not made.
+    pub fn give_back(&mut self, service: &str) {
+        if let Some(u) = self.used.get_mut(service) {
+            *u = u.saturating_sub(1);
+        }
+    }
 }
 
 /// The peers of this instance and their counters (shared with the runtime API).
@@ -193,11 +206,16 @@ pub struct Peers {
     /// Connections refused because their peer's address already had
     /// [`MAX_UNAUTHENTICATED`] connections waiting to authenticate.
     pub refused_busy: AtomicU64,
-    /// Entries this instance wrote for its peers (key -> last-seen written), so the next sweep
-    /// does not send them back. Emptied by every sweep and holds at most `written_cap`
-    /// entries: one written beyond that may be sent back once, which costs a line.
+    /// Entries the peers already hold as they are (key -> last-seen): written here from a
+    /// peer's update, or streamed to the peers by the replicator; the next sweep does not send
+    /// them (again). Emptied by every sweep and holds at most `written_cap` entries: one beyond
+    /// that may be sent once more, which costs a line.
     written: Mutex<HashMap<StickKey, u64>>,
     written_cap: usize,
+    /// A sender fell behind the stream and skipped batches ([`Peers::note_missed`]): the
+    /// oldest last-seen time (coarse ns) an entry in them can have; `u64::MAX` when none did.
+    /// The next sweep sends every entry touched since then.
+    missed_since: AtomicU64,
     /// How many peers have taught this instance their whole table since the start.
     taught: tokio::sync::watch::Sender<usize>,
 }
@@ -215,6 +233,7 @@ impl Peers {
             refused_busy: AtomicU64::new(0),
             written: Mutex::new(HashMap::new()),
             written_cap,
+            missed_since: AtomicU64::new(u64::MAX),
             taught: tokio::sync::watch::Sender::new(0),
         })
     }
@@ -227,12 +246,12 @@ impl Peers {
     }
 
     /// Peer `index` ended its full teach of `entries` entries, `took` after its connection
-    /// authenticated.
-    fn mark_taught(&self, index: usize, entries: u64, took: Duration) {
+    /// authenticated (`applying` of it spent merging them).
+    fn mark_taught(&self, index: usize, entries: u64, took: Duration, applying: Duration) {
         let (peer, c) = &self.list[index];
         c.taught.store(true, Relaxed);
         log::info!(
-            "peer {}: taught us its table ({entries} entries in {took:?})",
+            "peer {}: taught us its table ({entries} entries in {took:?}, {applying:?} of it merging them)",
             peer.name
         );
         let n = self.list.iter().filter(|(_, c)| c.taught.load(Relaxed)).count();
@@ -244,20 +263,56 @@ impl Peers {
         self.list.iter().position(|(p, _)| p.address.ip() == ip)
     }
 
-    /// Of the entries a sweep found touched, those this instance did not itself write for a
-    /// peer (forgets what it wrote, either way).
-    pub fn own_changes(&self, touched: Vec<(StickKey, StickEntry)>) -> Vec<(StickKey, StickEntry)> {
+    /// Of the entries a sweep found touched, those the peers do not hold as they are (see
+    /// `written`); every one when `all` (a sender missed some). Forgets what they hold, either
+    /// way.
+    pub fn own_changes(
+        &self,
+        touched: Vec<(StickKey, StickEntry)>,
+        all: bool,
+    ) -> Vec<(StickKey, StickEntry)> {
         let written = std::mem::take(&mut *self.written.lock().expect("peers lock"));
         touched
             .into_iter()
-            .filter(|(k, e)| written.get(k) != Some(&e.last_seen_ns))
+            .filter(|(k, e)| all || written.get(k) != Some(&e.last_seen_ns))
             .collect()
     }
 
     fn remember_written(&self, key: StickKey, seen: u64) {
+        self.remember(&[(key, seen)]);
+    }
+
+    /// Entries the replicator has just streamed to the peers: the next sweep leaves them out
+    /// unless they change meanwhile (or a sender misses them: [`Peers::note_missed`]).
+    pub fn remember_streamed(&self, entries: &[(StickKey, StickEntry)]) {
+        let known: Vec<_> = entries.iter().map(|(k, e)| (*k, e.last_seen_ns)).collect();
+        self.remember(&known);
+    }
+
+    fn remember(&self, known: &[(StickKey, u64)]) {
         let mut w = self.written.lock().expect("peers lock");
-        if w.len() < self.written_cap || w.contains_key(&key) {
-            w.insert(key, seen);
+        for (key, seen) in known {
+            if w.len() < self.written_cap || w.contains_key(key) {
+                w.insert(*key, *seen);
+            }
+        }
+    }
+
+    /// A sender skipped batches of the stream (it fell behind); the last one it took came at
+    /// `last_taken` (coarse ns). The skipped entries were made after the batch before them was
+    /// formed: a second's margin covers that and the clock's tick.
+    fn note_missed(&self, last_taken: u64) {
+        self.missed_since
+            .fetch_min(last_taken.saturating_sub(1_000_000_000), Relaxed);
+    }
+
+    /// For the next sweep, which resends whatever a sender missed: since when (coarse ns)
+    /// entries must be sent whether the peers are believed to have them or not; None when no
+    /// sender missed any. Taking it clears it.
+    pub fn take_missed(&self) -> Option<u64> {
+        match self.missed_since.swap(u64::MAX, Relaxed) {
+            u64::MAX => None,
+            t => Some(t),
         }
     }
 
@@ -334,8 +389,45 @@ mod tests {
         peers.remember_written(k, 5);
         assert_eq!(peers.written.lock().unwrap().get(&k), Some(&5));
         // A sweep empties it.
-        assert!(peers.own_changes(Vec::new()).is_empty());
+        assert!(peers.own_changes(Vec::new(), false).is_empty());
         assert!(peers.written.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_sweep_leaves_out_what_was_streamed_unless_it_changed_or_a_sender_missed_it() {
+        let peers = Peers::new(&[], test_key(), 100);
+        let key = |d: u8| {
+            StickKey::new(
+                lb_common::addr_bytes(IpAddr::from([10, 0, 0, d])),
+                0,
+                0,
+                FAMILY_V4,
+            )
+        };
+        let entry = |seen: u64| StickEntry {
+            last_seen_ns: seen,
+            backend: 1,
+            _pad: 0,
+        };
+        peers.remember_streamed(&[(key(1), entry(10)), (key(2), entry(10))]);
+        // key 1 unchanged since it was streamed, key 2 refreshed since, key 3 never streamed.
+        let touched = vec![(key(1), entry(10)), (key(2), entry(20)), (key(3), entry(10))];
+        let sent: Vec<_> = peers
+            .own_changes(touched.clone(), false)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(sent, vec![key(2), key(3)]);
+        // No sender missed anything: nothing to resend.
+        assert_eq!(peers.take_missed(), None);
+        // A sender missed batches after taking one at 5 s; another after one at 3 s: the
+        // sweep resends from the older, less the margin, and everything touched.
+        peers.note_missed(5_000_000_000);
+        peers.note_missed(3_000_000_000);
+        assert_eq!(peers.take_missed(), Some(2_000_000_000));
+        assert_eq!(peers.take_missed(), None, "taken once");
+        peers.remember_streamed(&[(key(1), entry(10))]);
+        assert_eq!(peers.own_changes(touched, true).len(), 3);
     }
 
     #[test]
@@ -347,7 +439,7 @@ mod tests {
         let peers = Peers::new(&[peer("a", 1), peer("b", 2)], test_key(), 10);
         let taught = peers.taught();
         assert_eq!(*taught.borrow(), 0);
-        peers.mark_taught(0, 5, Duration::ZERO);
+        peers.mark_taught(0, 5, Duration::ZERO, Duration::ZERO);
         assert_eq!(*taught.borrow(), 1, "b has not taught yet");
         assert!(
             peers
@@ -361,9 +453,9 @@ mod tests {
                 .lines()
                 .any(|l| l.starts_with("b ") && l.ends_with(" no"))
         );
-        peers.mark_taught(1, 0, Duration::ZERO);
+        peers.mark_taught(1, 0, Duration::ZERO, Duration::ZERO);
         assert_eq!(*taught.borrow(), 2);
-        peers.mark_taught(0, 7, Duration::ZERO);
+        peers.mark_taught(0, 7, Duration::ZERO, Duration::ZERO);
         assert_eq!(*taught.borrow(), 2, "a second teach of a taught peer counts once");
         assert_eq!(*peers.taught().borrow(), 2, "a later subscriber sees it too");
     }

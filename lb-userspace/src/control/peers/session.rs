@@ -27,6 +27,7 @@ use super::{
     codec::{Frames, Lines, Nothing},
     wire::{self, FrameReader, FrameWriter, WireError},
 };
+use crate::datapath::coarse_now_ns;
 
 /// Resolves when the agent is stopping (at once if it already is).
 async fn stopping(shutdown: &mut watch::Receiver<bool>) {
@@ -132,14 +133,23 @@ pub async fn sender<A: Agent>(
         if !first {
             tokio::select! {
                 _ = tokio::time::sleep(RETRY) => {}
+                _ = counters.back.notified() => {}
                 _ = stopping(&mut shutdown) => return,
             }
         }
         first = false;
-        let conn = bounded(CONNECT_TIMEOUT, &mut shutdown, async {
+        let connect = bounded(CONNECT_TIMEOUT, &mut shutdown, async {
             TcpStream::connect(peer.address).await.map_err(ConnError::from)
-        })
-        .await;
+        });
+        // An attempt made while the peer was down may hang until its timeout: the peer's own
+        // connection to us says it is back, and a new attempt starts at once.
+        let conn = tokio::select! {
+            c = connect => c,
+            _ = counters.back.notified() => {
+                first = true;
+                continue;
+            }
+        };
         let stream = match conn {
             Ok(s) => s,
             Err(ConnError::Stopping) => return,
@@ -189,24 +199,39 @@ pub async fn sender<A: Agent>(
         let mut input = lines.map_decoder(|_| Nothing);
         // Subscribe before the dump: what changes during it follows it.
         let mut rx = batches.subscribe();
+        // When the last batch was taken (at first: when the stream began for this connection).
+        let mut last_taken = coarse_now_ns();
         let taught_in = std::time::Instant::now();
-        let (mut dump, entries) = tokio::select! {
-            d = agent.table_lines() => d,
-            _ = stopping(&mut shutdown) => return,
-        };
-        let dumped = taught_in.elapsed();
-        dump.push_str(&wire::teach_complete(entries));
-        let mut result = send_frames(&mut out, &mut writer, &dump, &mut shutdown).await;
-        drop(dump);
+        let mut pieces = agent.teach();
+        let mut entries = 0;
+        let mut result = Ok(());
+        while result.is_ok() {
+            let piece = tokio::select! {
+                p = pieces.recv() => p,
+                _ = stopping(&mut shutdown) => return,
+            };
+            let Some(piece) = piece else { break };
+            result = send_frames(&mut out, &mut writer, &piece.0, &mut shutdown).await;
+            entries += piece.1;
+        }
+        drop(pieces);
+        if result.is_ok() {
+            result = send_frames(
+                &mut out,
+                &mut writer,
+                &wire::teach_complete(entries),
+                &mut shutdown,
+            )
+            .await;
+        }
         if result.is_ok() {
             counters.sent.fetch_add(entries, Relaxed);
             counters.connected.store(true, Relaxed);
             log::info!(
-                "peer {} ({}): connected, sent the table ({entries} entries, read in {dumped:?}, \
-                 sent in {:?})",
+                "peer {} ({}): connected, sent the table ({entries} entries in {:?})",
                 peer.name,
                 peer.address,
-                taught_in.elapsed() - dumped
+                taught_in.elapsed()
             );
         }
         while result.is_ok() {
@@ -218,6 +243,7 @@ pub async fn sender<A: Agent>(
                 },
                 m = rx.recv() => match m {
                     Ok(batch) => {
+                        last_taken = coarse_now_ns();
                         result = send_frames(&mut out, &mut writer, &batch.0, &mut shutdown).await;
                         if result.is_ok() {
                             counters.sent.fetch_add(batch.1, Relaxed);
@@ -226,8 +252,12 @@ pub async fn sender<A: Agent>(
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        log::warn!("peer {}: too slow, {n} batches of updates skipped", peer.name);
+                        log::warn!(
+                            "peer {}: too slow, {n} batches of updates skipped (the next sweep sends their entries)",
+                            peer.name
+                        );
                         counters.dropped.fetch_add(n, Relaxed);
+                        peers.note_missed(last_taken);
                     }
                     Err(broadcast::error::RecvError::Closed) => result = Err(ConnError::Stopping),
                 },
@@ -349,7 +379,12 @@ async fn receive<A: Agent>(
     let mut frames = lines.map_decoder(|lines| Frames::new(lines, reader));
     let generation = c.generation.fetch_add(1, Relaxed) + 1;
     c.newer.notify_waiters();
+    if !c.connected.load(Relaxed) {
+        c.back.notify_one();
+    }
     let mut complained = false;
+    // Time spent merging (waiting for the balancer and writing its table), for the log.
+    let mut applying = Duration::ZERO;
     let why = loop {
         if c.generation.load(Relaxed) != generation {
             break "a newer connection from the peer authenticated".to_string();
@@ -389,7 +424,9 @@ async fn receive<A: Agent>(
                 continue;
             }
             for chunk in std::mem::take(&mut lines).chunks(BATCH) {
+                let t = std::time::Instant::now();
                 let first_error = agent.apply_lines(peers.clone(), index, chunk.to_vec()).await;
+                applying += t.elapsed();
                 if let Some(e) = first_error
                     && !complained
                 {
@@ -398,7 +435,7 @@ async fn receive<A: Agent>(
                 }
             }
             if let Some(entries) = taught {
-                peers.mark_taught(index, entries, authenticated.elapsed());
+                peers.mark_taught(index, entries, authenticated.elapsed(), applying);
             }
         }
     };
@@ -418,9 +455,11 @@ mod tests {
     }
 
     impl Agent for Table {
-        fn table_lines(&self) -> impl std::future::Future<Output = (String, u64)> + Send {
-            let dump = self.dump.clone();
-            async move { dump }
+        fn teach(&self) -> tokio::sync::mpsc::Receiver<Batch> {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.try_send(Arc::new(self.dump.clone()))
+                .expect("room for the dump");
+            rx
         }
 
         fn apply_lines(

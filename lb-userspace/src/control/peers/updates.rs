@@ -113,8 +113,24 @@ pub fn merge(b: &mut Balancer, peers: &Peers, budget: &mut Budget, u: &Update, n
     };
     let key = StickKey::for_client(u.addr, svc.id as u16, port, svc.cfg.stick.prefixes());
     let seen = now.saturating_sub(idle);
-    let backend = server.id;
+    let entry = StickEntry {
+        last_seen_ns: seen,
+        backend: server.id,
+        _pad: 0,
+    };
     let size = svc.cfg.stick.size;
+    // A client new to this instance (the usual case) costs one write; one it knows, a read
+    // and maybe a write: by recency.
+    if budget.take(&u.service, size, now) {
+        match b.dp.stick_insert_new(key, entry) {
+            Err(e) => return Merged::Failed(e.to_string()),
+            Ok(true) => {
+                peers.remember_written(key, seen);
+                return Merged::Written;
+            }
+            Ok(false) => budget.give_back(&u.service),
+        }
+    }
     match b.dp.stick_get(&key) {
         Err(e) => return Merged::Failed(e.to_string()),
         Ok(Some(e)) if e.last_seen_ns >= seen => return Merged::Older,
@@ -123,11 +139,6 @@ pub fn merge(b: &mut Balancer, peers: &Peers, budget: &mut Budget, u: &Update, n
     if !budget.take(&u.service, size, now) {
         return Merged::OverBudget;
     }
-    let entry = StickEntry {
-        last_seen_ns: seen,
-        backend,
-        _pad: 0,
-    };
     if let Err(e) = b.dp.stick_insert(key, entry) {
         return Merged::Failed(e.to_string());
     }

@@ -18,9 +18,11 @@
 //!    last balancer (the arrival, at the backend, of the check that made it DOWN: the `fall`-th
 //!    failing one) until the router is seen (polled every millisecond or so) without a route
 //!    to the VIP.
-//! 6. `replication_p99_ms`: new clients (spoofed SYNs from the harness's own pool, paced) at
-//!    [`tables::NEW_CLIENTS_PER_S`]; from each SYN's send to its entry in all three balancers'
-//!    stick tables (read through their pins, polled).
+//! 6. `replication_p99_ms`: new clients (connections from the harness's own pool of source
+//!    addresses, paced) at [`tables::NEW_CLIENTS_PER_S`]; for each, from its entry's first
+//!    sight in any balancer's stick table (the one whose data path made it) to its sight in all
+//!    three (read through their pins, polled together every 0.2 ms or so). A client whose
+//!    entry no balancer ever made (its handshake did not complete) is counted and left out.
 //! 7. `agent_kill_failed_conns`: lb1's agent killed with -9 while 240 keep-alive connections
 //!    and a fresh connection per source run; both counted; then it is started again.
 //! 8. `full_teach_s`: lb1's table filled with a million entries (through its pinned map, so

@@ -3,18 +3,19 @@
 //! takes to be taught a million-entry table (`full_teach_s`). See [`super`] for the scenarios.
 
 use std::{
-    collections::BTreeMap,
-    net::{IpAddr, SocketAddr},
+    collections::{BTreeMap, VecDeque},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 use lb_common::{StickKey, StickPrefixes};
+use xlb::datapath::stick_maps::StickTables;
 
 use super::{Figures, host_dies, host_returns};
 use crate::{
-    fleet::{BALANCERS, Fleet, VIPS, syns::send_syns},
+    fleet::{BALANCERS, Fleet, VIPS, syns::open_connections},
     topology::SPOOF_POOL4,
 };
 
@@ -31,7 +32,7 @@ fn app_service(fleet: &Fleet, pins: &BTreeMap<IpAddr, String>) -> Result<u32> {
         .keys()
         .find(|s| s.is_ipv4())
         .context("no IPv4 source pinned")?;
-    let tables = xlb::datapath::stick_maps::StickTables::from_pin(&stick_pin(fleet, 0))?;
+    let tables = StickTables::from_pin(&stick_pin(fleet, 0))?;
     tables
         .iter()
         .find_map(|(id, t)| {
@@ -52,8 +53,8 @@ fn stick_pin(fleet: &Fleet, lb: usize) -> std::path::PathBuf {
 
 pub(super) fn replication(fleet: &Fleet, pins: &BTreeMap<IpAddr, String>, figs: &mut Figures) -> Result<()> {
     let service = app_service(fleet, pins)?;
-    // The spoof pool is the client's own and routed to it by the router: the backends'
-    // SYN-ACKs come back there and its kernel answers them with RSTs.
+    // The pool is the client's own and routed to it by the router: the backends' SYN-ACKs
+    // come back there, and its kernel completes each handshake while the socket is held.
     let c4 = fleet.topo.host(fleet.client).ipv4;
     let (pool, len) = SPOOF_POOL4;
     fleet.topo.ip_batch(
@@ -63,87 +64,104 @@ pub(super) fn replication(fleet: &Fleet, pins: &BTreeMap<IpAddr, String>, figs: 
     fleet
         .topo
         .ip_batch(fleet.router, &[format!("route replace {pool}/{len} via {c4}")])?;
-    let total = NEW_CLIENTS;
+    // Opened before the first connection: the poller must be polling when the first entry can
+    // be made.
+    let tables = (0..BALANCERS)
+        .map(|lb| StickTables::from_pin(&stick_pin(fleet, lb)))
+        .collect::<Result<Vec<_>, _>>()?;
     let per_ms = (NEW_CLIENTS_PER_S / 1000).max(1) as usize;
     let base = u32::from(pool) + 1;
-    let (tx, rx) = mpsc::channel::<(IpAddr, Instant)>();
-    let pins_of: Vec<_> = (0..BALANCERS).map(|lb| stick_pin(fleet, lb)).collect();
+    let (tx, rx) = mpsc::channel::<IpAddr>();
     let dst = SocketAddr::new(VIPS[0], 80);
-    let (sent, send_s, latencies, missing) = std::thread::scope(|s| -> Result<_> {
-        let poller = s.spawn(move || poll_arrivals(&pins_of, service, rx));
+    let (sent, send_s, arrivals) = std::thread::scope(|s| -> Result<_> {
+        let poller = s.spawn(|| poll_arrivals(&tables, service, rx));
         let t0 = Instant::now();
         let mut sent = 0u64;
-        while sent < total {
+        let mut held = VecDeque::new();
+        while sent < NEW_CLIENTS {
             let due = t0 + Duration::from_micros(sent * 1_000_000 / NEW_CLIENTS_PER_S as u64);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
             let flows: Vec<(IpAddr, u16)> = (0..per_ms as u64)
-                .map(|i| {
-                    (
-                        IpAddr::from(std::net::Ipv4Addr::from(base + (sent + i) as u32)),
-                        0,
-                    )
-                })
+                .map(|i| (IpAddr::from(Ipv4Addr::from(base + (sent + i) as u32)), 0))
                 .collect();
-            send_syns(&fleet.topo, fleet.client, flows.clone(), dst)?;
-            let at = Instant::now();
-            for (src, _) in flows {
-                let _ = tx.send((src, at));
+            for (src, _) in &flows {
+                let _ = tx.send(*src);
+            }
+            held.push_back((Instant::now(), open_connections(&fleet.topo, fleet.client, flows, dst)?));
+            while held.front().is_some_and(|(at, _)| at.elapsed() > HOLD) {
+                held.pop_front();
             }
             sent += per_ms as u64;
         }
         let send_s = t0.elapsed().as_secs_f64();
         drop(tx);
-        let (lat, missing) = poller.join().expect("poller thread")?;
-        Ok((sent, send_s, lat, missing))
+        let arrivals = poller.join().expect("poller thread")?;
+        Ok((sent, send_s, arrivals))
     })?;
     let rate = sent as f64 / send_s;
-    let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    let mut ms: Vec<f64> = arrivals.latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     ms.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    // p99 over every new client; one that never arrived counts as slower than any.
-    let rank = ((sent as f64) * 0.99).ceil() as usize;
+    let made = ms.len() + arrivals.partial;
+    // p99 over every entry a balancer made; one never seen on all three counts as slower than any.
+    let rank = ((made as f64) * 0.99).ceil() as usize;
     let p99 = ms.get(rank.saturating_sub(1)).copied();
     figs.note(format!(
-        "replication: {sent} new clients at {rate:.0}/s (asked {NEW_CLIENTS_PER_S}/s); on all three balancers: {}; \
-         {missing} never seen on all three within 5 s; p50 {:.2} ms, p99 {}, max {:.2} ms \
-         (SYN sent -> entry in the pinned stick table, polled)",
+        "replication: {sent} new clients at {rate:.0}/s (asked {NEW_CLIENTS_PER_S}/s); entries made by a balancer: \
+         {made}; then on all three: {}; not on all three within 5 s: {}; never made (handshake not completed): {}; \
+         p50 {:.2} ms, p99 {}, max {:.2} ms (first seen in any balancer's table -> seen in all three, polled)",
         ms.len(),
+        arrivals.partial,
+        arrivals.never,
         ms.get(ms.len() / 2).copied().unwrap_or(f64::NAN),
-        p99.map_or("beyond the missing".into(), |v| format!("{v:.2} ms")),
+        p99.map_or("beyond those not on all three".into(), |v| format!("{v:.2} ms")),
         ms.last().copied().unwrap_or(f64::NAN),
     ));
+    for lb in 0..BALANCERS {
+        let peers = fleet.api(lb, "show peers")?;
+        figs.note(format!("replication: then lb{}'s `show peers`:\n{}", lb + 1, peers.trim_end()));
+    }
     match p99 {
         Some(v) => figs.set("replication_p99_ms", v),
-        None => bail!("{missing} of {sent} new clients never reached every balancer: no p99"),
+        None => bail!(
+            "{} of {made} new clients' entries never reached every balancer: no p99",
+            arrivals.partial
+        ),
     }
     Ok(())
 }
 
-/// Polls the stick tables at `pins` for each new client received on `rx` until every one is
-/// in all of them, or 5 s after the last was sent; (latencies, never seen everywhere).
-fn poll_arrivals(
-    pins: &[std::path::PathBuf],
-    service: u32,
-    rx: mpsc::Receiver<(IpAddr, Instant)>,
-) -> Result<(Vec<Duration>, usize)> {
-    let tables = pins
-        .iter()
-        .map(|p| xlb::datapath::stick_maps::StickTables::from_pin(p))
-        .collect::<Result<Vec<_>, _>>()?;
+/// How long each new client's socket is held (its handshake completes meanwhile).
+const HOLD: Duration = Duration::from_millis(200);
+
+/// What [`poll_arrivals`] saw.
+struct Arrivals {
+    /// Per entry seen in all tables: from its first sight in one to its sight in all.
+    latencies: Vec<Duration>,
+    /// Entries seen in some tables but not all within 5 s of the last client.
+    partial: usize,
+    /// Clients whose entry no table held within 5 s of the last client.
+    never: usize,
+}
+
+/// Polls `tables` for each new client received on `rx` until every one is in all of them, or
+/// 5 s after the last was sent.
+fn poll_arrivals(tables: &[StickTables], service: u32, rx: mpsc::Receiver<IpAddr>) -> Result<Arrivals> {
     let maps: Vec<_> = tables
         .iter()
         .map(|t| t.get(service).map(|t| &t.map).context("no table for be_app"))
         .collect::<Result<_>>()?;
-    let mut pending: Vec<(StickKey, Instant, Vec<bool>)> = Vec::new();
-    let mut done = Vec::new();
+    // (key, first sight in any table, seen in each)
+    let mut pending: Vec<(StickKey, Option<Instant>, Vec<bool>)> = Vec::new();
+    let mut latencies = Vec::new();
     let mut closed_at: Option<Instant> = None;
     loop {
         loop {
             match rx.try_recv() {
-                Ok((src, at)) => pending.push((
+                Ok(src) => pending.push((
                     StickKey::for_client(src, service as u16, 0, WHOLE),
-                    at,
+                    None,
                     vec![false; maps.len()],
                 )),
                 Err(mpsc::TryRecvError::Empty) => break,
@@ -153,22 +171,32 @@ fn poll_arrivals(
                 }
             }
         }
-        pending.retain_mut(|(k, at, seen)| {
+        let now = Instant::now();
+        pending.retain_mut(|(k, first, seen)| {
             for (m, s) in maps.iter().zip(seen.iter_mut()) {
                 if !*s {
                     *s = m.get(k, 0).is_ok();
                 }
             }
-            if seen.iter().all(|s| *s) {
-                done.push(at.elapsed());
-                false
-            } else {
-                true
+            if seen.iter().any(|s| *s) {
+                first.get_or_insert(now);
+            }
+            match first {
+                Some(at) if seen.iter().all(|s| *s) => {
+                    latencies.push(now - *at);
+                    false
+                }
+                _ => true,
             }
         });
         match closed_at {
             Some(t) if pending.is_empty() || t.elapsed() > Duration::from_secs(5) => {
-                return Ok((done, pending.len()));
+                let never = pending.iter().filter(|(_, first, _)| first.is_none()).count();
+                return Ok(Arrivals {
+                    latencies,
+                    partial: pending.len() - never,
+                    never,
+                });
             }
             _ => std::thread::sleep(Duration::from_micros(200)),
         }
@@ -189,7 +217,7 @@ pub(super) fn full_teach(fleet: &Fleet, pins: &BTreeMap<IpAddr, String>, figs: &
     }
     fleet.start_agent(0)?;
     host_dies(fleet, 1)?;
-    let mut tables = xlb::datapath::stick_maps::StickTables::from_pin(&stick_pin(fleet, 0))?;
+    let mut tables = StickTables::from_pin(&stick_pin(fleet, 0))?;
     let table = tables.get_mut(service).context("lb1 has no be_app table")?;
     let backend = {
         let probe = pins.keys().find(|s| s.is_ipv4()).context("no IPv4 source")?;
@@ -234,14 +262,18 @@ pub(super) fn full_teach(fleet: &Fleet, pins: &BTreeMap<IpAddr, String>, figs: &
     }
     let s = started.elapsed().as_secs_f64();
     figs.set("full_teach_s", s);
-    let logged = fleet.agents[1]
-        .log_text()
-        .lines()
-        .rfind(|l| l.contains("taught us its table"))
-        .unwrap_or("(nothing)")
-        .to_string();
+    let last_line = |lb: usize, has: &str| {
+        fleet.agents[lb]
+            .log_text()
+            .lines()
+            .rfind(|l| l.contains(has))
+            .unwrap_or("(nothing)")
+            .to_string()
+    };
+    let logged = last_line(1, "taught us its table");
+    let sender = last_line(0, "sent the table");
     figs.note(format!(
-        "full teach: lb2 started -> `show peers` says lb1 taught it: {s:.2}s (includes the agent's start); lb2 logged: {logged}"
+        "full teach: lb2 started -> `show peers` says lb1 taught it: {s:.2}s (includes the agent's start); lb2 logged: {logged}; lb1 logged: {sender}"
     ));
     Ok(())
 }
