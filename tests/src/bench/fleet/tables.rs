@@ -89,7 +89,10 @@ pub(super) fn replication(fleet: &Fleet, pins: &BTreeMap<IpAddr, String>, figs: 
             for (src, _) in &flows {
                 let _ = tx.send(*src);
             }
-            held.push_back((Instant::now(), open_connections(&fleet.topo, fleet.client, flows, dst)?));
+            held.push_back((
+                Instant::now(),
+                open_connections(&fleet.topo, fleet.client, flows, dst)?,
+            ));
             while held.front().is_some_and(|(at, _)| at.elapsed() > HOLD) {
                 held.pop_front();
             }
@@ -101,7 +104,11 @@ pub(super) fn replication(fleet: &Fleet, pins: &BTreeMap<IpAddr, String>, figs: 
         Ok((sent, send_s, arrivals))
     })?;
     let rate = sent as f64 / send_s;
-    let mut ms: Vec<f64> = arrivals.latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    let mut ms: Vec<f64> = arrivals
+        .latencies
+        .iter()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
     ms.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     let made = ms.len() + arrivals.partial;
     // p99 over every entry a balancer made; one never seen on all three counts as slower than any.
@@ -120,7 +127,11 @@ pub(super) fn replication(fleet: &Fleet, pins: &BTreeMap<IpAddr, String>, figs: 
     ));
     for lb in 0..BALANCERS {
         let peers = fleet.api(lb, "show peers")?;
-        figs.note(format!("replication: then lb{}'s `show peers`:\n{}", lb + 1, peers.trim_end()));
+        figs.note(format!(
+            "replication: then lb{}'s `show peers`:\n{}",
+            lb + 1,
+            peers.trim_end()
+        ));
     }
     match p99 {
         Some(v) => figs.set("replication_p99_ms", v),

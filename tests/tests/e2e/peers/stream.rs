@@ -84,6 +84,65 @@ fn s20_a_new_clients_entry_is_streamed_to_the_peer_before_any_sweep() {
     assert_eq!(peer_column(&p1, "lb2", "dropped"), 0, "{p1}");
 }
 
+/// What the stream delivered, the sweep does not send again: lb1's new clients reach lb2 once
+/// each (lb1's `sent` grows by one per client, lb2's `older` not at all), however many sweeps
+/// (every 100 ms here) pass after.
+#[test]
+fn a_streamed_entry_is_not_sent_again_by_the_sweeps_after_it() {
+    let opts = Opts {
+        v6_sources: 0,
+        sweep: "100ms".into(),
+        ..Default::default()
+    };
+    let r = replicas("nodup", opts, &[]);
+    let e = &r.e;
+    let taught = |p: &str, peer: &str| {
+        p.lines()
+            .find(|l| l.starts_with(&format!("{peer} ")))
+            .is_some_and(|l| l.ends_with(" yes"))
+    };
+    assert!(
+        e.wait_until(Duration::from_secs(20), || taught(&r.api2("show peers"), "lb1")),
+        "lb1 never taught lb2:\n{}",
+        r.api2("show peers")
+    );
+    let before1 = e.api("show peers").unwrap();
+    let before2 = r.api2("show peers");
+    let clients: Vec<_> = e.sources4.iter().take(10).copied().collect();
+    for s in &clients {
+        e.get_vip(*s)
+            .unwrap_or_else(|err| panic!("connection from {s} failed: {err:#}"));
+    }
+    let on_lb2 = |s: &std::net::IpAddr| {
+        r.api2(&format!("show table be_app key {s}"))
+            .lines()
+            .any(|l| l.contains(&format!("key={s} ")))
+    };
+    assert!(
+        e.wait_until(Duration::from_secs(20), || clients.iter().all(on_lb2)),
+        "not every new client reached lb2:\n{}",
+        r.api2("show peers")
+    );
+    // Twenty sweeps' time on each side.
+    std::thread::sleep(Duration::from_secs(2));
+    let after1 = e.api("show peers").unwrap();
+    let after2 = r.api2("show peers");
+    let grew = |before: &str, after: &str, peer: &str, column: &str| {
+        peer_column(after, peer, column) - peer_column(before, peer, column)
+    };
+    assert_eq!(
+        grew(&before1, &after1, "lb2", "sent"),
+        clients.len() as u64,
+        "lb1 sent lb2 more lines than new clients:\n{before1}\n{after1}"
+    );
+    assert_eq!(
+        grew(&before2, &after2, "lb1", "applied"),
+        clients.len() as u64,
+        "{before2}\n{after2}"
+    );
+    assert_eq!(grew(&before2, &after2, "lb1", "older"), 0, "{before2}\n{after2}");
+}
+
 /// The announcements' warm-up ends when every peer has taught this balancer its table, not
 /// only when `warmup` has passed: lb2, restarted with a warm-up of an hour, announces its VIPs
 /// (routes of proto 250 in table 200) as soon as lb1's teach is complete.
