@@ -62,11 +62,11 @@ fn agent_notifies_systemd_with_only_the_units_capabilities() {
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let log = e.dir.join("agent-notify.log");
-    // Network namespace only (the host's mounts and bpffs stay), then the unit's capabilities:
-    // as root, what is outside the bounding set is gone after exec.
+    // Network namespace only (the host's mounts and bpffs stay), then the unit's capabilities
+    // (as root, what is outside the bounding set is gone after exec) and NoNewPrivileges=yes.
     let mut cmd = Command::new("nsenter");
     cmd.arg(format!("--net=/run/netns/{}", e.topo.host(e.lb).ns))
-        .args(["--", "setpriv", "--inh-caps=-all"])
+        .args(["--", "setpriv", "--no-new-privs", "--inh-caps=-all"])
         .arg(format!("--bounding-set=-all{bounding}"))
         .arg(xlb_bin())
         .args(["run", "-c"])
