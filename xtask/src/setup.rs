@@ -218,17 +218,11 @@ fn bpf_linker(tools_dir: &Path, nightly: &Nightly) -> Result<PathBuf> {
         nightly.llvm_major
     );
 
-    let st = Command::new("rustup")
-        .args(["run", "stable", "cargo", "install"])
-        .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
-        .args(["--locked", "--no-default-features", "--force"])
+    let st = cargo_install(&format!("bpf-linker@{BPF_LINKER_VERSION}"), tools_dir)
+        .arg("--no-default-features")
         .arg("--features")
         .arg(format!("llvm-{}", nightly.llvm_major))
-        .arg("--root")
-        .arg(tools_dir)
         .env("LLVM_PREFIX", &prefix)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTUP_TOOLCHAIN")
         .status()
         .with_context(|| format!("setup step '{step}': could not run cargo install"))?;
     if !st.success() {
@@ -242,6 +236,19 @@ fn bpf_linker(tools_dir: &Path, nightly: &Nightly) -> Result<PathBuf> {
     fs::write(&stamp, format!("{want}\n"))
         .with_context(|| format!("setup step '{step}': write {}", stamp.display()))?;
     Ok(bin_dir)
+}
+
+/// `cargo install SPEC --locked --force --root TOOLS_DIR` on the stable toolchain, with neither
+/// this workspace's target directory nor its toolchain; the caller adds what else it needs.
+fn cargo_install(spec: &str, tools_dir: &Path) -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.args([
+        "run", "stable", "cargo", "install", spec, "--locked", "--force", "--root",
+    ])
+    .arg(tools_dir)
+    .env_remove("CARGO_TARGET_DIR")
+    .env_remove("RUSTUP_TOOLCHAIN");
+    cmd
 }
 
 fn have(bin: &str) -> bool {
@@ -343,13 +350,7 @@ fn cargo_deb(tools_dir: &Path) -> Result<()> {
         return Ok(());
     }
     eprintln!("setup: cargo-deb: installing {CARGO_DEB_VERSION} (a few minutes, once)");
-    let st = Command::new("rustup")
-        .args(["run", "stable", "cargo", "install"])
-        .arg(format!("cargo-deb@{CARGO_DEB_VERSION}"))
-        .args(["--locked", "--force", "--root"])
-        .arg(tools_dir)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTUP_TOOLCHAIN")
+    let st = cargo_install(&format!("cargo-deb@{CARGO_DEB_VERSION}"), tools_dir)
         .status()
         .with_context(|| format!("setup step '{step}': could not run cargo install"))?;
     if !st.success() {
