@@ -50,7 +50,9 @@ pub fn install(repo: &Path, xlb: &Path, dest: &Path) -> Result<()> {
     if dest == Path::new("/") {
         eprintln!(
             "xtask: installed. Next: edit /etc/xlb/xlb.toml (`xlb check -c /etc/xlb/xlb.toml`), then\n  \
-             systemctl daemon-reload && systemctl enable --now xlb"
+             systemctl daemon-reload && systemctl enable --now xlb\n\
+             (an agent already running takes the new binary with `systemctl try-restart xlb`; the \
+             data path forwards meanwhile)"
         );
     }
     Ok(())
