@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use xlb::control::api;
 
 #[derive(Parser)]
@@ -94,6 +94,13 @@ enum Cmd {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Print the completion script for SHELL (the package installs bash's, zsh's and fish's).
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (xlb.1, and xlb-run.1 ... for each subcommand) into DIR.
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -134,6 +141,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Disable { config, words } => ("disable", config, words),
         Cmd::Enable { config, words } => ("enable", config, words),
         Cmd::Help { config } => ("help", config, Vec::new()),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cmd::Manpages { dir } => {
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .map_err(|e| anyhow::anyhow!("cannot write the man pages into {}: {e}", dir.display()))?;
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let socket = match (socket, config) {
         (Some(s), _) => s,

@@ -1,9 +1,10 @@
-//! Developer tasks for xlb: toolchain bootstrap, build, test, demo, bench.
+//! Developer tasks for xlb: toolchain bootstrap, build, test, demo, bench, install, package.
 //!
 //! Every command first runs `setup`, which is idempotent: a second run finds everything in
 //! place and says so. Nothing here needs anything but rustup's `stable` and `nightly`
 //! toolchains, the network to crates.io and Debian (first run only), and root for the tests.
 
+mod dist;
 mod setup;
 
 use std::{
@@ -47,6 +48,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Build, then install xlb, its systemd unit, the example /etc/xlb/xlb.toml (kept if there),
+    /// completions and man pages under ROOT.
+    Install {
+        #[arg(long, default_value = "/", value_name = "ROOT")]
+        root: PathBuf,
+    },
+    /// Build, then make the Debian package (cargo-deb) of the same files; prints its path.
+    Package,
 }
 
 fn main() {
@@ -74,6 +83,16 @@ fn run() -> Result<()> {
             let mut a = vec![which];
             a.extend(args);
             run_release_bin(&root, &tools, "xlb-bench", &a)
+        }
+        Cmd::Install { root: dest } => {
+            build(&root, &tools)?;
+            dist::install(&root, &root.join("target/release/xlb"), &dest)
+        }
+        Cmd::Package => {
+            build(&root, &tools)?;
+            let deb = dist::package(&root, &root.join("target/release/xlb"), cargo(&root, &tools))?;
+            println!("{}", deb.display());
+            Ok(())
         }
     }
 }
@@ -125,12 +144,15 @@ fn test(root: &Path, tools: &setup::Tools, args: &[String]) -> Result<()> {
     status(cmd, "cargo clippy --all-targets -- -D warnings")?;
 
     build(root, tools)?;
+    // The package of that build, for the packaging tests (xtask/src/dist/tests.rs).
+    let deb = dist::package(root, &root.join("target/release/xlb"), cargo(root, tools))?;
 
     // Release profile for the tests too: the agent binary the end-to-end tests run is the
     // release one, and one profile means one compile of every dependency.
     let mut cmd = cargo(root, tools);
     cmd.args(["test", "--release"])
-        .env("XLB_BIN", root.join("target/release/xlb"));
+        .env("XLB_BIN", root.join("target/release/xlb"))
+        .env("XLB_DEB", &deb);
     if !args.is_empty() {
         cmd.arg("--").args(args);
     }

@@ -6,7 +6,8 @@
 //! 3. bpf-linker, built against the nightly toolchain's own libLLVM (same LLVM major as rustc),
 //!    into `target/xlb-tools/`, with a stamp naming the library it was built for;
 //! 4. the Debian packages the tests, demo and benchmarks run; `bird2` among them, whose own
-//!    service is stopped and disabled right after it is installed (see [`quiet_packaged_bird`]).
+//!    service is stopped and disabled right after it is installed (see [`quiet_packaged_bird`]);
+//! 5. cargo-deb (`cargo xtask package`), into `target/xlb-tools/` beside bpf-linker.
 
 use std::{
     fs,
@@ -18,6 +19,9 @@ use anyhow::{Context as _, Result, bail};
 
 /// bpf-linker release known to build against LLVM 22 here (see shared/TOOLCHAIN.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// cargo-deb release that builds with the stable toolchain here (rust-version 1.85).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Debian packages: (binary to look for, package that provides it, what needs it).
 const DEBIAN_PACKAGES: &[(&str, &str, &str)] = &[
@@ -45,6 +49,16 @@ const DEBIAN_PACKAGES: &[(&str, &str, &str)] = &[
         "prometheus",
         "`promtool check metrics` on the agent's metrics endpoint",
     ),
+    (
+        "systemd-analyze",
+        "systemd",
+        "`systemd-analyze verify` on the installed xlb.service",
+    ),
+    (
+        "dpkg-shlibdeps",
+        "dpkg-dev",
+        "the library dependencies of the package `cargo xtask package` builds",
+    ),
 ];
 
 /// Where the tools live, for PATH.
@@ -65,6 +79,7 @@ pub fn ensure(root: &Path) -> Result<Tools> {
     rust_src()?;
     let bin = bpf_linker(&tools_dir, &nightly)?;
     debian_packages()?;
+    cargo_deb(&tools_dir)?;
     Ok(Tools { bin })
 }
 
@@ -203,17 +218,11 @@ fn bpf_linker(tools_dir: &Path, nightly: &Nightly) -> Result<PathBuf> {
         nightly.llvm_major
     );
 
-    let st = Command::new("rustup")
-        .args(["run", "stable", "cargo", "install"])
-        .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
-        .args(["--locked", "--no-default-features", "--force"])
+    let st = cargo_install(&format!("bpf-linker@{BPF_LINKER_VERSION}"), tools_dir)
+        .arg("--no-default-features")
         .arg("--features")
         .arg(format!("llvm-{}", nightly.llvm_major))
-        .arg("--root")
-        .arg(tools_dir)
         .env("LLVM_PREFIX", &prefix)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTUP_TOOLCHAIN")
         .status()
         .with_context(|| format!("setup step '{step}': could not run cargo install"))?;
     if !st.success() {
@@ -227,6 +236,19 @@ fn bpf_linker(tools_dir: &Path, nightly: &Nightly) -> Result<PathBuf> {
     fs::write(&stamp, format!("{want}\n"))
         .with_context(|| format!("setup step '{step}': write {}", stamp.display()))?;
     Ok(bin_dir)
+}
+
+/// `cargo install SPEC --locked --force --root TOOLS_DIR` on the stable toolchain, with neither
+/// this workspace's target directory nor its toolchain; the caller adds what else it needs.
+fn cargo_install(spec: &str, tools_dir: &Path) -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.args([
+        "run", "stable", "cargo", "install", spec, "--locked", "--force", "--root",
+    ])
+    .arg(tools_dir)
+    .env_remove("CARGO_TARGET_DIR")
+    .env_remove("RUSTUP_TOOLCHAIN");
+    cmd
 }
 
 fn have(bin: &str) -> bool {
@@ -305,5 +327,37 @@ fn quiet_packaged_bird() -> Result<()> {
         Command::new("systemctl").args(["disable", "--now", "bird.service"]),
         step,
     )?;
+    Ok(())
+}
+
+/// cargo-deb [`CARGO_DEB_VERSION`] in `<tools>/bin` (on the PATH of every cargo xtask runs, so
+/// `cargo deb` finds it); installed again only when that version is not the one there.
+fn cargo_deb(tools_dir: &Path) -> Result<()> {
+    let step = "cargo-deb";
+    let bin = tools_dir.join("bin/cargo-deb");
+    let want = format!("cargo-deb {CARGO_DEB_VERSION}");
+    let have = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if have.as_deref() == Some(want.as_str()) {
+        eprintln!(
+            "setup: cargo-deb: {CARGO_DEB_VERSION} already installed ({})",
+            bin.display()
+        );
+        return Ok(());
+    }
+    eprintln!("setup: cargo-deb: installing {CARGO_DEB_VERSION} (a few minutes, once)");
+    let st = cargo_install(&format!("cargo-deb@{CARGO_DEB_VERSION}"), tools_dir)
+        .status()
+        .with_context(|| format!("setup step '{step}': could not run cargo install"))?;
+    if !st.success() {
+        bail!(
+            "setup step '{step}': `cargo install cargo-deb@{CARGO_DEB_VERSION}` failed; it needs \
+             crates.io. Fix that, then run `cargo xtask setup` again"
+        );
+    }
     Ok(())
 }

@@ -21,6 +21,7 @@ mod instance_lock;
 mod neighbours;
 mod reload;
 mod replicator;
+mod service_manager;
 mod sweeper;
 
 pub use announcer::state_path as announce_state_path;
@@ -230,6 +231,8 @@ async fn serve(
         None => None,
     };
     log::info!("xlb: runtime API on {}", socket.display());
+    // Attached, and the API's socket is bound: a connection from now on is answered.
+    service_manager::ready();
 
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup())?;
@@ -246,6 +249,7 @@ async fn serve(
                 state.poke_announcer();
             }
             _ = hup.recv() => {
+                service_manager::reloading();
                 match reload(&config_path, &current, &shared) {
                     Ok((cfg, checks)) => {
                         apply_checks(&mut hc, checks);
@@ -259,11 +263,13 @@ async fn serve(
                     }
                     Err(e) => log::error!("xlb: reload refused, running configuration kept: {e:#}"),
                 }
+                service_manager::ready();
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
+    service_manager::stopping();
     log::info!(
         "xlb: stopping; the data path keeps forwarding (pins stay under {})",
         current.global.bpffs_dir.display()

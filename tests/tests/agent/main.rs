@@ -3,4 +3,5 @@
 
 mod commands;
 mod lifecycle;
+mod service;
 mod table_walk;
