@@ -423,9 +423,12 @@ async fn receive<A: Agent>(
                 lines.push(l.to_string());
                 continue;
             }
-            for chunk in std::mem::take(&mut lines).chunks(BATCH) {
+            let mut rest = std::mem::take(&mut lines);
+            while !rest.is_empty() {
+                let tail = rest.split_off(rest.len().min(BATCH));
+                let chunk = std::mem::replace(&mut rest, tail);
                 let t = std::time::Instant::now();
-                let first_error = agent.apply_lines(peers.clone(), index, chunk.to_vec()).await;
+                let first_error = agent.apply_lines(peers.clone(), index, chunk).await;
                 applying += t.elapsed();
                 if let Some(e) = first_error
                     && !complained

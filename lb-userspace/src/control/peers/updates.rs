@@ -9,36 +9,54 @@ use lb_common::{StickEntry, StickKey};
 use super::{Budget, MAX_LINE, Peers};
 use crate::{balancer::Balancer, config::StickOn, datapath::coarse_now_ns};
 
-/// One stick entry as it travels between peers.
+/// One stick entry as it travels between peers (its names borrowed from the line or the
+/// configuration: no allocation per line either way).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Update {
-    pub service: String,
+pub struct Update<'a> {
+    pub service: &'a str,
     /// The key's address (already masked by the sender's prefix).
     pub addr: IpAddr,
     /// Source port for `src-port` services, else 0 (host order).
     pub port: u16,
-    pub server: String,
+    pub server: &'a str,
     pub idle_ms: u64,
 }
 
-impl Update {
+impl<'a> Update<'a> {
     pub fn line(&self) -> String {
-        format!(
-            "{} {} {} {} {}\n",
-            self.service, self.addr, self.port, self.server, self.idle_ms
-        )
+        let mut s = String::new();
+        self.write_line(&mut s);
+        s
     }
 
-    pub fn parse(line: &str) -> Result<Update, String> {
-        let w: Vec<&str> = line.split_ascii_whitespace().collect();
-        let [service, addr, port, server, idle] = w[..] else {
-            return Err(format!("expected 5 words, got {}", w.len()));
-        };
+    /// Appends the line (with its newline) to `out`.
+    pub fn write_line(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "{} {} {} {} {}",
+            self.service, self.addr, self.port, self.server, self.idle_ms
+        );
+    }
+
+    pub fn parse(line: &'a str) -> Result<Update<'a>, String> {
+        let mut w = line.split_ascii_whitespace();
+        let mut words = [""; 5];
+        let mut n = 0;
+        for word in w.by_ref().take(5) {
+            words[n] = word;
+            n += 1;
+        }
+        let n = n + w.count();
+        let [service, addr, port, server, idle] = words;
+        if n != 5 {
+            return Err(format!("expected 5 words, got {n}"));
+        }
         Ok(Update {
-            service: service.to_string(),
+            service,
             addr: addr.parse().map_err(|_| format!("bad address {addr:?}"))?,
             port: port.parse().map_err(|_| format!("bad port {port:?}"))?,
-            server: server.to_string(),
+            server,
             idle_ms: idle.parse().map_err(|_| format!("bad idle time {idle:?}"))?,
         })
     }
@@ -57,13 +75,13 @@ pub fn encode(b: &Balancer, entries: &[(StickKey, StickEntry)]) -> (String, u64)
             continue;
         };
         let u = Update {
-            service: svc.cfg.name.clone(),
+            service: &svc.cfg.name,
             addr: k.client_addr(),
             port: u16::from_be(k.port),
-            server: server.cfg.name.clone(),
+            server: &server.cfg.name,
             idle_ms: now.saturating_sub(e.last_seen_ns) / 1_000_000,
         };
-        text.push_str(&u.line());
+        u.write_line(&mut text);
         n += 1;
     }
     (text, n)
@@ -88,8 +106,8 @@ pub enum Merged {
 
 /// Merge one update into the stick table, by recency. Services and servers are looked up in
 /// the current configuration; a write takes one from the peer's `budget`.
-pub fn merge(b: &mut Balancer, peers: &Peers, budget: &mut Budget, u: &Update, now: u64) -> Merged {
-    let Some(svc) = b.service(&u.service) else {
+pub fn merge(b: &mut Balancer, peers: &Peers, budget: &mut Budget, u: &Update<'_>, now: u64) -> Merged {
+    let Some(svc) = b.service(u.service) else {
         return Merged::Unknown(format!("no service {:?}", u.service));
     };
     if svc.cfg.stick.on == StickOn::None {
@@ -98,7 +116,7 @@ pub fn merge(b: &mut Balancer, peers: &Peers, budget: &mut Budget, u: &Update, n
     if u.addr.is_ipv4() != svc.cfg.vip.is_ipv4() {
         return Merged::Unknown(format!("{} is not of service {:?}'s family", u.addr, u.service));
     }
-    let Some(server) = svc.server(&u.server) else {
+    let Some(server) = svc.server(u.server) else {
         return Merged::Unknown(format!("no server {:?} in service {:?}", u.server, u.service));
     };
     let expire = svc.cfg.stick.expire.as_nanos() as u64;
@@ -121,14 +139,14 @@ pub fn merge(b: &mut Balancer, peers: &Peers, budget: &mut Budget, u: &Update, n
     let size = svc.cfg.stick.size;
     // A client new to this instance (the usual case) costs one write; one it knows, a read
     // and maybe a write: by recency.
-    if budget.take(&u.service, size, now) {
+    if budget.take(u.service, size, now) {
         match b.dp.stick_insert_new(key, entry) {
             Err(e) => return Merged::Failed(e.to_string()),
             Ok(true) => {
                 peers.remember_written(key, seen);
                 return Merged::Written;
             }
-            Ok(false) => budget.give_back(&u.service),
+            Ok(false) => budget.give_back(u.service),
         }
     }
     match b.dp.stick_get(&key) {
@@ -136,7 +154,7 @@ pub fn merge(b: &mut Balancer, peers: &Peers, budget: &mut Budget, u: &Update, n
         Ok(Some(e)) if e.last_seen_ns >= seen => return Merged::Older,
         Ok(_) => {}
     }
-    if !budget.take(&u.service, size, now) {
+    if !budget.take(u.service, size, now) {
         return Merged::OverBudget;
     }
     if let Err(e) = b.dp.stick_insert(key, entry) {
@@ -192,14 +210,20 @@ mod tests {
     #[test]
     fn update_line_round_trip() {
         let u = Update {
-            service: "be_app".into(),
+            service: "be_app",
             addr: "fd77:1::5".parse().unwrap(),
             port: 0,
-            server: "app2".into(),
+            server: "app2",
             idle_ms: 1234,
         };
         assert_eq!(u.line(), "be_app fd77:1::5 0 app2 1234\n");
-        assert_eq!(Update::parse(u.line().trim_end()).unwrap(), u);
+        let line = u.line();
+        assert_eq!(Update::parse(line.trim_end()).unwrap(), u);
+        assert!(
+            Update::parse("be_app 10.0.0.1 0 app2 1 extra")
+                .unwrap_err()
+                .contains("got 6")
+        );
         assert!(
             Update::parse("be_app 10.0.0.1 0 app2")
                 .unwrap_err()
