@@ -45,6 +45,8 @@ type Shared = Arc<Mutex<Balancer>>;
 /// Everything before the runtime starts: validate, lock, load (adopting pins), program the
 /// maps, attach. Then run until a terminating signal.
 pub fn run(config_path: &Path) -> Result<()> {
+    let begun = Instant::now();
+    log::info!("xlb: starting with {}", config_path.display());
     let cfg = config::load(config_path)?;
     config::check_interfaces(&cfg)?;
     crate::control::admin_socket::check_path(&cfg.global.admin_socket)?;
@@ -54,6 +56,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         pin_dir: Some(cfg.global.bpffs_dir.clone()),
     })?;
     let adopted = dp.adopted();
+    log::info!("xlb: data path loaded in {:?}", begun.elapsed());
     let mut dp = dp;
     dp.set_new_entry_cap(cfg.global.max_new_entries_per_cpu)?;
     let inserts = dp.take_inserts()?;

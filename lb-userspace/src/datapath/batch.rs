@@ -1,13 +1,14 @@
-//! Reading a whole hash map and deleting many of its entries in batches
-//! (`BPF_MAP_LOOKUP_BATCH`, `BPF_MAP_DELETE_BATCH`, Linux 5.6+): one system call per few
-//! thousand entries instead of one or two per entry, which is what walking or sweeping a
-//! million-entry stick table costs otherwise. aya 0.14 has no batch operations, hence this
-//! small module. On a kernel without them it falls back to aya's per-entry calls.
+//! Reading a whole hash map, deleting many of its entries and writing many slots of an array in
+//! batches (`BPF_MAP_LOOKUP_BATCH`, `BPF_MAP_DELETE_BATCH`, `BPF_MAP_UPDATE_BATCH`, Linux 5.6+):
+//! one system call per few thousand entries instead of one or two per entry, which is what
+//! walking or sweeping a million-entry stick table, or writing a 65537-slot Maglev table,
+//! costs otherwise. aya 0.14 has no batch operations, hence this small module. On a kernel
+//! without them it falls back to aya's per-entry calls.
 
 use std::os::fd::AsFd as _;
 
 use aya::{
-    maps::{HashMap, IterableMap as _, MapData, MapError},
+    maps::{Array, HashMap, IterableMap as _, MapData, MapError},
     sys::SyscallError,
 };
 
@@ -165,4 +166,31 @@ where
         deleted += usize::from(delete_one(map, k)?);
     }
     Ok(deleted)
+}
+
+/// Write `values[i]` into slot `slots[i]` of `array`, a few thousand per system call (one call
+/// per slot on a kernel without batch operations).
+pub fn set_slots<V: aya::Pod>(
+    array: &mut Array<MapData, V>,
+    slots: &[u32],
+    values: &[V],
+) -> Result<(), MapError> {
+    const CHUNK: usize = 8192;
+    assert_eq!(slots.len(), values.len(), "one value per slot");
+    let mut done = 0;
+    while done < slots.len() {
+        let end = (done + CHUNK).min(slots.len());
+        let fd = array.map().fd().as_fd();
+        let (n, r) = crate::datapath::sys::update_batch(fd, &slots[done..end], &values[done..end]);
+        match r {
+            Ok(()) => done = end,
+            Err(e) if done == 0 && n == 0 && no_batch_ops(&e) => break,
+            Err(e) => return Err(MapError::IoError(e)),
+        }
+    }
+    // No batch operations here (old kernel): one call per slot.
+    for (k, v) in slots[done..].iter().zip(&values[done..]) {
+        array.set(*k, *v, 0)?;
+    }
+    Ok(())
 }

@@ -1,4 +1,4 @@
-//! The few `bpf(2)` commands aya 0.14 does not wrap: a batched lookup and a batched delete,
+//! The few `bpf(2)` commands aya 0.14 does not wrap: a batched lookup, update and delete,
 //! deleting an element of a map aya hands out no delete for (an array-of-maps slot), opening a
 //! pin, and reading an XDP link's interface. The one place in xlb that makes the raw system call; `union bpf_attr`,
 //! the command numbers and `struct bpf_link_info` are the kernel's, as aya-obj generates them.
@@ -80,6 +80,22 @@ pub fn delete_batch<K>(map: BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// `BPF_MAP_UPDATE_BATCH`: write `values[i]` at `keys[i]` (each of the map's key and value
+/// size) in `map`, in order, with flags 0 (create or replace). Returns how many were written
+/// before the first failure, with that failure (the count holds either way).
+pub fn update_batch<K, V>(map: BorrowedFd<'_>, keys: &[K], values: &[V]) -> (usize, io::Result<()>) {
+    let count = keys.len().min(values.len());
+    let mut attr = zeroed();
+    attr.batch.keys = keys.as_ptr() as u64;
+    attr.batch.values = values.as_ptr() as u64;
+    attr.batch.count = count as u32;
+    attr.batch.map_fd = map.as_raw_fd() as u32;
+    let r = sys_bpf(bpf_cmd::BPF_MAP_UPDATE_BATCH, &mut attr).map(|_| ());
+    // SAFETY: the kernel wrote how many it processed back into the batch member it was given.
+    let n = unsafe { attr.batch.count } as usize;
+    (n.min(count), r)
 }
 
 /// `BPF_MAP_DELETE_ELEM` of `key` (of the map's key size) in `map`; false when it was absent.

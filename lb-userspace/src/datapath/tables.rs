@@ -110,14 +110,16 @@ impl Datapath {
         // Write only the slots that differ from what this process last wrote there (a health
         // change moves about 1/N of them); everything when the slot's content is unknown.
         let old = self.shadow.remove(&(service, next));
-        for (i, b) in table.iter().enumerate() {
-            if old.as_ref().is_some_and(|o| o.len() == table.len() && o[i] == *b) {
-                continue;
-            }
-            self.maglev
-                .set(base + i as u32, *b, 0)
-                .map_err(map_err(MAP_MAGLEV))?;
-        }
+        let (slots, values): (Vec<u32>, Vec<u32>) = table
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| {
+                !old.as_ref()
+                    .is_some_and(|o| o.len() == table.len() && o[*i] == **b)
+            })
+            .map(|(i, b)| (base + i as u32, *b))
+            .unzip();
+        crate::datapath::batch::set_slots(&mut self.maglev, &slots, &values).map_err(map_err(MAP_MAGLEV))?;
         self.shadow.insert((service, next), table.to_vec());
         let mut svc = self.service(service)?;
         svc.table_size[next as usize] = table.len() as u32;

@@ -282,6 +282,13 @@ pub(super) fn full_teach(fleet: &Fleet, pins: &BTreeMap<IpAddr, String>, figs: &
             .to_string()
     };
     let logged = last_line(1, "taught us its table");
+    // lb2's start, as its log tells it (the lines of this, its last, run).
+    let log2 = fleet.agents[1].log_text();
+    let start = log2.rfind("xlb: starting with").unwrap_or(0);
+    figs.note(format!(
+        "full teach: lb2's log of this start:\n{}",
+        log2[start..].lines().take(25).collect::<Vec<_>>().join("\n")
+    ));
     let sender = last_line(0, "sent the table");
     figs.note(format!(
         "full teach: lb2 started -> `show peers` says lb1 taught it: {s:.2}s (includes the agent's start); lb2 logged: {logged}; lb1 logged: {sender}"
