@@ -11,22 +11,29 @@
 //!   millisecond as one batch, so a client's entry reaches the peers before its next
 //!   connection can arrive at one of them.
 //! - Refreshes stay on the sweep (see `agent::sweeper`): it collects the entries created or
-//!   refreshed since the previous one (those streamed too: a second line for them) and sends
-//!   them to every peer. They are not urgent: the peer already holds the entry, and an entry is
-//!   refreshed at most once a second, so an active client costs one line per second per peer.
-//! - On every (re)connection the sender first teaches the peer its whole table, ended by a
-//!   `teach-complete` line (`wire::teach_complete`). [`Peers::taught`] says when every peer has
-//!   taught this instance its table since the start (what a restarted balancer waits for
-//!   before it announces its VIPs).
+//!   refreshed since the previous one and sends the peers those they do not hold as they are
+//!   (an entry streamed and not refreshed since is left out: see `written`). They are not
+//!   urgent: the peer already holds the entry, and an entry is refreshed at most once a second,
+//!   so an active client costs one line per second per peer. A sender that fell behind the
+//!   stream and skipped batches makes the next sweep send everything touched since it last
+//!   kept up ([`Peers::take_missed`]).
+//! - On every (re)connection the sender first teaches the peer its whole table, read and sent
+//!   in pieces (the first piece is on the wire while the rest is read), ended by a
+//!   `teach-complete` line (`wire::teach_complete`). A peer that comes back connects to this
+//!   instance too; that connection cuts short this sender's wait between attempts, so the
+//!   peer is taught at once. [`Peers::taught`] says when every peer has taught this instance
+//!   its table since the start (what a restarted balancer waits for before it announces its
+//!   VIPs).
 //! - Every connection is authenticated with the key the peers share (`peer_key_file`): a
 //!   challenge from each side, then frames whose MAC covers a sequence number and a key of
 //!   that connection (`peer_wire`). There is no unauthenticated mode.
 //! - The receiver accepts connections only from the listed peers' addresses, closes one that
 //!   fails authentication, and merges by recency: an update is written unless the local entry
-//!   was seen as recently or later. Names are checked against the current config; a peer may
-//!   write at most a service's stick size of entries into it per second ([`Budget`]). What it
-//!   writes is remembered (up to the stick capacity) so that its own next sweep does not send
-//!   it back.
+//!   was seen as recently or later (a key the table does not hold, the usual case, costs one
+//!   `BPF_NOEXIST` write; one it holds, a read and maybe a write). Names are checked against
+//!   the current config; a peer may write at most a service's stick size of entries into it per
+//!   second ([`Budget`]). What it writes is remembered (up to the stick capacity) so that its
+//!   own next sweep does not send it back.
 //! - Time is bounded: a peer that stops reading is dropped after [`WRITE_TIMEOUT`], every
 //!   handshake has a deadline, and every wait ends when the agent stops.
 //!
