@@ -126,7 +126,7 @@ pub fn merge(b: &mut Balancer, peers: &Peers, budget: &mut Budget, u: &Update, n
     let entry = StickEntry {
         last_seen_ns: seen,
         backend,
-        _pad: 0,
+        syn_at: 0,
     };
     if let Err(e) = b.dp.stick_insert(key, entry) {
         return Merged::Failed(e.to_string());
