@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::units::{Dur, Size};
+use super::{
+    observe::RawObserve,
+    units::{Dur, Size},
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +87,24 @@ pub(super) struct RawHealth {
     pub(super) fall: Option<u32>,
     pub(super) port: Option<u16>,
     pub(super) host: Option<String>,
+    pub(super) observe: Option<String>,
+    pub(super) error_limit: Option<u32>,
+    pub(super) on_error: Option<String>,
+    pub(super) fastinter: Option<Dur>,
+    pub(super) downinter: Option<Dur>,
+}
+
+impl RawHealth {
+    /// Its passive-health keys (the service's defaults), taken out.
+    pub(super) fn take_observe(&mut self) -> RawObserve {
+        RawObserve {
+            observe: self.observe.take(),
+            error_limit: self.error_limit.take(),
+            on_error: self.on_error.take(),
+            fastinter: self.fastinter.take(),
+            downinter: self.downinter.take(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -96,4 +117,22 @@ pub(super) struct RawServer {
     pub(super) check_port: Option<u16>,
     pub(super) state: Option<String>,
     pub(super) interface: Option<String>,
+    pub(super) observe: Option<String>,
+    pub(super) error_limit: Option<u32>,
+    pub(super) on_error: Option<String>,
+    pub(super) fastinter: Option<Dur>,
+    pub(super) downinter: Option<Dur>,
+}
+
+impl RawServer {
+    /// Its own passive-health keys, taken out.
+    pub(super) fn take_observe(&mut self) -> RawObserve {
+        RawObserve {
+            observe: self.observe.take(),
+            error_limit: self.error_limit.take(),
+            on_error: self.on_error.take(),
+            fastinter: self.fastinter.take(),
+            downinter: self.downinter.take(),
+        }
+    }
 }
