@@ -28,6 +28,7 @@
 
 pub mod passive;
 mod probe;
+mod schedule;
 mod suspicion;
 #[cfg(test)]
 mod testing;
@@ -36,7 +37,6 @@ mod tests;
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hash, Hasher},
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
@@ -51,6 +51,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::config::{self, HealthKind, format_duration};
 use probe::check_once;
+use schedule::jitter;
 
 /// The agent's opaque id of a target: (service, server).
 pub type TargetKey = (String, String);
@@ -437,25 +438,6 @@ fn stop(t: Running) {
     // anything.
 }
 
-/// The first check's delay: pseudo-random in `[0, inter)`. `RandomState` is seeded randomly per
-/// process, and the key, generation and clock spread it further; no `rand` needed.
-fn jitter(key: &TargetKey, generation: u64, inter: Duration) -> Duration {
-    let nanos = inter.as_nanos();
-    if nanos == 0 {
-        return Duration::ZERO;
-    }
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    key.hash(&mut h);
-    generation.hash(&mut h);
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
-        .hash(&mut h);
-    let r = u128::from(h.finish()) % nanos;
-    Duration::from_nanos(u64::try_from(r).unwrap_or(u64::MAX))
-}
-
 /// One target's checks, one after the other, until cancelled or stale; `wake` is the cancel
 /// signal and the call for a check now.
 async fn check_loop(
@@ -493,7 +475,7 @@ async fn check_loop(
         if !record(&shared, &key, generation, &spec, outcome, &events) {
             return;
         }
-        delay = suspicion::next_delay(&shared, &key, &spec);
+        delay = schedule::next_delay(&shared, &key, &spec);
     }
 }
 

@@ -1,28 +1,9 @@
-//! What the checker does when passive health suspects a target (`on_error`), and the interval
-//! of the checks that follows from a target's state: `fastinter` while suspected, `downinter`
-//! while Down, `inter` otherwise.
+//! What the checker does when passive health suspects a target (`on_error`).
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::Instant;
 
-use super::{CheckSpec, CheckStatus, Health, HealthChecker, Slot, TargetKey, Transition, lock};
+use super::{CheckStatus, Health, HealthChecker, TargetKey, Transition, lock};
 use crate::config::OnError;
-
-/// The delay before the next check of `key`.
-pub(super) fn next_delay(
-    shared: &Mutex<HashMap<TargetKey, Slot>>,
-    key: &TargetKey,
-    spec: &CheckSpec,
-) -> Duration {
-    match lock(shared).get(key).map(|s| &s.status) {
-        Some(s) if s.health == Health::Down => spec.downinter,
-        Some(s) if s.suspicion.is_some() => spec.fastinter,
-        _ => spec.inter,
-    }
-}
 
 impl HealthChecker {
     /// Passive health suspects `key` (`reason`: `passive: 14 SYN retransmits, ...`): act per
