@@ -11,6 +11,24 @@ use super::{
     units::{Dur, Size},
 };
 
+/// `take_observe(&mut self) -> RawObserve` for a table that has the passive-health keys (the
+/// service's `health`, a server): the keys, taken out.
+macro_rules! take_observe {
+    ($table:ty) => {
+        impl $table {
+            pub(super) fn take_observe(&mut self) -> RawObserve {
+                RawObserve {
+                    observe: self.observe.take(),
+                    error_limit: self.error_limit.take(),
+                    on_error: self.on_error.take(),
+                    fastinter: self.fastinter.take(),
+                    downinter: self.downinter.take(),
+                }
+            }
+        }
+    };
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
@@ -94,18 +112,7 @@ pub(super) struct RawHealth {
     pub(super) downinter: Option<Dur>,
 }
 
-impl RawHealth {
-    /// Its passive-health keys (the service's defaults), taken out.
-    pub(super) fn take_observe(&mut self) -> RawObserve {
-        RawObserve {
-            observe: self.observe.take(),
-            error_limit: self.error_limit.take(),
-            on_error: self.on_error.take(),
-            fastinter: self.fastinter.take(),
-            downinter: self.downinter.take(),
-        }
-    }
-}
+take_observe!(RawHealth);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,15 +131,4 @@ pub(super) struct RawServer {
     pub(super) downinter: Option<Dur>,
 }
 
-impl RawServer {
-    /// Its own passive-health keys, taken out.
-    pub(super) fn take_observe(&mut self) -> RawObserve {
-        RawObserve {
-            observe: self.observe.take(),
-            error_limit: self.error_limit.take(),
-            on_error: self.on_error.take(),
-            fastinter: self.fastinter.take(),
-            downinter: self.downinter.take(),
-        }
-    }
-}
+take_observe!(RawServer);
