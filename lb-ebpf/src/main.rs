@@ -103,10 +103,12 @@ fn balance(ctx: &XdpContext) -> u32 {
     }
     let verdict = send(ctx, id, backend, len);
     // Last, where little else is live: the one stack frame has no room to spare.
-    if flow.syn_only {
-        passive::syn(ctx, &flow, service_id, id, select::now_ns());
-    } else if !flow.no_handshake && flow.tcp_at != 0 {
-        passive::first_ack(ctx, &flow, service_id);
+    if flow.tcp_at != 0 {
+        if flow.syn_only {
+            passive::syn(ctx, &flow, service_id, id, select::now_ns());
+        } else if !flow.no_handshake {
+            passive::first_ack(ctx, &flow, service_id);
+        }
     }
     verdict
 }

@@ -119,10 +119,12 @@ static BSTATS: PerCpuArray<BackendStats> = PerCpuArray::with_max_entries(MAX_BAC
 /// overwrites) and deleted at the attempt's first ACK; read by the data path on SYNs and on the
 /// packets that may be a first ACK (`passive`). Never touched by the agent. LRU of
 /// `SYN_RECORDS`: a flood of spoofed SYNs only evicts records (fewer signals, none false). Not
-/// pinned: a record lives a round trip.
+/// pinned: a record lives a round trip. Its LRU lists are per CPU (`BPF_F_NO_COMMON_LRU`): a
+/// new record evicts without the common list's lock (a SYN flood writes one per packet); every
+/// CPU still finds every record.
 #[map(name = "XLB_SYNS")]
 static SYNS: aya_ebpf::maps::LruHashMap<SynKey, SynRecord> =
-    aya_ebpf::maps::LruHashMap::with_max_entries(SYN_RECORDS, 0);
+    aya_ebpf::maps::LruHashMap::with_max_entries(SYN_RECORDS, aya_ebpf::bindings::BPF_F_NO_COMMON_LRU);
 
 /// Per CPU: where a SYN record's key and value are built before `XLB_SYNS` is looked up or
 /// written, off the stack (see `FRAG_KEY`: the one frame must stay within 512 bytes). Written

@@ -6,8 +6,9 @@
 //! Cost: SYNs pay one `XLB_SYNS` lookup (and a write when new). A packet that may be a first
 //! ACK pays a lookup only when the SYN map can hold its flow: on stick misses and on services
 //! without a table (a new client's first ACK is a miss), and on a stick hit only within
-//! `SYN_HINT_TICKS` of its client's last SYN (`StickEntry::syn_at`, set by `syn_hint`) — the
-//! packets of established clients read one word of the entry they already hold and go on.
+//! `SYN_HINT_TICKS` of its client's last SYN (`StickEntry::syn_at`, stamped by a SYN's stick
+//! hit in `select`, which clears `Flow::tcp_at` otherwise) — the packets of established clients
+//! read one word of the entry they already hold and go on. UDP pays one test (`tcp_at` is 0).
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{SYN_AT_SHIFT, SYN_HINT_TICKS, SYN_RETRANSMIT_WINDOW_NS};
