@@ -20,11 +20,9 @@
 //! nothing more is reported for that key. The state is shared behind a std `Mutex` (never held
 //! across an `.await`) and can be read from other tasks through a [`StatusView`].
 //!
-//! Passive health (`passive`: the detector; `suspicion`: what the checker does with what it
-//! finds) makes a target suspect: [`HealthChecker::suspect`] acts per `on_error` — check at once
-//! and every `fastinter` until DOWN or recovered, count failed checks, or mark DOWN — and the
-//! DOWN's reason says so (`passive: 14 SYN retransmits, 0 handshakes in 800 ms; confirmed by
-//! check: ...`). A DOWN target is checked every `downinter`.
+//! Passive health (`passive`: the detector) suspects a target through
+//! [`HealthChecker::suspect`] (`suspicion`: per `on_error`); `schedule` spaces the checks by
+//! state (`fastinter`, `downinter`). A DOWN it leads to says so (`passive: ...; confirmed by ...`).
 
 pub mod passive;
 mod probe;
