@@ -67,8 +67,11 @@ pub const L4_SPORT_AT: usize = 0;
 pub const L4_DPORT_AT: usize = 2;
 /// Both ports: what an ICMP error must quote of the L4 header at least.
 pub const L4_PORTS_LEN: usize = 4;
-/// Where the data offset (high nibble, 32-bit words) and the flags sit in a TCP header.
+/// Where the data offset (high nibble, 32-bit words), the flags and the sequence number sit in a
+/// TCP header.
 pub const TCP_DATA_OFFSET_AT: usize = 12;
+/// The TCP sequence number (4 bytes, after the two ports).
+pub const TCP_SEQ_AT: usize = 4;
 pub const TCP_DATA_OFFSET_SHIFT: u8 = 4;
 pub const TCP_DATA_OFFSET_MIN_WORDS: u8 = 5;
 pub const TCP_FLAGS_AT: usize = 13;

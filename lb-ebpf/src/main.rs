@@ -17,6 +17,9 @@
 //! 6. `fragment::record_first` [7]: a first fragment records where it went, for step 2.
 //! 7. `send`, `forward::to_backend` [6]: L2 DSR, `XDP_TX` or `XDP_REDIRECT`.
 //!
+//! Between 5 and 6, `passive` records the handshake signals of TCP flows for passive health: a
+//! SYN (new or retransmitted), and a first ACK where step 5 says one may be.
+//!
 //! Throughout:
 //! - Counters [8]: per service and per backend (`maps::service_stats`, `maps::backend_stats`);
 //!   global ones (`maps::count`, `lb_common::gstat::Counter`) only for events that belong to no
@@ -37,6 +40,7 @@ mod fragment;
 mod headers;
 mod maps;
 mod parse;
+mod passive;
 mod select;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -58,7 +62,7 @@ pub fn xlb(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn balance(ctx: &XdpContext) -> u32 {
-    let flow = match parse::parse(ctx) {
+    let mut flow = match parse::parse(ctx) {
         Ok(Some(flow)) => flow,
         Ok(None) => return pass(Counter::PassNotVip),
         Err(()) => return pass(Counter::ParseError),
@@ -85,7 +89,7 @@ fn balance(ctx: &XdpContext) -> u32 {
         maps::count(Counter::IcmpTooBig);
     }
 
-    let id = select::backend_for(&flow, service_id, svc, st);
+    let id = select::backend_for(&mut flow, service_id, svc, st);
     let backend = if id == NO_BACKEND { None } else { maps::backend(id) };
     let Some(backend) = backend else {
         // Every server of the service is down: nothing can answer. Dropped, counted.
@@ -97,7 +101,16 @@ fn balance(ctx: &XdpContext) -> u32 {
         maps::count(Counter::Fragment);
         fragment::record_first(&flow, service_id, id);
     }
-    send(ctx, id, backend, len)
+    let verdict = send(ctx, id, backend, len);
+    // Last, where little else is live: the one stack frame has no room to spare.
+    if flow.tcp_at != 0 {
+        if flow.syn_only {
+            passive::syn(ctx, &flow, service_id, id, select::now_ns());
+        } else if !flow.no_handshake {
+            passive::first_ack(ctx, &flow, service_id);
+        }
+    }
+    verdict
 }
 
 /// A fragment after the first: it has no ports, so no service lookup of its own; it goes to

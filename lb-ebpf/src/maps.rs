@@ -12,8 +12,9 @@ use aya_ebpf::{
 use lb_common::{
     Backend, BackendStats, FRAGMENT_RECORDS, FloorTarget, FragmentKey, FragmentRecord, INSERTS_RING_BYTES,
     InsertRecord, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS,
-    NEW_ENTRIES_WINDOW_NS, NameSlot, OwnMac, RateWindow, Service, ServiceStats, StickEntry, StickKey,
-    VIP_PROBES, VIP_TABLE_SIZE, VipSlot, bench_slot, gstat::Counter, vip_home,
+    NEW_ENTRIES_WINDOW_NS, NameSlot, OwnMac, PassiveStats, RateWindow, SYN_RECORDS, Service, ServiceStats,
+    StickEntry, StickKey, SynKey, SynRecord, VIP_PROBES, VIP_TABLE_SIZE, VipSlot, bench_slot, gstat::Counter,
+    vip_home,
 };
 
 /// VIPs: two open-addressed tables of `VIP_TABLE_SIZE` slots (index `slot * VIP_TABLE_SIZE +
@@ -110,6 +111,48 @@ static SSTATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entries(MAX_SER
 /// Per-backend counters, per CPU. Index: backend id. Written by the data path; summed by the agent.
 #[map(name = "XLB_BSTATS")]
 static BSTATS: PerCpuArray<BackendStats> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Passive health: TCP connection attempts whose handshake is not yet seen to finish. Key: the
+/// attempt (client address and port, service, VIP port, family). Value: its SYN's sequence
+/// number (the ISN), the backend it went to, when it was last seen. Written by the data path on
+/// every TCP SYN to a VIP (a new record, or the same ISN again: a retransmission; a new ISN
+/// overwrites) and deleted at the attempt's first ACK; read by the data path on SYNs and on the
+/// packets that may be a first ACK (`passive`). Never touched by the agent. LRU of
+/// `SYN_RECORDS`: a flood of spoofed SYNs only evicts records (fewer signals, none false). Not
+/// pinned: a record lives a round trip. Its LRU lists are per CPU (`BPF_F_NO_COMMON_LRU`): a
+/// new record evicts without the common list's lock (a SYN flood writes one per packet); every
+/// CPU still finds every record.
+#[map(name = "XLB_SYNS")]
+static SYNS: aya_ebpf::maps::LruHashMap<SynKey, SynRecord> =
+    aya_ebpf::maps::LruHashMap::with_max_entries(SYN_RECORDS, aya_ebpf::bindings::BPF_F_NO_COMMON_LRU);
+
+/// Per CPU: where a SYN record's key and value are built before `XLB_SYNS` is looked up or
+/// written, off the stack (see `FRAG_KEY`: the one frame must stay within 512 bytes). Written
+/// and read by the data path on the SYN and first-ACK paths only; not pinned.
+#[map(name = "XLB_SYN_SCRATCH")]
+static SYN_SCRATCH: PerCpuArray<SynScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// A value of `XLB_SYN_SCRATCH`.
+#[repr(C)]
+pub struct SynScratch {
+    pub key: SynKey,
+    pub record: SynRecord,
+}
+
+/// This CPU's scratch slot for a SYN record (see `SYN_SCRATCH`).
+#[inline(always)]
+pub fn syn_scratch() -> Option<&'static mut SynScratch> {
+    // SAFETY: per-CPU slot, see `count`; its one user finishes with it before the program ends.
+    SYN_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Passive health counters, per CPU. Index: backend id. Value: SYNs sent, SYNs retransmitted,
+/// handshakes finished (`PassiveStats`). Written by the data path on TCP SYNs and first ACKs
+/// only; summed by the agent, whose detector compares each backend with its siblings
+/// (`health::passive`) and shows them (`show stat`, metrics). Not pinned: the detector reads
+/// differences, and the counters of a new program start from 0.
+#[map(name = "XLB_PASSIVE")]
+static PASSIVE: PerCpuArray<PassiveStats> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
 /// Names of service and backend ids (`name_slot_service`, `name_slot_backend`). Never read by
 /// the data path: it keeps the agent's id allocation alive with the pins, so a restarted agent
@@ -314,6 +357,31 @@ pub fn count(counter: Counter) {
 pub fn service_stats(id: u32) -> Option<&'static mut ServiceStats> {
     // SAFETY: per-CPU slot, see `count`.
     SSTATS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
+}
+
+/// The SYN record of a connection attempt, to read and update in place.
+#[inline(always)]
+pub fn syn_record(key: &SynKey) -> Option<*mut SynRecord> {
+    SYNS.get_ptr_mut(key)
+}
+
+/// Record a new connection attempt (`SynScratch::key` -> `SynScratch::record`). A failed write
+/// only costs its signals.
+#[inline(always)]
+pub fn record_syn(s: &SynScratch) {
+    let _ = SYNS.insert(&s.key, &s.record, 0);
+}
+
+/// Forget an attempt whose first ACK came.
+#[inline(always)]
+pub fn forget_syn(key: &SynKey) {
+    let _ = SYNS.remove(key);
+}
+
+#[inline(always)]
+pub fn passive_stats(backend: u32) -> Option<&'static mut PassiveStats> {
+    // SAFETY: per-CPU slot, see `count`.
+    PASSIVE.get_ptr_mut(backend).map(|p| unsafe { &mut *p })
 }
 
 #[inline(always)]

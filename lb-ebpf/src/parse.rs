@@ -44,6 +44,12 @@ pub struct Flow {
     /// SYN-ACK with an RST), so it never creates or refreshes a stick entry; it goes where the
     /// table or the hash says. False for UDP.
     pub no_handshake: bool,
+    /// Where the TCP header starts in the frame, for `passive`, which reads the ports and the
+    /// sequence number there again rather than keep them live through the program (its one stack
+    /// frame has no room for them). 0 for UDP and ICMP errors, and once a stick hit has found
+    /// that its client sent no SYN lately (`select`): then a packet with ACK set, SYN and RST
+    /// clear does not look for the SYN record its handshake's first ACK would finish.
+    pub tcp_at: u16,
     /// ICMP need-frag / ICMPv6 packet-too-big about a VIP flow.
     pub icmp_too_big: bool,
 }
@@ -64,6 +70,7 @@ impl Flow {
             frag_id: 0,
             syn_only: false,
             no_handshake: false,
+            tcp_at: 0,
             icmp_too_big: false,
         }
     }
@@ -74,7 +81,7 @@ impl Flow {
 /// (nothing here moves or resizes the frame). Every `T` read through it is made of integers
 /// (any bit pattern valid) and, but for `EthHdr`, of byte arrays (alignment 1).
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ()> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ()> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + core::mem::size_of::<T>() > end {
@@ -196,6 +203,7 @@ fn l4_ports(ctx: &XdpContext, l4: usize, flow: &mut Flow) -> Result<(), ()> {
         let handshake_flags = flags & (TCP_FLAG_ACK | TCP_FLAG_SYN | TCP_FLAG_RST);
         flow.syn_only = handshake_flags == TCP_FLAG_SYN;
         flow.no_handshake = handshake_flags != TCP_FLAG_ACK;
+        flow.tcp_at = l4 as u16;
         flow.sport = u16::from_ne_bytes([raw[L4_SPORT_AT], raw[L4_SPORT_AT + 1]]);
         flow.dport = u16::from_ne_bytes([raw[L4_DPORT_AT], raw[L4_DPORT_AT + 1]]);
     } else {

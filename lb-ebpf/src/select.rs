@@ -15,6 +15,9 @@
 //!   evicts none of another's clients. A service without a table goes by hash.
 //! - every entry written here (never a hit's refresh) is reported to the agent through the
 //!   `XLB_INSERTS` ring, which streams it to the peers (`maps::report_insert`).
+//! - passive health: a SYN that hits an entry stamps it (`syn_at`); a possible first ACK looks
+//!   for its flow's SYN record (`passive`) on every path but a stick hit, and on a hit only
+//!   shortly after its client's last SYN (else the hit clears `Flow::tcp_at`).
 
 use lb_common::{
     BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, STICK_NONE, STICK_REFRESH_NS, STICK_SRC_PORT,
@@ -28,6 +31,7 @@ use crate::{
     headers::{IPV4_ADDR_LEN, IPV6_ADDR_LEN},
     maps,
     parse::Flow,
+    passive,
 };
 
 /// Step 3: the service of a packet with ports, or None (not for a VIP). Exact port first, then
@@ -42,7 +46,7 @@ pub fn service_of(flow: &Flow) -> Option<u32> {
 
 /// The coarse clock (jiffies resolution): the same one userspace reads as CLOCK_MONOTONIC_COARSE.
 #[inline(always)]
-fn now_ns() -> u64 {
+pub fn now_ns() -> u64 {
     // SAFETY: helper without arguments.
     unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() }
 }
@@ -107,9 +111,10 @@ fn pinned(backend: u32, service_id: u32) -> Pinned {
     }
 }
 
-/// Step 5: the backend id for this packet, or `NO_BACKEND`.
+/// Step 5: the backend id for this packet, or `NO_BACKEND`. A stick hit clears `flow.tcp_at`
+/// unless its client sent a SYN shortly before (`passive`).
 #[inline(always)]
-pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut ServiceStats) -> u32 {
+pub fn backend_for(flow: &mut Flow, service_id: u32, svc: &Service, st: &mut ServiceStats) -> u32 {
     // Every packet here has its ports, a first fragment too: its datagram's later fragments
     // follow the record it leaves (`fragment`), so it goes where the flow's whole packets go.
     if svc.stick_mode == STICK_NONE {
@@ -144,6 +149,16 @@ pub fn backend_for(flow: &Flow, service_id: u32, svc: &Service, st: &mut Service
                     if idle > STICK_REFRESH_NS && may_insert {
                         // SAFETY: as above; a racing writer at worst leaves an older time.
                         unsafe { (*e).last_seen_ns = now };
+                    }
+                    if flow.tcp_at != 0 {
+                        // SAFETY: as above (a plain u32; a racing writer leaves either stamp).
+                        let syn_at = unsafe { (*e).syn_at };
+                        if flow.syn_only {
+                            // SAFETY: as above.
+                            unsafe { (*e).syn_at = passive::syn_tick(now) };
+                        } else if !passive::syn_hinted(passive::syn_tick(now), syn_at) {
+                            flow.tcp_at = 0;
+                        }
                     }
                     return backend;
                 }
@@ -191,7 +206,8 @@ fn insert(table: &maps::StickTable, key: &StickKey, backend: u32, now: u64, st: 
     let entry = StickEntry {
         last_seen_ns: now,
         backend,
-        _pad: 0,
+        // Written from a packet that proves a handshake, never from a SYN.
+        syn_at: 0,
     };
     if maps::stick_put(table, key, &entry) {
         st.stick_inserts += 1;

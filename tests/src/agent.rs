@@ -49,8 +49,13 @@ pub fn config_text<'h>(
     if let Some(m) = &o.metrics {
         t.push_str(&format!("metrics = \"{m}\"\n"));
     }
+    let extra = if o.health_extra.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", o.health_extra)
+    };
     let health = format!(
-        "{{ type = \"http\", send = \"GET /healthz\", expect = 200, inter = \"{}\", timeout = \"500ms\", rise = {}, fall = {} }}",
+        "{{ type = \"http\", send = \"GET /healthz\", expect = 200, inter = \"{}\", timeout = \"500ms\", rise = {}, fall = {}{extra} }}",
         o.inter, o.rise, o.fall
     );
     for (name, vip, proto) in services {

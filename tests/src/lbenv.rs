@@ -36,6 +36,9 @@ pub struct Opts {
     pub sweep: String,
     /// `metrics = "..."` in [global] (inside the LB namespace).
     pub metrics: Option<String>,
+    /// More keys of the TCP services' `health` table, e.g. `observe = "layer4", fastinter =
+    /// "200ms"` (passive health); empty for none.
+    pub health_extra: String,
 }
 
 impl Opts {
@@ -65,6 +68,7 @@ impl Default for Opts {
             spare_backends: 0,
             sweep: "1s".into(),
             metrics: None,
+            health_extra: String::new(),
         }
     }
 }

@@ -201,6 +201,8 @@ pub struct Frame {
     dport: u16,
     transport: Transport,
     payload: Vec<u8>,
+    /// The TCP sequence number (1 unless [`Frame::seq`] says otherwise).
+    seq: Option<u32>,
 }
 
 impl Frame {
@@ -239,6 +241,7 @@ impl Frame {
             dport,
             transport,
             payload: payload.to_vec(),
+            seq: None,
         }
     }
 
@@ -252,6 +255,12 @@ impl Frame {
     /// One 802.1Q tag with `tci`.
     pub fn vlan(mut self, tci: u16) -> Frame {
         self.vlan = Some(tci);
+        self
+    }
+
+    /// The TCP sequence number instead of 1.
+    pub fn seq(mut self, seq: u32) -> Frame {
+        self.seq = Some(seq);
         self
     }
 
@@ -330,6 +339,9 @@ impl Frame {
             Transport::Tcp { flags } => (tcp(self.sport, self.dport, flags, &self.payload), 16),
             Transport::Udp => (udp(self.sport, self.dport, &self.payload), 6),
         };
+        if let (Transport::Tcp { .. }, Some(seq)) = (&self.transport, self.seq) {
+            segment[4..8].copy_from_slice(&seq.to_be_bytes());
+        }
         let mut pseudo = Vec::with_capacity(40);
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {

@@ -9,7 +9,9 @@ use std::{
 };
 
 use harness::{
-    BackendServer, HostId, PREFIX, Topology, client, names, netns, require_root,
+    BackendServer, HostId, PREFIX, Topology, client,
+    loss::Loss,
+    names, netns, require_root,
     topology::{CLIENT_POOL4, VIP4, VIP6},
 };
 
@@ -391,4 +393,49 @@ fn sweep_removes_only_dead_runs() {
     let ns = live.namespaces().to_vec();
     drop(live);
     assert_gone(&ns);
+}
+
+#[test]
+fn loss_drops_silently_then_at_random_and_goes_with_its_guard() {
+    let (t, c, bes, _servers, _srcs) = setup("loss");
+    let hc = t.host(c).clone();
+    let hb = t.host(bes[0]).clone();
+    let to4 = SocketAddr::new(hb.ipv4.into(), PORT);
+    let to6 = SocketAddr::new(hb.ipv6.into(), PORT);
+    let silent = Loss::silent(&hb.ns, &[hb.ipv4.into(), hb.ipv6.into()]).expect("nft silent drop");
+    assert!(
+        Loss::silent(&hb.ns, &[hb.ipv4.into()]).is_err(),
+        "a second loss in one namespace must be refused"
+    );
+    for (src, to) in [(IpAddr::from(hc.ipv4), to4), (hc.ipv6.into(), to6)] {
+        let e = t.http_get(c, src, to, Duration::from_millis(300)).unwrap_err();
+        assert!(client::is_timeout(&e), "a silent drop must time out, got {e:#}");
+    }
+    assert!(silent.dropped().unwrap() >= 2, "the drops are counted");
+    // The other backend is untouched.
+    let to2 = SocketAddr::new(t.host(bes[1]).ipv4.into(), PORT);
+    assert_eq!(t.http_get(c, hc.ipv4.into(), to2, T).unwrap(), "be2");
+    silent.remove().unwrap();
+    assert_eq!(t.http_get(c, hc.ipv4.into(), to4, T).unwrap(), "be1");
+    // Five in ten: some packets go, some pass; the guard's drop lets them all through again.
+    {
+        let half = Loss::random(&hb.ns, &[hb.ipv4.into()], 5).expect("nft random drop");
+        let served = (0..20)
+            .filter(|_| {
+                t.http_get(c, hc.ipv4.into(), to4, Duration::from_millis(300))
+                    .is_ok()
+            })
+            .count();
+        assert!(
+            served > 0,
+            "half the packets pass: some of 20 requests must be served"
+        );
+        assert!(half.dropped().unwrap() > 0, "half the packets are dropped");
+    }
+    assert_eq!(t.http_get(c, hc.ipv4.into(), to4, T).unwrap(), "be1");
+    // None in ten drops nothing.
+    let none = Loss::random(&hb.ns, &[hb.ipv4.into()], 0).unwrap();
+    assert_eq!(t.http_get(c, hc.ipv4.into(), to4, T).unwrap(), "be1");
+    assert_eq!(none.dropped().unwrap(), 0);
+    assert!(Loss::random(&hb.ns, &[hb.ipv4.into()], 10).is_err());
 }

@@ -13,6 +13,7 @@
 mod backend;
 mod bench;
 mod fragment;
+mod passive;
 mod service;
 mod stats;
 mod stick;
@@ -21,6 +22,7 @@ mod vip;
 pub use backend::*;
 pub use bench::*;
 pub use fragment::*;
+pub use passive::*;
 pub use service::*;
 pub use stats::*;
 pub use stick::*;
@@ -65,6 +67,12 @@ pub const MAP_FRAGMENTS: &str = "XLB_FRAGMENTS";
 /// The ring of new stick entries (`InsertRecord`). Not pinned: each loaded program has its
 /// own, read by the agent that loaded it.
 pub const MAP_INSERTS: &str = "XLB_INSERTS";
+/// SYNs whose handshake is not yet seen to finish (`SynKey` -> `SynRecord`). Not pinned: a
+/// record lives a round trip; a new program starts with none and misses a second's signals.
+pub const MAP_SYNS: &str = "XLB_SYNS";
+/// Per-backend handshake signals, per CPU (`PassiveStats`). Not pinned: the agent's detector
+/// reads differences, and a new program's counters start from 0.
+pub const MAP_PASSIVE_STATS: &str = "XLB_PASSIVE";
 /// Every map the program defines (the agent pins and adopts these).
 pub const ALL_MAPS: [&str; 17] = [
     MAP_VIPS,

@@ -43,7 +43,11 @@ pub struct StickEntry {
     /// `STICK_REFRESH_NS`). Userspace reads the same clock as `CLOCK_MONOTONIC_COARSE`.
     pub last_seen_ns: u64,
     pub backend: u32,
-    pub _pad: u32,
+    /// Passive health's hint: the coarse clock `>> SYN_AT_SHIFT` (with its lowest bit set, so
+    /// never 0) when the client last sent a SYN, 0 = none seen. A stick hit looks for its flow's
+    /// SYN record (`MAP_SYNS`) only within `SYN_HINT_TICKS` of it. Written by the data path on
+    /// SYNs that hit the entry; 0 in entries the agent writes (peers, migration).
+    pub syn_at: u32,
 }
 map_type!(StickEntry, 16);
 

@@ -1,7 +1,8 @@
 //! `xlb run`: load, attach, then run small tokio tasks until SIGTERM:
 //! health transitions -> table rebuilds; neighbour-table changes -> backend MACs; the runtime
 //! API socket; the expiry sweeper; the replicator (new entries to the peers as they happen);
-//! SIGHUP reloads; the VIP routes (`announcer`). On exit the XDP link, maps and VIP routes
+//! SIGHUP reloads; the VIP routes (`announcer`); passive health (`passive`: the data path's
+//! handshake signals, compared every 200 ms, suspicions to the checker). On exit the XDP link, maps and VIP routes
 //! stay: the data path keeps forwarding, the VIPs stay announced and the next agent adopts the
 //! stick table.
 
@@ -19,6 +20,7 @@ mod api_server;
 mod hooks;
 mod instance_lock;
 mod neighbours;
+mod passive;
 mod reload;
 mod replicator;
 mod service_manager;
@@ -242,8 +244,12 @@ async fn serve(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut current = cfg;
+    let mut passive = passive::PassiveWatch::default();
+    let mut passive_tick = tokio::time::interval(crate::health::passive::READ_EVERY);
+    passive_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = passive_tick.tick() => passive.round(&shared, &mut hc).await,
             Some(t) = transitions.recv() => {
                 let mut b = shared.lock().expect("balancer lock");
                 if let Err(e) = b.on_health(&t.key.0, &t.key.1, t.to, &t.reason) {

@@ -130,6 +130,7 @@ impl Svc {
         let h = &self.cfg.health;
         let port = s.check_port.or(h.port).unwrap_or(self.cfg.vip.port());
         CheckSpec::new(h, SocketAddr::new(s.address, port))
+            .map(|c| c.with_intervals(s.observe.fastinter, s.observe.downinter))
     }
 }
 

@@ -12,6 +12,7 @@
 mod error;
 mod interfaces;
 mod limits;
+mod observe;
 mod peer_key;
 mod raw;
 mod service;
@@ -34,6 +35,7 @@ pub use limits::{
     MIN_STICK_EXPIRE, STICK_MEMORY_CAP, SWEEP_INTERVAL_MAX, SWEEP_INTERVAL_MIN, stick_max_entries,
     stick_memory_bytes,
 };
+pub use observe::{DEFAULT_ERROR_LIMIT, Observe, OnError};
 pub use peer_key::{PEER_KEY_MAX, PEER_KEY_MIN, PeerKey, read_peer_key};
 pub use units::{format_duration, parse_duration};
 
@@ -194,6 +196,8 @@ pub struct Server {
     /// The interface the server is reached through when it is not the one XDP runs on
     /// (frames go out by `XDP_REDIRECT`); None = the XDP interface (`XDP_TX`).
     pub interface: Option<String>,
+    /// Passive health and the check intervals it drives (its own keys, else the service's).
+    pub observe: Observe,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,28 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::units::{Dur, Size};
+use super::{
+    observe::RawObserve,
+    units::{Dur, Size},
+};
+
+/// `take_observe(&mut self) -> RawObserve` for a table that has the passive-health keys (the
+/// service's `health`, a server): the keys, taken out.
+macro_rules! take_observe {
+    ($table:ty) => {
+        impl $table {
+            pub(super) fn take_observe(&mut self) -> RawObserve {
+                RawObserve {
+                    observe: self.observe.take(),
+                    error_limit: self.error_limit.take(),
+                    on_error: self.on_error.take(),
+                    fastinter: self.fastinter.take(),
+                    downinter: self.downinter.take(),
+                }
+            }
+        }
+    };
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,7 +105,14 @@ pub(super) struct RawHealth {
     pub(super) fall: Option<u32>,
     pub(super) port: Option<u16>,
     pub(super) host: Option<String>,
+    pub(super) observe: Option<String>,
+    pub(super) error_limit: Option<u32>,
+    pub(super) on_error: Option<String>,
+    pub(super) fastinter: Option<Dur>,
+    pub(super) downinter: Option<Dur>,
 }
+
+take_observe!(RawHealth);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,4 +124,11 @@ pub(super) struct RawServer {
     pub(super) check_port: Option<u16>,
     pub(super) state: Option<String>,
     pub(super) interface: Option<String>,
+    pub(super) observe: Option<String>,
+    pub(super) error_limit: Option<u32>,
+    pub(super) on_error: Option<String>,
+    pub(super) fastinter: Option<Dur>,
+    pub(super) downinter: Option<Dur>,
 }
+
+take_observe!(RawServer);

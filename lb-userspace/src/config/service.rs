@@ -1,6 +1,6 @@
 //! One `[[service]]`, from its serde shape to the typed `Service`: the VIP and protocol, the
-//! stick table, the Maglev table size, the health check and the servers, each value checked
-//! and each default (HAProxy's where it has one) applied.
+//! stick table, the Maglev table size, the health check (and passive health, `observe`) and the
+//! servers, each value checked and each default (HAProxy's where it has one) applied.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -10,9 +10,10 @@ use std::{
 use lb_common::{MAGLEV_MAX_SIZE, maglev::is_prime};
 
 use super::{
-    AdminState, ConfigError, Health, HealthKind, Protocol, Server, Service, Stick, StickOn,
+    AdminState, ConfigError, Health, HealthKind, Observe, Protocol, Server, Service, Stick, StickOn,
     error::Place,
     limits::{check_stick_expire, stick_memory_reason},
+    observe::observe,
     raw::{RawHealth, RawServer, RawService, RawStick},
 };
 
@@ -65,9 +66,11 @@ pub(super) fn service(r: RawService, file: &str, global_interface: &str) -> Resu
         }
         Some(m) => m,
     };
-    let health = health(r.health.unwrap_or_default(), &c)?;
+    let mut raw_health = r.health.unwrap_or_default();
+    let service_observe = raw_health.take_observe();
+    let health = health(raw_health, &c)?;
     let mut servers: Vec<Server> = Vec::new();
-    for (i, rv) in r.server.into_iter().enumerate() {
+    for (i, mut rv) in r.server.into_iter().enumerate() {
         let sc = Place::server(file, &r.name, &rv.name);
         if !valid_name(&rv.name) {
             return Err(sc.err(
@@ -92,7 +95,17 @@ pub(super) fn service(r: RawService, file: &str, global_interface: &str) -> Resu
                 "another server of this service has this name; names must be unique",
             ));
         }
-        let s = server(rv, &sc, vip, &health, &servers, global_interface)?;
+        let own = rv.take_observe();
+        let observe = observe(
+            &service_observe,
+            &c,
+            &own,
+            &sc,
+            health.inter,
+            &health.kind,
+            protocol,
+        )?;
+        let s = server(rv, &sc, vip, &health, &servers, global_interface, observe)?;
         servers.push(s);
     }
     Ok(Service {
@@ -163,6 +176,7 @@ fn server(
     health: &Health,
     before: &[Server],
     global_interface: &str,
+    observe: Observe,
 ) -> Result<Server, ConfigError> {
     let address: IpAddr = rv
         .address
@@ -243,6 +257,7 @@ fn server(
         check_port: rv.check_port,
         state,
         interface,
+        observe,
     })
 }
 

@@ -123,6 +123,7 @@ fn minimal_service_gets_haproxy_defaults() {
                 check_port: None,
                 state: AdminState::Ready,
                 interface: None,
+                observe: Observe::off(Duration::from_secs(2)),
             }],
         }
     );
@@ -416,4 +417,42 @@ fn announce_is_optional_and_defaults_its_warmup() {
             warmup: Duration::ZERO
         })
     );
+}
+
+#[test]
+fn observe_keys_of_the_service_are_each_servers_default_and_a_server_overrides_them() {
+    let t = with(
+        "expect = 200 }",
+        "expect = 200, inter = \"2s\", observe = \"layer4\", error_limit = 5, fastinter = \"300ms\" }",
+    )
+    .replace(
+        "state = \"drain\"",
+        "on_error = \"mark-down\"\nerror_limit = 20\ndowninter = \"5s\"",
+    );
+    let c = parse(&t, "x").unwrap();
+    let [app1, app2] = [0, 1].map(|i| c.services[0].servers[i].observe);
+    assert_eq!(
+        app1,
+        Observe {
+            layer4: true,
+            error_limit: 5,
+            on_error: OnError::FastInter,
+            fastinter: Duration::from_millis(300),
+            downinter: Duration::from_secs(2),
+        }
+    );
+    assert_eq!(
+        app2,
+        Observe {
+            layer4: true,
+            error_limit: 20,
+            on_error: OnError::MarkDown,
+            fastinter: Duration::from_millis(300),
+            downinter: Duration::from_secs(5),
+        }
+    );
+    // Off unless asked for, with HAProxy's defaults.
+    let off = parse(OK, "x").unwrap().services[0].servers[0].observe;
+    assert_eq!(off, Observe::off(Duration::from_secs(2)));
+    assert_eq!(off.error_limit, DEFAULT_ERROR_LIMIT);
 }

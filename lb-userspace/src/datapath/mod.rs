@@ -8,7 +8,7 @@
 //!   (each double buffered: write the inactive slot, then flip), services, backends, names,
 //!   transmit ports and limits;
 //! - `stick`: the stick tables through this handle (a service's table, one entry at a time);
-//! - `stats`: the counters, summed over CPUs;
+//! - `stats`: the counters, summed over CPUs (the passive health signals too);
 //! - `inserts`: the ring in which the data path reports the stick entries it writes;
 //! - `testing`: BPF_PROG_TEST_RUN and the benchmarks' hooks;
 //! - `clock`: the kernel clock the data path stamps entries with;
@@ -39,9 +39,9 @@ use aya::{
 };
 use lb_common::{
     ALL_MAPS, Backend, BackendStats, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_GLOBAL_STATS,
-    MAP_LIMITS, MAP_MAGLEV, MAP_META, MAP_NAMES, MAP_OWN_MAC, MAP_SERVICE_STATS, MAP_SERVICES,
-    MAP_STICK_TABLES, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats, StickEntry,
-    StickKey, VipSlot, meta,
+    MAP_LIMITS, MAP_MAGLEV, MAP_META, MAP_NAMES, MAP_OWN_MAC, MAP_PASSIVE_STATS, MAP_SERVICE_STATS,
+    MAP_SERVICES, MAP_STICK_TABLES, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, PassiveStats, Service,
+    ServiceStats, StickEntry, StickKey, VipSlot, meta,
 };
 
 use crate::datapath::stick_maps::StickTables;
@@ -112,6 +112,8 @@ pub struct Datapath {
     gstats: PerCpuArray<MapData, u64>,
     sstats: PerCpuArray<MapData, ServiceStats>,
     bstats: PerCpuArray<MapData, BackendStats>,
+    /// Per-backend handshake signals (not pinned: each loaded program has its own).
+    passive: PerCpuArray<MapData, PassiveStats>,
     names: Array<MapData, NameSlot>,
     limits: Array<MapData, u64>,
     meta: Array<MapData, u64>,
@@ -206,6 +208,7 @@ impl Datapath {
             gstats: take!(MAP_GLOBAL_STATS),
             sstats: take!(MAP_SERVICE_STATS),
             bstats: take!(MAP_BACKEND_STATS),
+            passive: take!(MAP_PASSIVE_STATS),
             names: take!(MAP_NAMES),
             limits: take!(MAP_LIMITS),
             meta: take!(MAP_META),

@@ -2,7 +2,8 @@
 //! global counters the agent derives from them.
 
 use lb_common::{
-    BackendStats, MAP_BACKEND_STATS, MAP_GLOBAL_STATS, MAP_SERVICE_STATS, ServiceStats,
+    BackendStats, MAP_BACKEND_STATS, MAP_GLOBAL_STATS, MAP_PASSIVE_STATS, MAP_SERVICE_STATS, PassiveStats,
+    ServiceStats,
     gstat::{self, Counter, Derived, Global},
 };
 
@@ -44,6 +45,17 @@ impl Datapath {
             packets: a.packets + c.packets,
             bytes: a.bytes + c.bytes,
         }))
+    }
+
+    /// A backend's passive health signals (SYNs, retransmitted SYNs, handshakes) summed over
+    /// CPUs; they count from the load of this program (they are not pinned).
+    pub fn passive_stats(&self, id: u32) -> Result<PassiveStats> {
+        let v = self.passive.get(&id, 0).map_err(map_err(MAP_PASSIVE_STATS))?;
+        let mut s = PassiveStats::default();
+        for c in v.iter() {
+            s.add(c);
+        }
+        Ok(s)
     }
 }
 

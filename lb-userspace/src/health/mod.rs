@@ -19,8 +19,15 @@
 //! transition (each loop carries a generation checked under the lock), so after `remove` returns
 //! nothing more is reported for that key. The state is shared behind a std `Mutex` (never held
 //! across an `.await`) and can be read from other tasks through a [`StatusView`].
+//!
+//! Passive health (`passive`: the detector) suspects a target through
+//! [`HealthChecker::suspect`] (`suspicion`: per `on_error`); `schedule` spaces the checks by
+//! state (`fastinter`, `downinter`). A DOWN it leads to says so (`passive: ...; confirmed by ...`).
 
+pub mod passive;
 mod probe;
+mod schedule;
+mod suspicion;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]
@@ -28,7 +35,6 @@ mod tests;
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hash, Hasher},
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
@@ -39,10 +45,11 @@ use futures_util::{
     future::{BoxFuture, FutureExt as _},
     stream::FuturesUnordered,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::config::{self, HealthKind, format_duration};
 use probe::check_once;
+use schedule::jitter;
 
 /// The agent's opaque id of a target: (service, server).
 pub type TargetKey = (String, String);
@@ -62,6 +69,10 @@ pub struct CheckSpec {
     rise: u32,
     /// Consecutive failures that move Up to Down (0 counts as 1).
     fall: u32,
+    /// Delay between checks while the target is suspected (`inter` unless set).
+    fastinter: Duration,
+    /// Delay between checks while the target is Down (`inter` unless set).
+    downinter: Duration,
 }
 
 impl CheckSpec {
@@ -77,7 +88,18 @@ impl CheckSpec {
             timeout: health.timeout,
             rise: health.rise,
             fall: health.fall,
+            fastinter: health.inter,
+            downinter: health.inter,
         })
+    }
+
+    /// The same check, every `fastinter` while suspected and every `downinter` while Down.
+    pub fn with_intervals(self, fastinter: Duration, downinter: Duration) -> CheckSpec {
+        CheckSpec {
+            fastinter,
+            downinter,
+            ..self
+        }
     }
 }
 
@@ -153,6 +175,11 @@ pub struct CheckStatus {
     /// The thresholds in force (effective values, at least 1).
     pub rise: u32,
     pub fall: u32,
+    /// Why passive health suspects the target (`passive: ...`), until its checks confirm it
+    /// (DOWN) or clear it (a successful check).
+    pub suspicion: Option<String>,
+    /// The reason of the latest change to Down (kept until the next one).
+    pub last_down: Option<String>,
 }
 
 impl CheckStatus {
@@ -210,6 +237,8 @@ struct Running {
     /// Sending `true` (or dropping the sender) stops the loop. Closed once the loop has ended
     /// (the loop owns the only receiver).
     cancel: watch::Sender<bool>,
+    /// Wakes the loop for a check now (a suspicion).
+    now: Arc<Notify>,
 }
 
 /// Owns one check loop per target; its [`CheckRunner`] runs them.
@@ -325,6 +354,8 @@ impl HealthChecker {
                                 since: Instant::now(),
                                 rise,
                                 fall,
+                                suspicion: None,
+                                last_down: None,
                             },
                         },
                     );
@@ -332,6 +363,7 @@ impl HealthChecker {
             }
         }
         let (cancel, cancelled) = watch::channel(false);
+        let now = Arc::new(Notify::new());
         let first = jitter(&key, generation, spec.inter);
         let check_loop = check_loop(
             key.clone(),
@@ -340,11 +372,11 @@ impl HealthChecker {
             first,
             self.shared.clone(),
             self.events.clone(),
-            cancelled,
+            (cancelled, now.clone()),
         );
         // Refused only when the runner has ended; the loop is then dropped, as at a shutdown.
         let _ = self.loops.send(check_loop.boxed());
-        self.running.insert(key, Running { spec, cancel });
+        self.running.insert(key, Running { spec, cancel, now });
     }
 
     /// Stop the check loop for `key` and forget its state. Once this returns, no transition for
@@ -404,26 +436,8 @@ fn stop(t: Running) {
     // anything.
 }
 
-/// The first check's delay: pseudo-random in `[0, inter)`. `RandomState` is seeded randomly per
-/// process, and the key, generation and clock spread it further; no `rand` needed.
-fn jitter(key: &TargetKey, generation: u64, inter: Duration) -> Duration {
-    let nanos = inter.as_nanos();
-    if nanos == 0 {
-        return Duration::ZERO;
-    }
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    key.hash(&mut h);
-    generation.hash(&mut h);
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
-        .hash(&mut h);
-    let r = u128::from(h.finish()) % nanos;
-    Duration::from_nanos(u64::try_from(r).unwrap_or(u64::MAX))
-}
-
-/// One target's checks, one after the other, until cancelled or stale.
+/// One target's checks, one after the other, until cancelled or stale; `wake` is the cancel
+/// signal and the call for a check now.
 async fn check_loop(
     key: TargetKey,
     spec: CheckSpec,
@@ -431,14 +445,16 @@ async fn check_loop(
     first: Duration,
     shared: SharedMap,
     events: mpsc::UnboundedSender<Transition>,
-    mut cancelled: watch::Receiver<bool>,
+    wake: (watch::Receiver<bool>, Arc<Notify>),
 ) {
+    let (mut cancelled, now) = wake;
     let mut delay = first;
     loop {
         // `changed()` resolves on cancel (Ok) and when the checker is dropped (Err): both stop.
         tokio::select! {
             biased;
             _ = cancelled.changed() => return,
+            _ = now.notified() => {}
             _ = tokio::time::sleep(delay) => {}
         }
         let outcome = tokio::select! {
@@ -457,7 +473,7 @@ async fn check_loop(
         if !record(&shared, &key, generation, &spec, outcome, &events) {
             return;
         }
-        delay = spec.inter;
+        delay = schedule::next_delay(&shared, &key, &spec);
     }
 }
 
@@ -484,6 +500,8 @@ fn record(
         Outcome::Ok { latency } => {
             s.consecutive_failed = 0;
             s.consecutive_ok = s.consecutive_ok.saturating_add(1);
+            // The target answers: whatever passive health saw, the checks do not confirm it.
+            s.suspicion = None;
             (s.health == Health::Down && s.consecutive_ok >= s.rise).then(|| {
                 (
                     Health::Up,
@@ -500,14 +518,23 @@ fn record(
             s.consecutive_ok = 0;
             s.consecutive_failed = s.consecutive_failed.saturating_add(1);
             s.last_failure = Some(reason.clone());
-            (s.health == Health::Up && s.consecutive_failed >= s.fall)
-                .then(|| (Health::Down, format!("{reason}, {}/{} failed", s.fall, s.fall)))
+            (s.health == Health::Up && s.consecutive_failed >= s.fall).then(|| {
+                let checks = format!("{reason}, {}/{} failed", s.fall, s.fall);
+                let reason = match s.suspicion.take() {
+                    Some(passive) => format!("{passive}; confirmed by check: {checks}"),
+                    None => checks,
+                };
+                (Health::Down, reason)
+            })
         }
     };
     s.last_outcome = Some(outcome);
     if let Some((to, reason)) = change {
         s.health = to;
         s.since = Instant::now();
+        if to == Health::Down {
+            s.last_down = Some(reason.clone());
+        }
         // Sent under the lock so that a `remove`/`set` racing with us is strictly before or after.
         let _ = events.send(Transition {
             key: key.clone(),

@@ -43,6 +43,8 @@ pub(super) fn tcp_spec(addr: SocketAddr) -> CheckSpec {
         timeout: Duration::from_millis(500),
         rise: 2,
         fall: 3,
+        fastinter: Duration::from_millis(50),
+        downinter: Duration::from_millis(50),
     }
 }
 

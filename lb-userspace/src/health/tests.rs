@@ -225,3 +225,118 @@ async fn ipv6_loopback_through_the_checker() {
     assert_eq!(t.reason, "HTTP status 503, expected 200, 3/3 failed");
     hc.shutdown().await;
 }
+
+// --- passive health: a suspicion per `on_error` ------------------------------------------------
+
+/// A spec that would not check again for a minute on its own: what happens sooner is the
+/// suspicion's doing.
+fn slow_spec(addr: SocketAddr) -> CheckSpec {
+    CheckSpec {
+        inter: Duration::from_secs(60),
+        ..tcp_spec(addr)
+    }
+}
+
+const PASSIVE: &str = "passive: 14 SYN retransmits, 0 handshakes in 800 ms";
+
+#[tokio::test]
+async fn fastinter_checks_at_once_and_every_fastinter_until_the_checks_confirm_down() {
+    let (_sock, addr) = closed_port(V4);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut hc = checker(tx);
+    let k = key("s1");
+    hc.set(k.clone(), slow_spec(addr), Health::Up);
+    assert!(hc.suspect(&k, config::OnError::FastInter, PASSIVE.into()));
+    assert!(
+        !hc.suspect(&k, config::OnError::FastInter, PASSIVE.into()),
+        "a suspected target is not suspected again"
+    );
+    let t = next(&mut rx, Duration::from_secs(10)).await;
+    assert_eq!(t.to, Health::Down);
+    assert_eq!(
+        t.reason,
+        format!("{PASSIVE}; confirmed by check: connect refused, 3/3 failed")
+    );
+    let st = hc.status(&k).unwrap();
+    assert_eq!((st.suspicion, st.last_down), (None, Some(t.reason)));
+    assert!(
+        !hc.suspect(&k, config::OnError::MarkDown, PASSIVE.into()),
+        "a Down target is left to its checks"
+    );
+    hc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_check_that_succeeds_clears_the_suspicion() {
+    let srv = serve(V4, Behaviour::Close).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut hc = checker(tx);
+    let k = key("s1");
+    hc.set(k.clone(), slow_spec(srv.addr), Health::Up);
+    assert!(hc.suspect(&k, config::OnError::FastInter, PASSIVE.into()));
+    assert_eq!(hc.status(&k).unwrap().suspicion.as_deref(), Some(PASSIVE));
+    wait_until(Duration::from_secs(10), || hc.status(&k).unwrap().checks >= 1).await;
+    let st = hc.status(&k).unwrap();
+    assert_eq!((st.health, st.suspicion), (Health::Up, None));
+    assert!(rx.try_recv().is_err(), "no transition");
+    hc.shutdown().await;
+}
+
+#[tokio::test]
+async fn sudden_death_leaves_one_check_to_fail_and_fail_check_counts_one() {
+    let (_sock, addr) = closed_port(V4);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut hc = checker(tx);
+    let (k1, k2) = (key("s1"), key("s2"));
+    hc.set(k1.clone(), slow_spec(addr), Health::Up);
+    assert!(hc.suspect(&k1, config::OnError::SuddenDeath, PASSIVE.into()));
+    let t = next(&mut rx, Duration::from_secs(10)).await;
+    assert_eq!((t.key.clone(), t.to), (k1.clone(), Health::Down));
+    assert_eq!(hc.status(&k1).unwrap().checks, 1, "one failed check was enough");
+    assert!(
+        t.reason.starts_with(&format!("{PASSIVE}; confirmed by check: ")),
+        "{}",
+        t.reason
+    );
+    // fall 1: the one counted failure is the last.
+    hc.set(
+        k2.clone(),
+        CheckSpec {
+            fall: 1,
+            ..slow_spec(addr)
+        },
+        Health::Up,
+    );
+    assert!(hc.suspect(&k2, config::OnError::FailCheck, PASSIVE.into()));
+    let t = rx.try_recv().expect("Down at once");
+    assert_eq!((t.key, t.to), (k2.clone(), Health::Down));
+    assert_eq!(
+        t.reason,
+        format!("{PASSIVE}; counted as a failed check, 1/1 failed")
+    );
+    hc.shutdown().await;
+}
+
+#[tokio::test]
+async fn mark_down_is_at_once_and_the_checks_bring_it_back_every_downinter() {
+    let srv = serve(V4, Behaviour::Close).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut hc = checker(tx);
+    let k = key("s1");
+    hc.set(k.clone(), slow_spec(srv.addr), Health::Up);
+    assert!(hc.suspect(&k, config::OnError::MarkDown, PASSIVE.into()));
+    let t = rx.try_recv().expect("Down at once");
+    assert_eq!(t.to, Health::Down);
+    assert_eq!(
+        t.reason,
+        format!("{PASSIVE}; marked DOWN (on_error = \"mark-down\")")
+    );
+    // inter is a minute; downinter (50 ms) brings it back after rise (2) checks.
+    let t = next(&mut rx, Duration::from_secs(61)).await;
+    assert_eq!(t.to, Health::Up);
+    assert_eq!(
+        hc.status(&k).unwrap().last_down.as_deref(),
+        Some(&*format!("{PASSIVE}; marked DOWN (on_error = \"mark-down\")"))
+    );
+    hc.shutdown().await;
+}

@@ -31,7 +31,7 @@ fn fill(lb: &mut Lb, n: u32) -> Result<()> {
             StickEntry {
                 last_seen_ns: now,
                 backend: i % 4,
-                _pad: 0,
+                syn_at: 0,
             },
             0,
         )

@@ -71,7 +71,7 @@ fn health_checks_keep_their_interval_while_a_million_entry_table_is_walked() {
         let entry = lb_common::StickEntry {
             last_seen_ns: now,
             backend: 0,
-            _pad: 0,
+            syn_at: 0,
         };
         map.insert(key, entry, 0)
             .unwrap_or_else(|err| panic!("entry {i}: {err}"));

@@ -72,7 +72,7 @@ fn stick_entry_naming_another_services_backend_is_a_miss() {
     let stale = StickEntry {
         last_seen_ns: coarse_now_ns(),
         backend: 5,
-        _pad: 0,
+        syn_at: 0,
     };
     lb.dp.stick_insert(key, stale).unwrap();
     let b = lb.forwarded_to(&t4(c, 40000, TCP_ACK));

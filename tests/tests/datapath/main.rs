@@ -7,6 +7,7 @@ mod forwarding;
 mod fragments;
 mod inserts;
 mod malformed;
+mod passive;
 mod pins;
 mod stick_deletion;
 mod stickiness;

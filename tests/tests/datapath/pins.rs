@@ -85,7 +85,7 @@ fn older_pins_are_migrated(format: u64, gstats_entries: u32) {
     let entry = StickEntry {
         last_seen_ns: 12345,
         backend: 77,
-        _pad: 0,
+        syn_at: 0,
     };
     let server = lb_common::Backend {
         mac: [2, 0, 0, 0, 0, 77],
@@ -229,7 +229,7 @@ fn stick_tables_pinned_by_one_load_are_adopted_by_the_next() {
     let entry = |i: u32| StickEntry {
         last_seen_ns: i as u64,
         backend: i % 4,
-        _pad: 0,
+        syn_at: 0,
     };
     let key = |service: u16, i: u32| {
         let mut addr = [0u8; 16];

@@ -31,7 +31,7 @@ fn batch_delete_skips_keys_the_map_no_longer_holds_and_deletes_the_rest() {
         let entry = StickEntry {
             last_seen_ns: i as u64,
             backend: i % 4,
-            _pad: 0,
+            syn_at: 0,
         };
         lb.dp.stick_insert(numbered_key(0, i), entry).unwrap();
     }
@@ -94,7 +94,7 @@ fn sweep_deletes_expired_and_stale_entries_keeps_those_that_came_back_and_skips_
     let entry = |last_seen_ns: u64, backend: u32| StickEntry {
         last_seen_ns,
         backend,
-        _pad: 0,
+        syn_at: 0,
     };
     // 0..1000 live, 1000..4000 expired, 4000..5500 stale (backend 99 serves no service).
     for i in 0..5500u32 {
@@ -188,7 +188,7 @@ fn deleting_a_stick_entry_that_is_already_gone_is_not_an_error() {
             StickEntry {
                 last_seen_ns: 1,
                 backend: 0,
-                _pad: 0,
+                syn_at: 0,
             },
         )
         .unwrap();

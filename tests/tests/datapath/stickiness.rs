@@ -164,7 +164,7 @@ fn rst_and_syn_ack_of_a_pinned_client_refresh_no_stick_entry() {
             StickEntry {
                 last_seen_ns: old,
                 backend: b,
-                _pad: 0,
+                syn_at: 0,
             },
         )
         .unwrap();
@@ -254,7 +254,7 @@ fn entry_older_than_expire_is_replaced() {
             StickEntry {
                 last_seen_ns: coarse_now_ns() - 6_000_000_000,
                 backend: other,
-                _pad: 0,
+                syn_at: 0,
             },
         )
         .unwrap();
@@ -275,7 +275,7 @@ fn entry_older_than_expire_is_replaced() {
             StickEntry {
                 last_seen_ns: coarse_now_ns(),
                 backend: other,
-                _pad: 0,
+                syn_at: 0,
             },
         )
         .unwrap();
@@ -315,7 +315,7 @@ fn batched_table_read_matches_an_entry_by_entry_walk() {
         let entry = StickEntry {
             last_seen_ns: i as u64,
             backend: i % 4,
-            _pad: 0,
+            syn_at: 0,
         };
         lb.dp.stick_insert(key, entry).unwrap();
     }

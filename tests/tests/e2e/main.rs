@@ -5,6 +5,7 @@
 mod announce;
 mod failover;
 mod interfaces;
+mod passive;
 mod peers;
 mod reload;
 mod restart;

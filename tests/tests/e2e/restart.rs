@@ -140,7 +140,7 @@ fn format1_pins_are_migrated_keeping_ids_entries_and_admin_states() {
         let v = StickEntry {
             last_seen_ns: now,
             backend: 12,
-            _pad: 0,
+            syn_at: 0,
         };
         raw_pins::update(&fds["XLB_STICK"], bytemuck::bytes_of(&k), bytemuck::bytes_of(&v)).unwrap();
     }

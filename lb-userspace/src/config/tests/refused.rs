@@ -91,7 +91,7 @@ fn parse_refuses_with_the_whole_error() {
         ),
         (
             with("weight = 2", "wieght = 2"),
-            "xlb.toml: line 15, column 1: unknown field `wieght`, expected one of `name`, `address`, `weight`, `mac`, `check_port`, `state`, `interface`".into(),
+            "xlb.toml: line 15, column 1: unknown field `wieght`, expected one of `name`, `address`, `weight`, `mac`, `check_port`, `state`, `interface`, `observe`, `error_limit`, `on_error`, `fastinter`, `downinter`".into(),
         ),
         (
             with("expire = \"30m\"", "expires = \"30m\""),
@@ -427,6 +427,39 @@ fn parse_refuses_with_the_whole_error() {
         (
             with("state = \"drain\"", "interface = \"a_very_long_ifname0\""),
             "xlb.toml: service \"be_app\", server \"app2\", field \"interface\": \"a_very_long_ifname0\" is not an interface name (1 to 15 bytes)".into(),
+        ),
+        // Passive health (`observe`), per server and per service.
+        (
+            with("state = \"drain\"", "observe = \"layer7\""),
+            "xlb.toml: service \"be_app\", server \"app2\", field \"observe\": \"layer7\" is not an observe mode; xlb forwards packets and never sees a response; use \"layer4\" or \"none\"".into(),
+        ),
+        (
+            with("expect = 200 }", "expect = 200, observe = \"l4\" }"),
+            "xlb.toml: service \"be_app\", field \"health.observe\": \"l4\" is not an observe mode; use \"layer4\" or \"none\"".into(),
+        ),
+        (
+            with("state = \"drain\"", "observe = \"layer4\"\nerror_limit = 0"),
+            "xlb.toml: service \"be_app\", server \"app2\", field \"error_limit\": must be at least 1 (HAProxy's default is 10)".into(),
+        ),
+        (
+            with("expect = 200 }", "expect = 200, observe = \"layer4\", on_error = \"reboot\" }"),
+            "xlb.toml: service \"be_app\", field \"health.on_error\": \"reboot\" is not an action; use \"fastinter\", \"fail-check\", \"sudden-death\" or \"mark-down\"".into(),
+        ),
+        (
+            with("state = \"drain\"", "fastinter = \"0s\""),
+            "xlb.toml: service \"be_app\", server \"app2\", field \"fastinter\": must be above zero, e.g. \"500ms\"".into(),
+        ),
+        (
+            with("expect = 200 }", "expect = 200, downinter = \"later\" }"),
+            "xlb.toml: service \"be_app\", field \"health.downinter\": \"later\" is not a duration; write e.g. \"500ms\", \"2s\", \"30m\", \"1h\" or \"1d\"".into(),
+        ),
+        (
+            with("health = { type = \"http\", send = \"GET /healthz\", expect = 200 }", "health = { type = \"none\", observe = \"layer4\" }"),
+            "xlb.toml: service \"be_app\", field \"health.observe\": \"layer4\" needs health checks, which confirm a suspicion and bring the server back; set health.type".into(),
+        ),
+        (
+            with("vip = \"10.0.0.10:80\"", "vip = \"10.0.0.10:53\"\nprotocol = \"udp\"").replace("state = \"drain\"", "observe = \"layer4\""),
+            "xlb.toml: service \"be_app\", server \"app2\", field \"observe\": \"layer4\" watches TCP handshakes and this service is UDP; remove observe".into(),
         ),
         (
             announce("warmup = \"5s\""),

@@ -17,7 +17,7 @@
 
 use std::{collections::HashMap, fmt::Write as _, io, net::IpAddr, path::Path};
 
-use lb_common::{BackendStats, ServiceStats, StickEntry, StickKey};
+use lb_common::{BackendStats, PassiveStats, ServiceStats, StickEntry, StickKey};
 
 use crate::{
     balancer::stick::{self, Filter},
@@ -29,6 +29,7 @@ use crate::{
 };
 
 mod error;
+mod passive;
 
 use error::bad_argument;
 pub use error::{ApiError, STATUS_REQUEST, split_status, status_line};
@@ -197,8 +198,8 @@ fn run(b: &mut Balancer, state: &AgentState, w: &[&str]) -> Result<Command, ApiE
             None => "# no [[peer]] configured\n".into(),
         }),
         ["show", "stat"] => walk(Walk::Stat(stat_snapshot(b, state)?)),
-        ["show", "servers", "state"] => answer(show_servers_state(b, None)?),
-        ["show", "servers", "state", name] => answer(show_servers_state(b, Some(name))?),
+        ["show", "servers", "state"] => answer(show_servers_state(b, state, None)?),
+        ["show", "servers", "state", name] => answer(show_servers_state(b, state, Some(name))?),
         ["show", "table"] => walk(Walk::Headers(b.services.iter().map(for_walk).collect())),
         ["show", "table", name, filter @ ..] => {
             let f = Filter::parse(filter).map_err(bad_argument)?;
@@ -317,12 +318,14 @@ fn no_server(b: &Balancer, s: &str, v: &str) -> ApiError {
 /// HAProxy's `show servers state` (version 1): the columns that apply, in HAProxy's order.
 /// srv_op_state: 0 stopped (down), 2 running. srv_admin_state bits: 0x01 forced maint,
 /// 0x08 forced drain.
-fn show_servers_state(b: &Balancer, only: Option<&str>) -> Result<String, ApiError> {
+/// Then ours: passive health's counters and the last DOWN's reason (`passive`).
+fn show_servers_state(b: &Balancer, state: &AgentState, only: Option<&str>) -> Result<String, ApiError> {
     if let Some(n) = only {
         service(b, n)?;
     }
-    let mut out = String::from(
-        "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port\n",
+    let mut out = format!(
+        "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port{}\n",
+        passive::STATE_COLUMNS
     );
     for s in b.services.iter().filter(|s| only.is_none_or(|n| s.cfg.name == n)) {
         for v in &s.servers {
@@ -342,9 +345,14 @@ fn show_servers_state(b: &Balancer, only: Option<&str>) -> Result<String, ApiErr
                 (true, crate::health::Health::Up) => (3, 6),
                 (true, crate::health::Health::Down) => (2, 6),
             };
+            let signals = b.dp.passive_stats(v.id).unwrap_or_default();
+            let last_down = state
+                .checks
+                .get(&(s.cfg.name.clone(), v.cfg.name.clone()))
+                .and_then(|c| c.last_down);
             let _ = writeln!(
                 out,
-                "{} {} {} {} {} {op} {admin} {} {} {} 0 {cres} {} {cstate} 0 0 0 - {}",
+                "{} {} {} {} {} {op} {admin} {} {} {} 0 {cres} {} {cstate} 0 0 0 - {}{}",
                 s.id + 1,
                 s.cfg.name,
                 v.puid,
@@ -359,16 +367,25 @@ fn show_servers_state(b: &Balancer, only: Option<&str>) -> Result<String, ApiErr
                     0
                 },
                 s.cfg.vip.port(),
+                passive::state_columns(&signals, last_down.as_deref()),
             );
         }
     }
     Ok(out)
 }
 
-/// What `show stat` needs from the balancer: each service with its counters and its servers'.
+/// What `show stat` needs from the balancer: each service with its counters and its servers'
+/// (with their passive health signals and last DOWN's reason).
 pub struct StatSnapshot {
-    services: Vec<(Svc, ServiceStats, Vec<BackendStats>)>,
+    services: Vec<(Svc, ServiceStats, Vec<ServerStat>)>,
     uptime_s: u64,
+}
+
+/// One server's figures in `show stat`.
+struct ServerStat {
+    stats: BackendStats,
+    signals: PassiveStats,
+    last_down: Option<String>,
 }
 
 fn stat_snapshot(b: &Balancer, state: &AgentState) -> Result<StatSnapshot, ApiError> {
@@ -377,7 +394,16 @@ fn stat_snapshot(b: &Balancer, state: &AgentState) -> Result<StatSnapshot, ApiEr
         let servers = s
             .servers
             .iter()
-            .map(|v| b.dp.backend_stats(v.id))
+            .map(|v| {
+                Ok(ServerStat {
+                    stats: b.dp.backend_stats(v.id)?,
+                    signals: b.dp.passive_stats(v.id)?,
+                    last_down: state
+                        .checks
+                        .get(&(s.cfg.name.clone(), v.cfg.name.clone()))
+                        .and_then(|c| c.last_down),
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| ApiError::Counters { source })?;
         let totals =
@@ -394,17 +420,18 @@ fn stat_snapshot(b: &Balancer, state: &AgentState) -> Result<StatSnapshot, ApiEr
 /// `show stat`: HAProxy's leading columns (pxname, svname, ... bin, status, weight) then ours;
 /// entry counts from `all` (every entry of the table).
 fn show_stat(snapshot: &StatSnapshot, tables: &StickTables, all: &[(StickKey, StickEntry)]) -> String {
-    let mut out = String::from(
-        "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,status,weight,act,lastchg,pkts,stick_used,stick_hits,stick_misses,stick_inserts,stick_expired,redispatches,pinned_down,no_backend,\n",
+    let mut out = format!(
+        "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,status,weight,act,lastchg,pkts,stick_used,stick_hits,stick_misses,stick_inserts,stick_expired,redispatches,pinned_down,no_backend,{}\n",
+        passive::STAT_COLUMNS
     );
     let counts: HashMap<(u16, u32), usize> = stick::count(all);
     for (s, t, stats) in &snapshot.services {
         let used_by = |backend: u32| counts.get(&(s.id as u16, backend)).copied().unwrap_or(0);
-        for (v, st) in s.servers.iter().zip(stats) {
-            let used = used_by(v.id);
+        for (v, ss) in s.servers.iter().zip(stats) {
+            let (used, st) = (used_by(v.id), &ss.stats);
             let _ = writeln!(
                 out,
-                "{},{},0,0,0,0,,{},{},0,{},{},{},{},{},{used},,,,,,,,",
+                "{},{},0,0,0,0,,{},{},0,{},{},{},{},{},{used},,,,,,,,{}",
                 s.cfg.name,
                 v.cfg.name,
                 used,
@@ -414,8 +441,13 @@ fn show_stat(snapshot: &StatSnapshot, tables: &StickTables, all: &[(StickKey, St
                 (v.state_word() == "UP") as u8,
                 v.last_change.elapsed().as_secs(),
                 st.packets,
+                passive::stat_columns(&ss.signals, ss.last_down.as_deref()),
             );
         }
+        let signals = stats.iter().fold(PassiveStats::default(), |mut a, ss| {
+            a.add(&ss.signals);
+            a
+        });
         let entries: usize = counts
             .iter()
             .filter(|((svc, _), _)| *svc as u32 == s.id)
@@ -424,7 +456,7 @@ fn show_stat(snapshot: &StatSnapshot, tables: &StickTables, all: &[(StickKey, St
         let up = s.servers.iter().filter(|v| v.state_word() == "UP").count();
         let _ = writeln!(
             out,
-            "{},BACKEND,0,0,0,0,{},{},{},0,{},{},{up},{},{},{},{},{},{},{},{},{},{},",
+            "{},BACKEND,0,0,0,0,{},{},{},0,{},{},{up},{},{},{},{},{},{},{},{},{},{},{}",
             s.cfg.name,
             tables.capacity(s.id).unwrap_or(0),
             t.stick_inserts,
@@ -445,6 +477,7 @@ fn show_stat(snapshot: &StatSnapshot, tables: &StickTables, all: &[(StickKey, St
             t.redispatches,
             t.pinned_down,
             t.no_backend,
+            passive::stat_columns(&signals, None),
         );
     }
     out

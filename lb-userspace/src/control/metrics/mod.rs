@@ -147,6 +147,26 @@ const SERVICE_COUNTERS: [ServiceCounter; 9] = [
     ),
 ];
 
+/// A server's passive health counter family: name (without `_total`), help, field.
+type PassiveCounter = (&'static str, &'static str, fn(&lb_common::PassiveStats) -> u64);
+
+const PASSIVE_COUNTERS: [PassiveCounter; 3] = [
+    (
+        "xlb_server_syn_sent",
+        "TCP connection attempts (SYNs) the data path sent to the server.",
+        |p| p.syn_sent,
+    ),
+    (
+        "xlb_server_syn_retransmits",
+        "SYNs sent to the server again (same 4-tuple and sequence number): unanswered attempts.",
+        |p| p.syn_retransmits,
+    ),
+    (
+        "xlb_server_handshakes",
+        "TCP handshakes to the server whose first ACK the data path saw.",
+        |p| p.handshakes,
+    ),
+];
 /// The peer update-line counter families, by the word in `xlb_peer_updates_<word>_total`.
 pub const PEER_UPDATES: [(&str, &str); 8] = [
     ("sent", "Update lines sent to the peer."),
@@ -242,6 +262,26 @@ impl Snapshot {
             "xlb_server_bytes",
             "Bytes the data path sent to the server.",
             server_stats().map(|(l, t)| (l, ConstCounter::new(t.bytes))),
+        )?;
+        let passive = || servers().filter_map(|(l, v)| Some((l, v.passive.as_ref()?)));
+        for (name, help, field) in PASSIVE_COUNTERS {
+            family(
+                e,
+                name,
+                help,
+                passive().map(|(l, p)| (l, ConstCounter::new(field(p)))),
+            )?;
+        }
+        family(
+            e,
+            "xlb_server_last_down_info",
+            "1, with the reason the server last went DOWN (its checks, or passive health's suspicion and how it was confirmed).",
+            servers().filter_map(|([service, server], v)| {
+                Some((
+                    [service, server, ("reason", v.last_down.as_deref()?)],
+                    ConstGauge::new(1u64),
+                ))
+            }),
         )?;
         family(
             e,
@@ -348,7 +388,8 @@ mod tests {
 
     /// Every family an agent with peers, checks and two services shows.
     fn full() -> Snapshot {
-        let server = |name: &str, state| ServerFigures {
+        let server = |name: &str, state| {
+            ServerFigures {
             name: name.into(),
             stats: Some(BackendStats {
                 packets: 7,
@@ -357,6 +398,13 @@ mod tests {
             check_latency: Some(0.0015),
             checks: Some(3),
             state,
+            passive: Some(lb_common::PassiveStats {
+                syn_sent: 20,
+                syn_retransmits: 14,
+                handshakes: 6,
+            }),
+            last_down: Some("passive: 14 SYN retransmits, 0 handshakes in 800 ms; confirmed by check: timeout, 3/3 failed".into()),
+        }
         };
         let service = |name: &str| ServiceFigures {
             name: name.into(),
@@ -438,6 +486,10 @@ mod tests {
             "xlb_server_check_latency_seconds",
             "xlb_server_checks_total",
             "xlb_server_state",
+            "xlb_server_syn_sent_total",
+            "xlb_server_syn_retransmits_total",
+            "xlb_server_handshakes_total",
+            "xlb_server_last_down_info",
             "xlb_peer_connected",
             "xlb_peer_auth_failures_total",
             "xlb_peer_write_timeouts_total",
@@ -467,6 +519,9 @@ mod tests {
             "xlb_server_checks_total{service=\"dns\",server=\"app1\"} 3",
             "xlb_server_state{service=\"be_app\",server=\"app2\",state=\"DRAIN\"} 1",
             "xlb_server_state{service=\"be_app\",server=\"app2\",state=\"UP\"} 0",
+            "xlb_server_syn_retransmits_total{service=\"be_app\",server=\"app1\"} 14",
+            "xlb_server_handshakes_total{service=\"dns\",server=\"app2\"} 6",
+            "xlb_server_last_down_info{service=\"be_app\",server=\"app1\",reason=\"passive: 14 SYN retransmits, 0 handshakes in 800 ms; confirmed by check: timeout, 3/3 failed\"} 1",
             "xlb_peer_connected{peer=\"lb3\"} 1",
             "xlb_peer_updates_sent_total{peer=\"lb2\"} 1",
             "xlb_peer_updates_refused_total{peer=\"lb3\"} 8",

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use lb_common::{BackendStats, ServiceStats};
+use lb_common::{BackendStats, PassiveStats, ServiceStats};
 
 use super::PEER_UPDATES;
 use crate::{balancer::Balancer, control::state::AgentState};
@@ -42,6 +42,10 @@ pub struct ServerFigures {
     pub checks: Option<u64>,
     /// `UP`, `DOWN`, `DRAIN` or `MAINT`.
     pub state: &'static str,
+    /// Passive health's signals (`None`: the map could not be read).
+    pub passive: Option<PassiveStats>,
+    /// Why the server last went DOWN (`None`: not since its checks started).
+    pub last_down: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -89,6 +93,8 @@ impl Snapshot {
                                 .as_ref()
                                 .and_then(|c| c.last_latency)
                                 .map(|l| l.as_secs_f64()),
+                            passive: b.dp.passive_stats(v.id).ok(),
+                            last_down: check.as_ref().and_then(|c| c.last_down.clone()),
                             checks: check.map(|c| c.checks),
                             state: v.state_word(),
                         }

@@ -414,7 +414,7 @@ mod tests {
         let entry = |seen: u64| StickEntry {
             last_seen_ns: seen,
             backend: 1,
-            _pad: 0,
+            syn_at: 0,
         };
         peers.remember_streamed(&[(key(1), entry(10)), (key(2), entry(10))]);
         // key 1 unchanged since it was streamed, key 2 refreshed since, key 3 never streamed.

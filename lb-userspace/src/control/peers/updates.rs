@@ -134,7 +134,7 @@ pub fn merge(b: &mut Balancer, peers: &Peers, budget: &mut Budget, u: &Update<'_
     let entry = StickEntry {
         last_seen_ns: seen,
         backend: server.id,
-        _pad: 0,
+        syn_at: 0,
     };
     let size = svc.cfg.stick.size;
     // A client new to this instance (the usual case) costs one write; one it knows, a read

@@ -250,7 +250,7 @@ pub(super) fn full_teach(fleet: &Fleet, pins: &BTreeMap<IpAddr, String>, figs: &
         let entry = lb_common::StickEntry {
             last_seen_ns: now,
             backend,
-            _pad: 0,
+            syn_at: 0,
         };
         table.map.insert(key, entry, 0)?;
     }

@@ -1,0 +1,313 @@
+//! Passive health: the detector that reads the data path's handshake signals (per backend: SYNs
+//! sent, SYNs retransmitted, handshakes finished; `lb_common::PassiveStats`) and finds a backend
+//! that stopped answering, by comparing it with its service's other backends over a short
+//! window. Pure: the agent reads the counters every [`READ_EVERY`] and hands them over; the
+//! checker acts on a [`Suspicion`] (`HealthChecker::suspect`).
+//!
+//! A backend is suspect when, over the window,
+//! - it saw at least `error_limit` SYN retransmissions (HAProxy's `error-limit`),
+//! - it finished (almost) no handshakes: at most one per [`RETRANSMITS_PER_HANDSHAKE`]
+//!   retransmissions, and
+//! - a sibling shows that the service itself works: another backend finished handshakes, at
+//!   least as many as it saw retransmissions.
+//!
+//! What hits every backend alike is never suspect: a spoofed SYN flood (no retransmissions, or
+//! retransmissions everywhere and no sibling that finishes handshakes) or random loss (each
+//! backend still finishes most handshakes). A backend with nobody to compare it with (the only
+//! one of its service) is never suspect either: there is nowhere else to send its clients.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use lb_common::PassiveStats;
+
+/// How often the agent reads the counters.
+pub const READ_EVERY: Duration = Duration::from_millis(200);
+
+/// How far back a backend is judged: readings older than this are dropped (so the span between
+/// the oldest and newest reading is about 800 ms with readings every 200 ms).
+pub const WINDOW: Duration = Duration::from_millis(1000);
+
+/// A suspect finishes at most one handshake per this many SYN retransmissions.
+pub const RETRANSMITS_PER_HANDSHAKE: u64 = 10;
+
+/// One backend of a service in one reading.
+#[derive(Clone, Debug)]
+pub struct Reading<'a> {
+    pub server: &'a str,
+    /// Its backend id: a new id (the server was removed and added again) starts afresh.
+    pub id: u32,
+    pub counters: PassiveStats,
+    /// `Some(error_limit)` when the server is observed (`observe = "layer4"`) and may be
+    /// suspected now (up, not already suspected); `None` otherwise. It is compared with either
+    /// way, as a sibling.
+    pub error_limit: Option<u32>,
+}
+
+/// A backend that stopped finishing handshakes while its siblings did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suspicion {
+    pub server: String,
+    pub retransmits: u64,
+    pub handshakes: u64,
+    /// The time the counts span.
+    pub span: Duration,
+}
+
+impl Suspicion {
+    /// `passive: 14 SYN retransmits, 0 handshakes in 800 ms`.
+    pub fn reason(&self) -> String {
+        format!(
+            "passive: {} SYN retransmits, {} handshakes in {} ms",
+            self.retransmits,
+            self.handshakes,
+            self.span.as_millis()
+        )
+    }
+}
+
+/// One backend's recent readings, oldest first.
+#[derive(Debug)]
+struct Track {
+    id: u32,
+    readings: VecDeque<(Instant, PassiveStats)>,
+}
+
+impl Track {
+    /// What happened between the oldest and the newest reading, and the time between them.
+    fn delta(&self) -> (PassiveStats, Duration) {
+        match (self.readings.front(), self.readings.back()) {
+            (Some((t0, a)), Some((t1, b))) => (
+                PassiveStats {
+                    syn_sent: b.syn_sent - a.syn_sent,
+                    syn_retransmits: b.syn_retransmits - a.syn_retransmits,
+                    handshakes: b.handshakes - a.handshakes,
+                },
+                t1.saturating_duration_since(*t0),
+            ),
+            _ => (PassiveStats::default(), Duration::ZERO),
+        }
+    }
+}
+
+/// Per service, per server: the readings of the last [`WINDOW`].
+#[derive(Debug, Default)]
+pub struct Detector {
+    services: HashMap<String, HashMap<String, Track>>,
+}
+
+impl Detector {
+    pub fn new() -> Detector {
+        Detector::default()
+    }
+
+    /// Take one reading of every backend of `service` at `now`; returns the backends that are
+    /// suspect now. A suspect's readings start afresh, so it is reported again only on a new
+    /// window of evidence. Servers not in `backends` are forgotten.
+    pub fn observe(&mut self, now: Instant, service: &str, backends: &[Reading<'_>]) -> Vec<Suspicion> {
+        let tracks = self.services.entry(service.to_string()).or_default();
+        tracks.retain(|name, _| backends.iter().any(|b| b.server == name));
+        for b in backends {
+            let t = tracks.entry(b.server.to_string()).or_insert_with(|| Track {
+                id: b.id,
+                readings: VecDeque::new(),
+            });
+            let went_back = t.readings.back().is_some_and(|(_, last)| {
+                b.counters.syn_sent < last.syn_sent
+                    || b.counters.syn_retransmits < last.syn_retransmits
+                    || b.counters.handshakes < last.handshakes
+            });
+            if t.id != b.id || went_back {
+                // Another backend under this name, or counters that started again (a new program).
+                t.id = b.id;
+                t.readings.clear();
+            }
+            t.readings.push_back((now, b.counters));
+            while t
+                .readings
+                .front()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) > WINDOW)
+            {
+                t.readings.pop_front();
+            }
+        }
+        let deltas: Vec<(&str, PassiveStats, Duration)> = backends
+            .iter()
+            .map(|b| {
+                let (d, span) = tracks[b.server].delta();
+                (b.server, d, span)
+            })
+            .collect();
+        let mut suspects = Vec::new();
+        for b in backends {
+            let Some(limit) = b.error_limit else { continue };
+            let (_, d, span) = deltas
+                .iter()
+                .find(|(s, ..)| *s == b.server)
+                .expect("every backend has a delta");
+            let silent = d.syn_retransmits >= u64::from(limit.max(1))
+                && d.handshakes * RETRANSMITS_PER_HANDSHAKE <= d.syn_retransmits;
+            let sibling_serves = deltas
+                .iter()
+                .any(|(s, o, _)| *s != b.server && o.handshakes > 0 && o.handshakes >= o.syn_retransmits);
+            if silent && sibling_serves {
+                suspects.push(Suspicion {
+                    server: b.server.to_string(),
+                    retransmits: d.syn_retransmits,
+                    handshakes: d.handshakes,
+                    span: *span,
+                });
+            }
+        }
+        for s in &suspects {
+            if let Some(t) = tracks.get_mut(&s.server) {
+                let last = t.readings.pop_back();
+                t.readings.clear();
+                t.readings.extend(last);
+            }
+        }
+        suspects
+    }
+
+    /// Forget every service not in `keep`.
+    pub fn retain_services(&mut self, keep: &[&str]) {
+        self.services.retain(|name, _| keep.contains(&name.as_str()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERVERS: [&str; 4] = ["app1", "app2", "app3", "app4"];
+
+    /// Feeds the detector six readings 200 ms apart (one second); each round every backend's
+    /// counters grow by `per_round(index)`. Returns every suspicion reported.
+    fn run(per_round: impl Fn(usize) -> PassiveStats, limit: Option<u32>) -> Vec<Suspicion> {
+        let mut d = Detector::new();
+        let t0 = Instant::now();
+        let mut totals = [PassiveStats::default(); 4];
+        let mut out = Vec::new();
+        for round in 0..6u32 {
+            for (i, t) in totals.iter_mut().enumerate() {
+                if round > 0 {
+                    t.add(&per_round(i));
+                }
+            }
+            let readings: Vec<Reading<'_>> = SERVERS
+                .iter()
+                .zip(totals)
+                .enumerate()
+                .map(|(i, (s, counters))| Reading {
+                    server: s,
+                    id: i as u32,
+                    counters,
+                    error_limit: limit,
+                })
+                .collect();
+            out.extend(d.observe(t0 + READ_EVERY * round, "web", &readings));
+        }
+        out
+    }
+
+    fn per(syn_sent: u64, syn_retransmits: u64, handshakes: u64) -> PassiveStats {
+        PassiveStats {
+            syn_sent,
+            syn_retransmits,
+            handshakes,
+        }
+    }
+
+    #[test]
+    fn one_silent_backend_is_suspect_and_reported_once_per_window() {
+        // app1 answers nothing: 4 retransmits and no handshake per reading; the others serve.
+        let got = run(|i| if i == 0 { per(3, 4, 0) } else { per(3, 0, 3) }, Some(10));
+        assert_eq!(
+            got,
+            vec![Suspicion {
+                server: "app1".into(),
+                retransmits: 12,
+                handshakes: 0,
+                span: Duration::from_millis(600),
+            }],
+            "suspect once 10 retransmits are in the window, then only after a new window"
+        );
+        assert_eq!(
+            got[0].reason(),
+            "passive: 12 SYN retransmits, 0 handshakes in 600 ms"
+        );
+    }
+
+    #[test]
+    fn a_spoofed_syn_flood_on_every_backend_is_not_suspect() {
+        // Spoofed SYNs are never retransmitted; real clients still finish handshakes.
+        assert_eq!(run(|_| per(1000, 0, 5), Some(10)), vec![]);
+        // A flood that repeats its SYNs, with no real client: every backend looks the same.
+        assert_eq!(run(|_| per(1000, 500, 0), Some(10)), vec![]);
+    }
+
+    #[test]
+    fn random_loss_on_a_backend_that_still_serves_is_not_suspect() {
+        // 10 % of app1's SYNs are lost and sent again; most of its handshakes finish.
+        assert_eq!(
+            run(|i| if i == 0 { per(50, 5, 45) } else { per(50, 0, 50) }, Some(10)),
+            vec![]
+        );
+        // Loss everywhere alike.
+        assert_eq!(run(|_| per(50, 20, 30), Some(10)), vec![]);
+    }
+
+    #[test]
+    fn below_the_error_limit_or_unobserved_nothing_is_suspect() {
+        let silent_app1 = |i: usize| if i == 0 { per(3, 4, 0) } else { per(3, 0, 3) };
+        assert_eq!(run(silent_app1, Some(100)), vec![]);
+        assert_eq!(run(silent_app1, None), vec![]);
+    }
+
+    #[test]
+    fn a_backend_alone_in_its_service_is_never_suspect() {
+        let mut d = Detector::new();
+        let t0 = Instant::now();
+        for round in 0..6u32 {
+            let r = Reading {
+                server: "only",
+                id: 0,
+                counters: per(0, 20 * u64::from(round), 0),
+                error_limit: Some(1),
+            };
+            assert_eq!(d.observe(t0 + READ_EVERY * round, "web", &[r]), vec![]);
+        }
+    }
+
+    #[test]
+    fn counters_that_start_again_or_a_new_backend_id_start_afresh() {
+        let mut d = Detector::new();
+        let t0 = Instant::now();
+        let reading = |server, id, counters| Reading {
+            server,
+            id,
+            counters,
+            error_limit: Some(10),
+        };
+        let serving = reading("app2", 1, per(0, 0, 100));
+        d.observe(t0, "web", &[reading("app1", 0, per(0, 1000, 0)), serving.clone()]);
+        // The program was replaced: app1's counters are small again. No wrap to 2^64, no
+        // suspicion from the old numbers.
+        let again = [
+            reading("app1", 0, per(0, 5, 0)),
+            reading("app2", 1, per(0, 0, 200)),
+        ];
+        assert_eq!(d.observe(t0 + READ_EVERY, "web", &again), vec![]);
+        let later = [
+            reading("app1", 7, per(0, 50, 0)),
+            reading("app2", 1, per(0, 0, 300)),
+        ];
+        assert_eq!(
+            d.observe(t0 + READ_EVERY * 2, "web", &later),
+            vec![],
+            "a new id starts afresh"
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! Passive health (issue 12): a backend that goes silent (its packets vanish, no RST) is found
+//! by its clients' retransmitted SYNs, confirmed by its check and marked DOWN with a `passive:`
+//! reason, and its clients' new connections succeed on another backend.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use harness::{
+    client,
+    lbenv::{LbEnv, Opts, env, http_vip},
+    loss::Loss,
+    netns,
+    topology::VIP4,
+};
+
+use crate::{backend_index, pin_all, split, wait_state};
+
+/// Client threads that keep opening connections (a `GET /` each, 2 s bound) from `sources`,
+/// round-robin, until `stop` is set or 30 s have passed. A connection to a silent backend
+/// sends its SYN again after 1 s, which is what the data path counts.
+fn keep_connecting(
+    e: &LbEnv,
+    sources: &[IpAddr],
+    threads: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<usize>> {
+    let ns = e.topo.host(e.client).ns.clone();
+    (0..threads)
+        .map(|t| {
+            let mine: Vec<IpAddr> = sources.iter().skip(t).step_by(threads).copied().collect();
+            let stop = stop.clone();
+            netns::spawn_in(&ns, &format!("conn{t}"), move || {
+                let t0 = Instant::now();
+                let mut ok = 0;
+                for i in 0..100_000 {
+                    if stop.load(Ordering::Relaxed) || t0.elapsed() > Duration::from_secs(30) {
+                        break;
+                    }
+                    let src = mine[i % mine.len()];
+                    ok += client::http_get(src, http_vip(src), Duration::from_secs(2)).is_ok() as usize;
+                }
+                ok
+            })
+            .expect("client thread in the client namespace")
+        })
+        .collect()
+}
+
+#[test]
+fn s12_a_silent_backend_is_marked_down_by_passive_health_confirmed_by_its_check() {
+    // HAProxy's default checks (inter 2 s, fall 3): alone they need 6 s and more to see it.
+    let e = env(
+        "passive",
+        Opts {
+            inter: "2s".into(),
+            fall: 3,
+            health_extra: "observe = \"layer4\", fastinter = \"200ms\"".into(),
+            ..Opts::sources(120, 0)
+        },
+    );
+    let pins = pin_all(&e, &e.sources4);
+    let victim = pins[&e.sources4[0]].clone();
+    let (moved, _stayed) = split(&pins, &victim);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = keep_connecting(&e, &e.sources4, 16, &stop);
+    std::thread::sleep(Duration::from_millis(500));
+    // The whole host goes silent: its VIP traffic and its checks alike.
+    let host = e.topo.host(e.backends[backend_index(&victim)]).clone();
+    let silence = Loss::silent(&host.ns, &[IpAddr::V4(VIP4), IpAddr::V4(host.ipv4)]).expect("nft");
+    let took = wait_state(&e, "be_app", &victim, "DOWN", Duration::from_secs(15));
+    stop.store(true, Ordering::Relaxed);
+    let served: usize = load.into_iter().map(|h| h.join().expect("client thread")).sum();
+    eprintln!("{victim} DOWN {took:?} after it went silent; {served} connections served meanwhile");
+    let state = e.api("show servers state be_app").unwrap();
+    let row = state
+        .lines()
+        .find(|l| l.split(' ').nth(3) == Some(victim.as_str()))
+        .unwrap_or_else(|| panic!("no row for {victim}:\n{state}"));
+    let reason = row
+        .splitn(23, ' ')
+        .nth(22)
+        .unwrap_or_else(|| panic!("no reason column: {row}"));
+    assert!(
+        reason.starts_with("passive: ")
+            && reason.contains(" SYN retransmits, ")
+            && reason.contains("; confirmed by check: "),
+        "DOWN must be passive health's, confirmed by a check: {row}"
+    );
+    let retransmits: u64 = row.split(' ').nth(20).unwrap().parse().unwrap();
+    assert!(
+        retransmits >= 10,
+        "error_limit (10) retransmits were counted: {row}"
+    );
+    assert!(
+        e.agent_log().contains(&format!("be_app/{victim}: passive: ")),
+        "{}",
+        e.agent_log()
+    );
+    // Its clients' new connections succeed elsewhere.
+    for s in &moved {
+        let b = e
+            .get_vip(*s)
+            .unwrap_or_else(|err| panic!("{s} (pinned to silent {victim}) failed: {err:#}"));
+        assert_ne!(b, victim);
+    }
+    assert!(silence.dropped().unwrap() > 0);
+}
