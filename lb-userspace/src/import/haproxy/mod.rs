@@ -35,13 +35,15 @@ pub(super) fn read(lines: &[Line], warn: &mut Warnings) -> Haproxy {
     let mut section = Section::None;
     for line in lines {
         let key = line.word(0);
-        if let Some(next) = header(line, &defaults, &named, warn) {
+        if SECTIONS.contains(&key) {
+            // The section before is stored first: a `defaults` applies to the very next proxy.
             close(
-                std::mem::replace(&mut section, next),
+                std::mem::replace(&mut section, Section::None),
                 &mut out,
                 &mut defaults,
                 &mut named,
             );
+            section = header(line, &defaults, &named, warn);
             continue;
         }
         match &mut section {
@@ -57,40 +59,58 @@ pub(super) fn read(lines: &[Line], warn: &mut Warnings) -> Haproxy {
     out
 }
 
-/// The section `line` opens, if it is a section header.
-fn header(
-    line: &Line,
-    defaults: &Proxy,
-    named: &HashMap<String, Proxy>,
-    warn: &mut Warnings,
-) -> Option<Section> {
+/// The keywords that open a section.
+const SECTIONS: [&str; 19] = [
+    "global",
+    "defaults",
+    "frontend",
+    "backend",
+    "listen",
+    "peers",
+    "userlist",
+    "resolvers",
+    "mailers",
+    "cache",
+    "program",
+    "http-errors",
+    "ring",
+    "log-forward",
+    "fcgi-app",
+    "crt-store",
+    "traces",
+    "acme",
+    "dynamic-update",
+];
+
+/// The section `line` (a line starting with one of `SECTIONS`) opens.
+fn header(line: &Line, defaults: &Proxy, named: &HashMap<String, Proxy>, warn: &mut Warnings) -> Section {
     let kind = match line.word(0) {
-        "global" => return Some(Section::Global),
+        "global" => return Section::Global,
         "defaults" => Kind::Defaults,
         "frontend" => Kind::Frontend,
         "backend" => Kind::Backend,
         "listen" => Kind::Listen,
         "peers" => {
-            return Some(Section::Peers(Peers {
+            return Section::Peers(Peers {
                 name: line.word(1).to_string(),
                 line: line.number,
                 ..Peers::default()
-            }));
+            });
         }
-        k @ ("userlist" | "resolvers" | "mailers" | "cache" | "program" | "http-errors" | "ring"
-        | "log-forward" | "fcgi-app" | "crt-store" | "traces" | "acme" | "dynamic-update") => {
+        k => {
             warn.at(
                 line.number,
                 format!("`{k}` section not carried: {}", skipped_section_reason(k)),
             );
-            return Some(Section::Skipped);
+            return Section::Skipped;
         }
-        _ => return None,
     };
     // `defaults [NAME] [from DEFAULTS]`, `frontend NAME [from DEFAULTS]`, old `listen NAME ADDR:PORT`.
     let mut words = line.words[1..].iter();
     let mut name = String::new();
-    let mut base = defaults;
+    // A `defaults` starts afresh (HAProxy resets the settings at each one) unless `from` names one.
+    let fresh = Proxy::default();
+    let mut base = if kind == Kind::Defaults { &fresh } else { defaults };
     let mut bind = None;
     while let Some(w) = words.next() {
         if w == "from" {
@@ -117,7 +137,7 @@ fn header(
         // A frontend holds no servers: a `default-server` in the defaults is for backends.
         p.default_server = ServerParams::default();
     }
-    Some(Section::Proxy(Box::new(p)))
+    Section::Proxy(Box::new(p))
 }
 
 fn skipped_section_reason(kind: &str) -> &'static str {
