@@ -3,25 +3,31 @@
 
 use std::time::Duration;
 
-use super::{Context, Value, quoted};
+use super::{Context, Value, quoted, servers::Kept};
 use crate::{
     config::format_duration,
     import::haproxy::{At, Check, Proxy},
 };
 
-/// The health check, and whether any server is checked.
-pub(super) struct HealthPlan(pub(super) Value, pub(super) bool);
+/// The health check.
+pub(super) struct HealthPlan {
+    pub(super) value: Value,
+    /// The servers are checked (type is not "none").
+    pub(super) checks: bool,
+}
 
 /// The service's health check: the backend's check kind, the first checked server's timing.
-pub(super) fn health(be: &Proxy, kept: &[usize], checked: &[usize], cx: &mut Context) -> HealthPlan {
+pub(super) fn health(be: &Proxy, kept: &[Kept], cx: &mut Context) -> HealthPlan {
+    let checked: Vec<usize> = kept.iter().filter(|k| k.checked).map(|k| k.plan.line).collect();
+    let kept: Vec<usize> = kept.iter().map(|k| k.plan.line).collect();
     let Some(&first) = checked.first() else {
-        return HealthPlan(
-            Value {
+        return HealthPlan {
+            value: Value {
                 toml: "{ type = \"none\" }".into(),
                 from: vec!["no server has `check` in haproxy.cfg: every server counts as up".into()],
             },
-            false,
-        );
+            checks: false,
+        };
     };
     let mut from = Vec::new();
     let mut fields = Vec::new();
@@ -144,11 +150,11 @@ pub(super) fn health(be: &Proxy, kept: &[usize], checked: &[usize], cx: &mut Con
             head.name
         )
     });
-    HealthPlan(
-        Value {
+    HealthPlan {
+        value: Value {
             toml: format!("{{ {} }}", fields.join(", ")),
             from,
         },
-        true,
-    )
+        checks: true,
+    }
 }

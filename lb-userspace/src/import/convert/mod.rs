@@ -280,21 +280,16 @@ fn service(
     }
     let (stick, persistent) = stickiness::stick(be, fe, backends, cx);
     let redispatch = stickiness::redispatch(be, persistent, cx);
-    let servers = servers::servers(be, vip.0, &name, cx);
-    let kept: Vec<usize> = servers.0.iter().map(|(s, _)| s.line).collect();
-    let health = checks::health(be, &kept, &servers.1, cx);
-    let servers = servers
-        .0
-        .into_iter()
-        .map(|s| servers::with_check_port(s, &health))
-        .collect();
+    let kept = servers::servers(be, vip.0, &name, cx);
+    let health = checks::health(be, &kept, cx);
+    let servers = kept.into_iter().map(|k| k.into_plan(&health)).collect();
     Some(ServicePlan {
         name,
         from,
         vip: vip.1,
         stick,
         redispatch,
-        health: health.0,
+        health: health.value,
         servers,
     })
 }

@@ -12,15 +12,35 @@ use crate::import::{
 /// Bytes of `service/server` (the data path's name slot).
 const NAME_SLOT: usize = std::mem::size_of::<lb_common::NameSlot>();
 
-/// The servers kept, and the lines of those with `check`.
-pub(super) fn servers(
-    be: &Proxy,
-    vip: SocketAddr,
-    service: &str,
-    cx: &mut Context,
-) -> (Vec<(ServerPlan, Option<u16>)>, Vec<usize>) {
-    let mut out: Vec<(ServerPlan, Option<u16>)> = Vec::new();
-    let mut checked = Vec::new();
+/// A server kept for the service.
+pub(super) struct Kept {
+    pub(super) plan: ServerPlan,
+    /// Where its checks go when not to the VIP's port (its `port`, or the port it listens on
+    /// in haproxy.cfg), and the line that says so.
+    check_port: Option<(u16, usize)>,
+    /// It has `check` in haproxy.cfg.
+    pub(super) checked: bool,
+}
+
+impl Kept {
+    /// The server's plan, with its check port when the service checks its servers.
+    pub(super) fn into_plan(self, health: &HealthPlan) -> ServerPlan {
+        let mut plan = self.plan;
+        if health.checks
+            && let Some((port, line)) = self.check_port
+        {
+            plan.check_port = Some(Value {
+                toml: port.to_string(),
+                from: vec![format!("line {line}")],
+            });
+        }
+        plan
+    }
+}
+
+/// The servers of `be` that xlb can take, for the service `service` at `vip`.
+pub(super) fn servers(be: &Proxy, vip: SocketAddr, service: &str, cx: &mut Context) -> Vec<Kept> {
+    let mut out: Vec<Kept> = Vec::new();
     for s in &be.servers {
         let line = s.line;
         let (ip, ports) = match endpoint(&s.address) {
@@ -48,7 +68,7 @@ pub(super) fn servers(
             Some(format!(
                 "{ip} is not a unicast address reachable through the interface"
             ))
-        } else if out.iter().any(|(o, _)| o.address == ip) {
+        } else if out.iter().any(|o| o.plan.address == ip) {
             Some(format!(
                 "{ip} is already a server of this service; xlb tells servers apart by address"
             ))
@@ -62,7 +82,7 @@ pub(super) fn servers(
         let room = NAME_SLOT.saturating_sub(service.len() + 2).min(48);
         let mut name = xlb_name(&s.name, room);
         let mut n = 2;
-        while out.iter().any(|(o, _)| o.name == name) {
+        while out.iter().any(|o| o.plan.name == name) {
             name = format!("{}-{n}", xlb_name(&s.name, room.saturating_sub(4)));
             n += 1;
         }
@@ -120,16 +140,13 @@ pub(super) fn servers(
                 ),
             );
         }
-        if p.check.is_some() {
-            checked.push(line);
-        }
         let check_port = p
             .port
             .as_ref()
             .map(|c| (c.value, c.line))
             .or(port.filter(|p| *p != vip.port()).map(|p| (p, line)));
-        out.push((
-            ServerPlan {
+        out.push(Kept {
+            plan: ServerPlan {
                 name,
                 address: ip,
                 line,
@@ -138,22 +155,9 @@ pub(super) fn servers(
                 state,
                 check_port: None,
             },
-            check_port.map(|c| c.0),
-        ));
-    }
-    (out, checked)
-}
-
-/// A server's check port, when the service checks and it differs from the VIP's.
-pub(super) fn with_check_port(s: (ServerPlan, Option<u16>), health: &HealthPlan) -> ServerPlan {
-    let (mut plan, port) = s;
-    if health.1
-        && let Some(port) = port
-    {
-        plan.check_port = Some(Value {
-            toml: port.to_string(),
-            from: vec![format!("line {}", plan.line)],
+            check_port,
+            checked: p.check.is_some(),
         });
     }
-    plan
+    out
 }
