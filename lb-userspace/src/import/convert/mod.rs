@@ -68,6 +68,10 @@ pub(super) struct Context<'a> {
     placeholders: HashMap<String, u16>,
     vips: HashSet<SocketAddr>,
     names: HashSet<String>,
+    /// Stick entries of the services made so far (`stickiness::DEFAULT_STICK_SIZE` for those
+    /// without a size), and of those still to make (at the default size).
+    stick_entries: u64,
+    stick_reserve: u64,
 }
 
 impl Context<'_> {
@@ -93,6 +97,8 @@ pub(super) fn convert(
         placeholders: HashMap::new(),
         vips: HashSet::new(),
         names: HashSet::new(),
+        stick_entries: 0,
+        stick_reserve: 0,
     };
     let backends: HashMap<&str, &Proxy> = h
         .proxies
@@ -151,11 +157,15 @@ pub(super) fn convert(
         });
     }
     let mut services = Vec::new();
-    for Wanted {
-        frontend: fe,
-        bind,
-        backend: be,
-    } in wanted
+    let count = wanted.len().min(MAX_SERVICES) as u64;
+    for (
+        i,
+        Wanted {
+            frontend: fe,
+            bind,
+            backend: be,
+        },
+    ) in wanted.into_iter().enumerate()
     {
         if services.len() == MAX_SERVICES {
             cx.warn.at(
@@ -164,6 +174,7 @@ pub(super) fn convert(
             );
             break;
         }
+        cx.stick_reserve = count.saturating_sub(i as u64 + 1) * stickiness::DEFAULT_STICK_SIZE;
         if let Some(s) = service(fe, bind, be, &backends, &mut cx) {
             services.push(s);
         }

@@ -21,7 +21,15 @@ pub(super) fn stick(
     let balance = be
         .balance
         .as_ref()
-        .map(|b| (b.value.first().map_or("", String::as_str), b.line));
+        // `hdr(name)`, `rdp-cookie(name)`: the algorithm is before the parenthesis.
+        .map(|b| {
+            (
+                b.value
+                    .first()
+                    .map_or("", |a| a.split('(').next().unwrap_or_default()),
+                b.line,
+            )
+        });
     if let Some((algorithm, line)) = balance {
         match algorithm {
             "leastconn" | "first" => cx.warn.at(
@@ -44,6 +52,8 @@ pub(super) fn stick(
     if let Some(line) = be.hash_consistent {
         from.push(cx.origin(line));
     }
+    // Counted at the default size; a table's own size replaces it (`table_fields`).
+    cx.stick_entries += DEFAULT_STICK_SIZE;
     let mut fields = Vec::new();
     let persistent = be.stick_on.is_some() || be.cookie.is_some();
     let keyed_by_source = persistent
@@ -67,37 +77,38 @@ pub(super) fn stick(
     if let Some(line) = be.cookie {
         from.push(cx.origin(line));
     }
-    match &be.stick_on {
-        Some(on) => {
-            let table = match &on.value.table {
-                Some(t) => {
-                    cx.warn.at(
-                        on.line,
-                        format!(
-                            "`stick … table {t}` shares {t}'s table; each xlb service has a table of its own, \
-                             sized like {t}'s"
-                        ),
-                    );
-                    backends.get(t.as_str()).and_then(|b| b.stick_table.as_ref())
-                }
-                None => be.stick_table.as_ref(),
-            };
-            if let Some(t) = table {
-                from.push(cx.origin(t.line));
-                fields.extend(table_fields(&t.value, t.line, cx));
+    let hashing = matches!(
+        balance,
+        Some(("source" | "uri" | "url_param" | "hdr" | "rdp-cookie" | "hash", _))
+    );
+    if !persistent && !hashing {
+        from.push("mode http: clients kept on their server by source address".into());
+    }
+    if let Some(on) = &be.stick_on {
+        let table = match &on.value.table {
+            Some(t) => {
+                cx.warn.at(
+                    on.line,
+                    format!(
+                        "`stick … table {t}` shares {t}'s table; each xlb service has a table of its own, \
+                         sized like {t}'s"
+                    ),
+                );
+                backends.get(t.as_str()).and_then(|b| b.stick_table.as_ref())
             }
-            from.push(cx.origin(on.line));
-            if let Some(p) = on.value.ipv4_prefix.filter(|p| (1..=32).contains(p)) {
-                fields.push(format!("ipv4_prefix = {p}"));
-            }
-            if let Some(p) = on.value.ipv6_prefix.filter(|p| (1..=128).contains(p)) {
-                fields.push(format!("ipv6_prefix = {p}"));
-            }
+            None => be.stick_table.as_ref(),
+        };
+        if let Some(t) = table {
+            from.push(cx.origin(t.line));
+            fields.extend(table_fields(&t.value, t.line, cx));
         }
-        None if from.is_empty() => {
-            from.push("mode http: clients kept on their server by source address".into())
+        from.push(cx.origin(on.line));
+        if let Some(p) = on.value.ipv4_prefix.filter(|p| (1..=32).contains(p)) {
+            fields.push(format!("ipv4_prefix = {p}"));
         }
-        None => {}
+        if let Some(p) = on.value.ipv6_prefix.filter(|p| (1..=128).contains(p)) {
+            fields.push(format!("ipv6_prefix = {p}"));
+        }
     }
     if fields.len() == 1 {
         from.push("size and expire: xlb's defaults (100k entries, 30m)".into());
@@ -111,20 +122,32 @@ pub(super) fn stick(
     )
 }
 
+/// `stick.size` when not set (xlb's default).
+pub(super) const DEFAULT_STICK_SIZE: u64 = 100_000;
+
 /// `size` and `expire` of a stick table.
 fn table_fields(t: &StickTable, line: usize, cx: &mut Context) -> Vec<String> {
     let mut out = Vec::new();
+    let mut entries = DEFAULT_STICK_SIZE;
     if let Some(size) = t.size {
-        let max = stick_max_entries();
-        if size > max {
+        // All services' tables share one memory cap; keep the default size's room for the
+        // services still to come.
+        let before = cx.stick_entries - DEFAULT_STICK_SIZE;
+        let room = stick_max_entries()
+            .saturating_sub(before + cx.stick_reserve)
+            .max(1);
+        if size > room {
             cx.warn.at(
                 line,
                 format!(
-                    "stick-table size {size}: xlb's tables hold at most {max} entries in all; {max} kept"
+                    "stick-table size {size}: xlb's tables hold at most {} entries in all; {room} kept for \
+                     this one",
+                    stick_max_entries()
                 ),
             );
         }
-        out.push(format!("size = {}", size.min(max)));
+        out.push(format!("size = {}", size.min(room)));
+        entries = size.min(room);
     }
     let expire = match t.expire {
         None => Duration::ZERO,
@@ -143,6 +166,8 @@ fn table_fields(t: &StickTable, line: usize, cx: &mut Context) -> Vec<String> {
         Some(e) => Duration::from_millis(e.as_millis() as u64),
     };
     out.push(format!("expire = {}", quoted(&format_duration(expire))));
+    // What the default size counted for this service (see `stick`) becomes the table's size.
+    cx.stick_entries = cx.stick_entries - DEFAULT_STICK_SIZE + entries;
     out
 }
 
