@@ -37,6 +37,20 @@ pub(in crate::import) fn peering(h: &Haproxy, local: Option<&str>, cx: &mut Cont
         .iter()
         .filter_map(|p| p.stick_table.as_ref()?.value.peers.as_deref())
         .collect();
+    for p in &h.proxies {
+        if let Some(t) = &p.stick_table
+            && let Some(name) = &t.value.peers
+            && !h.peers.iter().any(|s| &s.name == name)
+        {
+            cx.warn.at(
+                t.line,
+                format!(
+                    "stick-table … peers {name}: there is no peers section {name}, so nothing is \
+                     replicated (xlb's tables survive reloads and restarts anyway: they are pinned)"
+                ),
+            );
+        }
+    }
     let mut chosen: Option<&Peers> = None;
     for p in &h.peers {
         if !referenced.contains(&p.name.as_str()) {
