@@ -9,6 +9,7 @@
 //!   calls are where their subject is (`datapath::sys` for bpf(2), the bpffs mount in
 //!   `datapath::pins`, the data path's clock in `datapath::clock`).
 //! - `config`: the TOML file, parsed and validated into typed values.
+//! - `import`: `xlb import haproxy.cfg`, an HAProxy configuration converted into xlb's.
 //! - `datapath`: the loaded XDP program, its pinned maps and links, and the kernel's view of them.
 //! - `health`: active health checks, a state machine per server and its probes.
 //! - `balancer`: the model of services and servers and how it is programmed into the maps.
@@ -19,6 +20,8 @@
 pub mod net;
 
 pub mod config;
+
+pub mod import;
 
 pub mod datapath;
 

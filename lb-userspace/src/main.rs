@@ -89,6 +89,17 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         words: Vec<String>,
     },
+    /// Convert an haproxy.cfg into an xlb config (TOML on stdout; warnings on stderr).
+    Import {
+        #[arg(value_name = "HAPROXY_CFG")]
+        file: PathBuf,
+        /// Write the xlb config here instead of stdout.
+        #[arg(short, long, value_name = "OUT")]
+        output: Option<PathBuf>,
+        /// This instance's name in a `peers` section (default: global's `localpeer`, else the host name).
+        #[arg(long, value_name = "NAME")]
+        local_peer: Option<String>,
+    },
     /// The runtime API's own help.
     Help {
         #[arg(short, long, value_name = "FILE")]
@@ -152,6 +163,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("cannot write the man pages into {}: {e}", dir.display()))?;
             return Ok(ExitCode::SUCCESS);
         }
+        Cmd::Import {
+            file,
+            output,
+            local_peer,
+        } => return import(&file, output.as_deref(), local_peer),
     };
     let socket = match (socket, config) {
         (Some(s), _) => s,
@@ -183,6 +199,22 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `xlb import`: the config to `output` (or stdout), the warnings to stderr.
+fn import(file: &Path, output: Option<&Path>, local_peer: Option<String>) -> anyhow::Result<ExitCode> {
+    let local_peer = local_peer.or_else(xlb::import::host_name);
+    let imported = xlb::import::import_file(file, local_peer.as_deref())?;
+    let shown = file.display().to_string();
+    for w in &imported.warnings {
+        eprintln!("{}", w.display_in(&shown));
+    }
+    match output {
+        Some(out) => std::fs::write(out, &imported.toml)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?,
+        None => print!("{}", imported.toml),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Send one command line, print the answer, and exit with its status: the agent ends the

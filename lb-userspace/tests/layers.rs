@@ -8,8 +8,8 @@ use std::{
 };
 
 /// The groups, lowest first: a group may import from those before it.
-const LAYERS: [&str; 7] = [
-    "net", "config", "datapath", "health", "balancer", "control", "agent",
+const LAYERS: [&str; 8] = [
+    "net", "config", "import", "datapath", "health", "balancer", "control", "agent",
 ];
 
 fn src() -> PathBuf {
