@@ -15,6 +15,7 @@ pub mod agent;
 pub mod backend;
 pub mod bench;
 pub mod client;
+pub mod encap;
 pub mod fixture;
 pub mod fleet;
 pub mod lbenv;

@@ -12,6 +12,7 @@
 
 mod backend;
 mod bench;
+mod decap;
 mod fragment;
 mod service;
 mod stats;
@@ -20,6 +21,7 @@ mod vip;
 
 pub use backend::*;
 pub use bench::*;
+pub use decap::*;
 pub use fragment::*;
 pub use service::*;
 pub use stats::*;

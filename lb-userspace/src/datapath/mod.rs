@@ -14,12 +14,14 @@
 //! - `clock`: the kernel clock the data path stamps entries with;
 //! - `pins`: the pins under `bpffs_dir` (formats, migration, removal) and bpffs itself;
 //! - `stick_maps`: the per-service stick tables in the kernel (create, resize, remove, adopt);
+//! - `decap`: the backend hosts' decapsulator (`xlb decap`), an object and maps of its own;
 //! - `batch`: batched reads and deletions of a hash map; `sys`: the raw `bpf(2)` calls aya
 //!   0.14 does not make; `error`: what can go wrong.
 
 mod attach;
 pub mod batch;
 mod clock;
+pub mod decap;
 pub mod error;
 mod inserts;
 pub mod pins;
