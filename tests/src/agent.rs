@@ -72,6 +72,9 @@ pub fn config_text<'h>(
                 "[[service.server]]\nname = \"app{}\"\naddress = \"{addr}\"\n",
                 i + 1
             ));
+            if let Some(f) = o.forward.get(i).filter(|f| **f != crate::lbenv::Forward::L2) {
+                t.push_str(&crate::routed::forward_lines(*f));
+            }
         }
     }
     t

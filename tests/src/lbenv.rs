@@ -36,6 +36,31 @@ pub struct Opts {
     pub sweep: String,
     /// `metrics = "..."` in [global] (inside the LB namespace).
     pub metrics: Option<String>,
+    /// The first `routed` backends sit behind a router, each in a subnet of its own
+    /// ([`crate::routed`]); the others are on the bridge.
+    pub routed: usize,
+    /// How the balancer reaches backend i (`forward[i]`; L2 for indices past the end). Every
+    /// backend of an environment with an encapsulating server runs `xlb decap`.
+    pub forward: Vec<Forward>,
+}
+
+/// A server's `forward` mode in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    L2,
+    Ipip,
+    Gue,
+}
+
+impl Forward {
+    /// The config's word for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Forward::L2 => "l2",
+            Forward::Ipip => "ipip",
+            Forward::Gue => "gue",
+        }
+    }
 }
 
 impl Opts {
@@ -65,6 +90,8 @@ impl Default for Opts {
             spare_backends: 0,
             sweep: "1s".into(),
             metrics: None,
+            routed: 0,
+            forward: Vec::new(),
         }
     }
 }
@@ -87,6 +114,8 @@ pub struct LbEnv {
     pub opts: Opts,
     agent: std::sync::Mutex<Option<ChildGuard>>,
     log_n: std::sync::atomic::AtomicUsize,
+    /// Where `xlb decap` pinned on each backend that runs it (removed on drop).
+    decap_bases: Vec<PathBuf>,
 }
 
 /// The agent binary: $XLB_BIN (set by `cargo xtask test`) or target/release/xlb.
@@ -143,11 +172,17 @@ impl LbEnv {
         let mut topo = Topology::new(test_name)?;
         let client = topo.add_host("client")?;
         let lb = topo.add_host("lb")?;
+        let router = crate::routed::add_router(&mut topo, opts.routed)?;
         let mut backends = Vec::new();
-        for i in 0..opts.backends + opts.spare_backends {
+        for i in opts.routed..opts.backends + opts.spare_backends {
             backends.push(topo.add_host(&format!("be{}", i + 1))?);
         }
         let sources = topo.add_client_addrs(client, opts.v4_sources, opts.v6_sources)?;
+        // Linked hosts come after the client pool's routes (bridged hosts get them as added).
+        if let Some(router) = router {
+            let routed = crate::routed::add_routed_backends(&mut topo, lb, router, opts.routed)?;
+            backends.splice(0..0, routed);
+        }
         let (sources4, sources6): (Vec<IpAddr>, Vec<IpAddr>) = sources.into_iter().partition(|a| a.is_ipv4());
         // A veth hands packets on with partial checksums (CHECKSUM_PARTIAL: "the NIC will fill it
         // in"); XDP_TX turns the packet into a raw frame and that promise is lost, so the backend
@@ -181,6 +216,7 @@ impl LbEnv {
                 None,
             )?);
         }
+        let decap_bases = crate::routed::prepare_encap(&topo, lb, &backends, &opts.forward)?;
         let stem = topo.stem().to_string();
         let dir = std::env::temp_dir().join(&stem);
         std::fs::create_dir_all(&dir)?;
@@ -200,6 +236,7 @@ impl LbEnv {
             opts,
             agent: std::sync::Mutex::new(None),
             log_n: std::sync::atomic::AtomicUsize::new(0),
+            decap_bases,
         };
         env.write_config(&env.config_text(env.opts.backends))?;
         Ok(env)
@@ -361,6 +398,7 @@ impl Drop for LbEnv {
             a.kill();
         }
         agent::remove_agent_files(&self.bpffs);
+        crate::routed::remove_decap_pins(&self.decap_bases);
         if std::thread::panicking() {
             eprintln!(
                 "==== agent log ({}) ====\n{}",

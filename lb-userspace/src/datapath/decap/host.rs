@@ -141,7 +141,10 @@ pub fn detach(ifname: &str, base: &Path) -> Result<()> {
             dir,
         });
     }
-    remove_dir(&dir)
+    remove_dir(&dir)?;
+    // The namespace's directory goes with its last interface (it stays while others remain).
+    let _ = std::fs::remove_dir(base);
+    Ok(())
 }
 
 /// The interfaces with a decapsulator pinned under `base`, by name.
