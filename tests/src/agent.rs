@@ -49,6 +49,7 @@ pub fn config_text<'h>(
     if let Some(m) = &o.metrics {
         t.push_str(&format!("metrics = \"{m}\"\n"));
     }
+    t.push_str(&crate::routed::encap_source_line(&o.encap_source));
     let health = format!(
         "{{ type = \"http\", send = \"GET /healthz\", expect = 200, inter = \"{}\", timeout = \"500ms\", rise = {}, fall = {} }}",
         o.inter, o.rise, o.fall

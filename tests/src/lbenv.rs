@@ -42,6 +42,9 @@ pub struct Opts {
     /// How the balancer reaches backend i (`forward[i]`; L2 for indices past the end). Every
     /// backend of an environment with an encapsulating server runs `xlb decap`.
     pub forward: Vec<Forward>,
+    /// `[global] encap_source`: the LB's own addresses when left empty and a server
+    /// encapsulates (filled in by `LbEnv::new`).
+    pub encap_source: Vec<IpAddr>,
 }
 
 /// A server's `forward` mode in the config.
@@ -92,6 +95,7 @@ impl Default for Opts {
             metrics: None,
             routed: 0,
             forward: Vec::new(),
+            encap_source: Vec::new(),
         }
     }
 }
@@ -115,7 +119,7 @@ pub struct LbEnv {
     agent: std::sync::Mutex<Option<ChildGuard>>,
     log_n: std::sync::atomic::AtomicUsize,
     /// Where `xlb decap` pinned on each backend that runs it (removed on drop).
-    decap_bases: Vec<PathBuf>,
+    pub(crate) decap_bases: Vec<PathBuf>,
 }
 
 /// The agent binary: $XLB_BIN (set by `cargo xtask test`) or target/release/xlb.
@@ -167,7 +171,7 @@ pub fn env(test_name: &str, opts: Opts) -> LbEnv {
 
 impl LbEnv {
     /// Build the topology and backends, write the config; the agent is not started yet.
-    pub fn new(test_name: &str, opts: Opts) -> Result<LbEnv> {
+    pub fn new(test_name: &str, mut opts: Opts) -> Result<LbEnv> {
         crate::require_root();
         let mut topo = Topology::new(test_name)?;
         let client = topo.add_host("client")?;
@@ -216,7 +220,7 @@ impl LbEnv {
                 None,
             )?);
         }
-        let decap_bases = crate::routed::prepare_encap(&topo, lb, &backends, &opts.forward)?;
+        let decap_bases = crate::routed::prepare_encap(&topo, lb, &backends, &mut opts)?;
         let stem = topo.stem().to_string();
         let dir = std::env::temp_dir().join(&stem);
         std::fs::create_dir_all(&dir)?;

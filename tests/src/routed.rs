@@ -27,7 +27,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     HostId, Topology,
     encap::{gue, ipip},
-    lbenv::{Forward, xlb_bin},
+    lbenv::{Forward, Opts, xlb_bin},
     packet::Frame,
     topology::{HOST_IF, VIP4, VIP6},
 };
@@ -63,38 +63,53 @@ pub fn add_routed_backends(topo: &mut Topology, lb: HostId, router: HostId, n: u
     Ok(ids)
 }
 
-/// When any server encapsulates: forwarding on in the LB, and `xlb decap attach` on every
-/// backend (VIP4 and VIP6, GUE on [`GUE_PORT`]). Returns where each pinned.
+/// When any server encapsulates: forwarding on in the LB, its addresses as the outer source
+/// (unless `opts.encap_source` names others), and `xlb decap attach` on every backend (VIP4
+/// and VIP6, GUE on [`GUE_PORT`]). Returns where each pinned.
 pub fn prepare_encap(
     topo: &Topology,
     lb: HostId,
     backends: &[HostId],
-    forward: &[Forward],
+    opts: &mut Opts,
 ) -> Result<Vec<PathBuf>> {
-    if forward.iter().all(|f| *f == Forward::L2) {
+    if opts.forward.iter().all(|f| *f == Forward::L2) {
         return Ok(Vec::new());
     }
     topo.enable_forwarding(lb)?;
+    if opts.encap_source.is_empty() {
+        opts.encap_source = vec![topo.host(lb).ipv4.into(), topo.host(lb).ipv6.into()];
+    }
     let mut bases = Vec::new();
     for b in backends {
-        let ns = &topo.host(*b).ns;
-        let attached = attach_decap(ns);
-        if attached.is_ok() {
-            bases.push(xlb::datapath::decap::base_dir(Some(ns)));
-        }
-        if let Err(e) = attached {
-            remove_decap_pins(&bases);
-            return Err(e);
+        match attach_decap(&topo.host(*b).ns, &[VIP4.into(), VIP6.into()]) {
+            Ok(base) => bases.push(base),
+            Err(e) => {
+                remove_decap_pins(&bases);
+                return Err(e);
+            }
         }
     }
     Ok(bases)
 }
 
-/// `xlb --netns NS decap attach -i eth0 --vip VIP4 --vip VIP6 --gue-port GUE_PORT`.
-fn attach_decap(ns: &str) -> Result<()> {
-    let out = Command::new(xlb_bin())
-        .args(["--netns", ns, "decap", "attach", "--interface", HOST_IF])
-        .args(["--vip", &VIP4.to_string(), "--vip", &VIP6.to_string()])
+impl crate::lbenv::LbEnv {
+    /// `xlb decap attach` on backend `i` for `vips` (GUE on [`GUE_PORT`]); detached on drop.
+    /// For an environment whose `Opts::forward` did not already attach it there.
+    pub fn add_decap(&mut self, i: usize, vips: &[IpAddr]) -> Result<()> {
+        let base = attach_decap(&self.topo.host(self.backends[i]).ns, vips)?;
+        self.decap_bases.push(base);
+        Ok(())
+    }
+}
+
+/// `xlb --netns NS decap attach -i eth0 --vip V.. --gue-port GUE_PORT`; where it pinned.
+fn attach_decap(ns: &str, vips: &[IpAddr]) -> Result<PathBuf> {
+    let mut cmd = Command::new(xlb_bin());
+    cmd.args(["--netns", ns, "decap", "attach", "--interface", HOST_IF]);
+    for vip in vips {
+        cmd.args(["--vip", &vip.to_string()]);
+    }
+    let out = cmd
         .args(["--gue-port", &GUE_PORT.to_string()])
         .output()
         .context("run xlb decap attach")?;
@@ -104,7 +119,7 @@ fn attach_decap(ns: &str) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(())
+    Ok(xlb::datapath::decap::base_dir(Some(ns)))
 }
 
 /// Detach every decapsulator pinned under `bases` (the interface's pins, then the directory).
@@ -112,6 +127,15 @@ pub fn remove_decap_pins(bases: &[PathBuf]) {
     for base in bases {
         let _ = xlb::datapath::decap::detach(HOST_IF, base);
     }
+}
+
+/// The `[global]` line naming the outer sources, when there are any.
+pub fn encap_source_line(sources: &[IpAddr]) -> String {
+    if sources.is_empty() {
+        return String::new();
+    }
+    let quoted: Vec<String> = sources.iter().map(|a| format!("\"{a}\"")).collect();
+    format!("encap_source = [{}]\n", quoted.join(", "))
 }
 
 /// The config lines of a server reached by `forward`.
