@@ -135,10 +135,11 @@ fn fits(ctx: &XdpContext, at: usize, len: usize) -> bool {
     ctx.data() + at + len <= ctx.data_end()
 }
 
+/// The IPv4 header at `at`, whole, valid (version 4, IHL at least 5) and with its total length
+/// within the frame; and its header length.
 #[inline(always)]
-fn outer_v4(ctx: &XdpContext) -> Result<Outer, u32> {
-    let at = EthHdr::LEN;
-    let ip = ptr_at::<Ipv4Hdr>(ctx, at).map_err(|()| decap_stat::MALFORMED)?;
+fn whole_v4(ctx: &XdpContext, at: usize) -> Result<(&Ipv4Hdr, usize), ()> {
+    let ip = ptr_at::<Ipv4Hdr>(ctx, at)?;
     // SAFETY: in the frame, alignment 1 (`ptr_at`).
     let ip = unsafe { &*ip };
     let ihl = ((ip.vihl & IPV4_IHL_MASK) as usize) * WORD_LEN;
@@ -148,8 +149,28 @@ fn outer_v4(ctx: &XdpContext) -> Result<Outer, u32> {
         || tot_len < ihl
         || !fits(ctx, at, tot_len)
     {
-        return Err(decap_stat::MALFORMED);
+        return Err(());
     }
+    Ok((ip, ihl))
+}
+
+/// The IPv6 header at `at`, whole, of version 6 and with its payload within the frame.
+#[inline(always)]
+fn whole_v6(ctx: &XdpContext, at: usize) -> Result<&Ipv6Hdr, ()> {
+    let ip = ptr_at::<Ipv6Hdr>(ctx, at)?;
+    // SAFETY: in the frame, alignment 1 (`ptr_at`).
+    let ip = unsafe { &*ip };
+    let payload_len = u16::from_be_bytes(ip.payload_len) as usize;
+    if ip.vcf[0] >> IP_VERSION_SHIFT != IPV6_VERSION || !fits(ctx, at, Ipv6Hdr::LEN + payload_len) {
+        return Err(());
+    }
+    Ok(ip)
+}
+
+#[inline(always)]
+fn outer_v4(ctx: &XdpContext) -> Result<Outer, u32> {
+    let at = EthHdr::LEN;
+    let (ip, ihl) = whole_v4(ctx, at).map_err(|()| decap_stat::MALFORMED)?;
     let frags = u16::from_be_bytes(ip.frags);
     let offset = frags & IPV4_FRAG_OFFSET_MASK;
     Ok(Outer {
@@ -163,13 +184,7 @@ fn outer_v4(ctx: &XdpContext) -> Result<Outer, u32> {
 #[inline(always)]
 fn outer_v6(ctx: &XdpContext) -> Result<Outer, u32> {
     let at = EthHdr::LEN;
-    let ip = ptr_at::<Ipv6Hdr>(ctx, at).map_err(|()| decap_stat::MALFORMED)?;
-    // SAFETY: in the frame, alignment 1 (`ptr_at`).
-    let ip = unsafe { &*ip };
-    let payload_len = u16::from_be_bytes(ip.payload_len) as usize;
-    if ip.vcf[0] >> IP_VERSION_SHIFT != IPV6_VERSION || !fits(ctx, at, Ipv6Hdr::LEN + payload_len) {
-        return Err(decap_stat::MALFORMED);
-    }
+    let ip = whole_v6(ctx, at).map_err(|()| decap_stat::MALFORMED)?;
     let payload_at = at + Ipv6Hdr::LEN;
     if ip.next_hdr != IPV6_FRAGMENT {
         return Ok(Outer {
@@ -233,18 +248,7 @@ fn gue(ctx: &XdpContext, outer: &Outer) -> Result<(u8, usize), u32> {
 /// The inner IPv4 header at `at`, whole and within the frame: its destination.
 #[inline(always)]
 fn inner_v4_dst(ctx: &XdpContext, at: usize) -> Result<(u8, [u8; 16]), ()> {
-    let ip = ptr_at::<Ipv4Hdr>(ctx, at)?;
-    // SAFETY: in the frame, alignment 1 (`ptr_at`).
-    let ip = unsafe { &*ip };
-    let ihl = ((ip.vihl & IPV4_IHL_MASK) as usize) * WORD_LEN;
-    let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
-    if ip.vihl >> IP_VERSION_SHIFT != IPV4_VERSION
-        || ihl < Ipv4Hdr::LEN
-        || tot_len < ihl
-        || !fits(ctx, at, tot_len)
-    {
-        return Err(());
-    }
+    let (ip, _) = whole_v4(ctx, at)?;
     let mut dst = [0u8; 16];
     dst[..4].copy_from_slice(&ip.dst_addr);
     Ok((FAMILY_V4, dst))
@@ -253,14 +257,7 @@ fn inner_v4_dst(ctx: &XdpContext, at: usize) -> Result<(u8, [u8; 16]), ()> {
 /// The inner IPv6 header at `at`, whole and within the frame: its destination.
 #[inline(always)]
 fn inner_v6_dst(ctx: &XdpContext, at: usize) -> Result<(u8, [u8; 16]), ()> {
-    let ip = ptr_at::<Ipv6Hdr>(ctx, at)?;
-    // SAFETY: in the frame, alignment 1 (`ptr_at`).
-    let ip = unsafe { &*ip };
-    let payload_len = u16::from_be_bytes(ip.payload_len) as usize;
-    if ip.vcf[0] >> IP_VERSION_SHIFT != IPV6_VERSION || !fits(ctx, at, Ipv6Hdr::LEN + payload_len) {
-        return Err(());
-    }
-    Ok((FAMILY_V6, ip.dst_addr))
+    Ok((FAMILY_V6, whole_v6(ctx, at)?.dst_addr))
 }
 
 /// Remove everything between the Ethernet header and the inner packet at `inner_at`: the
