@@ -83,3 +83,114 @@ fn decap_on_routed_backends_delivers_ipip_and_gue_from_a_raw_socket() {
     assert!(answer.is_err(), "a packet to a non-VIP was answered: {answer:?}");
     assert_eq!(decap_counters(&e, 0).get(decap_stat::FOREIGN), before + 1);
 }
+
+/// `xlb --netns NS decap ARGS`: (success, stdout, stderr).
+fn decap_cli(ns: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(harness::lbenv::xlb_bin())
+        .args(["--netns", ns, "decap"])
+        .args(args)
+        .output()
+        .expect("run xlb");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn decap_cli_attaches_shows_detaches_and_refuses_what_is_wrong() {
+    let mut topo = harness::Topology::new("decap_cli").expect("topology (needs root)");
+    let be = topo.add_host("be").unwrap();
+    let other = topo.add_host("busy").unwrap();
+    let ns = topo.host(be).ns.clone();
+    let base = xlb::datapath::decap::base_dir(Some(&ns));
+    // Whatever happens below, nothing stays pinned.
+    struct Unpin(std::path::PathBuf);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            let _ = xlb::datapath::decap::detach(HOST_IF, &self.0);
+        }
+    }
+    let _unpin = Unpin(base.clone());
+    let vip4 = VIP4.to_string();
+    let vip6 = VIP6.to_string();
+
+    let refusals: [(&[&str], &str); 4] = [
+        (
+            &["attach", "-i", "nope0", "--vip", &vip4],
+            "interface \"nope0\" does not exist",
+        ),
+        (
+            &["attach", "-i", HOST_IF, "--vip", "0.0.0.0"],
+            "not a unicast address",
+        ),
+        (
+            &["attach", "-i", HOST_IF, "--vip", "::ffff:10.77.200.1"],
+            "give the IPv4 address itself",
+        ),
+        (&["detach", "-i", HOST_IF], "not attached to eth0"),
+    ];
+    for (args, says) in refusals {
+        let (ok, _, err) = decap_cli(&ns, args);
+        assert!(
+            !ok && err.contains(says),
+            "xlb decap {args:?}: expected a refusal saying {says:?}, got: {err}"
+        );
+    }
+    assert!(!base.exists(), "a refused attach leaves no pins");
+
+    let (ok, out, err) = decap_cli(
+        &ns,
+        &[
+            "attach",
+            "-i",
+            HOST_IF,
+            "--vip",
+            &vip4,
+            "--vip",
+            &vip6,
+            "--gue-port",
+            "6080",
+        ],
+    );
+    assert!(ok, "attach: {err}");
+    assert!(
+        out.contains("decapsulating on eth0") && out.contains("UDP port 6080"),
+        "{out}"
+    );
+    let (ok, _, err) = decap_cli(&ns, &["attach", "-i", HOST_IF, "--vip", &vip4]);
+    assert!(
+        !ok && err.contains("already attached to eth0"),
+        "second attach: {err}"
+    );
+    let (ok, out, _) = decap_cli(&ns, &["show"]);
+    assert!(
+        ok && out.contains(&format!("vips: {vip4} {vip6}")) && out.contains("decapsulated: 0"),
+        "{out}"
+    );
+
+    let (ok, _, err) = decap_cli(&ns, &["detach", "-i", HOST_IF]);
+    assert!(ok, "detach: {err}");
+    assert!(!base.exists(), "detach removes the pins");
+    let (ok, out, _) = decap_cli(&ns, &["show"]);
+    assert!(ok && out.contains("not attached anywhere"), "{out}");
+
+    // An interface that runs another XDP program (here the harness's pass program).
+    topo.run_in(other, || xlb::datapath::attach_pass_program(HOST_IF))
+        .unwrap()
+        .unwrap();
+    let busy_ns = topo.host(other).ns.clone();
+    let _unpin_busy = Unpin(xlb::datapath::decap::base_dir(Some(&busy_ns)));
+    let (ok, _, err) = decap_cli(&busy_ns, &["attach", "-i", HOST_IF, "--vip", &vip4]);
+    assert!(
+        !ok && err.contains("already has an XDP program"),
+        "attach over another program: {err}"
+    );
+    assert!(
+        !xlb::datapath::decap::base_dir(Some(&busy_ns))
+            .join(HOST_IF)
+            .exists()
+    );
+    topo.cleanup().unwrap();
+}

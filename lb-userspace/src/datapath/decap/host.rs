@@ -86,6 +86,7 @@ pub fn attach(req: &AttachRequest) -> Result<&'static str> {
     if attached.is_err() && dir.exists() {
         // Leave nothing half-made; the error that stopped us is the one to report.
         let _ = remove_dir(&dir);
+        let _ = std::fs::remove_dir(req.base);
     }
     for vip in req.vips {
         warn_unless_local(*vip);
