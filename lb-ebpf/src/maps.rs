@@ -10,10 +10,10 @@ use aya_ebpf::{
     maps::{Array, DevMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
-    Backend, BackendStats, Encap, FRAGMENT_RECORDS, FloorTarget, FragmentKey, FragmentRecord, INSERTS_RING_BYTES,
-    InsertRecord, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS,
-    NEW_ENTRIES_WINDOW_NS, NameSlot, OwnMac, RateWindow, Service, ServiceStats, StickEntry, StickKey,
-    VIP_PROBES, VIP_TABLE_SIZE, VipSlot, bench_slot, gstat::Counter, vip_home,
+    Backend, BackendStats, Encap, FRAGMENT_RECORDS, FloorTarget, FragmentKey, FragmentRecord,
+    INSERTS_RING_BYTES, InsertRecord, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES,
+    MAX_TX_PORTS, NEW_ENTRIES_WINDOW_NS, NameSlot, OwnMac, RateWindow, Service, ServiceStats, StickEntry,
+    StickKey, VIP_PROBES, VIP_TABLE_SIZE, VipSlot, bench_slot, gstat::Counter, vip_home,
 };
 
 /// VIPs: two open-addressed tables of `VIP_TABLE_SIZE` slots (index `slot * VIP_TABLE_SIZE +

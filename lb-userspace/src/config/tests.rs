@@ -123,6 +123,7 @@ fn minimal_service_gets_haproxy_defaults() {
                 check_port: None,
                 state: AdminState::Ready,
                 interface: None,
+                forward: crate::config::Forward::L2,
             }],
         }
     );
@@ -283,6 +284,7 @@ fn global_settings() {
             peer_listen: None,
             peers: Vec::new(),
             peer_key_file: None,
+            encap_source: Vec::new(),
         }
     );
 }

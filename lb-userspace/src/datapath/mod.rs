@@ -39,10 +39,9 @@ use aya::{
 };
 use lb_common::{
     ALL_MAPS, Backend, BackendStats, Encap, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_ENCAP,
-    MAP_GLOBAL_STATS,
-    MAP_LIMITS, MAP_MAGLEV, MAP_META, MAP_NAMES, MAP_OWN_MAC, MAP_SERVICE_STATS, MAP_SERVICES,
-    MAP_STICK_TABLES, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats, StickEntry,
-    StickKey, VipSlot, meta,
+    MAP_GLOBAL_STATS, MAP_LIMITS, MAP_MAGLEV, MAP_META, MAP_NAMES, MAP_OWN_MAC, MAP_SERVICE_STATS,
+    MAP_SERVICES, MAP_STICK_TABLES, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, Service, ServiceStats,
+    StickEntry, StickKey, VipSlot, meta,
 };
 
 use crate::datapath::stick_maps::StickTables;

@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo};
 use aya_obj::generated::{BPF_F_RDONLY_PROG, bpf_map_type};
 use lb_common::{
-    ALL_MAPS, Backend, MAP_BACKENDS, MAP_ENCAP, MAP_GLOBAL_STATS, MAP_META, MAP_NAMES, MAP_STICK_SINGLE, MAX_BACKENDS,
-    MAX_SERVICES, NameSlot, PIN_FORMAT, StickEntry, StickKey, meta,
+    ALL_MAPS, Backend, MAP_BACKENDS, MAP_ENCAP, MAP_GLOBAL_STATS, MAP_META, MAP_NAMES, MAP_STICK_SINGLE,
+    MAX_BACKENDS, MAX_SERVICES, NameSlot, PIN_FORMAT, StickEntry, StickKey, meta,
 };
 
 use crate::datapath::error::DatapathError;
