@@ -9,7 +9,8 @@
 //! - [`fleet`]: several balancers behind a router running BIRD (BGP, BFD, ECMP), each with an
 //!   xlb agent ([`fleet::Fleet::with_agents`]).
 //! - BPF_PROG_TEST_RUN support: [`packet`] (frame builder), [`fixture`] (a loaded data path),
-//!   [`bench`] (benchmark runners).
+//!   [`routed`] (a namespace where FIB lookups have known answers), [`bench`] (benchmark
+//!   runners).
 
 pub mod agent;
 pub mod backend;
@@ -24,6 +25,7 @@ pub mod netns;
 pub mod packet;
 pub mod process;
 pub mod raw_pins;
+pub mod routed;
 pub mod topology;
 
 pub use backend::BackendServer;

@@ -3,6 +3,7 @@
 
 mod affinity;
 mod backends;
+mod encap;
 mod forwarding;
 mod fragments;
 mod inserts;
