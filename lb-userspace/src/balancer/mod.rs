@@ -389,14 +389,15 @@ impl Balancer {
         Ok(())
     }
 
-    /// Servers that have no MAC yet: ("service/server", address), for probes and warnings.
+    /// L2 servers that have no MAC yet: ("service/server", address), for probes and warnings.
     pub fn unresolved(&self) -> Vec<(String, IpAddr)> {
         self.services
             .iter()
             .flat_map(|svc| {
                 svc.servers
                     .iter()
-                    .filter(|s| s.mac.is_none())
+                    // An encapsulating server needs no MAC: the FIB gives the next hop's.
+                    .filter(|s| s.mac.is_none() && s.cfg.forward == config::Forward::L2)
                     .map(|s| (format!("{}/{}", svc.cfg.name, s.cfg.name), s.cfg.address))
             })
             .collect()
