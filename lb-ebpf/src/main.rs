@@ -15,7 +15,9 @@
 //! 5. `select::backend_for` [3–5]: the service's affinity key, its stick table, Maglev on a
 //!    miss, and the entry a miss creates (for TCP only from a packet that proves a handshake).
 //! 6. `fragment::record_first` [7]: a first fragment records where it went, for step 2.
-//! 7. `send`, `forward::to_backend` [6]: L2 DSR, `XDP_TX` or `XDP_REDIRECT`.
+//! 7. `send`, `forward::to_backend` [6]: L2 DSR, `XDP_TX` or `XDP_REDIRECT`; for a backend on
+//!    another network `encap::to_backend`: IP-in-IP or GUE, the next hop from the kernel's
+//!    FIB, or an ICMP "too big" back to the client (`too_big`).
 //!
 //! Throughout:
 //! - Counters [8]: per service and per backend (`maps::service_stats`, `maps::backend_stats`);
@@ -32,15 +34,18 @@
 #![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod checksum;
+mod encap;
 mod forward;
 mod fragment;
 mod headers;
 mod maps;
 mod parse;
 mod select;
+mod too_big;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{Backend, NO_BACKEND, gstat::Counter};
+use lb_common::{Backend, FORWARD_L2, NO_BACKEND, gstat::Counter};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -97,7 +102,7 @@ fn balance(ctx: &XdpContext) -> u32 {
         maps::count(Counter::Fragment);
         fragment::record_first(&flow, service_id, id);
     }
-    send(ctx, id, backend, len)
+    send(ctx, &flow, id, backend, len)
 }
 
 /// A fragment after the first: it has no ports, so no service lookup of its own; it goes to
@@ -129,17 +134,24 @@ fn later_fragment(ctx: &XdpContext, flow: &parse::Flow) -> u32 {
         st.no_backend += 1;
         return xdp_action::XDP_DROP;
     };
-    send(ctx, first.backend, backend, len)
+    send(ctx, flow, first.backend, backend, len)
 }
 
-/// Count a packet for backend `id` and forward it there.
+/// Count a packet for backend `id` and forward it there: L2 DSR (the fast path, tested
+/// first), else encapsulated.
 #[inline(always)]
-fn send(ctx: &XdpContext, id: u32, backend: &Backend, len: u64) -> u32 {
+fn send(ctx: &XdpContext, flow: &parse::Flow, id: u32, backend: &Backend, len: u64) -> u32 {
     if let Some(bs) = maps::backend_stats(id) {
         bs.packets += 1;
         bs.bytes += len;
     }
-    forward::to_backend(ctx, backend)
+    if backend.forward == FORWARD_L2 {
+        return forward::to_backend(ctx, backend);
+    }
+    match encap::to_backend(ctx, flow, id, backend.forward) {
+        encap::TOO_BIG => too_big::reply(ctx, flow, encap::too_big_mtu()),
+        verdict => verdict,
+    }
 }
 
 #[inline(always)]

@@ -49,7 +49,7 @@ pub fn config_text<'h>(
     if let Some(m) = &o.metrics {
         t.push_str(&format!("metrics = \"{m}\"\n"));
     }
-    t.push_str(&crate::routed::encap_source_line(&o.encap_source));
+    t.push_str(&crate::routed_backends::encap_source_line(&o.encap_source));
     let health = format!(
         "{{ type = \"http\", send = \"GET /healthz\", expect = 200, inter = \"{}\", timeout = \"500ms\", rise = {}, fall = {} }}",
         o.inter, o.rise, o.fall
@@ -74,7 +74,7 @@ pub fn config_text<'h>(
                 i + 1
             ));
             if let Some(f) = o.forward.get(i).filter(|f| **f != crate::lbenv::Forward::L2) {
-                t.push_str(&crate::routed::forward_lines(*f));
+                t.push_str(&crate::routed_backends::forward_lines(*f));
             }
         }
     }

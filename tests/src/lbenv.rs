@@ -37,7 +37,7 @@ pub struct Opts {
     /// `metrics = "..."` in [global] (inside the LB namespace).
     pub metrics: Option<String>,
     /// The first `routed` backends sit behind a router, each in a subnet of its own
-    /// ([`crate::routed`]); the others are on the bridge.
+    /// ([`crate::routed_backends`]); the others are on the bridge.
     pub routed: usize,
     /// How the balancer reaches backend i (`forward[i]`; L2 for indices past the end). Every
     /// backend of an environment with an encapsulating server runs `xlb decap`.
@@ -176,7 +176,7 @@ impl LbEnv {
         let mut topo = Topology::new(test_name)?;
         let client = topo.add_host("client")?;
         let lb = topo.add_host("lb")?;
-        let router = crate::routed::add_router(&mut topo, opts.routed)?;
+        let router = crate::routed_backends::add_router(&mut topo, opts.routed)?;
         let mut backends = Vec::new();
         for i in opts.routed..opts.backends + opts.spare_backends {
             backends.push(topo.add_host(&format!("be{}", i + 1))?);
@@ -184,7 +184,7 @@ impl LbEnv {
         let sources = topo.add_client_addrs(client, opts.v4_sources, opts.v6_sources)?;
         // Linked hosts come after the client pool's routes (bridged hosts get them as added).
         if let Some(router) = router {
-            let routed = crate::routed::add_routed_backends(&mut topo, lb, router, opts.routed)?;
+            let routed = crate::routed_backends::add_routed_backends(&mut topo, lb, router, opts.routed)?;
             backends.splice(0..0, routed);
         }
         let (sources4, sources6): (Vec<IpAddr>, Vec<IpAddr>) = sources.into_iter().partition(|a| a.is_ipv4());
@@ -220,7 +220,7 @@ impl LbEnv {
                 None,
             )?);
         }
-        let decap_bases = crate::routed::prepare_encap(&topo, lb, &backends, &mut opts)?;
+        let decap_bases = crate::routed_backends::prepare_encap(&topo, lb, &backends, &mut opts)?;
         let stem = topo.stem().to_string();
         let dir = std::env::temp_dir().join(&stem);
         std::fs::create_dir_all(&dir)?;
@@ -402,7 +402,7 @@ impl Drop for LbEnv {
             a.kill();
         }
         agent::remove_agent_files(&self.bpffs);
-        crate::routed::remove_decap_pins(&self.decap_bases);
+        crate::routed_backends::remove_decap_pins(&self.decap_bases);
         if std::thread::panicking() {
             eprintln!(
                 "==== agent log ({}) ====\n{}",

@@ -45,6 +45,8 @@ pub(super) struct RawGlobal {
     pub(super) max_new_entries_per_cpu: Option<Size>,
     pub(super) peer_listen: Option<String>,
     pub(super) peer_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) encap_source: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +59,9 @@ pub(super) struct RawService {
     pub(super) redispatch: Option<bool>,
     pub(super) table_size: Option<u32>,
     pub(super) health: Option<RawHealth>,
+    pub(super) forward: Option<String>,
+    pub(super) gue_port: Option<u16>,
+    pub(super) encap_source: Option<String>,
     #[serde(default)]
     pub(super) server: Vec<RawServer>,
 }
@@ -96,4 +101,6 @@ pub(super) struct RawServer {
     pub(super) check_port: Option<u16>,
     pub(super) state: Option<String>,
     pub(super) interface: Option<String>,
+    pub(super) forward: Option<String>,
+    pub(super) gue_port: Option<u16>,
 }

@@ -4,6 +4,7 @@
 mod affinity;
 mod backends;
 mod decap;
+mod encap;
 mod forwarding;
 mod fragments;
 mod inserts;

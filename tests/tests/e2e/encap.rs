@@ -10,7 +10,7 @@ use std::{
 
 use harness::{
     lbenv::{Forward, LbEnv, Opts},
-    routed::{Encap, GUE_PORT, encapsulated_query},
+    routed_backends::{Encap, GUE_PORT, encapsulated_query},
     topology::{HOST_IF, VIP4, VIP6},
 };
 use lb_common::decap_stat;
