@@ -79,6 +79,13 @@ pub fn prepare_encap(
     if opts.encap_source.is_empty() {
         opts.encap_source = vec![topo.host(lb).ipv4.into(), topo.host(lb).ipv6.into()];
     }
+    let encapsulated: Vec<HostId> = backends
+        .iter()
+        .zip(opts.forward.iter())
+        .filter(|(_, f)| **f != Forward::L2)
+        .map(|(b, _)| *b)
+        .collect();
+    resolve_next_hops(topo, lb, &encapsulated)?;
     let mut bases = Vec::new();
     for b in backends {
         match attach_decap(&topo.host(*b).ns, &[VIP4.into(), VIP6.into()]) {
@@ -90,6 +97,47 @@ pub fn prepare_encap(
         }
     }
     Ok(bases)
+}
+
+/// The balancer's data path encapsulates only towards a next hop the kernel already has a
+/// neighbour entry for (else it passes the packet, counted as a FIB miss), and nothing else
+/// makes the LB talk to a backend's next hop before the first client does. So: a datagram from
+/// the LB to each of `backends`' addresses (port 9, discard), then wait (2 s at most per
+/// address) until the LB's route to it has a resolved neighbour.
+pub fn resolve_next_hops(topo: &Topology, lb: HostId, backends: &[HostId]) -> Result<()> {
+    for b in backends {
+        let h = topo.host(*b);
+        for addr in [IpAddr::from(h.ipv4), IpAddr::from(h.ipv6)] {
+            topo.run_in(lb, move || -> Result<()> {
+                let any: IpAddr = if addr.is_ipv4() {
+                    std::net::Ipv4Addr::UNSPECIFIED.into()
+                } else {
+                    std::net::Ipv6Addr::UNSPECIFIED.into()
+                };
+                UdpSocket::bind(SocketAddr::new(any, 0))?.send_to(b"x", SocketAddr::new(addr, 9))?;
+                Ok(())
+            })??;
+            let route = topo.exec(lb, &["ip", "route", "get", &addr.to_string()])?;
+            let hop = route
+                .split(" via ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or(&addr.to_string())
+                .to_string();
+            let t0 = std::time::Instant::now();
+            loop {
+                let neigh = topo.exec(lb, &["ip", "neigh", "show", "to", &hop])?;
+                if neigh.contains("lladdr") {
+                    break;
+                }
+                if t0.elapsed() > Duration::from_secs(2) {
+                    bail!("the LB has no neighbour entry for {hop} (next hop to {addr}): {neigh}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl crate::lbenv::LbEnv {

@@ -9,11 +9,13 @@ use std::{
 };
 
 use harness::{
-    lbenv::{Forward, LbEnv, Opts},
+    lbenv::{Forward, LbEnv, Opts, env},
     routed_backends::{Encap, GUE_PORT, encapsulated_query},
     topology::{HOST_IF, VIP4, VIP6},
 };
 use lb_common::decap_stat;
+
+use crate::{backend_index, pin_all, split, wait_state};
 
 /// The decapsulator's counters on backend `i`, read from its pins.
 fn decap_counters(e: &LbEnv, i: usize) -> xlb::datapath::decap::DecapCounters {
@@ -193,4 +195,123 @@ fn decap_cli_attaches_shows_detaches_and_refuses_what_is_wrong() {
             .exists()
     );
     topo.cleanup().unwrap();
+}
+
+/// Two backends behind the router, be1 reached by IPIP and be2 by GUE.
+fn routed_env(test_name: &str, v4: usize, v6: usize) -> LbEnv {
+    env(
+        test_name,
+        Opts {
+            backends: 2,
+            routed: 2,
+            forward: vec![Forward::Ipip, Forward::Gue],
+            ..Opts::sources(v4, v6)
+        },
+    )
+}
+
+/// Every backend `i` whose server encapsulates decapsulated traffic, and nothing was malformed
+/// or fragmented on the way.
+fn assert_decapsulated(e: &LbEnv, routed: &[usize]) {
+    for i in 0..e.backends.len() {
+        let c = decap_counters(e, i);
+        let got = c.get(decap_stat::DECAPSULATED);
+        if routed.contains(&i) {
+            assert!(
+                got > 0,
+                "backend {i} is reached encapsulated, yet decapsulated nothing: {c:?}"
+            );
+        } else {
+            assert_eq!(got, 0, "backend {i} is reached by L2: {c:?}");
+        }
+        assert_eq!(c.get(decap_stat::MALFORMED), 0, "backend {i}: {c:?}");
+        assert_eq!(c.get(decap_stat::FRAGMENTED), 0, "backend {i}: {c:?}");
+    }
+}
+
+#[test]
+fn encap_stickiness_for_200_sources_through_ipip_and_gue_v4_v6() {
+    let e = routed_env("encap_stick", 200, 200);
+    for (family, sources) in [("IPv4", &e.sources4), ("IPv6", &e.sources6)] {
+        let first = pin_all(&e, sources);
+        let used: std::collections::HashSet<&String> = first.values().collect();
+        assert_eq!(used.len(), 2, "{family}: both routed backends serve: {used:?}");
+        for round in 1..3 {
+            for s in sources.iter() {
+                let b = e
+                    .get_vip(*s)
+                    .unwrap_or_else(|err| panic!("{family} round {round}, {s}: {err:#}"));
+                assert_eq!(
+                    b, first[s],
+                    "{family} round {round}: {s} moved from {} to {b}",
+                    first[s]
+                );
+            }
+        }
+    }
+    assert_eq!(e.table("be_app").unwrap().len(), 200);
+    assert_eq!(e.table("be_app6").unwrap().len(), 200);
+    assert_decapsulated(&e, &[0, 1]);
+}
+
+#[test]
+fn encap_failover_with_redispatch() {
+    let mut e = routed_env("encap_failover", 60, 0);
+    let pins = pin_all(&e, &e.sources4);
+    let victim = pins[&e.sources4[0]].clone();
+    let (moved, stayed) = split(&pins, &victim);
+    assert!(
+        !moved.is_empty() && !stayed.is_empty(),
+        "both backends serve: {pins:?}"
+    );
+    e.http[backend_index(&victim)].stop();
+    wait_state(&e, "be_app", &victim, "DOWN", Duration::from_secs(5));
+    let mut new_home = std::collections::HashMap::new();
+    for s in &moved {
+        let b = e
+            .get_vip(*s)
+            .unwrap_or_else(|err| panic!("{s} (pinned to dead {victim}) failed: {err:#}"));
+        assert_ne!(b, victim);
+        new_home.insert(*s, b);
+    }
+    for s in &stayed {
+        assert_eq!(
+            e.get_vip(*s).unwrap(),
+            pins[s],
+            "{s} was not on {victim} and must not move"
+        );
+    }
+    e.http[backend_index(&victim)].restart().unwrap();
+    wait_state(&e, "be_app", &victim, "UP", Duration::from_secs(5));
+    for s in &moved {
+        assert_eq!(
+            e.get_vip(*s).unwrap(),
+            new_home[s],
+            "{s} must stay on its new backend"
+        );
+    }
+    assert_decapsulated(&e, &[0, 1]);
+}
+
+#[test]
+fn mixed_service_with_one_l2_server_and_two_routed_ones() {
+    let e = env(
+        "encap_mixed",
+        Opts {
+            backends: 3,
+            routed: 2,
+            forward: vec![Forward::Ipip, Forward::Gue, Forward::L2],
+            ..Opts::sources(200, 0)
+        },
+    );
+    let first = pin_all(&e, &e.sources4);
+    let mut count = std::collections::HashMap::<&String, usize>::new();
+    for b in first.values() {
+        *count.entry(b).or_default() += 1;
+    }
+    assert_eq!(count.len(), 3, "all three servers serve: {count:?}");
+    for s in &e.sources4 {
+        assert_eq!(e.get_vip(*s).unwrap(), first[s], "{s} moved");
+    }
+    assert_decapsulated(&e, &[0, 1]);
 }
