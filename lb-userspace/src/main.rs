@@ -1,4 +1,5 @@
-//! `xlb`: the agent (`run`), config check, detach, and a client for the runtime API.
+//! `xlb`: the agent (`run`), config check, detach, a client for the runtime API, and the backend
+//! hosts' decapsulator (`decap`).
 //! Parses arguments and dispatches; the work lives in the library.
 
 use std::{
