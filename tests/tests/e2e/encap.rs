@@ -15,7 +15,7 @@ use harness::{
 };
 use lb_common::decap_stat;
 
-use crate::{backend_index, pin_all, split, wait_state};
+use crate::pin_all;
 
 /// The decapsulator's counters on backend `i`, read from its pins.
 fn decap_counters(e: &LbEnv, i: usize) -> xlb::datapath::decap::DecapCounters {
@@ -257,39 +257,8 @@ fn encap_stickiness_for_200_sources_through_ipip_and_gue_v4_v6() {
 #[test]
 fn encap_failover_with_redispatch() {
     let mut e = routed_env("encap_failover", 60, 0);
-    let pins = pin_all(&e, &e.sources4);
-    let victim = pins[&e.sources4[0]].clone();
-    let (moved, stayed) = split(&pins, &victim);
-    assert!(
-        !moved.is_empty() && !stayed.is_empty(),
-        "both backends serve: {pins:?}"
-    );
-    e.http[backend_index(&victim)].stop();
-    wait_state(&e, "be_app", &victim, "DOWN", Duration::from_secs(5));
-    let mut new_home = std::collections::HashMap::new();
-    for s in &moved {
-        let b = e
-            .get_vip(*s)
-            .unwrap_or_else(|err| panic!("{s} (pinned to dead {victim}) failed: {err:#}"));
-        assert_ne!(b, victim);
-        new_home.insert(*s, b);
-    }
-    for s in &stayed {
-        assert_eq!(
-            e.get_vip(*s).unwrap(),
-            pins[s],
-            "{s} was not on {victim} and must not move"
-        );
-    }
-    e.http[backend_index(&victim)].restart().unwrap();
-    wait_state(&e, "be_app", &victim, "UP", Duration::from_secs(5));
-    for s in &moved {
-        assert_eq!(
-            e.get_vip(*s).unwrap(),
-            new_home[s],
-            "{s} must stay on its new backend"
-        );
-    }
+    let sources = e.sources4.clone();
+    crate::failover::fail_over_and_back(&mut e, &sources);
     assert_decapsulated(&e, &[0, 1]);
 }
 
