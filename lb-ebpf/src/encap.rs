@@ -5,12 +5,6 @@
 //! - Ethernet: destination = the next hop's MAC, source = the egress interface's MAC, both from
 //!   `bpf_fib_lookup` on the outer destination (the host's own routes and neighbours). No VLAN
 //!   tag: a tag the client's frame carried is dropped with its Ethernet header.
-//!
-//! The FIB's answer (next hop MACs, egress interface, route MTU) is cached per CPU and backend
-//! for a second (`NEXT_HOP_TTL_NS`): a lookup costs about twice a whole L2 stick hit. A route
-//! or neighbour change is followed within that second; a miss is never cached. The lookup is
-//! per backend, from the `encap_source` address (its prefix base) with TOS 0: policy routing
-//! by the flow's own source or TOS is not followed.
 //! - Outer IPv4 (`ipip` of an IPv4 service; GUE too): version 4, IHL 5, TOS copied from the
 //!   inner packet (DSCP and ECN), total length, identification 0, Don't Fragment set (the
 //!   balancer answers "too big" itself, below, and a decapsulator never sees fragments),
@@ -38,6 +32,12 @@
 //! receiving interface needs forwarding on (`net.ipv4.conf.IF.forwarding=1`,
 //! `net.ipv6.conf.IF.forwarding=1`). When the FIB says the outer packet exceeds the egress MTU,
 //! the client gets an ICMP error instead (`too_big`).
+//!
+//! The FIB's answer (next hop MACs, egress interface, route MTU) is cached per CPU and backend
+//! for a second (`NEXT_HOP_TTL_NS`): a lookup costs about twice a whole L2 stick hit. A route
+//! or neighbour change is followed within that second; a miss is never cached. The lookup is
+//! per backend, from the `encap_source` address (its prefix base) with TOS 0: policy routing
+//! by the flow's own source or TOS is not followed.
 //!
 //! Egress: `XDP_TX` when the FIB's interface is the receiving one; else `bpf_redirect` to it by
 //! ifindex (no devmap port needed; counted as `redirect`). That interface's driver must take
