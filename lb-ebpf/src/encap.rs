@@ -33,6 +33,12 @@
 //! `net.ipv6.conf.IF.forwarding=1`). When the FIB says the outer packet exceeds the egress MTU,
 //! the client gets an ICMP error instead (`too_big`).
 //!
+//! The FIB's answer (next hop MACs, egress interface, route MTU) is cached per CPU and backend
+//! for a second (`NEXT_HOP_TTL_NS`): a lookup costs about twice a whole L2 stick hit. A route
+//! or neighbour change is followed within that second; a miss is never cached. The lookup is
+//! per backend, from the `encap_source` address (its prefix base) with TOS 0: policy routing
+//! by the flow's own source or TOS is not followed.
+//!
 //! Egress: `XDP_TX` when the FIB's interface is the receiving one; else `bpf_redirect` to it by
 //! ifindex (no devmap port needed; counted as `redirect`). That interface's driver must take
 //! XDP frames (`ndo_xdp_xmit`; a veth only when its peer runs an XDP program), or the kernel
@@ -40,12 +46,12 @@
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibLookupParams, xdp_action},
-    helpers::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_head},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
 use lb_common::{
-    FAMILY_V6, FORWARD_GUE, PROTO_UDP, encap_entropy, encap_source, flow_label, gstat::Counter,
-    gue_source_port,
+    Encap, FAMILY_V6, FORWARD_GUE, PROTO_UDP, encap_entropy, encap_source, flow_label, gstat::Counter,
+    gue_source_port, hash::words_of,
 };
 
 use crate::{checksum, headers::*, maps, parse::Flow};
@@ -78,6 +84,26 @@ pub struct FibParams {
     dmac: [u8; 6],
 }
 const _: () = assert!(core::mem::size_of::<FibParams>() == 64);
+
+/// How long a cached next hop is used before the FIB is asked again (a route or neighbour
+/// change is followed within this time).
+const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
+
+/// A backend's next hop as the FIB last gave it, in this CPU's cache (`maps::next_hop_slot`,
+/// index: backend id). Zero `checked_ns` = nothing cached.
+#[repr(C)]
+pub struct NextHop {
+    /// The outer destination it was looked up for (a reused backend id looks up afresh).
+    dst: [u8; 16],
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    ifindex: u32,
+    /// The route's MTU (`u16::MAX`: none below that).
+    mtu: u16,
+    _pad: u16,
+    /// `bpf_ktime_get_coarse_ns` of the lookup (odd: never 0).
+    checked_ns: u64,
+}
 
 /// The inner packet's facts the outer header needs: where it starts, its length, its TOS.
 struct Inner {
@@ -113,52 +139,29 @@ pub fn to_backend(ctx: &XdpContext, flow: &Flow, id: u32, mode: u8) -> u32 {
     let ip_len = if v6 { IPV6_HLEN } else { IPV4_HLEN };
     let outer_len = ip_len + if gue { UDP_HLEN + GUE_HLEN } else { 0 };
     let total = outer_len + inner.len;
-    if total > u16::MAX as usize {
-        return pass(Counter::EncapFibMiss);
-    }
-    let hash = encap_entropy(&flow.src, flow.sport);
     let inner_proto = if v6 { PROTO_IPV6 } else { PROTO_IPIP };
     let ingress = ingress_ifindex(ctx);
-    let Some(fib) = maps::fib_params() else {
+    let l4 = if gue { PROTO_UDP } else { inner_proto };
+    let Some(hop) = next_hop(ctx, e, id, v6, l4, ingress) else {
         return pass(Counter::EncapFibMiss);
     };
-    fib.family = if v6 { AF_INET6 } else { AF_INET };
-    fib.l4_protocol = if gue { PROTO_UDP } else { inner_proto };
-    fib.sport = 0;
-    fib.dport = 0;
-    fib.tot_len_or_mtu = total as u16;
-    fib.ifindex = ingress;
-    fib.tos_or_flowinfo = [if v6 { 0 } else { inner.tos }, 0, 0, 0];
-    fib.src = encap_source(e, hash, v6);
-    fib.dst = e.dst;
-    fib.vlan = 0;
-    // SAFETY: `fib` is a 64-byte `struct bpf_fib_lookup` in this CPU's scratch slot, valid for
-    // the call; the context pointer is the program's own.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx as *mut _,
-            fib as *mut FibParams as *mut FibLookupParams,
-            core::mem::size_of::<FibParams>() as i32,
-            0,
-        )
-    };
-    match rc {
-        FIB_SUCCESS => {}
+    if total > hop.mtu as usize {
         // An ICMP "too big" about a VIP flow, too big itself: no error about an error.
-        FIB_FRAG_NEEDED if !flow.icmp_too_big => {
-            fib.tot_len_or_mtu = fib.tot_len_or_mtu.saturating_sub(outer_len as u16);
-            return TOO_BIG;
-        }
-        _ => return pass(Counter::EncapFibMiss),
+        let Some(fib) = maps::fib_params().filter(|_| !flow.icmp_too_big) else {
+            return pass(Counter::EncapFibMiss);
+        };
+        fib.tot_len_or_mtu = hop.mtu.saturating_sub(outer_len as u16);
+        return TOO_BIG;
     }
     let delta = inner.l3 as i32 - (ETH_HLEN + outer_len) as i32;
     // SAFETY: the program's own context; every packet pointer is taken afresh afterwards.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
         return pass(Counter::EncapNoHeadroom);
     }
+    let hash = encap_entropy(&flow.src, flow.sport);
     let out = Outer {
-        fib,
-        src: &fib.src,
+        hop,
+        src: encap_source(e, hash, v6),
         dst: &e.dst,
         inner_len: inner.len,
         tos: inner.tos,
@@ -176,12 +179,88 @@ pub fn to_backend(ctx: &XdpContext, flow: &Flow, id: u32, mode: u8) -> u32 {
         // The room just made is missing: cannot happen, and a half-built frame must not leave.
         return xdp_action::XDP_ABORTED;
     }
-    if fib.ifindex == ingress {
+    if hop.ifindex == ingress {
         xdp_action::XDP_TX
     } else {
         maps::count(Counter::Redirect);
         // SAFETY: helper without pointers.
-        unsafe { bpf_redirect(fib.ifindex, 0) as u32 }
+        unsafe { bpf_redirect(hop.ifindex, 0) as u32 }
+    }
+}
+
+/// The next hop to backend `id` (its `Encap`: `e`), from this CPU's cache when the cache holds
+/// it for this destination and looked it up less than `NEXT_HOP_TTL_NS` ago, else from the
+/// FIB (and cached). None: the FIB has no usable answer (not cached: the next packet asks
+/// again).
+#[inline(always)]
+fn next_hop(
+    ctx: &XdpContext,
+    e: &Encap,
+    id: u32,
+    v6: bool,
+    l4: u8,
+    ingress: u32,
+) -> Option<&'static NextHop> {
+    let hop = maps::next_hop_slot(id)?;
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() } | 1;
+    let (a, b) = (words_of(&hop.dst), words_of(&e.dst));
+    let same = (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0;
+    if same && hop.checked_ns != 0 && now.wrapping_sub(hop.checked_ns) < NEXT_HOP_TTL_NS {
+        return Some(hop);
+    }
+    hop.checked_ns = 0;
+    let fib = maps::fib_params()?;
+    // First the route's MTU: a length no route takes gets "fragmentation needed" with it (the
+    // answer comes before the neighbour's); then the route and neighbour themselves.
+    let mtu = match fib_lookup(ctx, fib, e, v6, l4, ingress, u16::MAX) {
+        FIB_FRAG_NEEDED => fib.tot_len_or_mtu,
+        FIB_SUCCESS => u16::MAX,
+        _ => return None,
+    };
+    if fib_lookup(ctx, fib, e, v6, l4, ingress, 0) != FIB_SUCCESS {
+        return None;
+    }
+    hop.dst = e.dst;
+    hop.smac = fib.smac;
+    hop.dmac = fib.dmac;
+    hop.ifindex = fib.ifindex;
+    hop.mtu = mtu;
+    hop.checked_ns = now;
+    Some(hop)
+}
+
+/// One `bpf_fib_lookup` (the forwarding kind, from the receiving interface) of `e`'s outer
+/// destination from its source, for a packet of `tot_len` bytes (0: no MTU check).
+#[inline(always)]
+fn fib_lookup(
+    ctx: &XdpContext,
+    fib: &mut FibParams,
+    e: &Encap,
+    v6: bool,
+    l4: u8,
+    ingress: u32,
+    tot_len: u16,
+) -> i64 {
+    fib.family = if v6 { AF_INET6 } else { AF_INET };
+    fib.l4_protocol = l4;
+    fib.sport = 0;
+    fib.dport = 0;
+    fib.tot_len_or_mtu = tot_len;
+    fib.ifindex = ingress;
+    fib.tos_or_flowinfo = [0; 4];
+    fib.src = e.src;
+    fib.dst = e.dst;
+    fib.vlan = 0;
+    // SAFETY: `fib` is a 64-byte `struct bpf_fib_lookup` in this CPU's scratch slot, valid for
+    // the call; the context pointer is the program's own.
+    unsafe {
+        bpf_fib_lookup(
+            ctx.ctx as *mut _,
+            fib as *mut FibParams as *mut FibLookupParams,
+            core::mem::size_of::<FibParams>() as i32,
+            0,
+        )
     }
 }
 
@@ -235,9 +314,9 @@ pub fn l3_offset(ctx: &XdpContext) -> Option<usize> {
 
 /// What the outer headers hold, once the FIB has answered.
 struct Outer<'a> {
-    /// The FIB's answer: the MACs. (Its `dst` now holds the next hop, not the server.)
-    fib: &'a FibParams,
-    src: &'a [u8; 16],
+    /// The next hop: the MACs.
+    hop: &'a NextHop,
+    src: [u8; 16],
     dst: &'a [u8; 16],
     inner_len: usize,
     tos: u8,
@@ -260,8 +339,8 @@ impl Outer<'_> {
         let f = unsafe { &mut *(start as *mut [u8; N]) };
         let mut i = 0;
         while i < MAC_LEN {
-            f[i] = self.fib.dmac[i];
-            f[MAC_LEN + i] = self.fib.smac[i];
+            f[i] = self.hop.dmac[i];
+            f[MAC_LEN + i] = self.hop.smac[i];
             i += 1;
         }
         let ether_type = if v6 { ETH_P_IPV6 } else { ETH_P_IP };

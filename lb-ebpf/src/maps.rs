@@ -111,6 +111,19 @@ pub fn fib_params() -> Option<&'static mut crate::encap::FibParams> {
     FIB.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
+/// Per CPU: the next hop of each encapsulating backend as the FIB last gave it (index:
+/// backend id), reused for a second (`encap::NextHop`). Written and read by the data path
+/// only; not pinned (a restart looks every next hop up again).
+#[map(name = "XLB_NEXT_HOPS")]
+static NEXT_HOPS: PerCpuArray<crate::encap::NextHop> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// This CPU's cached next hop of backend `id` (see `NEXT_HOPS`).
+#[inline(always)]
+pub fn next_hop_slot(id: u32) -> Option<&'static mut crate::encap::NextHop> {
+    // SAFETY: per-CPU slot, see `count`; one packet at a time uses it on this CPU.
+    NEXT_HOPS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
+}
+
 /// Output interfaces for backends that are not on the receiving interface. Index: the
 /// backend's `tx_port` (1..). Written by the agent; read by `XDP_REDIRECT`.
 #[map(name = "XLB_TX_PORTS")]

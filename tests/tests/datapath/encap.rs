@@ -288,6 +288,25 @@ fn fib_misses_are_passed_untouched_and_counted() {
         assert_eq!((verdict, out), (XDP_PASS, frame));
         assert_eq!(lb.gstat(Counter::EncapFibMiss), misses + 1);
         assert_eq!(lb.gstat(lb_common::gstat::Derived::Tx), 0);
+        // A miss is not cached: once the route and the neighbour exist, the next packet
+        // takes them.
+        let hop = harness::topology::mac_str(&NEXT_HOP_MAC);
+        netns::ip_batch(
+            r.ns(),
+            &[
+                "route add 10.203.0.0/24 via 10.200.0.2".into(),
+                format!("neigh add 10.200.0.4 lladdr {hop} dev {WIRE} nud permanent"),
+            ],
+        )
+        .unwrap();
+        let frame = from_client(Frame::tcp(client4(1), 40000, VIP4, 80, TCP_ACK));
+        let (verdict, out) = lb.run_on(&frame, r.wire_ifindex);
+        assert_eq!(verdict, XDP_TX, "routed now");
+        let dst: [u8; 4] = out[30..34].try_into().unwrap();
+        assert!(
+            dst == host4(UNROUTED4, 10) || dst == host4(NO_NEIGH4, 10),
+            "{dst:?}"
+        );
     });
 }
 
