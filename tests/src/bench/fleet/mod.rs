@@ -348,6 +348,16 @@ fn all_down(stat: &str) -> bool {
     !states.is_empty() && states.iter().all(|s| *s == "DOWN")
 }
 
+/// Whether `show stat` says every server of every service is UP.
+fn all_up(stat: &str) -> bool {
+    let states: Vec<&str> = stat
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.contains(",BACKEND,"))
+        .filter_map(|l| l.split(',').nth(10))
+        .collect();
+    !states.is_empty() && states.iter().all(|s| *s == "UP")
+}
+
 /// Polls `done` (every millisecond or so) until it says yes or `ROUTER_BOUND` passes; when
 /// it said yes.
 fn first_yes(mut done: impl FnMut() -> Result<bool>) -> Result<Option<Instant>> {
@@ -411,6 +421,16 @@ fn withdraw(fleet: &Fleet, figs: &mut Figures) -> Result<()> {
     let all: Vec<usize> = (0..BALANCERS).collect();
     let back = Instant::now();
     fleet.wait_next_hops(VIPS[0], &all, ROUTER_BOUND)?;
+    // Every server of both services UP again on every balancer: the health transitions (and
+    // the table rebuilds they make) are over before the next scenario measures anything.
+    for lb in 0..BALANCERS {
+        if first_yes(|| Ok(all_up(&fleet.api(lb, "show stat")?)))?.is_none() {
+            bail!(
+                "lb{}'s servers were not all UP again within {ROUTER_BOUND:?}",
+                lb + 1
+            );
+        }
+    }
     figs.note(format!(
         "every server DOWN: the last DOWN (the {fall}th failing check to arrive) {:?} after the checks began \
          failing; the route was seen gone {s:?} after it (polled every millisecond or so); the last balancer's \

@@ -125,6 +125,15 @@ pub(super) fn replication(fleet: &Fleet, pins: &BTreeMap<IpAddr, String>, figs: 
         p99.map_or("beyond those not on all three".into(), |v| format!("{v:.2} ms")),
         ms.last().copied().unwrap_or(f64::NAN),
     ));
+    figs.note(format!(
+        "replication: the slowest entries (first seen, s after the first client; latency, ms): {}",
+        arrivals
+            .slowest
+            .iter()
+            .map(|(at, d)| format!("{:.3} s: {:.1}", at.as_secs_f64(), d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     for lb in 0..BALANCERS {
         let peers = fleet.api(lb, "show peers")?;
         figs.note(format!(
@@ -150,6 +159,8 @@ const HOLD: Duration = Duration::from_millis(200);
 struct Arrivals {
     /// Per entry seen in all tables: from its first sight in one to its sight in all.
     latencies: Vec<Duration>,
+    /// The slowest of those: (first sight, counted from the poller's start; the latency).
+    slowest: Vec<(Duration, Duration)>,
     /// Entries seen in some tables but not all within 5 s of the last client.
     partial: usize,
     /// Clients whose entry no table held within 5 s of the last client.
@@ -166,6 +177,8 @@ fn poll_arrivals(tables: &[StickTables], service: u32, rx: mpsc::Receiver<IpAddr
     // (key, first sight in any table, seen in each)
     let mut pending: Vec<(StickKey, Option<Instant>, Vec<bool>)> = Vec::new();
     let mut latencies = Vec::new();
+    let mut slowest: Vec<(Duration, Duration)> = Vec::new();
+    let started = Instant::now();
     let mut closed_at: Option<Instant> = None;
     loop {
         loop {
@@ -195,6 +208,11 @@ fn poll_arrivals(tables: &[StickTables], service: u32, rx: mpsc::Receiver<IpAddr
             match first {
                 Some(at) if seen.iter().all(|s| *s) => {
                     latencies.push(now - *at);
+                    slowest.push((*at - started, now - *at));
+                    if slowest.len() > 20 {
+                        slowest.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+                        slowest.truncate(10);
+                    }
                     false
                 }
                 _ => true,
@@ -203,8 +221,11 @@ fn poll_arrivals(tables: &[StickTables], service: u32, rx: mpsc::Receiver<IpAddr
         match closed_at {
             Some(t) if pending.is_empty() || t.elapsed() > Duration::from_secs(5) => {
                 let never = pending.iter().filter(|(_, first, _)| first.is_none()).count();
+                slowest.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+                slowest.truncate(10);
                 return Ok(Arrivals {
                     latencies,
+                    slowest,
                     partial: pending.len() - never,
                     never,
                 });
