@@ -3,7 +3,8 @@
 //! - Network-namespace harness for end-to-end tests and the demo: [`Topology`] (a bridge in a
 //!   "switch" namespace, host namespaces on veth pairs, address plan, cleanup guard),
 //!   [`netns`] (entering namespaces, [`NsWorker`]), [`BackendServer`] (TCP/HTTP + UDP backend),
-//!   [`client`] (bounded client calls), [`names`] (unique names, [`sweep_stale`]).
+//!   [`client`] (bounded client calls), [`names`] (unique names, [`sweep_stale`]), [`loss`]
+//!   (nftables packet loss inside a backend namespace).
 //! - [`lbenv`]: one balancer running the real agent; [`agent`]: an agent's config, process
 //!   and files (shared by lbenv, the peers tests and the fleet).
 //! - [`fleet`]: several balancers behind a router running BIRD (BGP, BFD, ECMP), each with an
@@ -18,6 +19,7 @@ pub mod client;
 pub mod fixture;
 pub mod fleet;
 pub mod lbenv;
+pub mod loss;
 pub mod metrics;
 pub mod names;
 pub mod netns;

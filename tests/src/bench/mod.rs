@@ -2,6 +2,7 @@
 
 pub mod datapath;
 pub mod e2e;
+pub mod failover;
 pub mod fleet;
 pub mod maglev;
 pub mod table;
