@@ -114,7 +114,14 @@ pub fn median_max(times: &[Option<f64>]) -> Value {
         return Value::Null;
     }
     let inf: Vec<f64> = times.iter().map(|t| t.unwrap_or(f64::INFINITY)).collect();
-    let finite = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
+    // Milliseconds are the resolution that means something here.
+    let finite = |v: f64| {
+        if v.is_finite() {
+            json!((v * 1000.0).round() / 1000.0)
+        } else {
+            Value::Null
+        }
+    };
     let max = inf.iter().copied().fold(f64::MIN, f64::max);
     json!({"median": finite(median(&inf)), "max": finite(max)})
 }
@@ -290,7 +297,7 @@ fn redispatch(e: &mut LbEnv, fault: Fault, figs: &mut Figures) -> Result<(Redisp
         events.retain(|ev| ev.at.is_nan() || ev.at <= stopped.as_secs_f64());
     }
     back_up(e)?;
-    Ok((r, timeline::since(events, at)))
+    Ok((r, timeline::since(events, at, &name)))
 }
 
 /// Waits (≤ [`BOUND`]) until every source pinned to `failed` before `at` got an answer from
@@ -473,7 +480,7 @@ mod tests {
     #[test]
     fn median_max_counts_clients_that_never_got_away_as_longest() {
         assert_eq!(
-            median_max(&[Some(1.0), Some(3.0), Some(2.0)]),
+            median_max(&[Some(1.0), Some(3.0), Some(2.0004)]),
             json!({"median": 2.0, "max": 3.0})
         );
         assert_eq!(

@@ -168,13 +168,13 @@ pub fn add_first_redispatch(events: &mut Vec<Event>, r: &BTreeMap<IpAddr, Option
     }
 }
 
-/// `events` in seconds since the drop at `at`, with the drop itself, in order (undated notes
-/// last).
-pub fn since(events: Vec<Event>, at: Duration) -> Vec<Event> {
+/// `events` in seconds since the drop on `server` at `at`, with the drop itself, in order
+/// (undated notes last).
+pub fn since(events: Vec<Event>, at: Duration, server: &str) -> Vec<Event> {
     let at = at.as_secs_f64();
     let mut out: Vec<Event> = std::iter::once(Event {
         at: 0.0,
-        what: "drop began (every packet to app2's VIPs and addresses)".into(),
+        what: format!("drop began (every packet to the VIPs and {server}'s addresses)"),
     })
     .chain(events.into_iter().map(|e| Event { at: e.at - at, ..e }))
     .collect();
@@ -232,6 +232,7 @@ mod tests {
         let out = since(
             vec![ev(f64::NAN, "note"), ev(9.5, "down"), ev(8.25, "suspicion")],
             Duration::from_secs(3),
+            "app2",
         );
         let whats: Vec<&str> = out.iter().map(|e| e.what.as_str()).collect();
         assert_eq!(whats[1..], ["suspicion", "down", "note"]);
