@@ -366,6 +366,9 @@ mod tests {
             at(2, 1500, 1501, Err("x")),
             at(2, 2000, 2001, Ok("a")),
         ];
-        assert_eq!(rate(&log, Duration::from_millis(1000), Duration::from_millis(2000)), 2.0);
+        assert_eq!(
+            rate(&log, Duration::from_millis(1000), Duration::from_millis(2000)),
+            2.0
+        );
     }
 }

@@ -114,16 +114,20 @@ pub fn median_max(times: &[Option<f64>]) -> Value {
         return Value::Null;
     }
     let inf: Vec<f64> = times.iter().map(|t| t.unwrap_or(f64::INFINITY)).collect();
-    // Milliseconds are the resolution that means something here.
     let finite = |v: f64| {
         if v.is_finite() {
-            json!((v * 1000.0).round() / 1000.0)
+            json!(round3(v))
         } else {
             Value::Null
         }
     };
     let max = inf.iter().copied().fold(f64::MIN, f64::max);
     json!({"median": finite(median(&inf)), "max": finite(max)})
+}
+
+/// `v` to three decimals: milliseconds for the times, the resolution that means something here.
+pub fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }
 
 /// `failover.json`: exactly [`KEYS`], null where a figure was not measured.
@@ -193,7 +197,11 @@ pub fn run() -> Result<Report> {
     figs.measure(
         "silent loss of app2 (HAProxy)",
         "haproxy_silent_redispatch_s",
-        |f| Ok(median_max(&haproxy_silent(&e, f)?.into_values().collect::<Vec<_>>())),
+        |f| {
+            Ok(median_max(
+                &haproxy_silent(&e, f)?.into_values().collect::<Vec<_>>(),
+            ))
+        },
     );
     figs.measure("spoofed SYN flood", "false_down_flood", |f| {
         Ok(json!(flood_downs(&mut e, f)?))
@@ -202,9 +210,11 @@ pub fn run() -> Result<Report> {
         Ok(json!(loss_downs(&e, f)?))
     });
     drop(e);
-    figs.measure("stick-hit ratio against the baseline", "hit_path_ratio_change", |f| {
-        Ok(json!(hit_path_ratio_change(f)?))
-    });
+    figs.measure(
+        "stick-hit ratio against the baseline",
+        "hit_path_ratio_change",
+        |f| Ok(json!(round3(hit_path_ratio_change(f)?))),
+    );
     let side = timeline::write_side_file(&events, &figs.notes)?;
     figs.note(format!("timeline and notes: {}", side.display()));
     Ok(report(figs, &events))
@@ -214,7 +224,11 @@ fn report(figs: Figures, events: &[timeline::Event]) -> Report {
     let goals = ["median ≤ 1.5", "(baseline)", "≤ 1.0", "0", "0", "≤ 1.02"];
     let mut table = format!(
         "failover: issue 12's figures (goal in brackets); passive health (observe layer4) {}\n",
-        if OBSERVE_LAYER4 { "ON" } else { "OFF: active checks only" }
+        if OBSERVE_LAYER4 {
+            "ON"
+        } else {
+            "OFF: active checks only"
+        }
     );
     for (k, goal) in KEYS.iter().zip(goals) {
         let v = figs.values.get(k).map_or("null".to_string(), |v| v.to_string());
@@ -283,7 +297,11 @@ fn redispatch(e: &mut LbEnv, fault: Fault, figs: &mut Figures) -> Result<(Redisp
     let mut events = watcher.map(timeline::Watcher::finish).unwrap_or_default();
     let attempts = load.finish()?;
     let r = redispatch_s(&attempts, &pins, &name, at);
-    let what = if fault == Fault::Silent { "silent" } else { "refused" };
+    let what = if fault == Fault::Silent {
+        "silent"
+    } else {
+        "refused"
+    };
     figs.note(format!(
         "xlb {what}: {} clients pinned to {name} of {} pinned; {} got away; clients' rate before the fault {:.0} new connections/s{}",
         r.len(),
@@ -377,7 +395,12 @@ pub fn marked_down(log: &str) -> BTreeSet<String> {
 }
 
 /// Servers marked DOWN while `during` runs beside the clients, and [`TAIL`] after.
-fn downs_during(e: &LbEnv, what: &str, figs: &mut Figures, during: impl FnOnce() -> Result<String>) -> Result<usize> {
+fn downs_during(
+    e: &LbEnv,
+    what: &str,
+    figs: &mut Figures,
+    during: impl FnOnce() -> Result<String>,
+) -> Result<usize> {
     let load = load::Load::start(&e.topo, e.client, &e.sources4, VIP4_HTTP, WARM + secs() + TAIL)?;
     std::thread::sleep(WARM);
     let before = e.agent_log().len();
@@ -408,7 +431,10 @@ fn flood_downs(e: &mut LbEnv, figs: &mut Figures) -> Result<usize> {
     let e = &*e;
     downs_during(e, "flood", figs, || {
         let sent = flood::syn_flood(&e.topo, e.client, dst, rate, secs())?;
-        Ok(format!("{sent} spoofed SYNs to {dst} at {rate}/s for {:?}", secs()))
+        Ok(format!(
+            "{sent} spoofed SYNs to {dst} at {rate}/s for {:?}",
+            secs()
+        ))
     })
 }
 
@@ -500,7 +526,12 @@ mod tests {
         v.insert("false_down_flood", json!(0));
         v.insert("silent_redispatch_s", json!({"median": 1.0, "max": 2.0}));
         let j = figures_json(&v);
-        let keys: BTreeSet<&str> = j.as_object().expect("object").keys().map(String::as_str).collect();
+        let keys: BTreeSet<&str> = j
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys, KEYS.iter().copied().collect::<BTreeSet<_>>());
         assert_eq!(j["false_down_flood"], json!(0));
         assert_eq!(j["hit_path_ratio_change"], Value::Null);
@@ -521,7 +552,10 @@ mod tests {
         let c = "[[service]]\nname = \"be_app\"\nhealth = { type = \"http\", inter = \"2s\" }\n\
                  [[service]]\nname = \"dns\"\nhealth = { type = \"tcp\", port = 80 }\n";
         let o = with_observe(c);
-        assert!(o.contains("health = { observe = \"layer4\", type = \"http\""), "{o}");
+        assert!(
+            o.contains("health = { observe = \"layer4\", type = \"http\""),
+            "{o}"
+        );
         assert!(o.contains("health = { type = \"tcp\", port = 80 }"), "{o}");
     }
 }

@@ -63,7 +63,13 @@ impl Watcher {
     }
 }
 
-fn watch(socket: &std::path::Path, dir: &std::path::Path, server: &str, t0: Instant, stop: &AtomicBool) -> Vec<Event> {
+fn watch(
+    socket: &std::path::Path,
+    dir: &std::path::Path,
+    server: &str,
+    t0: Instant,
+    stop: &AtomicBool,
+) -> Vec<Event> {
     let mut events = Vec::new();
     let who = format!("be_app/{server}");
     let log_len = agent_logs(dir).len();
@@ -90,7 +96,10 @@ fn watch(socket: &std::path::Path, dir: &std::path::Path, server: &str, t0: Inst
             match &retrans_start {
                 None => retrans_start = Some(retrans),
                 Some(first) if !retrans_seen => {
-                    if let Some((col, v)) = retrans.iter().find(|(c, v)| first.get(*c).is_some_and(|f| *v > f)) {
+                    if let Some((col, v)) = retrans
+                        .iter()
+                        .find(|(c, v)| first.get(*c).is_some_and(|f| *v > f))
+                    {
                         retrans_seen = true;
                         events.push(Event {
                             at: now,
@@ -103,7 +112,10 @@ fn watch(socket: &std::path::Path, dir: &std::path::Path, server: &str, t0: Inst
         }
         let log = agent_logs(dir);
         if log.len() > seen_log {
-            for line in log[seen_log..].lines().filter(|l| l.contains(&who) || l.contains(&format!(" {server}"))) {
+            for line in log[seen_log..]
+                .lines()
+                .filter(|l| l.contains(&who) || l.contains(&format!(" {server}")))
+            {
                 events.push(Event {
                     at: now,
                     what: format!("agent log: {}", line.split_once("] ").map_or(line, |(_, m)| m)),
@@ -135,7 +147,9 @@ fn agent_logs(dir: &std::path::Path) -> String {
 pub fn stat_row(stat: &str, server: &str) -> Option<BTreeMap<String, String>> {
     let header = stat.lines().next()?.trim_start_matches("# ");
     let names: Vec<&str> = header.split(',').collect();
-    let row = stat.lines().find(|l| l.starts_with(&format!("be_app,{server},")))?;
+    let row = stat
+        .lines()
+        .find(|l| l.starts_with(&format!("be_app,{server},")))?;
     Some(
         names
             .iter()
@@ -222,7 +236,10 @@ mod tests {
         let stat = "# pxname,svname,status,syn_retrans,\nbe_app,app1,UP,0,\nbe_app,app2,DOWN,14,\n";
         let row = stat_row(stat, "app2").expect("row");
         assert_eq!(row["status"], "DOWN");
-        assert_eq!(retrans_columns(&row), BTreeMap::from([("syn_retrans".to_string(), 14)]));
+        assert_eq!(
+            retrans_columns(&row),
+            BTreeMap::from([("syn_retrans".to_string(), 14)])
+        );
         assert!(stat_row(stat, "app9").is_none());
     }
 
