@@ -199,7 +199,7 @@ pub fn run() -> Result<Report> {
         "haproxy_silent_redispatch_s",
         |f| {
             Ok(median_max(
-                &haproxy_silent(&e, f)?.into_values().collect::<Vec<_>>(),
+                &haproxy_silent(&mut e, f)?.into_values().collect::<Vec<_>>(),
             ))
         },
     );
@@ -274,13 +274,30 @@ fn failed_addrs(e: &LbEnv) -> Vec<IpAddr> {
     vec![VIP4.into(), VIP6.into(), h.ipv4.into(), h.ipv6.into()]
 }
 
-/// One fault of app2 under the clients (to the VIP), app2 brought back after.
+/// One fault of app2 under the clients (to the VIP), app2 brought back after; the timeline
+/// when the loss is silent.
 fn redispatch(e: &mut LbEnv, fault: Fault, figs: &mut Figures) -> Result<(Redispatch, Vec<timeline::Event>)> {
+    let r = under_fault(e, "xlb", VIP4_HTTP, fault, figs)?;
+    back_up(e)?;
+    Ok(r)
+}
+
+/// Clients to `target` (through `who`), app2 failing under them after [`WARM`] until every
+/// client pinned to it got away (or [`BOUND`]); app2 is restored before this returns. The
+/// timeline is watched when the loss is silent and `who` is xlb.
+fn under_fault(
+    e: &mut LbEnv,
+    who: &str,
+    target: SocketAddr,
+    fault: Fault,
+    figs: &mut Figures,
+) -> Result<(Redispatch, Vec<timeline::Event>)> {
     let name = failed_name(e);
     let ns = e.topo.host(e.backends[FAILED]).ns.clone();
-    let load = load::Load::start(&e.topo, e.client, &e.sources4, VIP4_HTTP, WARM + BOUND + RECOVER)?;
+    let load = load::Load::start(&e.topo, e.client, &e.sources4, target, WARM + BOUND + RECOVER)?;
     std::thread::sleep(WARM);
-    let watcher = (fault == Fault::Silent).then(|| timeline::Watcher::start(e, &name, &load));
+    let watch = fault == Fault::Silent && who == "xlb";
+    let watcher = watch.then(|| timeline::Watcher::start(e, &name, &load));
     let at = load.fault_began();
     let loss = match fault {
         Fault::Silent => Some(Loss::silent(&ns, &failed_addrs(e))?),
@@ -303,19 +320,20 @@ fn redispatch(e: &mut LbEnv, fault: Fault, figs: &mut Figures) -> Result<(Redisp
         "refused"
     };
     figs.note(format!(
-        "xlb {what}: {} clients pinned to {name} of {} pinned; {} got away; clients' rate before the fault {:.0} new connections/s{}",
+        "{who} {what}: {} clients pinned to {name} of {} pinned; {} got away; clients' rate before the fault {:.0} new connections/s{}",
         r.len(),
         pins.len(),
         r.values().filter(|t| t.is_some()).count(),
         rate(&attempts, Duration::ZERO, at),
         if done { "" } else { " (some never got away within the bound)" }
     ));
-    if fault == Fault::Silent {
-        timeline::add_first_redispatch(&mut events, &r, at);
-        events.retain(|ev| ev.at.is_nan() || ev.at <= stopped.as_secs_f64());
+    if !watch {
+        return Ok((r, Vec::new()));
     }
-    back_up(e)?;
-    Ok((r, timeline::since(events, at, &name)))
+    timeline::add_first_redispatch(&mut events, &r, at);
+    events.retain(|ev| ev.at.is_nan() || ev.at <= stopped.as_secs_f64());
+    let events = timeline::since(events, at, &name);
+    Ok((r, events))
 }
 
 /// Waits (≤ [`BOUND`]) until every source pinned to `failed` before `at` got an answer from
@@ -353,7 +371,7 @@ fn back_up(e: &LbEnv) -> Result<()> {
 }
 
 /// (1) through HAProxy: its own clients' figures.
-fn haproxy_silent(e: &LbEnv, figs: &mut Figures) -> Result<Redispatch> {
+fn haproxy_silent(e: &mut LbEnv, figs: &mut Figures) -> Result<Redispatch> {
     let bind = SocketAddr::new(e.topo.host(e.lb).ipv4.into(), 8080);
     let hap = e2e::start_haproxy(
         e,
@@ -361,26 +379,9 @@ fn haproxy_silent(e: &LbEnv, figs: &mut Figures) -> Result<Redispatch> {
     )?;
     // HAProxy's first checks pass before the clients start.
     std::thread::sleep(Duration::from_secs(1));
-    let name = failed_name(e);
-    let ns = e.topo.host(e.backends[FAILED]).ns.clone();
-    let load = load::Load::start(&e.topo, e.client, &e.sources4, bind, WARM + BOUND + RECOVER)?;
-    std::thread::sleep(WARM);
-    let at = load.fault_began();
-    let loss = Loss::silent(&ns, &failed_addrs(e))?;
-    let done = wait_all_away(&load, &name, at);
-    let pins = pins_before(&load.attempts(), at);
-    drop(loss);
-    let attempts = load.finish()?;
+    let r = under_fault(e, "HAProxy", bind, Fault::Silent, figs);
     hap.terminate(Duration::from_secs(2));
-    let r = redispatch_s(&attempts, &pins, &name, at);
-    figs.note(format!(
-        "HAProxy silent: {} clients pinned to {name} of {} pinned; {} got away; clients' rate before the fault {:.0} new connections/s{}",
-        r.len(),
-        pins.len(),
-        r.values().filter(|t| t.is_some()).count(),
-        rate(&attempts, Duration::ZERO, at),
-        if done { "" } else { " (some never got away within the bound)" }
-    ));
+    let (r, _) = r?;
     back_up(e)?;
     Ok(r)
 }
