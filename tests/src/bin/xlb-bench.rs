@@ -1,7 +1,7 @@
-//! `cargo xtask bench [datapath|table|maglev|e2e|fleet|failover|all] [--json FILE]`: benchmarks that
-//! print tables and write JSON under target/xlb-bench/ (`all` is every one but `fleet`, which
-//! takes minutes and measures issue 11's fleet figures rather than a cost, nor `failover`, issue 12's
-//! passive-health figures). Every comparison is a ratio to a baseline
+//! `cargo xtask bench [datapath|table|maglev|e2e|fleet|failover|all] [--json FILE]`: benchmarks
+//! that print tables and write JSON under target/xlb-bench/ (`all` is every one but `fleet`,
+//! which takes minutes and measures issue 11's fleet figures rather than a cost, and
+//! `failover`, issue 12's passive-health figures). Every comparison is a ratio to a baseline
 //! measured in the same run (these machines are noisy; absolute times wander).
 
 use std::{path::PathBuf, time::Instant};

@@ -37,10 +37,10 @@ pub struct Event {
     pub what: String,
 }
 
-/// Watches the agent on a thread of its own until [`Watcher::finish`].
+/// Watches the agent on a thread of its own until [`Watcher::finish`] (or until dropped).
 pub struct Watcher {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<Event>>,
+    thread: Option<JoinHandle<Vec<Event>>>,
 }
 
 impl Watcher {
@@ -53,13 +53,28 @@ impl Watcher {
         let t0 = Instant::now() - load.elapsed();
         let flag = stop.clone();
         let thread = std::thread::spawn(move || watch(&socket, &dir, &server, t0, &flag));
-        Watcher { stop, thread }
+        Watcher {
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// Stops watching; what was seen.
-    pub fn finish(self) -> Vec<Event> {
+    pub fn finish(mut self) -> Vec<Event> {
         self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().unwrap_or_default()
+        self.thread
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
