@@ -21,7 +21,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde_json::json;
 
-use super::load::Load;
+use super::{load::Load, round3};
 use crate::lbenv::{LbEnv, api_at};
 
 /// How often the watcher looks.
@@ -232,7 +232,7 @@ pub fn write_side_file(events: &[Event], notes: &[String]) -> Result<PathBuf> {
     let path = PathBuf::from(SIDE_FILE);
     let timeline: Vec<_> = events
         .iter()
-        .map(|e| json!({"t_s": if e.at.is_nan() { serde_json::Value::Null } else { json!(e.at) }, "event": e.what}))
+        .map(|e| json!({"t_s": if e.at.is_nan() { serde_json::Value::Null } else { json!(round3(e.at)) }, "event": e.what}))
         .collect();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
