@@ -34,22 +34,22 @@
 //! Passive health (`observe = "layer4"`) is one switch: [`OBSERVE_LAYER4`].
 
 mod flood;
+mod hit_path;
 mod load;
 mod timeline;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr, SocketAddrV4},
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 pub use load::{Attempt, pins_before, rate, redispatch_s};
 
-use super::{Report, datapath, e2e, median};
+use super::{Report, e2e, median};
 use crate::{
     lbenv::{LbEnv, Opts, VIP4_HTTP},
     loss::Loss,
@@ -215,7 +215,7 @@ pub fn run() -> Result<Report> {
     figs.measure(
         "stick-hit ratio against the baseline",
         "hit_path_ratio_change",
-        |f| Ok(json!(round3(hit_path_ratio_change(f)?))),
+        |f| Ok(json!(round3(hit_path::hit_path_ratio_change(f)?))),
     );
     let side = timeline::write_side_file(&events, &figs.notes)?;
     figs.note(format!("timeline and notes: {}", side.display()));
@@ -454,78 +454,6 @@ fn loss_downs(e: &LbEnv, figs: &mut Figures) -> Result<usize> {
             secs()
         ))
     })
-}
-
-/// The kernel's switch for per-program run-time accounting.
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
-/// The longest wait for it to be off before the stick hit is timed.
-const BPF_STATS_WAIT: Duration = Duration::from_secs(60);
-
-fn bpf_stats_on() -> bool {
-    std::fs::read_to_string(BPF_STATS).is_ok_and(|v| v.trim() != "0")
-}
-
-/// The datapath JSON the stick-hit ratio is compared with.
-fn baseline_path() -> PathBuf {
-    std::env::var_os("XLB_BENCH_HIT_BASELINE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/xlb-bench/datapath-baseline.json"))
-}
-
-fn hit_path_ratio_change(figs: &mut Figures) -> Result<f64> {
-    let path = baseline_path();
-    let before = read_ratio(&path)?;
-    // The kernel's run-time accounting adds its own cost to every program run, the floor's
-    // too, which squeezes the ratio towards 1 (seen: 1.9 instead of 4.6). It is machine-wide,
-    // and the e2e bench turns it on while it runs.
-    let t0 = Instant::now();
-    while bpf_stats_on() {
-        if t0.elapsed() > BPF_STATS_WAIT {
-            bail!(
-                "{BPF_STATS} stayed on for {BPF_STATS_WAIT:?} (an e2e bench running?): it would squeeze the ratio"
-            );
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    let now = datapath::stick_hit_ratio()?;
-    if bpf_stats_on() {
-        bail!(
-            "{BPF_STATS} was turned on while the stick hit was timed (an e2e bench running?): ratio {now:.2} not trusted"
-        );
-    }
-    figs.note(format!(
-        "stick hit / floor: {now:.2} now against {before:.2} in {} (written {})",
-        path.display(),
-        modified(&path)
-    ));
-    Ok(now / before)
-}
-
-fn read_ratio(path: &Path) -> Result<f64> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "read the baseline {}: make it on the commit before this work with \
-             `cargo xtask bench datapath --json {}` (or point XLB_BENCH_HIT_BASELINE at one)",
-            path.display(),
-            path.display()
-        )
-    })?;
-    let json: Value = serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
-    datapath::ratio_of(&json, datapath::STICK_HIT)
-}
-
-/// When `path` was last written (UTC, from `date`), or "?".
-fn modified(path: &Path) -> String {
-    std::process::Command::new("date")
-        .arg("-u")
-        .arg("-r")
-        .arg(path)
-        .arg("+%Y-%m-%d %H:%M:%S UTC")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "?".into())
 }
 
 #[cfg(test)]
