@@ -129,7 +129,7 @@ pub fn http_get(src: IpAddr, dst: SocketAddr, timeout: Duration) -> Result<Strin
 
 /// Parses `buf` when it holds a complete response (head, and `Content-Length` bytes of body
 /// when given); `None` when more is needed.
-fn parse_complete(buf: &[u8]) -> Result<Option<HttpResponse>> {
+pub fn parse_complete(buf: &[u8]) -> Result<Option<HttpResponse>> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(None);
     };

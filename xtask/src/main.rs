@@ -40,7 +40,8 @@ enum Cmd {
         /// Which story: none for the single balancer, `fleet` for the fleet.
         which: Option<String>,
     },
-    /// Run the benchmarks: datapath | table | maglev | e2e | all (all but fleet) | fleet.
+    /// Run the benchmarks: datapath | table | maglev | e2e | all (all but fleet and failover) |
+    /// fleet | failover.
     Bench {
         #[arg(default_value = "all")]
         which: String,

@@ -32,7 +32,10 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
 use super::{Report, median, spread};
-use crate::lbenv::{LbEnv, Opts, VIP4_HTTP};
+use crate::{
+    ChildGuard,
+    lbenv::{LbEnv, Opts, VIP4_HTTP},
+};
 
 /// The floor host's VIP (in the harness's VIP plan, beside `VIP4`).
 const VIP_FLOOR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 77, 200, 2);
@@ -201,20 +204,38 @@ fn xdp_runtime(e: &LbEnv) -> Result<(u64, u64)> {
     bail!("program {id} not found")
 }
 
-fn haproxy_config(e: &LbEnv, bind: SocketAddr) -> String {
-    let be = e.topo.host(e.backends[0]);
+/// The seed's HAProxy config (`mode tcp`, `stick on src`, `option redispatch`, `retries 3`) bound
+/// to `bind`, one server per backend with `check inter 2s` and `server_opts` after it.
+pub(super) fn haproxy_config(e: &LbEnv, bind: SocketAddr, server_opts: &str) -> String {
     let mut c = format!(
         "global\n  maxconn 8000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  option redispatch\n  retries 3\nfrontend fe\n  bind {bind}\n  default_backend be_app\nbackend be_app\n  balance roundrobin\n  stick-table type ip size 100k expire 30m\n  stick on src\n"
     );
-    let _ = be;
     for (i, b) in e.backends.iter().enumerate() {
         c.push_str(&format!(
-            "  server app{} {}:80 check inter 2s\n",
+            "  server app{} {}:80 check inter 2s{server_opts}\n",
             i + 1,
             e.topo.host(*b).ipv4
         ));
     }
     c
+}
+
+/// HAProxy (`-db`) on the LB host with config `text` (written to the environment's directory);
+/// an error with the config if it exits at start.
+pub(super) fn start_haproxy(e: &LbEnv, text: &str) -> Result<ChildGuard> {
+    let cfg = e.dir.join("haproxy.cfg");
+    std::fs::write(&cfg, text)?;
+    let mut cmd = Command::new("haproxy");
+    cmd.args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let hap = e.topo.spawn(e.lb, cmd)?;
+    std::thread::sleep(Duration::from_millis(500));
+    if let Some(st) = hap.try_wait() {
+        bail!("haproxy exited at start ({st}); config:\n{text}");
+    }
+    Ok(hap)
 }
 
 pub fn run() -> Result<Report> {
@@ -230,21 +251,7 @@ pub fn run() -> Result<Report> {
     // HAProxy on the LB host, on its own address (XDP only takes the VIP).
     let lb_addr = e.topo.host(e.lb).ipv4;
     let hap_bind = SocketAddr::new(lb_addr.into(), 8080);
-    let cfg = e.dir.join("haproxy.cfg");
-    std::fs::write(&cfg, haproxy_config(&e, hap_bind))?;
-    let mut cmd = Command::new("haproxy");
-    cmd.args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let hap = e.topo.spawn(e.lb, cmd)?;
-    std::thread::sleep(Duration::from_millis(500));
-    if let Some(st) = hap.try_wait() {
-        bail!(
-            "haproxy exited at start ({st}); config:\n{}",
-            haproxy_config(&e, hap_bind)
-        );
-    }
+    let hap = start_haproxy(&e, &haproxy_config(&e, hap_bind, ""))?;
     // The backend the single wrk source is pinned to by xlb: the direct baseline uses it too.
     let served = e.get_vip(e.topo.host(e.client).ipv4.into())?;
     let bi = served.trim_start_matches("app").parse::<usize>()? - 1;

@@ -1,6 +1,7 @@
-//! `cargo xtask bench [datapath|table|maglev|e2e|fleet|all] [--json FILE]`: benchmarks that
-//! print tables and write JSON under target/xlb-bench/ (`all` is every one but `fleet`, which
-//! takes minutes and measures issue 11's fleet figures rather than a cost). Every comparison is a ratio to a baseline
+//! `cargo xtask bench [datapath|table|maglev|e2e|fleet|failover|all] [--json FILE]`: benchmarks
+//! that print tables and write JSON under target/xlb-bench/ (`all` is every one but `fleet`,
+//! which takes minutes and measures issue 11's fleet figures rather than a cost, and
+//! `failover`, issue 12's passive-health figures). Every comparison is a ratio to a baseline
 //! measured in the same run (these machines are noisy; absolute times wander).
 
 use std::{path::PathBuf, time::Instant};
@@ -16,7 +17,7 @@ fn main() {
             "--json" => json = args.next().map(PathBuf::from),
             other => {
                 eprintln!(
-                    "xlb-bench: unknown argument '{other}'; usage: xlb-bench [datapath|table|maglev|e2e|fleet|all] [--json FILE]"
+                    "xlb-bench: unknown argument '{other}'; usage: xlb-bench [datapath|table|maglev|e2e|fleet|failover|all] [--json FILE]"
                 );
                 std::process::exit(2);
             }
@@ -49,6 +50,7 @@ fn main() {
         "maglev" => run("maglev", &bench::maglev::run, &json),
         "e2e" => run("e2e", &bench::e2e::run, &json),
         "fleet" => run("fleet", &bench::fleet::run, &json),
+        "failover" => run("failover", &bench::failover::run, &json),
         "all" => {
             let mut ok = true;
             for (n, f) in [
@@ -66,7 +68,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "xlb-bench: unknown benchmark '{other}'; one of datapath, table, maglev, e2e, fleet, all"
+                "xlb-bench: unknown benchmark '{other}'; one of datapath, table, maglev, e2e, fleet, failover, all"
             );
             std::process::exit(2);
         }
