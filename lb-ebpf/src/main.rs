@@ -15,9 +15,7 @@
 //! 5. `select::backend_for` [3–5]: the service's affinity key, its stick table, Maglev on a
 //!    miss, and the entry a miss creates (for TCP only from a packet that proves a handshake).
 //! 6. `fragment::record_first` [7]: a first fragment records where it went, for step 2.
-//! 7. `send`, `forward::to_backend` [6]: L2 DSR, `XDP_TX` or `XDP_REDIRECT`; for a backend on
-//!    another network `encap::to_backend`: IP-in-IP or GUE, the next hop from the kernel's
-//!    FIB, or an ICMP "too big" back to the client (`too_big`).
+//! 7. `send`, `forward::to_backend` [6]: L2 DSR, `XDP_TX` or `XDP_REDIRECT`.
 //!
 //! Between 5 and 6, `passive` records the handshake signals of TCP flows for passive health: a
 //! SYN (new or retransmitted), and a first ACK where step 5 says one may be.
@@ -37,8 +35,6 @@
 #![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-mod checksum;
-mod encap;
 mod forward;
 mod fragment;
 mod headers;
@@ -46,10 +42,9 @@ mod maps;
 mod parse;
 mod passive;
 mod select;
-mod too_big;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{Backend, FORWARD_L2, NO_BACKEND, gstat::Counter};
+use lb_common::{Backend, NO_BACKEND, gstat::Counter};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -106,8 +101,8 @@ fn balance(ctx: &XdpContext) -> u32 {
         maps::count(Counter::Fragment);
         fragment::record_first(&flow, service_id, id);
     }
-    // Before `send`, which may encapsulate the frame (moving its TCP header) or turn it into
-    // an ICMP reply: the passive signals read the client's TCP header where `parse` found it.
+    let verdict = send(ctx, id, backend, len);
+    // Last, where little else is live: the one stack frame has no room to spare.
     if flow.tcp_at != 0 {
         if flow.syn_only {
             passive::syn(ctx, &flow, service_id, id, select::now_ns());
@@ -115,7 +110,7 @@ fn balance(ctx: &XdpContext) -> u32 {
             passive::first_ack(ctx, &flow, service_id);
         }
     }
-    send(ctx, &flow, id, backend, len)
+    verdict
 }
 
 /// A fragment after the first: it has no ports, so no service lookup of its own; it goes to
@@ -147,24 +142,17 @@ fn later_fragment(ctx: &XdpContext, flow: &parse::Flow) -> u32 {
         st.no_backend += 1;
         return xdp_action::XDP_DROP;
     };
-    send(ctx, flow, first.backend, backend, len)
+    send(ctx, first.backend, backend, len)
 }
 
-/// Count a packet for backend `id` and forward it there: L2 DSR (the fast path, tested
-/// first), else encapsulated.
+/// Count a packet for backend `id` and forward it there.
 #[inline(always)]
-fn send(ctx: &XdpContext, flow: &parse::Flow, id: u32, backend: &Backend, len: u64) -> u32 {
+fn send(ctx: &XdpContext, id: u32, backend: &Backend, len: u64) -> u32 {
     if let Some(bs) = maps::backend_stats(id) {
         bs.packets += 1;
         bs.bytes += len;
     }
-    if backend.forward == FORWARD_L2 {
-        return forward::to_backend(ctx, backend);
-    }
-    match encap::to_backend(ctx, flow, id, backend.forward) {
-        encap::TOO_BIG => too_big::reply(ctx, flow, encap::too_big_mtu()),
-        verdict => verdict,
-    }
+    forward::to_backend(ctx, backend)
 }
 
 #[inline(always)]

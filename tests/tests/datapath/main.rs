@@ -3,8 +3,6 @@
 
 mod affinity;
 mod backends;
-mod decap;
-mod encap;
 mod forwarding;
 mod fragments;
 mod inserts;

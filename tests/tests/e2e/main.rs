@@ -3,7 +3,6 @@
 //! the seed article (HAProxy sticky sessions), asserting exact outcomes. Needs root.
 
 mod announce;
-mod encap;
 mod failover;
 mod interfaces;
 mod passive;
