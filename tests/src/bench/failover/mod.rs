@@ -66,9 +66,13 @@ pub const KEYS: [&str; 6] = [
     "hit_path_ratio_change",
 ];
 
-/// Passive health on the agent's TCP services (`observe = "layer4"`, the other keys at their
-/// defaults). Off until the agent knows the key: today's `xlb check` refuses it.
-pub const OBSERVE_LAYER4: bool = false;
+/// Passive health on the agent's TCP services: [`PASSIVE`] added to their `health`; the
+/// active checks keep the defaults (inter 2 s, fall 3).
+pub const OBSERVE_LAYER4: bool = true;
+
+/// The passive-health keys the bench's xlb runs with: suspicion confirmed by checks every
+/// 200 ms (HAProxy's `fastinter`), DOWN at the `fall`-th failed one.
+pub const PASSIVE: &str = "observe = \"layer4\", fastinter = \"200ms\", ";
 
 /// The backend that fails (index into the environment's backends; server `app2`).
 const FAILED: usize = 1;
@@ -255,7 +259,7 @@ fn with_observe(config: &str) -> String {
         .lines()
         .map(|l| {
             if l.starts_with("health = { type = \"http\"") {
-                l.replacen("health = { ", "health = { observe = \"layer4\", ", 1)
+                l.replacen("health = { ", &format!("health = {{ {PASSIVE}"), 1)
             } else {
                 l.to_string()
             }
