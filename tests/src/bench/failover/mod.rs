@@ -514,7 +514,7 @@ mod tests {
                  [[service]]\nname = \"dns\"\nhealth = { type = \"tcp\", port = 80 }\n";
         let o = with_observe(c);
         assert!(
-            o.contains("health = { observe = \"layer4\", type = \"http\""),
+            o.contains(&format!("health = {{ {PASSIVE}type = \"http\"")),
             "{o}"
         );
         assert!(o.contains("health = { type = \"tcp\", port = 80 }"), "{o}");
