@@ -125,6 +125,7 @@ pub fn run() -> Result<Report> {
         fleet.sources.len(),
         one_line(&fleet.router_route(VIPS[0])?)
     ));
+    moment(&fleet, &mut figs, "three balancers up, before any scenario");
     let mut pins = BTreeMap::new();
     figs.measure("consistency", &["split_sources"], |f| {
         pins = consistency(&fleet, f)?;
@@ -149,11 +150,43 @@ pub fn run() -> Result<Report> {
     figs.measure("replication", &["replication_p99_ms"], |f| {
         replication(&fleet, &pins, f)
     });
+    moment(&fleet, &mut figs, "after the replication scenario");
     figs.measure("agent kill -9", &["agent_kill_failed_conns"], |f| {
         agent_kill(&fleet, f)
     });
     figs.measure("full teach", &["full_teach_s"], |f| full_teach(&fleet, &pins, f));
     Ok(report(figs))
+}
+
+/// The fleet as an operator would look at it at `what`: the router's routes to the VIPs and,
+/// from each balancer whose agent runs, `show frontends` and `show peers` (for the closing
+/// notes and anyone reading the run).
+fn moment(fleet: &Fleet, figs: &mut Figures, what: &str) {
+    let mut text = format!("moment: {what}\n  router:");
+    for vip in VIPS {
+        let route = fleet.router_route(vip).unwrap_or_else(|e| format!("({e:#})"));
+        let route = if route.trim().is_empty() {
+            format!("{vip}: no route")
+        } else {
+            route
+        };
+        text.push_str(&format!("\n    {}", route.trim_end().replace('\n', "\n    ")));
+    }
+    for lb in 0..BALANCERS {
+        if !fleet.agents[lb].is_running() {
+            text.push_str(&format!("\n  lb{}: agent not running", lb + 1));
+            continue;
+        }
+        for cmd in ["show frontends", "show peers"] {
+            let answer = fleet.api(lb, cmd).unwrap_or_else(|e| format!("({e:#})"));
+            text.push_str(&format!(
+                "\n  lb{} `{cmd}`:\n    {}",
+                lb + 1,
+                answer.trim_end().replace('\n', "\n    ")
+            ));
+        }
+    }
+    figs.note(text);
 }
 
 fn report(figs: Figures) -> Report {
@@ -277,6 +310,11 @@ fn lb_loss(fleet: &Fleet, pins: &BTreeMap<IpAddr, String>, figs: &mut Figures) -
         "lb2 lost, keep-alive",
         failed.iter().map(|(s, e)| format!("{s}: {e}")),
     );
+    moment(
+        fleet,
+        figs,
+        "lb2's host lost (link cut, agent killed), the router has dropped it",
+    );
     let (m, f) = moved_now(fleet, pins, figs)?;
     figs.set("lb_loss_moved_sources", m as f64);
     figs.note(format!(
@@ -294,6 +332,7 @@ fn rejoin(fleet: &Fleet, pins: &BTreeMap<IpAddr, String>, figs: &mut Figures) ->
     let all: Vec<usize> = (0..BALANCERS).collect();
     fleet.wait_next_hops(VIPS[0], &all, ROUTER_BOUND)?;
     let back = started.elapsed();
+    moment(fleet, figs, "lb2 back (rebooted), announced again");
     let peers = fleet.api(1, "show peers")?;
     let mut failed = BTreeMap::new();
     check_all(&mut held, &mut failed);
@@ -320,6 +359,7 @@ fn drain(fleet: &Fleet, figs: &mut Figures) -> Result<()> {
     let t0 = Instant::now();
     expect_empty(fleet.api(2, "disable announce")?)?;
     let gone = fleet.wait_next_hops(VIPS[0], &[0, 1], ROUTER_BOUND)?;
+    moment(fleet, figs, "`disable announce` on lb3");
     let mut failed = BTreeMap::new();
     check_all(&mut held, &mut failed);
     figs.set("drain_failed_conns", failed.len() as f64);
@@ -390,6 +430,11 @@ fn withdraw(fleet: &Fleet, figs: &mut Figures) -> Result<()> {
             .collect();
         (downs, gone)
     });
+    moment(
+        fleet,
+        figs,
+        "every server of be_app DOWN (be_app6's checks fail too)",
+    );
     for h in &fleet.http {
         h.set_health_status(200);
     }
