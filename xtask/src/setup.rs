@@ -45,6 +45,11 @@ const DEBIAN_PACKAGES: &[(&str, &str, &str)] = &[
         "prometheus",
         "`promtool check metrics` on the agent's metrics endpoint",
     ),
+    (
+        "chromium",
+        "chromium",
+        "the stats page test: headless Chromium renders /stats from a live agent",
+    ),
 ];
 
 /// Where the tools live, for PATH.
