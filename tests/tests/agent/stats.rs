@@ -185,6 +185,18 @@ fn show_stat_json_and_show_table_json_say_what_the_text_says() {
         })
         .collect();
     assert_eq!(heads, Value::Array(from_text));
+    // The CLI passes the words on.
+    let out = e.cli(&["show", "stat", "json"]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let by_cli = serde_json::from_slice::<Value>(&out.stdout).unwrap();
+    for (a, b) in by_cli["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(doc["services"].as_array().unwrap())
+    {
+        assert_eq!((&a["name"], &a["counters"]), (&b["name"], &b["counters"]));
+    }
     // Errors stay one line of text.
     let err = e.api("show table nope json").unwrap();
     assert!(err.starts_with("No such table: 'nope'."), "{err}");
