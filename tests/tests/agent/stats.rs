@@ -80,10 +80,10 @@ fn show_stat_json_and_show_table_json_say_what_the_text_says() {
         .collect();
     assert_eq!(names, [&json!("be_app"), &json!("be_app6"), &json!("dns")]);
     for ((px, sv), row) in stat_rows(&text) {
-        if sv == "BACKEND" {
+        let pairs: Vec<(&str, &Value)> = if sv == "BACKEND" {
             let s = service(&doc, &px);
             let c = &s["counters"];
-            for (col, got) in [
+            vec![
                 ("status", &s["status"]),
                 ("pkts", &c["packets"]),
                 ("bin", &c["bytes"]),
@@ -93,32 +93,19 @@ fn show_stat_json_and_show_table_json_say_what_the_text_says() {
                 ("redispatches", &c["redispatches"]),
                 ("no_backend", &c["no_backend"]),
                 ("weight", &s["weight"]),
-            ] {
-                assert_eq!(
-                    &row[col],
-                    got.as_str()
-                        .map_or_else(|| got.to_string(), String::from)
-                        .as_str(),
-                    "{px} {col}"
-                );
-            }
+            ]
         } else {
             let v = server(&doc, &px, &sv);
-            for (col, got) in [
+            vec![
                 ("status", &v["state"]),
                 ("weight", &v["weight"]),
                 ("pkts", &v["packets"]),
                 ("bin", &v["bytes"]),
                 ("stick_used", &v["stick_entries"]),
-            ] {
-                assert_eq!(
-                    &row[col],
-                    got.as_str()
-                        .map_or_else(|| got.to_string(), String::from)
-                        .as_str(),
-                    "{px}/{sv} {col}"
-                );
-            }
+            ]
+        };
+        for (col, got) in pairs {
+            assert_eq!(row[col], shown(got), "{px}/{sv} {col}");
         }
     }
     let app1 = server(&doc, "be_app", "app1");

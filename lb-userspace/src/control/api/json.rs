@@ -18,6 +18,7 @@ use crate::{
         stick::{self, Filter},
     },
     config::{HealthKind, StickOn},
+    control::metrics::SERVICE_COUNTERS,
     datapath::{coarse_now_ns, stick_maps::StickTables},
     health::{CheckStatus, Health},
 };
@@ -67,34 +68,20 @@ pub struct StickStat {
     pub expire_s: u64,
 }
 
-/// The data path's counters of a service; the names of `show stat`'s columns.
-#[derive(Debug, Default, Serialize)]
-pub struct ServiceCounters {
-    pub packets: u64,
-    pub bytes: u64,
-    pub stick_hits: u64,
-    pub stick_misses: u64,
-    /// Entries the data path created: the service's new clients.
-    pub stick_inserts: u64,
-    pub stick_expired: u64,
-    pub redispatches: u64,
-    pub pinned_down: u64,
-    pub no_backend: u64,
-}
+/// The data path's counters of a service: an object of every counter the metrics show of it,
+/// named as there without `xlb_service_` (`packets`, `bytes`, `stick_hits`, `stick_misses`,
+/// `stick_inserts` — its new clients —, `stick_expired`, `redispatches`, `pinned_down`,
+/// `no_backend`), in that order.
+#[derive(Debug)]
+pub struct ServiceCounters(pub ServiceStats);
 
-impl From<&ServiceStats> for ServiceCounters {
-    fn from(t: &ServiceStats) -> Self {
-        ServiceCounters {
-            packets: t.packets,
-            bytes: t.bytes,
-            stick_hits: t.stick_hits,
-            stick_misses: t.stick_misses,
-            stick_inserts: t.stick_inserts,
-            stick_expired: t.stick_expired,
-            redispatches: t.redispatches,
-            pinned_down: t.pinned_down,
-            no_backend: t.no_backend,
-        }
+impl Serialize for ServiceCounters {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            SERVICE_COUNTERS
+                .iter()
+                .map(|(name, _, field)| (name.trim_start_matches("xlb_service_"), field(&self.0))),
+        )
     }
 }
 
@@ -240,7 +227,7 @@ pub fn stat_doc(
                         .sum(),
                     expire_s: s.cfg.stick.expire.as_secs(),
                 },
-                counters: t.into(),
+                counters: ServiceCounters(*t),
                 servers,
             }
         })

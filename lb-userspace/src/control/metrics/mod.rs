@@ -109,9 +109,10 @@ pub fn exposition(snapshot: Snapshot) -> String {
 const SERVER_STATES: [&str; 4] = ["UP", "DOWN", "DRAIN", "MAINT"];
 
 /// A service counter family: name (without `_total`, which the encoder adds), help, field.
-type ServiceCounter = (&'static str, &'static str, fn(&ServiceStats) -> u64);
+pub type ServiceCounter = (&'static str, &'static str, fn(&ServiceStats) -> u64);
 
-const SERVICE_COUNTERS: [ServiceCounter; 9] = [
+/// The service counters (`show stat json` names them by the word after `xlb_service_`).
+pub const SERVICE_COUNTERS: [ServiceCounter; 9] = [
     (
         "xlb_service_packets",
         "Packets of the service balanced by the data path.",
