@@ -202,6 +202,8 @@ pub fn stat_doc(
                     packets: st.packets,
                     bytes: st.bytes,
                     stick_entries: used_by(v.id),
+                    // Passive health counters (issue 12): fill from the server's counters
+                    // once the agent keeps them; the stats page shows a column per name.
                     passive: None,
                 })
                 .collect();

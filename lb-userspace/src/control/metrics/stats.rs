@@ -46,7 +46,8 @@ pub async fn read_head(s: &mut TcpStream, timeout: Duration) -> Vec<u8> {
     let mut head = Vec::new();
     let _ = tokio::time::timeout(timeout, async {
         let mut buf = [0u8; 1024];
-        while head.len() < MAX_HEAD && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let ended = |h: &[u8]| h.windows(4).any(|w| w == b"\r\n\r\n") || h.windows(2).any(|w| w == b"\n\n");
+        while head.len() < MAX_HEAD && !ended(&head) {
             match s.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -138,12 +139,40 @@ mod tests {
     /// The page is whole by itself: nothing fetched from elsewhere, only its own document.
     #[test]
     fn the_page_has_no_outside_assets() {
-        for outside in ["http://", "https://", "//", "<link", " src=", "@import", "url("] {
+        // Any URL with a scheme or a host (`"//host/...`), a stylesheet link, a script or
+        // image source, a CSS import or url().
+        for outside in [
+            "http:", "https:", "\"//", "'//", "<link", " src=", "@import", "url(",
+        ] {
             let hits: Vec<&str> = PAGE.lines().filter(|l| l.contains(outside)).collect();
             assert!(hits.is_empty(), "{outside:?} in the page: {hits:?}");
         }
         assert!(PAGE.contains("fetch(\"stats.json\""));
         assert!(PAGE.starts_with("<!doctype html>"));
+    }
+
+    /// A head sent in pieces is read whole, up to its blank line (CRLF or bare LF).
+    #[tokio::test]
+    async fn the_request_head_is_read_to_its_blank_line() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        static CRLF: [&[u8]; 3] = [b"GET /stats HTTP/1.1\r\nHost:", b" x\r\nAccept: */*\r\n", b"\r\n"];
+        static LF: [&[u8]; 2] = [b"GET /stats.json HTTP/1.0\n", b"\n"];
+        for pieces in [&CRLF[..], &LF[..]] {
+            let client = tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                let mut c = TcpStream::connect(addr).await.unwrap();
+                for p in pieces {
+                    c.write_all(p).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                c
+            });
+            let (mut s, _) = l.accept().await.unwrap();
+            let head = read_head(&mut s, Duration::from_secs(5)).await;
+            assert_eq!(head, pieces.concat());
+            drop(client.await.unwrap());
+        }
     }
 
     #[tokio::test]
