@@ -54,6 +54,17 @@ fn server<'a>(doc: &'a Value, svc: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no server {svc}/{name} in {doc:#}"))
 }
 
+/// Whether every server's check has reported a result (a server is UP before its first check
+/// ends, its check `pending`).
+fn checks_reported(doc: &Value) -> bool {
+    doc["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["servers"].as_array().unwrap())
+        .all(|v| v["check"]["status"] != "pending")
+}
+
 #[test]
 fn show_stat_json_and_show_table_json_say_what_the_text_says() {
     let e = env(
@@ -68,6 +79,14 @@ fn show_stat_json_and_show_table_json_say_what_the_text_says() {
         pins.push((*s, e.get_vip(*s).unwrap()));
     }
     e.api("set server be_app/app2 state drain").unwrap();
+    assert!(
+        e.wait_until(Duration::from_secs(5), || checks_reported(&json_of(
+            &e,
+            "show stat json"
+        ))),
+        "checks still pending:\n{}",
+        e.api("show stat json").unwrap()
+    );
     // No traffic from here on: both outputs read the same counters.
     let doc = json_of(&e, "show stat json");
     let text = e.api("show stat").unwrap();
@@ -245,14 +264,18 @@ fn the_stats_page_renders_the_agents_figures_in_chromium() {
     e.api("set server be_app/app2 state drain").unwrap();
     e.api("set server be_app/app3 state maint").unwrap();
     e.http[3].set_health_status(503);
-    let down = |doc: &Value| {
-        ["be_app", "be_app6"]
-            .iter()
-            .all(|s| server(doc, s, "app4")["state"] == "DOWN")
+    let settled = |doc: &Value| {
+        checks_reported(doc)
+            && ["be_app", "be_app6"]
+                .iter()
+                .all(|s| server(doc, s, "app4")["state"] == "DOWN")
     };
     assert!(
-        e.wait_until(Duration::from_secs(10), || down(&json_of(&e, "show stat json"))),
-        "app4 never DOWN:\n{}",
+        e.wait_until(Duration::from_secs(10), || settled(&json_of(
+            &e,
+            "show stat json"
+        ))),
+        "app4 never DOWN, or checks still pending:\n{}",
         e.api("show stat").unwrap()
     );
     // No traffic from here on: the page and the API read the same counters.
