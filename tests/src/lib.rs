@@ -9,12 +9,14 @@
 //!   and files (shared by lbenv, the peers tests and the fleet).
 //! - [`fleet`]: several balancers behind a router running BIRD (BGP, BFD, ECMP), each with an
 //!   xlb agent ([`fleet::Fleet::with_agents`]).
+//! - [`browser`]: headless Chromium loading a page inside a host's namespace.
 //! - BPF_PROG_TEST_RUN support: [`packet`] (frame builder), [`fixture`] (a loaded data path),
 //!   [`bench`] (benchmark runners).
 
 pub mod agent;
 pub mod backend;
 pub mod bench;
+pub mod browser;
 pub mod client;
 pub mod fixture;
 pub mod fleet;

@@ -59,6 +59,11 @@ const DEBIAN_PACKAGES: &[(&str, &str, &str)] = &[
         "dpkg-dev",
         "the library dependencies of the package `cargo xtask package` builds",
     ),
+    (
+        "chromium",
+        "chromium",
+        "the stats page test: headless Chromium renders /stats from a live agent",
+    ),
 ];
 
 /// Where the tools live, for PATH.

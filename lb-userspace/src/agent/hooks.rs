@@ -6,7 +6,7 @@ use std::{future::Future, path::PathBuf, sync::Arc};
 use super::Shared;
 use crate::{
     balancer::stick,
-    control::{metrics, peers, state::AgentState},
+    control::{api, metrics, peers, state::AgentState},
 };
 
 pub(super) struct Hooks {
@@ -55,5 +55,19 @@ impl metrics::Agent for Hooks {
             metrics::Snapshot::read(&shared.lock().expect("balancer lock"), &state)
         });
         async move { job.await.unwrap_or_default() }
+    }
+
+    fn stat_json(&self) -> impl Future<Output = Result<Vec<u8>, String>> + Send {
+        let (shared, state, pin) = (self.shared.clone(), self.state.clone(), self.stick_pin.clone());
+        let job = tokio::task::spawn_blocking(move || {
+            let snapshot = api::stat_snapshot(&shared.lock().expect("balancer lock"), &state);
+            api::stat_json(snapshot?, &pin)
+        });
+        async move {
+            match job.await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("making the document failed: {e}")),
+            }
+        }
     }
 }

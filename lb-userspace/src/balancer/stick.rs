@@ -47,7 +47,8 @@ impl Filter {
         }
     }
 
-    fn matches(&self, svc: &Svc, k: &StickKey, e: &StickEntry) -> bool {
+    /// Whether entry `k`/`e` of `svc` passes the filter.
+    pub fn matches(&self, svc: &Svc, k: &StickKey, e: &StickEntry) -> bool {
         match self {
             Filter::All => true,
             Filter::Key(a) => k.addr == StickKey::for_client(*a, 0, 0, svc.cfg.stick.prefixes()).addr,
@@ -90,9 +91,23 @@ pub fn header(svc: &Svc, size: u32, used: usize) -> String {
     )
 }
 
-/// One entry: `0x<id>: key=10.77.0.3 use=0 exp=<ms left> server_id=<n> server_key=<name>`.
-/// The id is a stable hash of the key (HAProxy prints a memory address there).
-pub fn line(svc: &Svc, k: &StickKey, e: &StickEntry, now_ns: u64) -> String {
+/// One entry as `show table` shows it (in text or JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryView<'a> {
+    /// A stable hash of the key (HAProxy prints a memory address there).
+    pub id: u64,
+    /// The client: its address (or prefix), with the source port when the table keeps one.
+    pub key: String,
+    /// Milliseconds left before it expires (0: the service's entries never expire).
+    pub exp_ms: u64,
+    /// The server's 1-based position in its service (0: no server of the service).
+    pub server_id: u32,
+    /// The server's name (`-`: no server of the service).
+    pub server_key: &'a str,
+}
+
+/// What `show table` shows of entry `k`/`e` of `svc` at `now_ns`.
+pub fn view<'a>(svc: &'a Svc, k: &StickKey, e: &StickEntry, now_ns: u64) -> EntryView<'a> {
     let expire = svc.cfg.stick.expire.as_nanos() as u64;
     let idle = now_ns.saturating_sub(e.last_seen_ns);
     let exp_ms = if expire == 0 {
@@ -100,14 +115,25 @@ pub fn line(svc: &Svc, k: &StickKey, e: &StickEntry, now_ns: u64) -> String {
     } else {
         expire.saturating_sub(idle) / 1_000_000
     };
-    let id = affinity_hash(&k.addr, k.port, k.family) as u64 | ((k.service as u64) << 32);
-    let (sid, skey) = match svc.server_by_id(e.backend) {
-        Some(s) => (s.puid.to_string(), s.cfg.name.as_str()),
-        None => ("0".into(), "-"),
+    let (server_id, server_key) = match svc.server_by_id(e.backend) {
+        Some(s) => (s.puid, s.cfg.name.as_str()),
+        None => (0, "-"),
     };
+    EntryView {
+        id: affinity_hash(&k.addr, k.port, k.family) as u64 | ((k.service as u64) << 32),
+        key: key_text(k),
+        exp_ms,
+        server_id,
+        server_key,
+    }
+}
+
+/// One entry: `0x<id>: key=10.77.0.3 use=0 exp=<ms left> server_id=<n> server_key=<name>`.
+pub fn line(svc: &Svc, k: &StickKey, e: &StickEntry, now_ns: u64) -> String {
+    let v = view(svc, k, e, now_ns);
     format!(
-        "0x{id:012x}: key={} use=0 exp={exp_ms} server_id={sid} server_key={skey}\n",
-        key_text(k)
+        "0x{:012x}: key={} use=0 exp={} server_id={} server_key={}\n",
+        v.id, v.key, v.exp_ms, v.server_id, v.server_key
     )
 }
 

@@ -15,7 +15,7 @@
 //! copies out what a walk needs; [`Prepared::finish`], without the lock, walks the stick table
 //! on a map handle of its own and writes the answer as it is made.
 
-use std::{collections::HashMap, fmt::Write as _, io, net::IpAddr, path::Path};
+use std::{collections::HashMap, fmt::Write as _, io, net::IpAddr, path::Path, time::Duration};
 
 use lb_common::{BackendStats, PassiveStats, ServiceStats, StickEntry, StickKey};
 
@@ -25,14 +25,17 @@ use crate::{
     config::AdminState,
     control::{frontends::Frontends, state::AgentState},
     datapath::coarse_now_ns,
-    datapath::stick_maps::StickTables,
+    datapath::stick_maps::{StickMapError, StickTables},
+    health::{CheckStatus, TargetKey},
 };
 
 mod error;
+mod json;
 mod passive;
 
 use error::bad_argument;
 pub use error::{ApiError, STATUS_REQUEST, split_status, status_line};
+pub use json::stat_json;
 
 /// Longest command line accepted.
 pub const MAX_LINE: usize = 4096;
@@ -42,11 +45,13 @@ The following commands are valid at this level:
   help                                     : this message
   show info                                : report information about the running process
   show stat                                : report counters for each service and server (CSV)
+  show stat json                           : the same figures, with checks, as one JSON document
   show servers state [<service>]           : dump servers state (HAProxy format, version 1)
   show peers                               : the peers sharing the stick tables, with counters
   show table [<service>]                   : report table usage stats or dump this table's contents
   show table <service> key <addr>          : show the entry of one client address
   show table <service> data.server_id eq <n> : show the entries pinned to one server
+  show table [<service> [<filter>]] json   : the same, as JSON
   clear table <service> [key <addr> | data.server_id eq <n>] : remove entries
   set server <service>/<server> state ready|drain|maint : change a server's administrative state
   set server <service>/<server> weight <0-256> : change a server's weight
@@ -82,6 +87,12 @@ pub enum Walk {
     Clear(Svc, Filter),
     /// `show stat`.
     Stat(StatSnapshot),
+    /// `show stat json`.
+    StatJson(StatSnapshot),
+    /// `show table json`.
+    HeadersJson(Vec<Svc>),
+    /// `show table NAME [filter] json`.
+    ShowJson(Svc, Filter),
 }
 
 /// Parse one command line and do, under the balancer's lock, what needs the balancer. Quick:
@@ -141,9 +152,6 @@ impl Walk {
                 message: format!("{e:#}"),
             })
         })?;
-        let read = |r: Result<Vec<(StickKey, StickEntry)>, _>| {
-            r.map_err(|source| WalkError::Table(ApiError::ReadTable { source }))
-        };
         match self {
             Walk::Headers(services) => {
                 for s in &services {
@@ -171,9 +179,19 @@ impl Walk {
                 let all = read(tables.entries())?;
                 out.write_all(show_stat(&snapshot, &tables, &all).as_bytes())?
             }
+            Walk::StatJson(snapshot) => json::write_stat(out, &snapshot, &tables)?,
+            Walk::HeadersJson(services) => json::write_heads(out, &services, &tables)?,
+            Walk::ShowJson(svc, filter) => json::write_table(out, &tables, &svc, &filter)?,
         }
         Ok(())
     }
+}
+
+/// Entries read from a table, or the answer saying why they could not be.
+fn read(
+    r: Result<Vec<(StickKey, StickEntry)>, StickMapError>,
+) -> Result<Vec<(StickKey, StickEntry)>, WalkError> {
+    r.map_err(|source| WalkError::Table(ApiError::ReadTable { source }))
 }
 
 /// A service as a walk needs it: names, ids and settings, without its Maglev table.
@@ -198,9 +216,15 @@ fn run(b: &mut Balancer, state: &AgentState, w: &[&str]) -> Result<Command, ApiE
             None => "# no [[peer]] configured\n".into(),
         }),
         ["show", "stat"] => walk(Walk::Stat(stat_snapshot(b, state)?)),
+        ["show", "stat", "json"] => walk(Walk::StatJson(stat_snapshot(b, state)?)),
         ["show", "servers", "state"] => answer(show_servers_state(b, state, None)?),
         ["show", "servers", "state", name] => answer(show_servers_state(b, state, Some(name))?),
         ["show", "table"] => walk(Walk::Headers(b.services.iter().map(for_walk).collect())),
+        ["show", "table", "json"] => walk(Walk::HeadersJson(b.services.iter().map(for_walk).collect())),
+        ["show", "table", name, filter @ .., "json"] => {
+            let f = Filter::parse(filter).map_err(bad_argument)?;
+            walk(Walk::ShowJson(for_walk(service(b, name)?), f))
+        }
         ["show", "table", name, filter @ ..] => {
             let f = Filter::parse(filter).map_err(bad_argument)?;
             walk(Walk::Show(for_walk(service(b, name)?), f))
@@ -375,27 +399,31 @@ fn show_servers_state(b: &Balancer, state: &AgentState, only: Option<&str>) -> R
 }
 
 /// What `show stat` needs from the balancer: each service with its counters and its servers'
-/// (with their passive health signals and last DOWN's reason).
+/// (with their passive health signals and last DOWN's reason), the checks' status, the agent's
+/// uptime.
 pub struct StatSnapshot {
-    services: Vec<(Svc, ServiceStats, Vec<ServerStat>)>,
-    uptime_s: u64,
+    services: Vec<(Svc, ServiceStats, Vec<ServerFigures>)>,
+    checks: HashMap<TargetKey, CheckStatus>,
+    uptime: Duration,
 }
 
 /// One server's figures in `show stat`.
-struct ServerStat {
+struct ServerFigures {
     stats: BackendStats,
     signals: PassiveStats,
     last_down: Option<String>,
 }
 
-fn stat_snapshot(b: &Balancer, state: &AgentState) -> Result<StatSnapshot, ApiError> {
+/// Reads what `show stat` needs of `b` and `state` (per-CPU counters, no walk: for under the
+/// agent's lock).
+pub fn stat_snapshot(b: &Balancer, state: &AgentState) -> Result<StatSnapshot, ApiError> {
     let mut services = Vec::new();
     for s in &b.services {
         let servers = s
             .servers
             .iter()
             .map(|v| {
-                Ok(ServerStat {
+                Ok(ServerFigures {
                     stats: b.dp.backend_stats(v.id)?,
                     signals: b.dp.passive_stats(v.id)?,
                     last_down: state
@@ -413,7 +441,8 @@ fn stat_snapshot(b: &Balancer, state: &AgentState) -> Result<StatSnapshot, ApiEr
     }
     Ok(StatSnapshot {
         services,
-        uptime_s: state.started.elapsed().as_secs(),
+        checks: state.checks.all().into_iter().collect(),
+        uptime: state.started.elapsed(),
     })
 }
 
@@ -467,7 +496,7 @@ fn show_stat(snapshot: &StatSnapshot, tables: &StickTables, all: &[(StickKey, St
                 .filter(|v| v.state_word() == "UP")
                 .map(|v| v.weight)
                 .sum::<u32>(),
-            snapshot.uptime_s,
+            snapshot.uptime.as_secs(),
             t.packets,
             entries,
             t.stick_hits,

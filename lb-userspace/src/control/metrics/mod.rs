@@ -7,8 +7,11 @@
 //! never a table walk — and `prometheus-client` encodes it in the text format (version 0.0.4)
 //! once the lock is released: one `# HELP` and `# TYPE` per family, the family's samples
 //! together.
+//!
+//! The same listener serves the stats page: `/stats` and its document `/stats.json` ([`stats`]).
 
 mod snapshot;
+pub mod stats;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -21,9 +24,9 @@ use prometheus_client::{
     registry::Registry,
 };
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    io::AsyncWriteExt as _,
     net::{TcpListener, TcpStream},
-    sync::watch,
+    sync::{Semaphore, watch},
 };
 
 pub use snapshot::{PeerFigures, PeersFigures, ServerFigures, ServiceFigures, Snapshot};
@@ -32,6 +35,10 @@ pub use snapshot::{PeerFigures, PeersFigures, ServerFigures, ServiceFigures, Sna
 pub trait Agent: Send + Sync + 'static {
     /// [`Snapshot::read`] under the lock, on a thread that may block.
     fn snapshot(&self) -> impl Future<Output = Snapshot> + Send;
+
+    /// The document of `show stat json` (read under the lock, the stick tables walked
+    /// without it), or why it could not be made.
+    fn stat_json(&self) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
 }
 
 /// How long a client may take to send its request, and then to take the answer.
@@ -55,11 +62,13 @@ pub async fn serve<A: Agent>(addr: SocketAddr, agent: Arc<A>, mut shutdown: watc
              the counters and server names; prefer 127.0.0.1 or a management address"
         );
     }
+    log::info!("metrics: stats page at http://{addr}/stats");
+    let walks = Arc::new(Semaphore::new(1));
     let mut scrapes = FuturesUnordered::new();
     loop {
         tokio::select! {
             r = l.accept() => if let Ok((s, _)) = r {
-                scrapes.push(scrape(s, agent.clone()));
+                scrapes.push(scrape(s, agent.clone(), walks.clone()));
             },
             Some(()) = scrapes.next() => {}
             _ = shutdown.changed() => return,
@@ -67,21 +76,24 @@ pub async fn serve<A: Agent>(addr: SocketAddr, agent: Arc<A>, mut shutdown: watc
     }
 }
 
-/// One connection: whatever request it sends, the exposition text, then close.
-async fn scrape<A: Agent>(mut s: TcpStream, agent: Arc<A>) {
-    let mut buf = [0u8; 1024];
-    let _ = tokio::time::timeout(CLIENT_TIMEOUT, s.read(&mut buf)).await;
-    let body = exposition(agent.snapshot().await);
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        prometheus_text::CONTENT_TYPE,
-        body.len()
-    );
-    let _ = tokio::time::timeout(CLIENT_TIMEOUT, async {
-        s.write_all(head.as_bytes()).await?;
-        s.write_all(body.as_bytes()).await
-    })
-    .await;
+/// One connection: the stats page or its document if it asks for them ([`stats::route`]),
+/// else the exposition text; then close.
+async fn scrape<A: Agent>(mut s: TcpStream, agent: Arc<A>, walks: Arc<Semaphore>) {
+    let head = stats::read_head(&mut s, CLIENT_TIMEOUT).await;
+    let answer = match stats::route(&head) {
+        stats::Route::Page => stats::page().bytes(),
+        stats::Route::Document => stats::document(&walks, agent.stat_json()).await.bytes(),
+        stats::Route::Metrics => {
+            let body = exposition(agent.snapshot().await);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                prometheus_text::CONTENT_TYPE,
+                body.len()
+            );
+            [head.into_bytes(), body.into_bytes()].concat()
+        }
+    };
+    let _ = tokio::time::timeout(CLIENT_TIMEOUT, s.write_all(&answer)).await;
 }
 
 /// The exposition text of `snapshot`.
@@ -97,9 +109,10 @@ pub fn exposition(snapshot: Snapshot) -> String {
 const SERVER_STATES: [&str; 4] = ["UP", "DOWN", "DRAIN", "MAINT"];
 
 /// A service counter family: name (without `_total`, which the encoder adds), help, field.
-type ServiceCounter = (&'static str, &'static str, fn(&ServiceStats) -> u64);
+pub type ServiceCounter = (&'static str, &'static str, fn(&ServiceStats) -> u64);
 
-const SERVICE_COUNTERS: [ServiceCounter; 9] = [
+/// The service counters (`show stat json` names them by the word after `xlb_service_`).
+pub const SERVICE_COUNTERS: [ServiceCounter; 9] = [
     (
         "xlb_service_packets",
         "Packets of the service balanced by the data path.",
