@@ -111,7 +111,7 @@ fn snapshot() -> StatSnapshot {
                 let per_server = s
                     .servers
                     .iter()
-                    .map(|v| super::super::ServerFigures {
+                    .map(|v| super::super::stat::StatServer {
                         stats: lb_common::BackendStats {
                             packets: v.id as u64,
                             bytes: v.id as u64 * 64,
