@@ -402,7 +402,13 @@ pub fn bench_next() -> u32 {
                 n = 1;
             }
             *p = n;
-            n
+            if wrap != 0 {
+                return n;
+            }
+            // Fresh clients: the CPU in the top byte. BPF_PROG_TEST_RUN may move a long run to
+            // another CPU between repetitions, whose counter would otherwise give addresses
+            // this one already gave (hits, not fresh clients).
+            (n & 0x00ff_ffff) | aya_ebpf::helpers::bpf_get_smp_processor_id() << 24
         },
         None => 0,
     }

@@ -14,7 +14,8 @@ pub const MAP_FLOOR_TARGET: &str = "XLB_FLOOR_TARGET";
 pub const MAP_BENCH: &str = "XLB_BENCH";
 /// Slots of `MAP_BENCH`.
 pub mod bench_slot {
-    /// The per-CPU counter that becomes the low 4 bytes of the client address.
+    /// The per-CPU counter that becomes the low 4 bytes of the client address (without `WRAP`,
+    /// the CPU's number in their top byte, so that CPUs give different addresses).
     pub const COUNTER: u32 = 0;
     /// When not 0, n: the counter wraps to 1..=n (a working set of n clients).
     pub const WRAP: u32 = 1;
