@@ -48,7 +48,7 @@ use futures_util::{
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::config::{self, HealthKind, format_duration};
-use probe::check_once;
+use probe::check_within;
 use schedule::jitter;
 
 /// The agent's opaque id of a target: (service, server).
@@ -457,10 +457,11 @@ async fn check_loop(
             _ = now.notified() => {}
             _ = tokio::time::sleep(delay) => {}
         }
+        let timeout = schedule::timeout_now(&shared, &key, &spec);
         let outcome = tokio::select! {
             biased;
             _ = cancelled.changed() => return,
-            o = check_once(&spec) => o,
+            o = check_within(&spec, timeout) => o,
         };
         if let Outcome::Failed { reason, latency } = &outcome {
             log::debug!(

@@ -4,17 +4,25 @@
 //! window. Pure: the agent reads the counters every [`READ_EVERY`] and hands them over; the
 //! checker acts on a [`Suspicion`] (`HealthChecker::suspect`).
 //!
-//! A backend is suspect when, over the window,
-//! - it saw at least `error_limit` SYN retransmissions (HAProxy's `error-limit`),
-//! - it finished (almost) no handshakes: at most one per [`RETRANSMITS_PER_HANDSHAKE`]
-//!   retransmissions, and
-//! - a sibling shows that the service itself works: another backend finished handshakes, at
-//!   least as many as it saw retransmissions.
+//! A backend is suspect when, over the window, one of two signals says it stopped answering
+//! while a sibling shows that the service itself works:
+//! - **unanswered attempts**: at least `error_limit` new connection attempts (first SYNs) and
+//!   (almost) no handshakes: at most one per [`ATTEMPTS_PER_HANDSHAKE`] attempts; a sibling
+//!   finished handshakes for at least half of its own attempts. This sees a silent backend
+//!   within a reading or two, and a refusing one (its clients get an RST, so they never send
+//!   a SYN again: no retransmission ever shows it);
+//! - **SYN retransmissions** (HAProxy's `error-limit` counts errors): at least `error_limit`
+//!   retransmitted SYNs and at most one handshake per [`ATTEMPTS_PER_HANDSHAKE`] of them; a
+//!   sibling finished at least as many handshakes as it saw retransmissions. This still works
+//!   during a spoofed SYN flood, whose SYNs are never sent again.
 //!
-//! What hits every backend alike is never suspect: a spoofed SYN flood (no retransmissions, or
-//! retransmissions everywhere and no sibling that finishes handshakes) or random loss (each
-//! backend still finishes most handshakes). A backend with nobody to compare it with (the only
-//! one of its service) is never suspect either: there is nowhere else to send its clients.
+//! What hits every backend alike is never suspect: a spoofed SYN flood (its SYNs are attempts
+//! on every backend that no handshake follows, so no sibling answers half of its attempts; and
+//! they are never retransmitted) or random loss (each backend still finishes most
+//! handshakes). A backend with nobody to compare it with (the only one of its service) is
+//! never suspect either: there is nowhere else to send its clients. A flood aimed at one
+//! backend (sources chosen to hash onto it) can make it suspect; a passing check then clears
+//! the suspicion, unless `on_error = "mark-down"`, which trusts the suspicion without a check.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -30,8 +38,8 @@ pub const READ_EVERY: Duration = Duration::from_millis(200);
 /// the oldest and newest reading is about 800 ms with readings every 200 ms).
 pub const WINDOW: Duration = Duration::from_millis(1000);
 
-/// A suspect finishes at most one handshake per this many SYN retransmissions.
-pub const RETRANSMITS_PER_HANDSHAKE: u64 = 10;
+/// A suspect finishes at most one handshake per this many attempts (or retransmissions).
+pub const ATTEMPTS_PER_HANDSHAKE: u64 = 10;
 
 /// One backend of a service in one reading.
 #[derive(Clone, Debug)]
@@ -50,6 +58,8 @@ pub struct Reading<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Suspicion {
     pub server: String,
+    /// New connection attempts (first SYNs).
+    pub attempts: u64,
     pub retransmits: u64,
     pub handshakes: u64,
     /// The time the counts span.
@@ -57,10 +67,11 @@ pub struct Suspicion {
 }
 
 impl Suspicion {
-    /// `passive: 14 SYN retransmits, 0 handshakes in 800 ms`.
+    /// `passive: 12 new SYNs, 14 SYN retransmits, 0 handshakes in 800 ms`.
     pub fn reason(&self) -> String {
         format!(
-            "passive: {} SYN retransmits, {} handshakes in {} ms",
+            "passive: {} new SYNs, {} SYN retransmits, {} handshakes in {} ms",
+            self.attempts,
             self.retransmits,
             self.handshakes,
             self.span.as_millis()
@@ -147,14 +158,18 @@ impl Detector {
                 .iter()
                 .find(|(s, ..)| *s == b.server)
                 .expect("every backend has a delta");
-            let silent = d.syn_retransmits >= u64::from(limit.max(1))
-                && d.handshakes * RETRANSMITS_PER_HANDSHAKE <= d.syn_retransmits;
-            let sibling_serves = deltas
-                .iter()
-                .any(|(s, o, _)| *s != b.server && o.handshakes > 0 && o.handshakes >= o.syn_retransmits);
-            if silent && sibling_serves {
+            let limit = u64::from(limit.max(1));
+            let siblings = || deltas.iter().filter(|(s, ..)| *s != b.server).map(|(_, o, _)| o);
+            let unanswered = d.syn_sent >= limit
+                && d.handshakes * ATTEMPTS_PER_HANDSHAKE <= d.syn_sent
+                && siblings().any(|o| o.handshakes > 0 && o.handshakes * 2 >= o.syn_sent);
+            let retransmitted = d.syn_retransmits >= limit
+                && d.handshakes * ATTEMPTS_PER_HANDSHAKE <= d.syn_retransmits
+                && siblings().any(|o| o.handshakes > 0 && o.handshakes >= o.syn_retransmits);
+            if unanswered || retransmitted {
                 suspects.push(Suspicion {
                     server: b.server.to_string(),
+                    attempts: d.syn_sent,
                     retransmits: d.syn_retransmits,
                     handshakes: d.handshakes,
                     span: *span,
@@ -228,6 +243,7 @@ mod tests {
             got,
             vec![Suspicion {
                 server: "app1".into(),
+                attempts: 9,
                 retransmits: 12,
                 handshakes: 0,
                 span: Duration::from_millis(600),
@@ -236,13 +252,53 @@ mod tests {
         );
         assert_eq!(
             got[0].reason(),
-            "passive: 12 SYN retransmits, 0 handshakes in 600 ms"
+            "passive: 9 new SYNs, 12 SYN retransmits, 0 handshakes in 600 ms"
         );
     }
 
     #[test]
+    fn unanswered_attempts_make_a_backend_suspect_before_any_retransmission() {
+        // app1 is silent, or refuses (its clients get an RST and never send a SYN again):
+        // 4 new attempts per reading, no handshake, no retransmission yet.
+        let got = run(|i| if i == 0 { per(4, 0, 0) } else { per(4, 0, 4) }, Some(10));
+        assert_eq!(
+            got,
+            vec![Suspicion {
+                server: "app1".into(),
+                attempts: 12,
+                retransmits: 0,
+                handshakes: 0,
+                span: Duration::from_millis(600),
+            }]
+        );
+        // The same with siblings that answer only some of their attempts (slow handshakes at
+        // the window's edge): still suspect, as long as they answer half.
+        assert_eq!(
+            run(|i| if i == 0 { per(4, 0, 0) } else { per(4, 0, 2) }, Some(10)).len(),
+            1
+        );
+        // A backend answering one attempt in five is not silent.
+        assert_eq!(
+            run(|i| if i == 0 { per(5, 0, 1) } else { per(4, 0, 4) }, Some(10)),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn during_a_flood_a_silent_backend_is_found_by_its_retransmissions_only() {
+        // Spoofed SYNs on every backend: no sibling answers half of its attempts, so app1's
+        // unanswered attempts prove nothing; its real clients' retransmissions do.
+        let flood = |silent: PassiveStats| move |i: usize| if i == 0 { silent } else { per(1000, 0, 5) };
+        assert_eq!(run(flood(per(1000, 0, 0)), Some(10)), vec![]);
+        let got = run(flood(per(1000, 4, 0)), Some(10));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].retransmits, got[0].handshakes), (12, 0));
+    }
+
+    #[test]
     fn a_spoofed_syn_flood_on_every_backend_is_not_suspect() {
-        // Spoofed SYNs are never retransmitted; real clients still finish handshakes.
+        // Spoofed SYNs are never retransmitted, and no backend answers half of its attempts;
+        // real clients still finish handshakes.
         assert_eq!(run(|_| per(1000, 0, 5), Some(10)), vec![]);
         // A flood that repeats its SYNs, with no real client: every backend looks the same.
         assert_eq!(run(|_| per(1000, 500, 0), Some(10)), vec![]);

@@ -7,7 +7,11 @@
 //! A failure carries a reason an operator can read ("connect refused", "timeout after 2s while
 //! connecting", "HTTP status 503, expected 200").
 
-use std::{io, net::SocketAddr, time::Instant};
+use std::{
+    io,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -38,16 +42,22 @@ impl Phase {
 const MAX_STATUS_LINE: usize = 4096;
 
 /// Run one check now, bounded by `spec.timeout`.
-pub async fn check_once(spec: &CheckSpec) -> Outcome {
+#[cfg(test)]
+async fn check_once(spec: &CheckSpec) -> Outcome {
+    check_within(spec, spec.timeout).await
+}
+
+/// Run one check now, bounded by `timeout`.
+pub async fn check_within(spec: &CheckSpec, timeout: Duration) -> Outcome {
     let start = Instant::now();
     let mut phase = Phase::Connect;
-    let result = tokio::time::timeout(spec.timeout, attempt(spec, &mut phase)).await;
+    let result = tokio::time::timeout(timeout, attempt(spec, &mut phase)).await;
     let latency = start.elapsed();
     match result {
         Ok(Ok(())) => Outcome::Ok { latency },
         Ok(Err(reason)) => Outcome::Failed { reason, latency },
         Err(_) => Outcome::Failed {
-            reason: format!("timeout after {} {}", format_duration(spec.timeout), phase.text()),
+            reason: format!("timeout after {} {}", format_duration(timeout), phase.text()),
             latency,
         },
     }

@@ -1,7 +1,9 @@
 //! When a target's next check runs: the first after a random delay below `inter` (so that
 //! targets configured together do not check in lockstep), each later one `inter` after the
 //! previous ended, or `fastinter` while passive health suspects the target, or `downinter`
-//! while it is Down.
+//! while it is Down. A check of a suspected target is bounded by `fastinter` when that is
+//! shorter than its `timeout` (as HAProxy bounds a check by its current interval), so that a
+//! silent target is confirmed DOWN quickly.
 
 use std::{
     collections::HashMap,
@@ -41,5 +43,18 @@ pub(super) fn next_delay(
         Some(s) if s.health == Health::Down => spec.downinter,
         Some(s) if s.suspicion.is_some() => spec.fastinter,
         _ => spec.inter,
+    }
+}
+
+/// The bound on the check of `key` about to run: `timeout`, or `fastinter` if shorter while the
+/// target is suspected.
+pub(super) fn timeout_now(
+    shared: &Mutex<HashMap<TargetKey, Slot>>,
+    key: &TargetKey,
+    spec: &CheckSpec,
+) -> Duration {
+    match lock(shared).get(key).map(|s| &s.status) {
+        Some(s) if s.health != Health::Down && s.suspicion.is_some() => spec.timeout.min(spec.fastinter),
+        _ => spec.timeout,
     }
 }

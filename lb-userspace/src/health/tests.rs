@@ -318,6 +318,32 @@ async fn sudden_death_leaves_one_check_to_fail_and_fail_check_counts_one() {
 }
 
 #[tokio::test]
+async fn a_suspected_targets_check_is_bounded_by_fastinter() {
+    // An HTTP server that accepts and never answers: each check runs into its bound.
+    let srv = serve(V4, Behaviour::Silent).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut hc = checker(tx);
+    let k = key("s1");
+    let spec = CheckSpec {
+        inter: Duration::from_secs(60),
+        timeout: Duration::from_secs(5),
+        fastinter: Duration::from_millis(100),
+        ..http_spec(srv.addr, None)
+    };
+    hc.set(k.clone(), spec, Health::Up);
+    assert!(hc.suspect(&k, config::OnError::SuddenDeath, PASSIVE.into()));
+    let t = next(&mut rx, Duration::from_secs(4)).await;
+    assert_eq!(t.to, Health::Down);
+    assert_eq!(
+        t.reason,
+        format!("{PASSIVE}; confirmed by check: timeout after 100ms waiting for the status line, 3/3 failed")
+    );
+    // Down: its checks are bounded by `timeout` again (the suspicion is over).
+    assert_eq!(hc.status(&k).unwrap().suspicion, None);
+    hc.shutdown().await;
+}
+
+#[tokio::test]
 async fn mark_down_is_at_once_and_the_checks_bring_it_back_every_downinter() {
     let srv = serve(V4, Behaviour::Close).await;
     let (tx, mut rx) = mpsc::unbounded_channel();

@@ -1,6 +1,7 @@
-//! Passive health (issue 12): a backend that goes silent (its packets vanish, no RST) is found
-//! by its clients' retransmitted SYNs, confirmed by its check and marked DOWN with a `passive:`
-//! reason, and its clients' new connections succeed on another backend.
+//! Passive health (issue 12): a backend that goes silent (its packets vanish, no RST) or whose
+//! service stops (its kernel answers RST) is found by its clients' unanswered or retransmitted
+//! SYNs, confirmed by its check and marked DOWN with a `passive:` reason, and its clients' new
+//! connections succeed on another backend.
 
 use std::{
     net::IpAddr,
@@ -77,25 +78,11 @@ fn s12_a_silent_backend_is_marked_down_by_passive_health_confirmed_by_its_check(
     stop.store(true, Ordering::Relaxed);
     let served: usize = load.into_iter().map(|h| h.join().expect("client thread")).sum();
     eprintln!("{victim} DOWN {took:?} after it went silent; {served} connections served meanwhile");
-    let state = e.api("show servers state be_app").unwrap();
-    let row = state
-        .lines()
-        .find(|l| l.split(' ').nth(3) == Some(victim.as_str()))
-        .unwrap_or_else(|| panic!("no row for {victim}:\n{state}"));
-    let reason = row
-        .splitn(23, ' ')
-        .nth(22)
-        .unwrap_or_else(|| panic!("no reason column: {row}"));
+    let reason = passive_down_reason(&e, &victim);
+    let (attempts, retransmits) = counts(&reason);
     assert!(
-        reason.starts_with("passive: ")
-            && reason.contains(" SYN retransmits, ")
-            && reason.contains("; confirmed by check: "),
-        "DOWN must be passive health's, confirmed by a check: {row}"
-    );
-    let retransmits: u64 = row.split(' ').nth(20).unwrap().parse().unwrap();
-    assert!(
-        retransmits >= 10,
-        "error_limit (10) retransmits were counted: {row}"
+        attempts >= 10 || retransmits >= 10,
+        "error_limit (10) unanswered attempts or retransmits were counted: {reason}"
     );
     assert!(
         e.agent_log().contains(&format!("be_app/{victim}: passive: ")),
@@ -110,4 +97,80 @@ fn s12_a_silent_backend_is_marked_down_by_passive_health_confirmed_by_its_check(
         assert_ne!(b, victim);
     }
     assert!(silence.dropped().unwrap() > 0);
+}
+
+#[test]
+fn s12b_a_backend_whose_service_stops_is_marked_down_by_its_unanswered_attempts() {
+    // Its kernel answers each SYN with an RST: no client sends a SYN again, so only attempts
+    // that no handshake follows show it. Alone, the checks (inter 2 s, fall 3) would mark it
+    // DOWN with a reason of their own ("connect refused, 3/3 failed"), not a `passive:` one.
+    let mut e = env(
+        "passive-rst",
+        Opts {
+            inter: "2s".into(),
+            fall: 3,
+            health_extra: "observe = \"layer4\", on_error = \"sudden-death\", fastinter = \"200ms\"".into(),
+            ..Opts::sources(120, 0)
+        },
+    );
+    let pins = pin_all(&e, &e.sources4);
+    let victim = pins[&e.sources4[0]].clone();
+    let (moved, _stayed) = split(&pins, &victim);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = keep_connecting(&e, &e.sources4, 16, &stop);
+    std::thread::sleep(Duration::from_millis(500));
+    e.http[backend_index(&victim)].stop();
+    let took = wait_state(&e, "be_app", &victim, "DOWN", Duration::from_secs(15));
+    stop.store(true, Ordering::Relaxed);
+    let served: usize = load.into_iter().map(|h| h.join().expect("client thread")).sum();
+    eprintln!("{victim} DOWN {took:?} after its service stopped; {served} connections served meanwhile");
+    let reason = passive_down_reason(&e, &victim);
+    let (attempts, retransmits) = counts(&reason);
+    assert!(
+        attempts >= 10 && reason.contains(", 0 handshakes in "),
+        "unanswered attempts made it suspect: {reason}"
+    );
+    assert_eq!(retransmits, 0, "a refused SYN is never sent again: {reason}");
+    assert!(
+        reason.contains("; confirmed by check: connect refused"),
+        "{reason}"
+    );
+    for s in &moved {
+        let b = e
+            .get_vip(*s)
+            .unwrap_or_else(|err| panic!("{s} (pinned to stopped {victim}) failed: {err:#}"));
+        assert_ne!(b, victim);
+    }
+}
+
+/// `victim`'s DOWN reason in `show servers state`; it must be passive health's, confirmed by a
+/// check.
+fn passive_down_reason(e: &LbEnv, victim: &str) -> String {
+    let state = e.api("show servers state be_app").unwrap();
+    let row = state
+        .lines()
+        .find(|l| l.split(' ').nth(3) == Some(victim))
+        .unwrap_or_else(|| panic!("no row for {victim}:\n{state}"));
+    let reason = row
+        .splitn(23, ' ')
+        .nth(22)
+        .unwrap_or_else(|| panic!("no reason column: {row}"));
+    assert!(
+        reason.starts_with("passive: ")
+            && reason.contains(" SYN retransmits, ")
+            && reason.contains("; confirmed by check: "),
+        "DOWN must be passive health's, confirmed by a check: {row}"
+    );
+    reason.to_string()
+}
+
+/// The new SYNs and SYN retransmits a `passive: N new SYNs, R SYN retransmits, …` reason names.
+fn counts(reason: &str) -> (u64, u64) {
+    let words: Vec<&str> = reason.split(' ').collect();
+    let n = |i: usize| {
+        words[i]
+            .parse()
+            .unwrap_or_else(|_| panic!("no count at word {i}: {reason}"))
+    };
+    (n(1), n(4))
 }

@@ -70,9 +70,10 @@ pub const KEYS: [&str; 6] = [
 /// active checks keep the defaults (inter 2 s, fall 3).
 pub const OBSERVE_LAYER4: bool = true;
 
-/// The passive-health keys the bench's xlb runs with: suspicion confirmed by checks every
-/// 200 ms (HAProxy's `fastinter`), DOWN at the `fall`-th failed one.
-pub const PASSIVE: &str = "observe = \"layer4\", fastinter = \"200ms\", ";
+/// The passive-health keys the bench's xlb runs with: a suspicion is confirmed by one check at
+/// once (`sudden-death`: the next failed check marks DOWN), bounded by `fastinter` (200 ms).
+/// HAProxy's run marks DOWN on its suspicion without a check (`on-error mark-down`).
+pub const PASSIVE: &str = "observe = \"layer4\", on_error = \"sudden-death\", fastinter = \"200ms\", ";
 
 /// The backend that fails (index into the environment's backends; server `app2`).
 const FAILED: usize = 1;
