@@ -34,8 +34,9 @@ use lb_common::PassiveStats;
 /// How often the agent reads the counters.
 pub const READ_EVERY: Duration = Duration::from_millis(200);
 
-/// How far back a backend is judged: readings older than this are dropped (so the span between
-/// the oldest and newest reading is about 800 ms with readings every 200 ms).
+/// How far back a backend is judged: readings older than this are dropped (so the longest span,
+/// from the oldest to the newest reading, is about 800 ms with readings every 200 ms; the
+/// shortest is one reading to the next).
 pub const WINDOW: Duration = Duration::from_millis(1000);
 
 /// A suspect finishes at most one handshake per this many attempts (or retransmissions).
@@ -87,20 +88,39 @@ struct Track {
 }
 
 impl Track {
-    /// What happened between the oldest and the newest reading, and the time between them.
-    fn delta(&self) -> (PassiveStats, Duration) {
-        match (self.readings.front(), self.readings.back()) {
-            (Some((t0, a)), Some((t1, b))) => (
-                PassiveStats {
-                    syn_sent: b.syn_sent - a.syn_sent,
-                    syn_retransmits: b.syn_retransmits - a.syn_retransmits,
-                    handshakes: b.handshakes - a.handshakes,
-                },
-                t1.saturating_duration_since(*t0),
-            ),
-            _ => (PassiveStats::default(), Duration::ZERO),
+    /// What happened over the last `readings` readings (the span from the oldest of them to the
+    /// newest), and the time between them; `None` when there are fewer.
+    fn delta(&self, readings: usize) -> Option<(PassiveStats, Duration)> {
+        let n = self.readings.len();
+        if readings < 2 || n < readings {
+            return None;
         }
+        let ((t0, a), (t1, b)) = (&self.readings[n - readings], &self.readings[n - 1]);
+        Some((
+            PassiveStats {
+                syn_sent: b.syn_sent - a.syn_sent,
+                syn_retransmits: b.syn_retransmits - a.syn_retransmits,
+                handshakes: b.handshakes - a.handshakes,
+            },
+            t1.saturating_duration_since(*t0),
+        ))
     }
+}
+
+/// Whether `d` (one backend's counts over a span) is silent while one of `siblings` (theirs
+/// over the same span) serves, by either signal (see the module's documentation).
+fn silent_beside(d: &PassiveStats, limit: u64, siblings: &[PassiveStats]) -> bool {
+    let unanswered = d.syn_sent >= limit
+        && d.handshakes * ATTEMPTS_PER_HANDSHAKE <= d.syn_sent
+        && siblings
+            .iter()
+            .any(|o| o.handshakes > 0 && o.handshakes * 2 >= o.syn_sent);
+    let retransmitted = d.syn_retransmits >= limit
+        && d.handshakes * ATTEMPTS_PER_HANDSHAKE <= d.syn_retransmits
+        && siblings
+            .iter()
+            .any(|o| o.handshakes > 0 && o.handshakes >= o.syn_retransmits);
+    unanswered || retransmitted
 }
 
 /// Per service, per server: the readings of the last [`WINDOW`].
@@ -144,35 +164,35 @@ impl Detector {
                 t.readings.pop_front();
             }
         }
-        let deltas: Vec<(&str, PassiveStats, Duration)> = backends
+        // Each span the window holds, shortest first (the last two readings, the last three, …):
+        // a backend that stopped answering a moment ago shows it in the short spans, before the
+        // counts from when it still answered leave the long one.
+        let longest = backends
             .iter()
-            .map(|b| {
-                let (d, span) = tracks[b.server].delta();
-                (b.server, d, span)
-            })
-            .collect();
+            .map(|b| tracks[b.server].readings.len())
+            .max()
+            .unwrap_or(0);
         let mut suspects = Vec::new();
         for b in backends {
             let Some(limit) = b.error_limit else { continue };
-            let (_, d, span) = deltas
-                .iter()
-                .find(|(s, ..)| *s == b.server)
-                .expect("every backend has a delta");
             let limit = u64::from(limit.max(1));
-            let siblings = || deltas.iter().filter(|(s, ..)| *s != b.server).map(|(_, o, _)| o);
-            let unanswered = d.syn_sent >= limit
-                && d.handshakes * ATTEMPTS_PER_HANDSHAKE <= d.syn_sent
-                && siblings().any(|o| o.handshakes > 0 && o.handshakes * 2 >= o.syn_sent);
-            let retransmitted = d.syn_retransmits >= limit
-                && d.handshakes * ATTEMPTS_PER_HANDSHAKE <= d.syn_retransmits
-                && siblings().any(|o| o.handshakes > 0 && o.handshakes >= o.syn_retransmits);
-            if unanswered || retransmitted {
+            let track = &tracks[b.server];
+            let found = (2..=longest).find_map(|readings| {
+                let (d, span) = track.delta(readings)?;
+                let siblings: Vec<PassiveStats> = backends
+                    .iter()
+                    .filter(|o| o.server != b.server)
+                    .filter_map(|o| tracks[o.server].delta(readings).map(|(d, _)| d))
+                    .collect();
+                silent_beside(&d, limit, &siblings).then_some((d, span))
+            });
+            if let Some((d, span)) = found {
                 suspects.push(Suspicion {
                     server: b.server.to_string(),
                     attempts: d.syn_sent,
                     retransmits: d.syn_retransmits,
                     handshakes: d.handshakes,
-                    span: *span,
+                    span,
                 });
             }
         }
@@ -282,6 +302,54 @@ mod tests {
             run(|i| if i == 0 { per(5, 0, 1) } else { per(4, 0, 4) }, Some(10)),
             vec![]
         );
+    }
+
+    #[test]
+    fn a_backend_that_stops_answering_is_suspect_in_the_first_span_that_shows_it() {
+        // Every backend serves 20 attempts per reading; from the fourth reading on app1 answers
+        // none. The whole window still holds its earlier handshakes (80 attempts, 60
+        // handshakes at the fourth reading): the last span alone shows it.
+        let mut d = Detector::new();
+        let t0 = Instant::now();
+        let mut totals = [PassiveStats::default(); 4];
+        let mut got = Vec::new();
+        for round in 0..6u32 {
+            for (i, t) in totals.iter_mut().enumerate() {
+                if round > 0 {
+                    t.add(&if i == 0 && round >= 4 {
+                        per(20, 0, 0)
+                    } else {
+                        per(20, 0, 20)
+                    });
+                }
+            }
+            let readings: Vec<Reading<'_>> = SERVERS
+                .iter()
+                .zip(totals)
+                .enumerate()
+                .map(|(i, (s, counters))| Reading {
+                    server: s,
+                    id: i as u32,
+                    counters,
+                    error_limit: Some(10),
+                })
+                .collect();
+            got.extend(
+                d.observe(t0 + READ_EVERY * round, "web", &readings)
+                    .into_iter()
+                    .map(|s| (round, s)),
+            );
+        }
+        let first = Suspicion {
+            server: "app1".into(),
+            attempts: 20,
+            retransmits: 0,
+            handshakes: 0,
+            span: READ_EVERY,
+        };
+        // Reported again on the next span of new evidence (the agent asks only about servers
+        // it does not suspect already).
+        assert_eq!(got, vec![(4, first.clone()), (5, first)]);
     }
 
     #[test]
