@@ -15,8 +15,9 @@ pub const DEFAULT_ERROR_LIMIT: u32 = 10;
 pub struct Observe {
     /// `observe = "layer4"`: the detector watches the server's handshakes; off when absent.
     pub layer4: bool,
-    /// SYN retransmissions within the detector's window (with almost no handshakes while a
-    /// sibling serves) that make the server suspect.
+    /// Unanswered connection attempts, or SYN retransmissions, within a span of the
+    /// detector's window (with almost no handshakes while a sibling serves) that make the
+    /// server suspect.
     pub error_limit: u32,
     /// What a suspicion does.
     pub on_error: OnError,

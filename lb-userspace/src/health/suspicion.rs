@@ -6,7 +6,7 @@ use super::{CheckStatus, Health, HealthChecker, TargetKey, Transition, lock};
 use crate::config::OnError;
 
 impl HealthChecker {
-    /// Passive health suspects `key` (`reason`: `passive: 14 SYN retransmits, ...`): act per
+    /// Passive health suspects `key` (`reason`: `passive: 12 new SYNs, 14 SYN retransmits, ...`): act per
     /// `on_error`. Nothing happens to a target that is not checked, is Down already or is
     /// suspected already (its checks are on it); returns whether it acted.
     ///
