@@ -12,8 +12,8 @@ use aya_ebpf::{
 use lb_common::{
     Backend, BackendStats, FRAGMENT_RECORDS, FloorTarget, FragmentKey, FragmentRecord, INSERTS_RING_BYTES,
     InsertRecord, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS,
-    NEW_ENTRIES_WINDOW_NS, NameSlot, OwnMac, PassiveStats, RateWindow, SYN_RECORDS, Service, ServiceStats,
-    StickEntry, StickKey, SynKey, SynRecord, VIP_PROBES, VIP_TABLE_SIZE, VipSlot, bench_slot, gstat::Counter,
+    NEW_ENTRIES_WINDOW_NS, NameSlot, OwnMac, PassiveStats, RateWindow, SYN_SLOTS, Service, ServiceStats,
+    StickEntry, StickKey, SynKey, SynSlot, VIP_PROBES, VIP_TABLE_SIZE, VipSlot, bench_slot, gstat::Counter,
     vip_home,
 };
 
@@ -112,36 +112,31 @@ static SSTATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entries(MAX_SER
 #[map(name = "XLB_BSTATS")]
 static BSTATS: PerCpuArray<BackendStats> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
-/// Passive health: TCP connection attempts whose handshake is not yet seen to finish. Key: the
-/// attempt (client address and port, service, VIP port, family). Value: its SYN's sequence
-/// number (the ISN), the backend it went to, when it was last seen. Written by the data path on
-/// every TCP SYN to a VIP (a new record, or the same ISN again: a retransmission; a new ISN
-/// overwrites) and deleted at the attempt's first ACK; read by the data path on SYNs and on the
-/// packets that may be a first ACK (`passive`). Never touched by the agent. LRU of
-/// `SYN_RECORDS`: a flood of spoofed SYNs only evicts records (fewer signals, none false). Not
-/// pinned: a record lives a round trip. Its LRU lists are per CPU (`BPF_F_NO_COMMON_LRU`): a
-/// new record evicts without the common list's lock (a SYN flood writes one per packet); every
-/// CPU still finds every record.
+/// Passive health: TCP connection attempts whose handshake is not yet seen to finish. An array
+/// of `SYN_SLOTS` slots; index: the attempt's `SynKey::slot` (a hash of client address and
+/// port, service, VIP port, family). Value: the attempt that holds the slot (its key) and its
+/// SYN's sequence number (the ISN), the backend it went to and when it was last seen
+/// (`SynSlot`; `seen_ns` 0: empty). Written by the data path on every TCP SYN to a VIP (the
+/// same key and ISN again: a retransmission; anything else is a new attempt and takes the slot,
+/// whoever held it) and emptied at the attempt's first ACK; read by the data path on SYNs and
+/// on the packets that may be a first ACK (`passive`). Never touched by the agent. A flood of
+/// spoofed SYNs only overwrites records (fewer signals, alike on every backend). CPUs that
+/// write one slot at once may tear it: at worst one attempt is miscounted. An array, not an
+/// LRU hash: a SYN costs a lookup the verifier inlines and a few stores, not a hash insert
+/// with its eviction (a SYN flood writes one per packet). Not pinned: a record lives a round
+/// trip.
 #[map(name = "XLB_SYNS")]
-static SYNS: aya_ebpf::maps::LruHashMap<SynKey, SynRecord> =
-    aya_ebpf::maps::LruHashMap::with_max_entries(SYN_RECORDS, aya_ebpf::bindings::BPF_F_NO_COMMON_LRU);
+static SYNS: Array<SynSlot> = Array::with_max_entries(SYN_SLOTS, 0);
 
-/// Per CPU: where a SYN record's key and value are built before `XLB_SYNS` is looked up or
-/// written, off the stack (see `FRAG_KEY`: the one frame must stay within 512 bytes). Written
-/// and read by the data path on the SYN and first-ACK paths only; not pinned.
+/// Per CPU: where a SYN's key is built before its `XLB_SYNS` slot is read, off the stack (see
+/// `FRAG_KEY`: the one frame must stay within 512 bytes). Written and read by the data path on
+/// the SYN and first-ACK paths only; not pinned.
 #[map(name = "XLB_SYN_SCRATCH")]
-static SYN_SCRATCH: PerCpuArray<SynScratch> = PerCpuArray::with_max_entries(1, 0);
+static SYN_SCRATCH: PerCpuArray<SynKey> = PerCpuArray::with_max_entries(1, 0);
 
-/// A value of `XLB_SYN_SCRATCH`.
-#[repr(C)]
-pub struct SynScratch {
-    pub key: SynKey,
-    pub record: SynRecord,
-}
-
-/// This CPU's scratch slot for a SYN record (see `SYN_SCRATCH`).
+/// This CPU's scratch key for a SYN record (see `SYN_SCRATCH`).
 #[inline(always)]
-pub fn syn_scratch() -> Option<&'static mut SynScratch> {
+pub fn syn_scratch() -> Option<&'static mut SynKey> {
     // SAFETY: per-CPU slot, see `count`; its one user finishes with it before the program ends.
     SYN_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
@@ -359,23 +354,13 @@ pub fn service_stats(id: u32) -> Option<&'static mut ServiceStats> {
     SSTATS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
 }
 
-/// The SYN record of a connection attempt, to read and update in place.
+/// The `XLB_SYNS` slot of a connection attempt (whichever attempt holds it now), to read and
+/// update in place.
 #[inline(always)]
-pub fn syn_record(key: &SynKey) -> Option<*mut SynRecord> {
-    SYNS.get_ptr_mut(key)
-}
-
-/// Record a new connection attempt (`SynScratch::key` -> `SynScratch::record`). A failed write
-/// only costs its signals.
-#[inline(always)]
-pub fn record_syn(s: &SynScratch) {
-    let _ = SYNS.insert(&s.key, &s.record, 0);
-}
-
-/// Forget an attempt whose first ACK came.
-#[inline(always)]
-pub fn forget_syn(key: &SynKey) {
-    let _ = SYNS.remove(key);
+pub fn syn_slot(key: &SynKey) -> Option<&'static mut SynSlot> {
+    // SAFETY: a value pointer from the map; its fields are plain integers. Racing writers at
+    // worst tear a record (see `SYNS`).
+    SYNS.get_ptr_mut(key.slot()).map(|p| unsafe { &mut *p })
 }
 
 #[inline(always)]

@@ -67,7 +67,7 @@ pub const MAP_FRAGMENTS: &str = "XLB_FRAGMENTS";
 /// The ring of new stick entries (`InsertRecord`). Not pinned: each loaded program has its
 /// own, read by the agent that loaded it.
 pub const MAP_INSERTS: &str = "XLB_INSERTS";
-/// SYNs whose handshake is not yet seen to finish (`SynKey` -> `SynRecord`). Not pinned: a
+/// SYNs whose handshake is not yet seen to finish (an array of `SynSlot`). Not pinned: a
 /// record lives a round trip; a new program starts with none and misses a second's signals.
 pub const MAP_SYNS: &str = "XLB_SYNS";
 /// Per-backend handshake signals, per CPU (`PassiveStats`). Not pinned: the agent's detector

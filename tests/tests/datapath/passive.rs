@@ -3,7 +3,7 @@
 
 use harness::fixture::*;
 use harness::packet::*;
-use lb_common::{FAMILY_V4, PassiveStats, StickKey};
+use lb_common::{FAMILY_V4, PassiveStats, StickKey, SynKey};
 
 use crate::from_client;
 
@@ -145,4 +145,36 @@ fn non_vip_malformed_udp_and_later_segments_count_nothing() {
     lb.forwarded_to(&seg4(c, 40000, TCP_RST, 7));
     lb.forwarded_to(&seg4(c, 40000, TCP_SYN | TCP_ACK, 7));
     assert_eq!(all_signals(&lb), stats(0, 0, 0));
+}
+
+/// Attempts share `XLB_SYNS` slots by hash (`SynKey::slot`): a new attempt takes its slot from
+/// the attempt that held it, whose first ACK then counts nothing and whose SYN sent again
+/// counts as a new attempt.
+#[test]
+fn a_new_attempt_takes_its_slot_from_the_attempt_that_held_it() {
+    let mut lb = Lb::new(Svc::default());
+    // As the data path builds it: ports as they sit in the packet, service 0.
+    let key = |c: [u8; 4], port: u16| SynKey::new(v4(c), port.to_be(), 80u16.to_be(), 0, FAMILY_V4);
+    let (a, port_a) = (client4(5), 40000);
+    let (b, port_b) = (6..=250u8)
+        .flat_map(|n| (1024..=u16::MAX).map(move |p| (client4(n), p)))
+        .find(|&(c, p)| key(c, p).slot() == key(a, port_a).slot())
+        .expect("an attempt that hashes to the same slot");
+    lb.forwarded_to(&seg4(a, port_a, TCP_SYN, 100));
+    lb.forwarded_to(&seg4(b, port_b, TCP_SYN, 200));
+    assert_eq!(all_signals(&lb), stats(2, 0, 0));
+    lb.forwarded_to(&seg4(a, port_a, TCP_SYN, 100));
+    assert_eq!(
+        all_signals(&lb),
+        stats(3, 0, 0),
+        "its record was taken: the same SYN again is a new attempt, not a retransmission"
+    );
+    lb.forwarded_to(&ack4(b, port_b, 201));
+    assert_eq!(
+        all_signals(&lb),
+        stats(3, 0, 0),
+        "b's record is gone: no handshake"
+    );
+    lb.forwarded_to(&ack4(a, port_a, 101));
+    assert_eq!(all_signals(&lb), stats(3, 0, 1));
 }

@@ -5,7 +5,8 @@ use lb_common::BackendStats;
 
 /// Every family an agent with peers, checks and two services shows.
 fn full() -> Snapshot {
-    let server = |name: &str, state| ServerFigures {
+    let server = |name: &str, state| {
+        ServerFigures {
         name: name.into(),
         stats: Some(BackendStats {
             packets: 7,
@@ -23,6 +24,7 @@ fn full() -> Snapshot {
             "passive: 12 new SYNs, 14 SYN retransmits, 0 handshakes in 800 ms; confirmed by check: timeout, 3/3 failed"
                 .into(),
         ),
+    }
     };
     let service = |name: &str| ServiceFigures {
         name: name.into(),
