@@ -36,7 +36,10 @@ fn api_streamed(e: &LbEnv, cmd: &str) -> (usize, Duration, Duration) {
 #[test]
 fn health_checks_keep_their_interval_while_a_million_entry_table_is_walked() {
     const ENTRIES: u32 = 1_000_000;
-    let inter = Duration::from_millis(200);
+    // Each walk takes seconds: a check blocked behind one would come many intervals late. 500 ms
+    // (not less) leaves the checks room for the scheduling delays of a busy two-core machine
+    // (gaps of 409-479 ms were seen at 200 ms under load, with no walk in the way).
+    let inter = Duration::from_millis(500);
     let e = env(
         "walk",
         Opts {
