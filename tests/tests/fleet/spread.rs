@@ -15,8 +15,13 @@ use harness::fleet::{
 use crate::{VIPS, announced_fleet};
 
 /// Sends `flows` to `vip`:80 and returns the SYNs each balancer counted (once all arrived, or
-/// after a bounded wait).
+/// after a bounded wait). First waits for the router to route `vip` to every balancer again: on
+/// a loaded machine a BFD session may flap (100 ms x 3) and take a next hop away for a moment.
 fn spread(fleet: &Fleet, counters: &[SynCounter], flows: Vec<(IpAddr, u16)>, vip: IpAddr) -> Vec<u64> {
+    let all: Vec<usize> = (0..BALANCERS).collect();
+    fleet
+        .wait_next_hops(vip, &all, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let family = |c: SynCount| if vip.is_ipv4() { c.v4 } else { c.v6 };
     let before: Vec<u64> = counters.iter().map(|c| family(c.read().unwrap())).collect();
     let sent = send_syns(&fleet.topo, fleet.client, flows, SocketAddr::new(vip, 80))
@@ -33,6 +38,11 @@ fn spread(fleet: &Fleet, counters: &[SynCounter], flows: Vec<(IpAddr, u16)>, vip
             assert_eq!(
                 total, sent as u64,
                 "SYNs counted per balancer {got:?}, sent {sent}"
+            );
+            // What the router did with them, should the spread be wrong.
+            println!(
+                "router's route to {vip} after the SYNs:\n{}",
+                fleet.router_route(vip).unwrap_or_else(|e| format!("{e:#}"))
             );
             return got;
         }
