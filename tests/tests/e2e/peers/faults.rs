@@ -129,9 +129,11 @@ fn s15_peers_updates_without_the_key_change_nothing() {
     after.sort();
     let peers = e.api("show peers").unwrap();
     assert_eq!(after, before, "lb1's table changed:\n{peers}");
-    // The three attempts with the wrong key or none, and the four that said nothing.
+    // The three attempts with the wrong key or none, and the four that said nothing. (Not
+    // `applied`: it also counts what the real lb2 sends, which may come during the wait; the
+    // table above is the proof that no forged line was applied, each moving a client or adding
+    // one.)
     assert_eq!(peer_column(&peers, "lb2", "bad_auth"), 7, "{peers}");
-    assert_eq!(peer_column(&peers, "lb2", "applied"), 0, "{peers}");
     // The real peer is still connected and authenticated.
     assert!(
         r.api2("show peers")
