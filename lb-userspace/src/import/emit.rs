@@ -81,6 +81,15 @@ pub(super) fn emit(plan: &Plan, file: &str) -> String {
                     );
                 }
             }
+            if !v.passive.is_empty() {
+                line(
+                    o,
+                    "# its own passive health (the service's is its first checked server's)",
+                );
+            }
+            for (k, toml) in &v.passive {
+                key(o, k, toml);
+            }
         }
     }
     if let Some(p) = &plan.peering {

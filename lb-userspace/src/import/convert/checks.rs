@@ -1,12 +1,12 @@
 //! The service's health check: the kind from the backend (`option httpchk`, `http-check`,
 //! `option tcp-check`, `timeout check`), the timing from its checked servers.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use super::{Context, Value, quoted, servers::Kept};
 use crate::{
     config::format_duration,
-    import::haproxy::{At, Check, Proxy},
+    import::haproxy::{At, Check, Proxy, ServerParams},
 };
 
 /// The health check.
@@ -14,6 +14,9 @@ pub(super) struct HealthPlan {
     pub(super) value: Value,
     /// The servers are checked (type is not "none").
     pub(super) checks: bool,
+    /// Per server line: the passive-health keys of its own, where it differs from the
+    /// service's (the first checked server's), as (key, TOML value).
+    pub(super) overrides: Vec<(usize, Vec<(&'static str, String)>)>,
 }
 
 /// The service's health check: the backend's check kind, the first checked server's timing.
@@ -27,6 +30,7 @@ pub(super) fn health(be: &Proxy, kept: &[Kept], cx: &mut Context) -> HealthPlan 
                 from: vec!["no server has `check` in haproxy.cfg: every server counts as up".into()],
             },
             checks: false,
+            overrides: Vec::new(),
         };
     };
     let mut from = Vec::new();
@@ -119,7 +123,6 @@ pub(super) fn health(be: &Proxy, kept: &[Kept], cx: &mut Context) -> HealthPlan 
             ),
         );
     }
-    let whole_ms = |d: Duration| Duration::from_millis(d.as_millis().max(1) as u64);
     fields.push(format!("inter = {}", quoted(&format_duration(whole_ms(inter)))));
     if let Some(t) = &be.timeout_check {
         from.push(cx.origin(t.line));
@@ -130,6 +133,18 @@ pub(super) fn health(be: &Proxy, kept: &[Kept], cx: &mut Context) -> HealthPlan 
     }
     fields.push(format!("rise = {rise}"));
     fields.push(format!("fall = {fall}"));
+    let head_keys = passive_keys(p);
+    fields.extend(head_keys.iter().map(|(k, v)| format!("{k} = {v}")));
+    let mut warned = BTreeSet::new();
+    let mut overrides = Vec::new();
+    for (s, q) in &params {
+        warn_observe(q, &mut warned, cx);
+        let own = own_passive(&passive_keys(q), &head_keys, &format_duration(whole_ms(inter)));
+        if !own.is_empty() {
+            overrides.push((s.line, own));
+        }
+    }
+    let passive_lines: BTreeSet<usize> = passive_lines(p);
     let lines: Vec<String> = [
         p.inter.as_ref().map(|i| i.line),
         p.rise.as_ref().map(|r| r.line),
@@ -150,11 +165,115 @@ pub(super) fn health(be: &Proxy, kept: &[Kept], cx: &mut Context) -> HealthPlan 
             head.name
         )
     });
+    if !passive_lines.is_empty() {
+        let lines: Vec<String> = passive_lines.iter().map(|l| l.to_string()).collect();
+        from.push(format!(
+            "observe, error_limit, on_error, fastinter, downinter: line {} (server {})",
+            lines.join(", "),
+            head.name
+        ));
+    }
     HealthPlan {
         value: Value {
             toml: format!("{{ {} }}", fields.join(", ")),
             from,
         },
         checks: true,
+        overrides,
     }
+}
+
+/// A whole number of milliseconds, at least one.
+fn whole_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis().max(1) as u64)
+}
+
+/// HAProxy's passive health of a server (`observe`, `error-limit`, `on-error`, `fastinter`,
+/// `downinter`) as xlb's health keys (the same words), as (key, TOML value). `observe layer7`
+/// becomes "layer4" (see [`warn_observe`]); another mode is not carried.
+fn passive_keys(p: &ServerParams) -> Vec<(&'static str, String)> {
+    let mut keys = Vec::new();
+    if p.observe
+        .as_ref()
+        .is_some_and(|o| o.value == "layer4" || o.value == "layer7")
+    {
+        keys.push(("observe", quoted("layer4")));
+    }
+    if let Some(e) = &p.error_limit {
+        keys.push(("error_limit", e.value.max(1).to_string()));
+    }
+    if let Some(o) = &p.on_error {
+        keys.push(("on_error", quoted(&o.value)));
+    }
+    for (key, d) in [("fastinter", &p.fastinter), ("downinter", &p.downinter)] {
+        if let Some(d) = d {
+            keys.push((key, quoted(&format_duration(whole_ms(d.value)))));
+        }
+    }
+    keys
+}
+
+/// The lines a server's passive-health options came from.
+fn passive_lines(p: &ServerParams) -> BTreeSet<usize> {
+    [
+        p.observe.as_ref().map(|o| o.line),
+        p.error_limit.as_ref().map(|e| e.line),
+        p.on_error.as_ref().map(|o| o.line),
+        p.fastinter.as_ref().map(|f| f.line),
+        p.downinter.as_ref().map(|d| d.line),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Warns (once per line) about an `observe` mode xlb carries differently or not at all.
+fn warn_observe(p: &ServerParams, warned: &mut BTreeSet<usize>, cx: &mut Context) {
+    let Some(o) = &p.observe else { return };
+    if o.value == "layer4" || !warned.insert(o.line) {
+        return;
+    }
+    if o.value == "layer7" {
+        cx.warn.at(
+            o.line,
+            "`observe layer7` watches HTTP responses, which xlb never sees (servers answer clients \
+             directly): observe = \"layer4\" carried instead (handshakes that do not finish while \
+             the service's other servers' do)",
+        );
+    } else {
+        cx.warn.at(
+            o.line,
+            format!(
+                "`observe {}` not carried: xlb observes \"layer4\" or \"none\"",
+                o.value
+            ),
+        );
+    }
+}
+
+/// The keys a server needs of its own for its passive health `own` to hold where the service's
+/// is `service`: each that differs, and xlb's default for each the service sets and it does not
+/// (HAProxy's defaults: observe none, error-limit 10, on-error fastinter, both intervals `inter`).
+fn own_passive(
+    own: &[(&'static str, String)],
+    service: &[(&'static str, String)],
+    inter: &str,
+) -> Vec<(&'static str, String)> {
+    let get = |keys: &[(&'static str, String)], k: &str| {
+        keys.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone())
+    };
+    ["observe", "error_limit", "on_error", "fastinter", "downinter"]
+        .into_iter()
+        .filter_map(|k| {
+            let default = match k {
+                "observe" => quoted("none"),
+                "error_limit" => crate::config::DEFAULT_ERROR_LIMIT.to_string(),
+                "on_error" => quoted("fastinter"),
+                _ => quoted(inter),
+            };
+            let mine = get(own, k).unwrap_or_else(|| default.clone());
+            let theirs = get(service, k).unwrap_or(default);
+            (mine != theirs).then_some((k, mine))
+        })
+        .collect()
 }

@@ -54,6 +54,8 @@ pub(super) struct ServerPlan {
     pub(super) weight: Option<Value>,
     pub(super) state: Option<Value>,
     pub(super) check_port: Option<Value>,
+    /// Passive-health keys of its own (where it differs from its service's), as (key, TOML).
+    pub(super) passive: Vec<(&'static str, String)>,
 }
 
 /// Services one config may hold (the data path's limit).

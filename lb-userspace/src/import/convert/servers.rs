@@ -26,6 +26,9 @@ impl Kept {
     /// The server's plan, with its check port when the service checks its servers.
     pub(super) fn into_plan(self, health: &HealthPlan) -> ServerPlan {
         let mut plan = self.plan;
+        if let Some((_, own)) = health.overrides.iter().find(|(line, _)| *line == plan.line) {
+            plan.passive = own.clone();
+        }
         if health.checks
             && let Some((port, line)) = self.check_port
         {
@@ -154,6 +157,7 @@ pub(super) fn servers(be: &Proxy, vip: SocketAddr, service: &str, cx: &mut Conte
                 weight,
                 state,
                 check_port: None,
+                passive: Vec::new(),
             },
             check_port,
             checked: p.check.is_some(),

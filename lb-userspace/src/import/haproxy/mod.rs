@@ -9,8 +9,8 @@ mod server;
 
 use std::{collections::HashMap, time::Duration};
 
-pub(super) use model::{At, Check, Haproxy, Kind, PeerMember, Peers, Proxy, StickTable};
-use model::{ServerLine, ServerParams, UseBackend, at};
+pub(super) use model::{At, Check, Haproxy, Kind, PeerMember, Peers, Proxy, ServerParams, StickTable};
+use model::{ServerLine, UseBackend, at};
 
 use super::{
     lexer::Line,

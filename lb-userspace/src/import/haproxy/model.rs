@@ -138,6 +138,13 @@ pub(in crate::import) struct ServerParams {
     pub(in crate::import) port: Option<At<u16>>,
     pub(in crate::import) disabled: Option<usize>,
     pub(in crate::import) backup: Option<usize>,
+    /// Passive health: `observe layer4|layer7` (`observe none` clears it), `error-limit N`,
+    /// `on-error fastinter|fail-check|sudden-death|mark-down`, `fastinter T`, `downinter T`.
+    pub(in crate::import) observe: Option<At<String>>,
+    pub(in crate::import) error_limit: Option<At<u32>>,
+    pub(in crate::import) on_error: Option<At<String>>,
+    pub(in crate::import) fastinter: Option<At<Duration>>,
+    pub(in crate::import) downinter: Option<At<Duration>>,
 }
 
 #[derive(Debug, Clone)]

@@ -5,7 +5,9 @@ use super::{
     haproxy_time,
     model::{At, ServerParams},
 };
-use crate::import::warnings::Warnings;
+use std::str::FromStr as _;
+
+use crate::{config, import::warnings::Warnings};
 
 /// Server options that are flags (every other option takes one argument).
 const SERVER_FLAGS: [&str; 36] = [
@@ -77,6 +79,21 @@ pub(super) fn server_params(
             "fall" => s.fall = number(arg).map(count),
             "weight" => s.weight = number(arg).map(count),
             "port" => s.port = arg.and_then(|a| a.parse().ok()).map(|v| At { value: v, line }),
+            "observe" if arg.is_some_and(|a| a == "none") => s.observe = None,
+            "observe" => s.observe = arg.map(|a| At { value: a.clone(), line }),
+            "error-limit" => s.error_limit = number(arg).map(count),
+            "on-error" if arg.is_some_and(|a| config::OnError::from_str(a).is_ok()) => {
+                s.on_error = arg.map(|a| At { value: a.clone(), line })
+            }
+            "on-error" => warn.at(
+                line,
+                format!(
+                    "`on-error {}` not carried: xlb's on_error is fastinter, fail-check, sudden-death or mark-down",
+                    arg.map_or("", |a| a.as_str())
+                ),
+            ),
+            "fastinter" => s.fastinter = arg.and_then(|a| haproxy_time(a)).map(value),
+            "downinter" => s.downinter = arg.and_then(|a| haproxy_time(a)).map(value),
             _ => {
                 let shown = arg.map_or(k.to_string(), |a| format!("{k} {a}"));
                 warn.at(
@@ -96,7 +113,6 @@ fn server_option_reason(k: &str) -> &'static str {
         "slowstart" => {
             "xlb has no slow start: a server that comes up gets its weight's share of new clients at once"
         }
-        "fastinter" | "downinter" => "xlb checks at one interval (health.inter)",
         "addr" => "xlb checks the server's own address (with check_port for another port)",
         "check-ssl" | "check-sni" => "xlb's checks are plain TCP or HTTP; point `port` at a plain port",
         "send-proxy"
@@ -115,8 +131,9 @@ fn server_option_reason(k: &str) -> &'static str {
             "xlb has no agent checks"
         }
         "track" => "xlb checks every server itself",
-        "observe" | "on-error" | "on-marked-down" | "on-marked-up" | "error-limit" => {
-            "xlb's server states come from its checks and the runtime API"
+        "on-marked-down" | "on-marked-up" => {
+            "xlb does not act on other servers' connections when a server changes state; a DOWN \
+             server's clients are redispatched (`redispatch = true`)"
         }
         "non-stick" => "xlb sticks every client of a service",
         k if k.starts_with("ssl")
