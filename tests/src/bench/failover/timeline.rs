@@ -1,6 +1,8 @@
 //! The timeline of one silent-loss run: what the agent showed about the failed server, watched
 //! every [`POLL`] from before the drop — `show stat` (its state; the first increase of any
-//! column whose name holds `retrans`, the passive counters, when the agent has them) and each
+//! column whose name holds `retrans`, and the first attempts without a handshake: `syn_sent`
+//! rising over two polls while `handshakes` stays, the passive counters, when the agent has
+//! them) and each
 //! new line of the agent's log naming the server (suspicion, confirming check, DOWN, with the
 //! agent's own words) — then the first redispatched connection, from the clients' log.
 //! Printed with the figures and written to `target/xlb-bench/failover-timeline.json`, beside
@@ -92,6 +94,7 @@ fn watch(
     let mut state: Option<String> = None;
     let mut retrans_start: Option<BTreeMap<String, u64>> = None;
     let mut retrans_seen = false;
+    let mut unanswered = Unanswered::default();
     while !stop.load(Ordering::SeqCst) {
         let now = t0.elapsed().as_secs_f64();
         if let Ok(stat) = api_at(socket, "show stat")
@@ -124,6 +127,12 @@ fn watch(
                 }
                 Some(_) => {}
             }
+            if let Some(what) = unanswered.poll(&row, now) {
+                events.push(Event {
+                    at: unanswered.since,
+                    what: format!("show stat: {who} {what}"),
+                });
+            }
         }
         let log = agent_logs(dir);
         if log.len() > seen_log {
@@ -147,6 +156,48 @@ fn watch(
         });
     }
     events
+}
+
+/// Finds the first attempts without a handshake in successive `show stat` rows: `syn_sent`
+/// rising at two polls in a row while `handshakes` stays (a handshake follows its SYN within
+/// microseconds here, so one poll may catch a SYN before its handshake, two hardly).
+#[derive(Default)]
+struct Unanswered {
+    last: Option<(u64, u64)>,
+    /// Polls in a row with new attempts and no new handshake, and when the first of them was.
+    streak: u32,
+    since: f64,
+    /// (syn_sent, handshakes) before the streak.
+    from: (u64, u64),
+    seen: bool,
+}
+
+impl Unanswered {
+    /// Takes one row read at `now`; the event's text once the streak is two polls long.
+    fn poll(&mut self, row: &BTreeMap<String, String>, now: f64) -> Option<String> {
+        let num = |c: &str| row.get(c).and_then(|v| v.parse::<u64>().ok());
+        let (sent, hs) = (num("syn_sent")?, num("handshakes")?);
+        let last = self.last.replace((sent, hs))?;
+        if self.seen {
+            return None;
+        }
+        if sent > last.0 && hs == last.1 {
+            if self.streak == 0 {
+                self.since = now;
+                self.from = last;
+            }
+            self.streak += 1;
+        } else {
+            self.streak = 0;
+        }
+        (self.streak == 2).then(|| {
+            self.seen = true;
+            format!(
+                "syn_sent rose {} -> {} with handshakes still {} (first attempts without a handshake)",
+                self.from.0, sent, self.from.1
+            )
+        })
+    }
 }
 
 /// Every agent log of the environment's directory, in order.
@@ -256,6 +307,28 @@ mod tests {
             BTreeMap::from([("syn_retrans".to_string(), 14)])
         );
         assert!(stat_row(stat, "app9").is_none());
+    }
+
+    #[test]
+    fn unanswered_attempts_are_seen_at_the_first_of_two_polls() {
+        let row = |sent: u64, hs: u64| {
+            BTreeMap::from([
+                ("syn_sent".to_string(), sent.to_string()),
+                ("handshakes".to_string(), hs.to_string()),
+            ])
+        };
+        let mut u = Unanswered::default();
+        assert_eq!(u.poll(&row(10, 10), 1.0), None);
+        // One poll catches a SYN before its handshake: no event.
+        assert_eq!(u.poll(&row(11, 10), 1.1), None);
+        assert_eq!(u.poll(&row(12, 12), 1.2), None);
+        assert_eq!(u.poll(&row(14, 12), 1.3), None);
+        assert_eq!(
+            u.poll(&row(15, 12), 1.4).as_deref(),
+            Some("syn_sent rose 12 -> 15 with handshakes still 12 (first attempts without a handshake)")
+        );
+        assert_eq!(u.since, 1.3);
+        assert_eq!(u.poll(&row(19, 12), 1.5), None, "once");
     }
 
     #[test]
