@@ -4,7 +4,8 @@
 //! window. Pure: the agent reads the counters every [`READ_EVERY`] and hands them over; the
 //! checker acts on a [`Suspicion`] (`HealthChecker::suspect`).
 //!
-//! A backend is suspect when, over the window, one of two signals says it stopped answering
+//! A backend is suspect when, over a span of the window (each attempt counted given at least
+//! one reading interval to finish its handshake), one of two signals says it stopped answering
 //! while a sibling shows that the service itself works:
 //! - **unanswered attempts**: at least `error_limit` new connection attempts (first SYNs) and
 //!   (almost) no handshakes: at most one per [`ATTEMPTS_PER_HANDSHAKE`] attempts; a sibling
@@ -31,12 +32,13 @@ use std::{
 
 use lb_common::PassiveStats;
 
-/// How often the agent reads the counters.
-pub const READ_EVERY: Duration = Duration::from_millis(200);
+/// How often the agent reads the counters; also the least time an attempt is given to finish its
+/// handshake before it counts as unanswered (see `Track::delta`).
+pub const READ_EVERY: Duration = Duration::from_millis(100);
 
-/// How far back a backend is judged: readings older than this are dropped (so the longest span,
-/// from the oldest to the newest reading, is about 800 ms with readings every 200 ms; the
-/// shortest is one reading to the next).
+/// How far back a backend is judged: readings older than this are dropped (so the longest span
+/// of attempts is about 800 ms with readings every 100 ms; the shortest is one reading
+/// interval).
 pub const WINDOW: Duration = Duration::from_millis(1000);
 
 /// A suspect finishes at most one handshake per this many attempts (or retransmissions).
@@ -63,19 +65,23 @@ pub struct Suspicion {
     pub attempts: u64,
     pub retransmits: u64,
     pub handshakes: u64,
-    /// The time the counts span.
+    /// The time the attempts and retransmissions span.
     pub span: Duration,
+    /// The time the handshakes span (from the same start, one reading further).
+    pub answer_span: Duration,
 }
 
 impl Suspicion {
-    /// `passive: 12 new SYNs, 14 SYN retransmits, 0 handshakes in 800 ms`.
+    /// `passive: 12 new SYNs, 14 SYN retransmits, 0 handshakes (SYNs in 800 ms, handshakes in
+    /// 900 ms)`.
     pub fn reason(&self) -> String {
         format!(
-            "passive: {} new SYNs, {} SYN retransmits, {} handshakes in {} ms",
+            "passive: {} new SYNs, {} SYN retransmits, {} handshakes (SYNs in {} ms, handshakes in {} ms)",
             self.attempts,
             self.retransmits,
             self.handshakes,
-            self.span.as_millis()
+            self.span.as_millis(),
+            self.answer_span.as_millis()
         )
     }
 }
@@ -88,21 +94,27 @@ struct Track {
 }
 
 impl Track {
-    /// What happened over the last `readings` readings (the span from the oldest of them to the
-    /// newest), and the time between them; `None` when there are fewer.
-    fn delta(&self, readings: usize) -> Option<(PassiveStats, Duration)> {
+    /// The attempts and retransmissions over the last `readings` readings before the newest
+    /// (the span from the oldest of them to the one before the newest), and the handshakes from
+    /// the same oldest reading to the newest: every attempt counted had at least one reading
+    /// interval ([`READ_EVERY`]) to finish its handshake. With the two spans; `None` when there
+    /// are too few readings.
+    fn delta(&self, readings: usize) -> Option<(PassiveStats, Duration, Duration)> {
         let n = self.readings.len();
-        if readings < 2 || n < readings {
+        if readings < 2 || n < readings + 1 {
             return None;
         }
-        let ((t0, a), (t1, b)) = (&self.readings[n - readings], &self.readings[n - 1]);
+        let (t0, a) = &self.readings[n - 1 - readings];
+        let (t1, b) = &self.readings[n - 2];
+        let (t2, c) = &self.readings[n - 1];
         Some((
             PassiveStats {
                 syn_sent: b.syn_sent - a.syn_sent,
                 syn_retransmits: b.syn_retransmits - a.syn_retransmits,
-                handshakes: b.handshakes - a.handshakes,
+                handshakes: c.handshakes - a.handshakes,
             },
             t1.saturating_duration_since(*t0),
+            t2.saturating_duration_since(*t0),
         ))
     }
 }
@@ -164,9 +176,9 @@ impl Detector {
                 t.readings.pop_front();
             }
         }
-        // Each span the window holds, shortest first (the last two readings, the last three, …):
-        // a backend that stopped answering a moment ago shows it in the short spans, before the
-        // counts from when it still answered leave the long one.
+        // Each span the window holds, shortest first (one reading interval before the newest
+        // reading, two, …): a backend that stopped answering a moment ago shows it in the short
+        // spans, before the counts from when it still answered leave the long one.
         let longest = backends
             .iter()
             .map(|b| tracks[b.server].readings.len())
@@ -177,22 +189,23 @@ impl Detector {
             let Some(limit) = b.error_limit else { continue };
             let limit = u64::from(limit.max(1));
             let track = &tracks[b.server];
-            let found = (2..=longest).find_map(|readings| {
-                let (d, span) = track.delta(readings)?;
+            let found = (2..longest).find_map(|readings| {
+                let (d, span, answer_span) = track.delta(readings)?;
                 let siblings: Vec<PassiveStats> = backends
                     .iter()
                     .filter(|o| o.server != b.server)
-                    .filter_map(|o| tracks[o.server].delta(readings).map(|(d, _)| d))
+                    .filter_map(|o| tracks[o.server].delta(readings).map(|(d, ..)| d))
                     .collect();
-                silent_beside(&d, limit, &siblings).then_some((d, span))
+                silent_beside(&d, limit, &siblings).then_some((d, span, answer_span))
             });
-            if let Some((d, span)) = found {
+            if let Some((d, span, answer_span)) = found {
                 suspects.push(Suspicion {
                     server: b.server.to_string(),
                     attempts: d.syn_sent,
                     retransmits: d.syn_retransmits,
                     handshakes: d.handshakes,
                     span,
+                    answer_span,
                 });
             }
         }
@@ -218,17 +231,22 @@ mod tests {
 
     const SERVERS: [&str; 4] = ["app1", "app2", "app3", "app4"];
 
-    /// Feeds the detector six readings 200 ms apart (one second); each round every backend's
-    /// counters grow by `per_round(index)`. Returns every suspicion reported.
-    fn run(per_round: impl Fn(usize) -> PassiveStats, limit: Option<u32>) -> Vec<Suspicion> {
+    /// Feeds the detector readings `READ_EVERY` apart (rounds 0..`rounds`); each round after
+    /// the first, backend `i`'s counters grow by `per_round(round, i)`. Returns every suspicion
+    /// reported, with its round.
+    fn rounds(
+        rounds: u32,
+        per_round: impl Fn(u32, usize) -> PassiveStats,
+        limit: Option<u32>,
+    ) -> Vec<(u32, Suspicion)> {
         let mut d = Detector::new();
         let t0 = Instant::now();
         let mut totals = [PassiveStats::default(); 4];
         let mut out = Vec::new();
-        for round in 0..6u32 {
+        for round in 0..rounds {
             for (i, t) in totals.iter_mut().enumerate() {
                 if round > 0 {
-                    t.add(&per_round(i));
+                    t.add(&per_round(round, i));
                 }
             }
             let readings: Vec<Reading<'_>> = SERVERS
@@ -242,9 +260,22 @@ mod tests {
                     error_limit: limit,
                 })
                 .collect();
-            out.extend(d.observe(t0 + READ_EVERY * round, "web", &readings));
+            let found = d.observe(t0 + READ_EVERY * round, "web", &readings);
+            out.extend(found.into_iter().map(|s| (round, s)));
         }
         out
+    }
+
+    /// Six readings (half a second), every backend's counters growing alike each round.
+    fn run(per_round: impl Fn(usize) -> PassiveStats, limit: Option<u32>) -> Vec<Suspicion> {
+        rounds(6, |_, i| per_round(i), limit)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     fn per(syn_sent: u64, syn_retransmits: u64, handshakes: u64) -> PassiveStats {
@@ -266,13 +297,14 @@ mod tests {
                 attempts: 9,
                 retransmits: 12,
                 handshakes: 0,
-                span: Duration::from_millis(600),
+                span: ms(300),
+                answer_span: ms(400),
             }],
-            "suspect once 10 retransmits are in the window, then only after a new window"
+            "suspect once 10 retransmits are in a span, then only after a new window"
         );
         assert_eq!(
             got[0].reason(),
-            "passive: 9 new SYNs, 12 SYN retransmits, 0 handshakes in 600 ms"
+            "passive: 9 new SYNs, 12 SYN retransmits, 0 handshakes (SYNs in 300 ms, handshakes in 400 ms)"
         );
     }
 
@@ -288,7 +320,8 @@ mod tests {
                 attempts: 12,
                 retransmits: 0,
                 handshakes: 0,
-                span: Duration::from_millis(600),
+                span: ms(300),
+                answer_span: ms(400),
             }]
         );
         // The same with siblings that answer only some of their attempts (slow handshakes at
@@ -305,51 +338,59 @@ mod tests {
     }
 
     #[test]
+    fn attempts_have_one_reading_interval_to_finish_their_handshakes() {
+        // A burst of 12 attempts to app1 just before a reading, their handshakes (a round trip
+        // later) just after it: answered, not silent.
+        let burst = |round: u32, i: usize| match (round, i) {
+            (3, 0) => per(12, 0, 0),
+            (4, 0) => per(0, 0, 12),
+            (_, 0) => per(0, 0, 0),
+            _ => per(4, 0, 4),
+        };
+        assert_eq!(rounds(8, burst, Some(10)), vec![]);
+        // Had they not come by the next reading, it would be.
+        let unanswered = |round: u32, i: usize| {
+            if i == 0 {
+                per(12 * u64::from(round == 3), 0, 0)
+            } else {
+                per(4, 0, 4)
+            }
+        };
+        let got = rounds(8, unanswered, Some(10));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].0, got[0].1.attempts, got[0].1.span), (4, 12, READ_EVERY));
+    }
+
+    #[test]
     fn a_backend_that_stops_answering_is_suspect_in_the_first_span_that_shows_it() {
         // Every backend serves 20 attempts per reading; from the fourth reading on app1 answers
-        // none. The whole window still holds its earlier handshakes (80 attempts, 60
-        // handshakes at the fourth reading): the last span alone shows it.
-        let mut d = Detector::new();
-        let t0 = Instant::now();
-        let mut totals = [PassiveStats::default(); 4];
-        let mut got = Vec::new();
-        for round in 0..6u32 {
-            for (i, t) in totals.iter_mut().enumerate() {
-                if round > 0 {
-                    t.add(&if i == 0 && round >= 4 {
-                        per(20, 0, 0)
-                    } else {
-                        per(20, 0, 20)
-                    });
+        // none. At the fifth the longest span still holds its earlier handshakes (80 attempts,
+        // 60 handshakes): the shortest alone shows it.
+        let got = rounds(
+            6,
+            |round, i| {
+                if i == 0 && round >= 4 {
+                    per(20, 0, 0)
+                } else {
+                    per(20, 0, 20)
                 }
-            }
-            let readings: Vec<Reading<'_>> = SERVERS
-                .iter()
-                .zip(totals)
-                .enumerate()
-                .map(|(i, (s, counters))| Reading {
-                    server: s,
-                    id: i as u32,
-                    counters,
-                    error_limit: Some(10),
-                })
-                .collect();
-            got.extend(
-                d.observe(t0 + READ_EVERY * round, "web", &readings)
-                    .into_iter()
-                    .map(|s| (round, s)),
-            );
-        }
-        let first = Suspicion {
-            server: "app1".into(),
-            attempts: 20,
-            retransmits: 0,
-            handshakes: 0,
-            span: READ_EVERY,
-        };
-        // Reported again on the next span of new evidence (the agent asks only about servers
-        // it does not suspect already).
-        assert_eq!(got, vec![(4, first.clone()), (5, first)]);
+            },
+            Some(10),
+        );
+        assert_eq!(
+            got,
+            vec![(
+                5,
+                Suspicion {
+                    server: "app1".into(),
+                    attempts: 20,
+                    retransmits: 0,
+                    handshakes: 0,
+                    span: READ_EVERY,
+                    answer_span: READ_EVERY * 2,
+                }
+            )]
+        );
     }
 
     #[test]

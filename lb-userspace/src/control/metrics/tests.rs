@@ -21,7 +21,7 @@ fn full() -> Snapshot {
             handshakes: 6,
         }),
         last_down: Some(
-            "passive: 12 new SYNs, 14 SYN retransmits, 0 handshakes in 800 ms; confirmed by check: timeout, 3/3 failed"
+            "passive: 12 new SYNs, 14 SYN retransmits, 0 handshakes (SYNs in 800 ms, handshakes in 900 ms); confirmed by check: timeout, 3/3 failed"
                 .into(),
         ),
     }
@@ -141,7 +141,7 @@ fn samples_carry_the_labels_and_values() {
         "xlb_server_state{service=\"be_app\",server=\"app2\",state=\"UP\"} 0",
         "xlb_server_syn_retransmits_total{service=\"be_app\",server=\"app1\"} 14",
         "xlb_server_handshakes_total{service=\"dns\",server=\"app2\"} 6",
-        "xlb_server_last_down_info{service=\"be_app\",server=\"app1\",reason=\"passive: 12 new SYNs, 14 SYN retransmits, 0 handshakes in 800 ms; confirmed by check: timeout, 3/3 failed\"} 1",
+        "xlb_server_last_down_info{service=\"be_app\",server=\"app1\",reason=\"passive: 12 new SYNs, 14 SYN retransmits, 0 handshakes (SYNs in 800 ms, handshakes in 900 ms); confirmed by check: timeout, 3/3 failed\"} 1",
         "xlb_peer_connected{peer=\"lb3\"} 1",
         "xlb_peer_updates_sent_total{peer=\"lb2\"} 1",
         "xlb_peer_updates_refused_total{peer=\"lb3\"} 8",
