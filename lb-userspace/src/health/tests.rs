@@ -237,7 +237,8 @@ fn slow_spec(addr: SocketAddr) -> CheckSpec {
     }
 }
 
-const PASSIVE: &str = "passive: 12 new SYNs, 14 SYN retransmits, 0 handshakes (SYNs in 800 ms, handshakes in 900 ms)";
+const PASSIVE: &str =
+    "passive: 12 new SYNs, 14 SYN retransmits, 0 handshakes (SYNs in 800 ms, handshakes in 900 ms)";
 
 #[tokio::test]
 async fn fastinter_checks_at_once_and_every_fastinter_until_the_checks_confirm_down() {

@@ -53,15 +53,25 @@ fn keep_connecting(
         .collect()
 }
 
-#[test]
-fn s12_a_silent_backend_is_marked_down_by_passive_health_confirmed_by_its_check() {
-    // HAProxy's default checks (inter 2 s, fall 3): alone they need 6 s and more to see it.
-    let e = env(
-        "passive",
+/// What a scenario left to check: the environment, the failed server, the clients pinned to it
+/// and its DOWN reason (passive health's, confirmed by a check).
+struct Failed {
+    e: LbEnv,
+    victim: String,
+    moved: Vec<IpAddr>,
+    reason: String,
+}
+
+/// Pins 120 sources, keeps them connecting, lets `fail` break one backend (given the
+/// environment and the backend's server name) and waits for it to be DOWN.
+/// HAProxy's default checks (inter 2 s, fall 3) with passive health: `health_extra`.
+fn fail_one(name: &str, health_extra: &str, fail: impl FnOnce(&mut LbEnv, &str)) -> Failed {
+    let mut e = env(
+        name,
         Opts {
             inter: "2s".into(),
             fall: 3,
-            health_extra: "observe = \"layer4\", fastinter = \"200ms\"".into(),
+            health_extra: health_extra.into(),
             ..Opts::sources(120, 0)
         },
     );
@@ -71,76 +81,85 @@ fn s12_a_silent_backend_is_marked_down_by_passive_health_confirmed_by_its_check(
     let stop = Arc::new(AtomicBool::new(false));
     let load = keep_connecting(&e, &e.sources4, 16, &stop);
     std::thread::sleep(Duration::from_millis(500));
-    // The whole host goes silent: its VIP traffic and its checks alike.
-    let host = e.topo.host(e.backends[backend_index(&victim)]).clone();
-    let silence = Loss::silent(&host.ns, &[IpAddr::V4(VIP4), IpAddr::V4(host.ipv4)]).expect("nft");
+    fail(&mut e, &victim);
     let took = wait_state(&e, "be_app", &victim, "DOWN", Duration::from_secs(15));
     stop.store(true, Ordering::Relaxed);
     let served: usize = load.into_iter().map(|h| h.join().expect("client thread")).sum();
-    eprintln!("{victim} DOWN {took:?} after it went silent; {served} connections served meanwhile");
+    eprintln!("{name}: {victim} DOWN {took:?} after it failed; {served} connections served meanwhile");
     let reason = passive_down_reason(&e, &victim);
-    let (attempts, retransmits, _) = counts(&reason);
+    Failed {
+        e,
+        victim,
+        moved,
+        reason,
+    }
+}
+
+impl Failed {
+    /// The clients pinned to the failed server now connect to another.
+    fn clients_moved(&self) {
+        for s in &self.moved {
+            let b = self
+                .e
+                .get_vip(*s)
+                .unwrap_or_else(|err| panic!("{s} (pinned to failed {}) failed: {err:#}", self.victim));
+            assert_ne!(b, self.victim);
+        }
+    }
+}
+
+#[test]
+fn s12_a_silent_backend_is_marked_down_by_passive_health_confirmed_by_its_check() {
+    // Alone, the checks need 6 s and more to see it.
+    let mut silence = None;
+    let f = fail_one(
+        "passive",
+        "observe = \"layer4\", fastinter = \"200ms\"",
+        |e, victim| {
+            // The whole host goes silent: its VIP traffic and its checks alike.
+            let host = e.topo.host(e.backends[backend_index(victim)]).clone();
+            silence = Some(Loss::silent(&host.ns, &[IpAddr::V4(VIP4), IpAddr::V4(host.ipv4)]).expect("nft"));
+        },
+    );
+    let (attempts, retransmits, _) = counts(&f.reason);
     assert!(
         attempts >= 10 || retransmits >= 10,
-        "error_limit (10) unanswered attempts or retransmits were counted: {reason}"
+        "error_limit (10) unanswered attempts or retransmits were counted: {}",
+        f.reason
     );
     assert!(
-        e.agent_log().contains(&format!("be_app/{victim}: passive: ")),
+        f.e.agent_log()
+            .contains(&format!("be_app/{}: passive: ", f.victim)),
         "{}",
-        e.agent_log()
+        f.e.agent_log()
     );
-    // Its clients' new connections succeed elsewhere.
-    for s in &moved {
-        let b = e
-            .get_vip(*s)
-            .unwrap_or_else(|err| panic!("{s} (pinned to silent {victim}) failed: {err:#}"));
-        assert_ne!(b, victim);
-    }
-    assert!(silence.dropped().unwrap() > 0);
+    f.clients_moved();
+    assert!(silence.expect("dropped").dropped().unwrap() > 0);
 }
 
 #[test]
 fn s12b_a_backend_whose_service_stops_is_marked_down_by_its_unanswered_attempts() {
     // Its kernel answers each SYN with an RST: no client sends a SYN again, so only attempts
-    // that no handshake follows show it. Alone, the checks (inter 2 s, fall 3) would mark it
-    // DOWN with a reason of their own ("connect refused, 3/3 failed"), not a `passive:` one.
-    let mut e = env(
+    // that no handshake follows show it. Alone, the checks would mark it DOWN with a reason of
+    // their own ("connect refused, 3/3 failed"), not a `passive:` one.
+    let f = fail_one(
         "passive-rst",
-        Opts {
-            inter: "2s".into(),
-            fall: 3,
-            health_extra: "observe = \"layer4\", on_error = \"sudden-death\", fastinter = \"200ms\"".into(),
-            ..Opts::sources(120, 0)
-        },
+        "observe = \"layer4\", on_error = \"sudden-death\", fastinter = \"200ms\"",
+        |e, victim| e.http[backend_index(victim)].stop(),
     );
-    let pins = pin_all(&e, &e.sources4);
-    let victim = pins[&e.sources4[0]].clone();
-    let (moved, _stayed) = split(&pins, &victim);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = keep_connecting(&e, &e.sources4, 16, &stop);
-    std::thread::sleep(Duration::from_millis(500));
-    e.http[backend_index(&victim)].stop();
-    let took = wait_state(&e, "be_app", &victim, "DOWN", Duration::from_secs(15));
-    stop.store(true, Ordering::Relaxed);
-    let served: usize = load.into_iter().map(|h| h.join().expect("client thread")).sum();
-    eprintln!("{victim} DOWN {took:?} after its service stopped; {served} connections served meanwhile");
-    let reason = passive_down_reason(&e, &victim);
-    let (attempts, retransmits, handshakes) = counts(&reason);
+    let (attempts, retransmits, handshakes) = counts(&f.reason);
     assert!(
         attempts >= 10 && handshakes * 10 <= attempts,
-        "unanswered attempts made it suspect: {reason}"
+        "unanswered attempts made it suspect: {}",
+        f.reason
     );
-    assert_eq!(retransmits, 0, "a refused SYN is never sent again: {reason}");
+    assert_eq!(retransmits, 0, "a refused SYN is never sent again: {}", f.reason);
     assert!(
-        reason.contains("; confirmed by check: connect refused"),
-        "{reason}"
+        f.reason.contains("; confirmed by check: connect refused"),
+        "{}",
+        f.reason
     );
-    for s in &moved {
-        let b = e
-            .get_vip(*s)
-            .unwrap_or_else(|err| panic!("{s} (pinned to stopped {victim}) failed: {err:#}"));
-        assert_ne!(b, victim);
-    }
+    f.clients_moved();
 }
 
 /// `victim`'s DOWN reason in `show servers state`; it must be passive health's, confirmed by a
