@@ -163,6 +163,11 @@ impl Systemd {
         sd
     }
 
+    /// The host's pid of the container's PID 1.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// The host's path of `path` inside the container.
     pub fn path(&self, path: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root", self.pid)).join(path.trim_start_matches('/'))

@@ -4,7 +4,8 @@
 //! `reload` takes a changed configuration, a killed agent is restarted and adopts its pins, and
 //! `stop` leaves the data path forwarding. The agent runs under every sandboxing option of the
 //! unit; the test reads from `/proc` that they hold. `systemctl status` and `systemd-analyze
-//! verify` as the container saw them are saved under `target/xlb-systemd/` for people to read.
+//! verify` and `systemd-analyze security` as the container saw them are saved under
+//! `target/xlb-systemd/` for people to read.
 
 mod container;
 
@@ -20,6 +21,9 @@ use container::Systemd;
 
 /// Where the unit's `RuntimeDirectory=xlb` puts the admin socket (the example config's path).
 const SOCKET: &str = "/run/xlb/admin.sock";
+
+/// The metrics listener (the stats page), inside the balancer's namespace.
+const METRICS: &str = "127.0.0.1:9100";
 
 /// The capabilities' bit numbers (linux/capability.h) of the names a unit may list.
 const CAP_BITS: [(&str, u32); 5] = [
@@ -79,6 +83,19 @@ fn status_field(pid: u32, name: &str) -> String {
         .to_string()
 }
 
+/// Each mount point of `pid`'s namespace with `ro` or `rw` (of the mount on top).
+fn mount_options(pid: u32) -> std::collections::HashMap<String, String> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ...: a later line is mounted over an earlier.
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let rw = f.get(5)?.split(',').next()?;
+            Some((f.get(4)?.to_string(), rw.to_string()))
+        })
+        .collect()
+}
+
 /// The host pid of the agent (the one process of xlb.service).
 fn agent_pid(sd: &Systemd) -> u32 {
     let pids = sd.unit_pids("xlb.service");
@@ -112,6 +129,7 @@ fn the_installed_unit_runs_under_a_real_systemd() {
         "systemd",
         Opts {
             backends: 2,
+            metrics: Some(METRICS.into()),
             ..Opts::sources(2, 0)
         },
     )
@@ -161,6 +179,38 @@ fn the_installed_unit_runs_under_a_real_systemd() {
         "2",
         "no seccomp filter on the agent"
     );
+    // Its mounts: the system read-only but the pins; no sysctl it could write; its own /tmp.
+    let mounts = mount_options(pid);
+    for (path, want) in [
+        ("/", "ro"),
+        ("/usr", "ro"),
+        ("/etc", "ro"),
+        ("/sys", "ro"),
+        ("/sys/fs/bpf", "rw"),
+    ] {
+        assert_eq!(
+            mounts.get(path).map(String::as_str),
+            Some(want),
+            "{path} for the agent: {mounts:?}"
+        );
+    }
+    let sysctl = format!("/proc/{pid}/root/proc/sys/net/ipv4/ip_forward");
+    assert!(
+        mounts.get("/proc/sys").is_some_and(|o| o == "ro") || !Path::new(&sysctl).exists(),
+        "the agent can write sysctls: {mounts:?}"
+    );
+    let tmp = |pid: u32| {
+        std::fs::metadata(format!("/proc/{pid}/root/tmp")).map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+    };
+    assert_ne!(
+        tmp(pid).unwrap(),
+        tmp(sd.pid()).unwrap(),
+        "PrivateTmp: the agent's /tmp is the container's"
+    );
+    // The stats page's document opens the stick tables: by id, which only CAP_SYS_ADMIN may
+    // (without it: 503, "Operation not permitted").
+    let doc = harness::metrics::get(&e, METRICS, "/stats.json");
+    assert!(doc.starts_with("HTTP/1.1 200 OK"), "{doc}");
 
     // reload: ExecReload's SIGHUP; the agent takes the changed configuration (app2).
     std::fs::write(sd.path("/etc/xlb/xlb.toml"), config(&e, 2)).unwrap();
@@ -212,11 +262,13 @@ fn the_installed_unit_runs_under_a_real_systemd() {
             String::from_utf8_lossy(&o.stderr)
         )
     };
+    let security = sd.run(&["systemd-analyze", "security", "--no-pager", "xlb.service"]);
     let (status, verify) = (said(&status), said(&verify));
     let out = crate::workspace_root().join("target/xlb-systemd");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("status.txt"), &status).unwrap();
     std::fs::write(out.join("verify.txt"), &verify).unwrap();
+    std::fs::write(out.join("security.txt"), said(&security)).unwrap();
     assert!(status.contains("Active: active (running)"), "{status}");
     assert!(verify.trim().is_empty(), "systemd-analyze verify: {verify}");
 
