@@ -168,6 +168,12 @@ fn the_installed_unit_runs_under_a_real_systemd() {
     // The sandbox holds: the unit's capabilities and no other, no new privileges, a seccomp
     // filter (SystemCallArchitectures=, RestrictAddressFamilies=, MemoryDenyWriteExecute=, ...).
     let pid = agent_pid(&sd);
+    // The main process systemd follows is the agent itself (its pid inside the container).
+    let ns_pid = status_field(pid, "NSpid");
+    assert_eq!(
+        Some(sd.property("xlb", "MainPID").as_str()),
+        ns_pid.split_whitespace().last()
+    );
     let caps = cap_mask(&unit_words(&unit, "CapabilityBoundingSet"));
     for set in ["CapBnd", "CapEff", "CapPrm", "CapAmb"] {
         let got = u64::from_str_radix(&status_field(pid, set), 16).unwrap();
@@ -269,6 +275,19 @@ fn the_installed_unit_runs_under_a_real_systemd() {
     std::fs::write(out.join("status.txt"), &status).unwrap();
     std::fs::write(out.join("verify.txt"), &verify).unwrap();
     std::fs::write(out.join("security.txt"), said(&security)).unwrap();
+    let show = [
+        "ActiveState",
+        "SubState",
+        "MainPID",
+        "NRestarts",
+        "Result",
+        "Type",
+    ];
+    std::fs::write(
+        out.join("show.txt"),
+        sd.systemctl(&["show", "xlb", "-p", &show.join(",")]),
+    )
+    .unwrap();
     assert!(status.contains("Active: active (running)"), "{status}");
     assert!(verify.trim().is_empty(), "systemd-analyze verify: {verify}");
 
