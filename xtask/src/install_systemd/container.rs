@@ -1,9 +1,10 @@
 //! A real systemd (the host's `/lib/systemd/systemd`) booted as PID 1 of private namespaces, as
 //! systemd-nspawn boots a container, but over the host's own file system: new PID, mount, UTS,
 //! IPC and cgroup namespaces inside a network namespace of the test's topology, with a
-//! delegated cgroup2 subtree of the test's own. systemd's container interface (`container=` in
-//! its environment) keeps it from touching what only a host's init touches (clock, core
-//! pattern, kernel modules, mount propagation).
+//! delegated cgroup2 subtree of the test's own. With `container=` in its environment (systemd's
+//! container interface) it leaves alone what only a host's init sets up (the clock, kernel
+//! modules, the core pattern, the root mount's propagation); its own UTS namespace takes the
+//! hostname it sets.
 //!
 //! Nothing of the host changes: inside, `/` is remounted read-only (a per-mount flag of the
 //! container's copy of the mount), `/run`, `/tmp` and `/var/tmp` are fresh tmpfs, and `/usr`
