@@ -7,13 +7,21 @@ use crate::lbenv::LbEnv;
 
 /// The HTTP answer (head and body) of `GET /metrics` at `addr`, from inside the LB's namespace.
 pub fn scrape(e: &LbEnv, addr: &str) -> String {
-    let addr = addr.to_string();
+    get(e, addr, "/metrics")
+}
+
+/// The HTTP answer (head and body) of `GET PATH` at `addr`, from inside the LB's namespace.
+pub fn get(e: &LbEnv, addr: &str, path: &str) -> String {
+    let (addr, request) = (
+        addr.to_string(),
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+    );
     e.topo
         .run_in(e.lb, move || {
             let mut s = std::net::TcpStream::connect(&addr).unwrap();
             s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
                 .unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s.write_all(request.as_bytes()).unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).unwrap();
             out

@@ -5,6 +5,8 @@
 //! toolchains, the network to crates.io and Debian (first run only), and root for the tests.
 
 mod dist;
+#[cfg(test)]
+mod install_systemd;
 mod setup;
 
 use std::{

@@ -52,7 +52,7 @@ const DEBIAN_PACKAGES: &[(&str, &str, &str)] = &[
     (
         "systemd-analyze",
         "systemd",
-        "`systemd-analyze verify` on the installed xlb.service",
+        "`systemd-analyze verify` on the installed xlb.service; systemd itself for its test",
     ),
     (
         "dpkg-shlibdeps",

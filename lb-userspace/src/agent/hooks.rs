@@ -61,7 +61,7 @@ impl metrics::Agent for Hooks {
         let (shared, state, pin) = (self.shared.clone(), self.state.clone(), self.stick_pin.clone());
         let job = tokio::task::spawn_blocking(move || {
             let snapshot = api::stat_snapshot(&shared.lock().expect("balancer lock"), &state);
-            api::stat_json(snapshot?, &pin)
+            api::stat_json(snapshot?, &state.table_used_by_backend(), &pin)
         });
         async move {
             match job.await {

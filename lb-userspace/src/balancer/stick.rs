@@ -296,25 +296,25 @@ pub fn read_in_chunks(
 /// millisecond while one system call still deletes a thousand entries.
 const RECHECK_RUN: usize = 1024;
 
-/// Re-check `run` (entries the walk found doomed, with the last-seen time it saw) and delete,
+/// Re-check `run` (entries the walk found doomed, as it saw them) and delete,
 /// in one batch per table, those not seen again since: a client may have come back (or been
 /// re-pinned) since the walk, and its entry then lives on (counted in `used`). An entry is in
 /// its own service's table. Returns how many were deleted (one the data path evicted meanwhile
 /// is not counted).
 fn recheck_and_delete(
     tables: &mut StickTables,
-    run: &[(StickKey, u64)],
-    used: &mut std::collections::HashMap<u16, usize>,
+    run: &[(StickKey, StickEntry)],
+    used: &mut std::collections::HashMap<(u16, u32), usize>,
 ) -> Result<usize, MapError> {
     let mut doomed: std::collections::BTreeMap<u16, Vec<StickKey>> = Default::default();
-    for (k, seen_ns) in run {
+    for (k, seen) in run {
         let Some(table) = tables.get(k.service as u32) else {
             continue;
         };
         match table.map.get(k, 0) {
-            Ok(e) if e.last_seen_ns == *seen_ns => doomed.entry(k.service).or_default().push(*k),
+            Ok(e) if e.last_seen_ns == seen.last_seen_ns => doomed.entry(k.service).or_default().push(*k),
             // Came back: still live.
-            Ok(_) => *used.entry(k.service).or_default() += 1,
+            Ok(e) => *used.entry((k.service, e.backend)).or_default() += 1,
             Err(_) => {}
         }
     }
@@ -340,8 +340,8 @@ pub struct Swept {
     pub purged: bool,
     /// Live entries created or refreshed at or after `touched_since` (for the peers).
     pub touched: Vec<(StickKey, StickEntry)>,
-    /// Live entries per service id (after the deletions).
-    pub used: std::collections::HashMap<u16, usize>,
+    /// Live entries per (service id, backend id) (after the deletions).
+    pub used: std::collections::HashMap<(u16, u32), usize>,
 }
 
 /// One sweep over every service's table: delete entries idle longer than their service's
@@ -372,15 +372,15 @@ pub fn sweep(
             match policy.expire.get(&k.service) {
                 Some(exp) if owner == Some(&k.service) => {
                     if *exp != 0 && now.saturating_sub(e.last_seen_ns) > *exp {
-                        expired.push((k, e.last_seen_ns));
+                        expired.push((k, e));
                     } else {
-                        *out.used.entry(k.service).or_default() += 1;
+                        *out.used.entry((k.service, e.backend)).or_default() += 1;
                         if touched_since.is_some_and(|t| e.last_seen_ns >= t) {
                             out.touched.push((k, e));
                         }
                     }
                 }
-                _ => stale.push((k, e.last_seen_ns)),
+                _ => stale.push((k, e)),
             }
             if out.seen.is_multiple_of(batch) {
                 between_batches();
@@ -389,8 +389,8 @@ pub fn sweep(
     }
     out.purged = still_current();
     if !out.purged {
-        for (k, _) in &stale {
-            *out.used.entry(k.service).or_default() += 1;
+        for (k, e) in &stale {
+            *out.used.entry((k.service, e.backend)).or_default() += 1;
         }
         stale.clear();
     }

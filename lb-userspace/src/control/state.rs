@@ -23,10 +23,10 @@ pub struct AgentState {
     pub peers: Option<Arc<Peers>>,
     /// The announcements, when `[announce]` is configured.
     pub frontends: Option<Arc<Frontends>>,
-    /// Live stick entries per service id, as of the sweeper's last pass. Readers must not walk
-    /// the table themselves: at a million entries that takes seconds. A lock of its own, held
-    /// only to copy or replace the map.
-    table_used: Mutex<HashMap<u16, usize>>,
+    /// Live stick entries per (service id, backend id), as of the sweeper's last pass. Readers
+    /// must not walk the table themselves: at a million entries that takes seconds. A lock of
+    /// its own, held only to copy or replace the map.
+    table_used: Mutex<HashMap<(u16, u32), usize>>,
 }
 
 impl AgentState {
@@ -54,7 +54,11 @@ impl AgentState {
 
     /// Live stick entries of service `id` at the sweeper's last pass (0 before the first).
     pub fn table_used(&self, id: u16) -> usize {
-        self.used().get(&id).copied().unwrap_or(0)
+        self.used()
+            .iter()
+            .filter(|((service, _), _)| *service == id)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Live stick entries of all services at the sweeper's last pass.
@@ -62,12 +66,18 @@ impl AgentState {
         self.used().values().sum()
     }
 
-    /// The sweeper's count of a pass.
-    pub fn set_table_used(&self, used: HashMap<u16, usize>) {
+    /// Live stick entries per (service id, backend id) at the sweeper's last pass (the stats
+    /// page's figures: a refresh walks no table).
+    pub fn table_used_by_backend(&self) -> HashMap<(u16, u32), usize> {
+        self.used().clone()
+    }
+
+    /// The sweeper's count of a pass, per (service id, backend id).
+    pub fn set_table_used(&self, used: HashMap<(u16, u32), usize>) {
         *self.used() = used;
     }
 
-    fn used(&self) -> std::sync::MutexGuard<'_, HashMap<u16, usize>> {
+    fn used(&self) -> std::sync::MutexGuard<'_, HashMap<(u16, u32), usize>> {
         // A panic while holding it cannot leave the map half-written: every write replaces it.
         self.table_used.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -6,4 +6,5 @@ mod commands;
 mod lifecycle;
 mod service;
 mod stats;
+mod stats_live;
 mod table_walk;

@@ -85,6 +85,9 @@ fn agent_notifies_systemd_with_only_the_units_capabilities() {
         .api("show info")
         .unwrap_or_else(|err| panic!("API after READY=1: {err:#}\n{}", agent_log()));
     assert!(info.starts_with("Name: xlb"), "{info}");
+    // The stick tables open (by id: CAP_SYS_ADMIN), which `show stat` needs.
+    let stat = e.api("show stat").unwrap();
+    assert!(stat.starts_with("# pxname"), "{stat}\n{}", agent_log());
     let link = e.topo.exec(e.lb, &["ip", "-d", "link", "show", "eth0"]).unwrap();
     assert!(
         link.contains("prog/xdp"),

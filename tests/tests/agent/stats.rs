@@ -10,7 +10,7 @@ use harness::{
 };
 use serde_json::{Value, json};
 
-fn json_of(e: &LbEnv, cmd: &str) -> Value {
+pub(super) fn json_of(e: &LbEnv, cmd: &str) -> Value {
     let answer = e.api(cmd).unwrap();
     serde_json::from_str(&answer).unwrap_or_else(|err| panic!("{cmd}: not JSON ({err}):\n{answer}"))
 }
@@ -36,7 +36,7 @@ fn stat_rows(text: &str) -> HashMap<(String, String), HashMap<String, String>> {
         .collect()
 }
 
-fn service<'a>(doc: &'a Value, name: &str) -> &'a Value {
+pub(super) fn service<'a>(doc: &'a Value, name: &str) -> &'a Value {
     doc["services"]
         .as_array()
         .unwrap()
@@ -45,7 +45,7 @@ fn service<'a>(doc: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no service {name} in {doc:#}"))
 }
 
-fn server<'a>(doc: &'a Value, svc: &str, name: &str) -> &'a Value {
+pub(super) fn server<'a>(doc: &'a Value, svc: &str, name: &str) -> &'a Value {
     service(doc, svc)["servers"]
         .as_array()
         .unwrap()
@@ -56,7 +56,7 @@ fn server<'a>(doc: &'a Value, svc: &str, name: &str) -> &'a Value {
 
 /// Whether every server's check has reported a result (a server is UP before its first check
 /// ends, its check `pending`).
-fn checks_reported(doc: &Value) -> bool {
+pub(super) fn checks_reported(doc: &Value) -> bool {
     doc["services"]
         .as_array()
         .unwrap()
@@ -217,7 +217,7 @@ fn show_stat_json_and_show_table_json_say_what_the_text_says() {
 
 /// The part of `html` from the opening tag that holds `attr` to the end of that element (its
 /// first closing tag of the same name: no element here holds another of its own kind).
-fn element<'a>(html: &'a str, attr: &str) -> &'a str {
+pub(super) fn element<'a>(html: &'a str, attr: &str) -> &'a str {
     let at = html
         .find(attr)
         .unwrap_or_else(|| panic!("no element with {attr} in:\n{html}"));
@@ -234,7 +234,7 @@ fn element<'a>(html: &'a str, attr: &str) -> &'a str {
 }
 
 /// The value of attribute `name` of the opening tag `element` starts with.
-fn attribute<'a>(element: &'a str, name: &str) -> &'a str {
+pub(super) fn attribute<'a>(element: &'a str, name: &str) -> &'a str {
     let open = &element[..element.find('>').unwrap()];
     let needle = format!(" {name}=\"");
     let from = open
@@ -245,7 +245,7 @@ fn attribute<'a>(element: &'a str, name: &str) -> &'a str {
 }
 
 /// The `data-value` of the figure `field` inside `html`.
-fn figure(html: &str, field: &str) -> String {
+pub(super) fn figure(html: &str, field: &str) -> String {
     attribute(element(html, &format!("data-field=\"{field}\"")), "data-value").to_string()
 }
 
@@ -284,6 +284,13 @@ fn the_stats_page_renders_the_agents_figures_in_chromium() {
         ))),
         "app4 never DOWN, or checks still pending:\n{}",
         e.api("show stat").unwrap()
+    );
+    // The page's stick figures are the sweeper's (a pass a second here): one after the traffic.
+    assert!(
+        e.wait_until(Duration::from_secs(5), || super::stats_live::sweeper_caught_up(
+            &e
+        )),
+        "the sweeper's counts never matched the table"
     );
     // No traffic from here on: the page and the API read the same counters.
     let doc = json_of(&e, "show stat json");

@@ -116,7 +116,21 @@ fn sweep_deletes_expired_and_stale_entries_keeps_those_that_came_back_and_skips_
     let swept = stick::sweep(lb.dp.stick_tables_mut(), &policy, None, 1000, || {}, || false).unwrap();
     assert!(!swept.purged);
     assert_eq!((swept.seen, swept.deleted, swept.stale), (5500, 3000, 0));
-    assert_eq!(swept.used.get(&0), Some(&2500), "live and stale entries");
+    // Counted per (service, backend): the stats page shows each server's share.
+    let of_service_0 = |used: &std::collections::HashMap<(u16, u32), usize>| {
+        let mut by: Vec<(u32, usize)> = used
+            .iter()
+            .filter(|((svc, _), _)| *svc == 0)
+            .map(|((_, b), n)| (*b, *n))
+            .collect();
+        by.sort();
+        by
+    };
+    assert_eq!(
+        of_service_0(&swept.used),
+        [(0, 250), (1, 250), (2, 250), (3, 250), (99, 1500)],
+        "live and stale entries"
+    );
     for i in 1000..4000u32 {
         lb.dp.stick_insert(numbered_key(0, i), entry(1, i % 4)).unwrap();
     }
@@ -156,9 +170,9 @@ fn sweep_deletes_expired_and_stale_entries_keeps_those_that_came_back_and_skips_
         "expired, less came back and evicted"
     );
     assert_eq!(
-        swept.used.get(&0),
-        Some(&(1000 + 100 + 1)),
-        "live, came back, re-pinned"
+        of_service_0(&swept.used),
+        [(0, 250 + 25), (1, 250 + 25 + 1), (2, 250 + 25), (3, 250 + 25)],
+        "live, came back, re-pinned (to backend 1)"
     );
     assert!(
         calls >= 5500 / 1000,

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use lb_common::{ServiceStats, StickEntry, StickKey};
 
-use super::{ApiError, StatSnapshot, Walk, WalkError, read};
+use super::{ApiError, StatSnapshot, WalkError, read};
 use crate::{
     balancer::{
         Svc,
@@ -171,14 +171,13 @@ impl<'a> From<stick::EntryView<'a>> for EntryJson<'a> {
     }
 }
 
-/// The document of `show stat json`, from `snapshot`, `all` (every entry of every table) and
-/// each service's table capacity by service id.
+/// The document of `show stat json`, from `snapshot`, `counts` (live stick entries per
+/// (service id, backend id)) and each service's table capacity by service id.
 pub fn stat_doc(
     snapshot: &StatSnapshot,
     capacity: impl Fn(u32) -> Option<u32>,
-    all: &[(StickKey, StickEntry)],
+    counts: &HashMap<(u16, u32), usize>,
 ) -> StatDoc {
-    let counts: HashMap<(u16, u32), usize> = stick::count(all);
     let now = Instant::now();
     let services = snapshot
         .services
@@ -286,27 +285,36 @@ fn check_stat(c: Option<&CheckStatus>) -> CheckStat {
     }
 }
 
-/// `show stat json` without the runtime API (the stats page's `/stats.json`): `snapshot`
-/// (read under the agent's lock) and a walk of the stick tables pinned at `stick_pin`, on
-/// handles of its own. The document ends with a newline.
-pub fn stat_json(snapshot: StatSnapshot, stick_pin: &Path) -> Result<Vec<u8>, ApiError> {
-    let mut out = Vec::new();
-    match Walk::StatJson(snapshot).run(stick_pin, &mut out) {
-        Ok(()) => Ok(out),
-        Err(WalkError::Table(e)) => Err(e),
-        // Writing to a Vec does not fail.
-        Err(WalkError::Out(e)) => unreachable!("writing to memory: {e}"),
-    }
+/// `show stat json` without the runtime API (the stats page's `/stats.json`, fetched every
+/// few seconds by every open page): `snapshot` (read under the agent's lock) and `counts`,
+/// the stick entries the sweeper counted at its last pass ([`AgentState::table_used_by_backend`]:
+/// no table walk, figures at most one `sweep_interval` old). The tables pinned at `stick_pin`
+/// are opened for their capacities only. The document ends with a newline.
+///
+/// [`AgentState::table_used_by_backend`]: crate::control::state::AgentState::table_used_by_backend
+pub fn stat_json(
+    snapshot: StatSnapshot,
+    counts: &HashMap<(u16, u32), usize>,
+    stick_pin: &Path,
+) -> Result<Vec<u8>, ApiError> {
+    let tables = stick::open_pinned(stick_pin).map_err(|e| ApiError::OpenTables {
+        message: format!("{e:#}"),
+    })?;
+    let mut out = serde_json::to_vec(&stat_doc(&snapshot, |id| tables.capacity(id), counts))
+        .expect("the document serializes");
+    out.push(b'\n');
+    Ok(out)
 }
 
-/// Writes the document of `show stat json` (walks every table).
+/// Writes the document of `show stat json` (walks every table: the runtime API's figures are
+/// exact at the time of asking).
 pub(super) fn write_stat(
     out: &mut dyn io::Write,
     snapshot: &StatSnapshot,
     tables: &StickTables,
 ) -> Result<(), WalkError> {
-    let all = read(tables.entries())?;
-    serde_json::to_writer(&mut *out, &stat_doc(snapshot, |id| tables.capacity(id), &all))
+    let counts = stick::count(&read(tables.entries())?);
+    serde_json::to_writer(&mut *out, &stat_doc(snapshot, |id| tables.capacity(id), &counts))
         .map_err(io::Error::from)?;
     Ok(out.write_all(b"\n")?)
 }

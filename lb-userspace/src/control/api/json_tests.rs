@@ -150,7 +150,12 @@ fn entries() -> Vec<(StickKey, StickEntry)> {
 
 #[test]
 fn show_stat_json_has_every_service_and_server_with_their_figures() {
-    let doc = serde_json::to_value(stat_doc(&snapshot(), |id| Some(1000 * (id + 1)), &entries())).unwrap();
+    let doc = serde_json::to_value(stat_doc(
+        &snapshot(),
+        |id| Some(1000 * (id + 1)),
+        &stick::count(&entries()),
+    ))
+    .unwrap();
     assert_eq!(doc["version"], json!(1));
     assert_eq!(doc["uptime_ms"], json!(12_345));
     let web = &doc["services"][0];

@@ -36,8 +36,8 @@ pub trait Agent: Send + Sync + 'static {
     /// [`Snapshot::read`] under the lock, on a thread that may block.
     fn snapshot(&self) -> impl Future<Output = Snapshot> + Send;
 
-    /// The document of `show stat json` (read under the lock, the stick tables walked
-    /// without it), or why it could not be made.
+    /// The document of `show stat json` (read under the lock; stick entries as the sweeper
+    /// counted them, no table walked), or why it could not be made.
     fn stat_json(&self) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
 }
 
@@ -63,12 +63,12 @@ pub async fn serve<A: Agent>(addr: SocketAddr, agent: Arc<A>, mut shutdown: watc
         );
     }
     log::info!("metrics: stats page at http://{addr}/stats");
-    let walks = Arc::new(Semaphore::new(1));
+    let turns = Arc::new(Semaphore::new(1));
     let mut scrapes = FuturesUnordered::new();
     loop {
         tokio::select! {
             r = l.accept() => if let Ok((s, _)) = r {
-                scrapes.push(scrape(s, agent.clone(), walks.clone()));
+                scrapes.push(scrape(s, agent.clone(), turns.clone()));
             },
             Some(()) = scrapes.next() => {}
             _ = shutdown.changed() => return,
@@ -78,11 +78,11 @@ pub async fn serve<A: Agent>(addr: SocketAddr, agent: Arc<A>, mut shutdown: watc
 
 /// One connection: the stats page or its document if it asks for them ([`stats::route`]),
 /// else the exposition text; then close.
-async fn scrape<A: Agent>(mut s: TcpStream, agent: Arc<A>, walks: Arc<Semaphore>) {
+async fn scrape<A: Agent>(mut s: TcpStream, agent: Arc<A>, turns: Arc<Semaphore>) {
     let head = stats::read_head(&mut s, CLIENT_TIMEOUT).await;
     let answer = match stats::route(&head) {
         stats::Route::Page => stats::page().bytes(),
-        stats::Route::Document => stats::document(&walks, agent.stat_json()).await.bytes(),
+        stats::Route::Document => stats::document(&turns, agent.stat_json()).await.bytes(),
         stats::Route::Metrics => {
             let body = exposition(agent.snapshot().await);
             let head = format!(

@@ -4,8 +4,10 @@
 //! the page from two successive documents). Any other request gets the Prometheus text, as every
 //! request did before the page existed.
 //!
-//! The document walks the stick tables (per-server entry counts) on a handle of the agent's, not
-//! under its lock; one walk at a time, however many pages are open.
+//! The document walks no stick table: its entry counts (per service and per server) are the
+//! sweeper's, from its last pass (at most one `sweep_interval` old), so a page left open costs
+//! a snapshot of the counters every refresh, whatever the table holds. One document is made at
+//! a time, however many pages are open.
 
 use std::{future::Future, time::Duration};
 
@@ -91,11 +93,11 @@ pub fn page() -> Answer {
     }
 }
 
-/// `GET /stats.json`: `document` (the agent's `show stat json`), run once `walks` lets it (one
-/// walk at a time); `503` with `{"error": ...}` when it fails.
-pub async fn document(walks: &Semaphore, document: impl Future<Output = Result<Vec<u8>, String>>) -> Answer {
+/// `GET /stats.json`: `document` (the agent's `show stat json`, with the sweeper's counts), run
+/// once `turns` lets it (one at a time); `503` with `{"error": ...}` when it fails.
+pub async fn document(turns: &Semaphore, document: impl Future<Output = Result<Vec<u8>, String>>) -> Answer {
     let json = "application/json";
-    let result = match walks.acquire().await {
+    let result = match turns.acquire().await {
         Ok(_permit) => document.await,
         Err(_) => Err("the agent is stopping".into()),
     };
@@ -177,8 +179,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_document_is_json_and_a_failure_is_a_503_that_says_why() {
-        let walks = Semaphore::new(1);
-        let ok = document(&walks, async { Ok(b"{\"version\":1}\n".to_vec()) }).await;
+        let turns = Semaphore::new(1);
+        let ok = document(&turns, async { Ok(b"{\"version\":1}\n".to_vec()) }).await;
         assert_eq!((ok.status, ok.content_type), ("200 OK", "application/json"));
         let text = String::from_utf8(ok.bytes()).unwrap();
         assert!(
@@ -186,15 +188,15 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("\r\n\r\n{\"version\":1}\n"), "{text}");
-        let failed = document(&walks, async { Err("cannot open the stick tables".into()) }).await;
+        let failed = document(&turns, async { Err("cannot open the stick tables".into()) }).await;
         assert_eq!(failed.status, "503 Service Unavailable");
         let body: serde_json::Value = serde_json::from_slice(&failed.body).unwrap();
         assert_eq!(
             body,
             serde_json::json!({ "error": "cannot open the stick tables" })
         );
-        walks.close();
-        let stopping = document(&walks, async { Ok(Vec::new()) }).await;
+        turns.close();
+        let stopping = document(&turns, async { Ok(Vec::new()) }).await;
         assert_eq!(stopping.status, "503 Service Unavailable");
     }
 }
