@@ -15,7 +15,9 @@
 //! 5. `select::backend_for` [3–5]: the service's affinity key, its stick table, Maglev on a
 //!    miss, and the entry a miss creates (for TCP only from a packet that proves a handshake).
 //! 6. `fragment::record_first` [7]: a first fragment records where it went, for step 2.
-//! 7. `send`, `forward::to_backend` [6]: L2 DSR, `XDP_TX` or `XDP_REDIRECT`.
+//! 7. `send`, `forward::to_backend` [6]: L2 DSR, `XDP_TX` or `XDP_REDIRECT`; for a backend on
+//!    another network `encap::to_backend`: IP-in-IP or GUE, the next hop from the kernel's
+//!    FIB, or an ICMP "too big" back to the client (`too_big`).
 //!
 //! Between 5 and 6, `passive` records the handshake signals of TCP flows for passive health: a
 //! SYN (new or retransmitted), and a first ACK where step 5 says one may be.
@@ -35,6 +37,8 @@
 #![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod checksum;
+mod encap;
 mod forward;
 mod fragment;
 mod headers;
@@ -42,9 +46,10 @@ mod maps;
 mod parse;
 mod passive;
 mod select;
+mod too_big;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{Backend, NO_BACKEND, gstat::Counter};
+use lb_common::{Backend, FORWARD_L2, NO_BACKEND, gstat::Counter};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -101,8 +106,8 @@ fn balance(ctx: &XdpContext) -> u32 {
         maps::count(Counter::Fragment);
         fragment::record_first(&flow, service_id, id);
     }
-    let verdict = send(ctx, id, backend, len);
-    // Last, where little else is live: the one stack frame has no room to spare.
+    // Before `send`, which may encapsulate the frame (moving its TCP header) or turn it into
+    // an ICMP reply: the passive signals read the client's TCP header where `parse` found it.
     if flow.tcp_at != 0 {
         if flow.syn_only {
             passive::syn(ctx, &flow, service_id, id, select::now_ns());
@@ -110,7 +115,7 @@ fn balance(ctx: &XdpContext) -> u32 {
             passive::first_ack(ctx, &flow, service_id);
         }
     }
-    verdict
+    send(ctx, &flow, id, backend, len)
 }
 
 /// A fragment after the first: it has no ports, so no service lookup of its own; it goes to
@@ -142,17 +147,24 @@ fn later_fragment(ctx: &XdpContext, flow: &parse::Flow) -> u32 {
         st.no_backend += 1;
         return xdp_action::XDP_DROP;
     };
-    send(ctx, first.backend, backend, len)
+    send(ctx, flow, first.backend, backend, len)
 }
 
-/// Count a packet for backend `id` and forward it there.
+/// Count a packet for backend `id` and forward it there: L2 DSR (the fast path, tested
+/// first), else encapsulated.
 #[inline(always)]
-fn send(ctx: &XdpContext, id: u32, backend: &Backend, len: u64) -> u32 {
+fn send(ctx: &XdpContext, flow: &parse::Flow, id: u32, backend: &Backend, len: u64) -> u32 {
     if let Some(bs) = maps::backend_stats(id) {
         bs.packets += 1;
         bs.bytes += len;
     }
-    forward::to_backend(ctx, backend)
+    if backend.forward == FORWARD_L2 {
+        return forward::to_backend(ctx, backend);
+    }
+    match encap::to_backend(ctx, flow, id, backend.forward) {
+        encap::TOO_BIG => too_big::reply(ctx, flow, encap::too_big_mtu()),
+        verdict => verdict,
+    }
 }
 
 #[inline(always)]

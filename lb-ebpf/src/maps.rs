@@ -10,11 +10,11 @@ use aya_ebpf::{
     maps::{Array, DevMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
-    Backend, BackendStats, FRAGMENT_RECORDS, FloorTarget, FragmentKey, FragmentRecord, INSERTS_RING_BYTES,
-    InsertRecord, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS,
-    NEW_ENTRIES_WINDOW_NS, NameSlot, OwnMac, PassiveStats, RateWindow, SYN_RECORDS, Service, ServiceStats,
-    StickEntry, StickKey, SynKey, SynRecord, VIP_PROBES, VIP_TABLE_SIZE, VipSlot, bench_slot, gstat::Counter,
-    vip_home,
+    Backend, BackendStats, Encap, FRAGMENT_RECORDS, FloorTarget, FragmentKey, FragmentRecord,
+    INSERTS_RING_BYTES, InsertRecord, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES,
+    MAX_TX_PORTS, NEW_ENTRIES_WINDOW_NS, NameSlot, OwnMac, PassiveStats, RateWindow, SYN_RECORDS, Service,
+    ServiceStats, StickEntry, StickKey, SynKey, SynRecord, VIP_PROBES, VIP_TABLE_SIZE, VipSlot, bench_slot,
+    gstat::Counter, vip_home,
 };
 
 /// VIPs: two open-addressed tables of `VIP_TABLE_SIZE` slots (index `slot * VIP_TABLE_SIZE +
@@ -50,6 +50,12 @@ static MAGLEV: Array<u32> = Array::with_max_entries(MAX_SERVICES * 2 * MAGLEV_MA
 /// Written by the agent on health or admin changes; read for every forwarded packet.
 #[map(name = "XLB_BACKENDS")]
 static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// How backends on other networks are reached: outer destination and source, GUE port.
+/// Index: backend id, as `XLB_BACKENDS`. Written by the agent with the backend (before the
+/// backend's `forward` names an encapsulation); read for every packet to such a backend.
+#[map(name = "XLB_ENCAP")]
+static ENCAP: Array<Encap> = Array::with_max_entries(MAX_BACKENDS, 0);
 
 /// The stick tables: one LRU hash per service, so a flood aimed at one service evicts only
 /// that service's clients. Index: service id. Value: that service's table, created by the agent
@@ -91,6 +97,32 @@ static FRAG_KEY: PerCpuArray<FragmentKey> = PerCpuArray::with_max_entries(1, 0);
 pub fn fragment_key_slot() -> Option<&'static mut FragmentKey> {
     // SAFETY: per-CPU slot, see `count`; its one user finishes with it before the program ends.
     FRAG_KEY.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Per CPU: where `encap` builds its `bpf_fib_lookup` parameters (64 bytes) and reads the
+/// answer, off the stack for the reason `FRAG_KEY` gives. Written and read by the data path
+/// for packets to encapsulating backends only; not pinned.
+#[map(name = "XLB_FIB")]
+static FIB: PerCpuArray<crate::encap::FibParams> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's scratch slot for FIB lookup parameters (see `FIB`).
+#[inline(always)]
+pub fn fib_params() -> Option<&'static mut crate::encap::FibParams> {
+    // SAFETY: per-CPU slot, see `count`; its one user finishes with it before the program ends.
+    FIB.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Per CPU: the next hop of each encapsulating backend as the FIB last gave it (index:
+/// backend id), reused for a second (`encap::NextHop`). Written and read by the data path
+/// only; not pinned (a restart looks every next hop up again).
+#[map(name = "XLB_NEXT_HOPS")]
+static NEXT_HOPS: PerCpuArray<crate::encap::NextHop> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// This CPU's cached next hop of backend `id` (see `NEXT_HOPS`).
+#[inline(always)]
+pub fn next_hop_slot(id: u32) -> Option<&'static mut crate::encap::NextHop> {
+    // SAFETY: per-CPU slot, see `count`; one packet at a time uses it on this CPU.
+    NEXT_HOPS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
 }
 
 /// Output interfaces for backends that are not on the receiving interface. Index: the
@@ -261,6 +293,11 @@ pub fn maglev_slot(index: u32) -> Option<u32> {
 #[inline(always)]
 pub fn backend(id: u32) -> Option<&'static Backend> {
     BACKENDS.get(id)
+}
+
+#[inline(always)]
+pub fn encap(id: u32) -> Option<&'static Encap> {
+    ENCAP.get(id)
 }
 
 /// The stick table of a service, if the agent gave it one.

@@ -14,12 +14,14 @@
 //! - `clock`: the kernel clock the data path stamps entries with;
 //! - `pins`: the pins under `bpffs_dir` (formats, migration, removal) and bpffs itself;
 //! - `stick_maps`: the per-service stick tables in the kernel (create, resize, remove, adopt);
+//! - `decap`: the backend hosts' decapsulator (`xlb decap`), an object and maps of its own;
 //! - `batch`: batched reads and deletions of a hash map; `sys`: the raw `bpf(2)` calls aya
 //!   0.14 does not make; `error`: what can go wrong.
 
 mod attach;
 pub mod batch;
 mod clock;
+pub mod decap;
 pub mod error;
 mod inserts;
 pub mod pins;
@@ -38,10 +40,10 @@ use aya::{
     programs::Xdp,
 };
 use lb_common::{
-    ALL_MAPS, Backend, BackendStats, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_GLOBAL_STATS,
-    MAP_LIMITS, MAP_MAGLEV, MAP_META, MAP_NAMES, MAP_OWN_MAC, MAP_PASSIVE_STATS, MAP_SERVICE_STATS,
-    MAP_SERVICES, MAP_STICK_TABLES, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, PassiveStats, Service,
-    ServiceStats, StickEntry, StickKey, VipSlot, meta,
+    ALL_MAPS, Backend, BackendStats, Encap, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_ENCAP,
+    MAP_GLOBAL_STATS, MAP_LIMITS, MAP_MAGLEV, MAP_META, MAP_NAMES, MAP_OWN_MAC, MAP_PASSIVE_STATS,
+    MAP_SERVICE_STATS, MAP_SERVICES, MAP_STICK_TABLES, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot,
+    PassiveStats, Service, ServiceStats, StickEntry, StickKey, VipSlot, meta,
 };
 
 use crate::datapath::stick_maps::StickTables;
@@ -106,6 +108,8 @@ pub struct Datapath {
     active: Array<MapData, u32>,
     maglev: Array<MapData, u32>,
     backends: Array<MapData, Backend>,
+    /// How encapsulating backends are reached (`MAP_ENCAP`, index: backend id).
+    encap: Array<MapData, Encap>,
     /// One stick table per service (`MAP_STICK_TABLES` and its inner tables).
     sticks: StickTables,
     tx_ports: DevMap<MapData>,
@@ -203,6 +207,7 @@ impl Datapath {
             active: take!(MAP_ACTIVE_SLOT),
             maglev: take!(MAP_MAGLEV),
             backends: take!(MAP_BACKENDS),
+            encap: take!(MAP_ENCAP),
             sticks: StickTables::adopt(ebpf.take_map(MAP_STICK_TABLES).ok_or(no_map(MAP_STICK_TABLES))?)?,
             tx_ports: take!(MAP_TX_PORTS),
             gstats: take!(MAP_GLOBAL_STATS),

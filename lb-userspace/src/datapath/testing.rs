@@ -51,9 +51,30 @@ impl Datapath {
     /// Run program `prog` on `data` `repeat` times (the kernel feeds each repetition the
     /// previous one's output).
     pub fn test_run(&mut self, prog: &str, data: &[u8], repeat: u32) -> Result<RunResult> {
+        self.test_run_on(prog, data, repeat, None)
+    }
+
+    /// As `test_run`, with the frame received on interface `ingress` (an index in the caller's
+    /// network namespace) instead of the loopback: what the program's FIB lookups start from.
+    pub fn test_run_on(
+        &mut self,
+        prog: &str,
+        data: &[u8],
+        repeat: u32,
+        ingress: Option<u32>,
+    ) -> Result<RunResult> {
         let p = self.program(prog)?;
         let mut out = vec![0u8; data.len() + 256];
         let mut opts = TestRunOptions::new();
+        // `struct xdp_md`: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex (u32 each); the kernel wants data_end = the frame's length.
+        let ctx: Vec<u8> = [0, data.len() as u32, 0, ingress.unwrap_or(0), 0, 0]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        if ingress.is_some() {
+            opts.ctx_in = Some(&ctx);
+        }
         opts.data_in = Some(data);
         opts.data_out = Some(&mut out);
         opts.repeat = repeat.max(1);

@@ -1,0 +1,70 @@
+//! Encapsulation to backends on other networks (`MAP_ENCAP`): how a backend whose
+//! `Backend::forward` is `FORWARD_IPIP` or `FORWARD_GUE` is reached, and the flow's entropy
+//! hash that spreads its flows over the backend's receive queues. The wire format itself is
+//! documented where the data path writes it (`lb-ebpf/src/encap.rs`).
+
+/// `Backend::forward`: L2 direct server return (the backend is on a connected segment; only
+/// the MACs are rewritten). 0, so a backend written by an xlb without encapsulation is L2.
+pub const FORWARD_L2: u8 = 0;
+/// IP in IP: IPv4 in IPv4 (protocol 4), IPv6 in IPv6 (next header 41).
+pub const FORWARD_IPIP: u8 = 1;
+/// The same inside UDP with a GUE header (version 0), to the backend's `gue_port`.
+pub const FORWARD_GUE: u8 = 2;
+
+/// Value of `MAP_ENCAP` (index: backend id): the outer header's addresses and the GUE port of
+/// a backend that is reached by encapsulation. Read only for backends whose `forward` is not
+/// `FORWARD_L2`. Addresses as `MAP_BACKENDS` keeps them: IPv4 in the first 4 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Encap {
+    /// Outer destination: the server's address.
+    pub dst: [u8; 16],
+    /// Outer source: the balancer's `encap_source` address, or the base of its prefix.
+    pub src: [u8; 16],
+    /// Host order: the bits of the outer source's last 32-bit word (the whole IPv4 address,
+    /// bytes 12..16 of an IPv6 one) taken from the flow's entropy hash instead of `src`; 0 = the
+    /// source is `src` itself. From `encap_source = "prefix/len"`: the host bits, at most 32.
+    pub src_hash_mask: u32,
+    /// Network order: the backend's GUE (UDP) port; 0 for IPIP.
+    pub gue_port: u16,
+    pub _pad: u16,
+}
+map_type!(Encap, 40);
+
+/// The flow's entropy hash: the client address (folded to a word) and source port, mixed. The
+/// outer source address (with a prefix `encap_source`), the GUE UDP source port and the IPv6
+/// flow label carry it, so a backend's NIC spreads the balancer's flows over its queues (RSS)
+/// while every packet of one connection takes the same queue.
+#[inline(always)]
+pub fn encap_entropy(client: &[u8; 16], sport_be: u16) -> u32 {
+    let a = crate::hash::words_of(client);
+    crate::hash::hash_words(&[a[0] ^ a[1] ^ a[2] ^ a[3], sport_be as u32])
+}
+
+/// The outer source for a flow of entropy `hash`: `src` with its `src_hash_mask` bits (of the
+/// last word of the family's address) replaced by the hash's.
+#[inline(always)]
+pub fn encap_source(e: &Encap, hash: u32, v6: bool) -> [u8; 16] {
+    let mut a = e.src;
+    let at = if v6 { 12 } else { 0 };
+    let base = u32::from_be_bytes([a[at], a[at + 1], a[at + 2], a[at + 3]]);
+    let w = ((base & !e.src_hash_mask) | (hash & e.src_hash_mask)).to_be_bytes();
+    a[at] = w[0];
+    a[at + 1] = w[1];
+    a[at + 2] = w[2];
+    a[at + 3] = w[3];
+    a
+}
+
+/// The GUE UDP source port for entropy `hash` (host order): in the dynamic range 49152..=65535,
+/// as RFC 7510 asks of such ports.
+#[inline(always)]
+pub const fn gue_source_port(hash: u32) -> u16 {
+    0xc000 | (hash & 0x3fff) as u16
+}
+
+/// The outer IPv6 flow label for entropy `hash`: its low 20 bits.
+#[inline(always)]
+pub const fn flow_label(hash: u32) -> u32 {
+    hash & 0x000f_ffff
+}

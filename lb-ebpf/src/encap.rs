@@ -1,0 +1,424 @@
+//! Step 7 for backends on other networks (see `main`): IP-in-IP or GUE encapsulation, with the
+//! next hop from the kernel's FIB. For a backend whose `Backend::forward` is not `FORWARD_L2`.
+//!
+//! The frame that leaves (the wire format `xlb decap` and a kernel `ipip`/`fou` device read):
+//! - Ethernet: destination = the next hop's MAC, source = the egress interface's MAC, both from
+//!   `bpf_fib_lookup` on the outer destination (the host's own routes and neighbours). No VLAN
+//!   tag: a tag the client's frame carried is dropped with its Ethernet header.
+//! - Outer IPv4 (`ipip` of an IPv4 service; GUE too): version 4, IHL 5, TOS copied from the
+//!   inner packet (DSCP and ECN), total length, identification 0, Don't Fragment set (the
+//!   balancer answers "too big" itself, below, and a decapsulator never sees fragments),
+//!   TTL 64, protocol 4 (IP in IP) or 17 (UDP), header checksum, source = `Encap::src` (the
+//!   balancer's `encap_source`; with a prefix, its host bits from the flow's entropy hash),
+//!   destination = the server's address.
+//! - Outer IPv6: version 6, traffic class copied from the inner packet, flow label = the low
+//!   20 bits of the entropy hash, payload length, next header 41 (IPv6) or 17 (UDP), hop limit
+//!   64, source and destination as for IPv4.
+//! - GUE only: UDP, source port = 49152 + (entropy hash mod 16384), destination port = the
+//!   backend's `gue_port`, length, checksum 0 — for IPv4 "no checksum"; for IPv6 the zero
+//!   checksum RFC 6935/6936 allow for tunnels (computing it would read the whole packet; the
+//!   inner packet carries its own). Then GUE (draft-ietf-intarea-gue) version 0, C 0, Hlen 0,
+//!   protocol = the inner packet's (4 or 41), flags 0: 4 bytes.
+//! - The inner IP packet, byte for byte as the client sent it (TTL not decremented).
+//!
+//! The entropy hash (`lb_common::encap_entropy`) is of the client's address and source port:
+//! every packet of a connection carries the same outer source, UDP port and flow label, and
+//! different connections spread over the backend's receive queues (RSS).
+//!
+//! Not forwarded (the frame passed to the kernel untouched, counted): any FIB answer other
+//! than success or "fragmentation needed" (`encap_fib_miss`: no route, unreachable, no
+//! neighbour entry for the next hop yet, forwarding disabled on the interface) and a driver
+//! without headroom (`encap_no_headroom`). The FIB lookup is the forwarding kind, so the
+//! receiving interface needs forwarding on (`net.ipv4.conf.IF.forwarding=1`,
+//! `net.ipv6.conf.IF.forwarding=1`). When the FIB says the outer packet exceeds the egress MTU,
+//! the client gets an ICMP error instead (`too_big`).
+//!
+//! The FIB's answer (next hop MACs, egress interface, route MTU) is cached per CPU and backend
+//! for a second (`NEXT_HOP_TTL_NS`): a lookup costs about twice a whole L2 stick hit. A route
+//! or neighbour change is followed within that second; a miss is never cached. The lookup is
+//! per backend, from the `encap_source` address (its prefix base) with TOS 0: policy routing
+//! by the flow's own source or TOS is not followed.
+//!
+//! Egress: `XDP_TX` when the FIB's interface is the receiving one; else `bpf_redirect` to it by
+//! ifindex (no devmap port needed; counted as `redirect`). That interface's driver must take
+//! XDP frames (`ndo_xdp_xmit`; a veth only when its peer runs an XDP program), or the kernel
+//! drops the frame (seen in the `xdp:xdp_redirect_err` tracepoint).
+
+use aya_ebpf::{
+    bindings::{bpf_fib_lookup as FibLookupParams, xdp_action},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head},
+    programs::XdpContext,
+};
+use lb_common::{
+    Encap, FAMILY_V6, FORWARD_GUE, PROTO_UDP, encap_entropy, encap_source, flow_label, gstat::Counter,
+    gue_source_port, hash::words_of,
+};
+
+use crate::{checksum, headers::*, maps, parse::Flow};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+/// TTL / hop limit of the outer header.
+const OUTER_TTL: u8 = 64;
+/// `bpf_fib_lookup` answers we act on (`BPF_FIB_LKUP_RET_*`).
+const FIB_SUCCESS: i64 = 0;
+const FIB_FRAG_NEEDED: i64 = 8;
+
+/// `struct bpf_fib_lookup` (64 bytes), with every union as the member used here: `tot_len` in
+/// (the outer packet's length), `mtu_result` out; `tos` (IPv4) in the flowinfo word. Built in
+/// a per-CPU scratch slot (`maps::fib_params`), not on the stack: the one inlined frame has
+/// no 64 bytes to spare.
+#[repr(C)]
+pub struct FibParams {
+    family: u8,
+    l4_protocol: u8,
+    sport: u16,
+    dport: u16,
+    tot_len_or_mtu: u16,
+    ifindex: u32,
+    tos_or_flowinfo: [u8; 4],
+    src: [u8; 16],
+    dst: [u8; 16],
+    vlan: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<FibParams>() == 64);
+
+/// How long a cached next hop is used before the FIB is asked again (a route or neighbour
+/// change is followed within this time).
+const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
+
+/// A backend's next hop as the FIB last gave it, in this CPU's cache (`maps::next_hop_slot`,
+/// index: backend id). Zero `checked_ns` = nothing cached.
+#[repr(C)]
+pub struct NextHop {
+    /// The outer destination it was looked up for (a reused backend id looks up afresh).
+    dst: [u8; 16],
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    ifindex: u32,
+    /// The route's MTU (`u16::MAX`: none below that).
+    mtu: u16,
+    _pad: u16,
+    /// `bpf_ktime_get_coarse_ns` of the lookup (odd: never 0).
+    checked_ns: u64,
+}
+
+/// The inner packet's facts the outer header needs: where it starts, its length, its TOS.
+struct Inner {
+    /// Offset of its IP header in the frame (after Ethernet and at most one VLAN tag).
+    l3: usize,
+    len: usize,
+    tos: u8,
+}
+
+/// What `to_backend` returns instead of a verdict when the packet, encapsulated, would exceed
+/// the egress MTU: the caller answers with `too_big::reply`, for the MTU `too_big_mtu` says.
+/// (Not an XDP action.)
+pub const TOO_BIG: u32 = u32::MAX;
+
+/// The MTU the client must use after `to_backend` returned `TOO_BIG`: the egress MTU less the
+/// encapsulation's overhead, left in this CPU's FIB slot.
+#[inline(always)]
+pub fn too_big_mtu() -> u16 {
+    maps::fib_params().map_or(0, |f| f.tot_len_or_mtu)
+}
+
+/// Encapsulate the frame for backend `id` (mode `mode`) and send it to the FIB's next hop; or
+/// `TOO_BIG`.
+/// A BPF-to-BPF call of its own (the one place the data path has one): the inlined frame of
+/// the L2 path has no room left for it, and an L2 packet never pays for the call.
+#[inline(never)]
+pub fn to_backend(ctx: &XdpContext, flow: &Flow, id: u32, mode: u8) -> u32 {
+    let (Some(e), Some(inner)) = (maps::encap(id), inner(ctx, flow.family)) else {
+        return pass(Counter::EncapFibMiss);
+    };
+    let v6 = flow.family == FAMILY_V6;
+    let gue = mode == FORWARD_GUE;
+    let ip_len = if v6 { IPV6_HLEN } else { IPV4_HLEN };
+    let outer_len = ip_len + if gue { UDP_HLEN + GUE_HLEN } else { 0 };
+    let total = outer_len + inner.len;
+    let inner_proto = if v6 { PROTO_IPV6 } else { PROTO_IPIP };
+    let ingress = ingress_ifindex(ctx);
+    let l4 = if gue { PROTO_UDP } else { inner_proto };
+    let Some(hop) = next_hop(ctx, e, id, v6, l4, ingress) else {
+        return pass(Counter::EncapFibMiss);
+    };
+    if total > hop.mtu as usize {
+        // An ICMP "too big" about a VIP flow, too big itself: no error about an error.
+        let Some(fib) = maps::fib_params().filter(|_| !flow.icmp_too_big) else {
+            return pass(Counter::EncapFibMiss);
+        };
+        fib.tot_len_or_mtu = hop.mtu.saturating_sub(outer_len as u16);
+        return TOO_BIG;
+    }
+    let delta = inner.l3 as i32 - (ETH_HLEN + outer_len) as i32;
+    // SAFETY: the program's own context; every packet pointer is taken afresh afterwards.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
+        return pass(Counter::EncapNoHeadroom);
+    }
+    let hash = encap_entropy(&flow.src, flow.sport);
+    let out = Outer {
+        hop,
+        src: encap_source(e, hash, v6),
+        dst: &e.dst,
+        inner_len: inner.len,
+        tos: inner.tos,
+        hash,
+        inner_proto,
+        gue_port: e.gue_port,
+    };
+    let written = match (v6, gue) {
+        (false, false) => out.write::<{ ETH_HLEN + IPV4_HLEN }>(ctx, false, false),
+        (false, true) => out.write::<{ ETH_HLEN + IPV4_HLEN + UDP_HLEN + GUE_HLEN }>(ctx, false, true),
+        (true, false) => out.write::<{ ETH_HLEN + IPV6_HLEN }>(ctx, true, false),
+        (true, true) => out.write::<{ ETH_HLEN + IPV6_HLEN + UDP_HLEN + GUE_HLEN }>(ctx, true, true),
+    };
+    if !written {
+        // The room just made is missing: cannot happen, and a half-built frame must not leave.
+        return xdp_action::XDP_ABORTED;
+    }
+    if hop.ifindex == ingress {
+        xdp_action::XDP_TX
+    } else {
+        maps::count(Counter::Redirect);
+        // SAFETY: helper without pointers.
+        unsafe { bpf_redirect(hop.ifindex, 0) as u32 }
+    }
+}
+
+/// The next hop to backend `id` (its `Encap`: `e`), from this CPU's cache when the cache holds
+/// it for this destination and looked it up less than `NEXT_HOP_TTL_NS` ago, else from the
+/// FIB (and cached). None: the FIB has no usable answer (not cached: the next packet asks
+/// again).
+#[inline(always)]
+fn next_hop(
+    ctx: &XdpContext,
+    e: &Encap,
+    id: u32,
+    v6: bool,
+    l4: u8,
+    ingress: u32,
+) -> Option<&'static NextHop> {
+    let hop = maps::next_hop_slot(id)?;
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() } | 1;
+    let (a, b) = (words_of(&hop.dst), words_of(&e.dst));
+    let same = (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0;
+    if same && hop.checked_ns != 0 && now.wrapping_sub(hop.checked_ns) < NEXT_HOP_TTL_NS {
+        return Some(hop);
+    }
+    hop.checked_ns = 0;
+    let fib = maps::fib_params()?;
+    // First the route's MTU: a length no route takes gets "fragmentation needed" with it (the
+    // answer comes before the neighbour's); then the route and neighbour themselves.
+    let mtu = match fib_lookup(ctx, fib, e, v6, l4, ingress, u16::MAX) {
+        FIB_FRAG_NEEDED => fib.tot_len_or_mtu,
+        FIB_SUCCESS => u16::MAX,
+        _ => return None,
+    };
+    if fib_lookup(ctx, fib, e, v6, l4, ingress, 0) != FIB_SUCCESS {
+        return None;
+    }
+    hop.dst = e.dst;
+    hop.smac = fib.smac;
+    hop.dmac = fib.dmac;
+    hop.ifindex = fib.ifindex;
+    hop.mtu = mtu;
+    hop.checked_ns = now;
+    Some(hop)
+}
+
+/// One `bpf_fib_lookup` (the forwarding kind, from the receiving interface) of `e`'s outer
+/// destination from its source, for a packet of `tot_len` bytes (0: no MTU check).
+#[inline(always)]
+fn fib_lookup(
+    ctx: &XdpContext,
+    fib: &mut FibParams,
+    e: &Encap,
+    v6: bool,
+    l4: u8,
+    ingress: u32,
+    tot_len: u16,
+) -> i64 {
+    fib.family = if v6 { AF_INET6 } else { AF_INET };
+    fib.l4_protocol = l4;
+    fib.sport = 0;
+    fib.dport = 0;
+    fib.tot_len_or_mtu = tot_len;
+    fib.ifindex = ingress;
+    fib.tos_or_flowinfo = [0; 4];
+    fib.src = e.src;
+    fib.dst = e.dst;
+    fib.vlan = 0;
+    // SAFETY: `fib` is a 64-byte `struct bpf_fib_lookup` in this CPU's scratch slot, valid for
+    // the call; the context pointer is the program's own.
+    unsafe {
+        bpf_fib_lookup(
+            ctx.ctx as *mut _,
+            fib as *mut FibParams as *mut FibLookupParams,
+            core::mem::size_of::<FibParams>() as i32,
+            0,
+        )
+    }
+}
+
+/// The interface the frame came in on.
+#[inline(always)]
+fn ingress_ifindex(ctx: &XdpContext) -> u32 {
+    // SAFETY: the program's own context, valid while it runs.
+    unsafe { (*ctx.ctx).ingress_ifindex }
+}
+
+/// Where the inner IP header starts, its packet's length (from its own header: Ethernet
+/// padding is not part of it) and its TOS / traffic class.
+#[inline(always)]
+fn inner(ctx: &XdpContext, family: u8) -> Option<Inner> {
+    let start = ctx.data();
+    let l3 = l3_offset(ctx)?;
+    const FIRST: usize = IPV6_PAYLOAD_LEN_AT + 2;
+    if start + l3 + FIRST > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: bounds-checked above; alignment 1.
+    let ip = unsafe { &*((start + l3) as *const [u8; FIRST]) };
+    let (len, tos) = if family == FAMILY_V6 {
+        let at = IPV6_PAYLOAD_LEN_AT;
+        (
+            IPV6_HLEN + u16::from_be_bytes([ip[at], ip[at + 1]]) as usize,
+            (ip[0] << 4) | (ip[1] >> 4),
+        )
+    } else {
+        let at = IPV4_TOT_LEN_AT;
+        (u16::from_be_bytes([ip[at], ip[at + 1]]) as usize, ip[IPV4_TOS_AT])
+    };
+    Some(Inner { l3, len, tos })
+}
+
+/// Where the IP header starts: after Ethernet and at most one VLAN tag (what `parse` accepts).
+#[inline(always)]
+pub fn l3_offset(ctx: &XdpContext) -> Option<usize> {
+    let start = ctx.data();
+    if start + ETH_HLEN > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: bounds-checked above; alignment 1.
+    let eth = unsafe { &*(start as *const [u8; ETH_HLEN]) };
+    if u16::from_be_bytes([eth[ETH_TYPE_AT], eth[ETH_TYPE_AT + 1]]) == ETH_P_8021Q {
+        Some(ETH_HLEN + VLAN_HLEN)
+    } else {
+        Some(ETH_HLEN)
+    }
+}
+
+/// What the outer headers hold, once the FIB has answered.
+struct Outer<'a> {
+    /// The next hop: the MACs.
+    hop: &'a NextHop,
+    src: [u8; 16],
+    dst: &'a [u8; 16],
+    inner_len: usize,
+    tos: u8,
+    hash: u32,
+    inner_proto: u8,
+    /// Network order.
+    gue_port: u16,
+}
+
+impl Outer<'_> {
+    /// Writes Ethernet, the outer IP header and (`gue`) UDP and GUE into the first `N` bytes
+    /// of the frame. False when the frame has no `N` bytes.
+    #[inline(always)]
+    fn write<const N: usize>(&self, ctx: &XdpContext, v6: bool, gue: bool) -> bool {
+        let start = ctx.data();
+        if start + N > ctx.data_end() {
+            return false;
+        }
+        // SAFETY: N bytes bounds-checked above; alignment 1.
+        let f = unsafe { &mut *(start as *mut [u8; N]) };
+        let mut i = 0;
+        while i < MAC_LEN {
+            f[i] = self.hop.dmac[i];
+            f[MAC_LEN + i] = self.hop.smac[i];
+            i += 1;
+        }
+        let ether_type = if v6 { ETH_P_IPV6 } else { ETH_P_IP };
+        put16(f, ETH_TYPE_AT, ether_type);
+        let ip_len = if v6 { IPV6_HLEN } else { IPV4_HLEN };
+        let payload = N - ETH_HLEN - ip_len + self.inner_len;
+        let next = if gue { PROTO_UDP } else { self.inner_proto };
+        if v6 {
+            self.ipv6(f, payload, next);
+        } else {
+            self.ipv4(f, payload, next);
+        }
+        if gue {
+            let u = ETH_HLEN + ip_len;
+            put16(f, u, gue_source_port(self.hash));
+            let port = self.gue_port.to_ne_bytes();
+            f[u + 2] = port[0];
+            f[u + 3] = port[1];
+            put16(f, u + 4, (UDP_HLEN + GUE_HLEN + self.inner_len) as u16);
+            put16(f, u + 6, 0);
+            let g = u + UDP_HLEN;
+            f[g] = 0; // version 0, C 0, Hlen 0
+            f[g + 1] = self.inner_proto;
+            f[g + 2] = 0;
+            f[g + 3] = 0;
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn ipv4<const N: usize>(&self, f: &mut [u8; N], payload: usize, next: u8) {
+        let h = ETH_HLEN;
+        f[h] = (IPV4_VERSION << IP_VERSION_SHIFT) | IPV4_IHL_MIN_WORDS;
+        f[h + IPV4_TOS_AT] = self.tos;
+        put16(f, h + IPV4_TOT_LEN_AT, (IPV4_HLEN + payload) as u16);
+        put16(f, h + 4, 0); // identification
+        put16(f, h + 6, IPV4_DONT_FRAGMENT);
+        f[h + 8] = OUTER_TTL;
+        f[h + 9] = next;
+        put16(f, h + IPV4_CSUM_AT, 0);
+        let mut i = 0;
+        while i < IPV4_ADDR_LEN {
+            f[h + IPV4_SRC_AT + i] = self.src[i];
+            f[h + IPV4_DST_AT + i] = self.dst[i];
+            i += 1;
+        }
+        checksum::write(f, h, IPV4_HLEN, IPV4_CSUM_AT, 0);
+    }
+
+    #[inline(always)]
+    fn ipv6<const N: usize>(&self, f: &mut [u8; N], payload: usize, next: u8) {
+        let h = ETH_HLEN;
+        let label = flow_label(self.hash);
+        f[h] = (IPV6_VERSION << IP_VERSION_SHIFT) | (self.tos >> 4);
+        f[h + 1] = (self.tos << 4) | (label >> 16) as u8;
+        put16(f, h + 2, label as u16);
+        put16(f, h + IPV6_PAYLOAD_LEN_AT, payload as u16);
+        f[h + 6] = next;
+        f[h + 7] = OUTER_TTL;
+        let mut i = 0;
+        while i < IPV6_ADDR_LEN {
+            f[h + IPV6_SRC_AT + i] = self.src[i];
+            f[h + IPV6_SRC_AT + IPV6_ADDR_LEN + i] = self.dst[i];
+            i += 1;
+        }
+    }
+}
+
+/// Writes `v` big-endian at `at`.
+#[inline(always)]
+pub fn put16<const N: usize>(f: &mut [u8; N], at: usize, v: u16) {
+    let b = v.to_be_bytes();
+    f[at] = b[0];
+    f[at + 1] = b[1];
+}
+
+#[inline(always)]
+fn pass(counter: Counter) -> u32 {
+    maps::count(counter);
+    xdp_action::XDP_PASS
+}
