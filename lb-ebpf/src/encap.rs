@@ -1,5 +1,8 @@
 //! Step 7 for backends on other networks (see `main`): IP-in-IP or GUE encapsulation, with the
 //! next hop from the kernel's FIB. For a backend whose `Backend::forward` is not `FORWARD_L2`.
+//! A program of its own, `xlb_encap` (the encapsulation stage), which the main program reaches
+//! by a tail call after it chose the backend; what it knows of the packet comes in this CPU's
+//! handoff slot (`lb_common::EncapHandoff`), the frame itself as the client sent it.
 //!
 //! The frame that leaves (the wire format `xlb decap` and a kernel `ipip`/`fou` device read):
 //! - Ethernet: destination = the next hop's MAC, source = the egress interface's MAC, both from
@@ -45,7 +48,7 @@
 //! drops the frame (seen in the `xdp:xdp_redirect_err` tracepoint).
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibLookupParams, xdp_action},
+    bindings::{bpf_fib_lookup as FibLookupParams, xdp_action, xdp_md},
     helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
@@ -54,7 +57,7 @@ use lb_common::{
     gue_source_port, hash::words_of,
 };
 
-use crate::{checksum, headers::*, maps, parse::Flow};
+use crate::{checksum, headers::*, maps, parse, too_big};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -66,8 +69,7 @@ const FIB_FRAG_NEEDED: i64 = 8;
 
 /// `struct bpf_fib_lookup` (64 bytes), with every union as the member used here: `tot_len` in
 /// (the outer packet's length), `mtu_result` out; `tos` (IPv4) in the flowinfo word. Built in
-/// a per-CPU scratch slot (`maps::fib_params`), not on the stack: the one inlined frame has
-/// no 64 bytes to spare.
+/// a per-CPU scratch slot (`maps::fib_params`), where `too_big_mtu` finds the MTU left there.
 #[repr(C)]
 pub struct FibParams {
     family: u8,
@@ -114,27 +116,77 @@ struct Inner {
 }
 
 /// What `to_backend` returns instead of a verdict when the packet, encapsulated, would exceed
-/// the egress MTU: the caller answers with `too_big::reply`, for the MTU `too_big_mtu` says.
+/// the egress MTU: `stage` answers with `too_big::reply`, for the MTU `too_big_mtu` says.
 /// (Not an XDP action.)
-pub const TOO_BIG: u32 = u32::MAX;
+const TOO_BIG: u32 = u32::MAX;
 
 /// The MTU the client must use after `to_backend` returned `TOO_BIG`: the egress MTU less the
 /// encapsulation's overhead, left in this CPU's FIB slot.
 #[inline(always)]
-pub fn too_big_mtu() -> u16 {
+fn too_big_mtu() -> u16 {
     maps::fib_params().map_or(0, |f| f.tot_len_or_mtu)
 }
 
-/// Encapsulate the frame for backend `id` (mode `mode`) and send it to the FIB's next hop; or
-/// `TOO_BIG`.
-/// A BPF-to-BPF call of its own (the one place the data path has one): the inlined frame of
-/// the L2 path has no room left for it, and an L2 packet never pays for the call.
+/// The encapsulation stage: the packet the main program handed over (its backend in this
+/// CPU's handoff slot), encapsulated and sent, or answered with "too big", or passed, counted.
+#[inline(always)]
+pub fn stage(ctx: &XdpContext) -> u32 {
+    let Some(h) = maps::encap_handoff() else {
+        return pass(Counter::EncapStageMissing);
+    };
+    let (id, mode) = (h.backend, h.forward);
+    let facts = flow_facts(ctx.ctx);
+    if facts == NO_FLOW {
+        // Cannot happen: the main program forwarded this very frame.
+        return pass(Counter::ParseError);
+    }
+    let (entropy, v6, icmp_too_big) = (facts as u32, facts & FACT_V6 != 0, facts & FACT_TOO_BIG != 0);
+    match to_backend(ctx, id, entropy, mode, v6, icmp_too_big) {
+        TOO_BIG => too_big::reply(ctx, v6, too_big_mtu()),
+        verdict => verdict,
+    }
+}
+
+/// `flow_facts`: the flow is IPv6; it is an ICMP "too big" about a VIP flow; the frame did not
+/// parse.
+const FACT_V6: u64 = 1 << 32;
+const FACT_TOO_BIG: u64 = 1 << 33;
+const NO_FLOW: u64 = u64::MAX;
+
+/// What the stage needs of the flow, parsed again from the frame as the main program parsed it
+/// (the frame is as it came; handing the flow's fields over instead would cost the main
+/// program's one frame room it does not have): the entropy hash of its client's address and
+/// port (low 32 bits), `FACT_V6`, `FACT_TOO_BIG`; or `NO_FLOW`.
+///
+/// A BPF-to-BPF call of its own (in the stage only), that answers with one number: inlined,
+/// the compiler starts on the hash before the parse is known to have succeeded, in registers
+/// the verifier then finds unset or holding packet pointers on the failing paths. It takes the
+/// raw context behind `black_box`, so the compiler cannot turn it into two bare integers (the
+/// packet's start and end), which the verifier would no longer know for packet pointers.
 #[inline(never)]
-pub fn to_backend(ctx: &XdpContext, flow: &Flow, id: u32, mode: u8) -> u32 {
-    let (Some(e), Some(inner)) = (maps::encap(id), inner(ctx, flow.family)) else {
+fn flow_facts(raw: *mut xdp_md) -> u64 {
+    let ctx = XdpContext::new(core::hint::black_box(raw));
+    let flow = match parse::parse(&ctx) {
+        Ok(Some(flow)) => flow,
+        Ok(None) | Err(()) => return NO_FLOW,
+    };
+    let mut facts = encap_entropy(&flow.src, flow.sport) as u64;
+    if flow.family == FAMILY_V6 {
+        facts |= FACT_V6;
+    }
+    if flow.icmp_too_big {
+        facts |= FACT_TOO_BIG;
+    }
+    facts
+}
+
+/// Encapsulate the frame for backend `id` (mode `mode`, the flow's entropy hash `hash`) and
+/// send it to the FIB's next hop; or `TOO_BIG` (never for an ICMP "too big" itself).
+#[inline(always)]
+fn to_backend(ctx: &XdpContext, id: u32, hash: u32, mode: u8, v6: bool, icmp_too_big: bool) -> u32 {
+    let (Some(e), Some(inner)) = (maps::encap(id), inner(ctx, v6)) else {
         return pass(Counter::EncapFibMiss);
     };
-    let v6 = flow.family == FAMILY_V6;
     let gue = mode == FORWARD_GUE;
     let ip_len = if v6 { IPV6_HLEN } else { IPV4_HLEN };
     let outer_len = ip_len + if gue { UDP_HLEN + GUE_HLEN } else { 0 };
@@ -147,7 +199,7 @@ pub fn to_backend(ctx: &XdpContext, flow: &Flow, id: u32, mode: u8) -> u32 {
     };
     if total > hop.mtu as usize {
         // An ICMP "too big" about a VIP flow, too big itself: no error about an error.
-        let Some(fib) = maps::fib_params().filter(|_| !flow.icmp_too_big) else {
+        let Some(fib) = maps::fib_params().filter(|_| !icmp_too_big) else {
             return pass(Counter::EncapFibMiss);
         };
         fib.tot_len_or_mtu = hop.mtu.saturating_sub(outer_len as u16);
@@ -158,7 +210,6 @@ pub fn to_backend(ctx: &XdpContext, flow: &Flow, id: u32, mode: u8) -> u32 {
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
         return pass(Counter::EncapNoHeadroom);
     }
-    let hash = encap_entropy(&flow.src, flow.sport);
     let out = Outer {
         hop,
         src: encap_source(e, hash, v6),
@@ -274,7 +325,7 @@ fn ingress_ifindex(ctx: &XdpContext) -> u32 {
 /// Where the inner IP header starts, its packet's length (from its own header: Ethernet
 /// padding is not part of it) and its TOS / traffic class.
 #[inline(always)]
-fn inner(ctx: &XdpContext, family: u8) -> Option<Inner> {
+fn inner(ctx: &XdpContext, v6: bool) -> Option<Inner> {
     let start = ctx.data();
     let l3 = l3_offset(ctx)?;
     const FIRST: usize = IPV6_PAYLOAD_LEN_AT + 2;
@@ -283,7 +334,7 @@ fn inner(ctx: &XdpContext, family: u8) -> Option<Inner> {
     }
     // SAFETY: bounds-checked above; alignment 1.
     let ip = unsafe { &*((start + l3) as *const [u8; FIRST]) };
-    let (len, tos) = if family == FAMILY_V6 {
+    let (len, tos) = if v6 {
         let at = IPV6_PAYLOAD_LEN_AT;
         (
             IPV6_HLEN + u16::from_be_bytes([ip[at], ip[at + 1]]) as usize,

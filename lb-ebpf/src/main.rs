@@ -16,8 +16,9 @@
 //!    miss, and the entry a miss creates (for TCP only from a packet that proves a handshake).
 //! 6. `fragment::record_first` [7]: a first fragment records where it went, for step 2.
 //! 7. `send`, `forward::to_backend` [6]: L2 DSR, `XDP_TX` or `XDP_REDIRECT`; for a backend on
-//!    another network `encap::to_backend`: IP-in-IP or GUE, the next hop from the kernel's
-//!    FIB, or an ICMP "too big" back to the client (`too_big`).
+//!    another network a tail call into the encapsulation stage, `xlb_encap` (`encap`): IP-in-IP
+//!    or GUE, the next hop from the kernel's FIB, or an ICMP "too big" back to the client
+//!    (`too_big`).
 //!
 //! Between 5 and 6, `passive` records the handshake signals of TCP flows for passive health: a
 //! SYN (new or retransmitted), and a first ACK where step 5 says one may be.
@@ -29,7 +30,9 @@
 //! - Hot path economy [9]: a stick hit refreshes its entry at most once a second, every loop
 //!   has a fixed bound, and every function is `#[inline(always)]` into one program (a
 //!   BPF-to-BPF call measurably slows every packet) whose one stack frame stays within the
-//!   verifier's 512 bytes.
+//!   verifier's 512 bytes. Encapsulation is a program of its own, `xlb_encap`, reached by a
+//!   tail call (`maps::ENCAP_STAGE`), with its own frame: the L2 path carries none of its code,
+//!   and a BPF-to-BPF call into it (tried first) cost every L2 stick hit a quarter more.
 //!
 //! Every map is documented at its definition in `maps`; every header offset and protocol
 //! number is named in `headers`.
@@ -106,7 +109,7 @@ fn balance(ctx: &XdpContext) -> u32 {
         maps::count(Counter::Fragment);
         fragment::record_first(&flow, service_id, id);
     }
-    // Before `send`, which may encapsulate the frame (moving its TCP header) or turn it into
+    // Before `send`, whose encapsulation stage may move the TCP header or turn the frame into
     // an ICMP reply: the passive signals read the client's TCP header where `parse` found it.
     if flow.tcp_at != 0 {
         if flow.syn_only {
@@ -115,7 +118,7 @@ fn balance(ctx: &XdpContext) -> u32 {
             passive::first_ack(ctx, &flow, service_id);
         }
     }
-    send(ctx, &flow, id, backend, len)
+    send(ctx, id, backend, len)
 }
 
 /// A fragment after the first: it has no ports, so no service lookup of its own; it goes to
@@ -147,13 +150,15 @@ fn later_fragment(ctx: &XdpContext, flow: &parse::Flow) -> u32 {
         st.no_backend += 1;
         return xdp_action::XDP_DROP;
     };
-    send(ctx, flow, first.backend, backend, len)
+    send(ctx, first.backend, backend, len)
 }
 
 /// Count a packet for backend `id` and forward it there: L2 DSR (the fast path, tested
-/// first), else encapsulated.
+/// first), else by a tail call into the encapsulation stage (`xlb_encap`), with the backend in
+/// this CPU's handoff slot. A failed tail call (no stage loaded) returns here: the frame is
+/// passed untouched, counted, never dropped.
 #[inline(always)]
-fn send(ctx: &XdpContext, flow: &parse::Flow, id: u32, backend: &Backend, len: u64) -> u32 {
+fn send(ctx: &XdpContext, id: u32, backend: &Backend, len: u64) -> u32 {
     if let Some(bs) = maps::backend_stats(id) {
         bs.packets += 1;
         bs.bytes += len;
@@ -161,10 +166,20 @@ fn send(ctx: &XdpContext, flow: &parse::Flow, id: u32, backend: &Backend, len: u
     if backend.forward == FORWARD_L2 {
         return forward::to_backend(ctx, backend);
     }
-    match encap::to_backend(ctx, flow, id, backend.forward) {
-        encap::TOO_BIG => too_big::reply(ctx, flow, encap::too_big_mtu()),
-        verdict => verdict,
+    // Index 0 of a one-entry array: the lookup cannot fail.
+    if let Some(h) = maps::encap_handoff() {
+        h.backend = id;
+        h.forward = backend.forward;
+        maps::tail_call_encap_stage(ctx);
     }
+    pass(Counter::EncapStageMissing)
+}
+
+/// The encapsulation stage (`encap`), reached only by the tail call in `send`: it reads the
+/// handoff slot written there.
+#[xdp]
+pub fn xlb_encap(ctx: XdpContext) -> u32 {
+    encap::stage(&ctx)
 }
 
 #[inline(always)]

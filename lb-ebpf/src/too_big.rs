@@ -24,14 +24,13 @@ use aya_ebpf::{
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use lb_common::{FAMILY_V6, gstat::Counter};
+use lb_common::gstat::Counter;
 
 use crate::{
     checksum,
     encap::{l3_offset, put16},
     headers::*,
     maps,
-    parse::Flow,
 };
 
 /// Bytes of the client's packet quoted in an ICMP / ICMPv6 error.
@@ -39,15 +38,13 @@ const QUOTE_V4: usize = 64;
 const QUOTE_V6: usize = 128;
 const TTL: u8 = 64;
 
-/// Answer the client of `flow` that packets above `mtu` do not pass. A BPF-to-BPF call of its
-/// own, made from `main` (not from `encap`, whose frame would add to its depth): the inlined
-/// frame of the L2 path has no room left for it.
-#[inline(never)]
-pub fn reply(ctx: &XdpContext, flow: &Flow, mtu: u16) -> u32 {
+/// Answer the client (of an IPv6 packet: `v6`) that packets above `mtu` do not pass. Part of
+/// the encapsulation stage (`encap::stage`).
+#[inline(always)]
+pub fn reply(ctx: &XdpContext, v6: bool, mtu: u16) -> u32 {
     const TAGGED: usize = ETH_HLEN + VLAN_HLEN;
     const V4: usize = IPV4_HLEN + ICMP_HDR_LEN + QUOTE_V4;
     const V6: usize = IPV6_HLEN + ICMP_HDR_LEN + QUOTE_V6;
-    let v6 = flow.family == FAMILY_V6;
     let tagged = match l3_offset(ctx) {
         Some(l3) => l3 != ETH_HLEN,
         None => return xdp_action::XDP_PASS,

@@ -31,6 +31,29 @@ pub struct Encap {
 }
 map_type!(Encap, 40);
 
+/// The encapsulation stage: program `PROG_ENCAP`, a program of its own that the main program
+/// `PROG_XLB` reaches by a tail call, so the L2 path carries none of its code or stack. It is
+/// the only entry of `MAP_ENCAP_STAGE`, at `ENCAP_STAGE_SLOT`.
+pub const PROG_ENCAP: &str = "xlb_encap";
+/// Index of `PROG_ENCAP` in `MAP_ENCAP_STAGE`.
+pub const ENCAP_STAGE_SLOT: u32 = 0;
+
+/// Value of `MAP_ENCAP_HANDOFF` (per CPU, index 0): what the main program hands the
+/// encapsulation stage with a packet, written just before the tail call, read by the stage
+/// first thing. Only what the main program has in hand there (its one stack frame has no room
+/// to keep the flow's fields until then): the stage reads the rest from the frame, which
+/// nothing changed in between.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EncapHandoff {
+    /// The backend chosen (index of `MAP_BACKENDS`, `MAP_ENCAP`).
+    pub backend: u32,
+    /// The backend's `Backend::forward`: `FORWARD_IPIP` or `FORWARD_GUE`.
+    pub forward: u8,
+    pub _pad: [u8; 3],
+}
+map_type!(EncapHandoff, 8);
+
 /// The flow's entropy hash: the client address (folded to a word) and source port, mixed. The
 /// outer source address (with a prefix `encap_source`), the GUE UDP source port and the IPv6
 /// flow label carry it, so a backend's NIC spreads the balancer's flows over its queues (RSS)

@@ -59,11 +59,15 @@ pub mod gstat {
         /// Passed: the driver left no headroom for the outer headers (`bpf_xdp_adjust_head`
         /// failed). The frame is passed untouched.
         EncapNoHeadroom = 15,
+        /// Passed: a frame for an encapsulating backend whose tail call into the encapsulation
+        /// stage (`PROG_ENCAP` in `MAP_ENCAP_STAGE`) failed: the stage is not loaded there (an
+        /// agent that has not filled the map yet). The frame is passed untouched.
+        EncapStageMissing = 16,
     }
 
     impl Counter {
         /// Entries of `MAP_GLOBAL_STATS`.
-        pub const COUNT: u32 = 16;
+        pub const COUNT: u32 = 17;
         /// Every counter, in index order.
         pub const ALL: [Counter; Counter::COUNT as usize] = [
             Counter::PassNotVip,
@@ -82,6 +86,7 @@ pub mod gstat {
             Counter::EncapFibMiss,
             Counter::EncapTooBig,
             Counter::EncapNoHeadroom,
+            Counter::EncapStageMissing,
         ];
 
         /// Index in `MAP_GLOBAL_STATS`.
@@ -108,6 +113,7 @@ pub mod gstat {
                 Counter::EncapFibMiss => "encap_fib_miss",
                 Counter::EncapTooBig => "encap_too_big",
                 Counter::EncapNoHeadroom => "encap_no_headroom",
+                Counter::EncapStageMissing => "encap_stage_missing",
             }
         }
     }
@@ -214,6 +220,7 @@ pub mod gstat {
         Global::Counted(Counter::EncapFibMiss),
         Global::Counted(Counter::EncapTooBig),
         Global::Counted(Counter::EncapNoHeadroom),
+        Global::Counted(Counter::EncapStageMissing),
     ];
 
     // `Counter::ALL` is in index order, and `SHOWN` names every counter of both kinds once.

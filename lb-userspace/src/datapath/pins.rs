@@ -16,10 +16,12 @@
 //! again at its next start and redoes the migration from it.
 //!
 //! Migration from formats 2 to 4: format 5 differs from each only in `MAP_GLOBAL_STATS` (the
-//! data path's own counters: 16 entries; format 2 held 21 with the agent's derived ones mixed
+//! data path's own counters: 17 entries; format 2 held 21 with the agent's derived ones mixed
 //! in, format 3 held 12, without `insert_ring_full`, format 4 held 13, without the `encap_*`
-//! ones) and in `MAP_ENCAP`, which they lack (the load pins a fresh, empty one: their backends
-//! are all `FORWARD_L2`, the 0 of `Backend::forward`). Every other map is adopted as it is —
+//! ones) and in the encapsulation maps, which they lack (`ENCAP_MAPS`: the load pins fresh,
+//! empty ones, and fills the stage; their backends are all `FORWARD_L2`, the 0 of
+//! `Backend::forward`, so their program never reaches the stage). Every other map is adopted
+//! as it is —
 //! names, servers, both Maglev slots and every service's stick table with its entries — and the
 //! old `MAP_GLOBAL_STATS` is unpinned (the running program keeps counting into it until the new
 //! one replaces it), so the load pins a fresh one: the global counters start again from 0. An
@@ -31,8 +33,9 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo};
 use aya_obj::generated::{BPF_F_RDONLY_PROG, bpf_map_type};
 use lb_common::{
-    ALL_MAPS, Backend, MAP_BACKENDS, MAP_ENCAP, MAP_GLOBAL_STATS, MAP_META, MAP_NAMES, MAP_STICK_SINGLE,
-    MAX_BACKENDS, MAX_SERVICES, NameSlot, PIN_FORMAT, StickEntry, StickKey, meta,
+    ALL_MAPS, Backend, MAP_BACKENDS, MAP_ENCAP, MAP_ENCAP_HANDOFF, MAP_ENCAP_STAGE, MAP_GLOBAL_STATS,
+    MAP_META, MAP_NAMES, MAP_STICK_SINGLE, MAX_BACKENDS, MAX_SERVICES, NameSlot, PIN_FORMAT, StickEntry,
+    StickKey, meta,
 };
 
 use crate::datapath::error::DatapathError;
@@ -146,10 +149,13 @@ fn format1_specs() -> Vec<(&'static str, MapSpec)> {
     ]
 }
 
+/// The maps formats 2 to 4 lack: a migration from them pins fresh ones.
+const ENCAP_MAPS: [&str; 3] = [MAP_ENCAP, MAP_ENCAP_STAGE, MAP_ENCAP_HANDOFF];
+
 /// The older formats that differ from this one only in `MAP_GLOBAL_STATS` (and the missing
-/// `MAP_ENCAP`), and its entries there: format 2 (xlb up to 011ecc8: counted and derived
+/// `ENCAP_MAPS`), and its entries there: format 2 (xlb up to 011ecc8: counted and derived
 /// counters, 21 of them), format 3 (up to d968612: 12 counted ones) and format 4 (up to
-/// 9a7e630: 13).
+/// 8c5e4e7: 13).
 const OLDER_GLOBAL_STATS: [(u64, u32); 3] = [(2, 21), (3, 12), (4, 13)];
 
 /// `MAP_GLOBAL_STATS` as format `format` (one of [`OLDER_GLOBAL_STATS`]) defined it.
@@ -252,8 +258,8 @@ pub fn inspect(dir: &Path, object: &[u8]) -> Result<Found, DatapathError> {
 
 /// The maps of format 2, 3 or 4 as pinned under `maps`: this object's, but `MAP_GLOBAL_STATS`
 /// is the old format's (`old`), or this object's, or absent (a migration stopped after it
-/// unpinned or replaced it); `MAP_ENCAP` is absent, or this object's (pinned by a migration
-/// that stopped before it recorded the new format).
+/// unpinned or replaced it); each of `ENCAP_MAPS` is absent, or this object's (pinned by a
+/// migration that stopped before it recorded the new format).
 fn older_specs(
     maps: &Path,
     object: &[u8],
@@ -265,10 +271,9 @@ fn older_specs(
         true => Some(MapSpec::of_pin(MAP_GLOBAL_STATS, &path)?),
         false => None,
     };
-    let encap_pinned = maps.join(MAP_ENCAP).exists();
     specs.retain_mut(|(name, spec)| {
-        if *name == MAP_ENCAP {
-            return encap_pinned;
+        if ENCAP_MAPS.contains(name) {
+            return maps.join(*name).exists();
         }
         if *name != MAP_GLOBAL_STATS {
             return true;

@@ -48,6 +48,14 @@ impl Datapath {
         a.set(0, target, 0).map_err(map_err(lb_common::MAP_FLOOR_TARGET))
     }
 
+    /// Tests only: empty the encapsulation stage's slot (`MAP_ENCAP_STAGE`), as it is before
+    /// a load fills it, so the main program's tail call fails.
+    pub fn clear_encap_stage(&mut self) -> Result<()> {
+        self.encap_stage
+            .clear_index(&lb_common::ENCAP_STAGE_SLOT)
+            .map_err(map_err(lb_common::MAP_ENCAP_STAGE))
+    }
+
     /// Run program `prog` on `data` `repeat` times (the kernel feeds each repetition the
     /// previous one's output).
     pub fn test_run(&mut self, prog: &str, data: &[u8], repeat: u32) -> Result<RunResult> {

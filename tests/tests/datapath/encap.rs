@@ -386,3 +386,32 @@ fn too_big_over_ipv6_gets_icmpv6_packet_too_big() {
         assert_eq!(lb.gstat(Counter::EncapTooBig), 1);
     });
 }
+
+#[test]
+fn without_the_encapsulation_stage_frames_are_passed_untouched_and_counted() {
+    in_routed_ns("encap_no_stage", |lb, r| {
+        route_all(lb, 0, |n| host4(ROUTED4, n), ipip);
+        let frame = from_client(Frame::tcp(client4(1), 40000, VIP4, 80, TCP_ACK));
+        let (verdict, _) = lb.run_on(&frame, r.wire_ifindex);
+        assert_eq!(verdict, XDP_TX, "the load filled the stage: encapsulated");
+        assert_eq!(lb.gstat(Counter::EncapStageMissing), 0);
+        // As before an agent fills it: the main program's tail call fails.
+        lb.dp.clear_encap_stage().unwrap();
+        let (verdict, out) = lb.run_on(&frame, r.wire_ifindex);
+        assert_eq!(
+            (verdict, out),
+            (XDP_PASS, frame.clone()),
+            "passed untouched, not dropped"
+        );
+        assert_eq!(lb.gstat(Counter::EncapStageMissing), 1);
+        assert_eq!(
+            lb.gstat(lb_common::gstat::Derived::Tx),
+            1,
+            "only the first was sent"
+        );
+        // L2 backends never reach the stage.
+        let l2 = from_client(Frame::udp(client4(2), 40000, VIP4, 53));
+        assert_eq!(lb.run(&l2).0, XDP_TX);
+        assert_eq!(lb.gstat(Counter::EncapStageMissing), 1);
+    });
+}
