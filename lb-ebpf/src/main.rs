@@ -52,7 +52,7 @@ mod select;
 mod too_big;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{Backend, FORWARD_L2, NO_BACKEND, gstat::Counter};
+use lb_common::{BENCH_FRAME_HEAD, Backend, FORWARD_L2, NO_BACKEND, gstat::Counter};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -244,6 +244,48 @@ pub fn xlb_bench_fresh(ctx: XdpContext) -> u32 {
 pub fn xlb_bench_fresh_floor(ctx: XdpContext) -> u32 {
     fresh_source(&ctx);
     forward::swap_macs(&ctx)
+}
+
+/// Benchmark wrapper for the stick hits to encapsulating backends: put the client's frame back
+/// (`restore_frame`), then run the data path, so BPF_PROG_TEST_RUN's `repeat`, which feeds each
+/// repetition the previous one's encapsulated output, times the same stick hit every time.
+#[xdp]
+pub fn xlb_bench_restore(ctx: XdpContext) -> u32 {
+    restore_frame(&ctx);
+    balance(&ctx)
+}
+
+/// That wrapper's own cost: the same restore, then the floor. Subtracted.
+#[xdp]
+pub fn xlb_bench_restore_floor(ctx: XdpContext) -> u32 {
+    restore_frame(&ctx);
+    forward::swap_macs(&ctx)
+}
+
+/// Makes the frame the client's again (`maps::bench_frame`): its length restored by moving the
+/// start (the encapsulation added outer headers there), its first `BENCH_FRAME_HEAD` bytes
+/// written back. The same work whether the frame grew or not: the start is moved even by 0.
+#[inline(always)]
+fn restore_frame(ctx: &XdpContext) {
+    let Some(client) = maps::bench_frame() else {
+        return;
+    };
+    let grown = (ctx.data_end() - ctx.data()) as i32 - client.len as i32;
+    // SAFETY: the program's own context; packet pointers are taken afresh below.
+    if unsafe { aya_ebpf::helpers::bpf_xdp_adjust_head(ctx.ctx, grown) } != 0 {
+        return;
+    }
+    let start = ctx.data();
+    if start + BENCH_FRAME_HEAD > ctx.data_end() {
+        return;
+    }
+    // SAFETY: BENCH_FRAME_HEAD bytes bounds-checked above; alignment 1.
+    let frame = unsafe { &mut *(start as *mut [u8; BENCH_FRAME_HEAD]) };
+    let mut i = 0;
+    while i < BENCH_FRAME_HEAD {
+        frame[i] = client.head[i];
+        i += 1;
+    }
 }
 
 /// Writes the next counter value (4 bytes) into the low 4 bytes of the client address of an

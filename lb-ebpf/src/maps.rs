@@ -269,6 +269,16 @@ static OWN_MAC: Array<OwnMac> = Array::with_max_entries(1, 0);
 #[map(name = "XLB_BENCH")]
 static BENCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(bench_slot::COUNT, 0);
 
+/// Benchmark only: the client's frame `xlb_bench_restore` puts back before every repetition
+/// (index 0). Written by the benchmark runner; never touched by the production program.
+#[map(name = "XLB_BENCH_FRAME")]
+static BENCH_FRAME: Array<lb_common::BenchFrame> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn bench_frame() -> Option<&'static lb_common::BenchFrame> {
+    BENCH_FRAME.get(0)
+}
+
 /// Benchmark only: the e2e floor program's one VIP and backend (index 0). Written by the
 /// benchmark runner; never touched by the production program.
 #[map(name = "XLB_FLOOR_TARGET")]

@@ -48,6 +48,26 @@ impl Datapath {
         a.set(0, target, 0).map_err(map_err(lb_common::MAP_FLOOR_TARGET))
     }
 
+    /// Benchmark only: the client's frame `PROG_BENCH_RESTORE` puts back before each
+    /// repetition (at least `BENCH_FRAME_HEAD` bytes).
+    pub fn set_bench_frame(&mut self, frame: &[u8]) -> Result<()> {
+        use lb_common::{BENCH_FRAME_HEAD, BenchFrame, MAP_BENCH_FRAME};
+        let map = self
+            .ebpf
+            .map_mut(MAP_BENCH_FRAME)
+            .ok_or(no_map(MAP_BENCH_FRAME))?;
+        let mut a: Array<&mut MapData, BenchFrame> =
+            Array::try_from(map).map_err(map_err(MAP_BENCH_FRAME))?;
+        let mut head = [0u8; BENCH_FRAME_HEAD];
+        head.copy_from_slice(&frame[..BENCH_FRAME_HEAD]);
+        let value = BenchFrame {
+            len: frame.len() as u32,
+            head,
+            _pad: [0; 2],
+        };
+        a.set(0, value, 0).map_err(map_err(MAP_BENCH_FRAME))
+    }
+
     /// Tests only: empty the encapsulation stage's slot (`MAP_ENCAP_STAGE`), as it is before
     /// a load fills it, so the main program's tail call fails.
     pub fn clear_encap_stage(&mut self) -> Result<()> {
