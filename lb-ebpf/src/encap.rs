@@ -53,8 +53,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Encap, FAMILY_V6, FORWARD_GUE, PROTO_UDP, encap_entropy, encap_source, flow_label, gstat::Counter,
-    gue_source_port, hash::words_of,
+    Encap, FAMILY_V6, FORWARD_GUE, PROTO_TCP, PROTO_UDP, encap_entropy, encap_entropy_of, encap_source,
+    flow_label, gstat::Counter, gue_source_port, hash::words_of,
 };
 
 use crate::{checksum, headers::*, maps, parse, too_big};
@@ -135,7 +135,10 @@ pub fn stage(ctx: &XdpContext) -> u32 {
         return pass(Counter::EncapStageMissing);
     };
     let (id, mode) = (h.backend, h.forward);
-    let facts = flow_facts(ctx.ctx);
+    let mut facts = plain_facts(ctx);
+    if facts == NO_FLOW {
+        facts = flow_facts(ctx.ctx);
+    }
     if facts == NO_FLOW {
         // Cannot happen: the main program forwarded this very frame.
         return pass(Counter::ParseError);
@@ -152,6 +155,50 @@ pub fn stage(ctx: &XdpContext) -> u32 {
 const FACT_V6: u64 = 1 << 32;
 const FACT_TOO_BIG: u64 = 1 << 33;
 const NO_FLOW: u64 = u64::MAX;
+
+/// `flow_facts` of the common case, read straight from the frame (no parse, no call): an IPv4
+/// packet without options and not a fragment, or an IPv6 packet without extension headers,
+/// carrying TCP or UDP (the address and port where `parse` finds them then). `NO_FLOW` for
+/// anything else, which `flow_facts` parses in full.
+#[inline(always)]
+fn plain_facts(ctx: &XdpContext) -> u64 {
+    const V4_SPAN: usize = IPV4_HLEN + L4_PORTS_LEN;
+    const V6_SPAN: usize = IPV6_HLEN + L4_PORTS_LEN;
+    const V4_FIRST: u8 = (IPV4_VERSION << IP_VERSION_SHIFT) | IPV4_IHL_MIN_WORDS;
+    let l4 = |proto: u8| proto == PROTO_TCP || proto == PROTO_UDP;
+    let Some(l3) = l3_offset(ctx) else {
+        return NO_FLOW;
+    };
+    let start = ctx.data() + l3;
+    if start + V4_SPAN > ctx.data_end() {
+        return NO_FLOW;
+    }
+    // SAFETY: V4_SPAN bytes bounds-checked above; alignment 1.
+    let ip = unsafe { &*(start as *const [u8; V4_SPAN]) };
+    if ip[0] == V4_FIRST {
+        let frags = u16::from_be_bytes([ip[6], ip[7]]);
+        if !l4(ip[9]) || frags & (IPV4_MORE_FRAGMENTS | IPV4_FRAG_OFFSET_MASK) != 0 {
+            return NO_FLOW;
+        }
+        let a = IPV4_SRC_AT;
+        let client = u32::from_ne_bytes([ip[a], ip[a + 1], ip[a + 2], ip[a + 3]]);
+        let sport = u16::from_ne_bytes([ip[IPV4_HLEN], ip[IPV4_HLEN + 1]]);
+        return encap_entropy_of(client, sport) as u64;
+    }
+    if ip[0] >> IP_VERSION_SHIFT != IPV6_VERSION || !l4(ip[IPV6_NEXT_HDR_AT]) {
+        return NO_FLOW;
+    }
+    if start + V6_SPAN > ctx.data_end() {
+        return NO_FLOW;
+    }
+    // SAFETY: V6_SPAN bytes bounds-checked above; alignment 1.
+    let ip = unsafe { &*(start as *const [u8; V6_SPAN]) };
+    let word = |at: usize| u32::from_ne_bytes([ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]);
+    let s = IPV6_SRC_AT;
+    let folded = word(s) ^ word(s + 4) ^ word(s + 8) ^ word(s + 12);
+    let sport = u16::from_ne_bytes([ip[IPV6_HLEN], ip[IPV6_HLEN + 1]]);
+    encap_entropy_of(folded, sport) as u64 | FACT_V6
+}
 
 /// What the stage needs of the flow, parsed again from the frame as the main program parsed it
 /// (the frame is as it came; handing the flow's fields over instead would cost the main

@@ -37,6 +37,8 @@ pub const IPV4_SRC_AT: usize = 12;
 pub const IPV4_DST_AT: usize = 16;
 /// Where the source address sits in an IPv6 header.
 pub const IPV6_SRC_AT: usize = 8;
+/// Where the next header's type sits in an IPv6 header.
+pub const IPV6_NEXT_HDR_AT: usize = 6;
 /// IPv4 `frags` field (host order): the More Fragments flag and the fragment offset.
 pub const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
 pub const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;

@@ -61,7 +61,14 @@ map_type!(EncapHandoff, 8);
 #[inline(always)]
 pub fn encap_entropy(client: &[u8; 16], sport_be: u16) -> u32 {
     let a = crate::hash::words_of(client);
-    crate::hash::hash_words(&[a[0] ^ a[1] ^ a[2] ^ a[3], sport_be as u32])
+    encap_entropy_of(a[0] ^ a[1] ^ a[2] ^ a[3], sport_be)
+}
+
+/// `encap_entropy` of a client address already folded to one word (the XOR of its four native
+/// words; an IPv4 address is its one word).
+#[inline(always)]
+pub fn encap_entropy_of(folded: u32, sport_be: u16) -> u32 {
+    crate::hash::hash_words(&[folded, sport_be as u32])
 }
 
 /// The outer source for a flow of entropy `hash`: `src` with its `src_hash_mask` bits (of the
