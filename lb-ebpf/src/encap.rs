@@ -470,22 +470,33 @@ impl Outer<'_> {
 
     #[inline(always)]
     fn ipv4<const N: usize>(&self, f: &mut [u8; N], payload: usize, next: u8) {
+        const FIRST: u8 = (IPV4_VERSION << IP_VERSION_SHIFT) | IPV4_IHL_MIN_WORDS;
         let h = ETH_HLEN;
-        f[h] = (IPV4_VERSION << IP_VERSION_SHIFT) | IPV4_IHL_MIN_WORDS;
+        f[h] = FIRST;
         f[h + IPV4_TOS_AT] = self.tos;
         put16(f, h + IPV4_TOT_LEN_AT, (IPV4_HLEN + payload) as u16);
         put16(f, h + 4, 0); // identification
         put16(f, h + 6, IPV4_DONT_FRAGMENT);
         f[h + 8] = OUTER_TTL;
         f[h + 9] = next;
-        put16(f, h + IPV4_CSUM_AT, 0);
         let mut i = 0;
         while i < IPV4_ADDR_LEN {
             f[h + IPV4_SRC_AT + i] = self.src[i];
             f[h + IPV4_DST_AT + i] = self.dst[i];
             i += 1;
         }
-        checksum::write(f, h, IPV4_HLEN, IPV4_CSUM_AT, 0);
+        // The header checksum from the values just written (not read back from the frame):
+        // its words, identification and checksum 0.
+        let word = |b: &[u8; 16], at: usize| u16::from_be_bytes([b[at], b[at + 1]]) as u32;
+        let sum = u16::from_be_bytes([FIRST, self.tos]) as u32
+            + (IPV4_HLEN + payload) as u32
+            + IPV4_DONT_FRAGMENT as u32
+            + u16::from_be_bytes([OUTER_TTL, next]) as u32
+            + word(&self.src, 0)
+            + word(&self.src, 2)
+            + word(self.dst, 0)
+            + word(self.dst, 2);
+        put16(f, h + IPV4_CSUM_AT, checksum::finish(sum));
     }
 
     #[inline(always)]
