@@ -135,6 +135,14 @@ pub fn stage(ctx: &XdpContext) -> u32 {
         return pass(Counter::EncapStageMissing);
     };
     let (id, mode) = (h.backend, h.forward);
+    // The main program's clock reading, when its stick lookup made one: a helper call saved.
+    let now = match h.now {
+        0 => {
+            // SAFETY: helper without arguments.
+            unsafe { bpf_ktime_get_coarse_ns() }
+        }
+        now => now,
+    } | 1;
     let mut facts = plain_facts(ctx);
     if facts == NO_FLOW {
         facts = flow_facts(ctx.ctx);
@@ -144,7 +152,7 @@ pub fn stage(ctx: &XdpContext) -> u32 {
         return pass(Counter::ParseError);
     }
     let (entropy, v6, icmp_too_big) = (facts as u32, facts & FACT_V6 != 0, facts & FACT_TOO_BIG != 0);
-    match to_backend(ctx, id, entropy, mode, v6, icmp_too_big) {
+    match to_backend(ctx, id, entropy, mode, v6, icmp_too_big, now) {
         TOO_BIG => too_big::reply(ctx, v6, too_big_mtu()),
         verdict => verdict,
     }
@@ -230,7 +238,7 @@ fn flow_facts(raw: *mut xdp_md) -> u64 {
 /// Encapsulate the frame for backend `id` (mode `mode`, the flow's entropy hash `hash`) and
 /// send it to the FIB's next hop; or `TOO_BIG` (never for an ICMP "too big" itself).
 #[inline(always)]
-fn to_backend(ctx: &XdpContext, id: u32, hash: u32, mode: u8, v6: bool, icmp_too_big: bool) -> u32 {
+fn to_backend(ctx: &XdpContext, id: u32, hash: u32, mode: u8, v6: bool, icmp_too_big: bool, now: u64) -> u32 {
     let (Some(e), Some(inner)) = (maps::encap(id), inner(ctx, v6)) else {
         return pass(Counter::EncapFibMiss);
     };
@@ -241,7 +249,7 @@ fn to_backend(ctx: &XdpContext, id: u32, hash: u32, mode: u8, v6: bool, icmp_too
     let inner_proto = if v6 { PROTO_IPV6 } else { PROTO_IPIP };
     let ingress = ingress_ifindex(ctx);
     let l4 = if gue { PROTO_UDP } else { inner_proto };
-    let Some(hop) = next_hop(ctx, e, id, v6, l4, ingress) else {
+    let Some(hop) = next_hop(ctx, e, id, v6, l4, ingress, now) else {
         return pass(Counter::EncapFibMiss);
     };
     if total > hop.mtu as usize {
@@ -288,8 +296,8 @@ fn to_backend(ctx: &XdpContext, id: u32, hash: u32, mode: u8, v6: bool, icmp_too
 
 /// The next hop to backend `id` (its `Encap`: `e`), from this CPU's cache when the cache holds
 /// it for this destination and looked it up less than `NEXT_HOP_TTL_NS` ago, else from the
-/// FIB (and cached). None: the FIB has no usable answer (not cached: the next packet asks
-/// again).
+/// FIB (and cached). `now`: the coarse clock, odd (never 0). None: the FIB has no usable
+/// answer (not cached: the next packet asks again).
 #[inline(always)]
 fn next_hop(
     ctx: &XdpContext,
@@ -298,10 +306,9 @@ fn next_hop(
     v6: bool,
     l4: u8,
     ingress: u32,
+    now: u64,
 ) -> Option<&'static NextHop> {
     let hop = maps::next_hop_slot(id)?;
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() } | 1;
     let (a, b) = (words_of(&hop.dst), words_of(&e.dst));
     let same = (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0;
     if same && hop.checked_ns != 0 && now.wrapping_sub(hop.checked_ns) < NEXT_HOP_TTL_NS {

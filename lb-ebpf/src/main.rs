@@ -118,7 +118,7 @@ fn balance(ctx: &XdpContext) -> u32 {
             passive::first_ack(ctx, &flow, service_id);
         }
     }
-    send(ctx, id, backend, len)
+    send(ctx, id, backend, len, flow.now)
 }
 
 /// A fragment after the first: it has no ports, so no service lookup of its own; it goes to
@@ -150,15 +150,16 @@ fn later_fragment(ctx: &XdpContext, flow: &parse::Flow) -> u32 {
         st.no_backend += 1;
         return xdp_action::XDP_DROP;
     };
-    send(ctx, first.backend, backend, len)
+    send(ctx, first.backend, backend, len, 0)
 }
 
 /// Count a packet for backend `id` and forward it there: L2 DSR (the fast path, tested
 /// first), else by a tail call into the encapsulation stage (`xlb_encap`), with the backend in
-/// this CPU's handoff slot. A failed tail call (no stage loaded) returns here: the frame is
+/// this CPU's handoff slot (and `now`, the clock the stick lookup read, 0 if none). A failed
+/// tail call (no stage loaded) returns here: the frame is
 /// passed untouched, counted, never dropped.
 #[inline(always)]
-fn send(ctx: &XdpContext, id: u32, backend: &Backend, len: u64) -> u32 {
+fn send(ctx: &XdpContext, id: u32, backend: &Backend, len: u64, now: u64) -> u32 {
     if let Some(bs) = maps::backend_stats(id) {
         bs.packets += 1;
         bs.bytes += len;
@@ -170,6 +171,7 @@ fn send(ctx: &XdpContext, id: u32, backend: &Backend, len: u64) -> u32 {
     if let Some(h) = maps::encap_handoff() {
         h.backend = id;
         h.forward = backend.forward;
+        h.now = now;
         maps::tail_call_encap_stage(ctx);
     }
     pass(Counter::EncapStageMissing)

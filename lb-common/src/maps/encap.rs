@@ -51,8 +51,12 @@ pub struct EncapHandoff {
     /// The backend's `Backend::forward`: `FORWARD_IPIP` or `FORWARD_GUE`.
     pub forward: u8,
     pub _pad: [u8; 3],
+    /// The coarse clock (`bpf_ktime_get_coarse_ns`) as the main program's stick lookup read
+    /// it for this packet, so the stage's next-hop cache need not read it again; 0 when the
+    /// packet took no stick lookup (the stage reads the clock itself).
+    pub now: u64,
 }
-map_type!(EncapHandoff, 8);
+map_type!(EncapHandoff, 16);
 
 /// The flow's entropy hash: the client address (folded to a word) and source port, mixed. The
 /// outer source address (with a prefix `encap_source`), the GUE UDP source port and the IPv6
