@@ -53,7 +53,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Encap, FAMILY_V6, FORWARD_GUE, PROTO_TCP, PROTO_UDP, encap_entropy, encap_entropy_of, encap_source,
+    Encap, FAMILY_V6, FORWARD_GUE, PROTO_TCP, PROTO_UDP, encap_entropy, encap_entropy_of, encap_source_word,
     flow_label, gstat::Counter, gue_source_port, hash::words_of,
 };
 
@@ -267,13 +267,12 @@ fn to_backend(ctx: &XdpContext, id: u32, hash: u32, mode: u8, v6: bool, icmp_too
     }
     let out = Outer {
         hop,
-        src: encap_source(e, hash, v6),
-        dst: &e.dst,
+        e,
+        src_word: encap_source_word(e, hash, v6),
         inner_len: inner.len,
         tos: inner.tos,
         hash,
         inner_proto,
-        gue_port: e.gue_port,
     };
     let written = match (v6, gue) {
         (false, false) => out.write::<{ ETH_HLEN + IPV4_HLEN }>(ctx, false, false),
@@ -421,35 +420,31 @@ pub fn l3_offset(ctx: &XdpContext) -> Option<usize> {
 struct Outer<'a> {
     /// The next hop: the MACs.
     hop: &'a NextHop,
-    src: [u8; 16],
-    dst: &'a [u8; 16],
+    /// The backend's `Encap`: the addresses.
+    e: &'a Encap,
+    /// The outer source's last word (`encap_source_word`).
+    src_word: u32,
     inner_len: usize,
     tos: u8,
     hash: u32,
     inner_proto: u8,
-    /// Network order.
-    gue_port: u16,
 }
 
 impl Outer<'_> {
     /// Writes Ethernet, the outer IP header and (`gue`) UDP and GUE into the first `N` bytes
-    /// of the frame. False when the frame has no `N` bytes.
+    /// of the frame, 16 bits at a time (`put_word`). False when the frame has no `N` bytes.
     #[inline(always)]
     fn write<const N: usize>(&self, ctx: &XdpContext, v6: bool, gue: bool) -> bool {
         let start = ctx.data();
         if start + N > ctx.data_end() {
             return false;
         }
-        // SAFETY: N bytes bounds-checked above; alignment 1.
+        // SAFETY: N bytes bounds-checked above.
         let f = unsafe { &mut *(start as *mut [u8; N]) };
-        let mut i = 0;
-        while i < MAC_LEN {
-            f[i] = self.hop.dmac[i];
-            f[MAC_LEN + i] = self.hop.smac[i];
-            i += 1;
-        }
+        copy_words(f, 0, &self.hop.dmac);
+        copy_words(f, MAC_LEN, &self.hop.smac);
         let ether_type = if v6 { ETH_P_IPV6 } else { ETH_P_IP };
-        put16(f, ETH_TYPE_AT, ether_type);
+        put_word(f, ETH_TYPE_AT, ether_type.to_be_bytes());
         let ip_len = if v6 { IPV6_HLEN } else { IPV4_HLEN };
         let payload = N - ETH_HLEN - ip_len + self.inner_len;
         let next = if gue { PROTO_UDP } else { self.inner_proto };
@@ -460,17 +455,17 @@ impl Outer<'_> {
         }
         if gue {
             let u = ETH_HLEN + ip_len;
-            put16(f, u, gue_source_port(self.hash));
-            let port = self.gue_port.to_ne_bytes();
-            f[u + 2] = port[0];
-            f[u + 3] = port[1];
-            put16(f, u + 4, (UDP_HLEN + GUE_HLEN + self.inner_len) as u16);
-            put16(f, u + 6, 0);
+            put_word(f, u, gue_source_port(self.hash).to_be_bytes());
+            put_word(f, u + 2, self.e.gue_port.to_ne_bytes());
+            put_word(
+                f,
+                u + 4,
+                ((UDP_HLEN + GUE_HLEN + self.inner_len) as u16).to_be_bytes(),
+            );
+            put_word(f, u + 6, [0, 0]);
             let g = u + UDP_HLEN;
-            f[g] = 0; // version 0, C 0, Hlen 0
-            f[g + 1] = self.inner_proto;
-            f[g + 2] = 0;
-            f[g + 3] = 0;
+            put_word(f, g, [0, self.inner_proto]); // version 0, C 0, Hlen 0; the protocol
+            put_word(f, g + 2, [0, 0]);
         }
         true
     }
@@ -479,49 +474,73 @@ impl Outer<'_> {
     fn ipv4<const N: usize>(&self, f: &mut [u8; N], payload: usize, next: u8) {
         const FIRST: u8 = (IPV4_VERSION << IP_VERSION_SHIFT) | IPV4_IHL_MIN_WORDS;
         let h = ETH_HLEN;
-        f[h] = FIRST;
-        f[h + IPV4_TOS_AT] = self.tos;
-        put16(f, h + IPV4_TOT_LEN_AT, (IPV4_HLEN + payload) as u16);
-        put16(f, h + 4, 0); // identification
-        put16(f, h + 6, IPV4_DONT_FRAGMENT);
-        f[h + 8] = OUTER_TTL;
-        f[h + 9] = next;
-        let mut i = 0;
-        while i < IPV4_ADDR_LEN {
-            f[h + IPV4_SRC_AT + i] = self.src[i];
-            f[h + IPV4_DST_AT + i] = self.dst[i];
-            i += 1;
-        }
+        let tot_len = (IPV4_HLEN + payload) as u16;
+        let src = self.src_word.to_be_bytes();
+        let d = &self.e.dst;
+        put_word(f, h, [FIRST, self.tos]);
+        put_word(f, h + IPV4_TOT_LEN_AT, tot_len.to_be_bytes());
+        put_word(f, h + 4, [0, 0]); // identification
+        put_word(f, h + 6, IPV4_DONT_FRAGMENT.to_be_bytes());
+        put_word(f, h + 8, [OUTER_TTL, next]);
+        put_word(f, h + IPV4_SRC_AT, [src[0], src[1]]);
+        put_word(f, h + IPV4_SRC_AT + 2, [src[2], src[3]]);
+        copy_words(f, h + IPV4_DST_AT, &[d[0], d[1], d[2], d[3]]);
         // The header checksum from the values just written (not read back from the frame):
         // its words, identification and checksum 0.
-        let word = |b: &[u8; 16], at: usize| u16::from_be_bytes([b[at], b[at + 1]]) as u32;
-        let sum = u16::from_be_bytes([FIRST, self.tos]) as u32
-            + (IPV4_HLEN + payload) as u32
+        let be = |hi: u8, lo: u8| u16::from_be_bytes([hi, lo]) as u32;
+        let sum = be(FIRST, self.tos)
+            + tot_len as u32
             + IPV4_DONT_FRAGMENT as u32
-            + u16::from_be_bytes([OUTER_TTL, next]) as u32
-            + word(&self.src, 0)
-            + word(&self.src, 2)
-            + word(self.dst, 0)
-            + word(self.dst, 2);
-        put16(f, h + IPV4_CSUM_AT, checksum::finish(sum));
+            + be(OUTER_TTL, next)
+            + (self.src_word >> 16)
+            + (self.src_word & 0xffff)
+            + be(d[0], d[1])
+            + be(d[2], d[3]);
+        put_word(f, h + IPV4_CSUM_AT, checksum::finish(sum).to_be_bytes());
     }
 
     #[inline(always)]
     fn ipv6<const N: usize>(&self, f: &mut [u8; N], payload: usize, next: u8) {
         let h = ETH_HLEN;
         let label = flow_label(self.hash);
-        f[h] = (IPV6_VERSION << IP_VERSION_SHIFT) | (self.tos >> 4);
-        f[h + 1] = (self.tos << 4) | (label >> 16) as u8;
-        put16(f, h + 2, label as u16);
-        put16(f, h + IPV6_PAYLOAD_LEN_AT, payload as u16);
-        f[h + 6] = next;
-        f[h + 7] = OUTER_TTL;
-        let mut i = 0;
-        while i < IPV6_ADDR_LEN {
-            f[h + IPV6_SRC_AT + i] = self.src[i];
-            f[h + IPV6_SRC_AT + IPV6_ADDR_LEN + i] = self.dst[i];
-            i += 1;
-        }
+        let first = (IPV6_VERSION << IP_VERSION_SHIFT) | (self.tos >> 4);
+        put_word(f, h, [first, (self.tos << 4) | (label >> 16) as u8]);
+        put_word(f, h + 2, (label as u16).to_be_bytes());
+        put_word(f, h + IPV6_PAYLOAD_LEN_AT, (payload as u16).to_be_bytes());
+        put_word(f, h + 6, [next, OUTER_TTL]);
+        let (s, src) = (&self.e.src, self.src_word.to_be_bytes());
+        copy_words(
+            f,
+            h + IPV6_SRC_AT,
+            &[
+                s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11],
+            ],
+        );
+        copy_words(f, h + IPV6_SRC_AT + 12, &src);
+        copy_words(f, h + IPV6_SRC_AT + IPV6_ADDR_LEN, &self.e.dst);
+    }
+}
+
+/// Writes the two bytes `b` at `at` (even) as one 16-bit store. Aligned: every field the outer
+/// headers hold starts at an even offset, and the frame at an even address (the kernel's
+/// headroom is even, as `parse` assumes, and `to_backend` moves the start by an even amount).
+/// An `at` past the frame writes nothing (`N` is the frame's checked length).
+#[inline(always)]
+fn put_word<const N: usize>(f: &mut [u8; N], at: usize, b: [u8; 2]) {
+    if at % 2 == 0 && at + 2 <= N {
+        // SAFETY: `at..at + 2` is within `f` (checked above, a constant once inlined); the
+        // address is even, as said above.
+        unsafe { (f.as_mut_ptr().add(at) as *mut u16).write(u16::from_ne_bytes(b)) };
+    }
+}
+
+/// Copies `src` (an even number of bytes) to `at` (even), 16 bits at a time.
+#[inline(always)]
+fn copy_words<const N: usize, const M: usize>(f: &mut [u8; N], at: usize, src: &[u8; M]) {
+    let mut i = 0;
+    while i + 1 < M {
+        put_word(f, at + i, [src[i], src[i + 1]]);
+        i += 2;
     }
 }
 

@@ -81,13 +81,22 @@ pub fn encap_entropy_of(folded: u32, sport_be: u16) -> u32 {
 pub fn encap_source(e: &Encap, hash: u32, v6: bool) -> [u8; 16] {
     let mut a = e.src;
     let at = if v6 { 12 } else { 0 };
-    let base = u32::from_be_bytes([a[at], a[at + 1], a[at + 2], a[at + 3]]);
-    let w = ((base & !e.src_hash_mask) | (hash & e.src_hash_mask)).to_be_bytes();
+    let w = encap_source_word(e, hash, v6).to_be_bytes();
     a[at] = w[0];
     a[at + 1] = w[1];
     a[at + 2] = w[2];
     a[at + 3] = w[3];
     a
+}
+
+/// The last word of `encap_source` (host order): the whole IPv4 address, bytes 12..16 of an
+/// IPv6 one; the bytes before it are `e.src`'s.
+#[inline(always)]
+pub fn encap_source_word(e: &Encap, hash: u32, v6: bool) -> u32 {
+    let a = &e.src;
+    let at = if v6 { 12 } else { 0 };
+    let base = u32::from_be_bytes([a[at], a[at + 1], a[at + 2], a[at + 3]]);
+    (base & !e.src_hash_mask) | (hash & e.src_hash_mask)
 }
 
 /// The GUE UDP source port for entropy `hash` (host order): in the dynamic range 49152..=65535,
