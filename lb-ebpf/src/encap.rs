@@ -152,17 +152,37 @@ pub fn stage(ctx: &XdpContext) -> u32 {
         return pass(Counter::ParseError);
     }
     let (entropy, v6, icmp_too_big) = (facts as u32, facts & FACT_V6 != 0, facts & FACT_TOO_BIG != 0);
-    match to_backend(ctx, id, entropy, mode, v6, icmp_too_big, now) {
+    let inner = Inner {
+        l3: if facts & FACT_TAGGED != 0 {
+            ETH_HLEN + VLAN_HLEN
+        } else {
+            ETH_HLEN
+        },
+        tos: (facts >> FACT_TOS_SHIFT) as u8,
+        len: (facts >> FACT_LEN_SHIFT) as usize,
+    };
+    match to_backend(ctx, id, entropy, mode, inner, v6, icmp_too_big, now) {
         TOO_BIG => too_big::reply(ctx, v6, too_big_mtu()),
         verdict => verdict,
     }
 }
 
-/// `flow_facts`: the flow is IPv6; it is an ICMP "too big" about a VIP flow; the frame did not
-/// parse.
+/// `flow_facts`, beside the entropy hash (bits 0..32): the flow is IPv6; it is an ICMP "too
+/// big" about a VIP flow; the frame has a VLAN tag (its IP header at 18, not 14); the inner
+/// packet's TOS (bits 40..48) and length (bits 48..64). `NO_FLOW`: the frame did not parse.
 const FACT_V6: u64 = 1 << 32;
 const FACT_TOO_BIG: u64 = 1 << 33;
+const FACT_TAGGED: u64 = 1 << 34;
+const FACT_TOS_SHIFT: u32 = 40;
+const FACT_LEN_SHIFT: u32 = 48;
 const NO_FLOW: u64 = u64::MAX;
+
+/// The facts of the inner packet (`Inner`) in their bits.
+#[inline(always)]
+fn inner_facts(inner: &Inner) -> u64 {
+    let tagged = if inner.l3 != ETH_HLEN { FACT_TAGGED } else { 0 };
+    tagged | (inner.tos as u64) << FACT_TOS_SHIFT | (inner.len as u64) << FACT_LEN_SHIFT
+}
 
 /// `flow_facts` of the common case, read straight from the frame (no parse, no call): an IPv4
 /// packet without options and not a fragment, or an IPv6 packet without extension headers,
@@ -191,7 +211,13 @@ fn plain_facts(ctx: &XdpContext) -> u64 {
         let a = IPV4_SRC_AT;
         let client = u32::from_ne_bytes([ip[a], ip[a + 1], ip[a + 2], ip[a + 3]]);
         let sport = u16::from_ne_bytes([ip[IPV4_HLEN], ip[IPV4_HLEN + 1]]);
-        return encap_entropy_of(client, sport) as u64;
+        let at = IPV4_TOT_LEN_AT;
+        let inner = Inner {
+            l3,
+            len: u16::from_be_bytes([ip[at], ip[at + 1]]) as usize,
+            tos: ip[IPV4_TOS_AT],
+        };
+        return encap_entropy_of(client, sport) as u64 | inner_facts(&inner);
     }
     if ip[0] >> IP_VERSION_SHIFT != IPV6_VERSION || !l4(ip[IPV6_NEXT_HDR_AT]) {
         return NO_FLOW;
@@ -205,7 +231,13 @@ fn plain_facts(ctx: &XdpContext) -> u64 {
     let s = IPV6_SRC_AT;
     let folded = word(s) ^ word(s + 4) ^ word(s + 8) ^ word(s + 12);
     let sport = u16::from_ne_bytes([ip[IPV6_HLEN], ip[IPV6_HLEN + 1]]);
-    encap_entropy_of(folded, sport) as u64 | FACT_V6
+    let at = IPV6_PAYLOAD_LEN_AT;
+    let inner = Inner {
+        l3,
+        len: IPV6_HLEN + u16::from_be_bytes([ip[at], ip[at + 1]]) as usize,
+        tos: (ip[0] << 4) | (ip[1] >> 4),
+    };
+    encap_entropy_of(folded, sport) as u64 | FACT_V6 | inner_facts(&inner)
 }
 
 /// What the stage needs of the flow, parsed again from the frame as the main program parsed it
@@ -225,8 +257,13 @@ fn flow_facts(raw: *mut xdp_md) -> u64 {
         Ok(Some(flow)) => flow,
         Ok(None) | Err(()) => return NO_FLOW,
     };
-    let mut facts = encap_entropy(&flow.src, flow.sport) as u64;
-    if flow.family == FAMILY_V6 {
+    let v6 = flow.family == FAMILY_V6;
+    let inner = inner(&ctx, v6);
+    if inner.l3 == 0 {
+        return NO_FLOW;
+    }
+    let mut facts = encap_entropy(&flow.src, flow.sport) as u64 | inner_facts(&inner);
+    if v6 {
         facts |= FACT_V6;
     }
     if flow.icmp_too_big {
@@ -238,8 +275,18 @@ fn flow_facts(raw: *mut xdp_md) -> u64 {
 /// Encapsulate the frame for backend `id` (mode `mode`, the flow's entropy hash `hash`) and
 /// send it to the FIB's next hop; or `TOO_BIG` (never for an ICMP "too big" itself).
 #[inline(always)]
-fn to_backend(ctx: &XdpContext, id: u32, hash: u32, mode: u8, v6: bool, icmp_too_big: bool, now: u64) -> u32 {
-    let (Some(e), Some(inner)) = (maps::encap(id), inner(ctx, v6)) else {
+#[allow(clippy::too_many_arguments)]
+fn to_backend(
+    ctx: &XdpContext,
+    id: u32,
+    hash: u32,
+    mode: u8,
+    inner: Inner,
+    v6: bool,
+    icmp_too_big: bool,
+    now: u64,
+) -> u32 {
+    let Some(e) = maps::encap(id) else {
         return pass(Counter::EncapFibMiss);
     };
     let gue = mode == FORWARD_GUE;
@@ -376,14 +423,21 @@ fn ingress_ifindex(ctx: &XdpContext) -> u32 {
 }
 
 /// Where the inner IP header starts, its packet's length (from its own header: Ethernet
-/// padding is not part of it) and its TOS / traffic class.
+/// padding is not part of it) and its TOS / traffic class. `l3` 0: the frame is too short.
 #[inline(always)]
-fn inner(ctx: &XdpContext, v6: bool) -> Option<Inner> {
-    let start = ctx.data();
-    let l3 = l3_offset(ctx)?;
+fn inner(ctx: &XdpContext, v6: bool) -> Inner {
     const FIRST: usize = IPV6_PAYLOAD_LEN_AT + 2;
+    const NONE: Inner = Inner {
+        l3: 0,
+        len: 0,
+        tos: 0,
+    };
+    let start = ctx.data();
+    let Some(l3) = l3_offset(ctx) else {
+        return NONE;
+    };
     if start + l3 + FIRST > ctx.data_end() {
-        return None;
+        return NONE;
     }
     // SAFETY: bounds-checked above; alignment 1.
     let ip = unsafe { &*((start + l3) as *const [u8; FIRST]) };
@@ -397,7 +451,7 @@ fn inner(ctx: &XdpContext, v6: bool) -> Option<Inner> {
         let at = IPV4_TOT_LEN_AT;
         (u16::from_be_bytes([ip[at], ip[at + 1]]) as usize, ip[IPV4_TOS_AT])
     };
-    Some(Inner { l3, len, tos })
+    Inner { l3, len, tos }
 }
 
 /// Where the IP header starts: after Ethernet and at most one VLAN tag (what `parse` accepts).
