@@ -415,3 +415,32 @@ fn without_the_encapsulation_stage_frames_are_passed_untouched_and_counted() {
         assert_eq!(lb.gstat(Counter::EncapStageMissing), 1);
     });
 }
+
+#[test]
+fn a_first_fragment_carries_the_same_flow_hash_as_the_flows_whole_packets() {
+    // A whole packet's hash is read straight from its header; a fragment (as IPv4 options,
+    // IPv6 extension headers and ICMP errors) is parsed again in full: the same hash.
+    in_routed_ns("encap_frag_hash", |lb, r| {
+        route_all(lb, 1, |n| host4(ROUTED4, n), gue);
+        route_all(lb, 3, |n| host6(0x201, n), gue);
+        for (client, vip) in [
+            (IpAddr::from(client4(5)), IpAddr::from(VIP4)),
+            (IpAddr::from(client6(5)), IpAddr::from(VIP6)),
+        ] {
+            let flow = Frame::udp(client, 40005, vip, 53)
+                .payload(&[7; 64])
+                .macs(CLIENT_MAC, LB_MAC);
+            let whole = flow.bytes();
+            let first = flow.fragments(77, 32).remove(0);
+            let (udp_at, hash) = match client {
+                IpAddr::V4(c) => (34, encap_entropy(&v4(c.octets()), 40005u16.to_be())),
+                IpAddr::V6(c) => (54, encap_entropy(&c.octets(), 40005u16.to_be())),
+            };
+            for frame in [whole, first] {
+                let (verdict, out) = lb.run_on(&frame, r.wire_ifindex);
+                assert_eq!(verdict, XDP_TX, "{client}");
+                assert_eq!(be16(&out, udp_at), gue_source_port(hash), "{client}");
+            }
+        }
+    });
+}
