@@ -42,6 +42,13 @@
 //! per backend, from the `encap_source` address (its prefix base) with TOS 0: policy routing
 //! by the flow's own source or TOS is not followed.
 //!
+//! Cost (`cargo xtask bench datapath`, `v4_ipip_stick_hit`, `v4_gue_stick_hit`): the tail call,
+//! one read of the inner IP header for the entropy hash and the outer header's fields
+//! (`plain_facts`; a full parse only for IPv4 options, IPv6 extension headers, fragments and
+//! ICMP errors), the next-hop cache checked against the clock the main program already read
+//! (`EncapHandoff::now`), `bpf_xdp_adjust_head`, and the outer headers written 16 bits at a
+//! time with the IPv4 checksum summed from the values written.
+//!
 //! Egress: `XDP_TX` when the FIB's interface is the receiving one; else `bpf_redirect` to it by
 //! ifindex (no devmap port needed; counted as `redirect`). That interface's driver must take
 //! XDP frames (`ndo_xdp_xmit`; a veth only when its peer runs an XDP program), or the kernel
@@ -243,7 +250,8 @@ fn plain_facts(ctx: &XdpContext) -> u64 {
 /// What the stage needs of the flow, parsed again from the frame as the main program parsed it
 /// (the frame is as it came; handing the flow's fields over instead would cost the main
 /// program's one frame room it does not have): the entropy hash of its client's address and
-/// port (low 32 bits), `FACT_V6`, `FACT_TOO_BIG`; or `NO_FLOW`.
+/// port (low 32 bits) and the other facts (`FACT_*`), as `plain_facts` gives them for the
+/// common case; or `NO_FLOW`.
 ///
 /// A BPF-to-BPF call of its own (in the stage only), that answers with one number: inlined,
 /// the compiler starts on the hash before the parse is known to have succeeded, in registers
