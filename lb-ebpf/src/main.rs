@@ -46,6 +46,7 @@ mod forward;
 mod fragment;
 mod headers;
 mod maps;
+mod outer;
 mod parse;
 mod passive;
 mod select;

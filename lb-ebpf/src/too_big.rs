@@ -26,12 +26,7 @@ use aya_ebpf::{
 };
 use lb_common::gstat::Counter;
 
-use crate::{
-    checksum,
-    encap::{l3_offset, put16},
-    headers::*,
-    maps,
-};
+use crate::{checksum, encap::l3_offset, headers::*, maps, outer::put16};
 
 /// Bytes of the client's packet quoted in an ICMP / ICMPv6 error.
 const QUOTE_V4: usize = 64;
