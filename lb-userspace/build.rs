@@ -1,5 +1,6 @@
-//! Builds the XDP program (`lb-ebpf`) for `bpfel-unknown-none` with the nightly toolchain and
-//! hands its object to the crate (`include_bytes_aligned!`).
+//! Builds the XDP programs (`lb-ebpf`) for `bpfel-unknown-none` with the nightly toolchain and
+//! hands their objects to the crate (`include_bytes_aligned!`): the balancer (`xlb.bpf.o`) and
+//! the backend hosts' decapsulator (`xlb-decap.bpf.o`, an object of its own).
 //!
 //! The eBPF build uses its own target dir, `target/bpf`, shared by every profile of this crate,
 //! so it stays incremental: a change in `lb-userspace` alone never rebuilds it.
@@ -16,7 +17,8 @@ use std::{
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap().to_path_buf();
-    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("xlb.bpf.o");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let objects = [("xlb", "xlb.bpf.o"), ("xlb-decap", "xlb-decap.bpf.o")];
     for p in [
         "lb-ebpf/src",
         "lb-ebpf/Cargo.toml",
@@ -28,14 +30,21 @@ fn main() {
     println!("cargo:rerun-if-env-changed=XLB_SKIP_EBPF");
 
     if env::var("XLB_SKIP_EBPF").is_ok_and(|v| v == "1") {
-        println!("cargo:warning=XLB_SKIP_EBPF=1: embedding an empty eBPF object");
-        std::fs::write(&out, b"").unwrap();
+        println!("cargo:warning=XLB_SKIP_EBPF=1: embedding empty eBPF objects");
+        for (_, object) in objects {
+            std::fs::write(out_dir.join(object), b"").unwrap();
+        }
         return;
     }
-    let obj = build_ebpf(&root);
-    std::fs::copy(&obj, &out).unwrap_or_else(|e| panic!("copy {} -> {}: {e}", obj.display(), out.display()));
+    let built = build_ebpf(&root);
+    for (bin, object) in objects {
+        let (obj, out) = (built.join(bin), out_dir.join(object));
+        std::fs::copy(&obj, &out)
+            .unwrap_or_else(|e| panic!("copy {} -> {}: {e}", obj.display(), out.display()));
+    }
 }
 
+/// Build every binary of `lb-ebpf`; the directory that holds their objects.
 fn build_ebpf(root: &Path) -> PathBuf {
     let tools = root.join("target/xlb-tools/bin");
     let path = format!("{}:{}", tools.display(), env::var("PATH").unwrap_or_default());
@@ -87,5 +96,5 @@ fn build_ebpf(root: &Path) -> PathBuf {
              missing, run `cargo xtask setup` first; otherwise the compiler output above says what broke."
         );
     }
-    target_dir.join("bpfel-unknown-none/release/xlb")
+    target_dir.join("bpfel-unknown-none/release")
 }

@@ -37,6 +37,8 @@ pub const IPV4_SRC_AT: usize = 12;
 pub const IPV4_DST_AT: usize = 16;
 /// Where the source address sits in an IPv6 header.
 pub const IPV6_SRC_AT: usize = 8;
+/// Where the next header's type sits in an IPv6 header.
+pub const IPV6_NEXT_HDR_AT: usize = 6;
 /// IPv4 `frags` field (host order): the More Fragments flag and the fragment offset.
 pub const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
 pub const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;
@@ -86,3 +88,29 @@ pub const ICMP_CODE_AT: usize = 1;
 pub const ICMP_DEST_UNREACH: u8 = 3;
 pub const ICMP_FRAG_NEEDED: u8 = 4;
 pub const ICMPV6_PKT_TOOBIG: u8 = 2;
+
+// --- Encapsulation (RFC 2003, 2473, 768, draft-ietf-intarea-gue) -------------------------------
+
+/// An untagged Ethernet header: what the data path writes in front of an outer IP header.
+pub const ETH_HLEN: usize = 14;
+pub const IPV4_HLEN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
+pub const UDP_HLEN: usize = 8;
+/// A GUE header of version 0 without extension fields: version/C/Hlen, protocol, flags.
+pub const GUE_HLEN: usize = 4;
+/// IP protocol numbers of an encapsulated packet: IPv4 (IP in IP) and IPv6.
+pub const PROTO_IPIP: u8 = 4;
+pub const PROTO_IPV6: u8 = 41;
+/// IPv4 `frags` field (host order): Don't Fragment.
+pub const IPV4_DONT_FRAGMENT: u16 = 0x4000;
+/// Where the total length and the TOS sit in an IPv4 header; the payload length in IPv6.
+pub const IPV4_TOS_AT: usize = 1;
+pub const IPV4_TOT_LEN_AT: usize = 2;
+pub const IPV6_PAYLOAD_LEN_AT: usize = 4;
+/// Where an ICMP error's "next-hop MTU" sits in its 8-byte header (ICMP: the low 16 bits of the
+/// last word, RFC 1191; ICMPv6: the whole last word).
+pub const ICMP_MTU_AT: usize = 6;
+pub const ICMPV6_MTU_AT: usize = 4;
+/// Where the checksum sits in an ICMP/ICMPv6 header and in an IPv4 header.
+pub const ICMP_CSUM_AT: usize = 2;
+pub const IPV4_CSUM_AT: usize = 10;

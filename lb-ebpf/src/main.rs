@@ -15,7 +15,10 @@
 //! 5. `select::backend_for` [3–5]: the service's affinity key, its stick table, Maglev on a
 //!    miss, and the entry a miss creates (for TCP only from a packet that proves a handshake).
 //! 6. `fragment::record_first` [7]: a first fragment records where it went, for step 2.
-//! 7. `send`, `forward::to_backend` [6]: L2 DSR, `XDP_TX` or `XDP_REDIRECT`.
+//! 7. `send`, `forward::to_backend` [6]: L2 DSR, `XDP_TX` or `XDP_REDIRECT`; for a backend on
+//!    another network a tail call into the encapsulation stage, `xlb_encap` (`encap`): IP-in-IP
+//!    or GUE, the next hop from the kernel's FIB, or an ICMP "too big" back to the client
+//!    (`too_big`).
 //!
 //! Between 5 and 6, `passive` records the handshake signals of TCP flows for passive health: a
 //! SYN (new or retransmitted), and a first ACK where step 5 says one may be.
@@ -27,7 +30,9 @@
 //! - Hot path economy [9]: a stick hit refreshes its entry at most once a second, every loop
 //!   has a fixed bound, and every function is `#[inline(always)]` into one program (a
 //!   BPF-to-BPF call measurably slows every packet) whose one stack frame stays within the
-//!   verifier's 512 bytes.
+//!   verifier's 512 bytes. Encapsulation is a program of its own, `xlb_encap`, reached by a
+//!   tail call (`maps::ENCAP_STAGE`), with its own frame: the L2 path carries none of its code,
+//!   and a BPF-to-BPF call into it (tried first) cost every L2 stick hit a quarter more.
 //!
 //! Every map is documented at its definition in `maps`; every header offset and protocol
 //! number is named in `headers`.
@@ -35,16 +40,20 @@
 #![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod checksum;
+mod encap;
 mod forward;
 mod fragment;
 mod headers;
 mod maps;
+mod outer;
 mod parse;
 mod passive;
 mod select;
+mod too_big;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{Backend, NO_BACKEND, gstat::Counter};
+use lb_common::{BENCH_FRAME_HEAD, Backend, FORWARD_L2, NO_BACKEND, gstat::Counter};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -101,8 +110,8 @@ fn balance(ctx: &XdpContext) -> u32 {
         maps::count(Counter::Fragment);
         fragment::record_first(&flow, service_id, id);
     }
-    let verdict = send(ctx, id, backend, len);
-    // Last, where little else is live: the one stack frame has no room to spare.
+    // Before `send`, whose encapsulation stage may move the TCP header or turn the frame into
+    // an ICMP reply: the passive signals read the client's TCP header where `parse` found it.
     if flow.tcp_at != 0 {
         if flow.syn_only {
             passive::syn(ctx, &flow, service_id, id, select::now_ns());
@@ -110,7 +119,7 @@ fn balance(ctx: &XdpContext) -> u32 {
             passive::first_ack(ctx, &flow, service_id);
         }
     }
-    verdict
+    send(ctx, id, backend, len, flow.now)
 }
 
 /// A fragment after the first: it has no ports, so no service lookup of its own; it goes to
@@ -142,17 +151,38 @@ fn later_fragment(ctx: &XdpContext, flow: &parse::Flow) -> u32 {
         st.no_backend += 1;
         return xdp_action::XDP_DROP;
     };
-    send(ctx, first.backend, backend, len)
+    send(ctx, first.backend, backend, len, 0)
 }
 
-/// Count a packet for backend `id` and forward it there.
+/// Count a packet for backend `id` and forward it there: L2 DSR (the fast path, tested
+/// first), else by a tail call into the encapsulation stage (`xlb_encap`), with the backend in
+/// this CPU's handoff slot (and `now`, the clock the stick lookup read, 0 if none). A failed
+/// tail call (no stage loaded) returns here: the frame is
+/// passed untouched, counted, never dropped.
 #[inline(always)]
-fn send(ctx: &XdpContext, id: u32, backend: &Backend, len: u64) -> u32 {
+fn send(ctx: &XdpContext, id: u32, backend: &Backend, len: u64, now: u64) -> u32 {
     if let Some(bs) = maps::backend_stats(id) {
         bs.packets += 1;
         bs.bytes += len;
     }
-    forward::to_backend(ctx, backend)
+    if backend.forward == FORWARD_L2 {
+        return forward::to_backend(ctx, backend);
+    }
+    // Index 0 of a one-entry array: the lookup cannot fail.
+    if let Some(h) = maps::encap_handoff() {
+        h.backend = id;
+        h.forward = backend.forward;
+        h.now = now;
+        maps::tail_call_encap_stage(ctx);
+    }
+    pass(Counter::EncapStageMissing)
+}
+
+/// The encapsulation stage (`encap`), reached only by the tail call in `send`: it reads the
+/// handoff slot written there.
+#[xdp]
+pub fn xlb_encap(ctx: XdpContext) -> u32 {
+    encap::stage(&ctx)
 }
 
 #[inline(always)]
@@ -217,6 +247,48 @@ pub fn xlb_bench_fresh(ctx: XdpContext) -> u32 {
 pub fn xlb_bench_fresh_floor(ctx: XdpContext) -> u32 {
     fresh_source(&ctx);
     forward::swap_macs(&ctx)
+}
+
+/// Benchmark wrapper for the stick hits to encapsulating backends: put the client's frame back
+/// (`restore_frame`), then run the data path, so BPF_PROG_TEST_RUN's `repeat`, which feeds each
+/// repetition the previous one's encapsulated output, times the same stick hit every time.
+#[xdp]
+pub fn xlb_bench_restore(ctx: XdpContext) -> u32 {
+    restore_frame(&ctx);
+    balance(&ctx)
+}
+
+/// That wrapper's own cost: the same restore, then the floor. Subtracted.
+#[xdp]
+pub fn xlb_bench_restore_floor(ctx: XdpContext) -> u32 {
+    restore_frame(&ctx);
+    forward::swap_macs(&ctx)
+}
+
+/// Makes the frame the client's again (`maps::bench_frame`): its length restored by moving the
+/// start (the encapsulation added outer headers there), its first `BENCH_FRAME_HEAD` bytes
+/// written back. The same work whether the frame grew or not: the start is moved even by 0.
+#[inline(always)]
+fn restore_frame(ctx: &XdpContext) {
+    let Some(client) = maps::bench_frame() else {
+        return;
+    };
+    let grown = (ctx.data_end() - ctx.data()) as i32 - client.len as i32;
+    // SAFETY: the program's own context; packet pointers are taken afresh below.
+    if unsafe { aya_ebpf::helpers::bpf_xdp_adjust_head(ctx.ctx, grown) } != 0 {
+        return;
+    }
+    let start = ctx.data();
+    if start + BENCH_FRAME_HEAD > ctx.data_end() {
+        return;
+    }
+    // SAFETY: BENCH_FRAME_HEAD bytes bounds-checked above; alignment 1.
+    let frame = unsafe { &mut *(start as *mut [u8; BENCH_FRAME_HEAD]) };
+    let mut i = 0;
+    while i < BENCH_FRAME_HEAD {
+        frame[i] = client.head[i];
+        i += 1;
+    }
 }
 
 /// Writes the next counter value (4 bytes) into the low 4 bytes of the client address of an

@@ -7,14 +7,15 @@
 use aya_ebpf::{
     btf_maps::{ArrayOfMaps, LruHashMap},
     macros::{btf_map, map},
-    maps::{Array, DevMap, PerCpuArray, RingBuf},
+    maps::{Array, DevMap, PerCpuArray, ProgramArray, RingBuf},
+    programs::XdpContext,
 };
 use lb_common::{
-    Backend, BackendStats, FRAGMENT_RECORDS, FloorTarget, FragmentKey, FragmentRecord, INSERTS_RING_BYTES,
-    InsertRecord, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS,
-    NEW_ENTRIES_WINDOW_NS, NameSlot, OwnMac, PassiveStats, RateWindow, SYN_SLOTS, Service, ServiceStats,
-    StickEntry, StickKey, SynKey, SynSlot, VIP_PROBES, VIP_TABLE_SIZE, VipSlot, bench_slot, gstat::Counter,
-    vip_home,
+    Backend, BackendStats, ENCAP_STAGE_SLOT, Encap, EncapHandoff, FRAGMENT_RECORDS, FloorTarget, FragmentKey,
+    FragmentRecord, INSERTS_RING_BYTES, InsertRecord, LIMIT_NEW_ENTRIES_PER_CPU, MAGLEV_MAX_SIZE,
+    MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS, NEW_ENTRIES_WINDOW_NS, NameSlot, OwnMac, PassiveStats,
+    RateWindow, SYN_SLOTS, Service, ServiceStats, StickEntry, StickKey, SynKey, SynSlot, VIP_PROBES,
+    VIP_TABLE_SIZE, VipSlot, bench_slot, gstat::Counter, vip_home,
 };
 
 /// VIPs: two open-addressed tables of `VIP_TABLE_SIZE` slots (index `slot * VIP_TABLE_SIZE +
@@ -50,6 +51,48 @@ static MAGLEV: Array<u32> = Array::with_max_entries(MAX_SERVICES * 2 * MAGLEV_MA
 /// Written by the agent on health or admin changes; read for every forwarded packet.
 #[map(name = "XLB_BACKENDS")]
 static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// How backends on other networks are reached: outer destination and source, GUE port.
+/// Index: backend id, as `XLB_BACKENDS`. Written by the agent with the backend (before the
+/// backend's `forward` names an encapsulation); read for every packet to such a backend.
+#[map(name = "XLB_ENCAP")]
+static ENCAP: Array<Encap> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// The encapsulation stage: a program array of one entry, index `ENCAP_STAGE_SLOT`, value the
+/// program `xlb_encap` (`encap`). The main program tail-calls it for every packet to a backend
+/// whose `forward` is an encapsulation, so the L2 path carries none of the stage's code or
+/// stack. Written by the agent at load time (`Datapath::load`, which test fixtures and
+/// benchmarks use too), before the main program is attached; read by the tail call. Empty
+/// (an agent that has not filled it): the tail call fails, and the frame is passed, counted
+/// (`encap_stage_missing`). Pinned: the kernel empties a program array when its last user-space
+/// reference goes, and the data path runs on while no agent does.
+#[map(name = "XLB_ENCAP_STAGE")]
+static ENCAP_STAGE: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Per CPU, index 0: what the main program hands the encapsulation stage (`EncapHandoff`:
+/// backend, entropy hash, mode, family). Written by the main program just before its tail call
+/// into `XLB_ENCAP_STAGE`; read by the stage as it starts (the same packet on the same CPU:
+/// nothing runs between the two). Pinned, like the stage: while an agent replaces the program,
+/// the main program of one load may tail-call the stage of the next, and both must use the same
+/// slot (its layout is part of `PIN_FORMAT`).
+#[map(name = "XLB_ENCAP_HANDOFF")]
+static ENCAP_HANDOFF: PerCpuArray<EncapHandoff> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's handoff slot (see `ENCAP_HANDOFF`).
+#[inline(always)]
+pub fn encap_handoff() -> Option<&'static mut EncapHandoff> {
+    // SAFETY: per-CPU slot, see `count`; one packet at a time uses it on this CPU.
+    ENCAP_HANDOFF.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Tail-call the encapsulation stage. Returns only when the call failed (the stage is not in
+/// `XLB_ENCAP_STAGE`).
+#[inline(always)]
+pub fn tail_call_encap_stage(ctx: &XdpContext) {
+    // SAFETY: the stage is an XDP program that takes the same context; control never comes
+    // back on success, and nothing here waits for it to.
+    unsafe { ENCAP_STAGE.tail_call(ctx, ENCAP_STAGE_SLOT) };
+}
 
 /// The stick tables: one LRU hash per service, so a flood aimed at one service evicts only
 /// that service's clients. Index: service id. Value: that service's table, created by the agent
@@ -91,6 +134,32 @@ static FRAG_KEY: PerCpuArray<FragmentKey> = PerCpuArray::with_max_entries(1, 0);
 pub fn fragment_key_slot() -> Option<&'static mut FragmentKey> {
     // SAFETY: per-CPU slot, see `count`; its one user finishes with it before the program ends.
     FRAG_KEY.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Per CPU: where the encapsulation stage (`encap`) builds its `bpf_fib_lookup` parameters
+/// (64 bytes) and reads the answer, and leaves the MTU of a "too big" for `too_big`. Written
+/// and read by the stage only; not pinned (nothing in it outlives a packet).
+#[map(name = "XLB_FIB")]
+static FIB: PerCpuArray<crate::encap::FibParams> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's scratch slot for FIB lookup parameters (see `FIB`).
+#[inline(always)]
+pub fn fib_params() -> Option<&'static mut crate::encap::FibParams> {
+    // SAFETY: per-CPU slot, see `count`; its one user finishes with it before the program ends.
+    FIB.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Per CPU: the next hop of each encapsulating backend as the FIB last gave it (index:
+/// backend id), reused for a second (`encap::NextHop`). Written and read by the encapsulation
+/// stage only; not pinned (a restart looks every next hop up again).
+#[map(name = "XLB_NEXT_HOPS")]
+static NEXT_HOPS: PerCpuArray<crate::encap::NextHop> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// This CPU's cached next hop of backend `id` (see `NEXT_HOPS`).
+#[inline(always)]
+pub fn next_hop_slot(id: u32) -> Option<&'static mut crate::encap::NextHop> {
+    // SAFETY: per-CPU slot, see `count`; one packet at a time uses it on this CPU.
+    NEXT_HOPS.get_ptr_mut(id).map(|p| unsafe { &mut *p })
 }
 
 /// Output interfaces for backends that are not on the receiving interface. Index: the
@@ -195,6 +264,16 @@ static OWN_MAC: Array<OwnMac> = Array::with_max_entries(1, 0);
 #[map(name = "XLB_BENCH")]
 static BENCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(bench_slot::COUNT, 0);
 
+/// Benchmark only: the client's frame `xlb_bench_restore` puts back before every repetition
+/// (index 0). Written by the benchmark runner; never touched by the production program.
+#[map(name = "XLB_BENCH_FRAME")]
+static BENCH_FRAME: Array<lb_common::BenchFrame> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn bench_frame() -> Option<&'static lb_common::BenchFrame> {
+    BENCH_FRAME.get(0)
+}
+
 /// Benchmark only: the e2e floor program's one VIP and backend (index 0). Written by the
 /// benchmark runner; never touched by the production program.
 #[map(name = "XLB_FLOOR_TARGET")]
@@ -256,6 +335,11 @@ pub fn maglev_slot(index: u32) -> Option<u32> {
 #[inline(always)]
 pub fn backend(id: u32) -> Option<&'static Backend> {
     BACKENDS.get(id)
+}
+
+#[inline(always)]
+pub fn encap(id: u32) -> Option<&'static Encap> {
+    ENCAP.get(id)
 }
 
 /// The stick table of a service, if the agent gave it one.

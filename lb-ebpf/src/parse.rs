@@ -52,6 +52,9 @@ pub struct Flow {
     pub tcp_at: u16,
     /// ICMP need-frag / ICMPv6 packet-too-big about a VIP flow.
     pub icmp_too_big: bool,
+    /// The coarse clock as the stick lookup read it (`select`), handed to the encapsulation
+    /// stage with the packet (`lb_common::EncapHandoff::now`); 0 when there was no lookup.
+    pub now: u64,
 }
 
 impl Flow {
@@ -72,6 +75,7 @@ impl Flow {
             no_handshake: false,
             tcp_at: 0,
             icmp_too_big: false,
+            now: 0,
         }
     }
 }

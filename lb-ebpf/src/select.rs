@@ -133,6 +133,7 @@ pub fn backend_for(flow: &mut Flow, service_id: u32, svc: &Service, st: &mut Ser
         return maglev(service_id, svc, affinity_hash(&key.addr, key.port, key.family));
     };
     let now = now_ns();
+    flow.now = now;
     let may_insert = !flow.no_handshake && !flow.fragment && !flow.icmp_too_big;
 
     if let Some(e) = maps::stick_get(table, &key) {

@@ -1,4 +1,5 @@
-//! `xlb`: the agent (`run`), config check, detach, and a client for the runtime API.
+//! `xlb`: the agent (`run`), config check, detach, a client for the runtime API, and the backend
+//! hosts' decapsulator (`decap`).
 //! Parses arguments and dispatches; the work lives in the library.
 
 use std::{
@@ -112,6 +113,36 @@ enum Cmd {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// For backend hosts: strip the balancer's IPIP/GUE headers from packets to this host's VIPs.
+    Decap {
+        #[command(subcommand)]
+        cmd: DecapCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DecapCmd {
+    /// Attach to an interface: decapsulate IPIP (and GUE with --gue-port) to these VIPs.
+    Attach {
+        #[arg(short, long, value_name = "IF")]
+        interface: String,
+        /// A VIP this host serves (on lo); repeat for more.
+        #[arg(long = "vip", value_name = "ADDR", required = true)]
+        vips: Vec<std::net::IpAddr>,
+        /// The balancer's GUE port; without it only IPIP is decapsulated.
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        gue_port: Option<u16>,
+    },
+    /// Detach from an interface (removes its pins and counters).
+    Detach {
+        #[arg(short, long, value_name = "IF")]
+        interface: String,
+    },
+    /// VIPs, GUE port and counters of one interface, or of every attached one.
+    Show {
+        #[arg(short, long, value_name = "IF")]
+        interface: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -137,6 +168,7 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let socket = cli.socket;
+    let base = xlb::datapath::decap::base_dir(cli.netns.as_deref());
     let (verb, config, words) = match cli.cmd {
         Cmd::Run { config } => {
             xlb::agent::run(&config)?;
@@ -168,6 +200,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
             local_peer,
         } => return import(&file, output.as_deref(), local_peer),
+        Cmd::Decap { cmd } => {
+            decap(cmd, &base)?;
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let socket = match (socket, config) {
         (Some(s), _) => s,
@@ -215,6 +251,67 @@ fn import(file: &Path, output: Option<&Path>, local_peer: Option<String>) -> any
         None => print!("{}", imported.toml),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn decap(cmd: DecapCmd, base: &Path) -> anyhow::Result<()> {
+    use xlb::datapath::decap;
+    match cmd {
+        DecapCmd::Attach {
+            interface,
+            vips,
+            gue_port,
+        } => {
+            let req = decap::AttachRequest {
+                ifname: &interface,
+                vips: &vips,
+                gue_port,
+                base,
+            };
+            let mode = decap::attach(&req)?;
+            let gue = gue_port.map_or("off".to_string(), |p| format!("UDP port {p}"));
+            println!(
+                "decapsulating on {interface} ({mode} XDP): {} VIPs, GUE {gue}",
+                vips.len()
+            );
+        }
+        DecapCmd::Detach { interface } => {
+            decap::detach(&interface, base)?;
+            println!("detached from {interface}");
+        }
+        DecapCmd::Show { interface } => {
+            let names = match interface {
+                Some(i) => vec![i],
+                None => decap::attached(base)?,
+            };
+            if names.is_empty() {
+                println!("not attached anywhere (nothing pinned under {})", base.display());
+            }
+            for name in names {
+                print!("{}", decap_report(&decap::status(&name, base)?));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `xlb decap show` for one interface.
+fn decap_report(a: &xlb::datapath::decap::Attachment) -> String {
+    let vips: Vec<String> = a.vips.iter().map(|v| v.to_string()).collect();
+    let link = if a.ifindex == 0 {
+        "severed: its interface went away; detach it".to_string()
+    } else {
+        format!("index {}", a.ifindex)
+    };
+    let gue = a.gue_port.map_or("off".to_string(), |p| format!("UDP port {p}"));
+    let mut out = format!(
+        "{} ({link})\n  vips: {}\n  gue: {gue}\n",
+        a.ifname,
+        vips.join(" ")
+    );
+    for (name, n) in a.counters.named() {
+        out.push_str(&format!("  {name}: {n}\n"));
+    }
+    out
 }
 
 /// Send one command line, print the answer, and exit with its status: the agent ends the

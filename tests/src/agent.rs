@@ -49,6 +49,7 @@ pub fn config_text<'h>(
     if let Some(m) = &o.metrics {
         t.push_str(&format!("metrics = \"{m}\"\n"));
     }
+    t.push_str(&crate::routed_backends::encap_source_line(&o.encap_source));
     let extra = if o.health_extra.is_empty() {
         String::new()
     } else {
@@ -77,6 +78,9 @@ pub fn config_text<'h>(
                 "[[service.server]]\nname = \"app{}\"\naddress = \"{addr}\"\n",
                 i + 1
             ));
+            if let Some(f) = o.forward.get(i).filter(|f| **f != crate::lbenv::Forward::L2) {
+                t.push_str(&crate::routed_backends::forward_lines(*f));
+            }
         }
     }
     t

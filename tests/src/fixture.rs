@@ -14,13 +14,14 @@ use xlb::{
         egress::Egress,
         program::{self, TableServer},
     },
-    config::{Protocol, Stick, StickOn},
+    config::{Forward, Protocol, Stick, StickOn},
     datapath::{Datapath, LoadOptions},
 };
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
 
 pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xcc];
@@ -153,6 +154,25 @@ impl Lb {
             &Egress::default(),
         );
         self.dp.set_backend(id, value).unwrap();
+    }
+
+    /// Make backend `id` a server at `address` reached by `forward` (what the agent writes for
+    /// such a server: `MAP_ENCAP`, then the backend with its mode).
+    pub fn set_forward(&mut self, id: u32, address: IpAddr, forward: Forward) {
+        if let Some(e) = program::encap(address, &forward) {
+            self.dp.set_encap(id, e).unwrap();
+        }
+        let value = lb_common::Backend {
+            forward: program::forward_mode(&forward),
+            ..program::backend(id / 4, self.states[id as usize], None, &Egress::default())
+        };
+        self.dp.set_backend(id, value).unwrap();
+    }
+
+    /// As `run`, received on interface `ingress` (of the caller's network namespace).
+    pub fn run_on(&mut self, frame: &[u8], ingress: u32) -> (u32, Vec<u8>) {
+        let r = self.dp.test_run_on("xlb", frame, 1, Some(ingress)).unwrap();
+        (r.verdict, r.data)
     }
 
     /// Maglev over the service's backends that are up (what the agent does).

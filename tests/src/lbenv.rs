@@ -39,6 +39,34 @@ pub struct Opts {
     /// More keys of the TCP services' `health` table, e.g. `observe = "layer4", fastinter =
     /// "200ms"` (passive health); empty for none.
     pub health_extra: String,
+    /// The first `routed` backends sit behind a router, each in a subnet of its own
+    /// ([`crate::routed_backends`]); the others are on the bridge.
+    pub routed: usize,
+    /// How the balancer reaches backend i (`forward[i]`; L2 for indices past the end). Every
+    /// backend of an environment with an encapsulating server runs `xlb decap`.
+    pub forward: Vec<Forward>,
+    /// `[global] encap_source`: the LB's own addresses when left empty and a server
+    /// encapsulates (filled in by `LbEnv::new`).
+    pub encap_source: Vec<IpAddr>,
+}
+
+/// A server's `forward` mode in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    L2,
+    Ipip,
+    Gue,
+}
+
+impl Forward {
+    /// The config's word for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Forward::L2 => "l2",
+            Forward::Ipip => "ipip",
+            Forward::Gue => "gue",
+        }
+    }
 }
 
 impl Opts {
@@ -69,6 +97,9 @@ impl Default for Opts {
             sweep: "1s".into(),
             metrics: None,
             health_extra: String::new(),
+            routed: 0,
+            forward: Vec::new(),
+            encap_source: Vec::new(),
         }
     }
 }
@@ -91,6 +122,8 @@ pub struct LbEnv {
     pub opts: Opts,
     agent: std::sync::Mutex<Option<ChildGuard>>,
     log_n: std::sync::atomic::AtomicUsize,
+    /// Where `xlb decap` pinned on each backend that runs it (removed on drop).
+    pub(crate) decap_bases: Vec<PathBuf>,
 }
 
 /// The agent binary: $XLB_BIN (set by `cargo xtask test`) or target/release/xlb.
@@ -142,16 +175,22 @@ pub fn env(test_name: &str, opts: Opts) -> LbEnv {
 
 impl LbEnv {
     /// Build the topology and backends, write the config; the agent is not started yet.
-    pub fn new(test_name: &str, opts: Opts) -> Result<LbEnv> {
+    pub fn new(test_name: &str, mut opts: Opts) -> Result<LbEnv> {
         crate::require_root();
         let mut topo = Topology::new(test_name)?;
         let client = topo.add_host("client")?;
         let lb = topo.add_host("lb")?;
+        let router = crate::routed_backends::add_router(&mut topo, opts.routed)?;
         let mut backends = Vec::new();
-        for i in 0..opts.backends + opts.spare_backends {
+        for i in opts.routed..opts.backends + opts.spare_backends {
             backends.push(topo.add_host(&format!("be{}", i + 1))?);
         }
         let sources = topo.add_client_addrs(client, opts.v4_sources, opts.v6_sources)?;
+        // Linked hosts come after the client pool's routes (bridged hosts get them as added).
+        if let Some(router) = router {
+            let routed = crate::routed_backends::add_routed_backends(&mut topo, lb, router, opts.routed)?;
+            backends.splice(0..0, routed);
+        }
         let (sources4, sources6): (Vec<IpAddr>, Vec<IpAddr>) = sources.into_iter().partition(|a| a.is_ipv4());
         // A veth hands packets on with partial checksums (CHECKSUM_PARTIAL: "the NIC will fill it
         // in"); XDP_TX turns the packet into a raw frame and that promise is lost, so the backend
@@ -185,6 +224,7 @@ impl LbEnv {
                 None,
             )?);
         }
+        let decap_bases = crate::routed_backends::prepare_encap(&topo, lb, &backends, &mut opts)?;
         let stem = topo.stem().to_string();
         let dir = std::env::temp_dir().join(&stem);
         std::fs::create_dir_all(&dir)?;
@@ -204,6 +244,7 @@ impl LbEnv {
             opts,
             agent: std::sync::Mutex::new(None),
             log_n: std::sync::atomic::AtomicUsize::new(0),
+            decap_bases,
         };
         env.write_config(&env.config_text(env.opts.backends))?;
         Ok(env)
@@ -365,6 +406,7 @@ impl Drop for LbEnv {
             a.kill();
         }
         agent::remove_agent_files(&self.bpffs);
+        crate::routed_backends::remove_decap_pins(&self.decap_bases);
         if std::thread::panicking() {
             eprintln!(
                 "==== agent log ({}) ====\n{}",

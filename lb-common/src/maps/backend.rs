@@ -1,5 +1,6 @@
-//! Where a forwarded frame goes: a backend (`MAP_BACKENDS`: its MACs, output port and state)
-//! and the receiving interface's own MAC (`MAP_OWN_MAC`: only frames sent to it are forwarded).
+//! Where a forwarded frame goes: a backend (`MAP_BACKENDS`: its MACs, output port, state and
+//! forwarding mode) and the receiving interface's own MAC (`MAP_OWN_MAC`: only frames sent to
+//! it are forwarded).
 
 /// `Backend::state` as the data path sees it (the agent folds health and admin state in).
 /// Up and in rotation: new clients may be given it.
@@ -23,7 +24,10 @@ pub struct Backend {
     pub tx_port: u32,
     /// `BACKEND_*`; 0 = the id is free (its server was removed).
     pub state: u8,
-    pub _pad: u8,
+    /// `FORWARD_L2` (the MACs and `tx_port` above say where), else `FORWARD_IPIP` or
+    /// `FORWARD_GUE`: encapsulated as `MAP_ENCAP` says, next hop from the kernel's FIB (the
+    /// MACs and `tx_port` are then unused).
+    pub forward: u8,
     /// The service this backend belongs to. Backend ids are reused after a server is removed,
     /// so a stick entry's backend id alone proves nothing: the data path follows an entry only
     /// when the backend's `service` is the packet's service and its state is not 0.

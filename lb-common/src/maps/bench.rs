@@ -10,6 +10,30 @@ pub const PROG_E2E_FLOOR: &str = "xlb_e2e_floor";
 /// Its map (index 0: a `FloorTarget`).
 pub const MAP_FLOOR_TARGET: &str = "XLB_FLOOR_TARGET";
 
+/// The bench wrapper for stick hits to encapsulating backends: it puts the client's frame
+/// (`MAP_BENCH_FRAME`) back before it runs `xlb`, so that BPF_PROG_TEST_RUN's `repeat`, which
+/// feeds each run the previous run's (encapsulated) output, times the same stick hit again.
+pub const PROG_BENCH_RESTORE: &str = "xlb_bench_restore";
+/// That wrapper's own cost: the same restore, then the floor. Subtracted.
+pub const PROG_BENCH_RESTORE_FLOOR: &str = "xlb_bench_restore_floor";
+/// The frame `PROG_BENCH_RESTORE` puts back (index 0: a `BenchFrame`).
+pub const MAP_BENCH_FRAME: &str = "XLB_BENCH_FRAME";
+
+/// Bytes of the client's frame `PROG_BENCH_RESTORE` writes back: Ethernet, IPv4 and TCP
+/// headers without options.
+pub const BENCH_FRAME_HEAD: usize = 54;
+
+/// Value of `MAP_BENCH_FRAME` (index 0): the client's frame, `len` bytes long, of which the
+/// first `BENCH_FRAME_HEAD` are `head` (the rest is never changed by the data path).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchFrame {
+    pub len: u32,
+    pub head: [u8; BENCH_FRAME_HEAD],
+    pub _pad: [u8; 2],
+}
+map_type!(BenchFrame, 60);
+
 /// The fresh-address counter of `PROG_BENCH_FRESH` (per-CPU u32 slots).
 pub const MAP_BENCH: &str = "XLB_BENCH";
 /// Slots of `MAP_BENCH`.

@@ -12,6 +12,8 @@
 
 mod backend;
 mod bench;
+mod decap;
+mod encap;
 mod fragment;
 mod passive;
 mod service;
@@ -21,6 +23,8 @@ mod vip;
 
 pub use backend::*;
 pub use bench::*;
+pub use decap::*;
+pub use encap::*;
 pub use fragment::*;
 pub use passive::*;
 pub use service::*;
@@ -49,6 +53,13 @@ pub const MAP_SERVICES: &str = "XLB_SERVICES";
 pub const MAP_ACTIVE_SLOT: &str = "XLB_ACTIVE";
 pub const MAP_MAGLEV: &str = "XLB_MAGLEV";
 pub const MAP_BACKENDS: &str = "XLB_BACKENDS";
+/// How backends on other networks are reached (`Encap`, index: backend id).
+pub const MAP_ENCAP: &str = "XLB_ENCAP";
+/// The encapsulation stage, a program array of one entry (`PROG_ENCAP` at `ENCAP_STAGE_SLOT`)
+/// filled by the agent at load time.
+pub const MAP_ENCAP_STAGE: &str = "XLB_ENCAP_STAGE";
+/// What the main program hands the encapsulation stage (`EncapHandoff`, per CPU, index 0).
+pub const MAP_ENCAP_HANDOFF: &str = "XLB_ENCAP_HANDOFF";
 /// The stick tables: an array of maps, one LRU hash per service (index: service id).
 pub const MAP_STICK_TABLES: &str = "XLB_STICKS";
 /// The single stick table of xlb releases before per-service tables. Not defined by this
@@ -74,7 +85,7 @@ pub const MAP_SYNS: &str = "XLB_SYNS";
 /// reads differences, and a new program's counters start from 0.
 pub const MAP_PASSIVE_STATS: &str = "XLB_PASSIVE";
 /// Every map the program defines (the agent pins and adopts these).
-pub const ALL_MAPS: [&str; 17] = [
+pub const ALL_MAPS: [&str; 20] = [
     MAP_VIPS,
     MAP_VIP_ACTIVE,
     MAP_SERVICES,
@@ -92,6 +103,9 @@ pub const ALL_MAPS: [&str; 17] = [
     MAP_META,
     MAP_OWN_MAC,
     MAP_FRAGMENTS,
+    MAP_ENCAP,
+    MAP_ENCAP_STAGE,
+    MAP_ENCAP_HANDOFF,
 ];
 
 /// The XDP program's name in the object; the one a test topology attaches to a veth's far end.
@@ -102,8 +116,10 @@ pub const PROG_PASS: &str = "xlb_pass";
 /// Format of the pinned maps: bumped whenever a map's type, key, value, size or meaning
 /// changes. Format 1 (xlb up to c887b59) had no `MAP_META`; format 2 (up to 011ecc8) had 21
 /// entries in `MAP_GLOBAL_STATS`, counted and derived counters mixed; format 3 (up to d968612)
-/// had 12 there (no `insert_ring_full`). The agent migrates all three.
-pub const PIN_FORMAT: u64 = 4;
+/// had 12 there (no `insert_ring_full`); format 4 (up to 8c5e4e7) had 13 there and none of
+/// the encapsulation maps (`MAP_ENCAP`, `MAP_ENCAP_STAGE`, `MAP_ENCAP_HANDOFF`). The agent
+/// migrates all four.
+pub const PIN_FORMAT: u64 = 5;
 
 /// Slots of `MAP_META` (u64 each), written by the agent, never read by the data path.
 pub mod meta {

@@ -48,11 +48,26 @@ pub mod gstat {
         /// New stick entries not reported to the agent through `MAP_INSERTS` because the ring
         /// was full (the agent fell behind). Safe: the next sweep replicates them as before.
         InsertRingFull = 12,
+        /// Passed: a frame for an encapsulating backend whose outer destination the kernel's
+        /// FIB could not resolve (no route, no neighbour entry for the next hop, forwarding off
+        /// on the interface, an ICMP error that would itself be too big). The frame is passed
+        /// untouched.
+        EncapFibMiss = 13,
+        /// A frame that would exceed the egress MTU once encapsulated: answered with ICMP
+        /// "fragmentation needed" / ICMPv6 "packet too big" to the client (sent by `XDP_TX`).
+        EncapTooBig = 14,
+        /// Passed: the driver left no headroom for the outer headers (`bpf_xdp_adjust_head`
+        /// failed). The frame is passed untouched.
+        EncapNoHeadroom = 15,
+        /// Passed: a frame for an encapsulating backend whose tail call into the encapsulation
+        /// stage (`PROG_ENCAP` in `MAP_ENCAP_STAGE`) failed: the stage is not loaded there (an
+        /// agent that has not filled the map yet). The frame is passed untouched.
+        EncapStageMissing = 16,
     }
 
     impl Counter {
         /// Entries of `MAP_GLOBAL_STATS`.
-        pub const COUNT: u32 = 13;
+        pub const COUNT: u32 = 17;
         /// Every counter, in index order.
         pub const ALL: [Counter; Counter::COUNT as usize] = [
             Counter::PassNotVip,
@@ -68,6 +83,10 @@ pub mod gstat {
             Counter::NoHandshakeNoInsert,
             Counter::FragmentNoRecord,
             Counter::InsertRingFull,
+            Counter::EncapFibMiss,
+            Counter::EncapTooBig,
+            Counter::EncapNoHeadroom,
+            Counter::EncapStageMissing,
         ];
 
         /// Index in `MAP_GLOBAL_STATS`.
@@ -91,6 +110,10 @@ pub mod gstat {
                 Counter::NoHandshakeNoInsert => "no_handshake_no_insert",
                 Counter::FragmentNoRecord => "fragment_no_record",
                 Counter::InsertRingFull => "insert_ring_full",
+                Counter::EncapFibMiss => "encap_fib_miss",
+                Counter::EncapTooBig => "encap_too_big",
+                Counter::EncapNoHeadroom => "encap_no_headroom",
+                Counter::EncapStageMissing => "encap_stage_missing",
             }
         }
     }
@@ -102,7 +125,8 @@ pub mod gstat {
     pub enum Derived {
         /// Every packet the program saw.
         Rx = 0,
-        /// Forwarded with XDP_TX.
+        /// Sent with XDP_TX: forwarded out of the receiving interface, or an ICMP "too big"
+        /// answered to a client (`Counter::EncapTooBig`).
         Tx = 1,
         /// Dropped: the service has no usable backend.
         NoBackend = 2,
@@ -193,6 +217,10 @@ pub mod gstat {
         Global::Counted(Counter::NoHandshakeNoInsert),
         Global::Counted(Counter::FragmentNoRecord),
         Global::Counted(Counter::InsertRingFull),
+        Global::Counted(Counter::EncapFibMiss),
+        Global::Counted(Counter::EncapTooBig),
+        Global::Counted(Counter::EncapNoHeadroom),
+        Global::Counted(Counter::EncapStageMissing),
     ];
 
     // `Counter::ALL` is in index order, and `SHOWN` names every counter of both kinds once.

@@ -69,12 +69,16 @@ pub struct Server {
 impl Server {
     /// The state the data path sees (see `program::backend_state`).
     pub fn dp_state(&self) -> u8 {
-        program::backend_state(self.admin, self.health, self.mac.is_some())
+        let mac_known = self.mac.is_some() || self.cfg.forward != config::Forward::L2;
+        program::backend_state(self.admin, self.health, mac_known)
     }
 
     /// Its value in `MAP_BACKENDS`, as a server of service `service`.
     pub fn backend(&self, service: u32) -> Backend {
-        program::backend(service, self.dp_state(), self.mac, &self.egress)
+        Backend {
+            forward: program::forward_mode(&self.cfg.forward),
+            ..program::backend(service, self.dp_state(), self.mac, &self.egress)
+        }
     }
 
     pub fn state_word(&self) -> &'static str {
@@ -250,6 +254,10 @@ impl Balancer {
     fn sync(&mut self, idx: usize) -> Result<(), ApplyError> {
         let svc = &self.services[idx];
         for s in &svc.servers {
+            // The outer header first: the data path reads it once the backend names a mode.
+            if let Some(e) = program::encap(s.cfg.address, &s.cfg.forward) {
+                self.dp.set_encap(s.id, e)?;
+            }
             self.dp.set_backend(s.id, s.backend(svc.id))?;
         }
         let table = svc.maglev_table();
@@ -382,14 +390,15 @@ impl Balancer {
         Ok(())
     }
 
-    /// Servers that have no MAC yet: ("service/server", address), for probes and warnings.
+    /// L2 servers that have no MAC yet: ("service/server", address), for probes and warnings.
     pub fn unresolved(&self) -> Vec<(String, IpAddr)> {
         self.services
             .iter()
             .flat_map(|svc| {
                 svc.servers
                     .iter()
-                    .filter(|s| s.mac.is_none())
+                    // An encapsulating server needs no MAC: the FIB gives the next hop's.
+                    .filter(|s| s.mac.is_none() && s.cfg.forward == config::Forward::L2)
                     .map(|s| (format!("{}/{}", svc.cfg.name, s.cfg.name), s.cfg.address))
             })
             .collect()

@@ -5,19 +5,21 @@
 use std::net::{IpAddr, SocketAddr};
 
 use lb_common::{
-    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_MAINT, BACKEND_UP, Backend, FAMILY_V4, FAMILY_V6, PROTO_TCP,
-    PROTO_UDP, STICK_NONE, STICK_SRC, STICK_SRC_PORT, SVC_F_REDISPATCH, VipKey,
+    BACKEND_DOWN, BACKEND_DRAIN, BACKEND_MAINT, BACKEND_UP, Backend, Encap, FAMILY_V4, FAMILY_V6,
+    FORWARD_GUE, FORWARD_IPIP, FORWARD_L2, PROTO_TCP, PROTO_UDP, STICK_NONE, STICK_SRC, STICK_SRC_PORT,
+    SVC_F_REDISPATCH, VipKey,
     maglev::{self, MaglevServer},
 };
 
 use crate::{
     balancer::egress::Egress,
-    config::{AdminState, Protocol, Stick, StickOn},
+    config::{AdminState, Forward, Protocol, Stick, StickOn},
     health::Health,
 };
 
 /// The state the data path sees (`Backend::state`), admin state and health folded together:
-/// maint -> MAINT; health down, or no MAC to send to -> DOWN; drain -> DRAIN; else UP.
+/// maint -> MAINT; health down, or no MAC to send to -> DOWN; drain -> DRAIN; else UP. An
+/// encapsulating server needs no MAC of its own (the FIB gives the next hop's): `mac_known`.
 pub fn backend_state(admin: AdminState, health: Health, mac_known: bool) -> u8 {
     match (admin, health) {
         (AdminState::Maint, _) => BACKEND_MAINT,
@@ -39,6 +41,39 @@ pub fn backend(service: u32, state: u8, mac: Option<[u8; 6]>, egress: &Egress) -
         service: service as u16,
         ..Default::default()
     }
+}
+
+/// `Backend::forward` for a server's `forward`.
+pub fn forward_mode(f: &Forward) -> u8 {
+    match f {
+        Forward::L2 => FORWARD_L2,
+        Forward::Ipip { .. } => FORWARD_IPIP,
+        Forward::Gue { .. } => FORWARD_GUE,
+    }
+}
+
+/// The value of an encapsulating server's slot in `MAP_ENCAP` (None for L2): the server's
+/// `address` as the outer destination, the source (with a prefix, its host bits as the mask
+/// the flow hash fills: at most the last 32) and the GUE port.
+pub fn encap(address: IpAddr, f: &Forward) -> Option<Encap> {
+    let (source, port) = match *f {
+        Forward::L2 => return None,
+        Forward::Ipip { source } => (source, 0),
+        Forward::Gue { source, port } => (source, port),
+    };
+    let bits = if source.addr.is_ipv4() { 32 } else { 128 };
+    let host_bits = (bits - source.prefix as u32).min(32);
+    Some(Encap {
+        dst: lb_common::addr_bytes(address),
+        src: lb_common::addr_bytes(source.addr),
+        src_hash_mask: if host_bits == 0 {
+            0
+        } else {
+            u32::MAX >> (32 - host_bits)
+        },
+        gue_port: port.to_be(),
+        _pad: 0,
+    })
 }
 
 /// The value of a service's slot in `MAP_SERVICES` (its Maglev table sizes are the data path's
@@ -169,6 +204,49 @@ mod tests {
             ipv4_prefix: 24,
             ipv6_prefix: 64,
         }
+    }
+
+    #[test]
+    fn encap_value_has_the_server_the_source_its_hash_mask_and_the_port_in_network_order() {
+        use crate::config::EncapSource;
+        let source = |s: &str, prefix| EncapSource {
+            addr: s.parse().unwrap(),
+            prefix,
+        };
+        assert_eq!(encap("10.1.0.5".parse().unwrap(), &Forward::L2), None);
+        let e = encap(
+            "10.1.0.5".parse().unwrap(),
+            &Forward::Ipip {
+                source: source("192.0.2.1", 32),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (e.dst[..4].to_vec(), e.src[..4].to_vec()),
+            (vec![10, 1, 0, 5], vec![192, 0, 2, 1])
+        );
+        assert_eq!((e.src_hash_mask, e.gue_port), (0, 0));
+        let e = encap(
+            "10.1.0.5".parse().unwrap(),
+            &Forward::Gue {
+                source: source("172.16.0.0", 16),
+                port: 6080,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (e.src_hash_mask, e.gue_port.to_ne_bytes()),
+            (0xffff, [0x17, 0xc0])
+        );
+        let e = encap(
+            "fd00:1::5".parse().unwrap(),
+            &Forward::Ipip {
+                source: source("fd00:2::", 96),
+            },
+        )
+        .unwrap();
+        assert_eq!((e.dst[0], e.dst[15], e.src_hash_mask), (0xfd, 5, u32::MAX));
+        assert_eq!(forward_mode(&Forward::L2), FORWARD_L2);
     }
 
     #[test]

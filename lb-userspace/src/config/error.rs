@@ -51,6 +51,17 @@ pub enum ConfigError {
         vip: IpAddr,
         interface: String,
     },
+    #[error(
+        "service \"{service}\", server \"{server}\", field \"forward\": an encapsulated server's \
+         next hop comes from the kernel's FIB, which answers only with forwarding on the XDP \
+         interface; run sysctl -w {sysctl}=1 (or make the server \"l2\")"
+    )]
+    ForwardingOff {
+        service: String,
+        server: String,
+        /// The sysctl to set, e.g. `net.ipv4.conf.eth0.forwarding`.
+        sysctl: String,
+    },
 }
 
 impl ConfigError {

@@ -1,6 +1,6 @@
 //! Checks against the host the agent runs on, not made by `xlb check` (which may run
-//! elsewhere): the interfaces the config names exist, and no VIP is the XDP interface's own
-//! address.
+//! elsewhere): the interfaces the config names exist, no VIP is the XDP interface's own
+//! address, and encapsulated servers have forwarding on the XDP interface for their family.
 
 use std::net::IpAddr;
 
@@ -12,6 +12,9 @@ use crate::net::link::{self, LinkError};
 pub fn check_interfaces(cfg: &Config) -> Result<(), ConfigError> {
     check_interface(&cfg.global.interface)?;
     check_vips_are_not_own_addresses(cfg, &link::addresses(&cfg.global.interface)?)?;
+    check_forwarding(cfg, |key| {
+        std::fs::read_to_string(format!("/proc/sys/{}", key.replace('.', "/"))).is_ok_and(|v| v.trim() == "1")
+    })?;
     for s in &cfg.services {
         for v in &s.servers {
             if let Some(i) = &v.interface {
@@ -24,6 +27,26 @@ pub fn check_interfaces(cfg: &Config) -> Result<(), ConfigError> {
                     e => e,
                 })?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Every encapsulated server's family has forwarding on the XDP interface (`on` reads a
+/// sysctl by its dotted name): `bpf_fib_lookup` answers nothing else.
+pub fn check_forwarding(cfg: &Config, on: impl Fn(&str) -> bool) -> Result<(), ConfigError> {
+    let iface = &cfg.global.interface;
+    for s in &cfg.services {
+        let family = if s.vip.is_ipv4() { "ipv4" } else { "ipv6" };
+        let sysctl = format!("net.{family}.conf.{iface}.forwarding");
+        if let Some(v) = s.servers.iter().find(|v| v.forward != super::Forward::L2)
+            && !on(&sysctl)
+        {
+            return Err(ConfigError::ForwardingOff {
+                service: s.name.clone(),
+                server: v.name.clone(),
+                sysctl,
+            });
         }
     }
     Ok(())
@@ -80,6 +103,26 @@ mod tests {
         );
         cfg.services[0].servers[1].interface = Some("lo".into());
         check_interfaces(&cfg).unwrap();
+    }
+
+    #[test]
+    fn encapsulated_servers_need_forwarding_on_the_xdp_interface() {
+        let t = OK
+            .replace(
+                "interface = \"eth0\"",
+                "interface = \"eth0\"\nencap_source = [\"192.0.2.1\"]",
+            )
+            .replace("name = \"app1\"", "name = \"app1\"\nforward = \"ipip\"");
+        let c = parse(&t, "x").unwrap();
+        assert_eq!(
+            check_forwarding(&c, |_| false).unwrap_err().to_string(),
+            "service \"be_app\", server \"app1\", field \"forward\": an encapsulated server's next hop \
+             comes from the kernel's FIB, which answers only with forwarding on the XDP interface; run \
+             sysctl -w net.ipv4.conf.eth0.forwarding=1 (or make the server \"l2\")"
+        );
+        check_forwarding(&c, |k| k == "net.ipv4.conf.eth0.forwarding").unwrap();
+        // Only L2 servers: nothing asked.
+        check_forwarding(&parse(OK, "x").unwrap(), |_| false).unwrap();
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! This file holds the typed config and the two entry points, `load` and `parse`. The rest:
 //! `raw` (the file's serde shapes), `units` (durations and counts as written), `validate` (the
 //! file as a whole, `[global]` and `[[peer]]`), `service` (one `[[service]]` with its stick
-//! table, health check and servers), `limits` (values that parse but would hurt), `peer_key`
+//! table, health check and servers), `forward` (how each server is reached: L2, IPIP, GUE),
+//! `limits` (values that parse but would hurt), `peer_key`
 //! (the replication key file), `interfaces` (checks against the host the agent runs on) and
 //! `error` (`ConfigError`, and where in the file an error is).
 
 mod error;
+mod forward;
 mod interfaces;
 mod limits;
 mod observe;
@@ -89,6 +91,9 @@ pub struct Global {
     pub peers: Vec<Peer>,
     /// The file holding the key the peers authenticate with (required with `[[peer]]`).
     pub peer_key_file: Option<PathBuf>,
+    /// The outer source of encapsulated packets, at most one per family (a service may set
+    /// its own).
+    pub encap_source: Vec<EncapSource>,
 }
 
 /// Another xlb instance: stick entries this one creates or refreshes are sent there, and
@@ -198,6 +203,27 @@ pub struct Server {
     pub interface: Option<String>,
     /// Passive health and the check intervals it drives (its own keys, else the service's).
     pub observe: Observe,
+    /// L2 direct server return, or encapsulated (`config::forward`).
+    pub forward: Forward,
+}
+
+/// How a server's packets reach it (`forward` in the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// On a connected segment: the frame's MACs rewritten, the IP packet untouched.
+    L2,
+    /// IP in IP (IPv4 in IPv4, IPv6 in IPv6), next hop from the kernel's routes.
+    Ipip { source: EncapSource },
+    /// The same inside UDP to `port` with a GUE header.
+    Gue { source: EncapSource, port: u16 },
+}
+
+/// `encap_source`: an address of the balancer (`prefix` = the whole address), or a prefix
+/// whose host bits carry each flow's entropy hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncapSource {
+    pub addr: IpAddr,
+    pub prefix: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -66,6 +66,8 @@ pub(super) struct RawGlobal {
     pub(super) max_new_entries_per_cpu: Option<Size>,
     pub(super) peer_listen: Option<String>,
     pub(super) peer_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) encap_source: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +80,9 @@ pub(super) struct RawService {
     pub(super) redispatch: Option<bool>,
     pub(super) table_size: Option<u32>,
     pub(super) health: Option<RawHealth>,
+    pub(super) forward: Option<String>,
+    pub(super) gue_port: Option<u16>,
+    pub(super) encap_source: Option<String>,
     #[serde(default)]
     pub(super) server: Vec<RawServer>,
 }
@@ -129,6 +134,8 @@ pub(super) struct RawServer {
     pub(super) on_error: Option<String>,
     pub(super) fastinter: Option<Dur>,
     pub(super) downinter: Option<Dur>,
+    pub(super) forward: Option<String>,
+    pub(super) gue_port: Option<u16>,
 }
 
 take_observe!(RawServer);

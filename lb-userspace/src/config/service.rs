@@ -12,6 +12,7 @@ use lb_common::{MAGLEV_MAX_SIZE, maglev::is_prime};
 use super::{
     AdminState, ConfigError, Health, HealthKind, Observe, Protocol, Server, Service, Stick, StickOn,
     error::Place,
+    forward,
     limits::{check_stick_expire, stick_memory_reason},
     observe::observe,
     raw::{RawHealth, RawServer, RawService, RawStick},
@@ -22,7 +23,12 @@ const NAME_MAX: usize = std::mem::size_of::<lb_common::NameSlot>();
 
 /// The service `r` of config `file`; `global_interface` is the XDP interface (a server that
 /// names it is reached the default way).
-pub(super) fn service(r: RawService, file: &str, global_interface: &str) -> Result<Service, ConfigError> {
+pub(super) fn service(
+    r: RawService,
+    file: &str,
+    global_interface: &str,
+    encap_sources: &[super::EncapSource],
+) -> Result<Service, ConfigError> {
     let c = Place::service(file, &r.name);
     if !valid_name(&r.name) {
         return Err(c.err("name", "use 1 to 48 of A-Z a-z 0-9 _ . -"));
@@ -69,6 +75,7 @@ pub(super) fn service(r: RawService, file: &str, global_interface: &str) -> Resu
     let mut raw_health = r.health.unwrap_or_default();
     let service_observe = raw_health.take_observe();
     let health = health(raw_health, &c)?;
+    let defaults = forward::defaults(r.forward, r.gue_port, r.encap_source, encap_sources, vip.ip(), &c)?;
     let mut servers: Vec<Server> = Vec::new();
     for (i, mut rv) in r.server.into_iter().enumerate() {
         let sc = Place::server(file, &r.name, &rv.name);
@@ -105,7 +112,16 @@ pub(super) fn service(r: RawService, file: &str, global_interface: &str) -> Resu
             &health.kind,
             protocol,
         )?;
-        let s = server(rv, &sc, vip, &health, &servers, global_interface, observe)?;
+        let (fwd, gue_port) = (rv.forward.take(), rv.gue_port.take());
+        let mut s = server(rv, &sc, vip, &health, &servers, global_interface, observe)?;
+        s.forward = forward::server(
+            fwd,
+            gue_port,
+            &defaults,
+            s.mac.is_some(),
+            s.interface.is_some(),
+            &sc,
+        )?;
         servers.push(s);
     }
     Ok(Service {
@@ -258,6 +274,7 @@ fn server(
         state,
         interface,
         observe,
+        forward: super::Forward::L2,
     })
 }
 

@@ -124,6 +124,7 @@ fn minimal_service_gets_haproxy_defaults() {
                 state: AdminState::Ready,
                 interface: None,
                 observe: Observe::off(Duration::from_secs(2)),
+                forward: crate::config::Forward::L2,
             }],
         }
     );
@@ -170,12 +171,21 @@ fn example_file_parses() {
     assert_eq!(g.peer_key_file.as_deref(), Some(Path::new("/etc/xlb/peer.key")));
     let app = c.service("be_app").expect("be_app");
     let names: Vec<&str> = app.servers.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["app1", "app2", "app3", "app4", "app5"]);
+    assert_eq!(names, ["app1", "app2", "app3", "app4", "app5", "app6"]);
     for (i, s) in app.servers.iter().take(4).enumerate() {
         assert_eq!(s.address, IpAddr::from([10, 0, 1, 11 + i as u8]));
         assert_eq!(s.interface, None);
     }
     assert_eq!(app.servers[4].interface.as_deref(), Some("eth1"));
+    assert!(matches!(
+        app.servers[5].forward,
+        crate::config::Forward::Gue { port: 6080, .. }
+    ));
+    assert!(
+        app.servers[..5]
+            .iter()
+            .all(|s| s.forward == crate::config::Forward::L2)
+    );
     assert!(matches!(app.health.kind, HealthKind::Http { host: Some(_), .. }));
     let other = &c.services[1];
     assert!(other.vip.is_ipv6() && other.protocol == Protocol::Udp);
@@ -284,6 +294,7 @@ fn global_settings() {
             peer_listen: None,
             peers: Vec::new(),
             peer_key_file: None,
+            encap_source: Vec::new(),
         }
     );
 }

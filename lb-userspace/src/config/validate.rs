@@ -48,7 +48,7 @@ pub(super) fn config(raw: RawConfig, file: &str) -> Result<Config, ConfigError> 
     let mut names: HashSet<String> = HashSet::new();
     let mut vips: HashMap<(SocketAddr, Protocol), String> = HashMap::new();
     for rs in raw.service {
-        let s = service(rs, file, &global.interface)?;
+        let s = service(rs, file, &global.interface, &global.encap_source)?;
         let c = Place::service(file, &s.name);
         if !names.insert(s.name.clone()) {
             return Err(c.err("name", "another service has this name; names must be unique"));
@@ -144,6 +144,7 @@ fn global(raw: RawGlobal, peer: Vec<RawPeer>, file: &str) -> Result<Global, Conf
         },
         peers: peers(peer, file)?,
         peer_key_file: raw.peer_key_file,
+        encap_source: super::forward::global_sources(raw.encap_source, &g)?,
     };
     if global.peer_listen.is_some() && global.peers.is_empty() {
         return Err(g.err(

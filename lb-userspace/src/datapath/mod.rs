@@ -14,12 +14,14 @@
 //! - `clock`: the kernel clock the data path stamps entries with;
 //! - `pins`: the pins under `bpffs_dir` (formats, migration, removal) and bpffs itself;
 //! - `stick_maps`: the per-service stick tables in the kernel (create, resize, remove, adopt);
+//! - `decap`: the backend hosts' decapsulator (`xlb decap`), an object and maps of its own;
 //! - `batch`: batched reads and deletions of a hash map; `sys`: the raw `bpf(2)` calls aya
 //!   0.14 does not make; `error`: what can go wrong.
 
 mod attach;
 pub mod batch;
 mod clock;
+pub mod decap;
 pub mod error;
 mod inserts;
 pub mod pins;
@@ -34,14 +36,15 @@ use std::path::PathBuf;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMap, MapData, PerCpuArray},
+    maps::{Array, DevMap, MapData, PerCpuArray, ProgramArray},
     programs::Xdp,
 };
 use lb_common::{
-    ALL_MAPS, Backend, BackendStats, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS, MAP_BACKENDS, MAP_GLOBAL_STATS,
-    MAP_LIMITS, MAP_MAGLEV, MAP_META, MAP_NAMES, MAP_OWN_MAC, MAP_PASSIVE_STATS, MAP_SERVICE_STATS,
-    MAP_SERVICES, MAP_STICK_TABLES, MAP_TX_PORTS, MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, PassiveStats, Service,
-    ServiceStats, StickEntry, StickKey, VipSlot, meta,
+    ALL_MAPS, Backend, BackendStats, ENCAP_STAGE_SLOT, Encap, MAP_ACTIVE_SLOT, MAP_BACKEND_STATS,
+    MAP_BACKENDS, MAP_ENCAP, MAP_ENCAP_STAGE, MAP_GLOBAL_STATS, MAP_LIMITS, MAP_MAGLEV, MAP_META, MAP_NAMES,
+    MAP_OWN_MAC, MAP_PASSIVE_STATS, MAP_SERVICE_STATS, MAP_SERVICES, MAP_STICK_TABLES, MAP_TX_PORTS,
+    MAP_VIP_ACTIVE, MAP_VIPS, NameSlot, PROG_ENCAP, PassiveStats, Service, ServiceStats, StickEntry,
+    StickKey, VipSlot, meta,
 };
 
 use crate::datapath::stick_maps::StickTables;
@@ -106,6 +109,10 @@ pub struct Datapath {
     active: Array<MapData, u32>,
     maglev: Array<MapData, u32>,
     backends: Array<MapData, Backend>,
+    /// How encapsulating backends are reached (`MAP_ENCAP`, index: backend id).
+    encap: Array<MapData, Encap>,
+    /// The encapsulation stage the main program tail-calls (`MAP_ENCAP_STAGE`), filled at load.
+    encap_stage: ProgramArray<MapData>,
     /// One stick table per service (`MAP_STICK_TABLES` and its inner tables).
     sticks: StickTables,
     tx_ports: DevMap<MapData>,
@@ -203,6 +210,8 @@ impl Datapath {
             active: take!(MAP_ACTIVE_SLOT),
             maglev: take!(MAP_MAGLEV),
             backends: take!(MAP_BACKENDS),
+            encap: take!(MAP_ENCAP),
+            encap_stage: take!(MAP_ENCAP_STAGE),
             sticks: StickTables::adopt(ebpf.take_map(MAP_STICK_TABLES).ok_or(no_map(MAP_STICK_TABLES))?)?,
             tx_ports: take!(MAP_TX_PORTS),
             gstats: take!(MAP_GLOBAL_STATS),
@@ -219,6 +228,7 @@ impl Datapath {
             migration: None,
             shadow: Default::default(),
         };
+        dp.fill_encap_stage()?;
         dp.meta
             .set(meta::FORMAT, lb_common::PIN_FORMAT, 0)
             .map_err(map_err(MAP_META))?;
@@ -278,17 +288,33 @@ impl Datapath {
         self.adopted
     }
 
+    /// Load the encapsulation stage (`PROG_ENCAP`) and put it where the main program's tail
+    /// call finds it (`MAP_ENCAP_STAGE`), replacing the stage of an earlier load in adopted
+    /// pins. Done at every load, before any program is attached or run: without it every
+    /// packet to an encapsulating backend is passed (`encap_stage_missing`).
+    fn fill_encap_stage(&mut self) -> Result<()> {
+        let stage = loaded_program(&mut self.ebpf, PROG_ENCAP)?;
+        let fd = stage.fd().map_err(prog_err(PROG_ENCAP))?;
+        self.encap_stage
+            .set(ENCAP_STAGE_SLOT, fd, 0)
+            .map_err(map_err(MAP_ENCAP_STAGE))
+    }
+
     /// The program `name`, loaded into the kernel on first use.
     pub fn program(&mut self, name: &str) -> Result<&mut Xdp> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| prog_err(name)(aya::programs::ProgramError::NotLoaded))?
-            .try_into()
-            .map_err(prog_err(name))?;
-        if prog.fd().is_err() {
-            prog.load().map_err(prog_err(name))?;
-        }
-        Ok(prog)
+        loaded_program(&mut self.ebpf, name)
     }
+}
+
+/// The program `name` of `ebpf`, loaded into the kernel on first use.
+fn loaded_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| prog_err(name)(aya::programs::ProgramError::NotLoaded))?
+        .try_into()
+        .map_err(prog_err(name))?;
+    if prog.fd().is_err() {
+        prog.load().map_err(prog_err(name))?;
+    }
+    Ok(prog)
 }

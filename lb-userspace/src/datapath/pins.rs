@@ -15,9 +15,13 @@
 //! program runs, `maps_format1` is removed. An agent stopped half-way finds `maps_format1`
 //! again at its next start and redoes the migration from it.
 //!
-//! Migration from formats 2 and 3: format 4 differs from each only in `MAP_GLOBAL_STATS` (the
-//! data path's own counters: 13 entries; format 2 held 21 with the agent's derived ones mixed
-//! in, format 3 held 12, without `insert_ring_full`). Every other map is adopted as it is —
+//! Migration from formats 2 to 4: format 5 differs from each only in `MAP_GLOBAL_STATS` (the
+//! data path's own counters: 17 entries; format 2 held 21 with the agent's derived ones mixed
+//! in, format 3 held 12, without `insert_ring_full`, format 4 held 13, without the `encap_*`
+//! ones) and in the encapsulation maps, which they lack (`ENCAP_MAPS`: the load pins fresh,
+//! empty ones, and fills the stage; their backends are all `FORWARD_L2`, the 0 of
+//! `Backend::forward`, so their program never reaches the stage). Every other map is adopted
+//! as it is —
 //! names, servers, both Maglev slots and every service's stick table with its entries — and the
 //! old `MAP_GLOBAL_STATS` is unpinned (the running program keeps counting into it until the new
 //! one replaces it), so the load pins a fresh one: the global counters start again from 0. An
@@ -29,8 +33,9 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo};
 use aya_obj::generated::{BPF_F_RDONLY_PROG, bpf_map_type};
 use lb_common::{
-    ALL_MAPS, Backend, MAP_BACKENDS, MAP_GLOBAL_STATS, MAP_META, MAP_NAMES, MAP_STICK_SINGLE, MAX_BACKENDS,
-    MAX_SERVICES, NameSlot, PIN_FORMAT, StickEntry, StickKey, meta,
+    ALL_MAPS, Backend, MAP_BACKENDS, MAP_ENCAP, MAP_ENCAP_HANDOFF, MAP_ENCAP_STAGE, MAP_GLOBAL_STATS,
+    MAP_META, MAP_NAMES, MAP_STICK_SINGLE, MAX_BACKENDS, MAX_SERVICES, NameSlot, PIN_FORMAT, StickEntry,
+    StickKey, meta,
 };
 
 use crate::datapath::error::DatapathError;
@@ -144,10 +149,14 @@ fn format1_specs() -> Vec<(&'static str, MapSpec)> {
     ]
 }
 
-/// The older formats that differ from this one only in `MAP_GLOBAL_STATS`, and its entries
-/// there: format 2 (xlb up to 011ecc8: counted and derived counters, 21 of them) and format 3
-/// (up to d968612: 12 counted ones).
-const OLDER_GLOBAL_STATS: [(u64, u32); 2] = [(2, 21), (3, 12)];
+/// The maps formats 2 to 4 lack: a migration from them pins fresh ones.
+const ENCAP_MAPS: [&str; 3] = [MAP_ENCAP, MAP_ENCAP_STAGE, MAP_ENCAP_HANDOFF];
+
+/// The older formats that differ from this one only in `MAP_GLOBAL_STATS` (and the missing
+/// `ENCAP_MAPS`), and its entries there: format 2 (xlb up to 011ecc8: counted and derived
+/// counters, 21 of them), format 3 (up to d968612: 12 counted ones) and format 4 (up to
+/// 8c5e4e7: 13).
+const OLDER_GLOBAL_STATS: [(u64, u32); 3] = [(2, 21), (3, 12), (4, 13)];
 
 /// `MAP_GLOBAL_STATS` as format `format` (one of [`OLDER_GLOBAL_STATS`]) defined it.
 fn older_global_stats(format: u64) -> Option<MapSpec> {
@@ -170,8 +179,8 @@ pub enum Found {
     Current,
     /// Pins of format 1, checked against that format's spec: migrate them.
     Format1(PathBuf),
-    /// Pins of format 2 or 3 (the number), checked against that format's spec: adopt them, all
-    /// but the global counters (`migrate_global_stats`).
+    /// Pins of format 2, 3 or 4 (the number), checked against that format's spec: adopt them,
+    /// all but the global counters (`migrate_global_stats`).
     OlderCounters(u64),
 }
 
@@ -238,7 +247,7 @@ pub fn inspect(dir: &Path, object: &[u8]) -> Result<Found, DatapathError> {
         return Err(DatapathError::Format {
             what: format!(
                 "the pins under {} are format {format}, written by {who} xlb; this xlb reads format \
-                 {PIN_FORMAT} (and migrates formats 1 to 3). Run the xlb that wrote them",
+                 {PIN_FORMAT} (and migrates formats 1 to 4). Run the xlb that wrote them",
                 maps.display()
             ),
         });
@@ -247,9 +256,10 @@ pub fn inspect(dir: &Path, object: &[u8]) -> Result<Found, DatapathError> {
     Ok(Found::Current)
 }
 
-/// The maps of format 2 or 3 as pinned under `maps`: this object's, but `MAP_GLOBAL_STATS` is
-/// the old format's (`old`), or this object's, or absent (a migration stopped after it unpinned
-/// or replaced it).
+/// The maps of format 2, 3 or 4 as pinned under `maps`: this object's, but `MAP_GLOBAL_STATS`
+/// is the old format's (`old`), or this object's, or absent (a migration stopped after it
+/// unpinned or replaced it); each of `ENCAP_MAPS` is absent, or this object's (pinned by a
+/// migration that stopped before it recorded the new format).
 fn older_specs(
     maps: &Path,
     object: &[u8],
@@ -262,6 +272,9 @@ fn older_specs(
         false => None,
     };
     specs.retain_mut(|(name, spec)| {
+        if ENCAP_MAPS.contains(name) {
+            return maps.join(*name).exists();
+        }
         if *name != MAP_GLOBAL_STATS {
             return true;
         }
@@ -277,7 +290,7 @@ fn older_specs(
     Ok(specs)
 }
 
-/// Turn format-2 or format-3 pins under `maps` (checked by `inspect`) into this format: unpin
+/// Turn format-2, 3 or 4 pins under `maps` (checked by `inspect`) into this format: unpin
 /// the old `MAP_GLOBAL_STATS`, if it is still there, so the load pins a fresh one. The caller
 /// records the new format once the maps are loaded.
 pub fn migrate_global_stats(maps: &Path, format: u64) -> Result<(), DatapathError> {

@@ -89,7 +89,10 @@ impl GlobalStats {
             Derived::Tx,
             t.packets
                 .saturating_sub(t.no_backend)
-                .saturating_sub(c(Counter::Redirect)),
+                .saturating_sub(c(Counter::Redirect))
+                .saturating_sub(c(Counter::EncapFibMiss))
+                .saturating_sub(c(Counter::EncapNoHeadroom))
+                .saturating_sub(c(Counter::EncapStageMissing)),
         );
         set(Derived::NoBackend, t.no_backend);
         set(Derived::StickHit, t.stick_hits);

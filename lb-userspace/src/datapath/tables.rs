@@ -140,6 +140,12 @@ impl Datapath {
         self.backends.set(id, b, 0).map_err(map_err(MAP_BACKENDS))
     }
 
+    /// How backend `id` is reached when it encapsulates; written before its `Backend` names an
+    /// encapsulation, so the data path never reads a stale value.
+    pub fn set_encap(&mut self, id: u32, e: lb_common::Encap) -> Result<()> {
+        self.encap.set(id, e, 0).map_err(map_err(lb_common::MAP_ENCAP))
+    }
+
     /// Point `MAP_TX_PORTS[port]` at an interface (for backends with `tx_port = port`).
     pub fn set_tx_port(&mut self, port: u32, ifindex: u32) -> Result<()> {
         self.tx_ports.set(port, ifindex, None, 0).map_err(|e| match e {

@@ -15,6 +15,9 @@
 //! else running on the machine during a run shows up in it (interleaving spreads that noise
 //! over the paths; the spread of the rounds is printed).
 //!
+//! (e) through xlb again, to the same backend by IPIP with `xlb decap` on it (`xlb_ipip`, see
+//! `e2e_ipip`): its ratio to (b) is what encapsulation costs.
+//!
 //! wrk has one source address, so every path ends at one backend (source affinity pins it;
 //! HAProxy's stick table too; the floor sends to that backend), which makes the paths
 //! comparable.
@@ -243,6 +246,7 @@ pub fn run() -> Result<Report> {
             ..Opts::sources(1, 0)
         },
     )?;
+    super::e2e_ipip::set_encap_source(&mut e)?;
     e.start_agent()?;
     // HAProxy on the LB host, on its own address (XDP only takes the VIP).
     let lb_addr = e.topo.host(e.lb).ipv4;
@@ -265,6 +269,7 @@ pub fn run() -> Result<Report> {
         "the floor path does not reach {served}: {floor_answer}"
     );
     let via_xlb = format!("http://{VIP4_HTTP}/");
+    let via_ipip = super::e2e_ipip::add_ipip_path(&mut e, bi)?;
     let via_hap = format!("http://{hap_bind}/");
 
     let stats_was =
@@ -279,6 +284,8 @@ pub fn run() -> Result<Report> {
     let paths = [
         ("direct", &direct),
         ("xlb", &via_xlb),
+        // Right after its L2 twin: the ratio of the two compares neighbours in time.
+        ("xlb_ipip", &via_ipip),
         ("floor", &via_floor),
         ("haproxy", &via_hap),
     ];
@@ -330,10 +337,12 @@ pub fn run() -> Result<Report> {
         "xlb_close",
         "floor_close",
         "haproxy_close",
+        "xlb_ipip_close",
         "direct_ka",
         "xlb_ka",
         "floor_ka",
         "haproxy_ka",
+        "xlb_ipip_ka",
     ];
     for k in keys {
         let (lo, hi) = spread(&rates[k]);
@@ -353,6 +362,13 @@ pub fn run() -> Result<Report> {
             r("xlb") / r("floor"),
             r("floor") / r("direct"),
             r("xlb") / r("haproxy")
+        ));
+    }
+    for mode in ["close", "ka"] {
+        let r = |p: &str| m(&format!("{p}_{mode}"));
+        table.push_str(&format!(
+            "ipip   {mode:<5}: xlb_ipip/xlb {:.2} (IPIP + xlb decap vs L2 DSR, same backend; goal >= 0.95)\n",
+            r("xlb_ipip") / r("xlb")
         ));
     }
     // CPU per request above the direct path (us), medians over rounds.
@@ -396,6 +412,10 @@ pub fn run() -> Result<Report> {
             "rates": rates_json,
             "latency": lat_json,
             "cpu": cpu_json,
+            "ipip_to_l2": {
+                "close": m("xlb_ipip_close") / m("xlb_close"),
+                "ka": m("xlb_ipip_ka") / m("xlb_ka"),
+            },
             "rounds": ROUNDS, "seconds": SECS, "connections": CONNS, "errors": errors,
         }),
     })

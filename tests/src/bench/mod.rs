@@ -2,6 +2,8 @@
 
 pub mod datapath;
 pub mod e2e;
+pub mod e2e_ipip;
+pub mod encap;
 pub mod failover;
 pub mod fleet;
 pub mod maglev;

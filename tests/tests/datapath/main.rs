@@ -3,6 +3,8 @@
 
 mod affinity;
 mod backends;
+mod decap;
+mod encap;
 mod forwarding;
 mod fragments;
 mod inserts;

@@ -50,10 +50,11 @@ fn pins_that_differ_from_their_format_are_refused_with_every_difference() {
 }
 
 /// Format 3 split the global counters the data path counts from those the agent derives, so
-/// `XLB_GSTATS` shrank from 21 entries to 12; format 4 added one (`insert_ring_full`). Pins of
-/// format 2 or 3 (everything else the same) are migrated in place: the names, the servers'
-/// states and every service's stick table with its entries are adopted as they are; only the
-/// global counters start again.
+/// `XLB_GSTATS` shrank from 21 entries to 12; format 4 added one (`insert_ring_full`), format 5
+/// three (`encap_*`) and the map `XLB_ENCAP`. Pins of format 2, 3 or 4 (everything else the
+/// same) are migrated in place: the names, the servers' states and every service's stick table
+/// with its entries are adopted as they are; only the global counters start again, and an
+/// empty `XLB_ENCAP` is pinned.
 #[test]
 fn format2_pins_are_migrated_keeping_names_backends_and_stick_tables() {
     older_pins_are_migrated(2, 21);
@@ -62,6 +63,11 @@ fn format2_pins_are_migrated_keeping_names_backends_and_stick_tables() {
 #[test]
 fn format3_pins_are_migrated_keeping_names_backends_and_stick_tables() {
     older_pins_are_migrated(3, 12);
+}
+
+#[test]
+fn format4_pins_are_migrated_keeping_names_backends_and_stick_tables() {
+    older_pins_are_migrated(4, 13);
 }
 
 fn older_pins_are_migrated(format: u64, gstats_entries: u32) {
@@ -102,7 +108,7 @@ fn older_pins_are_migrated(format: u64, gstats_entries: u32) {
         dp.set_stick_table(3, 5000).unwrap();
         dp.stick_insert(key, entry).unwrap();
     }
-    // Make the pins what an older xlb left: its format in XLB_META, its XLB_GSTATS.
+    // Make the pins what an older xlb left: its format in XLB_META, its XLB_GSTATS, no XLB_ENCAP.
     let meta: Array<MapData, u64> = Map::Array(MapData::from_pin(maps.join(lb_common::MAP_META)).unwrap())
         .try_into()
         .unwrap();
@@ -112,6 +118,8 @@ fn older_pins_are_migrated(format: u64, gstats_entries: u32) {
     std::fs::remove_file(&gstats).unwrap();
     let old = raw_pins::create(PERCPU_ARRAY, 4, 8, gstats_entries).unwrap();
     raw_pins::pin(&old, &gstats).unwrap();
+    let encap = maps.join(lb_common::MAP_ENCAP);
+    std::fs::remove_file(&encap).unwrap();
 
     let dp = match xlb::datapath::Datapath::load(&opts) {
         Ok(dp) => dp,
@@ -135,6 +143,7 @@ fn older_pins_are_migrated(format: u64, gstats_entries: u32) {
         "a fresh XLB_GSTATS of this format is pinned"
     );
     assert_eq!(dp.global_stats().unwrap(), Default::default());
+    assert!(encap.exists(), "an empty XLB_ENCAP is pinned");
     assert_eq!(
         meta.get(&lb_common::meta::FORMAT, 0).unwrap(),
         lb_common::PIN_FORMAT

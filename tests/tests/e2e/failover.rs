@@ -1,20 +1,37 @@
 //! Health and admin states: failover with and without redispatch, drain.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
-use harness::lbenv::{Opts, env};
+use harness::lbenv::{LbEnv, Opts, env};
 
 use crate::{backend_index, pin_all, split, wait_state};
 
 #[test]
 fn s02_failover_with_redispatch() {
     let mut e = env("failover", Opts::sources(120, 0));
-    let pins = pin_all(&e, &e.sources4);
-    let victim = pins[&e.sources4[0]].clone();
+    let sources = e.sources4.clone();
+    let victim = fail_over_and_back(&mut e, &sources);
+    let log = e.agent_log();
+    assert!(
+        log.contains(&format!("be_app/{victim} DOWN")) && log.contains("3/3 failed"),
+        "{log}"
+    );
+}
+
+/// With redispatch: the server of `sources[0]` stops; the sources pinned to it move to others
+/// once it is DOWN, the others do not move; it comes back UP and the moved ones stay where they
+/// are now. Returns that server's name.
+pub(crate) fn fail_over_and_back(e: &mut LbEnv, sources: &[IpAddr]) -> String {
+    let pins = pin_all(e, sources);
+    let victim = pins[&sources[0]].clone();
     let (moved, stayed) = split(&pins, &victim);
+    assert!(
+        !moved.is_empty() && !stayed.is_empty(),
+        "sources on {victim} and on others: {pins:?}"
+    );
     e.http[backend_index(&victim)].stop();
     // fall (3) x inter (200 ms) plus one interval, plus the check timeout (500 ms) of the last one.
-    let took = wait_state(&e, "be_app", &victim, "DOWN", Duration::from_secs(5));
+    let took = wait_state(e, "be_app", &victim, "DOWN", Duration::from_secs(5));
     eprintln!("{victim} marked DOWN {took:?} after its server stopped");
     let mut new_home = HashMap::new();
     for s in &moved {
@@ -33,7 +50,7 @@ fn s02_failover_with_redispatch() {
     }
     // The backend comes back: redispatched clients stay where they are now.
     e.http[backend_index(&victim)].restart().unwrap();
-    wait_state(&e, "be_app", &victim, "UP", Duration::from_secs(5));
+    wait_state(e, "be_app", &victim, "UP", Duration::from_secs(5));
     for s in &moved {
         assert_eq!(
             e.get_vip(*s).unwrap(),
@@ -41,11 +58,7 @@ fn s02_failover_with_redispatch() {
             "{s} must stay on its new backend"
         );
     }
-    let log = e.agent_log();
-    assert!(
-        log.contains(&format!("be_app/{victim} DOWN")) && log.contains("3/3 failed"),
-        "{log}"
-    );
+    victim
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! the seed article (HAProxy sticky sessions), asserting exact outcomes. Needs root.
 
 mod announce;
+mod encap;
 mod failover;
 mod interfaces;
 mod passive;

@@ -65,15 +65,26 @@ fn text(bytes: &[u8]) -> String {
 /// The subcommands `xlb --help` lists.
 fn subcommands() -> Vec<String> {
     let help = text(&run(Command::new(xlb()).arg("--help")).stdout);
-    let list: Vec<String> = help
-        .lines()
+    let list = commands_in(&help);
+    assert!(list.len() >= 10 && list.contains(&"run".into()), "{help}");
+    list
+}
+
+/// The subcommands a `--help` text lists under "Commands:".
+fn commands_in(help: &str) -> Vec<String> {
+    help.lines()
         .skip_while(|l| !l.starts_with("Commands:"))
         .skip(1)
         .take_while(|l| !l.trim().is_empty())
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
-    assert!(list.len() >= 10 && list.contains(&"run".into()), "{help}");
-    list
+        .collect()
+}
+
+/// The subcommands of subcommand `s` (`xlb decap attach`, ...), which get pages of their own
+/// (`xlb-decap-attach.1`); their `help` gets none.
+fn nested_subcommands(s: &str) -> Vec<String> {
+    let help = text(&run(Command::new(xlb()).args([s, "--help"])).stdout);
+    commands_in(&help).into_iter().filter(|n| n != "help").collect()
 }
 
 /// Every file under `dir` (relative path -> mode bits).
@@ -121,6 +132,9 @@ fn install_puts_every_file_in_place_and_keeps_an_existing_config() {
     want.insert(format!("{MAN_DIR}/xlb.1.gz"), 0o644);
     for s in &subs {
         want.insert(format!("{MAN_DIR}/xlb-{s}.1.gz"), 0o644);
+        for n in nested_subcommands(s) {
+            want.insert(format!("{MAN_DIR}/xlb-{s}-{n}.1.gz"), 0o644);
+        }
     }
     assert_eq!(files(r), want);
 

@@ -74,6 +74,15 @@ fn service(line: &str) -> String {
     with("name = \"be_app\"", &format!("name = \"be_app\"\n{line}"))
 }
 
+/// `OK` with an IPv4 `encap_source` in `[global]` and `line` added to server app1.
+fn encap_app1(line: &str) -> String {
+    global("encap_source = [\"192.0.2.1\"]").replacen(
+        "name = \"app1\"",
+        &format!("name = \"app1\"\n{line}"),
+        1,
+    )
+}
+
 #[test]
 fn parse_refuses_with_the_whole_error() {
     let long = "s".repeat(40);
@@ -87,11 +96,11 @@ fn parse_refuses_with_the_whole_error() {
         ("[global\n".into(), "xlb.toml: line 1, column 8: invalid table header expected `.`, `]`".into()),
         (
             OK.replace("[global]", "[global]\nbogus = 1"),
-            "xlb.toml: line 3, column 1: unknown field `bogus`, expected one of `interface`, `admin_socket`, `xdp_mode`, `bpffs_dir`, `metrics`, `sweep_interval`, `max_new_entries_per_cpu`, `peer_listen`, `peer_key_file`".into(),
+            "xlb.toml: line 3, column 1: unknown field `bogus`, expected one of `interface`, `admin_socket`, `xdp_mode`, `bpffs_dir`, `metrics`, `sweep_interval`, `max_new_entries_per_cpu`, `peer_listen`, `peer_key_file`, `encap_source`".into(),
         ),
         (
             with("weight = 2", "wieght = 2"),
-            "xlb.toml: line 15, column 1: unknown field `wieght`, expected one of `name`, `address`, `weight`, `mac`, `check_port`, `state`, `interface`, `observe`, `error_limit`, `on_error`, `fastinter`, `downinter`".into(),
+            "xlb.toml: line 15, column 1: unknown field `wieght`, expected one of `name`, `address`, `weight`, `mac`, `check_port`, `state`, `interface`, `observe`, `error_limit`, `on_error`, `fastinter`, `downinter`, `forward`, `gue_port`".into(),
         ),
         (
             with("expire = \"30m\"", "expires = \"30m\""),
@@ -480,6 +489,55 @@ fn parse_refuses_with_the_whole_error() {
         (
             announce("table = 200\nwarmup = \"soon\""),
             "xlb.toml: [announce], field \"warmup\": \"soon\" is not a duration; write e.g. \"500ms\", \"2s\", \"30m\", \"1h\" or \"1d\"".into(),
+        ),
+        // How servers are reached (`config::forward`).
+        (
+            service("forward = \"vxlan\""),
+            "xlb.toml: service \"be_app\", field \"forward\": \"vxlan\" is not a forwarding mode; use \"l2\", \"ipip\" or \"gue\"".into(),
+        ),
+        (
+            with("name = \"app1\"", "name = \"app1\"\nforward = \"ipip\""),
+            "xlb.toml: service \"be_app\", server \"app1\", field \"forward\": \"ipip\" needs an encap_source of the service's family (an address of this balancer, or a prefix routed to it): set encap_source in the service or in [global]".into(),
+        ),
+        (
+            global("encap_source = [\"2001:db8::1\"]").replacen("name = \"app1\"", "name = \"app1\"\nforward = \"gue\"\ngue_port = 6080", 1),
+            "xlb.toml: service \"be_app\", server \"app1\", field \"forward\": \"gue\" needs an encap_source of the service's family (an address of this balancer, or a prefix routed to it): set encap_source in the service or in [global]".into(),
+        ),
+        (
+            encap_app1("forward = \"gue\""),
+            "xlb.toml: service \"be_app\", server \"app1\", field \"gue_port\": forward = \"gue\" needs the backend's GUE (UDP) port: set gue_port here or in the service".into(),
+        ),
+        (
+            encap_app1("forward = \"gue\"\ngue_port = 0"),
+            "xlb.toml: service \"be_app\", server \"app1\", field \"gue_port\": 0 is not a port".into(),
+        ),
+        (
+            encap_app1("gue_port = 6080"),
+            "xlb.toml: service \"be_app\", server \"app1\", field \"gue_port\": applies to forward = \"gue\" only".into(),
+        ),
+        (
+            service("forward = \"ipip\"\nencap_source = \"192.0.2.1\""),
+            "xlb.toml: service \"be_app\", server \"app2\", field \"mac\": applies to forward = \"l2\" only; this server is forwarded by \"ipip\" through the kernel's routes (remove mac)".into(),
+        ),
+        (
+            encap_app1("forward = \"ipip\"\ninterface = \"eth1\""),
+            "xlb.toml: service \"be_app\", server \"app1\", field \"interface\": applies to forward = \"l2\" only; this server is forwarded by \"ipip\" through the kernel's routes (remove interface)".into(),
+        ),
+        (
+            service("encap_source = \"2001:db8::1\""),
+            "xlb.toml: service \"be_app\", field \"encap_source\": 2001:db8::1 is IPv6 but the service VIP 10.0.0.10 is IPv4; the outer header is of the VIP's family, so give an IPv4 source".into(),
+        ),
+        (
+            global("encap_source = [\"fd00::/64\"]"),
+            "xlb.toml: [global], field \"encap_source\": \"fd00::/64\": the prefix length must be 96 to 128 (the hash fills at most the last 32 bits)".into(),
+        ),
+        (
+            global("encap_source = [\"192.0.2.1\", \"192.0.2.0/24\"]"),
+            "xlb.toml: [global], field \"encap_source\": two IPv4 sources; give at most one per family".into(),
+        ),
+        (
+            global("encap_source = [\"lb1\"]"),
+            "xlb.toml: [global], field \"encap_source\": \"lb1\" is not an address or prefix; write \"192.0.2.1\" or \"172.16.0.0/16\"".into(),
         ),
     ];
     for (config, want) in &cases {
