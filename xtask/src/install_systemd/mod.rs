@@ -185,7 +185,8 @@ fn the_installed_unit_runs_under_a_real_systemd() {
         "2",
         "no seccomp filter on the agent"
     );
-    // Its mounts: the system read-only but the pins; no sysctl it could write; its own /tmp.
+    // Its mounts: the system read-only but the pins; sysctls it reads but cannot write; its
+    // own /tmp.
     let mounts = mount_options(pid);
     for (path, want) in [
         ("/", "ro"),
@@ -200,11 +201,14 @@ fn the_installed_unit_runs_under_a_real_systemd() {
             "{path} for the agent: {mounts:?}"
         );
     }
-    let sysctl = format!("/proc/{pid}/root/proc/sys/net/ipv4/ip_forward");
-    assert!(
-        mounts.get("/proc/sys").is_some_and(|o| o == "ro") || !Path::new(&sysctl).exists(),
-        "the agent can write sysctls: {mounts:?}"
+    // The sysctls it reads (forwarding, for encapsulated servers): there, and read-only.
+    let sysctl = format!("/proc/{pid}/root/proc/sys/net/ipv4/conf/all/forwarding");
+    assert_eq!(
+        mounts.get("/proc/sys").map(String::as_str),
+        Some("ro"),
+        "the agent's /proc/sys: {mounts:?}"
     );
+    assert!(Path::new(&sysctl).exists(), "the agent cannot read {sysctl}");
     let tmp = |pid: u32| {
         std::fs::metadata(format!("/proc/{pid}/root/tmp")).map(|m| std::os::unix::fs::MetadataExt::ino(&m))
     };
