@@ -41,6 +41,19 @@ pub enum ConfigError {
         interface: String,
     },
     #[error(
+        "service \"{service}\", server \"{server}\", field \"address\": {address} is on none of \
+         the networks of {interface}, and an \"l2\" server is reached by its MAC on that \
+         interface's segment; for a server a route away set forward = \"ipip\" or \"gue\" (and run \
+         xlb decap on it), or name the interface it is on (`interface`)"
+    )]
+    NotOnSegment {
+        service: String,
+        server: String,
+        address: IpAddr,
+        /// The interface and its networks: `"eth0" (10.0.0.2/24, fd00::2/64)`.
+        interface: String,
+    },
+    #[error(
         "service \"{service}\", field \"vip\": {vip} is an address of the XDP interface \
          \"{interface}\" itself, so the balancer would take the host's own traffic to that \
          address (its SSH, its peers, its health checks' answers); give the service an address \

@@ -1,8 +1,9 @@
 //! Checks against the host the agent runs on, not made by `xlb check` (which may run
 //! elsewhere): the interfaces the config names exist, no VIP is the XDP interface's own
-//! address, and encapsulated servers have forwarding on the XDP interface for their family.
+//! address, every "l2" server is on a network of the interface it is reached by, and
+//! encapsulated servers have forwarding on the XDP interface for their family.
 
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr};
 
 use super::{Config, ConfigError};
 use crate::net::link::{self, LinkError};
@@ -32,6 +33,13 @@ pub fn check_interfaces(cfg: &Config) -> Result<(), ConfigError> {
             }
         }
     }
+    let mut networks = HashMap::new();
+    check_segments(cfg, |iface| {
+        if !networks.contains_key(iface) {
+            networks.insert(iface.to_string(), link::networks(iface)?);
+        }
+        Ok(networks[iface].clone())
+    })?;
     Ok(())
 }
 
@@ -67,6 +75,49 @@ pub fn check_forwarding(cfg: &Config, on: impl Fn(&str) -> Result<bool, String>)
     Ok(())
 }
 
+/// Every "l2" server's address is on one of the networks (`networks` of an interface: its
+/// addresses with their prefix lengths) of the interface it is reached by (its own `interface`,
+/// else the XDP interface): its MAC is resolved, and its frames sent, on that segment only.
+pub fn check_segments(
+    cfg: &Config,
+    mut networks: impl FnMut(&str) -> Result<Vec<(IpAddr, u8)>, ConfigError>,
+) -> Result<(), ConfigError> {
+    for s in &cfg.services {
+        for v in s.servers.iter().filter(|v| v.forward == super::Forward::L2) {
+            let iface = v.interface.as_deref().unwrap_or(&cfg.global.interface);
+            let nets = networks(iface)?;
+            if nets.iter().any(|(net, len)| on_network(v.address, *net, *len)) {
+                continue;
+            }
+            let shown: Vec<String> = nets.iter().map(|(a, l)| format!("{a}/{l}")).collect();
+            let shown = if shown.is_empty() {
+                "no address".into()
+            } else {
+                shown.join(", ")
+            };
+            return Err(ConfigError::NotOnSegment {
+                service: s.name.clone(),
+                server: v.name.clone(),
+                address: v.address,
+                interface: format!("\"{iface}\" ({shown})"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `ip` is on the network of `net`/`len` (same family, same first `len` bits).
+fn on_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    let bits = |a: &[u8]| a.iter().fold(0u128, |acc, b| acc << 8 | u128::from(*b));
+    let (a, b, width) = match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (bits(&a.octets()), bits(&b.octets()), 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (bits(&a.octets()), bits(&b.octets()), 128),
+        _ => return false,
+    };
+    let len = u32::from(len).min(width);
+    len == 0 || (a ^ b) >> (width - len) == 0
+}
+
 /// The interface's index, or an error saying how to find the right name.
 pub fn check_interface(name: &str) -> Result<u32, ConfigError> {
     Ok(link::lookup(name)?.index)
@@ -93,6 +144,52 @@ mod tests {
     };
 
     #[test]
+    fn an_l2_server_must_be_on_a_network_of_its_interface() {
+        let c = parse(OK, "x").unwrap();
+        let addrs: Vec<IpAddr> = c.services[0].servers.iter().map(|v| v.address).collect();
+        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
+        // The servers' own /24 (whatever OK holds, the first server's network).
+        let IpAddr::V4(first) = addrs[0] else {
+            panic!("{addrs:?}")
+        };
+        let o = first.octets();
+        let own = IpAddr::from([o[0], o[1], o[2], 250]);
+        check_segments(&c, |_| Ok(vec![(v4("fd00::1"), 64), (own, 24)])).unwrap();
+        let err = check_segments(&c, |_| Ok(vec![(v4("192.0.2.10"), 24)])).unwrap_err();
+        let server = &c.services[0].servers[0];
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "service \"{}\", server \"{}\", field \"address\": {} is on none of the networks of \
+                 \"eth0\" (192.0.2.10/24), and an \"l2\" server is reached by its MAC on that \
+                 interface's segment; for a server a route away set forward = \"ipip\" or \"gue\" (and \
+                 run xlb decap on it), or name the interface it is on (`interface`)",
+                c.services[0].name, server.name, server.address
+            )
+        );
+        assert!(
+            check_segments(&c, |_| Ok(vec![]))
+                .unwrap_err()
+                .to_string()
+                .contains("(no address)")
+        );
+    }
+
+    #[test]
+    fn on_network_compares_the_prefix_bits() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(on_network(ip("10.0.1.7"), ip("10.0.1.1"), 24));
+        assert!(!on_network(ip("10.0.2.7"), ip("10.0.1.1"), 24));
+        assert!(on_network(ip("10.0.2.7"), ip("10.0.1.1"), 22));
+        assert!(!on_network(ip("10.0.1.7"), ip("10.0.1.1"), 32));
+        assert!(on_network(ip("10.0.1.1"), ip("10.0.1.1"), 32));
+        assert!(on_network(ip("8.8.8.8"), ip("10.0.1.1"), 0));
+        assert!(on_network(ip("fd00::9"), ip("fd00::1"), 64));
+        assert!(!on_network(ip("fd01::9"), ip("fd00::1"), 64));
+        assert!(!on_network(ip("10.0.1.7"), ip("fd00::1"), 0), "another family");
+    }
+
+    #[test]
     fn interface_that_does_not_exist() {
         assert_eq!(
             check_interface("xlbnope0").unwrap_err().to_string(),
@@ -117,7 +214,15 @@ mod tests {
              network namespace); list them with \"ip link\""
         );
         cfg.services[0].servers[1].interface = Some("lo".into());
-        check_interfaces(&cfg).unwrap();
+        // Every interface exists now; the servers are on none of lo's networks.
+        assert!(
+            matches!(
+                check_interfaces(&cfg),
+                Err(ConfigError::NotOnSegment { ref interface, .. }) if interface.starts_with("\"lo\" (")
+            ),
+            "{:?}",
+            check_interfaces(&cfg)
+        );
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub enum ImportError {
     Invalid {
         file: String,
         #[source]
-        source: ConfigError,
+        source: Box<ConfigError>,
     },
 }
 
@@ -92,7 +92,7 @@ pub fn import(text: &str, file: &str, local_peer: Option<&str>) -> Result<Import
     let toml = emit::emit(&plan, file);
     config::parse(&toml, file).map_err(|source| ImportError::Invalid {
         file: file.to_string(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(Imported {
         toml,

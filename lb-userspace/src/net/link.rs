@@ -66,6 +66,12 @@ pub fn lookup(name: &str) -> Result<Link, LinkError> {
 /// The IP addresses of interface `name` (both families; the local address of a point-to-point
 /// one, as `getifaddrs` reports it).
 pub fn addresses(name: &str) -> Result<Vec<IpAddr>, LinkError> {
+    Ok(networks(name)?.into_iter().map(|(ip, _)| ip).collect())
+}
+
+/// The IP addresses of interface `name` with their prefix lengths: the networks on its segment
+/// (`10.0.0.2/24` is on 10.0.0.0/24).
+pub fn networks(name: &str) -> Result<Vec<(IpAddr, u8)>, LinkError> {
     blocking(socket_error(name), |handle| async move {
         let index = link(&handle, name).await?.index;
         handle
@@ -82,7 +88,7 @@ pub fn addresses(name: &str) -> Result<Vec<IpAddr>, LinkError> {
                         _ => {}
                     }
                 }
-                local.or(address)
+                local.or(address).map(|ip| (ip, m.header.prefix_len))
             })
             .try_filter_map(|a| std::future::ready(Ok(a)))
             .try_collect()
