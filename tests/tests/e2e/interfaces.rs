@@ -141,9 +141,15 @@ fn changed_interface_is_refused_by_reload_and_moves_the_link_at_restart() {
             .contains("prog/xdp")
     };
     assert!(xdp_on("eth0") && !xdp_on("eth1"));
+    // The servers stay on eth0's segment: each names it (an "l2" server must be on a network
+    // of the interface it is reached by, which the agent checks at start).
     let moved = e
         .config_text(4)
-        .replace("interface = \"eth0\"", "interface = \"eth1\"");
+        .replace("interface = \"eth0\"", "interface = \"eth1\"")
+        .replace(
+            "[[service.server]]\n",
+            "[[service.server]]\ninterface = \"eth0\"\n",
+        );
     e.write_config(&moved).unwrap();
     e.signal_agent(libc::SIGHUP);
     let refused = e.wait_until(Duration::from_secs(5), || {
