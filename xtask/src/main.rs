@@ -167,8 +167,9 @@ fn test(root: &Path, tools: &setup::Tools, args: &[String]) -> Result<()> {
 }
 
 /// After the tests: nothing they created may remain (namespaces, pins). Harness names are
-/// `xlbt-<creator pid>-...`; a name whose creator has exited is a leak. (One whose creator still
-/// runs belongs to something else in progress, such as a demo in another terminal.)
+/// `xlbt-<creator pid>-...` (also `xlb decap`'s `netns-xlbt-…` pin directories); a name whose
+/// creator has exited is a leak. (One whose creator still runs belongs to something else in
+/// progress, such as a demo in another terminal.)
 fn leak_check() -> Result<()> {
     let leaked = |name: &str| {
         name.strip_prefix("xlbt-")
@@ -190,6 +191,15 @@ fn leak_check() -> Result<()> {
             let name = e.file_name().to_string_lossy().into_owned();
             if leaked(&name) {
                 leaks.push(format!("bpffs pin /sys/fs/bpf/{name}"));
+            }
+        }
+    }
+    // `xlb decap` pins per namespace under /sys/fs/bpf/xlb-decap/netns-NAME.
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/bpf/xlb-decap") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.strip_prefix("netns-").is_some_and(leaked) {
+                leaks.push(format!("bpffs pins /sys/fs/bpf/xlb-decap/{name}"));
             }
         }
     }

@@ -86,7 +86,7 @@ pub fn attach(req: &AttachRequest) -> Result<&'static str> {
     if attached.is_err() && dir.exists() {
         // Leave nothing half-made; the error that stopped us is the one to report.
         let _ = remove_dir(&dir);
-        let _ = std::fs::remove_dir(req.base);
+        remove_empty_bases(req.base);
     }
     for vip in req.vips {
         warn_unless_local(*vip);
@@ -143,9 +143,18 @@ pub fn detach(ifname: &str, base: &Path) -> Result<()> {
         });
     }
     remove_dir(&dir)?;
-    // The namespace's directory goes with its last interface (it stays while others remain).
-    let _ = std::fs::remove_dir(base);
+    remove_empty_bases(base);
     Ok(())
+}
+
+/// The namespace's directory goes with its last interface, and `/sys/fs/bpf/xlb-decap` with
+/// its last namespace (each stays while it holds anything: `remove_dir` takes only an empty
+/// directory).
+fn remove_empty_bases(base: &Path) {
+    let _ = std::fs::remove_dir(base);
+    if let Some(root) = base.parent() {
+        let _ = std::fs::remove_dir(root);
+    }
 }
 
 /// The interfaces with a decapsulator pinned under `base`, by name.
