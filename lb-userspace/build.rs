@@ -1,6 +1,9 @@
 //! Builds the XDP programs (`lb-ebpf`) for `bpfel-unknown-none` with the nightly toolchain and
 //! hands their objects to the crate (`include_bytes_aligned!`): the balancer (`xlb.bpf.o`) and
-//! the backend hosts' decapsulator (`xlb-decap.bpf.o`, an object of its own).
+//! the backend hosts' decapsulator (`xlb-decap.bpf.o`, an object of its own), and for the
+//! benchmarks the balancer again without passive health's packet code (`xlb-without-passive.bpf.o`,
+//! feature `passive` off: a few seconds more; nothing but the benchmarks refers to it, so the
+//! `xlb` binary does not carry it).
 //!
 //! The eBPF build uses its own target dir, `target/bpf`, shared by every profile of this crate,
 //! so it stays incremental: a change in `lb-userspace` alone never rebuilds it.
@@ -19,6 +22,7 @@ fn main() {
     let root = manifest.parent().unwrap().to_path_buf();
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     let objects = [("xlb", "xlb.bpf.o"), ("xlb-decap", "xlb-decap.bpf.o")];
+    let baseline = "xlb-without-passive.bpf.o";
     for p in [
         "lb-ebpf/src",
         "lb-ebpf/Cargo.toml",
@@ -31,21 +35,27 @@ fn main() {
 
     if env::var("XLB_SKIP_EBPF").is_ok_and(|v| v == "1") {
         println!("cargo:warning=XLB_SKIP_EBPF=1: embedding empty eBPF objects");
-        for (_, object) in objects {
+        for object in objects.map(|(_, o)| o).into_iter().chain([baseline]) {
             std::fs::write(out_dir.join(object), b"").unwrap();
         }
         return;
     }
-    let built = build_ebpf(&root);
-    for (bin, object) in objects {
-        let (obj, out) = (built.join(bin), out_dir.join(object));
+    let copy = |obj: PathBuf, out: PathBuf| {
         std::fs::copy(&obj, &out)
             .unwrap_or_else(|e| panic!("copy {} -> {}: {e}", obj.display(), out.display()));
+    };
+    // The baseline first: both builds leave their `xlb` at the same path.
+    let built = build_ebpf(&root, &["--bin", "xlb", "--no-default-features"]);
+    copy(built.join("xlb"), out_dir.join(baseline));
+    let built = build_ebpf(&root, &[]);
+    for (bin, object) in objects {
+        copy(built.join(bin), out_dir.join(object));
     }
 }
 
-/// Build every binary of `lb-ebpf`; the directory that holds their objects.
-fn build_ebpf(root: &Path) -> PathBuf {
+/// Build the binaries of `lb-ebpf` (every one, unless `args` says otherwise); the directory that
+/// holds their objects.
+fn build_ebpf(root: &Path, args: &[&str]) -> PathBuf {
     let tools = root.join("target/xlb-tools/bin");
     let path = format!("{}:{}", tools.display(), env::var("PATH").unwrap_or_default());
     let target_dir = root.join("target/bpf");
@@ -60,6 +70,7 @@ fn build_ebpf(root: &Path) -> PathBuf {
         "lb-ebpf",
     ])
     .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+    .args(args)
     .arg("--target-dir")
     .arg(&target_dir)
     .current_dir(root)

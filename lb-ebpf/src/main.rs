@@ -112,7 +112,7 @@ fn balance(ctx: &XdpContext) -> u32 {
     }
     // Before `send`, whose encapsulation stage may move the TCP header or turn the frame into
     // an ICMP reply: the passive signals read the client's TCP header where `parse` found it.
-    if flow.tcp_at != 0 {
+    if passive::ENABLED && flow.tcp_at != 0 {
         if flow.syn_only {
             passive::syn(ctx, &flow, service_id, id, select::now_ns());
         } else if !flow.no_handshake {

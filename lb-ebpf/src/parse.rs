@@ -207,7 +207,9 @@ fn l4_ports(ctx: &XdpContext, l4: usize, flow: &mut Flow) -> Result<(), ()> {
         let handshake_flags = flags & (TCP_FLAG_ACK | TCP_FLAG_SYN | TCP_FLAG_RST);
         flow.syn_only = handshake_flags == TCP_FLAG_SYN;
         flow.no_handshake = handshake_flags != TCP_FLAG_ACK;
-        flow.tcp_at = l4 as u16;
+        if crate::passive::ENABLED {
+            flow.tcp_at = l4 as u16;
+        }
         flow.sport = u16::from_ne_bytes([raw[L4_SPORT_AT], raw[L4_SPORT_AT + 1]]);
         flow.dport = u16::from_ne_bytes([raw[L4_DPORT_AT], raw[L4_DPORT_AT + 1]]);
     } else {

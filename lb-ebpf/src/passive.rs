@@ -19,6 +19,11 @@ use crate::{
     parse::{Flow, ptr_at},
 };
 
+/// Whether this build records the signals (feature `passive`, on but in the benchmarks' baseline
+/// object). Off, no packet looks at them: `parse` leaves `Flow::tcp_at` 0 and the tests on it
+/// in `select` and `main` are gone at compile time.
+pub const ENABLED: bool = cfg!(feature = "passive");
+
 /// The TCP header's first bytes: both ports and the sequence number.
 const TCP_PORTS_SEQ_LEN: usize = TCP_SEQ_AT + 4;
 

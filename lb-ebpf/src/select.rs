@@ -151,7 +151,7 @@ pub fn backend_for(flow: &mut Flow, service_id: u32, svc: &Service, st: &mut Ser
                         // SAFETY: as above; a racing writer at worst leaves an older time.
                         unsafe { (*e).last_seen_ns = now };
                     }
-                    if flow.tcp_at != 0 {
+                    if passive::ENABLED && flow.tcp_at != 0 {
                         // SAFETY: as above (a plain u32; a racing writer leaves either stamp).
                         let syn_at = unsafe { (*e).syn_at };
                         if flow.syn_only {

@@ -2,7 +2,7 @@ use xlb::datapath::{Datapath, LoadOptions};
 
 #[test]
 fn loads_and_passes_arp() {
-    let mut dp = Datapath::load(&LoadOptions { pin_dir: None }).expect("load");
+    let mut dp = Datapath::load(&LoadOptions::default()).expect("load");
     let mut arp = vec![0xffu8; 6];
     arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
     arp.extend_from_slice(&[0u8; 28]);

@@ -96,8 +96,17 @@ impl Lb {
 
     /// As `new`, with each service's stick table of its own size (index: service id).
     pub fn with_stick_sizes(svc: Svc, sizes: [u32; SERVICES as usize]) -> Lb {
-        let mut dp = Datapath::load(&LoadOptions { pin_dir: None })
-            .unwrap_or_else(|e| panic!("loading the XDP program needs root and BPF (run as root): {e}"));
+        Self::of_object(svc, sizes, None)
+    }
+
+    /// As `with_stick_sizes`, loading `object` (`None`: the data path itself; benchmarks load
+    /// `xlb::datapath::OBJECT_WITHOUT_PASSIVE` beside it).
+    pub fn of_object(svc: Svc, sizes: [u32; SERVICES as usize], object: Option<&'static [u8]>) -> Lb {
+        let mut dp = Datapath::load(&LoadOptions {
+            object,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("loading the XDP program needs root and BPF (run as root): {e}"));
         // What the agent does before attaching: only frames to this MAC are forwarded.
         dp.set_own_mac(LB_MAC).unwrap();
         let stick = Stick {

@@ -43,7 +43,7 @@ enum Cmd {
         which: Option<String>,
     },
     /// Run the benchmarks: datapath | table | maglev | e2e | all (all but fleet and failover) |
-    /// fleet | failover.
+    /// fleet | failover | hit-path.
     Bench {
         #[arg(default_value = "all")]
         which: String,

@@ -56,6 +56,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let _lock = lock_instance(&cfg.global.bpffs_dir)?;
     let dp = Datapath::load(&LoadOptions {
         pin_dir: Some(cfg.global.bpffs_dir.clone()),
+        ..Default::default()
     })?;
     let adopted = dp.adopted();
     log::info!("xlb: data path loaded in {:?}", begun.elapsed());

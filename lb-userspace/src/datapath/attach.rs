@@ -176,7 +176,7 @@ impl Datapath {
 /// interface. For test topologies: veth delivers XDP_TX frames to its peer only when the peer
 /// runs an XDP program too. Call it from a thread inside the interface's namespace.
 pub fn attach_pass_program(ifname: &str) -> Result<()> {
-    let mut dp = Datapath::load(&LoadOptions { pin_dir: None })?;
+    let mut dp = Datapath::load(&LoadOptions::default())?;
     let prog = dp.program(lb_common::PROG_PASS)?;
     let id = prog
         .attach(ifname, XdpMode::Driver)

@@ -61,6 +61,11 @@ pub use crate::datapath::{
 /// The compiled XDP object (built by build.rs from `lb-ebpf`).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb.bpf.o"));
 
+/// The same program without passive health's packet code (`lb-ebpf` feature `passive` off), for
+/// the benchmarks only: they time the stick hit with and without it in the same run.
+pub static OBJECT_WITHOUT_PASSIVE: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-without-passive.bpf.o"));
+
 type Result<T, E = DatapathError> = std::result::Result<T, E>;
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
@@ -97,6 +102,9 @@ pub struct LoadOptions {
     /// Pin every map under `<dir>/maps/` (adopting pins already there); `None` = no pins
     /// (tests, benchmarks). Stick tables are made per service afterwards (`set_stick_table`).
     pub pin_dir: Option<PathBuf>,
+    /// The object to load; `None` = [`OBJECT`]. Benchmarks only (pins are inspected against
+    /// [`OBJECT`]).
+    pub object: Option<&'static [u8]>,
 }
 
 /// The loaded data path and typed handles on its maps.
@@ -135,7 +143,8 @@ pub struct Datapath {
 
 impl Datapath {
     pub fn load(opts: &LoadOptions) -> Result<Self> {
-        if OBJECT.is_empty() {
+        let object = opts.object.unwrap_or(OBJECT);
+        if object.is_empty() {
             return Err(DatapathError::EmptyObject);
         }
         let mut adopted = false;
@@ -194,7 +203,7 @@ impl Datapath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader
-            .load(OBJECT)
+            .load(object)
             .map_err(|e| DatapathError::Load(Box::new(e)))?;
 
         macro_rules! take {

@@ -167,7 +167,7 @@ fn add_floor_host(e: &mut LbEnv, backend: usize) -> Result<()> {
         xlb::datapath::attach_pass_program(&port)
     })??;
     crate::netns::run_in(&ns, move || -> Result<()> {
-        let mut dp = xlb::datapath::Datapath::load(&xlb::datapath::LoadOptions { pin_dir: None })?;
+        let mut dp = xlb::datapath::Datapath::load(&xlb::datapath::LoadOptions::default())?;
         dp.set_floor_target(lb_common::FloorTarget {
             vip: VIP_FLOOR.octets(),
             backend_mac,

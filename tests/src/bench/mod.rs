@@ -6,6 +6,7 @@ pub mod e2e_ipip;
 pub mod encap;
 pub mod failover;
 pub mod fleet;
+pub mod hit_path;
 pub mod maglev;
 pub mod table;
 
@@ -44,7 +45,16 @@ pub fn spread(v: &[f64]) -> (f64, f64) {
 /// MAC every repetition after the first would time the "not our MAC" path. This way a
 /// forwarded frame is again addressed to us, and `ns` checks that it was.
 pub fn bench_lb(svc: Svc, stick_sizes: [u32; SERVICES as usize]) -> Result<Lb> {
-    let mut lb = Lb::with_stick_sizes(svc, stick_sizes);
+    bench_lb_of(svc, stick_sizes, None)
+}
+
+/// As [`bench_lb`], loading `object` (`None`: the data path itself).
+pub fn bench_lb_of(
+    svc: Svc,
+    stick_sizes: [u32; SERVICES as usize],
+    object: Option<&'static [u8]>,
+) -> Result<Lb> {
+    let mut lb = Lb::of_object(svc, stick_sizes, object);
     for id in 0..4 * SERVICES {
         let mut be = lb.dp.backend(id)?;
         be.mac = LB_MAC;

@@ -1,7 +1,7 @@
-//! `cargo xtask bench [datapath|table|maglev|e2e|fleet|failover|all] [--json FILE]`: benchmarks
+//! `cargo xtask bench [datapath|table|maglev|e2e|fleet|failover|hit-path|all] [--json FILE]`: benchmarks
 //! that print tables and write JSON under target/xlb-bench/ (`all` is every one but `fleet`,
 //! which takes minutes and measures issue 11's fleet figures rather than a cost, and
-//! `failover`, issue 12's passive-health figures). Every comparison is a ratio to a baseline
+//! `failover`, issue 12's passive-health figures; `hit-path` is that bench's stick-hit figure alone). Every comparison is a ratio to a baseline
 //! measured in the same run (these machines are noisy; absolute times wander).
 
 use std::{path::PathBuf, time::Instant};
@@ -17,7 +17,7 @@ fn main() {
             "--json" => json = args.next().map(PathBuf::from),
             other => {
                 eprintln!(
-                    "xlb-bench: unknown argument '{other}'; usage: xlb-bench [datapath|table|maglev|e2e|fleet|failover|all] [--json FILE]"
+                    "xlb-bench: unknown argument '{other}'; usage: xlb-bench [datapath|table|maglev|e2e|fleet|failover|hit-path|all] [--json FILE]"
                 );
                 std::process::exit(2);
             }
@@ -51,6 +51,7 @@ fn main() {
         "e2e" => run("e2e", &bench::e2e::run, &json),
         "fleet" => run("fleet", &bench::fleet::run, &json),
         "failover" => run("failover", &bench::failover::run, &json),
+        "hit-path" => run("hit-path", &bench::hit_path::run, &json),
         "all" => {
             let mut ok = true;
             for (n, f) in [
@@ -68,7 +69,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "xlb-bench: unknown benchmark '{other}'; one of datapath, table, maglev, e2e, fleet, failover, all"
+                "xlb-bench: unknown benchmark '{other}'; one of datapath, table, maglev, e2e, fleet, failover, hit-path, all"
             );
             std::process::exit(2);
         }

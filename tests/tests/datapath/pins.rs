@@ -32,6 +32,7 @@ fn pins_that_differ_from_their_format_are_refused_with_every_difference() {
     raw_pins::pin(&sticks, &maps.join(lb_common::MAP_STICK_TABLES)).unwrap();
     let err = match xlb::datapath::Datapath::load(&xlb::datapath::LoadOptions {
         pin_dir: Some(dir.clone()),
+        ..Default::default()
     }) {
         Ok(_) => panic!("pins that differ from their format were adopted"),
         Err(e) => e.to_string(),
@@ -86,6 +87,7 @@ fn older_pins_are_migrated(format: u64, gstats_entries: u32) {
     let maps = dir.join("maps");
     let opts = xlb::datapath::LoadOptions {
         pin_dir: Some(dir.clone()),
+        ..Default::default()
     };
     let key = StickKey::new(v4([10, 2, 0, 7]), 3, 0, FAMILY_V4);
     let entry = StickEntry {
@@ -234,6 +236,7 @@ fn stick_tables_pinned_by_one_load_are_adopted_by_the_next() {
     let dir = PinDir::new("stickpins");
     let opts = LoadOptions {
         pin_dir: Some(dir.0.clone()),
+        ..Default::default()
     };
     let entry = |i: u32| StickEntry {
         last_seen_ns: i as u64,
@@ -288,6 +291,7 @@ fn an_incomplete_set_of_old_pins_is_refused_with_a_clear_error() {
         .unwrap();
     let e = Datapath::load(&LoadOptions {
         pin_dir: Some(dir.0.clone()),
+        ..Default::default()
     })
     .err()
     .expect("loading over old pins must fail");

@@ -20,13 +20,9 @@
 //!    (`XLB_BENCH_FAILOVER_SECS`, default 30) while the clients run: servers (service/server)
 //!    the agent marked DOWN meanwhile and 3 s after (its log's `DOWN:` lines).
 //! 5. `false_down_loss`: 10 % random loss on app2 for [`secs`], counted the same way.
-//! 6. `hit_path_ratio_change`: the stick-hit ratio to the floor measured now (the datapath
-//!    bench's `v4_tcp_stick_hit`, same code, same rounds) over the same ratio in a datapath
-//!    JSON written before this work: `$XLB_BENCH_HIT_BASELINE`, else
-//!    `target/xlb-bench/datapath-baseline.json` (make it on the pre-work commit with
-//!    `cargo xtask bench datapath --json target/xlb-bench/datapath-baseline.json`). Timed only
-//!    while `kernel.bpf_stats_enabled` is off (machine-wide; the e2e bench turns it on, and it
-//!    adds a cost to every run that squeezes the ratio): null, with the reason, otherwise.
+//! 6. `hit_path_ratio_change`: the stick hit's ratio to the floor with passive health's packet
+//!    code over the same without it, both programs timed in this run ([`super::hit_path`]:
+//!    also `cargo xtask bench hit-path` alone).
 //!
 //! Between scenarios app2 comes back, the bench waits until the agent has it UP and clears the
 //! stick table, so the sources spread over the four backends again.
@@ -34,7 +30,6 @@
 //! Passive health (`observe = "layer4"`) is one switch: [`OBSERVE_LAYER4`].
 
 mod flood;
-mod hit_path;
 mod load;
 mod timeline;
 
@@ -218,9 +213,13 @@ pub fn run() -> Result<Report> {
     });
     drop(e);
     figs.measure(
-        "stick-hit ratio against the baseline",
+        "stick hit with and without passive health's packet code",
         "hit_path_ratio_change",
-        |f| Ok(json!(round3(hit_path::hit_path_ratio_change(f)?))),
+        |f| {
+            let r = super::hit_path::measure(super::hit_path::ROUNDS)?;
+            f.note(r.summary());
+            Ok(json!(round3(r.ratio_change())))
+        },
     );
     let side = timeline::write_side_file(&events, &figs.notes)?;
     figs.note(format!("timeline and notes: {}", side.display()));
