@@ -1,7 +1,7 @@
 //! The XDP links: attach the data path to its interface with a link pinned under `bpffs_dir`
 //! (so it keeps forwarding when the agent exits), make the pinned link of an earlier run run
 //! this program (atomic: no packet is missed), replace a link that no longer fits, and the pass
-//! program test topologies need. Detaching is unpinning (`pins::remove_pins`).
+//! program test topologies need. Detaching is `pins::remove_pins`: `BPF_LINK_DETACH`, then unpinning.
 
 use std::path::{Path, PathBuf};
 

@@ -2,8 +2,8 @@
 //! pinned (or migrating an older pin format), and hold typed handles on every map. The handle's
 //! other jobs live beside it, one per file:
 //!
-//! - `attach`: the XDP links (attach and pin, replace the program of a pinned link, detach by
-//!   unpinning) and the pass program test topologies need;
+//! - `attach`: the XDP links (attach and pin, replace the program of a pinned link; detached by
+//!   `pins::remove_pins`) and the pass program test topologies need;
 //! - `tables`: what the data path looks up per packet — the VIP table and the Maglev tables
 //!   (each double buffered: write the inactive slot, then flip), services, backends, names,
 //!   transmit ports and limits;

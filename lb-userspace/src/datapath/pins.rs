@@ -439,6 +439,7 @@ pub fn remove_pins(dir: &Path) -> Result<(), DatapathError> {
     let io = |what: &'static str, path: PathBuf| move |source| DatapathError::Io { what, path, source };
     let link = dir.join("link");
     if link.exists() {
+        detach_link(&link);
         std::fs::remove_file(&link).map_err(io("cannot remove pinned link", link.clone()))?;
     }
     for sub in ["maps", crate::datapath::pins::FORMAT1_DIR] {
@@ -451,6 +452,23 @@ pub fn remove_pins(dir: &Path) -> Result<(), DatapathError> {
         std::fs::remove_dir(dir).map_err(io("cannot remove", dir.to_path_buf()))?;
     }
     Ok(())
+}
+
+/// Detach the link pinned at `pin` from its hook before its pin goes: without it, the program
+/// stays attached until the kernel frees the pin's inode, a moment after `xlb detach` has said
+/// it is detached. A link that cannot be opened or detached (its interface gone, an older
+/// kernel) is only unpinned, as before, with a warning.
+fn detach_link(pin: &Path) {
+    let detached = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)
+        .and_then(|path| crate::datapath::sys::obj_get(&path))
+        .and_then(|fd| crate::datapath::sys::link_detach(std::os::fd::AsFd::as_fd(&fd)));
+    if let Err(e) = detached {
+        log::warn!(
+            "cannot detach the link pinned at {} ({e}); removing its pin, which detaches it once the kernel frees it",
+            pin.display()
+        );
+    }
 }
 
 /// Remove every pin under `maps` (xlb's maps directory) and the directory.

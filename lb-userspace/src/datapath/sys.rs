@@ -1,6 +1,6 @@
 //! The few `bpf(2)` commands aya 0.14 does not wrap: a batched lookup, update and delete,
 //! deleting an element of a map aya hands out no delete for (an array-of-maps slot), opening a
-//! pin, and reading an XDP link's interface. The one place in xlb that makes the raw system call; `union bpf_attr`,
+//! pin, reading an XDP link's interface, and detaching a link. The one place in xlb that makes the raw system call; `union bpf_attr`,
 //! the command numbers and `struct bpf_link_info` are the kernel's, as aya-obj generates them.
 
 use std::{
@@ -117,6 +117,15 @@ pub fn obj_get(path: &CStr) -> io::Result<OwnedFd> {
     let fd = sys_bpf(bpf_cmd::BPF_OBJ_GET, &mut attr)?;
     // SAFETY: BPF_OBJ_GET returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `BPF_LINK_DETACH`: the link's program leaves its hook now, whoever still holds the link.
+/// (Removing a link's last pin releases it only when the kernel gets round to freeing the pin's
+/// inode, later and on another CPU.)
+pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = zeroed();
+    attr.link_detach.link_fd = link.as_raw_fd() as u32;
+    sys_bpf(bpf_cmd::BPF_LINK_DETACH, &mut attr).map(|_| ())
 }
 
 /// The interface an XDP link runs on: `Some(0)` when it is severed (its interface went away),
