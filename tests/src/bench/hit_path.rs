@@ -9,7 +9,8 @@
 //! timings' noise to every round). The figure is the interquartile mean of the rounds' changes
 //! ([`HitPath::ratio_change`] says why not the median).
 //!
-//! Timed only while `kernel.bpf_stats_enabled` is off: the kernel's run-time accounting adds a
+//! The thread stays on one CPU for the whole comparison ([`PinnedToThisCpu`]). Timed only
+//! while `kernel.bpf_stats_enabled` is off: the kernel's run-time accounting adds a
 //! cost to every program run, the floor's too, which squeezes every ratio towards 1 (seen: 1.9
 //! instead of 4.6); it is machine-wide, and the e2e bench turns it on while it runs.
 
@@ -66,6 +67,46 @@ impl HitPath {
     }
 }
 
+/// Keeps the calling thread on the CPU it runs on until dropped, so that every round times
+/// both programs on the same CPU (a run never moves, but the thread could between runs, and
+/// this machine's two CPUs do not time alike: unpinned, whole runs of the comparison drifted
+/// by a percent).
+struct PinnedToThisCpu {
+    before: libc::cpu_set_t,
+}
+
+impl PinnedToThisCpu {
+    fn new() -> Result<Self> {
+        // SAFETY: `cpu_set_t` is plain bits; the calls get its size and a valid pointer.
+        unsafe {
+            let mut before: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            if libc::sched_getaffinity(0, size, &mut before) != 0 {
+                bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
+            }
+            let cpu = libc::sched_getcpu();
+            if cpu < 0 {
+                bail!("sched_getcpu: {}", std::io::Error::last_os_error());
+            }
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut one);
+            if libc::sched_setaffinity(0, size, &one) != 0 {
+                bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+            }
+            Ok(Self { before })
+        }
+    }
+}
+
+impl Drop for PinnedToThisCpu {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`; restoring the mask the thread had.
+        unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.before);
+        }
+    }
+}
+
 /// The mean of the middle half of `v` (non-empty).
 fn interquartile_mean(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
@@ -86,6 +127,7 @@ pub fn measure(rounds: usize) -> Result<HitPath> {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+    let _pinned = PinnedToThisCpu::new()?;
     let sizes = [100_000; SERVICES as usize];
     let mut with = bench_lb_of(Svc::default(), sizes, None)?;
     let mut without = bench_lb_of(Svc::default(), sizes, Some(xlb::datapath::OBJECT_WITHOUT_PASSIVE))?;
