@@ -42,15 +42,24 @@ pub fn hash_words<const N: usize>(words: &[u32; N]) -> u32 {
 /// word, the rest zero.
 #[inline(always)]
 pub fn affinity_hash(addr: &[u8; 16], port_be: u16, family: u8) -> u32 {
-    let a = words_of(addr);
+    affinity_hash_of(words_of(addr), port_be, family)
+}
+
+/// [`affinity_hash`] of an address given as its [`words_of`] (what the data path keeps).
+#[inline(always)]
+pub fn affinity_hash_of(a: [u32; 4], port_be: u16, family: u8) -> u32 {
     hash_words(&[a[0], a[1], a[2], a[3], ((port_be as u32) << 8) | family as u32])
 }
 
 /// The hash of a 5-tuple for services with `stick.on = "none"`.
 #[inline(always)]
 pub fn five_tuple_hash(src: &[u8; 16], dst: &[u8; 16], sport_be: u16, dport_be: u16, proto: u8) -> u32 {
-    let s = words_of(src);
-    let d = words_of(dst);
+    five_tuple_hash_of(words_of(src), words_of(dst), sport_be, dport_be, proto)
+}
+
+/// [`five_tuple_hash`] of addresses given as their [`words_of`].
+#[inline(always)]
+pub fn five_tuple_hash_of(s: [u32; 4], d: [u32; 4], sport_be: u16, dport_be: u16, proto: u8) -> u32 {
     hash_words(&[
         s[0],
         s[1],
@@ -63,6 +72,20 @@ pub fn five_tuple_hash(src: &[u8; 16], dst: &[u8; 16], sport_be: u16, dport_be: 
         ((sport_be as u32) << 16) | dport_be as u32,
         proto as u32,
     ])
+}
+
+/// The 16 bytes of an address given as its [`words_of`].
+#[inline(always)]
+pub fn bytes_of(w: [u32; 4]) -> [u8; 16] {
+    let (a, b, c, d) = (
+        w[0].to_ne_bytes(),
+        w[1].to_ne_bytes(),
+        w[2].to_ne_bytes(),
+        w[3].to_ne_bytes(),
+    );
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3],
+    ]
 }
 
 /// Native-endian words of a 16-byte address (the same bytes give the same words on both sides:
@@ -96,6 +119,29 @@ mod tests {
     /// once from this implementation and checked against an independent murmur3_x86_32 (over
     /// the words' little-endian bytes, seed `FLOW_HASH_SEED`); the data path's use of the same
     /// function is checked by the fixture test `data_path_picks_the_maglev_slot_of_the_flow_hash`.
+    /// The data path hashes addresses it keeps as words (`*_of`); the agent, the same
+    /// addresses as bytes: both must agree, or the agent's view of where a client goes would
+    /// differ from the data path's.
+    #[test]
+    fn the_word_forms_agree_with_the_byte_forms() {
+        let a = [0xfd, 0x77, 0, 0x10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0xfe];
+        let b = [10, 77, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(bytes_of(words_of(&a)), a);
+        assert_eq!(words_of(&b), [u32::from_ne_bytes([10, 77, 0, 3]), 0, 0, 0]);
+        assert_eq!(
+            affinity_hash_of(words_of(&a), 0x5000, 6),
+            affinity_hash(&a, 0x5000, 6)
+        );
+        assert_eq!(
+            five_tuple_hash_of(words_of(&b), words_of(&a), 1, 2, 6),
+            five_tuple_hash(&b, &a, 1, 2, 6)
+        );
+        assert_eq!(
+            crate::vip_words_of(words_of(&a), 80, 6, 6),
+            crate::vip_words(&a, 80, 6, 6)
+        );
+    }
+
     #[test]
     fn hash_is_stable_across_builds() {
         assert_eq!(hash_words(&[0u32; 1]), 0xb465_8096);

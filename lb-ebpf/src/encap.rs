@@ -60,8 +60,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Encap, FAMILY_V6, FORWARD_GUE, PROTO_TCP, PROTO_UDP, encap_entropy, encap_entropy_of, encap_source_word,
-    gstat::Counter, hash::words_of,
+    Encap, FAMILY_V6, FORWARD_GUE, PROTO_TCP, PROTO_UDP, encap_entropy_of, encap_source_word, gstat::Counter,
+    hash::words_of,
 };
 
 use crate::{headers::*, maps, outer::Outer, parse, too_big};
@@ -268,7 +268,8 @@ fn flow_facts(raw: *mut xdp_md) -> u64 {
     if inner.l3 == 0 {
         return NO_FLOW;
     }
-    let mut facts = encap_entropy(&flow.src, flow.sport) as u64 | inner_facts(&inner);
+    let a = flow.src;
+    let mut facts = encap_entropy_of(a[0] ^ a[1] ^ a[2] ^ a[3], flow.sport) as u64 | inner_facts(&inner);
     if v6 {
         facts |= FACT_V6;
     }

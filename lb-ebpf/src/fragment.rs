@@ -11,7 +11,7 @@
 //! forwarding off on the LB, or the kernel routes it on). That datagram is lost either way: its
 //! pieces can no longer all reach one backend, and the sender retries.
 
-use lb_common::{FragmentKey, FragmentRecord};
+use lb_common::{FragmentKey, FragmentRecord, hash::bytes_of};
 
 use crate::{maps, parse::Flow};
 
@@ -19,8 +19,8 @@ use crate::{maps, parse::Flow};
 #[inline(always)]
 fn datagram(flow: &Flow) -> Option<&'static FragmentKey> {
     let key = maps::fragment_key_slot()?;
-    key.src = flow.src;
-    key.dst = flow.dst;
+    key.src = bytes_of(flow.src);
+    key.dst = bytes_of(flow.dst);
     key.id = flow.frag_id;
     key.proto = flow.proto;
     key.family = flow.family;

@@ -6,7 +6,7 @@
 //! `Err(())` = truncated or invalid headers: pass to the kernel, counted, never forwarded.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FAMILY_V4, FAMILY_V6, MAX_IPV6_EXT_HEADERS, PROTO_TCP, PROTO_UDP};
+use lb_common::{FAMILY_V4, FAMILY_V6, MAX_IPV6_EXT_HEADERS, PROTO_TCP, PROTO_UDP, hash::words_of};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -19,8 +19,12 @@ use crate::headers::*;
 /// A packet as the balancer sees it: always oriented client -> VIP (for an ICMP error the inner
 /// header is turned around, so the flow is the one the error is about).
 pub struct Flow {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    /// The addresses as `lb_common::hash::words_of` their 16 bytes (IPv4: the first word, the
+    /// rest 0): every later step reads them word by word. (As bytes, the compiler kept them as
+    /// 32 values, each with a stack slot of its own, and the one 512-byte frame had no room
+    /// left.)
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
     /// Network byte order as in the packet; 0 when `has_ports` is false.
     pub sport: u16,
     pub dport: u16,
@@ -60,7 +64,7 @@ pub struct Flow {
 impl Flow {
     /// A flow between two addresses, as yet without ports, flags or fragment facts.
     #[inline(always)]
-    fn new(src: [u8; 16], dst: [u8; 16], family: u8, proto: u8) -> Flow {
+    fn new(src: [u32; 4], dst: [u32; 4], family: u8, proto: u8) -> Flow {
         Flow {
             src,
             dst,
@@ -116,15 +120,11 @@ pub fn parse(ctx: &XdpContext) -> Result<Option<Flow>, ()> {
     }
 }
 
-/// An IPv4 address as `Flow` and the maps keep it: the first 4 of 16 bytes, the rest zero.
+/// An IPv4 address as `Flow` keeps it: the words of the maps' 16 bytes (the first 4 bytes
+/// the address, the rest zero).
 #[inline(always)]
-fn v4_addr(a: [u8; IPV4_ADDR_LEN]) -> [u8; IPV6_ADDR_LEN] {
-    let mut out = [0u8; IPV6_ADDR_LEN];
-    out[0] = a[0];
-    out[1] = a[1];
-    out[2] = a[2];
-    out[3] = a[3];
-    out
+fn v4_addr(a: [u8; IPV4_ADDR_LEN]) -> [u32; 4] {
+    [u32::from_ne_bytes(a), 0, 0, 0]
 }
 
 #[inline(always)]
@@ -180,8 +180,8 @@ fn transport(ctx: &XdpContext, l4: usize, mut flow: Flow, later_fragment: bool) 
 /// flow reads client -> VIP. `ports` are the quote's first four L4 bytes.
 #[inline(always)]
 fn quoted_flow(
-    quoted_src: [u8; 16],
-    quoted_dst: [u8; 16],
+    quoted_src: [u32; 4],
+    quoted_dst: [u32; 4],
     ports: &[u8; L4_PORTS_LEN],
     family: u8,
     proto: u8,
@@ -303,7 +303,7 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Result<Option<Flow>, ()> {
     if !done {
         return Err(());
     }
-    let mut flow = Flow::new(ip.src_addr, ip.dst_addr, FAMILY_V6, proto);
+    let mut flow = Flow::new(words_of(&ip.src_addr), words_of(&ip.dst_addr), FAMILY_V6, proto);
     flow.fragment = fragment;
     flow.frag_id = frag_id;
     transport(ctx, l4, flow, later_fragment)
@@ -330,8 +330,8 @@ fn icmp6_too_big(ctx: &XdpContext, l4: usize) -> Result<Option<Flow>, ()> {
     // SAFETY: in the frame, alignment 1 (`ptr_at`).
     let ports = unsafe { &*ports };
     Ok(Some(quoted_flow(
-        inner.src_addr,
-        inner.dst_addr,
+        words_of(&inner.src_addr),
+        words_of(&inner.dst_addr),
         ports,
         FAMILY_V6,
         inner.next_hdr,

@@ -49,7 +49,7 @@ fn keyed(ctx: &XdpContext, flow: &Flow, service_id: u32) -> Option<(&'static Syn
     // SAFETY: in the frame, alignment 1 (`ptr_at`).
     let tcp = unsafe { &*tcp };
     let k = maps::syn_scratch()?;
-    k.src = flow.src;
+    k.src = lb_common::hash::bytes_of(flow.src);
     k.sport = u16::from_ne_bytes([tcp[L4_SPORT_AT], tcp[L4_SPORT_AT + 1]]);
     k.dport = u16::from_ne_bytes([tcp[L4_DPORT_AT], tcp[L4_DPORT_AT + 1]]);
     k.service = service_id as u16;

@@ -23,25 +23,20 @@ use lb_common::{
     BACKEND_DRAIN, BACKEND_UP, FAMILY_V4, NO_BACKEND, STICK_NONE, STICK_REFRESH_NS, STICK_SRC_PORT,
     SVC_F_REDISPATCH, Service, ServiceStats, StickEntry, StickKey,
     gstat::Counter,
-    hash::{affinity_hash, five_tuple_hash},
-    maglev_base, vip_words,
+    hash::{affinity_hash_of, bytes_of, five_tuple_hash_of, words_of},
+    maglev_base, vip_words_of,
 };
 
-use crate::{
-    headers::{IPV4_ADDR_LEN, IPV6_ADDR_LEN},
-    maps,
-    parse::Flow,
-    passive,
-};
+use crate::{maps, parse::Flow, passive};
 
 /// Step 3: the service of a packet with ports, or None (not for a VIP). Exact port first, then
 /// port 0 ("any port"). (A later fragment has no ports and never comes here: see `fragment`.)
 #[inline(always)]
 pub fn service_of(flow: &Flow) -> Option<u32> {
-    if let Some(s) = maps::vip(&vip_words(&flow.dst, flow.dport, flow.proto, flow.family)) {
+    if let Some(s) = maps::vip(&vip_words_of(flow.dst, flow.dport, flow.proto, flow.family)) {
         return Some(s);
     }
-    maps::vip(&vip_words(&flow.dst, 0, flow.proto, flow.family))
+    maps::vip(&vip_words_of(flow.dst, 0, flow.proto, flow.family))
 }
 
 /// The coarse clock (jiffies resolution): the same one userspace reads as CLOCK_MONOTONIC_COARSE.
@@ -66,24 +61,16 @@ fn maglev(service_id: u32, svc: &Service, hash: u32) -> u32 {
     maps::maglev_slot(maglev_base(service_id, slot) + hash % m).unwrap_or(NO_BACKEND)
 }
 
-/// The client address under the service's prefix mask (what its stick key holds).
+/// The client address under the service's prefix mask (what its stick key holds), as words.
 #[inline(always)]
-fn masked(flow: &Flow, svc: &Service) -> [u8; 16] {
-    let mut a = flow.src;
+fn masked(flow: &Flow, svc: &Service) -> [u32; 4] {
+    let a = flow.src;
     if flow.family == FAMILY_V4 {
-        let mut i = 0;
-        while i < IPV4_ADDR_LEN {
-            a[i] &= svc.v4_mask[i];
-            i += 1;
-        }
+        [a[0] & u32::from_ne_bytes(svc.v4_mask), 0, 0, 0]
     } else {
-        let mut i = 0;
-        while i < IPV6_ADDR_LEN {
-            a[i] &= svc.v6_mask[i];
-            i += 1;
-        }
+        let m = words_of(&svc.v6_mask);
+        [a[0] & m[0], a[1] & m[1], a[2] & m[2], a[3] & m[3]]
     }
-    a
 }
 
 /// What a stick entry's backend is to the packet's service.
@@ -119,7 +106,7 @@ pub fn backend_for(flow: &mut Flow, service_id: u32, svc: &Service, st: &mut Ser
     // follow the record it leaves (`fragment`), so it goes where the flow's whole packets go.
     if svc.stick_mode == STICK_NONE {
         // No table: a hash of the 5-tuple.
-        let h = five_tuple_hash(&flow.src, &flow.dst, flow.sport, flow.dport, flow.proto);
+        let h = five_tuple_hash_of(flow.src, flow.dst, flow.sport, flow.dport, flow.proto);
         return maglev(service_id, svc, h);
     }
     let port = if svc.stick_mode == STICK_SRC_PORT {
@@ -127,10 +114,11 @@ pub fn backend_for(flow: &mut Flow, service_id: u32, svc: &Service, st: &mut Ser
     } else {
         0
     };
-    let key = StickKey::new(masked(flow, svc), service_id as u16, port, flow.family);
+    let addr = masked(flow, svc);
+    let key = StickKey::new(bytes_of(addr), service_id as u16, port, flow.family);
     let Some(table) = maps::stick_table(service_id) else {
         // Not given a table (yet): by hash, which is what the table would pin anyway.
-        return maglev(service_id, svc, affinity_hash(&key.addr, key.port, key.family));
+        return maglev(service_id, svc, affinity_hash_of(addr, key.port, key.family));
     };
     let now = now_ns();
     flow.now = now;
@@ -164,7 +152,7 @@ pub fn backend_for(flow: &mut Flow, service_id: u32, svc: &Service, st: &mut Ser
                     return backend;
                 }
                 Pinned::Down if svc.flags & SVC_F_REDISPATCH != 0 => {
-                    let pick = maglev(service_id, svc, affinity_hash(&key.addr, key.port, key.family));
+                    let pick = maglev(service_id, svc, affinity_hash_of(addr, key.port, key.family));
                     if pick != NO_BACKEND {
                         st.redispatches += 1;
                         if may_insert {
@@ -184,7 +172,7 @@ pub fn backend_for(flow: &mut Flow, service_id: u32, svc: &Service, st: &mut Ser
     }
 
     st.stick_misses += 1;
-    let pick = maglev(service_id, svc, affinity_hash(&key.addr, key.port, key.family));
+    let pick = maglev(service_id, svc, affinity_hash_of(addr, key.port, key.family));
     if pick == NO_BACKEND {
         return pick;
     }

@@ -10,7 +10,12 @@ pub const VIP_PROBES: u32 = 4;
 /// A VIP key as five words (what the data path compares).
 #[inline(always)]
 pub fn vip_words(addr: &[u8; 16], port_be: u16, proto: u8, family: u8) -> [u32; 5] {
-    let a = crate::hash::words_of(addr);
+    vip_words_of(crate::hash::words_of(addr), port_be, proto, family)
+}
+
+/// [`vip_words`] of an address given as its `hash::words_of`.
+#[inline(always)]
+pub fn vip_words_of(a: [u32; 4], port_be: u16, proto: u8, family: u8) -> [u32; 5] {
     [
         a[0],
         a[1],
