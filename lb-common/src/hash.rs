@@ -115,10 +115,6 @@ pub fn name_hash(bytes: &[u8], seed: u32) -> u32 {
 mod tests {
     use super::*;
 
-    /// Golden values: a change here moves every unpinned client of every deployment. Computed
-    /// once from this implementation and checked against an independent murmur3_x86_32 (over
-    /// the words' little-endian bytes, seed `FLOW_HASH_SEED`); the data path's use of the same
-    /// function is checked by the fixture test `data_path_picks_the_maglev_slot_of_the_flow_hash`.
     /// The data path hashes addresses it keeps as words (`*_of`); the agent, the same
     /// addresses as bytes: both must agree, or the agent's view of where a client goes would
     /// differ from the data path's.
@@ -142,6 +138,10 @@ mod tests {
         );
     }
 
+    /// Golden values: a change here moves every unpinned client of every deployment. Computed
+    /// once from this implementation and checked against an independent murmur3_x86_32 (over
+    /// the words' little-endian bytes, seed `FLOW_HASH_SEED`); the data path's use of the same
+    /// function is checked by the fixture test `data_path_picks_the_maglev_slot_of_the_flow_hash`.
     #[test]
     fn hash_is_stable_across_builds() {
         assert_eq!(hash_words(&[0u32; 1]), 0xb465_8096);
