@@ -1,5 +1,11 @@
 //! The neighbour table followed: servers' MACs resolved at start, updated as they change,
 //! and addresses without one probed again every second.
+//!
+//! Servers reached by encapsulation need no MAC of their own, but the data path sends to them
+//! only through a next hop the kernel has a neighbour entry for; without one it passes the
+//! packet (counted as `encap_fib_miss`), which the VIP's blackhole route then drops, and
+//! nothing of that makes the kernel resolve the next hop. So they are probed at start, and
+//! again within a second of any FIB miss.
 
 use std::{sync::Arc, time::Duration};
 
@@ -31,6 +37,9 @@ pub(super) async fn watch_neighbours() -> Result<(NeighbourWatch, neigh::Table)>
 /// that come within a second (usually a millisecond), so a fresh agent starts with its servers
 /// UP. Those still without one stay DOWN until their address resolves.
 pub(super) async fn resolve_at_start(b: &mut Balancer, nw: &mut NeighbourWatch) -> Result<()> {
+    // Routed servers' next hops: nothing to wait for (no server's state hangs on them), only
+    // the kernel to set resolving before the first client comes.
+    neigh::probe(&b.routed_addresses());
     let missing = b.unresolved();
     if missing.is_empty() {
         return Ok(());
@@ -72,6 +81,8 @@ pub(super) async fn follow_neighbours(
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Probe rounds each server without a MAC has been through: it is warned about at the fifth.
     let mut rounds: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    // The data path's FIB misses at the last tick.
+    let mut fib_misses = 0;
     loop {
         tokio::select! {
             change = nw.changes.next() => match change {
@@ -96,6 +107,7 @@ pub(super) async fn follow_neighbours(
                 }
             },
             _ = retry.tick() => {
+                probe_routed_after_misses(&shared, &mut fib_misses);
                 let missing = shared.lock().expect("balancer lock").unresolved();
                 rounds.retain(|server, _| missing.iter().any(|(m, _)| m == server));
                 if missing.is_empty() {
@@ -116,6 +128,36 @@ pub(super) async fn follow_neighbours(
             }
         }
     }
+}
+
+/// When the data path counted FIB misses since the last call (`fib_misses` holds the count),
+/// probe the routed servers: the kernel resolves a next hop whose neighbour entry is missing
+/// or failed when it has something to send through it. (Nothing else on the balancer need
+/// send through it: the packets the data path passes are dropped by the VIP's route, and
+/// health checks may be seconds apart or more.)
+fn probe_routed_after_misses(shared: &Shared, fib_misses: &mut u64) {
+    let (routed, misses) = {
+        let b = shared.lock().expect("balancer lock");
+        let routed = b.routed_addresses();
+        if routed.is_empty() {
+            return;
+        }
+        match b.encap_fib_misses() {
+            Ok(m) => (routed, m),
+            Err(e) => {
+                log::debug!("reading encap_fib_miss: {e}");
+                return;
+            }
+        }
+    };
+    if misses > *fib_misses {
+        log::debug!(
+            "{} FIB misses in the data path: probing the routed servers' next hops",
+            misses - *fib_misses
+        );
+        neigh::probe(&routed);
+    }
+    *fib_misses = misses;
 }
 
 /// A new subscription, and every entry of the table now given to the balancer.

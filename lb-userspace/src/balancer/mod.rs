@@ -390,6 +390,31 @@ impl Balancer {
         Ok(())
     }
 
+    /// The addresses of servers reached by encapsulation (`forward = "ipip" | "gue"`), each
+    /// once: the data path forwards to them only through a next hop the kernel has a neighbour
+    /// entry for, and the agent makes the kernel resolve it (`agent::neighbours`).
+    pub fn routed_addresses(&self) -> Vec<IpAddr> {
+        let mut addrs: Vec<IpAddr> = self
+            .services
+            .iter()
+            .flat_map(|svc| svc.servers.iter())
+            .filter(|s| s.cfg.forward != config::Forward::L2)
+            .map(|s| s.cfg.address)
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
+    /// The packets the data path could not encapsulate for want of a FIB answer so far
+    /// (`encap_fib_miss`: no route, or no neighbour entry for the next hop yet).
+    pub fn encap_fib_misses(&self) -> Result<u64, crate::datapath::DatapathError> {
+        Ok(self
+            .dp
+            .global_stats()?
+            .get(lb_common::gstat::Counter::EncapFibMiss))
+    }
+
     /// L2 servers that have no MAC yet: ("service/server", address), for probes and warnings.
     pub fn unresolved(&self) -> Vec<(String, IpAddr)> {
         self.services

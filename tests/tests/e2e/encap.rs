@@ -284,3 +284,79 @@ fn mixed_service_with_one_l2_server_and_two_routed_ones() {
     }
     assert_decapsulated(&e, &[0, 1]);
 }
+
+/// The data path encapsulates only through a next hop the kernel has a neighbour entry for,
+/// and nothing in it makes the kernel resolve one. Here the LB's entry for the router is gone,
+/// the router has a permanent entry for the LB (so it never asks the LB, which would teach the
+/// LB its address), the VIP is blackholed on the LB (as README advises: what the data path
+/// passes is not routed on) and the health checks are a day apart (their first one falls at
+/// random within the first interval, and a check would resolve the router too): only the
+/// agent's probe after the FIB misses resolves the router again. Without it no client gets
+/// through.
+#[test]
+fn a_lost_next_hop_is_resolved_again_after_fib_misses() {
+    let e = env(
+        "encap_rehop",
+        Opts {
+            backends: 2,
+            routed: 2,
+            forward: vec![Forward::Ipip, Forward::Gue],
+            inter: "24h".into(),
+            rise: 1,
+            ..Opts::sources(4, 0)
+        },
+    );
+    let s = e.sources4[0];
+    e.get_vip(s).expect("served before the next hop is lost");
+    let router = e.topo.by_role("router").expect("a router");
+    let (lb, r) = (e.topo.host(e.lb), e.topo.host(router));
+    let lb_mac = xlb::net::neigh::format_mac(&lb.mac);
+    let (lb_addr, r_addr) = (lb.ipv4.to_string(), r.ipv4.to_string());
+    e.topo
+        .exec(
+            router,
+            &[
+                "ip",
+                "neigh",
+                "replace",
+                &lb_addr,
+                "lladdr",
+                &lb_mac,
+                "nud",
+                "permanent",
+                "dev",
+                &r.ifname,
+            ],
+        )
+        .unwrap();
+    e.topo
+        .exec(e.lb, &["ip", "route", "add", "blackhole", &format!("{VIP4}/32")])
+        .unwrap();
+    e.topo
+        .exec(e.lb, &["ip", "neigh", "del", &r_addr, "dev", HOST_IF])
+        .unwrap();
+    // The data path's next-hop cache holds a FIB answer for a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let misses_before = crate::interfaces::xdp_counter(&e, "encap_fib_miss");
+    let t0 = std::time::Instant::now();
+    let served = loop {
+        // An attempt's SYNs are FIB misses until the probe's answer is in.
+        if let Ok(b) = e.get_vip(s) {
+            break b;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no answer 10 s after the LB's entry for the router went; LB neighbours:\n{}",
+            e.topo.exec(e.lb, &["ip", "neigh", "show"]).unwrap_or_default()
+        );
+    };
+    let misses = crate::interfaces::xdp_counter(&e, "encap_fib_miss") - misses_before;
+    assert!(
+        misses > 0,
+        "the first SYN after the loss must have missed the FIB (else nothing was tested)"
+    );
+    eprintln!(
+        "served by {served} {:?} after the next hop was lost, {misses} FIB misses",
+        t0.elapsed()
+    );
+}

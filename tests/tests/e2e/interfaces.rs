@@ -8,7 +8,7 @@ use harness::lbenv::{LbEnv, Opts, env};
 use crate::{backend_index, pin_all, wait_state};
 
 /// `Xdp_<name>` from `show info`.
-fn xdp_counter(e: &LbEnv, name: &str) -> u64 {
+pub(crate) fn xdp_counter(e: &LbEnv, name: &str) -> u64 {
     let info = e.api("show info").unwrap();
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("Xdp_{name}: ")))
