@@ -59,12 +59,14 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
-use lb_common::{
-    Encap, FAMILY_V6, FORWARD_GUE, PROTO_TCP, PROTO_UDP, encap_entropy_of, encap_source_word, gstat::Counter,
-    hash::words_of,
-};
+use lb_common::{Encap, FAMILY_V6, FORWARD_GUE, PROTO_TCP, PROTO_UDP, encap_entropy_of, gstat::Counter};
 
-use crate::{headers::*, maps, outer::Outer, parse, too_big};
+use crate::{
+    headers::*,
+    maps,
+    outer::{Head, Packet},
+    parse, too_big,
+};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -96,20 +98,37 @@ const _: () = assert!(core::mem::size_of::<FibParams>() == 64);
 /// change is followed within this time).
 const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
 
-/// A backend's next hop as the FIB last gave it, in this CPU's cache (`maps::next_hop_slot`,
-/// index: backend id). Zero `checked_ns` = nothing cached.
+/// A backend's next hop as the FIB last gave it, and the outer headers through it, in this
+/// CPU's cache (`maps::next_hop_slot`, index: backend id). Zero `checked_ns` = nothing cached.
 #[repr(C)]
 pub struct NextHop {
-    /// The outer destination it was looked up for (a reused backend id looks up afresh).
-    dst: [u8; 16],
-    pub smac: [u8; 6],
-    pub dmac: [u8; 6],
-    ifindex: u32,
+    /// The backend's `Encap` it was made for: any other (a reused backend id, a new address,
+    /// source or GUE port) makes it afresh.
+    encap: Encap,
+    /// The backend's mode and family it was made for (`kind`).
+    kind: u8,
+    _pad: u8,
     /// The route's MTU (`u16::MAX`: none below that).
     mtu: u16,
-    _pad: u16,
+    ifindex: u32,
     /// `bpf_ktime_get_coarse_ns` of the lookup (odd: never 0).
     checked_ns: u64,
+    head: Head,
+}
+
+/// `NextHop::kind` of a backend reached by GUE (`gue`) or IP in IP, of the family `v6`.
+#[inline(always)]
+fn kind(v6: bool, gue: bool) -> u8 {
+    (v6 as u8) << 1 | gue as u8
+}
+
+/// `e`'s 40 bytes as five 8-byte words: compared in five steps.
+#[inline(always)]
+fn encap_words(e: &Encap) -> &[u64; 5] {
+    const _: () = assert!(core::mem::size_of::<Encap>() == 40 && core::mem::align_of::<Encap>() == 8);
+    // SAFETY: `Encap` is 40 bytes of integers with its padding explicit (no uninitialised
+    // byte), aligned to 8 (both checked above), as `[u64; 5]` is.
+    unsafe { &*(e as *const Encap as *const [u64; 5]) }
 }
 
 /// The inner packet's facts the outer header needs: where it starts, its length, its TOS.
@@ -206,22 +225,19 @@ fn plain_facts(ctx: &XdpContext) -> u64 {
     if start + V4_SPAN > ctx.data_end() {
         return NO_FLOW;
     }
-    // SAFETY: V4_SPAN bytes bounds-checked above; alignment 1.
+    // SAFETY: V4_SPAN bytes bounds-checked above; `l3_offset` is even (see `word16`).
     let ip = unsafe { &*(start as *const [u8; V4_SPAN]) };
     if ip[0] == V4_FIRST {
-        let frags = u16::from_be_bytes([ip[6], ip[7]]);
+        let frags = u16::from_be(word16(ip, 6));
         if !l4(ip[9]) || frags & (IPV4_MORE_FRAGMENTS | IPV4_FRAG_OFFSET_MASK) != 0 {
             return NO_FLOW;
         }
-        let a = IPV4_SRC_AT;
-        let client = u32::from_ne_bytes([ip[a], ip[a + 1], ip[a + 2], ip[a + 3]]);
-        let sport = u16::from_ne_bytes([ip[IPV4_HLEN], ip[IPV4_HLEN + 1]]);
-        let at = IPV4_TOT_LEN_AT;
         let inner = Inner {
             l3,
-            len: u16::from_be_bytes([ip[at], ip[at + 1]]) as usize,
+            len: u16::from_be(word16(ip, IPV4_TOT_LEN_AT)) as usize,
             tos: ip[IPV4_TOS_AT],
         };
+        let (client, sport) = (word32(ip, IPV4_SRC_AT), word16(ip, IPV4_HLEN));
         return encap_entropy_of(client, sport) as u64 | inner_facts(&inner);
     }
     if ip[0] >> IP_VERSION_SHIFT != IPV6_VERSION || !l4(ip[IPV6_NEXT_HDR_AT]) {
@@ -230,19 +246,36 @@ fn plain_facts(ctx: &XdpContext) -> u64 {
     if start + V6_SPAN > ctx.data_end() {
         return NO_FLOW;
     }
-    // SAFETY: V6_SPAN bytes bounds-checked above; alignment 1.
+    // SAFETY: V6_SPAN bytes bounds-checked above; `l3_offset` is even (see `word16`).
     let ip = unsafe { &*(start as *const [u8; V6_SPAN]) };
-    let word = |at: usize| u32::from_ne_bytes([ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]);
     let s = IPV6_SRC_AT;
-    let folded = word(s) ^ word(s + 4) ^ word(s + 8) ^ word(s + 12);
-    let sport = u16::from_ne_bytes([ip[IPV6_HLEN], ip[IPV6_HLEN + 1]]);
-    let at = IPV6_PAYLOAD_LEN_AT;
+    let folded = word32(ip, s) ^ word32(ip, s + 4) ^ word32(ip, s + 8) ^ word32(ip, s + 12);
+    let sport = word16(ip, IPV6_HLEN);
     let inner = Inner {
         l3,
-        len: IPV6_HLEN + u16::from_be_bytes([ip[at], ip[at + 1]]) as usize,
+        len: IPV6_HLEN + u16::from_be(word16(ip, IPV6_PAYLOAD_LEN_AT)) as usize,
         tos: (ip[0] << 4) | (ip[1] >> 4),
     };
     encap_entropy_of(folded, sport) as u64 | FACT_V6 | inner_facts(&inner)
+}
+
+/// The 16 bits at `at` (even) of the IP header `ip`, as they lie in the frame (network order),
+/// in one aligned load: the frame starts at an even address (as `parse` assumes) and its IP
+/// header at an even offset (`l3_offset`). 0 for an `at` past `ip` (a constant once inlined).
+#[inline(always)]
+fn word16<const N: usize>(ip: &[u8; N], at: usize) -> u16 {
+    if at % 2 != 0 || at + 2 > N {
+        return 0;
+    }
+    // SAFETY: `at..at + 2` is within `ip` (checked above); the address is even, as said above.
+    unsafe { (ip.as_ptr().add(at) as *const u16).read() }
+}
+
+/// The 32 bits at `at` (even) of `ip` as `u32::from_ne_bytes` of them, in two `word16` loads.
+#[inline(always)]
+fn word32<const N: usize>(ip: &[u8; N], at: usize) -> u32 {
+    let ([a, b], [c, d]) = (word16(ip, at).to_ne_bytes(), word16(ip, at + 2).to_ne_bytes());
+    u32::from_ne_bytes([a, b, c, d])
 }
 
 /// What the stage needs of the flow, parsed again from the frame as the main program parsed it
@@ -300,10 +333,8 @@ fn to_backend(
     let ip_len = if v6 { IPV6_HLEN } else { IPV4_HLEN };
     let outer_len = ip_len + if gue { UDP_HLEN + GUE_HLEN } else { 0 };
     let total = outer_len + inner.len;
-    let inner_proto = if v6 { PROTO_IPV6 } else { PROTO_IPIP };
     let ingress = ingress_ifindex(ctx);
-    let l4 = if gue { PROTO_UDP } else { inner_proto };
-    let Some(hop) = next_hop(ctx, e, id, v6, l4, ingress, now) else {
+    let Some(hop) = next_hop(ctx, e, id, v6, gue, ingress, now) else {
         return pass(Counter::EncapFibMiss);
     };
     if total > hop.mtu as usize {
@@ -319,20 +350,17 @@ fn to_backend(
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
         return pass(Counter::EncapNoHeadroom);
     }
-    let out = Outer {
-        hop,
-        e,
-        src_word: encap_source_word(e, hash, v6),
+    let p = Packet {
         inner_len: inner.len,
         tos: inner.tos,
         hash,
-        inner_proto,
     };
+    let h = &hop.head;
     let written = match (v6, gue) {
-        (false, false) => out.write::<{ ETH_HLEN + IPV4_HLEN }>(ctx, false, false),
-        (false, true) => out.write::<{ ETH_HLEN + IPV4_HLEN + UDP_HLEN + GUE_HLEN }>(ctx, false, true),
-        (true, false) => out.write::<{ ETH_HLEN + IPV6_HLEN }>(ctx, true, false),
-        (true, true) => out.write::<{ ETH_HLEN + IPV6_HLEN + UDP_HLEN + GUE_HLEN }>(ctx, true, true),
+        (false, false) => h.write::<{ ETH_HLEN + IPV4_HLEN }>(ctx, false, false, &p),
+        (false, true) => h.write::<{ ETH_HLEN + IPV4_HLEN + UDP_HLEN + GUE_HLEN }>(ctx, false, true, &p),
+        (true, false) => h.write::<{ ETH_HLEN + IPV6_HLEN }>(ctx, true, false, &p),
+        (true, true) => h.write::<{ ETH_HLEN + IPV6_HLEN + UDP_HLEN + GUE_HLEN }>(ctx, true, true, &p),
     };
     if !written {
         // The room just made is missing: cannot happen, and a half-built frame must not leave.
@@ -347,27 +375,34 @@ fn to_backend(
     }
 }
 
-/// The next hop to backend `id` (its `Encap`: `e`), from this CPU's cache when the cache holds
-/// it for this destination and looked it up less than `NEXT_HOP_TTL_NS` ago, else from the
-/// FIB (and cached). `now`: the coarse clock, odd (never 0). None: the FIB has no usable
-/// answer (not cached: the next packet asks again).
+/// The next hop to backend `id` (its `Encap`: `e`; of family `v6`, reached by GUE: `gue`) and
+/// the outer headers through it, from this CPU's cache when the cache holds them for this
+/// `Encap`, mode and family and looked the next hop up less than `NEXT_HOP_TTL_NS` ago, else
+/// from the FIB (and cached). `now`: the coarse clock, odd (never 0). None: the FIB has no
+/// usable answer (not cached: the next packet asks again).
 #[inline(always)]
 fn next_hop(
     ctx: &XdpContext,
     e: &Encap,
     id: u32,
     v6: bool,
-    l4: u8,
+    gue: bool,
     ingress: u32,
     now: u64,
 ) -> Option<&'static NextHop> {
     let hop = maps::next_hop_slot(id)?;
-    let (a, b) = (words_of(&hop.dst), words_of(&e.dst));
-    let same = (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0;
-    if same && hop.checked_ns != 0 && now.wrapping_sub(hop.checked_ns) < NEXT_HOP_TTL_NS {
+    let (a, b) = (encap_words(&hop.encap), encap_words(e));
+    let same = (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0;
+    let kind = kind(v6, gue);
+    if same && hop.kind == kind && hop.checked_ns != 0 && now.wrapping_sub(hop.checked_ns) < NEXT_HOP_TTL_NS {
         return Some(hop);
     }
     hop.checked_ns = 0;
+    let l4 = match (gue, v6) {
+        (true, _) => PROTO_UDP,
+        (false, true) => PROTO_IPV6,
+        (false, false) => PROTO_IPIP,
+    };
     let fib = maps::fib_params()?;
     // First the route's MTU: a length no route takes gets "fragmentation needed" with it (the
     // answer comes before the neighbour's); then the route and neighbour themselves.
@@ -379,9 +414,9 @@ fn next_hop(
     if fib_lookup(ctx, fib, e, v6, l4, ingress, 0) != FIB_SUCCESS {
         return None;
     }
-    hop.dst = e.dst;
-    hop.smac = fib.smac;
-    hop.dmac = fib.dmac;
+    hop.encap = *e;
+    hop.kind = kind;
+    hop.head.build(e, &fib.dmac, &fib.smac, v6, gue);
     hop.ifindex = fib.ifindex;
     hop.mtu = mtu;
     hop.checked_ns = now;

@@ -13,8 +13,9 @@ pub const FORWARD_GUE: u8 = 2;
 
 /// Value of `MAP_ENCAP` (index: backend id): the outer header's addresses and the GUE port of
 /// a backend that is reached by encapsulation. Read only for backends whose `forward` is not
-/// `FORWARD_L2`. Addresses as `MAP_BACKENDS` keeps them: IPv4 in the first 4 bytes.
-#[repr(C)]
+/// `FORWARD_L2`. Addresses as `MAP_BACKENDS` keeps them: IPv4 in the first 4 bytes. Aligned to
+/// 8 (as the kernel keeps map values), so the data path compares it as five 8-byte words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Encap {
     /// Outer destination: the server's address.

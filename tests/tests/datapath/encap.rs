@@ -237,6 +237,82 @@ fn ipv6_in_ipv6_and_gue_over_ipv6_have_exact_outer_headers() {
     });
 }
 
+/// The outer headers are built once per backend and next hop and cached per CPU: a changed
+/// encapsulation (source, mode, GUE port) must still apply from the very next packet.
+#[test]
+fn a_changed_encapsulation_applies_from_the_next_packet() {
+    in_routed_ns("encap_change", |lb, r| {
+        let frame = from_client(Frame::tcp(client4(6), 40000, VIP4, 80, TCP_ACK));
+        let hash = encap_entropy(&v4(client4(6)), 40000u16.to_be());
+        let set_all = |lb: &mut Lb, f: Forward| {
+            for i in 0..4u32 {
+                lb.set_forward(i, host4(ROUTED4, 10 + i as u8).into(), f);
+            }
+        };
+        route_all(lb, 0, |n| host4(ROUTED4, n), ipip);
+        let (verdict, out) = lb.run_on(&frame, r.wire_ifindex);
+        assert_eq!(verdict, XDP_TX);
+        assert_eq!(assert_outer4(&out, 4, 0).0, SOURCE4);
+        // The same mode from another source address.
+        let other = source([192, 0, 2, 77], 32);
+        set_all(lb, Forward::Ipip { source: other });
+        let (verdict, out) = lb.run_on(&frame, r.wire_ifindex);
+        assert_eq!((verdict, out.len()), (XDP_TX, frame.len() + 20));
+        assert_eq!(assert_outer4(&out, 4, 0).0, [192, 0, 2, 77]);
+        assert_eq!(&out[34..], &frame[14..]);
+        // GUE from a /16 whose host bits carry the hash.
+        let prefix = source([172, 16, 0, 0], 16);
+        set_all(
+            lb,
+            Forward::Gue {
+                source: prefix,
+                port: 7000,
+            },
+        );
+        let (verdict, out) = lb.run_on(&frame, r.wire_ifindex);
+        assert_eq!((verdict, out.len()), (XDP_TX, frame.len() + 20 + 8 + 4));
+        let (src, _) = assert_outer4(&out, 17, 0);
+        assert_eq!(src, [172, 16, (hash >> 8) as u8, hash as u8]);
+        assert_eq!((be16(&out, 34), be16(&out, 36)), (gue_source_port(hash), 7000));
+        // The same again but for the port.
+        set_all(
+            lb,
+            Forward::Gue {
+                source: prefix,
+                port: 7001,
+            },
+        );
+        let (verdict, out) = lb.run_on(&frame, r.wire_ifindex);
+        assert_eq!(verdict, XDP_TX);
+        assert_eq!(be16(&out, 36), 7001);
+    });
+}
+
+#[test]
+fn an_ipv6_prefix_source_carries_the_hash_in_its_last_bits() {
+    in_routed_ns("encap_prefix6", |lb, r| {
+        let mut base = SOURCE6;
+        base[15] = 0;
+        for i in 0..4u32 {
+            let a = host6(0x201, 10 + i as u8);
+            let f = Forward::Gue {
+                source: source(base, 104),
+                port: GUE_PORT,
+            };
+            lb.set_forward(4 * 2 + i, a.into(), f);
+        }
+        let frame = from_client(Frame::tcp(client6(3), 40000, VIP6, 80, TCP_ACK));
+        let (verdict, out) = lb.run_on(&frame, r.wire_ifindex);
+        assert_eq!(verdict, XDP_TX);
+        let hash = encap_entropy(&client6(3), 40000u16.to_be());
+        let (src, _) = assert_outer6(&out, 17, 0, flow_label(hash));
+        let mut expected = base;
+        expected[13..].copy_from_slice(&hash.to_be_bytes()[1..]);
+        assert_eq!(src, expected, "the prefix, then the hash's low 24 bits");
+        assert_eq!(be16(&out, 54), gue_source_port(hash));
+    });
+}
+
 #[test]
 fn a_vlan_tag_is_dropped_with_the_clients_ethernet_header() {
     in_routed_ns("encap_vlan", |lb, r| {
