@@ -9,6 +9,13 @@
 //! (`xlb_floor`) of the same round, as for every other path; `relative` is the path over the
 //! L2 hit timed the same way in the same round.
 //!
+//! Steadied as `hit_path` is: the thread stays on one CPU (`PinnedToThisCpu`), each round times
+//! the floor and the wrapper once (the same programs in all three fixtures, from each in turn)
+//! and the three paths in a rotating order, and the figure over the L2 hit is the
+//! interquartile mean of `ROUNDS` rounds (`Measured::relative`). With five rounds, unpinned,
+//! and a floor and wrapper timed per path, the same build's figure wandered by 0.05 from run
+//! to run.
+//!
 //! The data path looks the next hop up in the kernel's FIB, so everything runs in a routed
 //! namespace (`routed::RoutedNs`), received on its wire: the next hop leaves by `XDP_TX`.
 //! Every run's counters are checked: every repetition was a stick hit sent by `XDP_TX`, none
@@ -21,7 +28,7 @@ use lb_common::{
 };
 use xlb::config::{EncapSource, Forward};
 
-use super::{bench_lb, median};
+use super::{bench_lb, interquartile_mean, pinned::PinnedToThisCpu};
 use crate::{
     fixture::*,
     netns,
@@ -31,6 +38,8 @@ use crate::{
 
 /// Repetitions per run.
 pub const REPEAT: u32 = 1_000_000;
+/// Rounds (each times the floor, the wrapper and the three paths: about a second).
+pub const ROUNDS: usize = 21;
 
 /// One scenario's figures over the rounds: net ns, ratio to the floor, and net ns over the L2
 /// hit's.
@@ -42,14 +51,23 @@ pub struct Measured {
     pub relative: Vec<f64>,
 }
 
-/// `rounds` rounds of the three stick hits; the figures per scenario.
-pub fn run(rounds: usize) -> Result<Vec<Measured>> {
-    let r = RoutedNs::new("bench_encap")?;
-    let ingress = r.wire_ifindex;
-    netns::run_in(r.ns(), || measure(rounds, ingress))?
+impl Measured {
+    /// The figure over the L2 hit: the interquartile mean of the rounds' (see
+    /// `interquartile_mean` for why not the median).
+    pub fn relative(&self) -> f64 {
+        interquartile_mean(&self.relative)
+    }
 }
 
-fn measure(rounds: usize, ingress: u32) -> Result<Vec<Measured>> {
+/// `ROUNDS` rounds of the three stick hits; the figures per scenario.
+pub fn run() -> Result<Vec<Measured>> {
+    let r = RoutedNs::new("bench_encap")?;
+    let ingress = r.wire_ifindex;
+    netns::run_in(r.ns(), || measure(ingress))?
+}
+
+fn measure(ingress: u32) -> Result<Vec<Measured>> {
+    let _pinned = PinnedToThisCpu::new()?;
     let source = EncapSource {
         addr: [192, 0, 2, 1].into(),
         prefix: 32,
@@ -84,11 +102,16 @@ fn measure(rounds: usize, ingress: u32) -> Result<Vec<Measured>> {
             relative: vec![],
         })
         .collect();
-    for round in 0..rounds {
-        let mut l2_cost = f64::NAN;
-        for (m, lb) in out.iter_mut().zip([&mut l2, &mut ipip, &mut gue]) {
-            let floor = ns(lb, PROG_FLOOR, &frame, ingress)?;
-            let wrapper = ns(lb, PROG_BENCH_RESTORE_FLOOR, &frame, ingress)?;
+    let mut lbs = [l2, ipip, gue];
+    for round in 0..ROUNDS {
+        // One floor and one wrapper per round, timed from each fixture in turn.
+        let shared = &mut lbs[round % lbs.len()];
+        let floor = ns(shared, PROG_FLOOR, &frame, ingress)?;
+        let wrapper = ns(shared, PROG_BENCH_RESTORE_FLOOR, &frame, ingress)?;
+        let mut cost = [0.0; 3];
+        for k in 0..lbs.len() {
+            let i = (round + k) % lbs.len();
+            let (lb, name) = (&mut lbs[i], names[i]);
             let before = lb.dp.global_stats()?;
             let wrapped = ns(lb, PROG_BENCH_RESTORE, &frame, ingress)?;
             let after = lb.dp.global_stats()?;
@@ -98,30 +121,29 @@ fn measure(rounds: usize, ingress: u32) -> Result<Vec<Measured>> {
                     && grew(Derived::StickHit.into()) == u64::from(REPEAT)
                     && grew(Counter::EncapFibMiss.into()) == 0
                     && grew(Counter::EncapStageMissing.into()) == 0,
-                "{}: not every repetition was a stick hit sent by XDP_TX",
-                m.name
+                "{name}: not every repetition was a stick hit sent by XDP_TX"
             );
-            let cost = (wrapped - (wrapper - floor)).max(0.0);
-            if l2_cost.is_nan() {
-                l2_cost = cost; // the first scenario is the L2 hit
-            }
-            m.cost.push(cost);
+            cost[i] = (wrapped - (wrapper - floor)).max(0.0);
+        }
+        for (m, c) in out.iter_mut().zip(cost) {
+            // The first scenario is the L2 hit.
+            m.cost.push(c);
             m.floor.push(floor);
-            m.ratio.push(cost / floor);
-            m.relative.push(cost / l2_cost);
+            m.ratio.push(c / floor);
+            m.relative.push(c / cost[0]);
             eprintln!(
-                "  round {}/{rounds} {:<26} {cost:7.1} ns  floor {floor:6.1} ns  ratio {:5.2}  x L2 hit {:5.2}",
+                "  round {}/{ROUNDS} {:<26} {c:7.1} ns  floor {floor:6.1} ns  ratio {:5.2}  x L2 hit {:5.2}",
                 round + 1,
                 m.name,
-                cost / floor,
-                cost / l2_cost
+                c / floor,
+                c / cost[0]
             );
         }
     }
     eprintln!(
-        "  encap medians: {}",
+        "  encap, x the L2 hit (interquartile means): {}",
         out.iter()
-            .map(|m| format!("{} x{:.2}", m.name, median(&m.relative)))
+            .map(|m| format!("{} x{:.3}", m.name, m.relative()))
             .collect::<Vec<_>>()
             .join(", ")
     );

@@ -9,7 +9,7 @@
 //! timings' noise to every round). The figure is the interquartile mean of the rounds' changes
 //! ([`HitPath::ratio_change`] says why not the median).
 //!
-//! The thread stays on one CPU for the whole comparison ([`PinnedToThisCpu`]). Timed only
+//! The thread stays on one CPU for the whole comparison ([`PinnedToThisCpu`](super::pinned::PinnedToThisCpu)). Timed only
 //! while `kernel.bpf_stats_enabled` is off: the kernel's run-time accounting adds a
 //! cost to every program run, the floor's too, which squeezes every ratio towards 1 (seen: 1.9
 //! instead of 4.6); it is machine-wide, and the e2e bench turns it on while it runs.
@@ -20,7 +20,9 @@ use anyhow::{Result, bail};
 use lb_common::PROG_FLOOR;
 use serde_json::json;
 
-use super::{Report, bench_lb_of, counter_of, datapath, median, ns, spread};
+use super::{
+    Report, bench_lb_of, counter_of, datapath, interquartile_mean, median, ns, pinned::PinnedToThisCpu, spread,
+};
 use crate::fixture::{SERVICES, Svc, XDP_TX};
 
 /// Rounds of the comparison (each times the floor and both hits: about 0.3 s).
@@ -65,55 +67,6 @@ impl HitPath {
             self.ratio_change()
         )
     }
-}
-
-/// Keeps the calling thread on the CPU it runs on until dropped, so that every round times
-/// both programs on the same CPU (a run never moves, but the thread could between runs, and
-/// this machine's two CPUs do not time alike: unpinned, whole runs of the comparison drifted
-/// by a percent).
-struct PinnedToThisCpu {
-    before: libc::cpu_set_t,
-}
-
-impl PinnedToThisCpu {
-    fn new() -> Result<Self> {
-        // SAFETY: `cpu_set_t` is plain bits; the calls get its size and a valid pointer.
-        unsafe {
-            let mut before: libc::cpu_set_t = std::mem::zeroed();
-            let size = std::mem::size_of::<libc::cpu_set_t>();
-            if libc::sched_getaffinity(0, size, &mut before) != 0 {
-                bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
-            }
-            let cpu = libc::sched_getcpu();
-            if cpu < 0 {
-                bail!("sched_getcpu: {}", std::io::Error::last_os_error());
-            }
-            let mut one: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu as usize, &mut one);
-            if libc::sched_setaffinity(0, size, &one) != 0 {
-                bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
-            }
-            Ok(Self { before })
-        }
-    }
-}
-
-impl Drop for PinnedToThisCpu {
-    fn drop(&mut self) {
-        // SAFETY: as in `new`; restoring the mask the thread had.
-        unsafe {
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.before);
-        }
-    }
-}
-
-/// The mean of the middle half of `v` (non-empty).
-fn interquartile_mean(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    let q = s.len() / 4;
-    let mid = &s[q..s.len() - q];
-    mid.iter().sum::<f64>() / mid.len() as f64
 }
 
 /// Time both programs, `rounds` rounds, as the module's doc says.
@@ -195,20 +148,4 @@ pub fn run() -> Result<Report> {
             "change_spread": [lo, hi],
         }),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::interquartile_mean;
-
-    #[test]
-    fn the_interquartile_mean_ignores_the_outer_quarters() {
-        assert_eq!(interquartile_mean(&[1.0]), 1.0);
-        assert_eq!(interquartile_mean(&[9.0, 1.0, 2.0, 3.0]), 2.5);
-        // A disturbed round (1.4) and a lucky one (0.8) move nothing.
-        assert_eq!(
-            interquartile_mean(&[1.4, 1.02, 0.8, 1.04, 1.03, 1.01, 1.03, 1.05]),
-            1.03
-        );
-    }
 }

@@ -8,6 +8,7 @@ pub mod failover;
 pub mod fleet;
 pub mod hit_path;
 pub mod maglev;
+mod pinned;
 pub mod table;
 
 use anyhow::{Context as _, Result};
@@ -31,6 +32,15 @@ pub fn median(v: &[f64]) -> f64 {
     } else {
         (s[n / 2 - 1] + s[n / 2]) / 2.0
     }
+}
+
+/// The mean of the middle half of `v` (non-empty).
+pub fn interquartile_mean(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let q = s.len() / 4;
+    let mid = &s[q..s.len() - q];
+    mid.iter().sum::<f64>() / mid.len() as f64
 }
 
 /// (min, max) of a non-empty slice.
@@ -106,5 +116,21 @@ pub fn counter_of(verdict: u32) -> Global {
         Counter::PassNotVip.into()
     } else {
         Derived::Tx.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interquartile_mean;
+
+    #[test]
+    fn the_interquartile_mean_ignores_the_outer_quarters() {
+        assert_eq!(interquartile_mean(&[1.0]), 1.0);
+        assert_eq!(interquartile_mean(&[9.0, 1.0, 2.0, 3.0]), 2.5);
+        // A disturbed round (1.4) and a lucky one (0.8) move nothing.
+        assert_eq!(
+            interquartile_mean(&[1.4, 1.02, 0.8, 1.04, 1.03, 1.01, 1.03, 1.05]),
+            1.03
+        );
     }
 }
