@@ -123,21 +123,7 @@ impl Head {
         let f = unsafe { &mut *(start as *mut [u8; N]) };
         let udp = if v6 { V6_UDP } else { V4_UDP };
         let src_at = if v6 { V6_SRC_WORD } else { V4_SRC_WORD };
-        // The words every packet has in common: all but the fields filled in below. (In short
-        // runs: one loop over all would not be unrolled, and would cost a branch a word.)
-        self.copy(f, 0, ETH_HLEN);
-        if v6 {
-            self.copy(f, IP + IPV6_NEXT_HDR_AT, src_at); // next header, hop limit, the source's first 12 bytes
-            self.copy(f, src_at + WORD_LEN, udp); // destination
-        } else {
-            self.copy(f, IP + 4, IP + IPV4_CSUM_AT); // identification, flags, TTL, protocol
-            self.copy(f, src_at + WORD_LEN, udp); // destination
-        }
-        if gue {
-            self.copy(f, udp + 2, udp + UDP_LEN_AT); // destination port
-            self.copy(f, udp + UDP_LEN_AT + 2, udp + UDP_HLEN + GUE_HLEN); // checksum, GUE
-        }
-        // This packet's own.
+        // This packet's own fields first.
         let hashed = p.hash & self.src_mask;
         let src = (self.src_base | hashed).to_be_bytes();
         put_word(f, src_at, [src[0], src[1]]);
@@ -162,6 +148,21 @@ impl Head {
             put_word(f, udp, gue_source_port(p.hash).to_be_bytes());
             let len = (UDP_HLEN + GUE_HLEN + p.inner_len) as u16;
             put_word(f, udp + UDP_LEN_AT, len.to_be_bytes());
+        }
+        // Then the words every packet has in common: all but the fields filled in above. (In
+        // short runs: one loop over all would not be unrolled, and would cost a branch a word.
+        // Last: by then only the two pointers are needed, and no value waits on the stack.)
+        self.copy(f, 0, ETH_HLEN);
+        if v6 {
+            self.copy(f, IP + IPV6_NEXT_HDR_AT, src_at); // next header, hop limit, the source's first 12 bytes
+            self.copy(f, src_at + WORD_LEN, udp); // destination
+        } else {
+            self.copy(f, IP + 4, IP + IPV4_CSUM_AT); // identification, flags, TTL, protocol
+            self.copy(f, src_at + WORD_LEN, udp); // destination
+        }
+        if gue {
+            self.copy(f, udp + 2, udp + UDP_LEN_AT); // destination port
+            self.copy(f, udp + UDP_LEN_AT + 2, udp + UDP_HLEN + GUE_HLEN); // checksum, GUE
         }
         true
     }
