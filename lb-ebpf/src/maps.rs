@@ -69,10 +69,10 @@ static ENCAP: Array<Encap> = Array::with_max_entries(MAX_BACKENDS, 0);
 #[map(name = "XLB_ENCAP_STAGE")]
 static ENCAP_STAGE: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-/// Per CPU, index 0: what the main program hands the encapsulation stage (`EncapHandoff`:
-/// backend, entropy hash, mode, family). Written by the main program just before its tail call
-/// into `XLB_ENCAP_STAGE`; read by the stage as it starts (the same packet on the same CPU:
-/// nothing runs between the two). Pinned, like the stage: while an agent replaces the program,
+/// Per CPU, index 0: what the main program hands the encapsulation stage (`EncapHandoff`: the
+/// backend, its mode, the clock the stick lookup read). Written by the main program just
+/// before its tail call into `XLB_ENCAP_STAGE`; read by the stage as it starts (the same packet
+/// on the same CPU: nothing runs between the two). Pinned, like the stage: while an agent replaces the program,
 /// the main program of one load may tail-call the stage of the next, and both must use the same
 /// slot (its layout is part of `PIN_FORMAT`).
 #[map(name = "XLB_ENCAP_HANDOFF")]
@@ -149,9 +149,9 @@ pub fn fib_params() -> Option<&'static mut crate::encap::FibParams> {
     FIB.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
-/// Per CPU: the next hop of each encapsulating backend as the FIB last gave it (index:
-/// backend id), reused for a second (`encap::NextHop`). Written and read by the encapsulation
-/// stage only; not pinned (a restart looks every next hop up again).
+/// Per CPU: the next hop of each encapsulating backend as the FIB last gave it and the outer
+/// headers through it (index: backend id), reused for a second (`encap::NextHop`). Written and
+/// read by the encapsulation stage only; not pinned (a restart looks every next hop up again).
 #[map(name = "XLB_NEXT_HOPS")]
 static NEXT_HOPS: PerCpuArray<crate::encap::NextHop> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 

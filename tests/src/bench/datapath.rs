@@ -190,12 +190,7 @@ pub fn run() -> Result<Report> {
     // same run; beside each, its cost over the L2 hit timed the same way.
     for m in super::encap::run()? {
         let (lo, hi) = spread(&m.ratio);
-        let (c, f, r, rel) = (
-            median(&m.cost),
-            median(&m.floor),
-            median(&m.ratio),
-            m.relative(),
-        );
+        let (c, f, r, rel) = (median(&m.cost), median(&m.floor), median(&m.ratio), m.relative());
         table.push_str(&format!(
             "{:<22}{c:>10.1}{f:>12.1}{r:>8.2}{:>16}  ({rel:.3} x the L2 hit, restored frames, {} rounds)\n",
             m.name,

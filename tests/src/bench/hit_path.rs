@@ -21,7 +21,8 @@ use lb_common::PROG_FLOOR;
 use serde_json::json;
 
 use super::{
-    Report, bench_lb_of, counter_of, datapath, interquartile_mean, median, ns, pinned::PinnedToThisCpu, spread,
+    Report, bench_lb_of, counter_of, datapath, interquartile_mean, median, ns, pinned::PinnedToThisCpu,
+    spread,
 };
 use crate::fixture::{SERVICES, Svc, XDP_TX};
 

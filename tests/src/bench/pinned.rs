@@ -3,9 +3,9 @@
 use anyhow::{Result, bail};
 
 /// Keeps the calling thread on the CPU it runs on until dropped, so that every round of a
-/// same-run comparison times its programs on the same CPU (a run never moves, but the thread could between runs, and
-/// this machine's two CPUs do not time alike: unpinned, whole runs of the comparison drifted
-/// by a percent).
+/// same-run comparison times its programs on the same CPU (a run never moves, but the thread
+/// could between runs, and this machine's two CPUs do not time alike: unpinned, whole runs of
+/// the comparison drifted by a percent).
 pub struct PinnedToThisCpu {
     before: libc::cpu_set_t,
 }
