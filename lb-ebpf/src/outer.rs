@@ -154,7 +154,8 @@ impl Head {
         // Last: by then only the two pointers are needed, and no value waits on the stack.)
         self.copy(f, 0, ETH_HLEN);
         if v6 {
-            self.copy(f, IP + IPV6_NEXT_HDR_AT, src_at); // next header, hop limit, the source's first 12 bytes
+            // Next header, hop limit, the source's first 12 bytes.
+            self.copy(f, IP + IPV6_NEXT_HDR_AT, src_at);
             self.copy(f, src_at + WORD_LEN, udp); // destination
         } else {
             self.copy(f, IP + 4, IP + IPV4_CSUM_AT); // identification, flags, TTL, protocol

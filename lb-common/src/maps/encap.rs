@@ -74,10 +74,10 @@ pub fn encap_entropy(client: &[u8; 16], sport_be: u16) -> u32 {
 ///
 /// Two 64-bit multiplies by an odd constant (2^64 / the golden ratio), the high half of the
 /// first XORed into its low half in between, the result the high half of the second: every
-/// bit of the 48-bit key (address word, port) reaches every bit of the result. The encapsulation stage computes it for every packet; the flow hash's
-/// MurmurHash3 rounds would cost it about 40 BPF instructions more, and spreading flows over
-/// receive queues needs no more than this. Unkeyed, like the flow hash: not meant to resist
-/// sources chosen to collide.
+/// bit of the 48-bit key (address word, port) reaches every bit of the result. The
+/// encapsulation stage computes it for every packet; the flow hash's MurmurHash3 rounds would
+/// cost it about 40 BPF instructions more, and spreading flows over receive queues needs no
+/// more than this. Unkeyed, like the flow hash: not meant to resist sources chosen to collide.
 #[inline(always)]
 pub fn encap_entropy_of(folded: u32, sport_be: u16) -> u32 {
     const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
