@@ -197,7 +197,7 @@ pub fn run() -> Result<Report> {
             format!("{lo:.2}..{hi:.2}"),
             super::encap::ROUNDS
         ));
-        rows.push(json!({"name": m.name, "ns_per_pkt": c, "floor_ns_per_pkt": f, "ratio": r, "ratio_min": lo, "ratio_max": hi, "relative_to_l2_stick_hit": rel, "rounds": super::encap::ROUNDS, "method": "repeat under a wrapper that restores the client's frame, its own cost subtracted; relative to the L2 stick hit timed the same way in the same round, pinned to one CPU; interquartile mean of the rounds"}));
+        rows.push(json!({"name": m.name, "ns_per_pkt": c, "floor_ns_per_pkt": f, "ratio": r, "ratio_min": lo, "ratio_max": hi, "relative_to_l2_stick_hit": rel, "rounds": super::encap::ROUNDS, "method": format!("repeat under a wrapper that restores the client's frame, its own cost subtracted; relative to the L2 stick hit timed the same way in the same round (three clients of one loaded data path, the rounds going round {} loads), pinned to one CPU; interquartile mean of the rounds", super::encap::LOADS)}));
     }
     Ok(Report {
         table,

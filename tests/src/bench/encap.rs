@@ -9,12 +9,18 @@
 //! (`xlb_floor`) of the same round, as for every other path; `relative` is the path over the
 //! L2 hit timed the same way in the same round.
 //!
+//! The three paths are three clients of one loaded data path (`load`): service 0's backend 1
+//! is reached by IP in IP, backend 2 by GUE, 0 and 3 are on the L2 segment, and each client is
+//! pinned to one kind (`clients_per_kind`). The data path is loaded `LOADS` times and the
+//! rounds go round the loads: each load's programs are compiled to another place in memory,
+//! and in one run one load's figure differed from another's by up to 0.04 (the same build);
+//! with a load per path, as before, a run's figure depended on where its two or three loads
+//! happened to land.
+//!
 //! Steadied as `hit_path` is: the thread stays on one CPU (`PinnedToThisCpu`), each round times
-//! the floor and the wrapper once (the same programs in all three fixtures, from each in turn)
-//! and the three paths in a rotating order, and the figure over the L2 hit is the
-//! interquartile mean of `ROUNDS` rounds (`Measured::relative`). With five rounds, unpinned,
-//! and a floor and wrapper timed per path, the same build's figure wandered by 0.05 from run
-//! to run.
+//! the floor and the wrapper once and the three paths in a rotating order, and the figure over
+//! the L2 hit is the interquartile mean of `ROUNDS` rounds (`Measured::relative`). What is
+//! left from run to run (a few hundredths) moves all loads alike: the machine, not the method.
 //!
 //! The data path looks the next hop up in the kernel's FIB, so everything runs in a routed
 //! namespace (`routed::RoutedNs`), received on its wire: the next hop leaves by `XDP_TX`.
@@ -38,8 +44,11 @@ use crate::{
 
 /// Repetitions per run.
 pub const REPEAT: u32 = 1_000_000;
-/// Rounds (each times the floor, the wrapper and the three paths: about a second).
-pub const ROUNDS: usize = 21;
+/// Rounds (each times the floor, the wrapper and the three paths: about half a second), as
+/// many on each load.
+pub const ROUNDS: usize = 80;
+/// Loads of the data path the rounds go round.
+pub const LOADS: usize = 4;
 
 /// One scenario's figures over the rounds: net ns, ratio to the floor, and net ns over the L2
 /// hit's.
@@ -59,7 +68,7 @@ impl Measured {
     }
 }
 
-/// `ROUNDS` rounds of the three stick hits; the figures per scenario.
+/// `ROUNDS` rounds of the three stick hits over `LOADS` loads; the figures per scenario.
 pub fn run() -> Result<Vec<Measured>> {
     let r = RoutedNs::new("bench_encap")?;
     let ingress = r.wire_ifindex;
@@ -68,24 +77,9 @@ pub fn run() -> Result<Vec<Measured>> {
 
 fn measure(ingress: u32) -> Result<Vec<Measured>> {
     let _pinned = PinnedToThisCpu::new()?;
-    let source = EncapSource {
-        addr: [192, 0, 2, 1].into(),
-        prefix: 32,
-    };
-    let mut l2 = bench_lb(Svc::default(), [100_000; SERVICES as usize])?;
-    let mut ipip = bench_lb(Svc::default(), [100_000; SERVICES as usize])?;
-    let mut gue = bench_lb(Svc::default(), [100_000; SERVICES as usize])?;
-    for i in 0..4u8 {
-        let a = routed::host4(routed::ROUTED4, 10 + i).into();
-        ipip.set_forward(i as u32, a, Forward::Ipip { source });
-        gue.set_forward(i as u32, a, Forward::Gue { source, port: 6080 });
-    }
-    let frame = Frame::tcp(client4(1), 40000, VIP4, 80, TCP_ACK)
-        .macs(CLIENT_MAC, LB_MAC)
-        .bytes();
-    for lb in [&mut l2, &mut ipip, &mut gue] {
-        lb.dp.set_bench_frame(&frame)?;
-        lb.dp.test_run_on("xlb", &frame, 1, Some(ingress))?; // pins the client
+    let mut loads = Vec::new();
+    for _ in 0..LOADS {
+        loads.push(load(ingress)?);
     }
     let names = [
         "v4_tcp_stick_hit_restored",
@@ -102,18 +96,18 @@ fn measure(ingress: u32) -> Result<Vec<Measured>> {
             relative: vec![],
         })
         .collect();
-    let mut lbs = [l2, ipip, gue];
     for round in 0..ROUNDS {
-        // One floor and one wrapper per round, timed from each fixture in turn.
-        let shared = &mut lbs[round % lbs.len()];
-        let floor = ns(shared, PROG_FLOOR, &frame, ingress)?;
-        let wrapper = ns(shared, PROG_BENCH_RESTORE_FLOOR, &frame, ingress)?;
+        let (lb, frames) = &mut loads[round % LOADS];
+        let floor = ns(lb, PROG_FLOOR, &frames[0], ingress)?;
+        lb.dp.set_bench_frame(&frames[0])?;
+        let wrapper = ns(lb, PROG_BENCH_RESTORE_FLOOR, &frames[0], ingress)?;
         let mut cost = [0.0; 3];
-        for k in 0..lbs.len() {
-            let i = (round + k) % lbs.len();
-            let (lb, name) = (&mut lbs[i], names[i]);
+        for k in 0..names.len() {
+            let i = (round / LOADS + k) % names.len();
+            let (frame, name) = (&frames[i], names[i]);
+            lb.dp.set_bench_frame(frame)?;
             let before = lb.dp.global_stats()?;
-            let wrapped = ns(lb, PROG_BENCH_RESTORE, &frame, ingress)?;
+            let wrapped = ns(lb, PROG_BENCH_RESTORE, frame, ingress)?;
             let after = lb.dp.global_stats()?;
             let grew = |c: lb_common::gstat::Global| after.get(c) - before.get(c);
             anyhow::ensure!(
@@ -132,13 +126,24 @@ fn measure(ingress: u32) -> Result<Vec<Measured>> {
             m.ratio.push(c / floor);
             m.relative.push(c / cost[0]);
             eprintln!(
-                "  round {}/{ROUNDS} {:<26} {c:7.1} ns  floor {floor:6.1} ns  ratio {:5.2}  x L2 hit {:5.2}",
+                "  round {}/{ROUNDS} load {} {:<26} {c:7.1} ns  floor {floor:6.1} ns  ratio {:5.2}  x L2 hit {:5.2}",
                 round + 1,
+                round % LOADS,
                 m.name,
                 c / floor,
                 c / cost[0]
             );
         }
+    }
+    // How far one load's figure is from another's (the reason for several).
+    for m in &out {
+        let per_load: Vec<String> = (0..LOADS)
+            .map(|l| {
+                let rounds: Vec<f64> = m.relative.iter().skip(l).step_by(LOADS).copied().collect();
+                format!("{:.3}", interquartile_mean(&rounds))
+            })
+            .collect();
+        eprintln!("  {} x the L2 hit per load: {}", m.name, per_load.join(" "));
     }
     eprintln!(
         "  encap, x the L2 hit (interquartile means): {}",
@@ -148,6 +153,50 @@ fn measure(ingress: u32) -> Result<Vec<Measured>> {
             .join(", ")
     );
     Ok(out)
+}
+
+/// One load of the data path for all three paths: service 0's backend 1 reached by IP in IP,
+/// backend 2 by GUE, 0 and 3 on the L2 segment; a client pinned to each kind.
+fn load(ingress: u32) -> Result<(Lb, [Vec<u8>; 3])> {
+    let source = EncapSource {
+        addr: [192, 0, 2, 1].into(),
+        prefix: 32,
+    };
+    let mut lb = bench_lb(Svc::default(), [100_000; SERVICES as usize])?;
+    let routed = |i: u8| routed::host4(routed::ROUTED4, 10 + i).into();
+    lb.set_forward(1, routed(1), Forward::Ipip { source });
+    lb.set_forward(2, routed(2), Forward::Gue { source, port: 6080 });
+    let frames = clients_per_kind(&mut lb, ingress)?;
+    Ok((lb, frames))
+}
+
+/// Growth of the frame by each kind of backend: none (L2), an IPv4 header (IP in IP), IPv4,
+/// UDP and GUE headers (GUE).
+const GROWTH: [usize; 3] = [0, 20, 32];
+
+/// One client's frame per kind of backend (L2, IP in IP, GUE, as `GROWTH`), each client
+/// pinned to a backend of that kind by the run that found it.
+fn clients_per_kind(lb: &mut Lb, ingress: u32) -> Result<[Vec<u8>; 3]> {
+    let mut found: [Option<Vec<u8>>; 3] = [None, None, None];
+    for n in 1..=u8::MAX {
+        let frame = Frame::tcp(client4(n), 40000, VIP4, 80, TCP_ACK)
+            .macs(CLIENT_MAC, LB_MAC)
+            .bytes();
+        let r = lb.dp.test_run_on("xlb", &frame, 1, Some(ingress))?;
+        anyhow::ensure!(
+            r.verdict == XDP_TX,
+            "client {n}: verdict {} but expected XDP_TX",
+            r.verdict
+        );
+        let kind = GROWTH.iter().position(|&g| r.data.len() == frame.len() + g);
+        if let Some(k) = kind {
+            found[k].get_or_insert(frame);
+        }
+        if found.iter().all(Option::is_some) {
+            return Ok(found.map(|f| f.expect("all found")));
+        }
+    }
+    anyhow::bail!("no client of 255 was sent to each kind of backend")
 }
 
 /// ns per repetition of `prog` on `frame` (received on `ingress`), checked to return `XDP_TX`.
