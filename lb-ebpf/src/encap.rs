@@ -53,8 +53,8 @@
 //! extension headers, fragments and ICMP errors) about 5; the two map slots and the cache's
 //! check against the clock the main program already read (`EncapHandoff::now`) about 4;
 //! `bpf_xdp_adjust_head` about 7 (the helper call itself: measured moving the head by 0); the
-//! cached headers copied 16 bits at a time with the packet's own fields filled in (`outer`)
-//! the rest.
+//! cached headers copied 8 bytes at a time with the packet's own fields written over them
+//! (`outer`) the rest.
 //!
 //! Egress: `XDP_TX` when the FIB's interface is the receiving one; else `bpf_redirect` to it by
 //! ifindex (no devmap port needed; counted as `redirect`). That interface's driver must take
@@ -232,7 +232,7 @@ fn plain_facts(ctx: &XdpContext) -> u64 {
     if start + V4_SPAN > ctx.data_end() {
         return NO_FLOW;
     }
-    // SAFETY: V4_SPAN bytes bounds-checked above; `l3_offset` is even (see `word16`).
+    // SAFETY: V4_SPAN bytes bounds-checked above; alignment 1.
     let ip = unsafe { &*(start as *const [u8; V4_SPAN]) };
     if ip[0] == V4_FIRST {
         let frags = u16::from_be(word16(ip, 6));
@@ -253,7 +253,7 @@ fn plain_facts(ctx: &XdpContext) -> u64 {
     if start + V6_SPAN > ctx.data_end() {
         return NO_FLOW;
     }
-    // SAFETY: V6_SPAN bytes bounds-checked above; `l3_offset` is even (see `word16`).
+    // SAFETY: V6_SPAN bytes bounds-checked above; alignment 1.
     let ip = unsafe { &*(start as *const [u8; V6_SPAN]) };
     let s = IPV6_SRC_AT;
     let folded = word32(ip, s) ^ word32(ip, s + 4) ^ word32(ip, s + 8) ^ word32(ip, s + 12);
@@ -266,23 +266,26 @@ fn plain_facts(ctx: &XdpContext) -> u64 {
     encap_entropy_of(folded, sport) as u64 | FACT_V6 | inner_facts(&inner)
 }
 
-/// The 16 bits at `at` (even) of the IP header `ip`, as they lie in the frame (network order),
-/// in one aligned load: the frame starts at an even address (as `parse` assumes) and its IP
-/// header at an even offset (`l3_offset`). 0 for an `at` past `ip` (a constant once inlined).
+/// The 16 bits at `at` of the IP header `ip`, as they lie in the frame (network order), in one
+/// load (of any alignment, see `lb-userspace/build.rs`). 0 for an `at` past `ip` (a constant
+/// once inlined).
 #[inline(always)]
 fn word16<const N: usize>(ip: &[u8; N], at: usize) -> u16 {
-    if at % 2 != 0 || at + 2 > N {
+    if at + 2 > N {
         return 0;
     }
-    // SAFETY: `at..at + 2` is within `ip` (checked above); the address is even, as said above.
-    unsafe { (ip.as_ptr().add(at) as *const u16).read() }
+    // SAFETY: `at..at + 2` is within `ip` (checked above); any alignment.
+    unsafe { (ip.as_ptr().add(at) as *const u16).read_unaligned() }
 }
 
-/// The 32 bits at `at` (even) of `ip` as `u32::from_ne_bytes` of them, in two `word16` loads.
+/// The 32 bits at `at` of `ip` as `u32::from_ne_bytes` of them, in one load (as `word16`).
 #[inline(always)]
 fn word32<const N: usize>(ip: &[u8; N], at: usize) -> u32 {
-    let ([a, b], [c, d]) = (word16(ip, at).to_ne_bytes(), word16(ip, at + 2).to_ne_bytes());
-    u32::from_ne_bytes([a, b, c, d])
+    if at + 4 > N {
+        return 0;
+    }
+    // SAFETY: `at..at + 4` is within `ip` (checked above); any alignment.
+    unsafe { (ip.as_ptr().add(at) as *const u32).read_unaligned() }
 }
 
 /// What the stage needs of the flow, parsed again from the frame as the main program parsed it

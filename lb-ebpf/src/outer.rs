@@ -3,7 +3,9 @@
 //! next hop (`Head::build`, when the FIB has answered; kept in the next-hop cache), then copied
 //! in front of every packet with the packet's own fields filled in (`Head::write`): the
 //! lengths, the TOS / traffic class, the IPv6 flow label, the outer source's hashed bits, the
-//! IPv4 header checksum and GUE's UDP source port. Every store is 16 bits (`put_word`).
+//! IPv4 header checksum and GUE's UDP source port. The built headers go into the frame 8 bytes
+//! at a time (`copy_head`), the packet's fields over them 16 bits at a time (`put_word`): loads
+//! and stores of any alignment, one instruction each (see `lb-userspace/build.rs`).
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{Encap, PROTO_UDP, encap_source_word, flow_label, gue_source_port};
@@ -111,8 +113,8 @@ impl Head {
     }
 
     /// Writes the headers into the first `N` bytes of the frame (`N`: their length for the
-    /// family `v6` and mode `gue` they were built for), with `p`'s fields. False when the frame
-    /// has no `N` bytes.
+    /// family `v6` and mode `gue` they were built for), then `p`'s fields over them. False when
+    /// the frame has no `N` bytes.
     #[inline(always)]
     pub fn write<const N: usize>(&self, ctx: &XdpContext, v6: bool, gue: bool, p: &Packet) -> bool {
         let start = ctx.data();
@@ -123,7 +125,8 @@ impl Head {
         let f = unsafe { &mut *(start as *mut [u8; N]) };
         let udp = if v6 { V6_UDP } else { V4_UDP };
         let src_at = if v6 { V6_SRC_WORD } else { V4_SRC_WORD };
-        // This packet's own fields first.
+        copy_head(&self.words, f);
+        // Then this packet's own fields over them.
         let hashed = p.hash & self.src_mask;
         let src = (self.src_base | hashed).to_be_bytes();
         put_word(f, src_at, [src[0], src[1]]);
@@ -149,33 +152,7 @@ impl Head {
             let len = (UDP_HLEN + GUE_HLEN + p.inner_len) as u16;
             put_word(f, udp + UDP_LEN_AT, len.to_be_bytes());
         }
-        // Then the words every packet has in common: all but the fields filled in above. (In
-        // short runs: one loop over all would not be unrolled, and would cost a branch a word.
-        // Last: by then only the two pointers are needed, and no value waits on the stack.)
-        self.copy(f, 0, ETH_HLEN);
-        if v6 {
-            // Next header, hop limit, the source's first 12 bytes.
-            self.copy(f, IP + IPV6_NEXT_HDR_AT, src_at);
-            self.copy(f, src_at + WORD_LEN, udp); // destination
-        } else {
-            self.copy(f, IP + 4, IP + IPV4_CSUM_AT); // identification, flags, TTL, protocol
-            self.copy(f, src_at + WORD_LEN, udp); // destination
-        }
-        if gue {
-            self.copy(f, udp + 2, udp + UDP_LEN_AT); // destination port
-            self.copy(f, udp + UDP_LEN_AT + 2, udp + UDP_HLEN + GUE_HLEN); // checksum, GUE
-        }
         true
-    }
-
-    /// Copies the words from `from` to `to` (both even, `to` within `HEAD_LEN`) into `f`.
-    #[inline(always)]
-    fn copy<const N: usize>(&self, f: &mut [u8; N], from: usize, to: usize) {
-        let mut at = from;
-        while at < to {
-            put_word(f, at, self.get(at));
-            at += 2;
-        }
     }
 
     /// The word at `at` (even, within `HEAD_LEN`), as its bytes.
@@ -203,16 +180,49 @@ impl Head {
     }
 }
 
-/// Writes the two bytes `b` at `at` (even) as one 16-bit store. Aligned: every field the outer
-/// headers hold starts at an even offset, and the frame at an even address (the kernel's
-/// headroom is even, as `parse` assumes, and `to_backend` moves the start by an even amount).
-/// An `at` past the frame writes nothing (`N` is the frame's checked length).
+/// Copies the first `N` bytes of the built headers `words` (`N` ≤ `HEAD_LEN`) into the frame
+/// `f`: 8 bytes at a time, the last 2 to 6 in a 4- and a 2-byte step.
+#[inline(always)]
+fn copy_head<const N: usize>(words: &[u16; HEAD_LEN / 2], f: &mut [u8; N]) {
+    let (from, to) = (words.as_ptr() as *const u8, f.as_mut_ptr());
+    let mut at = 0;
+    while at + 8 <= N.min(HEAD_LEN) {
+        // SAFETY: `at..at + 8` is within both (checked above, a constant once unrolled); any
+        // alignment.
+        unsafe {
+            to.add(at)
+                .cast::<u64>()
+                .write_unaligned(from.add(at).cast::<u64>().read_unaligned())
+        };
+        at += 8;
+    }
+    if at + 4 <= N.min(HEAD_LEN) {
+        // SAFETY: as above.
+        unsafe {
+            to.add(at)
+                .cast::<u32>()
+                .write_unaligned(from.add(at).cast::<u32>().read_unaligned())
+        };
+        at += 4;
+    }
+    if at + 2 <= N.min(HEAD_LEN) {
+        // SAFETY: as above.
+        unsafe {
+            to.add(at)
+                .cast::<u16>()
+                .write_unaligned(from.add(at).cast::<u16>().read_unaligned())
+        };
+    }
+}
+
+/// Writes the two bytes `b` at `at` as one 16-bit store. An `at` past the frame writes nothing
+/// (`N` is the frame's checked length).
 #[inline(always)]
 fn put_word<const N: usize>(f: &mut [u8; N], at: usize, b: [u8; 2]) {
-    if at % 2 == 0 && at + 2 <= N {
-        // SAFETY: `at..at + 2` is within `f` (checked above, a constant once inlined); the
-        // address is even, as said above.
-        unsafe { (f.as_mut_ptr().add(at) as *mut u16).write(u16::from_ne_bytes(b)) };
+    if at + 2 <= N {
+        // SAFETY: `at..at + 2` is within `f` (checked above, a constant once inlined); any
+        // alignment.
+        unsafe { (f.as_mut_ptr().add(at) as *mut u16).write_unaligned(u16::from_ne_bytes(b)) };
     }
 }
 
