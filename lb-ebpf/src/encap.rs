@@ -45,9 +45,10 @@
 //! entry made for any other (a changed source or GUE port, a reused backend id) is made afresh
 //! by the next packet, whatever its age.
 //!
-//! Cost (`cargo xtask bench datapath`, `v4_ipip_stick_hit`, `v4_gue_stick_hit`): about 1.23 ×
-//! the L2 stick hit on this machine kind (single runs 1.18–1.28), some 24 ns over it. Where it
-//! goes (throwaway builds returning early, timed against the whole stage in the same run): the
+//! Cost (`cargo xtask bench datapath`, `v4_ipip_stick_hit`, `v4_gue_stick_hit`): about 1.20 ×
+//! the L2 stick hit on this machine kind (runs 1.19–1.22), some 20 ns over it. Where it went
+//! before the build allowed unaligned loads and stores (about 24 ns then; throwaway builds
+//! returning early, timed against the whole stage in the same run): the
 //! tail call and handoff about 2 ns; one read of the inner IP header for the entropy hash and
 //! the outer header's fields (`plain_facts`; a full parse only for IPv4 options, IPv6
 //! extension headers, fragments and ICMP errors) about 5; the two map slots and the cache's
