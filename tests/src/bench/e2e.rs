@@ -10,10 +10,12 @@
 //! CPU, like for like: the whole machine's CPU time (all CPUs, busy = everything but idle and
 //! iowait in /proc/stat) over each run, per request, minus the same figure of the direct path:
 //! what the balancer costs the machine on top of the traffic itself (clients, backends and the
-//! kernel's forwarding included in both). Beside it, for xlb, the kernel's own run time of the
-//! XDP program (`kernel.bpf_stats_enabled`) per request. /proc/stat is the host's: anything
-//! else running on the machine during a run shows up in it (interleaving spreads that noise
-//! over the paths; the spread of the rounds is printed).
+//! kernel's forwarding included in both). Beside it, for xlb's two paths, the kernel's own run
+//! time of the XDP programs (`kernel.bpf_stats_enabled`) per request: the balancer's (the
+//! encapsulation stage, a tail call, counts in it) and `xlb decap`'s on the backend (which
+//! passes the L2 path's frames). /proc/stat is the host's: anything else running on the
+//! machine during a run shows up in it (interleaving spreads that noise over the paths; the
+//! spread of the rounds is printed).
 //!
 //! (e) through xlb again, to the same backend by IPIP with `xlb decap` on it (`xlb_ipip`, see
 //! `e2e_ipip`): its ratio to (b) is what encapsulation costs. The two run next to each other,
@@ -191,14 +193,14 @@ fn add_floor_host(e: &mut LbEnv, backend: usize) -> Result<()> {
 }
 
 /// The XDP program attached to the LB's eth0: (run time ns, run count).
-fn xdp_runtime(e: &LbEnv) -> Result<(u64, u64)> {
-    let link = e.topo.exec(e.lb, &["ip", "-d", "link", "show", "eth0"])?;
+fn xdp_runtime(e: &LbEnv, host: crate::HostId) -> Result<(u64, u64)> {
+    let link = e.topo.exec(host, &["ip", "-d", "link", "show", "eth0"])?;
     let id: u32 = link
         .split("prog/xdp id ")
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .context("no XDP program on the LB's eth0")?;
+        .with_context(|| format!("no XDP program on eth0 in {}", e.topo.host(host).ns))?;
     for p in aya::programs::loaded_programs() {
         let p = p?;
         if p.id() == id {
@@ -284,6 +286,9 @@ pub fn run() -> Result<Report> {
     // Machine CPU ns per request, per path and mode; XDP run time ns per request (xlb).
     let mut machine: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     let mut xdp: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    // The same, of `xlb decap` on the backend (xlb's paths).
+    let mut decap_xdp: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let backend = e.backends[bi];
     let mut errors = 0;
     let paths = [
         ("direct", &direct),
@@ -302,9 +307,17 @@ pub fn run() -> Result<Report> {
             }
             for (mode, close) in [("close", true), ("ka", false)] {
                 for (name, url) in order {
-                    let (x0, m0) = (xdp_runtime(&e)?, machine_busy_ns()?);
+                    let (x0, d0, m0) = (
+                        xdp_runtime(&e, e.lb)?,
+                        xdp_runtime(&e, backend)?,
+                        machine_busy_ns()?,
+                    );
                     let w = wrk(&e, url, close)?;
-                    let (x1, m1) = (xdp_runtime(&e)?, machine_busy_ns()?);
+                    let (x1, d1, m1) = (
+                        xdp_runtime(&e, e.lb)?,
+                        xdp_runtime(&e, backend)?,
+                        machine_busy_ns()?,
+                    );
                     errors += w.errors;
                     eprintln!(
                         "  round {}/{ROUNDS} {mode:<5} {name:<8} {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  ({} requests, {} errors)",
@@ -323,8 +336,9 @@ pub fn run() -> Result<Report> {
                     if w.requests > 0 {
                         let per = |d: u64| d as f64 / w.requests as f64;
                         machine.entry(key.clone()).or_default().push(per(m1 - m0));
-                        if name == "xlb" {
-                            xdp.entry(key).or_default().push(per(x1.0 - x0.0));
+                        if name.starts_with("xlb") {
+                            xdp.entry(key.clone()).or_default().push(per(x1.0 - x0.0));
+                            decap_xdp.entry(key).or_default().push(per(d1.0 - d0.0));
                         }
                     }
                 }
@@ -398,8 +412,11 @@ pub fn run() -> Result<Report> {
         let above = |p: &str| cpu(p) - cpu("direct");
         let (lo, hi) = spread(&machine[&format!("direct_{mode}")]);
         let xdp_us = median(&xdp[&format!("xlb_{mode}")]) / 1000.0;
+        let xdp_of = |runs: &std::collections::BTreeMap<String, Vec<f64>>, p: &str| {
+            median(&runs[&format!("{p}_{mode}")]) / 1000.0
+        };
         table.push_str(&format!(
-            "  {mode:<5}: xlb {:+.2}, xlb_ipip {:+.2}, floor {:+.2}, haproxy {:+.2} (direct itself {:.2}, spread {:.2}..{:.2}); xlb XDP run time {xdp_us:.3}\n",
+            "  {mode:<5}: xlb {:+.2}, xlb_ipip {:+.2}, floor {:+.2}, haproxy {:+.2} (direct itself {:.2}, spread {:.2}..{:.2}); XDP run time: balancer xlb {xdp_us:.3}, xlb_ipip {:.3}; backend (xlb decap) xlb {:.3}, xlb_ipip {:.3}\n",
             above("xlb"),
             above("xlb_ipip"),
             above("floor"),
@@ -407,6 +424,9 @@ pub fn run() -> Result<Report> {
             cpu("direct"),
             lo / 1000.0,
             hi / 1000.0,
+            xdp_of(&xdp, "xlb_ipip"),
+            xdp_of(&decap_xdp, "xlb"),
+            xdp_of(&decap_xdp, "xlb_ipip"),
         ));
         cpu_json.insert(
             mode.to_string(),
@@ -414,6 +434,10 @@ pub fn run() -> Result<Report> {
                 "machine_us_per_req": {"direct": cpu("direct"), "xlb": cpu("xlb"), "xlb_ipip": cpu("xlb_ipip"), "floor": cpu("floor"), "haproxy": cpu("haproxy")},
                 "above_direct_us_per_req": {"xlb": above("xlb"), "xlb_ipip": above("xlb_ipip"), "floor": above("floor"), "haproxy": above("haproxy")},
                 "xlb_xdp_run_time_us_per_req": xdp_us,
+                "xdp_run_time_us_per_req": {
+                    "balancer": {"xlb": xdp_us, "xlb_ipip": xdp_of(&xdp, "xlb_ipip")},
+                    "backend_decap": {"xlb": xdp_of(&decap_xdp, "xlb"), "xlb_ipip": xdp_of(&decap_xdp, "xlb_ipip")},
+                },
             }),
         );
     }
