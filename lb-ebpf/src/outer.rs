@@ -181,37 +181,41 @@ impl Head {
 }
 
 /// Copies the first `N` bytes of the built headers `words` (`N` ≤ `HEAD_LEN`) into the frame
-/// `f`: 8 bytes at a time, the last 2 to 6 in a 4- and a 2-byte step.
+/// `f`: 8 bytes at a time, the last 2 to 6 in steps of 4 and 2.
 #[inline(always)]
 fn copy_head<const N: usize>(words: &[u16; HEAD_LEN / 2], f: &mut [u8; N]) {
-    let (from, to) = (words.as_ptr() as *const u8, f.as_mut_ptr());
+    let end = N.min(HEAD_LEN);
     let mut at = 0;
-    while at + 8 <= N.min(HEAD_LEN) {
-        // SAFETY: `at..at + 8` is within both (checked above, a constant once unrolled); any
-        // alignment.
-        unsafe {
-            to.add(at)
-                .cast::<u64>()
-                .write_unaligned(from.add(at).cast::<u64>().read_unaligned())
-        };
+    while at + 8 <= end {
+        copy_at::<u64, N>(words, f, at);
         at += 8;
     }
-    if at + 4 <= N.min(HEAD_LEN) {
-        // SAFETY: as above.
-        unsafe {
-            to.add(at)
-                .cast::<u32>()
-                .write_unaligned(from.add(at).cast::<u32>().read_unaligned())
-        };
+    if at + 4 <= end {
+        copy_at::<u32, N>(words, f, at);
         at += 4;
     }
-    if at + 2 <= N.min(HEAD_LEN) {
-        // SAFETY: as above.
-        unsafe {
-            to.add(at)
-                .cast::<u16>()
-                .write_unaligned(from.add(at).cast::<u16>().read_unaligned())
-        };
+    if at + 2 <= end {
+        copy_at::<u16, N>(words, f, at);
+    }
+}
+
+/// Copies the `size_of::<T>()` bytes at `at` of `words` to the same place in `f`: one load and
+/// one store of any alignment. Nothing when they do not lie within both (a constant check once
+/// inlined).
+#[inline(always)]
+fn copy_at<T: Copy, const N: usize>(words: &[u16; HEAD_LEN / 2], f: &mut [u8; N], at: usize) {
+    let size = core::mem::size_of::<T>();
+    if at + size > N || at + size > HEAD_LEN {
+        return;
+    }
+    // SAFETY: `at..at + size` is within both (checked above); `T` is an integer (any bits
+    // valid), read and written unaligned.
+    unsafe {
+        let from = (words.as_ptr() as *const u8).add(at).cast::<T>();
+        f.as_mut_ptr()
+            .add(at)
+            .cast::<T>()
+            .write_unaligned(from.read_unaligned());
     }
 }
 
