@@ -132,6 +132,10 @@ enum DecapCmd {
         /// The balancer's GUE port; without it only IPIP is decapsulated.
         #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
         gue_port: Option<u16>,
+        /// Where to run: xdp for a NIC whose driver runs XDP in place; tc (ingress, Linux 6.6+)
+        /// for veth and other devices that copy packets to run XDP on them.
+        #[arg(long, value_enum, default_value_t = xlb::datapath::decap::Hook::Xdp)]
+        hook: xlb::datapath::decap::Hook,
     },
     /// Detach from an interface (removes its pins and counters).
     Detach {
@@ -260,17 +264,19 @@ fn decap(cmd: DecapCmd, base: &Path) -> anyhow::Result<()> {
             interface,
             vips,
             gue_port,
+            hook,
         } => {
             let req = decap::AttachRequest {
                 ifname: &interface,
                 vips: &vips,
                 gue_port,
+                hook,
                 base,
             };
-            let mode = decap::attach(&req)?;
+            let how = decap::attach(&req)?;
             let gue = gue_port.map_or("off".to_string(), |p| format!("UDP port {p}"));
             println!(
-                "decapsulating on {interface} ({mode} XDP): {} VIPs, GUE {gue}",
+                "decapsulating on {interface} ({how}): {} VIPs, GUE {gue}",
                 vips.len()
             );
         }
@@ -304,8 +310,9 @@ fn decap_report(a: &xlb::datapath::decap::Attachment) -> String {
     };
     let gue = a.gue_port.map_or("off".to_string(), |p| format!("UDP port {p}"));
     let mut out = format!(
-        "{} ({link})\n  vips: {}\n  gue: {gue}\n",
+        "{} ({link})\n  hook: {}\n  vips: {}\n  gue: {gue}\n",
         a.ifname,
+        a.hook,
         vips.join(" ")
     );
     for (name, n) in a.counters.named() {

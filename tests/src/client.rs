@@ -70,6 +70,24 @@ pub fn connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> Result<T
 /// `GET path` over a fresh connection from `src` to `dst` (`Connection: close`), reads the
 /// whole response; the whole exchange is bounded by `timeout`.
 pub fn http_request(src: IpAddr, dst: SocketAddr, path: &str, timeout: Duration) -> Result<HttpResponse> {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    exchange(src, dst, head.as_bytes(), timeout)
+}
+
+/// `POST /` of `body` over a fresh connection from `src` to `dst` (`Connection: close`), reads
+/// the whole response; bounded by `timeout`.
+pub fn http_post(src: IpAddr, dst: SocketAddr, body: &[u8], timeout: Duration) -> Result<HttpResponse> {
+    let mut request = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    exchange(src, dst, &request, timeout)
+}
+
+/// Send `request` over a fresh connection from `src` to `dst`, read the whole response.
+fn exchange(src: IpAddr, dst: SocketAddr, request: &[u8], timeout: Duration) -> Result<HttpResponse> {
     let deadline = Instant::now() + timeout;
     let mut s = connect_from(src, dst, timeout)?;
     let left = |d: Instant| {
@@ -77,7 +95,7 @@ pub fn http_request(src: IpAddr, dst: SocketAddr, path: &str, timeout: Duration)
             .max(Duration::from_millis(1))
     };
     s.set_write_timeout(Some(left(deadline)))?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+    s.write_all(request)
         .with_context(|| format!("send request {src} -> {dst}"))?;
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];

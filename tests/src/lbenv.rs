@@ -48,6 +48,8 @@ pub struct Opts {
     /// `[global] encap_source`: the LB's own addresses when left empty and a server
     /// encapsulates (filled in by `LbEnv::new`).
     pub encap_source: Vec<IpAddr>,
+    /// Where the backends' `xlb decap` runs (`--hook`).
+    pub decap_hook: xlb::datapath::decap::Hook,
 }
 
 /// A server's `forward` mode in the config.
@@ -100,6 +102,7 @@ impl Default for Opts {
             routed: 0,
             forward: Vec::new(),
             encap_source: Vec::new(),
+            decap_hook: xlb::datapath::decap::Hook::Xdp,
         }
     }
 }

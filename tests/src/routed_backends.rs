@@ -23,6 +23,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use xlb::datapath::decap::Hook;
 
 use crate::{
     HostId, Topology,
@@ -65,7 +66,7 @@ pub fn add_routed_backends(topo: &mut Topology, lb: HostId, router: HostId, n: u
 
 /// When any server encapsulates: forwarding on in the LB, its addresses as the outer source
 /// (unless `opts.encap_source` names others), and `xlb decap attach` on every backend (VIP4
-/// and VIP6, GUE on [`GUE_PORT`]). Returns where each pinned.
+/// and VIP6, GUE on [`GUE_PORT`], at `opts.decap_hook`). Returns where each pinned.
 pub fn prepare_encap(
     topo: &Topology,
     lb: HostId,
@@ -88,7 +89,7 @@ pub fn prepare_encap(
     resolve_next_hops(topo, lb, &encapsulated)?;
     let mut bases = Vec::new();
     for b in backends {
-        match attach_decap(&topo.host(*b).ns, &[VIP4.into(), VIP6.into()]) {
+        match attach_decap(&topo.host(*b).ns, &[VIP4.into(), VIP6.into()], opts.decap_hook) {
             Ok(base) => bases.push(base),
             Err(e) => {
                 remove_decap_pins(&bases);
@@ -141,19 +142,21 @@ pub fn resolve_next_hops(topo: &Topology, lb: HostId, backends: &[HostId]) -> Re
 }
 
 impl crate::lbenv::LbEnv {
-    /// `xlb decap attach` on backend `i` for `vips` (GUE on [`GUE_PORT`]); detached on drop.
-    /// For an environment whose `Opts::forward` did not already attach it there.
-    pub fn add_decap(&mut self, i: usize, vips: &[IpAddr]) -> Result<()> {
-        let base = attach_decap(&self.topo.host(self.backends[i]).ns, vips)?;
+    /// `xlb decap attach` on backend `i` for `vips` (GUE on [`GUE_PORT`]) at `hook`; detached on
+    /// drop. For an environment whose `Opts::forward` did not already attach it there.
+    pub fn add_decap(&mut self, i: usize, vips: &[IpAddr], hook: Hook) -> Result<()> {
+        let base = attach_decap(&self.topo.host(self.backends[i]).ns, vips, hook)?;
         self.decap_bases.push(base);
         Ok(())
     }
 }
 
-/// `xlb --netns NS decap attach -i eth0 --vip V.. --gue-port GUE_PORT`; where it pinned.
-fn attach_decap(ns: &str, vips: &[IpAddr]) -> Result<PathBuf> {
+/// `xlb --netns NS decap attach -i eth0 --vip V.. --gue-port GUE_PORT --hook HOOK`; where it
+/// pinned.
+fn attach_decap(ns: &str, vips: &[IpAddr], hook: Hook) -> Result<PathBuf> {
     let mut cmd = Command::new(xlb_bin());
     cmd.args(["--netns", ns, "decap", "attach", "--interface", HOST_IF]);
+    cmd.args(["--hook", &hook.to_string()]);
     for vip in vips {
         cmd.args(["--vip", &vip.to_string()]);
     }

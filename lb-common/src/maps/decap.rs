@@ -1,6 +1,7 @@
-//! The decapsulator for backend hosts (`xlb decap`): program `xlb_decap`, built as an object of
-//! its own (`lb-ebpf/src/decap`), so a backend host creates none of the balancer's maps. Its
-//! maps' names, keys, values and counters.
+//! The decapsulator for backend hosts (`xlb decap`): programs `xlb_decap` (XDP) and
+//! `xlb_decap_tc` (tc ingress), built as an object of their own (`lb-ebpf/src/decap`), so a
+//! backend host creates none of the balancer's maps. Its maps' names, keys, values and counters
+//! (one set, whichever hook runs).
 //!
 //! What it strips (the wire formats the balancer's `ipip` and `gue` modes send):
 //! - IPIP: an outer IPv4 header (protocol 4 = IPv4 inside, 41 = IPv6 inside) or an outer IPv6
@@ -11,8 +12,10 @@
 //!   byte 1 = the inner protocol (4 or 41); bytes 2..4 flags. The inner packet follows the
 //!   optional fields.
 
-/// The program.
+/// The program at XDP.
 pub const PROG_DECAP: &str = "xlb_decap";
+/// The same at tc ingress (`xlb decap attach --hook tc`).
+pub const PROG_DECAP_TC: &str = "xlb_decap_tc";
 
 /// The VIPs this host serves: key `DecapVip`, value `u8` (1). Written by `xlb decap attach`;
 /// read per encapsulated packet. Only a packet whose inner destination is here is stripped.

@@ -20,14 +20,26 @@ static CONFIG: Array<DecapConfig> = Array::with_max_entries(1, 0);
 #[map(name = "XLB_DECAP_STATS")]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(decap_stat::COUNT, 0);
 
+/// A key of `VIPS`, on the stack at an 8-byte boundary. `DecapVip` is made of bytes (alignment
+/// 1), and the build lets LLVM merge byte loads and stores into wider ones wherever they fall
+/// (`allows-misaligned-mem-access`), but the verifier takes only aligned stack accesses.
+#[repr(C, align(8))]
+pub struct VipKey(pub DecapVip);
+
+impl VipKey {
+    #[inline(always)]
+    pub fn new(family: u8) -> Self {
+        VipKey(DecapVip {
+            addr: [0; 16],
+            family,
+            _pad: [0; 3],
+        })
+    }
+}
+
 #[inline(always)]
-pub fn is_vip(addr: [u8; 16], family: u8) -> bool {
-    let key = DecapVip {
-        addr,
-        family,
-        _pad: [0; 3],
-    };
-    VIPS.get_ptr(&key).is_some()
+pub fn is_vip(key: &VipKey) -> bool {
+    VIPS.get_ptr(&key.0).is_some()
 }
 
 /// The GUE port in network byte order; 0 when GUE is off.

@@ -427,11 +427,19 @@ pub fn remove_old(old: &Path) -> std::io::Result<()> {
 /// interface went away), `None` when the pin is not an XDP link. aya 0.14 does not expose the
 /// link info's XDP part.
 pub fn link_ifindex(pin: &Path) -> std::io::Result<Option<u32>> {
+    Ok(match net_link(pin)? {
+        Some((crate::datapath::sys::NetHook::Xdp, ifindex)) => Some(ifindex),
+        _ => None,
+    })
+}
+
+/// The hook (XDP or tcx) and interface of the link pinned at `pin` (`sys::net_link`).
+pub fn net_link(pin: &Path) -> std::io::Result<Option<(crate::datapath::sys::NetHook, u32)>> {
     use std::os::{fd::AsFd as _, unix::ffi::OsStrExt as _};
     let path = std::ffi::CString::new(pin.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::other("pin path holds a NUL byte"))?;
     let link = crate::datapath::sys::obj_get(&path)?;
-    crate::datapath::sys::xdp_link_ifindex(link.as_fd())
+    crate::datapath::sys::net_link(link.as_fd())
 }
 
 /// Remove the pinned link (which detaches the program) and every pinned map under `dir`.

@@ -128,9 +128,16 @@ pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
     sys_bpf(bpf_cmd::BPF_LINK_DETACH, &mut attr).map(|_| ())
 }
 
-/// The interface an XDP link runs on: `Some(0)` when it is severed (its interface went away),
-/// None when `link` is not an XDP link.
-pub fn xdp_link_ifindex(link: BorrowedFd<'_>) -> io::Result<Option<u32>> {
+/// The hook of a link on an interface: XDP or tcx (tc, Linux 6.6+).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetHook {
+    Xdp,
+    Tcx,
+}
+
+/// The hook an XDP or tcx link is on, and its interface (0 when it is severed: the interface
+/// went away); `None` for any other link.
+pub fn net_link(link: BorrowedFd<'_>) -> io::Result<Option<(NetHook, u32)>> {
     // SAFETY: `struct bpf_link_info` holds only integers; all zero is a valid value.
     let mut info: bpf_link_info = unsafe { std::mem::zeroed() };
     let mut attr = zeroed();
@@ -138,9 +145,15 @@ pub fn xdp_link_ifindex(link: BorrowedFd<'_>) -> io::Result<Option<u32>> {
     attr.info.info_len = std::mem::size_of::<bpf_link_info>() as u32;
     attr.info.info = &mut info as *mut bpf_link_info as u64;
     sys_bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    if info.type_ != bpf_link_type::BPF_LINK_TYPE_XDP as u32 {
-        return Ok(None);
-    }
-    // SAFETY: for an XDP link the kernel fills the union's `xdp` member.
-    Ok(Some(unsafe { info.__bindgen_anon_1.xdp.ifindex }))
+    Ok(match info.type_ {
+        // SAFETY: for an XDP link the kernel fills the union's `xdp` member.
+        t if t == bpf_link_type::BPF_LINK_TYPE_XDP as u32 => {
+            Some((NetHook::Xdp, unsafe { info.__bindgen_anon_1.xdp.ifindex }))
+        }
+        // SAFETY: for a tcx link the kernel fills the union's `tcx` member.
+        t if t == bpf_link_type::BPF_LINK_TYPE_TCX as u32 => {
+            Some((NetHook::Tcx, unsafe { info.__bindgen_anon_1.tcx.ifindex }))
+        }
+        _ => None,
+    })
 }

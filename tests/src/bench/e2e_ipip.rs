@@ -25,13 +25,13 @@ pub fn set_encap_source(e: &mut LbEnv) -> Result<()> {
 
 /// Add the `be_ipip` service (server: backend `backend`, by IPIP) to the running agent's
 /// config and reload it; returns the path's URL once it answers from that backend.
-pub fn add_ipip_path(e: &mut LbEnv, backend: usize) -> Result<String> {
+pub fn add_ipip_path(e: &mut LbEnv, backend: usize, hook: xlb::datapath::decap::Hook) -> Result<String> {
     let (lb, client, b) = (e.lb, e.client, e.backends[backend]);
     let vip = IpAddr::V4(VIP_IPIP);
     e.topo.enable_forwarding(lb)?;
     crate::routed_backends::resolve_next_hops(&e.topo, lb, &[b])?;
     e.topo.add_vip_on_lo(b, vip)?;
-    e.add_decap(backend, &[vip])?;
+    e.add_decap(backend, &[vip], hook)?;
     e.topo.route_vip_via(client, vip, lb)?;
     let name = format!("app{}", backend + 1);
     let mut config = e.config_text(e.opts.backends);

@@ -288,6 +288,19 @@ impl Topology {
         Ok(id)
     }
 
+    /// GRO on or off at the bridge's end of host `id`'s veth pair. On, the port merges the TCP
+    /// segments host `id` sends into one packet before the bridge forwards them, which no
+    /// physical switch does: a balancer's XDP program then sees packets far larger than the
+    /// link's MTU.
+    pub fn set_port_gro(&self, id: HostId, on: bool) -> Result<()> {
+        let port = &self.hosts[id.0].port;
+        netns::exec(
+            &self.switch_ns,
+            &["ethtool", "-K", port, "gro", if on { "on" } else { "off" }],
+        )?;
+        Ok(())
+    }
+
     /// Deletes bridged host `id`'s `eth0` (and so its veth pair) and makes it again as
     /// `add_host` did: same names, MACs and addresses, a new ifindex. What an XDP program
     /// attached to the old interface sees: its interface went away.

@@ -1,7 +1,7 @@
 //! Backends a route away (issue 13): `xlb decap` on backends behind a router, first with
 //! packets the test encapsulates itself (no balancer), then through the balancer's IPIP and GUE
-//! modes: stickiness for 200 sources, failover with redispatch, and a service mixing an L2
-//! server with two routed ones.
+//! modes: stickiness for 200 sources, failover with redispatch, a service mixing an L2 server
+//! with two routed ones, and the decapsulator at tc (`--hook tc`) with bulk uploads.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -9,21 +9,26 @@ use std::{
 };
 
 use harness::{
-    lbenv::{Forward, LbEnv, Opts, env},
+    lbenv::{Forward, LbEnv, Opts, env, http_vip},
     routed_backends::{Encap, GUE_PORT, encapsulated_query},
     topology::{HOST_IF, VIP4, VIP6},
 };
 use lb_common::decap_stat;
+use xlb::datapath::decap::Hook;
 
 use crate::pin_all;
 
-/// The decapsulator's counters on backend `i`, read from its pins.
-fn decap_counters(e: &LbEnv, i: usize) -> xlb::datapath::decap::DecapCounters {
+/// The decapsulator on backend `i`, read from its pins.
+fn decap_status(e: &LbEnv, i: usize) -> xlb::datapath::decap::Attachment {
     let ns = &e.topo.host(e.backends[i]).ns;
     let base = xlb::datapath::decap::base_dir(Some(ns));
     xlb::datapath::decap::status(HOST_IF, &base)
         .unwrap_or_else(|err| panic!("xlb decap status of backend {i}: {err:#}"))
-        .counters
+}
+
+/// The decapsulator's counters on backend `i`.
+fn decap_counters(e: &LbEnv, i: usize) -> xlb::datapath::decap::DecapCounters {
+    decap_status(e, i).counters
 }
 
 #[test]
@@ -118,7 +123,7 @@ fn decap_cli_attaches_shows_detaches_and_refuses_what_is_wrong() {
     let vip4 = VIP4.to_string();
     let vip6 = VIP6.to_string();
 
-    let refusals: [(&[&str], &str); 4] = [
+    let refusals: [(&[&str], &str); 5] = [
         (
             &["attach", "-i", "nope0", "--vip", &vip4],
             "interface \"nope0\" does not exist",
@@ -132,6 +137,10 @@ fn decap_cli_attaches_shows_detaches_and_refuses_what_is_wrong() {
             "give the IPv4 address itself",
         ),
         (&["detach", "-i", HOST_IF], "not attached to eth0"),
+        (
+            &["attach", "-i", HOST_IF, "--vip", &vip4, "--hook", "nic"],
+            "invalid value 'nic' for '--hook <HOOK>'",
+        ),
     ];
     for (args, says) in refusals {
         let (ok, _, err) = decap_cli(&ns, args);
@@ -168,7 +177,9 @@ fn decap_cli_attaches_shows_detaches_and_refuses_what_is_wrong() {
     );
     let (ok, out, _) = decap_cli(&ns, &["show"]);
     assert!(
-        ok && out.contains(&format!("vips: {vip4} {vip6}")) && out.contains("decapsulated: 0"),
+        ok && out.contains("hook: xdp")
+            && out.contains(&format!("vips: {vip4} {vip6}"))
+            && out.contains("decapsulated: 0"),
         "{out}"
     );
 
@@ -177,6 +188,25 @@ fn decap_cli_attaches_shows_detaches_and_refuses_what_is_wrong() {
     assert!(!base.exists(), "detach removes the pins");
     let (ok, out, _) = decap_cli(&ns, &["show"]);
     assert!(ok && out.contains("not attached anywhere"), "{out}");
+
+    // At tc: attached, shown, refused a second time (at either hook), detached.
+    let (ok, out, err) = decap_cli(&ns, &["attach", "-i", HOST_IF, "--vip", &vip4, "--hook", "tc"]);
+    assert!(ok && out.contains("(tc ingress)"), "attach --hook tc: {out}{err}");
+    let (ok, out, _) = decap_cli(&ns, &["show", "-i", HOST_IF]);
+    assert!(
+        ok && out.contains("hook: tc") && out.contains(&format!("vips: {vip4}\n")),
+        "{out}"
+    );
+    for hook in ["tc", "xdp"] {
+        let (ok, _, err) = decap_cli(&ns, &["attach", "-i", HOST_IF, "--vip", &vip4, "--hook", hook]);
+        assert!(
+            !ok && err.contains("already attached to eth0"),
+            "attach --hook {hook} over tc: {err}"
+        );
+    }
+    let (ok, _, err) = decap_cli(&ns, &["detach", "-i", HOST_IF]);
+    assert!(ok, "detach from tc: {err}");
+    assert!(!base.exists(), "detach removes the tc link's pins");
 
     // An interface that runs another XDP program (here the harness's pass program).
     topo.run_in(other, || xlb::datapath::attach_pass_program(HOST_IF))
@@ -194,6 +224,17 @@ fn decap_cli_attaches_shows_detaches_and_refuses_what_is_wrong() {
             .join(HOST_IF)
             .exists()
     );
+    // tc ingress is another hook: the decapsulator goes there beside the XDP program.
+    let (ok, out, err) = decap_cli(
+        &busy_ns,
+        &["attach", "-i", HOST_IF, "--vip", &vip4, "--hook", "tc"],
+    );
+    assert!(
+        ok && out.contains("(tc ingress)"),
+        "attach --hook tc beside XDP: {out}{err}"
+    );
+    let (ok, _, err) = decap_cli(&busy_ns, &["detach", "-i", HOST_IF]);
+    assert!(ok, "detach: {err}");
     topo.cleanup().unwrap();
 }
 
@@ -359,4 +400,70 @@ fn a_lost_next_hop_is_resolved_again_after_fib_misses() {
         "served by {served} {:?} after the next hop was lost, {misses} FIB misses",
         t0.elapsed()
     );
+}
+
+/// The decapsulator at tc ingress (`--hook tc`, for veth backends such as containers): the same
+/// stickiness through IPIP and GUE, v4 and v6, and 1 MiB uploads through the VIP, whose full-size
+/// segments the balancer first answers with "fragmentation needed" / "packet too big" (they
+/// would not fit the link once encapsulated), and which then reach the backend's tc hook
+/// GRO'd by the router and the backend's veth, many segments in one packet (IPIP: 26 to 28
+/// decapsulations per upload when written), or one by one (GUE, whose port the kernel does not
+/// know: about 770).
+#[test]
+fn tc_decap_keeps_stickiness_and_carries_bulk_uploads() {
+    let e = env(
+        "encap_tc",
+        Opts {
+            backends: 2,
+            routed: 2,
+            forward: vec![Forward::Ipip, Forward::Gue],
+            decap_hook: Hook::Tc,
+            ..Opts::sources(40, 40)
+        },
+    );
+    for i in 0..e.backends.len() {
+        assert_eq!(decap_status(&e, i).hook, Hook::Tc, "backend {i}");
+    }
+    // As from a real switch: the client's segments reach the balancer one by one.
+    e.topo.set_port_gro(e.client, false).unwrap();
+    let body = vec![b'x'; 1 << 20];
+    for (family, sources) in [("IPv4", &e.sources4), ("IPv6", &e.sources6)] {
+        let first = pin_all(&e, sources);
+        let used: std::collections::HashSet<&String> = first.values().collect();
+        assert_eq!(used.len(), 2, "{family}: both routed backends serve: {used:?}");
+        for s in sources.iter() {
+            let b = e
+                .get_vip(*s)
+                .unwrap_or_else(|err| panic!("{family} again, {s}: {err:#}"));
+            assert_eq!(b, first[s], "{family}: {s} moved from {} to {b}", first[s]);
+        }
+        // One upload to each backend (by IPIP and by GUE).
+        let too_big = crate::interfaces::xdp_counter(&e, "encap_too_big");
+        for server in used {
+            let s = *first.iter().find(|(_, b)| *b == server).unwrap().0;
+            let body = body.clone();
+            let r = e
+                .topo
+                .run_in(e.client, move || {
+                    harness::client::http_post(s, http_vip(s), &body, Duration::from_secs(20))
+                })
+                .unwrap()
+                .unwrap_or_else(|err| {
+                    panic!(
+                        "{family}: 1 MiB upload from {s}: {err:#}\nshow info:\n{}\nclient's route: {}\ndecap: {:?} {:?}",
+                        e.api("show info").unwrap_or_default(),
+                        e.topo.exec(e.client, &["ip", "route", "get", &http_vip(s).ip().to_string()]).unwrap_or_default(),
+                        decap_counters(&e, 0),
+                        decap_counters(&e, 1),
+                    )
+                });
+            assert_eq!(r.status, 200, "{family}: upload from {s}");
+            assert_eq!(&r.served_by, server, "{family}: upload from {s}");
+        }
+        assert!(
+            crate::interfaces::xdp_counter(&e, "encap_too_big") > too_big,
+            "{family}: the uploads' full-size segments were first answered with ICMP too big"
+        );
+    }
+    assert_decapsulated(&e, &[0, 1]);
 }

@@ -1,6 +1,6 @@
 //! `xlb decap attach|detach|show` on a host. One directory per interface under a base
-//! directory on bpffs (`base_dir`): `link` (the pinned XDP link: the program stays attached
-//! when `xlb` exits) and `maps/` (the VIPs, the GUE port, the counters). Detaching is removing
+//! directory on bpffs (`base_dir`): `link` (the pinned XDP or tcx link: the program stays
+//! attached when `xlb` exits) and `maps/` (the VIPs, the GUE port, the counters). Detaching is removing
 //! that directory; attaching again needs a detach first, so settings never change under a
 //! running program half-way.
 
@@ -11,11 +11,18 @@ use std::{
 
 use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
-    programs::{XdpMode, links::FdLink},
+    programs::{
+        LinkOrder, TcAttachType, XdpMode,
+        links::FdLink,
+        tc::{SchedClassifierLink, TcAttachOptions},
+    },
 };
 use lb_common::{DecapConfig, DecapVip, FAMILY_V4, MAP_DECAP_CONFIG, MAP_DECAP_STATS, MAP_DECAP_VIPS};
 
-use crate::datapath::decap::{Decap, DecapCounters, DecapError, Result, map_err, prog_err, read_counters};
+use crate::datapath::{
+    decap::{Decap, DecapCounters, DecapError, Hook, Result, map_err, prog_err, read_counters},
+    sys::NetHook,
+};
 
 /// Where `xlb decap` pins, per network namespace: `/sys/fs/bpf/xlb-decap/host` in the host's,
 /// `/sys/fs/bpf/xlb-decap/netns-NAME` in namespace NAME (interface names repeat across
@@ -35,6 +42,7 @@ pub struct AttachRequest<'a> {
     pub vips: &'a [IpAddr],
     /// The GUE UDP port (as the balancer's config says); `None`: IPIP only.
     pub gue_port: Option<u16>,
+    pub hook: Hook,
     /// The base directory (`base_dir`); the interface's own directory is made below it.
     pub base: &'a Path,
 }
@@ -45,14 +53,16 @@ pub struct Attachment {
     pub ifname: String,
     /// Its interface's index; 0 when the interface went away (the link is severed).
     pub ifindex: u32,
+    pub hook: Hook,
     pub vips: Vec<IpAddr>,
     pub gue_port: Option<u16>,
     pub counters: DecapCounters,
 }
 
-/// Attach the decapsulator to `req.ifname` (native XDP, generic if the driver refuses) and pin
-/// it. Refuses an unknown interface, no VIPs, a VIP that is not a unicast address, an interface
-/// already decapsulating, and one that runs another XDP program. Returns the XDP mode used.
+/// Attach the decapsulator to `req.ifname` at `req.hook` (XDP: native, generic if the driver
+/// refuses; tc: a tcx link at ingress, first on the hook) and pin it. Refuses an unknown
+/// interface, no VIPs, a VIP that is not a unicast address, an interface already decapsulating,
+/// and, at XDP, one that runs another XDP program. Returns how it is attached, in words.
 pub fn attach(req: &AttachRequest) -> Result<&'static str> {
     check_vips(req.vips)?;
     let ifindex = crate::net::link::lookup(req.ifname)?.index;
@@ -64,8 +74,8 @@ pub fn attach(req: &AttachRequest) -> Result<&'static str> {
     })?;
     let link_pin = dir.join("link");
     if link_pin.exists() {
-        match crate::datapath::pins::link_ifindex(&link_pin) {
-            Ok(Some(on)) if on == ifindex => {
+        match crate::datapath::pins::net_link(&link_pin) {
+            Ok(Some((_, on))) if on == ifindex => {
                 return Err(DecapError::AlreadyAttached {
                     ifname: req.ifname.to_string(),
                     dir,
@@ -98,8 +108,20 @@ fn attach_pinned(req: &AttachRequest, dir: &Path) -> Result<&'static str> {
     let mut decap = Decap::load(Some(dir))?;
     decap.add_vips(req.vips)?;
     decap.set_gue_port(req.gue_port)?;
-    let ifname = req.ifname;
-    let prog = decap.program()?;
+    let (fd, how) = match req.hook {
+        Hook::Xdp => attach_xdp(&mut decap, req.ifname)?,
+        Hook::Tc => attach_tc(&mut decap, req.ifname)?,
+    };
+    let pin = dir.join("link");
+    fd.pin(&pin).map_err(|e| DecapError::Link {
+        path: pin.clone(),
+        what: e.to_string(),
+    })?;
+    Ok(how)
+}
+
+fn attach_xdp(decap: &mut Decap, ifname: &str) -> Result<(FdLink, &'static str)> {
+    let prog = decap.xdp()?;
     let busy = |e: aya::programs::ProgramError| match &e {
         aya::programs::ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EBUSY) => {
             DecapError::Busy {
@@ -109,28 +131,46 @@ fn attach_pinned(req: &AttachRequest, dir: &Path) -> Result<&'static str> {
         }
         _ => prog_err(e),
     };
-    let (id, mode) = match prog.attach(ifname, XdpMode::Driver) {
-        Ok(id) => (id, "native"),
+    let (id, how) = match prog.attach(ifname, XdpMode::Driver) {
+        Ok(id) => (id, "native XDP"),
         Err(e) => {
             let e = busy(e);
             if matches!(e, DecapError::Busy { .. }) {
                 return Err(e);
             }
             log::warn!("native XDP refused on {ifname} ({e}); attaching in generic mode (slower)");
-            (prog.attach(ifname, XdpMode::Skb).map_err(busy)?, "generic")
+            (prog.attach(ifname, XdpMode::Skb).map_err(busy)?, "generic XDP")
         }
     };
     let link = prog.take_link(id).map_err(prog_err)?;
-    let pin = dir.join("link");
-    let link_err = |what: String| DecapError::Link {
-        path: pin.clone(),
-        what,
+    let fd = FdLink::try_from(link).map_err(|e| DecapError::Link {
+        path: ifname.into(),
+        what: format!("not an XDP link: {e}"),
+    })?;
+    Ok((fd, how))
+}
+
+/// A tcx link, first on the interface's ingress hook: the programs after it see the inner
+/// packet. (No fallback to a netlink filter before Linux 6.6: it cannot be pinned as a link.)
+fn attach_tc(decap: &mut Decap, ifname: &str) -> Result<(FdLink, &'static str)> {
+    let prog = decap.tc()?;
+    let tcx = |source| DecapError::Tcx {
+        ifname: ifname.to_string(),
+        source: Box::new(source),
     };
-    let fd: FdLink = link
-        .try_into()
-        .map_err(|e: aya::programs::links::LinkError| link_err(e.to_string()))?;
-    fd.pin(&pin).map_err(|e| link_err(e.to_string()))?;
-    Ok(mode)
+    let id = prog
+        .attach_with_options(
+            ifname,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::first()),
+        )
+        .map_err(tcx)?;
+    let link: SchedClassifierLink = prog.take_link(id).map_err(prog_err)?;
+    let fd = FdLink::try_from(link).map_err(|e| DecapError::Link {
+        path: ifname.into(),
+        what: format!("not a tcx link: {e}"),
+    })?;
+    Ok((fd, "tc ingress"))
 }
 
 /// Detach the decapsulator from `ifname`: remove its pins (the link with them).
@@ -188,13 +228,20 @@ pub fn status(ifname: &str, base: &Path) -> Result<Attachment> {
             dir,
         });
     }
-    let ifindex = crate::datapath::pins::link_ifindex(&link)
-        .map_err(|source| DecapError::Io {
-            what: "cannot read the pinned link",
-            path: link.clone(),
-            source,
-        })?
-        .unwrap_or(0);
+    let (hook, ifindex) = match crate::datapath::pins::net_link(&link).map_err(|source| DecapError::Io {
+        what: "cannot read the pinned link",
+        path: link.clone(),
+        source,
+    })? {
+        Some((NetHook::Xdp, i)) => (Hook::Xdp, i),
+        Some((NetHook::Tcx, i)) => (Hook::Tc, i),
+        None => {
+            return Err(DecapError::Link {
+                path: link,
+                what: "neither an XDP nor a tcx link".into(),
+            });
+        }
+    };
     let maps = dir.join("maps");
     let vips: HashMap<MapData, DecapVip, u8> = pinned(&maps, MAP_DECAP_VIPS)?;
     let config: Array<MapData, DecapConfig> = pinned(&maps, MAP_DECAP_CONFIG)?;
@@ -209,6 +256,7 @@ pub fn status(ifname: &str, base: &Path) -> Result<Attachment> {
     Ok(Attachment {
         ifname: ifname.to_string(),
         ifindex,
+        hook,
         vips: addrs,
         gue_port: (port != 0).then_some(port),
         counters: read_counters(&stats)?,

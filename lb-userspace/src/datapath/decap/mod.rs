@@ -1,11 +1,12 @@
-//! The decapsulator for backend hosts (`xlb decap`): its own eBPF object (`xlb_decap`, built
-//! from `lb-ebpf/src/decap`), loaded with typed handles on its three maps. It shares nothing
-//! with the balancer's `Datapath`: a backend host loads only this.
+//! The decapsulator for backend hosts (`xlb decap`): its own eBPF object (`xlb_decap` at XDP,
+//! `xlb_decap_tc` at tc ingress, built from `lb-ebpf/src/decap`), loaded with typed handles on
+//! its three maps. It shares nothing with the balancer's `Datapath`: a backend host loads only
+//! this.
 //!
-//! - here: load (optionally pinning the maps), set the VIPs and the GUE port, read the counters,
-//!   run the program on a frame (BPF_PROG_TEST_RUN);
-//! - `host`: what `xlb decap attach|detach|show` do on a host — the XDP link and the pins under
-//!   a directory per interface, refusals that say what to do.
+//! - here: the hook (`Hook`), load (optionally pinning the maps), set the VIPs and the GUE port,
+//!   read the counters, run a hook's program on a frame (BPF_PROG_TEST_RUN);
+//! - `host`: what `xlb decap attach|detach|show` do on a host — the link (XDP or tcx) and the
+//!   pins under a directory per interface, refusals that say what to do.
 
 mod host;
 
@@ -14,11 +15,11 @@ use std::{net::IpAddr, path::PathBuf};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{TestRun as _, TestRunOptions, Xdp},
+    programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 use lb_common::{
     DECAP_MAPS, DecapConfig, DecapVip, MAP_DECAP_CONFIG, MAP_DECAP_STATS, MAP_DECAP_VIPS, MAX_DECAP_VIPS,
-    PROG_DECAP, decap_stat,
+    PROG_DECAP, PROG_DECAP_TC, decap_stat,
 };
 
 pub use crate::datapath::decap::host::{
@@ -29,6 +30,51 @@ pub use crate::datapath::decap::host::{
 pub static DECAP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-decap.bpf.o"));
 
 type Result<T, E = DecapError> = std::result::Result<T, E>;
+
+/// `XDP_PASS` and tcx's `TCX_NEXT` (`TC_ACT_UNSPEC`), from the kernel's UAPI.
+const XDP_PASS: u32 = 2;
+const TCX_NEXT: i32 = -1;
+
+/// Where the decapsulator runs on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Hook {
+    /// XDP (native, generic if the driver has none): the cheapest on a NIC whose driver runs
+    /// XDP in place.
+    Xdp,
+    /// tc ingress (a tcx link, Linux 6.6 or later): for veth (containers) and other devices that
+    /// copy a packet to run XDP on it, which veth does to most encapsulated packets.
+    Tc,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 2] = [Hook::Xdp, Hook::Tc];
+
+    /// The program's name in the object.
+    pub fn program(self) -> &'static str {
+        match self {
+            Hook::Xdp => PROG_DECAP,
+            Hook::Tc => PROG_DECAP_TC,
+        }
+    }
+
+    /// The verdict the program returns for every packet: `XDP_PASS`, or at tc `TCX_NEXT`
+    /// (on to the hook's next program, or the stack).
+    pub fn pass_verdict(self) -> u32 {
+        match self {
+            Hook::Xdp => XDP_PASS,
+            Hook::Tc => TCX_NEXT as u32,
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Hook::Xdp => "xdp",
+            Hook::Tc => "tc",
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecapError {
@@ -68,8 +114,17 @@ pub enum DecapError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("program {PROG_DECAP}: {0}")]
+    #[error("the decapsulator's program: {0}")]
     Program(#[source] Box<aya::programs::ProgramError>),
+    #[error(
+        "cannot attach at tc ingress of {ifname}: {source}. The tc hook needs tcx links (Linux 6.6 or \
+         later); on an older kernel use --hook xdp"
+    )]
+    Tcx {
+        ifname: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
     #[error("XDP link {path}: {what}")]
     Link { path: PathBuf, what: String },
     #[error("cannot remove the pins under {dir}: {source}")]
@@ -189,30 +244,49 @@ impl Decap {
         read_counters(&self.stats)
     }
 
-    /// Run the program on `frame` once (BPF_PROG_TEST_RUN): its verdict and the frame it left.
-    pub fn test_run(&mut self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let prog = self.program()?;
+    /// Run `hook`'s program on `frame` once (BPF_PROG_TEST_RUN): its verdict and the frame it
+    /// left.
+    pub fn test_run(&mut self, hook: Hook, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
         let mut out = vec![0u8; frame.len() + 256];
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.data_out = Some(&mut out);
-        let r = prog.test_run(opts).map_err(prog_err)?;
+        let r = match hook {
+            Hook::Xdp => self.xdp()?.test_run(opts),
+            Hook::Tc => self.tc()?.test_run(opts),
+        }
+        .map_err(prog_err)?;
         out.truncate(r.data_size_out as usize);
         Ok((r.return_value, out))
     }
 
-    /// The program, loaded into the kernel on first use.
-    fn program(&mut self) -> Result<&mut Xdp> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(PROG_DECAP)
-            .ok_or_else(|| prog_err(aya::programs::ProgramError::NotLoaded))?
-            .try_into()
-            .map_err(prog_err)?;
+    /// The XDP program, loaded into the kernel on first use.
+    pub(super) fn xdp(&mut self) -> Result<&mut Xdp> {
+        let prog: &mut Xdp = self.typed(Hook::Xdp)?;
         if prog.fd().is_err() {
             prog.load().map_err(prog_err)?;
         }
         Ok(prog)
+    }
+
+    /// The tc program, loaded into the kernel on first use.
+    pub(super) fn tc(&mut self) -> Result<&mut SchedClassifier> {
+        let prog: &mut SchedClassifier = self.typed(Hook::Tc)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(prog_err)?;
+        }
+        Ok(prog)
+    }
+
+    fn typed<'a, P>(&'a mut self, hook: Hook) -> Result<&'a mut P>
+    where
+        &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        self.ebpf
+            .program_mut(hook.program())
+            .ok_or_else(|| prog_err(aya::programs::ProgramError::NotLoaded))?
+            .try_into()
+            .map_err(prog_err)
     }
 }
 
