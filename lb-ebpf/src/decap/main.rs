@@ -81,7 +81,8 @@ const GUE_PROTO_AT: usize = 1;
 
 /// The most a header chain we strip can take: Ethernet, an outer IPv6 header with a fragment
 /// header, UDP, GUE with the most optional fields (31 words), the inner IPv6 header. tc pulls
-/// this much (or the whole packet, if shorter) into the skb's linear part before parsing.
+/// this much (or the whole packet, if shorter) into the skb's linear part when that ends short
+/// of the headers.
 const MAX_HEADERS: u32 = (EthHdr::LEN
     + Ipv6Hdr::LEN
     + IPV6_FRAG_HDR_LEN
@@ -92,7 +93,7 @@ const MAX_HEADERS: u32 = (EthHdr::LEN
 
 #[xdp]
 pub fn xlb_decap(ctx: XdpContext) -> u32 {
-    maps::count(match parse(&frame_of(&ctx)) {
+    maps::count(match parse(&xdp_frame(&ctx)) {
         Ok(inner) => strip_xdp(&ctx, &inner),
         Err(stat) => stat,
     });
@@ -103,27 +104,35 @@ pub fn xlb_decap(ctx: XdpContext) -> u32 {
 /// packet goes on to the hook's next program, or to the stack when there is none.
 #[classifier]
 pub fn xlb_decap_tc(ctx: TcContext) -> i32 {
-    // The headers must be in the linear part to be read in place (a GRO'd or paged skb may
-    // hold less there); pulling cannot fail for a packet shorter than it.
-    let want = if ctx.len() < MAX_HEADERS {
-        ctx.len()
-    } else {
-        MAX_HEADERS
-    };
-    if ctx.data_end() - ctx.data() < want as usize && ctx.pull_data(want).is_err() {
-        maps::count(decap_stat::MALFORMED);
-        return TC_ACT_UNSPEC;
+    let mut parsed = parse(&tc_frame(&ctx));
+    // Headers are read in the skb's linear part, which holds them for nearly every packet (a
+    // driver's or GRO's skb starts with them). When it ends short of them, pull them into it
+    // (copying, so only then) and look again.
+    if matches!(parsed, Err(decap_stat::MALFORMED)) {
+        let want = if ctx.len() < MAX_HEADERS {
+            ctx.len()
+        } else {
+            MAX_HEADERS
+        };
+        if ctx.data_end() - ctx.data() < want as usize && ctx.pull_data(want).is_ok() {
+            parsed = parse(&tc_frame(&ctx));
+        }
     }
-    let frame = Frame {
-        data: ctx.data(),
-        data_end: ctx.data_end(),
-        len: ctx.len() as usize,
-    };
-    maps::count(match parse(&frame) {
+    maps::count(match parsed {
         Ok(inner) => strip_tc(&ctx, &inner),
         Err(stat) => stat,
     });
     TC_ACT_UNSPEC
+}
+
+/// The skb's bounds now (they change when it is pulled or its room adjusted).
+#[inline(always)]
+fn tc_frame(ctx: &TcContext) -> Frame {
+    Frame {
+        data: ctx.data(),
+        data_end: ctx.data_end(),
+        len: ctx.len() as usize,
+    }
 }
 
 /// The packet as both hooks show it: its headers in place from `data` to `data_end`, and its
@@ -346,7 +355,7 @@ fn inner_v6_dst(f: &Frame, at: usize) -> Result<VipKey, ()> {
 /// forward to sit just before it, with the inner family's ethertype.
 #[inline(always)]
 fn strip_xdp(ctx: &XdpContext, inner: &Inner) -> u32 {
-    let Ok(macs) = ptr_at::<[u8; MACS_LEN]>(&frame_of(ctx), 0) else {
+    let Ok(macs) = ptr_at::<[u8; MACS_LEN]>(&xdp_frame(ctx), 0) else {
         return decap_stat::MALFORMED;
     };
     // SAFETY: in the frame, alignment 1 (`ptr_at`); copied out before the head moves.
@@ -356,7 +365,7 @@ fn strip_xdp(ctx: &XdpContext, inner: &Inner) -> u32 {
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer_len) } != 0 {
         return decap_stat::MALFORMED;
     }
-    let Ok(eth) = ptr_at::<[u8; EthHdr::LEN]>(&frame_of(ctx), 0) else {
+    let Ok(eth) = ptr_at::<[u8; EthHdr::LEN]>(&xdp_frame(ctx), 0) else {
         return decap_stat::MALFORMED;
     };
     // SAFETY: in the (moved) frame, alignment 1 (`ptr_at`); nothing else points into it.
@@ -368,7 +377,7 @@ fn strip_xdp(ctx: &XdpContext, inner: &Inner) -> u32 {
 
 /// The XDP frame's bounds now (they change when its head moves).
 #[inline(always)]
-fn frame_of(ctx: &XdpContext) -> Frame {
+fn xdp_frame(ctx: &XdpContext) -> Frame {
     Frame {
         data: ctx.data(),
         data_end: ctx.data_end(),
