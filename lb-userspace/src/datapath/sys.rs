@@ -1,6 +1,6 @@
 //! The few `bpf(2)` commands aya 0.14 does not wrap: a batched lookup, update and delete,
 //! deleting an element of a map aya hands out no delete for (an array-of-maps slot), opening a
-//! pin, reading an XDP link's interface, and detaching a link. The one place in xlb that makes the raw system call; `union bpf_attr`,
+//! pin, reading an XDP or tcx link's interface, and detaching a link. The one place in xlb that makes the raw system call; `union bpf_attr`,
 //! the command numbers and `struct bpf_link_info` are the kernel's, as aya-obj generates them.
 
 use std::{

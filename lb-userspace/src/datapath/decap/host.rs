@@ -1,8 +1,8 @@
 //! `xlb decap attach|detach|show` on a host. One directory per interface under a base
 //! directory on bpffs (`base_dir`): `link` (the pinned XDP or tcx link: the program stays
-//! attached when `xlb` exits) and `maps/` (the VIPs, the GUE port, the counters). Detaching is removing
-//! that directory; attaching again needs a detach first, so settings never change under a
-//! running program half-way.
+//! attached when `xlb` exits) and `maps/` (the VIPs, the GUE port, the counters). Detaching is
+//! removing that directory; attaching again needs a detach first, so settings never change
+//! under a running program half-way.
 
 use std::{
     net::IpAddr,

@@ -125,7 +125,7 @@ pub enum DecapError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
-    #[error("XDP link {path}: {what}")]
+    #[error("link {path}: {what}")]
     Link { path: PathBuf, what: String },
     #[error("cannot remove the pins under {dir}: {source}")]
     RemovePins {
