@@ -239,16 +239,17 @@ fn decap_cli_attaches_shows_detaches_and_refuses_what_is_wrong() {
 }
 
 /// Two backends behind the router, be1 reached by IPIP and be2 by GUE.
+fn routed_opts(v4: usize, v6: usize) -> Opts {
+    Opts {
+        backends: 2,
+        routed: 2,
+        forward: vec![Forward::Ipip, Forward::Gue],
+        ..Opts::sources(v4, v6)
+    }
+}
+
 fn routed_env(test_name: &str, v4: usize, v6: usize) -> LbEnv {
-    env(
-        test_name,
-        Opts {
-            backends: 2,
-            routed: 2,
-            forward: vec![Forward::Ipip, Forward::Gue],
-            ..Opts::sources(v4, v6)
-        },
-    )
+    env(test_name, routed_opts(v4, v6))
 }
 
 /// Every backend `i` whose server encapsulates decapsulated traffic, and nothing was malformed
@@ -339,12 +340,9 @@ fn a_lost_next_hop_is_resolved_again_after_fib_misses() {
     let e = env(
         "encap_rehop",
         Opts {
-            backends: 2,
-            routed: 2,
-            forward: vec![Forward::Ipip, Forward::Gue],
             inter: "24h".into(),
             rise: 1,
-            ..Opts::sources(4, 0)
+            ..routed_opts(4, 0)
         },
     );
     let s = e.sources4[0];
@@ -414,11 +412,8 @@ fn tc_decap_keeps_stickiness_and_carries_bulk_uploads() {
     let e = env(
         "encap_tc",
         Opts {
-            backends: 2,
-            routed: 2,
-            forward: vec![Forward::Ipip, Forward::Gue],
             decap_hook: Hook::Tc,
-            ..Opts::sources(40, 40)
+            ..routed_opts(40, 40)
         },
     );
     for i in 0..e.backends.len() {
