@@ -215,13 +215,41 @@ pub fn encapsulated_query(
     how: Encap,
     timeout: Duration,
 ) -> Result<String> {
+    query(src, backend, vip, how, timeout, false)
+}
+
+/// [`encapsulated_query`] with the inner UDP checksum wrong (not zero): a stack that checks it
+/// drops the query, and no answer comes.
+pub fn encapsulated_query_bad_checksum(
+    src: IpAddr,
+    backend: IpAddr,
+    vip: SocketAddr,
+    how: Encap,
+    timeout: Duration,
+) -> Result<String> {
+    query(src, backend, vip, how, timeout, true)
+}
+
+fn query(
+    src: IpAddr,
+    backend: IpAddr,
+    vip: SocketAddr,
+    how: Encap,
+    timeout: Duration,
+    bad_checksum: bool,
+) -> Result<String> {
     let s = UdpSocket::bind(SocketAddr::new(src, 0)).with_context(|| format!("bind udp {src}"))?;
     s.connect(vip)?;
     s.set_read_timeout(Some(timeout))?;
     let port = s.local_addr()?.port();
-    let inner = Frame::udp(src, port, vip.ip(), vip.port())
+    let mut inner = Frame::udp(src, port, vip.ip(), vip.port())
         .payload(b"who")
         .packet();
+    if bad_checksum {
+        // The UDP checksum's first byte, after the IP header.
+        let at = if src.is_ipv4() { 20 } else { 40 } + 6;
+        inner[at] ^= 0x5a;
+    }
     let outer = match how {
         Encap::Ipip => ipip(src, backend, &inner),
         Encap::Gue(p) => gue(src, backend, p, &inner),

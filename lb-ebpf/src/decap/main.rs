@@ -32,7 +32,11 @@
 //!
 //! Not checked, as the kernel's own tunnels and Katran's decapsulator do not either: the outer
 //! IPv4 header checksum and the UDP checksum (the inner packet's own checksums are checked by
-//! the stack), and the outer destination address (the frame reached this host's MAC).
+//! the stack), and the outer destination address (the frame reached this host's MAC). One
+//! exception, at XDP only: a GUE packet that reached XDP with its skb marked "checksum verified"
+//! for the outer UDP header (veth after GRO, which counts a zero UDP checksum as verified; some
+//! NICs) keeps the mark after the strip, and the stack then skips the inner packet's checksum.
+//! XDP cannot clear it; `strip_tc` does (no `NO_CSUM_RESET` for GUE). IPIP carries no such mark.
 #![no_std]
 #![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
