@@ -205,6 +205,14 @@ pub enum Encap {
     Gue(u16),
 }
 
+/// The inner UDP checksum of an [`encapsulated_query`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InnerChecksum {
+    Right,
+    /// Wrong (not zero): a stack that checks it drops the query, and no answer comes.
+    Wrong,
+}
+
 /// Run in the client's namespace: a UDP query from `src` to `vip`, encapsulated by hand and
 /// sent from a raw socket straight to `backend` (no balancer on the way); returns the answer,
 /// which the backend sends to `src` from the VIP. Waits at most `timeout`.
@@ -213,30 +221,8 @@ pub fn encapsulated_query(
     backend: IpAddr,
     vip: SocketAddr,
     how: Encap,
+    checksum: InnerChecksum,
     timeout: Duration,
-) -> Result<String> {
-    query(src, backend, vip, how, timeout, false)
-}
-
-/// [`encapsulated_query`] with the inner UDP checksum wrong (not zero): a stack that checks it
-/// drops the query, and no answer comes.
-pub fn encapsulated_query_bad_checksum(
-    src: IpAddr,
-    backend: IpAddr,
-    vip: SocketAddr,
-    how: Encap,
-    timeout: Duration,
-) -> Result<String> {
-    query(src, backend, vip, how, timeout, true)
-}
-
-fn query(
-    src: IpAddr,
-    backend: IpAddr,
-    vip: SocketAddr,
-    how: Encap,
-    timeout: Duration,
-    bad_checksum: bool,
 ) -> Result<String> {
     let s = UdpSocket::bind(SocketAddr::new(src, 0)).with_context(|| format!("bind udp {src}"))?;
     s.connect(vip)?;
@@ -245,7 +231,7 @@ fn query(
     let mut inner = Frame::udp(src, port, vip.ip(), vip.port())
         .payload(b"who")
         .packet();
-    if bad_checksum {
+    if checksum == InnerChecksum::Wrong {
         // The UDP checksum's first byte, after the IP header.
         let at = if src.is_ipv4() { 20 } else { 40 } + 6;
         inner[at] ^= 0x5a;

@@ -10,7 +10,7 @@ use std::{
 
 use harness::{
     lbenv::{Forward, LbEnv, Opts, env, http_vip},
-    routed_backends::{Encap, GUE_PORT, encapsulated_query, encapsulated_query_bad_checksum},
+    routed_backends::{Encap, GUE_PORT, InnerChecksum, encapsulated_query},
     topology::{HOST_IF, VIP4, VIP6},
 };
 use lb_common::decap_stat;
@@ -56,7 +56,14 @@ fn decap_on_routed_backends_delivers_ipip_and_gue_from_a_raw_socket() {
                 let answer = e
                     .topo
                     .run_in(e.client, move || {
-                        encapsulated_query(src, backend, SocketAddr::new(vip, 53), how, timeout)
+                        encapsulated_query(
+                            src,
+                            backend,
+                            SocketAddr::new(vip, 53),
+                            how,
+                            InnerChecksum::Right,
+                            timeout,
+                        )
                     })
                     .unwrap()
                     .unwrap_or_else(|err| panic!("{how:?} from {src} to {}: {err:#}", host.role));
@@ -83,6 +90,7 @@ fn decap_on_routed_backends_delivers_ipip_and_gue_from_a_raw_socket() {
                 host.addr_like(src),
                 SocketAddr::new(other, 53),
                 Encap::Ipip,
+                InnerChecksum::Right,
                 Duration::from_millis(300),
             )
         })
@@ -495,11 +503,12 @@ fn a_wrong_inner_checksum_is_dropped_after_decapsulation() {
                     let bad = e
                         .topo
                         .run_in(e.client, move || {
-                            encapsulated_query_bad_checksum(
+                            encapsulated_query(
                                 src,
                                 backend,
                                 vip,
                                 how,
+                                InnerChecksum::Wrong,
                                 Duration::from_millis(300),
                             )
                         })
@@ -516,7 +525,14 @@ fn a_wrong_inner_checksum_is_dropped_after_decapsulation() {
                     let good = e
                         .topo
                         .run_in(e.client, move || {
-                            encapsulated_query(src, backend, vip, how, Duration::from_secs(2))
+                            encapsulated_query(
+                                src,
+                                backend,
+                                vip,
+                                how,
+                                InnerChecksum::Right,
+                                Duration::from_secs(2),
+                            )
                         })
                         .unwrap()
                         .unwrap_or_else(|err| panic!("{what}: the same query, whole: {err:#}"));
