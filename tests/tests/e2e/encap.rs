@@ -499,20 +499,15 @@ fn a_wrong_inner_checksum_is_dropped_after_decapsulation() {
                     let backend = host.addr_like(src);
                     let vip = SocketAddr::new(vip, 53);
                     let what = format!("{hook}, backend {i}, {how:?} from {src}");
+                    let ask = |checksum, timeout| {
+                        e.topo
+                            .run_in(e.client, move || {
+                                encapsulated_query(src, backend, vip, how, checksum, timeout)
+                            })
+                            .unwrap()
+                    };
                     let before = decap_counters(&e, i).get(decap_stat::DECAPSULATED);
-                    let bad = e
-                        .topo
-                        .run_in(e.client, move || {
-                            encapsulated_query(
-                                src,
-                                backend,
-                                vip,
-                                how,
-                                InnerChecksum::Wrong,
-                                Duration::from_millis(300),
-                            )
-                        })
-                        .unwrap();
+                    let bad = ask(InnerChecksum::Wrong, Duration::from_millis(300));
                     assert!(
                         bad.is_err(),
                         "{what}: a wrong inner checksum was answered: {bad:?}"
@@ -522,19 +517,7 @@ fn a_wrong_inner_checksum_is_dropped_after_decapsulation() {
                         before + 1,
                         "{what}: the packet was stripped (the stack dropped it)"
                     );
-                    let good = e
-                        .topo
-                        .run_in(e.client, move || {
-                            encapsulated_query(
-                                src,
-                                backend,
-                                vip,
-                                how,
-                                InnerChecksum::Right,
-                                Duration::from_secs(2),
-                            )
-                        })
-                        .unwrap()
+                    let good = ask(InnerChecksum::Right, Duration::from_secs(2))
                         .unwrap_or_else(|err| panic!("{what}: the same query, whole: {err:#}"));
                     assert_eq!(good, format!("app{}", i + 1), "{what}");
                 }
